@@ -1,0 +1,274 @@
+//! Routing received messages to subscribers by tag.
+//!
+//! A messenger's readers hand every received payload to the [`Dispatcher`] together with its
+//! tag; the dispatcher forwards it to the one [`Subscription`] registered for that tag over a
+//! bounded channel. The payload stays encoded until the subscriber asks for the next message,
+//! so decoding costs the subscriber's task, not the connection's. Because the channel is
+//! bounded, a subscriber that stops reading holds back its sender's stream through QUIC flow
+//! control instead of growing memory here.
+//!
+//! The dispatcher is its own type so that two messengers (QUIC and legacy, in the upgrade
+//! bridge) can deliver into the same subscriptions.
+
+use std::collections::HashMap;
+use std::marker::PhantomData;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+use crate::member::MemberId;
+use crate::message::{Delivery, Envelope, Message, Tag};
+
+/// One received, still encoded message.
+#[derive(Debug)]
+pub struct Inbound {
+    /// The sender.
+    pub from: MemberId,
+    /// How it travelled.
+    pub delivery: Delivery,
+    /// The postcard-encoded message.
+    pub payload: Bytes,
+}
+
+/// What became of a delivered message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Routed {
+    /// Handed to its subscriber.
+    Delivered,
+    /// No subscriber for the tag: counted and dropped.
+    NoSubscriber,
+    /// The subscriber's queue was full (only for non-waiting delivery): dropped.
+    Full,
+}
+
+/// Failure to subscribe.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SubscribeError {
+    /// Another live subscription already holds this tag.
+    #[error("tag {tag} already has a subscriber (message type {existing})")]
+    AlreadySubscribed {
+        /// The contested tag.
+        tag: Tag,
+        /// The Rust type name of the existing subscription's message.
+        existing: &'static str,
+    },
+}
+
+struct Route {
+    id: u64,
+    type_name: &'static str,
+    tx: mpsc::Sender<Inbound>,
+}
+
+/// Counters kept by the dispatcher.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DispatchStats {
+    /// Messages whose tag had no subscriber.
+    pub unknown_tags: u64,
+    /// Datagrams dropped because their subscriber's queue was full.
+    pub dropped_full: u64,
+}
+
+/// Routes received payloads to subscriptions by tag.
+pub struct Dispatcher {
+    routes: Mutex<HashMap<Tag, Route>>,
+    next_id: AtomicU64,
+    capacity: usize,
+    unknown_tags: AtomicU64,
+    dropped_full: AtomicU64,
+}
+
+impl Dispatcher {
+    /// A dispatcher whose subscriptions buffer up to `capacity` messages each (at least 1).
+    pub fn new(capacity: usize) -> Arc<Self> {
+        Arc::new(Dispatcher {
+            routes: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+            capacity: capacity.max(1),
+            unknown_tags: AtomicU64::new(0),
+            dropped_full: AtomicU64::new(0),
+        })
+    }
+
+    /// Subscribes to messages of type `M`. One subscription per tag; dropping it frees the tag.
+    pub fn subscribe<M: Message>(self: &Arc<Self>) -> Result<Subscription<M>, SubscribeError> {
+        let mut routes = lock(&self.routes);
+        if let Some(existing) = routes.get(&M::TAG) {
+            if !existing.tx.is_closed() {
+                return Err(SubscribeError::AlreadySubscribed {
+                    tag: M::TAG,
+                    existing: existing.type_name,
+                });
+            }
+        }
+        let (tx, rx) = mpsc::channel(self.capacity);
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let decode_failures = Arc::new(AtomicU64::new(0));
+        routes.insert(
+            M::TAG,
+            Route {
+                id,
+                type_name: std::any::type_name::<M>(),
+                tx,
+            },
+        );
+        Ok(Subscription {
+            rx,
+            dispatcher: Arc::downgrade(self),
+            tag: M::TAG,
+            id,
+            decode_failures,
+            _message: PhantomData,
+        })
+    }
+
+    /// Delivers a reliable message, waiting while the subscriber's queue is full.
+    pub async fn deliver(&self, tag: Tag, inbound: Inbound) -> Routed {
+        let Some(tx) = self.sender(tag) else {
+            return self.unknown(tag, &inbound);
+        };
+        match tx.send(inbound).await {
+            Ok(()) => Routed::Delivered,
+            Err(mpsc::error::SendError(inbound)) => self.unknown(tag, &inbound),
+        }
+    }
+
+    /// Delivers without waiting (datagrams): a full queue drops the message.
+    pub fn try_deliver(&self, tag: Tag, inbound: Inbound) -> Routed {
+        let Some(tx) = self.sender(tag) else {
+            return self.unknown(tag, &inbound);
+        };
+        match tx.try_send(inbound) {
+            Ok(()) => Routed::Delivered,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.dropped_full.fetch_add(1, Ordering::Relaxed);
+                Routed::Full
+            }
+            Err(mpsc::error::TrySendError::Closed(inbound)) => self.unknown(tag, &inbound),
+        }
+    }
+
+    /// Drops every route: subscriptions yield what they hold, then `None`.
+    pub fn close(&self) {
+        lock(&self.routes).clear();
+    }
+
+    /// The dispatcher's counters.
+    pub fn stats(&self) -> DispatchStats {
+        DispatchStats {
+            unknown_tags: self.unknown_tags.load(Ordering::Relaxed),
+            dropped_full: self.dropped_full.load(Ordering::Relaxed),
+        }
+    }
+
+    fn sender(&self, tag: Tag) -> Option<mpsc::Sender<Inbound>> {
+        lock(&self.routes).get(&tag).map(|r| r.tx.clone())
+    }
+
+    fn unknown(&self, tag: Tag, inbound: &Inbound) -> Routed {
+        let n = self.unknown_tags.fetch_add(1, Ordering::Relaxed);
+        if n == 0 || n.is_power_of_two() {
+            tracing::warn!(%tag, from = %inbound.from, count = n + 1, "message with no subscriber dropped");
+        }
+        Routed::NoSubscriber
+    }
+
+    fn unsubscribe(&self, tag: Tag, id: u64) {
+        let mut routes = lock(&self.routes);
+        if routes.get(&tag).is_some_and(|r| r.id == id) {
+            routes.remove(&tag);
+        }
+    }
+}
+
+impl std::fmt::Debug for Dispatcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let tags: Vec<Tag> = lock(&self.routes).keys().copied().collect();
+        f.debug_struct("Dispatcher")
+            .field("tags", &tags)
+            .field("capacity", &self.capacity)
+            .finish()
+    }
+}
+
+/// Received messages of one type, in arrival order per sender and priority.
+pub struct Subscription<M> {
+    rx: mpsc::Receiver<Inbound>,
+    dispatcher: Weak<Dispatcher>,
+    tag: Tag,
+    id: u64,
+    decode_failures: Arc<AtomicU64>,
+    _message: PhantomData<fn() -> M>,
+}
+
+impl<M: Message> Subscription<M> {
+    /// The next message, or `None` once the messenger has shut down.
+    ///
+    /// A payload that does not decode as `M` is dropped with a warning and counted in
+    /// [`Subscription::decode_failures`]: it is the sender's fault, and one bad message must
+    /// not stop the ones behind it.
+    pub async fn recv(&mut self) -> Option<Envelope<M>> {
+        loop {
+            let inbound = self.rx.recv().await?;
+            if let Some(envelope) = self.decode(inbound) {
+                return Some(envelope);
+            }
+        }
+    }
+
+    /// The next message if one is waiting, without waiting.
+    pub fn try_recv(&mut self) -> Option<Envelope<M>> {
+        while let Ok(inbound) = self.rx.try_recv() {
+            if let Some(envelope) = self.decode(inbound) {
+                return Some(envelope);
+            }
+        }
+        None
+    }
+
+    /// Payloads that failed to decode as `M`.
+    pub fn decode_failures(&self) -> u64 {
+        self.decode_failures.load(Ordering::Relaxed)
+    }
+
+    fn decode(&self, inbound: Inbound) -> Option<Envelope<M>> {
+        match postcard::from_bytes::<M>(&inbound.payload) {
+            Ok(message) => Some(Envelope {
+                from: inbound.from,
+                delivery: inbound.delivery,
+                message,
+            }),
+            Err(error) => {
+                self.decode_failures.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(tag = %M::TAG, from = %inbound.from, %error,
+                    "payload does not decode as {}", std::any::type_name::<M>());
+                None
+            }
+        }
+    }
+}
+
+impl<M> Drop for Subscription<M> {
+    fn drop(&mut self) {
+        if let Some(dispatcher) = self.dispatcher.upgrade() {
+            dispatcher.unsubscribe(self.tag, self.id);
+        }
+    }
+}
+
+impl<M> std::fmt::Debug for Subscription<M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subscription")
+            .field("message", &std::any::type_name::<M>())
+            .finish()
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding this lock cannot leave the map half-updated: every critical
+    // section is a single insert, remove or lookup.
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}

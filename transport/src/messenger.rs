@@ -1,0 +1,159 @@
+//! The [`Messenger`] trait: what the membership layer and applications use to talk.
+//!
+//! A messenger delivers a message sent to a member exactly once and in order per priority
+//! while that member is in the installed view. `send` never waits: each destination has its
+//! own queue, bounded in bytes, and a destination over its bound is reported in the
+//! [`SendOutcome`] (and as a [`TransportEvent::Backlogged`]) while the others are untouched.
+
+use std::future::Future;
+use std::net::SocketAddr;
+
+use tokio::sync::broadcast;
+
+use crate::dispatch::{SubscribeError, Subscription};
+use crate::member::MemberId;
+use crate::message::{Message, Tag};
+use crate::priority::Priority;
+use crate::view::View;
+
+/// What `send` did with each recipient it could not accept the message for.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SendOutcome {
+    /// Recipients not in the current view: nothing was queued for them.
+    pub not_in_view: Vec<MemberId>,
+    /// Recipients whose queue is over its byte bound: the message was refused for them
+    /// (never silently dropped), and a [`TransportEvent::Backlogged`] was raised.
+    pub backlogged: Vec<MemberId>,
+}
+
+impl SendOutcome {
+    /// True if the message was accepted for every recipient.
+    pub fn is_complete(&self) -> bool {
+        self.not_in_view.is_empty() && self.backlogged.is_empty()
+    }
+}
+
+/// Why `send` accepted the message for no recipient at all.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SendError {
+    /// The messenger is shutting down or has shut down.
+    #[error("the messenger has shut down")]
+    Shutdown,
+    /// The message could not be encoded.
+    #[error("message with tag {tag} could not be encoded: {source}")]
+    Encode {
+        /// The message's tag.
+        tag: Tag,
+        /// The encoder's error.
+        source: postcard::Error,
+    },
+    /// The encoded message is larger than the configured frame limit.
+    #[error("message with tag {tag} is {size} bytes encoded, over the limit of {max} bytes")]
+    TooLarge {
+        /// The message's tag.
+        tag: Tag,
+        /// Its encoded frame size.
+        size: usize,
+        /// `max_frame_bytes` of the configuration.
+        max: usize,
+    },
+    /// Application tags may not use the Control priority, which the membership protocol owns.
+    #[error("message with tag {0} is an application tag and cannot use the control priority")]
+    ControlReserved(Tag),
+}
+
+/// Something that happened to the transport, for the membership layer and operators.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TransportEvent {
+    /// A connection to the member completed its Hello exchange.
+    PeerConnected {
+        /// The peer.
+        member: MemberId,
+        /// True if this member dialed the connection.
+        dialed_by_us: bool,
+    },
+    /// The connection to the member ended.
+    PeerDisconnected {
+        /// The peer.
+        member: MemberId,
+        /// Why, as quinn or the protocol reported it.
+        reason: String,
+    },
+    /// Dialing the member failed (unreachable, TLS refused, Hello not answered).
+    DialFailed {
+        /// The member dialed.
+        member: MemberId,
+        /// Why; names the certificate problem when TLS refused.
+        reason: String,
+    },
+    /// An incoming connection was refused before it counted as a peer.
+    IncomingRejected {
+        /// Where it came from.
+        remote: SocketAddr,
+        /// Why; names the certificate problem when TLS refused it.
+        reason: String,
+    },
+    /// A peer broke the protocol; its connection was closed with the named code.
+    ProtocolViolation {
+        /// The peer.
+        member: MemberId,
+        /// What was wrong.
+        reason: String,
+    },
+    /// A destination's queue reached its byte bound; sends to it are refused until it drains.
+    Backlogged {
+        /// The slow member.
+        member: MemberId,
+        /// Bytes queued for it.
+        queued_bytes: usize,
+    },
+}
+
+/// A cluster messenger: sends typed messages to members of the current view.
+///
+/// Creating one (e.g. `QuicMessenger::bind`) starts listening.
+pub trait Messenger: Send + Sync {
+    /// This member's identity.
+    fn local_member(&self) -> &MemberId;
+
+    /// The currently installed view.
+    fn view(&self) -> View;
+
+    /// Installs a view. Members that were in the previous view but are not in this one are
+    /// forgotten: their connections are closed and their queues freed.
+    fn install_view(&self, view: View);
+
+    /// Queues a reliable message for each recipient, without waiting.
+    ///
+    /// A recipient equal to the local member gets the message through its own
+    /// subscriptions. Recipients are not deduplicated: list each once.
+    fn send<M: Message>(
+        &self,
+        message: &M,
+        priority: Priority,
+        recipients: &[MemberId],
+    ) -> Result<SendOutcome, SendError>;
+
+    /// Sends an unreliable message (heartbeat, alert), without waiting.
+    ///
+    /// It may be lost. One larger than the connection's datagram limit travels reliably on
+    /// the Bulk stream instead. A recipient with no connection yet gets a connection started
+    /// and this datagram dropped.
+    fn send_datagram<M: Message>(
+        &self,
+        message: &M,
+        recipients: &[MemberId],
+    ) -> Result<SendOutcome, SendError>;
+
+    /// Subscribes to messages of type `M`, from any priority or datagrams.
+    fn subscribe<M: Message>(&self) -> Result<Subscription<M>, SubscribeError>;
+
+    /// Transport events from now on.
+    fn events(&self) -> broadcast::Receiver<TransportEvent>;
+
+    /// Flushes what is queued (bounded by the configured shutdown timeout), closes every
+    /// connection and stops listening. Subscriptions then yield `None`.
+    fn shutdown(&self) -> impl Future<Output = ()> + Send;
+}

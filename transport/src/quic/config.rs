@@ -1,0 +1,190 @@
+//! Configuration of a [`QuicMessenger`](super::QuicMessenger), checked once when it binds.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::member::{MemberAttributes, MemberKind};
+
+/// Settings for one QUIC messenger. `Default` gives a member on 127.0.0.1 with an
+/// ephemeral port; every field documents its unit and default.
+#[derive(Clone, Debug)]
+pub struct QuicConfig {
+    /// The member's logical name, shown in logs and views. Default `"member"`.
+    pub name: String,
+    /// The member's role. Default [`MemberKind::Member`].
+    pub kind: MemberKind,
+    /// Attributes announced in the member id. Default none.
+    pub attributes: MemberAttributes,
+    /// The UDP address to bind (port 0 picks one). Default `127.0.0.1:0`.
+    pub bind: SocketAddr,
+    /// The address other members dial, when it differs from the bound one (required when
+    /// binding an unspecified address such as `0.0.0.0`). Default `None`: the bound address.
+    pub advertise: Option<SocketAddr>,
+    /// Bytes a destination's queue may hold before further sends to it are refused.
+    /// Default 256 MiB (room for a few large Bulk messages).
+    pub max_queued_bytes_per_destination: usize,
+    /// Largest frame, header included, sent or accepted. Default 128 MiB.
+    pub max_frame_bytes: usize,
+    /// Received messages buffered per subscription before the sending stream is held back.
+    /// Default 1024.
+    pub subscription_capacity: usize,
+    /// QUIC keep-alive interval. Default 2 s.
+    pub keep_alive_interval: Duration,
+    /// A connection silent for this long is closed. Default 10 s.
+    pub idle_timeout: Duration,
+    /// Time allowed for the TLS handshake plus the Hello exchange. Default 5 s.
+    pub handshake_timeout: Duration,
+    /// Outgoing handshakes in flight at once; more wait their turn. Default 32.
+    pub max_concurrent_dials: usize,
+    /// Requested kernel send and receive buffer size of the UDP socket, in bytes (the kernel
+    /// may cap it). Default 4 MiB.
+    pub socket_buffer_bytes: usize,
+    /// How long `shutdown` waits for queued messages to be acknowledged. Default 2 s.
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for QuicConfig {
+    fn default() -> Self {
+        QuicConfig {
+            name: "member".into(),
+            kind: MemberKind::Member,
+            attributes: MemberAttributes::default(),
+            bind: SocketAddr::from(([127, 0, 0, 1], 0)),
+            advertise: None,
+            max_queued_bytes_per_destination: 256 << 20,
+            max_frame_bytes: 128 << 20,
+            subscription_capacity: 1024,
+            keep_alive_interval: Duration::from_secs(2),
+            idle_timeout: Duration::from_secs(10),
+            handshake_timeout: Duration::from_secs(5),
+            max_concurrent_dials: 32,
+            socket_buffer_bytes: 4 << 20,
+            shutdown_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+/// A configuration value that cannot work.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A size or count that must be positive is zero.
+    #[error("{0} must be greater than zero")]
+    Zero(&'static str),
+    /// A duration that must be positive is zero.
+    #[error("{0} must be longer than zero")]
+    ZeroDuration(&'static str),
+    /// The keep-alive would not keep the connection alive.
+    #[error("keep_alive_interval ({keep_alive:?}) must be shorter than idle_timeout ({idle:?})")]
+    KeepAliveTooLong {
+        /// The keep-alive interval.
+        keep_alive: Duration,
+        /// The idle timeout.
+        idle: Duration,
+    },
+    /// The frame limit is beyond what the 32-bit length prefix can carry, or below the
+    /// smallest useful frame.
+    #[error("max_frame_bytes ({0}) must be between 1 KiB and 4 GiB")]
+    FrameLimit(usize),
+    /// A message at the frame limit could never be queued.
+    #[error(
+        "max_queued_bytes_per_destination ({queue}) must be at least max_frame_bytes ({frame})"
+    )]
+    QueueBelowFrame {
+        /// The queue bound.
+        queue: usize,
+        /// The frame limit.
+        frame: usize,
+    },
+    /// Other members could not dial an unspecified address.
+    #[error("bind address {0} is unspecified: set `advertise` to the address members dial")]
+    Unadvertisable(SocketAddr),
+    /// The idle timeout is beyond what QUIC can encode.
+    #[error("idle_timeout {0:?} is too long")]
+    IdleTimeoutTooLong(Duration),
+}
+
+impl QuicConfig {
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+        for (value, name) in [
+            (self.subscription_capacity, "subscription_capacity"),
+            (self.max_concurrent_dials, "max_concurrent_dials"),
+            (self.socket_buffer_bytes, "socket_buffer_bytes"),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::Zero(name));
+            }
+        }
+        for (value, name) in [
+            (self.keep_alive_interval, "keep_alive_interval"),
+            (self.idle_timeout, "idle_timeout"),
+            (self.handshake_timeout, "handshake_timeout"),
+        ] {
+            if value.is_zero() {
+                return Err(ConfigError::ZeroDuration(name));
+            }
+        }
+        if self.keep_alive_interval >= self.idle_timeout {
+            return Err(ConfigError::KeepAliveTooLong {
+                keep_alive: self.keep_alive_interval,
+                idle: self.idle_timeout,
+            });
+        }
+        if !(1024..=u32::MAX as usize).contains(&self.max_frame_bytes) {
+            return Err(ConfigError::FrameLimit(self.max_frame_bytes));
+        }
+        if self.max_queued_bytes_per_destination < self.max_frame_bytes {
+            return Err(ConfigError::QueueBelowFrame {
+                queue: self.max_queued_bytes_per_destination,
+                frame: self.max_frame_bytes,
+            });
+        }
+        let advertised = self.advertise.unwrap_or(self.bind);
+        if advertised.ip().is_unspecified() {
+            return Err(ConfigError::Unadvertisable(advertised));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_is_valid_and_each_bad_value_is_named() {
+        assert_eq!(QuicConfig::default().validate(), Ok(()));
+        let bad = [
+            (
+                QuicConfig { subscription_capacity: 0, ..Default::default() },
+                ConfigError::Zero("subscription_capacity"),
+            ),
+            (
+                QuicConfig { idle_timeout: Duration::ZERO, ..Default::default() },
+                ConfigError::ZeroDuration("idle_timeout"),
+            ),
+            (
+                QuicConfig { keep_alive_interval: Duration::from_secs(20), ..Default::default() },
+                ConfigError::KeepAliveTooLong {
+                    keep_alive: Duration::from_secs(20),
+                    idle: Duration::from_secs(10),
+                },
+            ),
+            (
+                QuicConfig { max_frame_bytes: 10, ..Default::default() },
+                ConfigError::FrameLimit(10),
+            ),
+            (
+                QuicConfig { max_queued_bytes_per_destination: 4096, ..Default::default() },
+                ConfigError::QueueBelowFrame { queue: 4096, frame: 128 << 20 },
+            ),
+            (
+                QuicConfig { bind: "0.0.0.0:0".parse().expect("literal"), ..Default::default() },
+                ConfigError::Unadvertisable("0.0.0.0:0".parse().expect("literal")),
+            ),
+        ];
+        for (config, want) in bad {
+            assert_eq!(config.validate(), Err(want));
+        }
+    }
+}

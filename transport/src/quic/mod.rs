@@ -1,0 +1,631 @@
+//! [`QuicMessenger`]: the [`Messenger`] over QUIC.
+//!
+//! One quinn endpoint on the member's one UDP socket ([`CohortSocket`]) serves every peer.
+//! Each remote member is a [`Peer`](peer::Peer) with its own byte-bounded queues and a
+//! driver task that owns its single connection (see `peer` for the simultaneous-dial rule).
+//! On a connection, the control stream carries Hello/HelloAck and Control-priority
+//! messages, one unidirectional stream per data priority carries High, Normal and Bulk, and
+//! QUIC datagrams carry unreliable messages.
+//!
+//! ```text
+//! send ─► view check ─► Peer::enqueue ─► writer tasks ─► QUIC streams ─► peer's readers ─► Dispatcher
+//! endpoint.accept ─► handshake::accept (TLS, Hello) ─► Peer driver decides ─► link::Established
+//! install_view ─► departed peers stopped: connection closed (REMOVED_FROM_VIEW), queues freed
+//! ```
+
+mod config;
+mod handshake;
+mod link;
+mod peer;
+mod queue;
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use quinn::{Endpoint, EndpointConfig, Runtime, TokioRuntime};
+use tokio::sync::{Semaphore, broadcast};
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+pub use self::config::{ConfigError, QuicConfig};
+use self::peer::{Peer, Stop};
+use crate::dispatch::{DispatchStats, Dispatcher, Inbound, SubscribeError, Subscription};
+use crate::member::MemberId;
+use crate::message::{Delivery, Message, Tag};
+use crate::messenger::{Messenger, SendError, SendOutcome, TransportEvent};
+use crate::priority::Priority;
+use crate::socket::{CohortSocket, SocketFaults, SocketStats, bind_udp};
+use crate::tls::ClusterTls;
+use crate::view::View;
+use crate::wire::{self, CloseCode};
+
+/// Datagrams up to this size are sent as datagrams even before a connection reports its
+/// limit; larger ones go on the Bulk stream (QUIC guarantees at least 1200-byte packets).
+const SAFE_DATAGRAM_BYTES: usize = 1100;
+/// Departed members remembered so that their late connections are refused.
+const DEPARTED_MEMORY: usize = 10_000;
+/// Transport events buffered for slow event subscribers.
+const EVENT_CAPACITY: usize = 1024;
+
+/// Why a messenger could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BindError {
+    /// The configuration is invalid.
+    #[error("invalid messenger configuration: {0}")]
+    Config(#[from] ConfigError),
+    /// The UDP socket could not be bound.
+    #[error("could not bind UDP socket {addr}: {source}")]
+    Socket {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// The operating system's error.
+        source: std::io::Error,
+    },
+    /// Not called from within a Tokio runtime.
+    #[error("QuicMessenger::bind must be called from within a Tokio runtime")]
+    NoRuntime,
+}
+
+/// Everything a peer's tasks need; shared, never locked.
+pub(crate) struct Shared {
+    pub(crate) local: MemberId,
+    pub(crate) config: QuicConfig,
+    pub(crate) tls: ClusterTls,
+    pub(crate) endpoint: Endpoint,
+    pub(crate) client_config: quinn::ClientConfig,
+    pub(crate) dispatcher: Arc<Dispatcher>,
+    pub(crate) events: broadcast::Sender<TransportEvent>,
+    pub(crate) dial_permits: Semaphore,
+}
+
+impl Shared {
+    pub(crate) fn emit(&self, event: TransportEvent) {
+        // No subscriber is not an error: events are for whoever listens.
+        let _ = self.events.send(event);
+    }
+}
+
+struct PeerEntry {
+    peer: Arc<Peer>,
+    driver: JoinHandle<()>,
+}
+
+#[derive(Default)]
+struct Departed {
+    set: HashSet<Uuid>,
+    order: VecDeque<Uuid>,
+}
+
+impl Departed {
+    fn insert(&mut self, uuid: Uuid) {
+        if self.set.insert(uuid) {
+            self.order.push_back(uuid);
+            if self.order.len() > DEPARTED_MEMORY {
+                if let Some(oldest) = self.order.pop_front() {
+                    self.set.remove(&oldest);
+                }
+            }
+        }
+    }
+}
+
+struct Inner {
+    shared: Arc<Shared>,
+    socket: Arc<CohortSocket>,
+    faults: SocketFaults,
+    view: RwLock<View>,
+    peers: Mutex<HashMap<Uuid, PeerEntry>>,
+    departed: Mutex<Departed>,
+    local_peer: Arc<Peer>,
+    closing: AtomicBool,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// A cluster messenger over QUIC with mutual TLS. Cheap to clone; the last clone dropped
+/// stops everything (call [`Messenger::shutdown`] first to flush).
+#[derive(Clone)]
+pub struct QuicMessenger {
+    inner: Arc<Inner>,
+    _stop_on_drop: Arc<StopOnDrop>,
+}
+
+struct StopOnDrop(Arc<Inner>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// A snapshot of what the messenger knows about one peer.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct PeerStats {
+    /// The peer.
+    pub member: MemberId,
+    /// Whether a connection is up.
+    pub connected: bool,
+    /// Whether the current connection was dialed by this member.
+    pub dialed_by_us: Option<bool>,
+    /// Connections established so far.
+    pub connections: u64,
+    /// Bytes queued or being written.
+    pub queued_bytes: usize,
+    /// Frames waiting to be written.
+    pub queued_frames: usize,
+    /// Frames written, per priority (indexed by [`Priority::index`]).
+    pub frames_sent: [u64; 4],
+    /// Bytes written (frame headers included), per priority.
+    pub bytes_sent: [u64; 4],
+    /// Frames received, per priority.
+    pub frames_received: [u64; 4],
+    /// Payload bytes received, per priority.
+    pub bytes_received: [u64; 4],
+    /// Datagrams handed to QUIC.
+    pub datagrams_sent: u64,
+    /// Datagrams received.
+    pub datagrams_received: u64,
+    /// Datagrams dropped before sending (no connection yet, or QUIC refused them).
+    pub datagrams_dropped: u64,
+    /// Received frames dropped as duplicates.
+    pub duplicates_dropped: u64,
+    /// Sequence gaps seen (frames lost with an earlier connection).
+    pub sequence_gaps: u64,
+    /// Frames or datagrams of unknown kind or malformed datagrams skipped.
+    pub unknown_frames: u64,
+    /// The current connection's round-trip estimate.
+    pub rtt: Option<Duration>,
+}
+
+impl QuicMessenger {
+    /// Binds the member's UDP socket and starts listening. Must be called from within a
+    /// Tokio runtime.
+    pub fn bind(config: QuicConfig, tls: &ClusterTls) -> Result<Self, BindError> {
+        config.validate()?;
+        tokio::runtime::Handle::try_current().map_err(|_| BindError::NoRuntime)?;
+        let socket_error = |source| BindError::Socket {
+            addr: config.bind,
+            source,
+        };
+        let udp = bind_udp(config.bind, config.socket_buffer_bytes).map_err(socket_error)?;
+        let bound = udp.local_addr().map_err(socket_error)?;
+        let wrapped = TokioRuntime.wrap_udp_socket(udp).map_err(socket_error)?;
+        let faults = SocketFaults::default();
+        let socket = Arc::new(CohortSocket::new(wrapped, faults.clone()));
+
+        let mut advertised = config.advertise.unwrap_or(bound);
+        if advertised.port() == 0 {
+            advertised.set_port(bound.port());
+        }
+        let local = MemberId::new(config.name.clone(), advertised, config.kind)
+            .with_attributes(config.attributes.clone());
+
+        let transport = Arc::new(transport_config(&config)?);
+        let mut server_config = quinn::ServerConfig::with_crypto(tls.server_crypto());
+        server_config.transport_config(transport.clone());
+        let mut client_config = quinn::ClientConfig::new(tls.client_crypto());
+        client_config.transport_config(transport);
+        let mut endpoint_config = EndpointConfig::default();
+        // Every QUIC packet keeps its fixed bit, which is how the shared socket tells QUIC
+        // from legacy packets.
+        endpoint_config.grease_quic_bit(false);
+        let endpoint = Endpoint::new_with_abstract_socket(
+            endpoint_config,
+            Some(server_config),
+            socket.clone(),
+            Arc::new(TokioRuntime),
+        )
+        .map_err(socket_error)?;
+
+        let dispatcher = Dispatcher::new(config.subscription_capacity);
+        let (events, _) = broadcast::channel(EVENT_CAPACITY);
+        let (local_peer, _, _) = Peer::new(local.clone(), config.max_queued_bytes_per_destination);
+        let shared = Arc::new(Shared {
+            local,
+            dial_permits: Semaphore::new(config.max_concurrent_dials),
+            config,
+            tls: tls.clone(),
+            endpoint,
+            client_config,
+            dispatcher,
+            events,
+        });
+        let inner = Arc::new(Inner {
+            shared,
+            socket,
+            faults,
+            view: RwLock::new(View::empty()),
+            peers: Mutex::new(HashMap::new()),
+            departed: Mutex::new(Departed::default()),
+            local_peer,
+            closing: AtomicBool::new(false),
+            tasks: Mutex::new(Vec::new()),
+        });
+        let mut tasks = vec![tokio::spawn(accept_loop(inner.clone()))];
+        for priority in Priority::ALL {
+            tasks.push(tokio::spawn(deliver_locally(
+                inner.local_peer.clone(),
+                inner.shared.clone(),
+                priority,
+            )));
+        }
+        *lock(&inner.tasks) = tasks;
+        tracing::info!(member = ?inner.shared.local, "messenger listening");
+        Ok(QuicMessenger {
+            _stop_on_drop: Arc::new(StopOnDrop(inner.clone())),
+            inner,
+        })
+    }
+
+    /// The address the UDP socket is bound to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.inner.shared.local.address()
+    }
+
+    /// The fault-injection rules of this member's socket (for tests).
+    pub fn faults(&self) -> &SocketFaults {
+        &self.inner.faults
+    }
+
+    /// Counters of the shared UDP socket.
+    pub fn socket_stats(&self) -> SocketStats {
+        self.inner.socket.stats()
+    }
+
+    /// Counters of the dispatcher (unknown tags, dropped datagrams).
+    pub fn dispatch_stats(&self) -> DispatchStats {
+        self.inner.shared.dispatcher.stats()
+    }
+
+    /// QUIC connections currently open on this member's endpoint, including ones closing.
+    pub fn open_connections(&self) -> usize {
+        self.inner.shared.endpoint.open_connections()
+    }
+
+    /// What this messenger knows about a peer, if it has any state for it.
+    pub fn peer_stats(&self, member: &MemberId) -> Option<PeerStats> {
+        let peer = lock(&self.inner.peers).get(&member.uuid())?.peer.clone();
+        let c = &peer.counters;
+        let load = |a: &[std::sync::atomic::AtomicU64; 4]| a.each_ref().map(|v| v.load(Ordering::Relaxed));
+        let link = peer.link();
+        let (queued_bytes, queued_frames) = peer.queue_snapshot();
+        Some(PeerStats {
+            member: peer.member(),
+            connected: link.is_some(),
+            dialed_by_us: link.as_ref().map(|l| l.dialed_by_us),
+            connections: c.connections.load(Ordering::Relaxed),
+            queued_bytes,
+            queued_frames,
+            frames_sent: load(&c.frames_sent),
+            bytes_sent: load(&c.bytes_sent),
+            frames_received: load(&c.frames_received),
+            bytes_received: load(&c.bytes_received),
+            datagrams_sent: c.datagrams_sent.load(Ordering::Relaxed),
+            datagrams_received: c.datagrams_received.load(Ordering::Relaxed),
+            datagrams_dropped: c.datagrams_dropped.load(Ordering::Relaxed),
+            duplicates_dropped: c.duplicates_dropped.load(Ordering::Relaxed),
+            sequence_gaps: c.sequence_gaps.load(Ordering::Relaxed),
+            unknown_frames: c.unknown_frames.load(Ordering::Relaxed),
+            rtt: link.map(|l| l.conn.rtt()),
+        })
+    }
+
+    fn encode<M: Message>(&self, message: &M) -> Result<Bytes, SendError> {
+        if self.inner.closing.load(Ordering::Acquire) {
+            return Err(SendError::Shutdown);
+        }
+        let payload = postcard::to_allocvec(message).map_err(|source| SendError::Encode {
+            tag: M::TAG,
+            source,
+        })?;
+        let size = wire::data_frame_len(u64::MAX, M::TAG, payload.len());
+        let max = self.inner.shared.config.max_frame_bytes;
+        if size > max {
+            return Err(SendError::TooLarge {
+                tag: M::TAG,
+                size,
+                max,
+            });
+        }
+        Ok(Bytes::from(payload))
+    }
+
+    fn enqueue(&self, peer: &Peer, priority: Priority, tag: Tag, payload: Bytes) -> bool {
+        match peer.enqueue(priority, tag, payload) {
+            Ok(()) => true,
+            Err(over) => {
+                if peer.mark_backlogged() {
+                    let member = peer.member();
+                    tracing::warn!(%member, queued_bytes = over.queued_bytes, "destination backlogged");
+                    self.inner.shared.emit(TransportEvent::Backlogged {
+                        member,
+                        queued_bytes: over.queued_bytes,
+                    });
+                }
+                false
+            }
+        }
+    }
+}
+
+impl Inner {
+    fn peer_for(self: &Arc<Self>, member: &MemberId) -> Arc<Peer> {
+        let mut peers = lock(&self.peers);
+        if let Some(entry) = peers.get(&member.uuid()) {
+            return entry.peer.clone();
+        }
+        let (peer, incoming, stop) =
+            Peer::new(member.clone(), self.shared.config.max_queued_bytes_per_destination);
+        let driver = tokio::spawn(peer::drive(peer.clone(), self.shared.clone(), incoming, stop));
+        peers.insert(
+            member.uuid(),
+            PeerEntry {
+                peer: peer.clone(),
+                driver,
+            },
+        );
+        peer
+    }
+
+    async fn handle_incoming(self: Arc<Self>, incoming: quinn::Incoming) {
+        let shared = &self.shared;
+        let accepted = match handshake::accept(shared, incoming).await {
+            Ok(accepted) => accepted,
+            Err((remote, error)) => {
+                tracing::warn!(%remote, %error, "refused incoming connection");
+                shared.emit(TransportEvent::IncomingRejected {
+                    remote,
+                    reason: error.to_string(),
+                });
+                return;
+            }
+        };
+        let member = accepted.hello.member.clone();
+        let refuse = |code: CloseCode, reason: String| {
+            let remote = accepted.conn.remote_address();
+            tracing::warn!(%remote, ?member, %reason, "refused incoming connection");
+            accepted.conn.close(code.varint(), code.name().as_bytes());
+            shared.emit(TransportEvent::IncomingRejected { remote, reason });
+        };
+        if self.closing.load(Ordering::Acquire) {
+            return refuse(CloseCode::Shutdown, "shutting down".into());
+        }
+        if lock(&self.departed).set.contains(&member.uuid()) {
+            return refuse(CloseCode::RemovedFromView, format!("{member:?} has left the view"));
+        }
+        let known = read(&self.view).member(member.uuid()).map(MemberId::address);
+        if let Some(address) = known.filter(|a| *a != member.address()) {
+            return refuse(
+                CloseCode::IdentityRejected,
+                format!("{member:?} claims an address other than its view entry {address}"),
+            );
+        }
+        let peer = self.peer_for(&member);
+        if let Err(accepted) = peer.offer(accepted).await {
+            let code = CloseCode::Shutdown;
+            accepted.conn.close(code.varint(), code.name().as_bytes());
+        }
+    }
+
+    /// Stops everything at once (last handle dropped, or after a graceful shutdown).
+    fn abort(&self) {
+        self.closing.store(true, Ordering::Release);
+        for (_, entry) in lock(&self.peers).drain() {
+            entry.peer.stop(Stop::Abort(CloseCode::Shutdown));
+        }
+        self.local_peer.stop(Stop::Abort(CloseCode::Shutdown));
+        let code = CloseCode::Shutdown;
+        self.shared.endpoint.close(code.varint(), code.name().as_bytes());
+        for task in lock(&self.tasks).drain(..) {
+            task.abort();
+        }
+        self.shared.dispatcher.close();
+    }
+}
+
+impl Messenger for QuicMessenger {
+    fn local_member(&self) -> &MemberId {
+        &self.inner.shared.local
+    }
+
+    fn view(&self) -> View {
+        read(&self.inner.view).clone()
+    }
+
+    fn install_view(&self, view: View) {
+        let local = self.inner.shared.local.uuid();
+        let old = std::mem::replace(
+            &mut *self.inner.view.write().unwrap_or_else(|p| p.into_inner()),
+            view.clone(),
+        );
+        let mut peers = lock(&self.inner.peers);
+        let mut departed = lock(&self.inner.departed);
+        for member in old.members() {
+            if member.uuid() == local || view.contains(member) {
+                continue;
+            }
+            departed.insert(member.uuid());
+            if let Some(entry) = peers.remove(&member.uuid()) {
+                tracing::debug!(?member, "forgetting member that left the view");
+                entry.peer.stop(Stop::Abort(CloseCode::RemovedFromView));
+            }
+        }
+    }
+
+    fn send<M: Message>(
+        &self,
+        message: &M,
+        priority: Priority,
+        recipients: &[MemberId],
+    ) -> Result<SendOutcome, SendError> {
+        if priority == Priority::Control && M::TAG >= Tag::FIRST_APPLICATION {
+            return Err(SendError::ControlReserved(M::TAG));
+        }
+        let payload = self.encode(message)?;
+        let local = self.inner.shared.local.uuid();
+        let view = read(&self.inner.view);
+        let mut outcome = SendOutcome::default();
+        for recipient in recipients {
+            let peer = if recipient.uuid() == local {
+                self.inner.local_peer.clone()
+            } else if let Some(member) = view.member(recipient.uuid()) {
+                self.inner.peer_for(member)
+            } else {
+                outcome.not_in_view.push(recipient.clone());
+                continue;
+            };
+            if !self.enqueue(&peer, priority, M::TAG, payload.clone()) {
+                outcome.backlogged.push(recipient.clone());
+            }
+        }
+        Ok(outcome)
+    }
+
+    fn send_datagram<M: Message>(
+        &self,
+        message: &M,
+        recipients: &[MemberId],
+    ) -> Result<SendOutcome, SendError> {
+        let payload = self.encode(message)?;
+        let datagram = wire::encode_datagram(M::TAG, &payload);
+        let local = self.inner.shared.local.uuid();
+        let view = read(&self.inner.view);
+        let mut outcome = SendOutcome::default();
+        for recipient in recipients {
+            if recipient.uuid() == local {
+                let inbound = Inbound {
+                    from: self.inner.shared.local.clone(),
+                    delivery: Delivery::Datagram,
+                    payload: payload.clone(),
+                };
+                self.inner.shared.dispatcher.try_deliver(M::TAG, inbound);
+                continue;
+            }
+            let Some(member) = view.member(recipient.uuid()) else {
+                outcome.not_in_view.push(recipient.clone());
+                continue;
+            };
+            let peer = self.inner.peer_for(member);
+            let link = peer.link();
+            let limit = link
+                .as_ref()
+                .map_or(Some(SAFE_DATAGRAM_BYTES), |l| l.conn.max_datagram_size());
+            if limit.is_none_or(|max| datagram.len() > max) {
+                // Too large for a datagram on this path: deliver it reliably on Bulk.
+                if !self.enqueue(&peer, Priority::Bulk, M::TAG, payload.clone()) {
+                    outcome.backlogged.push(recipient.clone());
+                }
+                continue;
+            }
+            let sent = link.is_some_and(|l| l.conn.send_datagram(datagram.clone()).is_ok());
+            let counter = match sent {
+                true => &peer.counters.datagrams_sent,
+                false => &peer.counters.datagrams_dropped,
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+            if !sent {
+                peer.want_connection();
+            }
+        }
+        Ok(outcome)
+    }
+
+    fn subscribe<M: Message>(&self) -> Result<Subscription<M>, SubscribeError> {
+        self.inner.shared.dispatcher.subscribe::<M>()
+    }
+
+    fn events(&self) -> broadcast::Receiver<TransportEvent> {
+        self.inner.shared.events.subscribe()
+    }
+
+    async fn shutdown(&self) {
+        let inner = &self.inner;
+        if inner.closing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let entries: Vec<PeerEntry> = lock(&inner.peers).drain().map(|(_, e)| e).collect();
+        for entry in &entries {
+            entry.peer.stop(Stop::Graceful);
+        }
+        inner.local_peer.stop(Stop::Graceful);
+        // Each driver bounds its own flush by shutdown_timeout; the margin covers the close.
+        let deadline = tokio::time::Instant::now()
+            + inner.shared.config.shutdown_timeout
+            + Duration::from_secs(1);
+        for entry in entries {
+            let _ = tokio::time::timeout_at(deadline, entry.driver).await;
+        }
+        let local_tasks: Vec<JoinHandle<()>> = lock(&inner.tasks).drain(1..).collect();
+        for task in local_tasks {
+            let _ = tokio::time::timeout_at(deadline, task).await;
+        }
+        inner.abort();
+        let _ = tokio::time::timeout(Duration::from_secs(1), inner.shared.endpoint.wait_idle()).await;
+        tracing::info!(member = ?inner.shared.local, "messenger shut down");
+    }
+}
+
+impl std::fmt::Debug for QuicMessenger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QuicMessenger")
+            .field("local", &self.inner.shared.local)
+            .field("view", &read(&self.inner.view).id())
+            .finish()
+    }
+}
+
+async fn accept_loop(inner: Arc<Inner>) {
+    let endpoint = inner.shared.endpoint.clone();
+    while let Some(incoming) = endpoint.accept().await {
+        if inner.closing.load(Ordering::Acquire) {
+            incoming.refuse();
+            continue;
+        }
+        tokio::spawn(inner.clone().handle_incoming(incoming));
+    }
+}
+
+/// Delivers messages sent to this member itself, in order per priority.
+async fn deliver_locally(peer: Arc<Peer>, shared: Arc<Shared>, priority: Priority) {
+    while let Some(batch) = peer.next_batch(priority).await {
+        for frame in &batch.frames {
+            let inbound = Inbound {
+                from: shared.local.clone(),
+                delivery: Delivery::Reliable(priority),
+                payload: frame.payload.clone(),
+            };
+            shared.dispatcher.deliver(frame.tag, inbound).await;
+        }
+        peer.count_written(priority, &batch);
+        peer.release(batch.bytes);
+    }
+}
+
+fn transport_config(config: &QuicConfig) -> Result<quinn::TransportConfig, ConfigError> {
+    let idle = quinn::IdleTimeout::try_from(config.idle_timeout)
+        .map_err(|_| ConfigError::IdleTimeoutTooLong(config.idle_timeout))?;
+    let mut transport = quinn::TransportConfig::default();
+    transport
+        // The control stream, plus one spare for a fresh stream during a final check.
+        .max_concurrent_bidi_streams(2u32.into())
+        // One stream per data priority.
+        .max_concurrent_uni_streams(3u32.into())
+        .keep_alive_interval(Some(config.keep_alive_interval))
+        .max_idle_timeout(Some(idle))
+        .datagram_receive_buffer_size(Some(1 << 20))
+        .datagram_send_buffer_size(1 << 20);
+    Ok(transport)
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+}

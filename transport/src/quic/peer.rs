@@ -1,0 +1,508 @@
+//! One remote member: its send queues, its receive positions and the task that owns its
+//! connection.
+//!
+//! ```text
+//! send() ──push──► Peer.queues ──notify──► writer tasks (one per priority, per connection)
+//!                      │
+//!                      └─notify──► driver: Idle ─dial─► Dialing ─HelloAck─► Up ─closed─► Idle
+//! accept loop ──Hello──► driver.incoming ──decide──► Up (HelloAck sent) or closed DUPLICATE
+//! ```
+//!
+//! The driver is the only place that changes the peer's connection, so the decision about
+//! simultaneous dials is made in one place, in order: the connection dialed by the member
+//! with the smaller uuid wins. The smaller member refuses an incoming connection while its
+//! own dial is in progress or up; the larger member always accepts the smaller one's dial,
+//! abandoning its own. No frame is written on a connection before its Hello exchange
+//! completes, so a losing connection never carries data.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use quinn::{Connection, RecvStream, SendStream};
+use tokio::sync::{Notify, mpsc, watch};
+use tokio::time::Instant;
+
+use super::Shared;
+use super::handshake::{self, DialError};
+use super::link::Established;
+use super::queue::{Batch, OverBound, SendQueues};
+use crate::member::MemberId;
+use crate::message::Tag;
+use crate::messenger::TransportEvent;
+use crate::priority::Priority;
+use crate::wire::{CloseCode, FrameDecoder, Hello};
+
+/// Largest batch a writer takes from a queue for one stream write.
+const MAX_BATCH_BYTES: usize = 1 << 20;
+/// First and longest wait before dialing again after a failed dial.
+const RETRY_MIN: Duration = Duration::from_millis(50);
+const RETRY_MAX: Duration = Duration::from_secs(2);
+
+/// How the peer's driver should stop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Stop {
+    Run,
+    /// Flush what is queued, then close with SHUTDOWN.
+    Graceful,
+    /// Close now with this code.
+    Abort(CloseCode),
+}
+
+/// An incoming connection whose Hello named this peer, waiting for the driver's decision.
+pub(crate) struct Accepted {
+    pub(crate) conn: Connection,
+    pub(crate) send: SendStream,
+    pub(crate) recv: RecvStream,
+    pub(crate) decoder: FrameDecoder,
+    pub(crate) hello: Hello,
+}
+
+#[derive(Default)]
+pub(crate) struct PeerCounters {
+    pub(crate) frames_sent: [AtomicU64; 4],
+    pub(crate) bytes_sent: [AtomicU64; 4],
+    pub(crate) frames_received: [AtomicU64; 4],
+    pub(crate) bytes_received: [AtomicU64; 4],
+    pub(crate) datagrams_sent: AtomicU64,
+    pub(crate) datagrams_received: AtomicU64,
+    pub(crate) datagrams_dropped: AtomicU64,
+    pub(crate) duplicates_dropped: AtomicU64,
+    pub(crate) sequence_gaps: AtomicU64,
+    pub(crate) unknown_frames: AtomicU64,
+    pub(crate) connections: AtomicU64,
+}
+
+/// The current connection, as seen from outside the driver.
+#[derive(Clone)]
+pub(crate) struct LinkInfo {
+    pub(crate) conn: Connection,
+    pub(crate) dialed_by_us: bool,
+}
+
+pub(crate) struct Peer {
+    member: RwLock<MemberId>,
+    queues: Mutex<SendQueues>,
+    writer_wake: [Notify; 4],
+    driver_wake: Notify,
+    want_connection: AtomicBool,
+    stopping: AtomicBool,
+    incoming: mpsc::Sender<Accepted>,
+    stop: watch::Sender<Stop>,
+    link: Mutex<Option<LinkInfo>>,
+    delivered: Mutex<[u64; 4]>,
+    backlogged: AtomicBool,
+    pub(crate) counters: PeerCounters,
+}
+
+/// What a received sequence number means.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Received {
+    /// The next one: deliver it.
+    Next,
+    /// Already delivered: drop it.
+    Duplicate,
+    /// Later than the next one: frames were lost on an earlier connection.
+    Gap { expected: u64 },
+}
+
+impl Peer {
+    /// A peer and the receiving ends its driver needs.
+    pub(crate) fn new(
+        member: MemberId,
+        queue_limit: usize,
+    ) -> (Arc<Peer>, mpsc::Receiver<Accepted>, watch::Receiver<Stop>) {
+        let (incoming, incoming_rx) = mpsc::channel(4);
+        let (stop, stop_rx) = watch::channel(Stop::Run);
+        let peer = Arc::new(Peer {
+            member: RwLock::new(member),
+            queues: Mutex::new(SendQueues::new(queue_limit)),
+            writer_wake: Default::default(),
+            driver_wake: Notify::new(),
+            want_connection: AtomicBool::new(false),
+            stopping: AtomicBool::new(false),
+            incoming,
+            stop,
+            link: Mutex::new(None),
+            delivered: Mutex::new([0; 4]),
+            backlogged: AtomicBool::new(false),
+            counters: PeerCounters::default(),
+        });
+        (peer, incoming_rx, stop_rx)
+    }
+
+    pub(crate) fn member(&self) -> MemberId {
+        self.member
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// Queues a message; wakes its writer and, if need be, the driver to dial.
+    pub(crate) fn enqueue(&self, priority: Priority, tag: Tag, payload: Bytes) -> Result<(), OverBound> {
+        let result = lock(&self.queues).push(priority, tag, payload);
+        if result.is_ok() {
+            self.writer_wake[priority.index()].notify_one();
+            self.want_connection();
+        }
+        result.map(|_| ())
+    }
+
+    /// Records that this destination went over its bound; true the first time in a row.
+    pub(crate) fn mark_backlogged(&self) -> bool {
+        !self.backlogged.swap(true, Ordering::Relaxed)
+    }
+
+    /// Asks the driver for a connection (datagrams, or frames to send).
+    pub(crate) fn want_connection(&self) {
+        if !self.want_connection.swap(true, Ordering::AcqRel) {
+            self.driver_wake.notify_one();
+        }
+    }
+
+    /// Waits for the next batch of `priority`, or `None` once the peer is stopping gracefully
+    /// and nothing of that priority is left.
+    pub(crate) async fn next_batch(&self, priority: Priority) -> Option<Batch> {
+        let wake = &self.writer_wake[priority.index()];
+        loop {
+            let notified = wake.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(batch) = lock(&self.queues).take_batch(priority, MAX_BATCH_BYTES) {
+                return Some(batch);
+            }
+            if self.stopping.load(Ordering::Acquire) {
+                return None;
+            }
+            notified.await;
+        }
+    }
+
+    /// Counts a batch the stream accepted.
+    pub(crate) fn count_written(&self, priority: Priority, batch: &Batch) {
+        let i = priority.index();
+        self.counters.frames_sent[i].fetch_add(batch.frames.len() as u64, Ordering::Relaxed);
+        self.counters.bytes_sent[i].fetch_add(batch.bytes as u64, Ordering::Relaxed);
+    }
+
+    /// Gives back a batch's byte account, whether it was written or abandoned.
+    pub(crate) fn release(&self, bytes: usize) {
+        let mut queues = lock(&self.queues);
+        queues.release(bytes);
+        if queues.accounted_bytes() == 0 {
+            self.backlogged.store(false, Ordering::Relaxed);
+        }
+    }
+
+    /// Checks a received sequence number and, if it is the next, records it delivered.
+    pub(crate) fn receive(&self, priority: Priority, seq: u64) -> Received {
+        let mut delivered = lock(&self.delivered);
+        let last = &mut delivered[priority.index()];
+        if seq <= *last {
+            self.counters.duplicates_dropped.fetch_add(1, Ordering::Relaxed);
+            return Received::Duplicate;
+        }
+        let expected = *last + 1;
+        *last = seq;
+        if seq == expected {
+            Received::Next
+        } else {
+            self.counters.sequence_gaps.fetch_add(1, Ordering::Relaxed);
+            Received::Gap { expected }
+        }
+    }
+
+    pub(crate) fn delivered(&self) -> [u64; 4] {
+        *lock(&self.delivered)
+    }
+
+    pub(crate) fn link(&self) -> Option<LinkInfo> {
+        lock(&self.link).clone()
+    }
+
+    pub(crate) fn queue_snapshot(&self) -> (usize, usize) {
+        let queues = lock(&self.queues);
+        (queues.accounted_bytes(), queues.queued_frames())
+    }
+
+    /// Hands an accepted connection to the driver (which decides whether to keep it).
+    pub(crate) async fn offer(&self, accepted: Accepted) -> Result<(), Accepted> {
+        self.incoming.send(accepted).await.map_err(|e| e.0)
+    }
+
+    /// Tells the driver to stop. `Abort` also frees the queues at once.
+    pub(crate) fn stop(&self, how: Stop) {
+        if matches!(how, Stop::Abort(_)) {
+            lock(&self.queues).clear();
+        }
+        self.stopping.store(true, Ordering::Release);
+        self.stop.send_replace(how);
+        for wake in &self.writer_wake {
+            wake.notify_one();
+        }
+    }
+
+    fn wants_connection(&self) -> bool {
+        self.want_connection.load(Ordering::Acquire) || !lock(&self.queues).is_empty()
+    }
+
+    fn has_queued(&self) -> bool {
+        !lock(&self.queues).is_empty()
+    }
+
+    fn set_link(&self, info: Option<LinkInfo>) {
+        *lock(&self.link) = info;
+    }
+}
+
+type DialFuture = Pin<Box<dyn Future<Output = Result<handshake::Dialed, DialError>> + Send>>;
+
+enum Link {
+    Idle,
+    Dialing {
+        future: DialFuture,
+        conn: Arc<Mutex<Option<Connection>>>,
+    },
+    Up(Established),
+}
+
+impl Link {
+    /// Closes whatever connection there is with `code`.
+    fn close(self, code: CloseCode) {
+        match self {
+            Link::Idle => {}
+            Link::Dialing { conn, .. } => {
+                if let Some(conn) = lock(&conn).take() {
+                    conn.close(code.varint(), code.name().as_bytes());
+                }
+            }
+            Link::Up(established) => established.close(code),
+        }
+    }
+}
+
+enum LinkEvent {
+    Dialed(Result<handshake::Dialed, DialError>),
+    Closed(quinn::ConnectionError),
+}
+
+async fn next_link_event(link: &mut Link) -> LinkEvent {
+    match link {
+        Link::Idle => std::future::pending().await,
+        Link::Dialing { future, .. } => LinkEvent::Dialed(future.await),
+        Link::Up(established) => LinkEvent::Closed(established.closed().await),
+    }
+}
+
+enum Event {
+    Stop,
+    Incoming(Accepted),
+    Link(LinkEvent),
+    Wake,
+    Retry,
+}
+
+/// Owns the peer's connection until the peer is stopped.
+pub(crate) async fn drive(
+    peer: Arc<Peer>,
+    shared: Arc<Shared>,
+    mut incoming: mpsc::Receiver<Accepted>,
+    mut stop: watch::Receiver<Stop>,
+) {
+    let mut link = Link::Idle;
+    let mut retry_at: Option<Instant> = None;
+    let mut failures: u32 = 0;
+    loop {
+        let how = *stop.borrow_and_update();
+        match how {
+            Stop::Run => {}
+            Stop::Graceful => {
+                finish_gracefully(&peer, &shared, link).await;
+                break;
+            }
+            Stop::Abort(code) => {
+                link.close(code);
+                break;
+            }
+        }
+        if matches!(link, Link::Idle) && retry_at.is_none() && peer.wants_connection() {
+            peer.want_connection.store(false, Ordering::Release);
+            link = start_dial(&peer, &shared);
+        }
+        let far = Instant::now() + Duration::from_secs(3600);
+        let event = tokio::select! {
+            biased;
+            changed = stop.changed() => match changed {
+                Ok(()) => Event::Stop,
+                // The peer (which holds the sender) is gone: nothing can use this link.
+                Err(_) => break,
+            },
+            Some(accepted) = incoming.recv() => Event::Incoming(accepted),
+            event = next_link_event(&mut link) => Event::Link(event),
+            () = peer.driver_wake.notified() => Event::Wake,
+            () = tokio::time::sleep_until(retry_at.unwrap_or(far)), if retry_at.is_some() => Event::Retry,
+        };
+        match event {
+            Event::Stop | Event::Wake => {}
+            Event::Retry => retry_at = None,
+            Event::Incoming(accepted) => {
+                link = decide(&peer, &shared, link, accepted).await;
+                if matches!(link, Link::Up(_)) {
+                    failures = 0;
+                    retry_at = None;
+                }
+            }
+            Event::Link(LinkEvent::Dialed(Ok(dialed))) => {
+                failures = 0;
+                link = Link::Up(Established::start(&shared, &peer, dialed.into_parts(), true));
+                announce_up(&peer, &shared, &link);
+            }
+            Event::Link(LinkEvent::Dialed(Err(error))) => {
+                link = Link::Idle;
+                failures = failures.saturating_add(1);
+                let wait = backoff(failures);
+                retry_at = Some(Instant::now() + wait);
+                if !matches!(error, DialError::Duplicate) {
+                    tracing::debug!(peer = %peer.member(), %error, ?wait, "dial failed");
+                    shared.emit(TransportEvent::DialFailed {
+                        member: peer.member(),
+                        reason: error.to_string(),
+                    });
+                }
+            }
+            Event::Link(LinkEvent::Closed(error)) => {
+                peer.set_link(None);
+                link = Link::Idle;
+                tracing::debug!(peer = %peer.member(), %error, "connection ended");
+                shared.emit(TransportEvent::PeerDisconnected {
+                    member: peer.member(),
+                    reason: error.to_string(),
+                });
+                // Whoever has something to send dials again; give the other side's own dial
+                // (if it has one) a head start so the two rarely cross.
+                retry_at = Some(Instant::now() + RETRY_MIN);
+            }
+        }
+    }
+    peer.set_link(None);
+}
+
+fn backoff(failures: u32) -> Duration {
+    let factor = 1u32 << failures.clamp(1, 8).saturating_sub(1);
+    (RETRY_MIN * factor).min(RETRY_MAX)
+}
+
+fn start_dial(peer: &Arc<Peer>, shared: &Arc<Shared>) -> Link {
+    let slot = Arc::new(Mutex::new(None));
+    let future = Box::pin(handshake::dial(
+        shared.clone(),
+        peer.member(),
+        peer.delivered(),
+        slot.clone(),
+    ));
+    Link::Dialing { future, conn: slot }
+}
+
+fn announce_up(peer: &Arc<Peer>, shared: &Shared, link: &Link) {
+    if let Link::Up(established) = link {
+        peer.counters.connections.fetch_add(1, Ordering::Relaxed);
+        peer.set_link(Some(LinkInfo {
+            conn: established.connection().clone(),
+            dialed_by_us: established.dialed_by_us(),
+        }));
+        shared.emit(TransportEvent::PeerConnected {
+            member: peer.member(),
+            dialed_by_us: established.dialed_by_us(),
+        });
+    }
+}
+
+/// The simultaneous-dial rule: keep `accepted` unless our own dial wins over it.
+async fn decide(peer: &Arc<Peer>, shared: &Arc<Shared>, link: Link, accepted: Accepted) -> Link {
+    let our_dials_win = shared.local.uuid() < accepted.hello.member.uuid();
+    let ours_in_play = match &link {
+        Link::Dialing { .. } => true,
+        Link::Up(established) => established.dialed_by_us(),
+        Link::Idle => false,
+    };
+    if our_dials_win && ours_in_play {
+        tracing::debug!(peer = %accepted.hello.member, "refusing crossed dial: ours wins");
+        let code = CloseCode::DuplicateConnection;
+        accepted.conn.close(code.varint(), code.name().as_bytes());
+        return link;
+    }
+    // The peer dialed because it has no connection it trusts: ours (if any) goes.
+    link.close(match ours_in_play {
+        true => CloseCode::DuplicateConnection,
+        false => CloseCode::Replaced,
+    });
+    peer.set_link(None);
+    match handshake::answer(shared, peer, accepted).await {
+        Ok(parts) => {
+            let link = Link::Up(Established::start(shared, peer, parts, false));
+            announce_up(peer, shared, &link);
+            link
+        }
+        Err(error) => {
+            tracing::debug!(peer = %peer.member(), %error, "could not answer Hello");
+            Link::Idle
+        }
+    }
+}
+
+/// Flushes the queues over the current connection (dialing first if one is in progress),
+/// then closes it. Bounded by the shutdown timeout.
+async fn finish_gracefully(peer: &Arc<Peer>, shared: &Arc<Shared>, link: Link) {
+    let deadline = Instant::now() + shared.config.shutdown_timeout;
+    let link = match link {
+        Link::Dialing { mut future, conn } => {
+            match tokio::time::timeout_at(deadline, &mut future).await {
+                Ok(Ok(dialed)) => Link::Up(Established::start(shared, peer, dialed.into_parts(), true)),
+                _ => Link::Dialing { future, conn },
+            }
+        }
+        other => other,
+    };
+    match link {
+        Link::Up(mut established) => {
+            if peer.has_queued() || established.has_writers() {
+                let _ = tokio::time::timeout_at(deadline, established.flush()).await;
+            }
+            established.close(CloseCode::Shutdown);
+        }
+        other => other.close(CloseCode::Shutdown),
+    }
+    peer.set_link(None);
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::member::MemberKind;
+
+    #[test]
+    fn receive_positions_deliver_once_and_report_gaps() {
+        let member = MemberId::new("p", "127.0.0.1:1".parse().expect("literal"), MemberKind::Member);
+        let (peer, _incoming, _stop) = Peer::new(member, 1 << 20);
+        assert_eq!(peer.receive(Priority::High, 1), Received::Next);
+        assert_eq!(peer.receive(Priority::High, 1), Received::Duplicate);
+        assert_eq!(peer.receive(Priority::Normal, 1), Received::Next);
+        assert_eq!(peer.receive(Priority::High, 4), Received::Gap { expected: 2 });
+        assert_eq!(peer.receive(Priority::High, 3), Received::Duplicate);
+        assert_eq!(peer.delivered(), [0, 4, 1, 0]);
+    }
+
+    #[test]
+    fn backoff_grows_to_its_cap() {
+        assert_eq!(backoff(1), RETRY_MIN);
+        assert_eq!(backoff(2), RETRY_MIN * 2);
+        assert_eq!(backoff(30), RETRY_MAX);
+    }
+}

@@ -1,0 +1,460 @@
+//! The member's one UDP socket, shared by QUIC and (later) the legacy protocol.
+//!
+//! [`CohortSocket`] wraps quinn's tokio socket and implements quinn's `AsyncUdpSocket`, so
+//! every datagram in or out passes through it:
+//!
+//! ```text
+//! kernel ─► inner.poll_recv ─► classify each segment ─┬─► QUIC (fixed bit 0x40 set) ─► quinn
+//!                                (by `stride` under GRO) └─► legacy (0x40, 0x80 clear) ─► counted/handed off
+//! quinn ─► try_send ─► fault rules (blackhole, drop) ─► inner.try_send ─► kernel
+//! ```
+//!
+//! QUIC packets always have the fixed bit set because every cohort endpoint is configured
+//! with `grease_quic_bit(false)`; a legacy packet's first byte has 0x40 and 0x80 clear.
+//!
+//! It is also the fault-injection seam for tests ([`SocketFaults`]): rules are checked per
+//! datagram, so they work the same whatever the connection state above. Errors that the
+//! kernel reports on receive for an earlier send (ICMP-driven `ECONNREFUSED` and friends)
+//! are absorbed here, because any error returned from `poll_recv` stops quinn's endpoint.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::io::{self, IoSliceMut};
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::task::{Context, Poll};
+
+use quinn::udp::{RecvMeta, Transmit};
+use quinn::{AsyncUdpSocket, UdpPoller};
+
+/// Receive errors absorbed in one `poll_recv` call before yielding to the scheduler.
+const MAX_ABSORBED_ERRORS: usize = 64;
+
+/// Binds a UDP socket with the given kernel buffer sizes (the kernel may cap them).
+pub(crate) fn bind_udp(addr: SocketAddr, buffer_bytes: usize) -> io::Result<std::net::UdpSocket> {
+    let domain = socket2::Domain::for_address(addr);
+    let socket = socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    // Larger buffers keep handshake storms and bulk bursts from overflowing the kernel queue.
+    // Failure to enlarge is not fatal: the kernel's default still works, only slower.
+    if let Err(error) = socket.set_recv_buffer_size(buffer_bytes) {
+        tracing::debug!(%error, "could not set the UDP receive buffer size");
+    }
+    if let Err(error) = socket.set_send_buffer_size(buffer_bytes) {
+        tracing::debug!(%error, "could not set the UDP send buffer size");
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    Ok(socket.into())
+}
+
+/// Fault rules applied to one member's socket. Cheap to clone; all clones share the rules.
+#[derive(Clone, Default)]
+pub struct SocketFaults {
+    state: Arc<FaultState>,
+}
+
+#[derive(Default)]
+struct FaultState {
+    active: AtomicBool,
+    rules: RwLock<FaultRules>,
+    rng: Mutex<u64>,
+    dropped: AtomicU64,
+}
+
+#[derive(Clone, Debug, Default)]
+struct FaultRules {
+    blocked_to: HashSet<SocketAddr>,
+    blocked_from: HashSet<SocketAddr>,
+    drop_outgoing: f64,
+}
+
+impl FaultRules {
+    fn is_empty(&self) -> bool {
+        self.blocked_to.is_empty() && self.blocked_from.is_empty() && self.drop_outgoing <= 0.0
+    }
+}
+
+impl SocketFaults {
+    /// Drops every datagram this socket sends to `addr` until healed.
+    pub fn block_to(&self, addr: SocketAddr) {
+        self.update(|r| {
+            r.blocked_to.insert(addr);
+        });
+    }
+
+    /// Drops every datagram this socket receives from `addr` until healed.
+    pub fn block_from(&self, addr: SocketAddr) {
+        self.update(|r| {
+            r.blocked_from.insert(addr);
+        });
+    }
+
+    /// Blocks both directions between this socket and `addr`.
+    pub fn blackhole(&self, addr: SocketAddr) {
+        self.update(|r| {
+            r.blocked_to.insert(addr);
+            r.blocked_from.insert(addr);
+        });
+    }
+
+    /// Drops each outgoing datagram with probability `fraction` (clamped to 0..=1).
+    pub fn drop_outgoing(&self, fraction: f64) {
+        let fraction = if fraction.is_nan() { 0.0 } else { fraction.clamp(0.0, 1.0) };
+        self.update(|r| r.drop_outgoing = fraction);
+    }
+
+    /// Seeds the random choices of [`SocketFaults::drop_outgoing`], for repeatable runs.
+    pub fn seed(&self, seed: u64) {
+        *lock(&self.state.rng) = seed | 1;
+    }
+
+    /// Removes every rule.
+    pub fn heal(&self) {
+        self.update(|r| *r = FaultRules::default());
+    }
+
+    /// Datagrams dropped by the rules so far.
+    pub fn dropped(&self) -> u64 {
+        self.state.dropped.load(Ordering::Relaxed)
+    }
+
+    fn update(&self, change: impl FnOnce(&mut FaultRules)) {
+        let mut rules = self
+            .state
+            .rules
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        change(&mut rules);
+        self.state.active.store(!rules.is_empty(), Ordering::Release);
+    }
+
+    fn active(&self) -> bool {
+        self.state.active.load(Ordering::Acquire)
+    }
+
+    fn rules(&self) -> FaultRules {
+        self.state
+            .rules
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    fn should_drop_outgoing(&self, rules: &FaultRules, to: SocketAddr) -> bool {
+        let drop = rules.blocked_to.contains(&to)
+            || (rules.drop_outgoing > 0.0 && self.random_unit() < rules.drop_outgoing);
+        if drop {
+            self.state.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+        drop
+    }
+
+    fn random_unit(&self) -> f64 {
+        // xorshift64*: a tiny, seedable generator; fault decisions need no cryptographic
+        // quality, only repeatability under a seed.
+        let mut state = lock(&self.state.rng);
+        if *state == 0 {
+            *state = 0x9E37_79B9_7F4A_7C15;
+        }
+        let mut x = *state;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        *state = x;
+        (x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+impl fmt::Debug for SocketFaults {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SocketFaults")
+            .field("rules", &self.rules())
+            .field("dropped", &self.dropped())
+            .finish()
+    }
+}
+
+/// Counters of the shared socket.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SocketStats {
+    /// Received datagrams that were not QUIC (legacy protocol or garbage).
+    pub non_quic_received: u64,
+    /// Receive errors absorbed (ICMP-driven errors reported by the kernel).
+    pub receive_errors_absorbed: u64,
+}
+
+/// quinn's socket, wrapped to split protocols and inject faults.
+pub(crate) struct CohortSocket {
+    inner: Arc<dyn AsyncUdpSocket>,
+    faults: SocketFaults,
+    non_quic_received: AtomicU64,
+    receive_errors_absorbed: AtomicU64,
+}
+
+impl CohortSocket {
+    pub(crate) fn new(inner: Arc<dyn AsyncUdpSocket>, faults: SocketFaults) -> Self {
+        CohortSocket {
+            inner,
+            faults,
+            non_quic_received: AtomicU64::new(0),
+            receive_errors_absorbed: AtomicU64::new(0),
+        }
+    }
+
+    pub(crate) fn stats(&self) -> SocketStats {
+        SocketStats {
+            non_quic_received: self.non_quic_received.load(Ordering::Relaxed),
+            receive_errors_absorbed: self.receive_errors_absorbed.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Keeps only the QUIC segments that the fault rules let through, compacting the kept
+    /// buffers to the front. Returns how many buffers remain.
+    fn filter(&self, bufs: &mut [IoSliceMut<'_>], meta: &mut [RecvMeta], n: usize) -> usize {
+        let rules = self.faults.active().then(|| self.faults.rules());
+        let mut kept = 0;
+        for i in 0..n {
+            let m = meta[i];
+            if rules.as_ref().is_some_and(|r| r.blocked_from.contains(&m.addr)) {
+                self.faults.state.dropped.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            let len = self.keep_quic_segments(&mut bufs[i], m.len, m.stride);
+            if len == 0 {
+                continue;
+            }
+            if kept != i {
+                let (front, back) = bufs.split_at_mut(i);
+                front[kept][..len].copy_from_slice(&back[0][..len]);
+            }
+            meta[kept] = RecvMeta { len, ..m };
+            kept += 1;
+        }
+        kept
+    }
+
+    /// Within one buffer of `len` bytes holding segments of `stride` bytes (the last may be
+    /// shorter), moves the QUIC segments to the front. Every segment but the last kept one
+    /// is still `stride` long, which is what quinn expects of a GRO buffer.
+    fn keep_quic_segments(&self, buf: &mut [u8], len: usize, stride: usize) -> usize {
+        let stride = if stride == 0 { len } else { stride };
+        let mut write = 0;
+        let mut read = 0;
+        while read < len {
+            let end = (read + stride).min(len);
+            if buf[read] & 0x40 != 0 {
+                if write != read {
+                    buf.copy_within(read..end, write);
+                }
+                write += end - read;
+            } else {
+                self.non_quic_received.fetch_add(1, Ordering::Relaxed);
+            }
+            read = end;
+        }
+        write
+    }
+
+    fn send_with_faults(&self, transmit: &Transmit<'_>) -> io::Result<()> {
+        let rules = self.faults.rules();
+        let segment = transmit.segment_size.unwrap_or(transmit.contents.len()).max(1);
+        let mut sent_any = false;
+        for chunk in transmit.contents.chunks(segment) {
+            if self.faults.should_drop_outgoing(&rules, transmit.destination) {
+                continue;
+            }
+            let single = Transmit {
+                destination: transmit.destination,
+                ecn: transmit.ecn,
+                contents: chunk,
+                segment_size: None,
+                src_ip: transmit.src_ip,
+            };
+            match self.inner.try_send(&single) {
+                Ok(()) => sent_any = true,
+                // Only report WouldBlock before anything went out, so quinn's retry never
+                // duplicates segments; a later block is ordinary loss.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock && !sent_any => return Err(e),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for CohortSocket {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CohortSocket")
+            .field("local_addr", &self.inner.local_addr().ok())
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+impl AsyncUdpSocket for CohortSocket {
+    fn create_io_poller(self: Arc<Self>) -> Pin<Box<dyn UdpPoller>> {
+        self.inner.clone().create_io_poller()
+    }
+
+    fn try_send(&self, transmit: &Transmit<'_>) -> io::Result<()> {
+        if self.faults.active() {
+            self.send_with_faults(transmit)
+        } else {
+            self.inner.try_send(transmit)
+        }
+    }
+
+    fn poll_recv(
+        &self,
+        cx: &mut Context<'_>,
+        bufs: &mut [IoSliceMut<'_>],
+        meta: &mut [RecvMeta],
+    ) -> Poll<io::Result<usize>> {
+        let mut absorbed = 0;
+        loop {
+            match self.inner.poll_recv(cx, bufs, meta) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(n)) => {
+                    let kept = self.filter(bufs, meta, n);
+                    if kept > 0 {
+                        return Poll::Ready(Ok(kept));
+                    }
+                }
+                Poll::Ready(Err(error)) if is_transient(&error) => {
+                    self.receive_errors_absorbed.fetch_add(1, Ordering::Relaxed);
+                    absorbed += 1;
+                    if absorbed >= MAX_ABSORBED_ERRORS {
+                        cx.waker().wake_by_ref();
+                        return Poll::Pending;
+                    }
+                }
+                Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
+            }
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.inner.local_addr()
+    }
+
+    fn max_transmit_segments(&self) -> usize {
+        self.inner.max_transmit_segments()
+    }
+
+    fn max_receive_segments(&self) -> usize {
+        self.inner.max_receive_segments()
+    }
+
+    fn may_fragment(&self) -> bool {
+        self.inner.may_fragment()
+    }
+}
+
+fn is_transient(error: &io::Error) -> bool {
+    matches!(
+        error.kind(),
+        io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::HostUnreachable
+            | io::ErrorKind::NetworkUnreachable
+            | io::ErrorKind::Interrupted
+            | io::ErrorKind::WouldBlock
+    )
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn socket() -> CohortSocket {
+        struct Nothing;
+        impl fmt::Debug for Nothing {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("Nothing")
+            }
+        }
+        impl AsyncUdpSocket for Nothing {
+            fn create_io_poller(self: Arc<Self>) -> Pin<Box<dyn UdpPoller>> {
+                unimplemented!("not used by these tests")
+            }
+            fn try_send(&self, _: &Transmit<'_>) -> io::Result<()> {
+                Ok(())
+            }
+            fn poll_recv(
+                &self,
+                _: &mut Context<'_>,
+                _: &mut [IoSliceMut<'_>],
+                _: &mut [RecvMeta],
+            ) -> Poll<io::Result<usize>> {
+                Poll::Pending
+            }
+            fn local_addr(&self) -> io::Result<SocketAddr> {
+                Ok("127.0.0.1:1".parse().expect("literal"))
+            }
+        }
+        CohortSocket::new(Arc::new(Nothing), SocketFaults::default())
+    }
+
+    #[test]
+    fn gro_buffer_keeps_only_quic_segments_in_stride_shape() {
+        let s = socket();
+        // Four segments of stride 4, the last one short: QUIC, legacy, QUIC, QUIC(short).
+        let mut buf = vec![0x40, 1, 1, 1, 0x01, 2, 2, 2, 0xc0, 3, 3, 3, 0x41, 4];
+        let len = buf.len();
+        let kept = s.keep_quic_segments(&mut buf, len, 4);
+        assert_eq!(kept, 10);
+        assert_eq!(&buf[..kept], &[0x40, 1, 1, 1, 0xc0, 3, 3, 3, 0x41, 4]);
+        assert_eq!(s.stats().non_quic_received, 1);
+    }
+
+    #[test]
+    fn buffers_left_empty_are_compacted_away() {
+        let s = socket();
+        let mut a = vec![0x00u8; 8];
+        let mut b = vec![0x45u8, 9, 9, 0, 0, 0, 0, 0];
+        let addr: SocketAddr = "127.0.0.1:2".parse().expect("literal");
+        let mut meta = [RecvMeta::default(), RecvMeta::default()];
+        meta[0] = RecvMeta { addr, len: 3, stride: 3, ..meta[0] };
+        meta[1] = RecvMeta { addr, len: 3, stride: 3, ..meta[1] };
+        let mut bufs = [IoSliceMut::new(&mut a), IoSliceMut::new(&mut b)];
+        assert_eq!(s.filter(&mut bufs, &mut meta, 2), 1);
+        assert_eq!(meta[0].len, 3);
+        assert_eq!(&bufs[0][..3], &[0x45, 9, 9]);
+    }
+
+    #[test]
+    fn blocked_sources_and_seeded_drops() {
+        let s = socket();
+        let from: SocketAddr = "127.0.0.1:3".parse().expect("literal");
+        s.faults.block_from(from);
+        let mut a = vec![0x40u8; 4];
+        let mut meta = [RecvMeta { addr: from, len: 4, stride: 4, ..RecvMeta::default() }];
+        let mut bufs = [IoSliceMut::new(&mut a)];
+        assert_eq!(s.filter(&mut bufs, &mut meta, 1), 0);
+        s.faults.heal();
+        assert!(!s.faults.active());
+
+        let run = |seed| {
+            let faults = SocketFaults::default();
+            faults.seed(seed);
+            faults.drop_outgoing(0.2);
+            let rules = faults.rules();
+            (0..1000)
+                .filter(|_| faults.should_drop_outgoing(&rules, from))
+                .count()
+        };
+        let dropped = run(7);
+        assert_eq!(dropped, run(7), "same seed, same drops");
+        assert!((120..280).contains(&dropped), "about 20% dropped, got {dropped}");
+    }
+}

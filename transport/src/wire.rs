@@ -1,0 +1,580 @@
+//! The QUIC wire format: stream headers, frames, datagrams and close codes.
+//!
+//! This module is a promise to other versions. Everything here is stable; a change to a
+//! value or layout is a compatibility decision with a test of its own (see the tests below,
+//! which pin the exact bytes).
+//!
+//! ```text
+//! uni data stream   := stream-header frame*
+//! stream-header     := format:u8 priority:u8
+//! control stream    := frame*                  (bidirectional; dialer sends Hello first)
+//! frame             := len:u32le format:u8 kind:u8 body      (len counts format..body)
+//! body(Hello)       := postcard(Hello)
+//! body(HelloAck)    := postcard(HelloAck)
+//! body(Data)        := seq:varint tag:varint payload          (payload = postcard(message))
+//! datagram          := format:u8 kind:u8(=Datagram) tag:varint payload
+//! ```
+//!
+//! Decoding never panics: every malformed input is a [`WireError`] naming what was wrong,
+//! and the connection that sent it is closed with [`CloseCode::MalformedFrame`].
+
+use std::fmt;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use serde::{Deserialize, Serialize};
+
+use crate::member::MemberId;
+use crate::message::Tag;
+use crate::priority::Priority;
+
+/// The frame format version carried by every frame, stream header and datagram.
+pub const FRAME_FORMAT: u8 = 1;
+
+/// Bytes before a frame's body: length (4), format (1), kind (1).
+pub const FRAME_HEADER_LEN: usize = 6;
+
+/// Stable frame kinds. Values are never reused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum FrameKind {
+    /// First frame on a control stream, from the dialer.
+    Hello = 1,
+    /// The acceptor's answer to a Hello that it accepts.
+    HelloAck = 2,
+    /// An application or membership message with its sequence number.
+    Data = 3,
+    /// An unreliable message (datagram).
+    Datagram = 16,
+}
+
+impl FrameKind {
+    fn from_wire(value: u8) -> Option<FrameKind> {
+        Some(match value {
+            1 => FrameKind::Hello,
+            2 => FrameKind::HelloAck,
+            3 => FrameKind::Data,
+            16 => FrameKind::Datagram,
+            _ => return None,
+        })
+    }
+}
+
+/// QUIC application close codes. Stable values; the reason text is for people.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum CloseCode {
+    /// The member is shutting down gracefully.
+    Shutdown,
+    /// Both members dialed at once; this connection lost (the smaller uuid's dial wins).
+    DuplicateConnection,
+    /// The peer sent bytes that do not parse as cohort frames.
+    MalformedFrame,
+    /// The peer broke the protocol (e.g. data before Hello, a sequence gap).
+    ProtocolViolation,
+    /// The peer did not complete the Hello exchange in time.
+    HelloTimeout,
+    /// The peer's identity is not acceptable (wrong member, address not in certificate).
+    IdentityRejected,
+    /// The peer speaks a protocol version this member does not.
+    UnsupportedVersion,
+    /// The member left the view; its connection is no longer wanted.
+    RemovedFromView,
+    /// The peer's connection was replaced by a newer one.
+    Replaced,
+}
+
+impl CloseCode {
+    /// Every code, for tests and lookups.
+    pub const ALL: [CloseCode; 9] = [
+        CloseCode::Shutdown,
+        CloseCode::DuplicateConnection,
+        CloseCode::MalformedFrame,
+        CloseCode::ProtocolViolation,
+        CloseCode::HelloTimeout,
+        CloseCode::IdentityRejected,
+        CloseCode::UnsupportedVersion,
+        CloseCode::RemovedFromView,
+        CloseCode::Replaced,
+    ];
+
+    /// The value sent in QUIC's CONNECTION_CLOSE frame.
+    pub fn value(self) -> u32 {
+        match self {
+            CloseCode::Shutdown => 0x100,
+            CloseCode::DuplicateConnection => 0x101,
+            CloseCode::MalformedFrame => 0x102,
+            CloseCode::ProtocolViolation => 0x103,
+            CloseCode::HelloTimeout => 0x104,
+            CloseCode::IdentityRejected => 0x105,
+            CloseCode::UnsupportedVersion => 0x106,
+            CloseCode::RemovedFromView => 0x107,
+            CloseCode::Replaced => 0x108,
+        }
+    }
+
+    /// The code with this value, if it is one of ours.
+    pub fn from_value(value: u64) -> Option<CloseCode> {
+        CloseCode::ALL
+            .into_iter()
+            .find(|c| u64::from(c.value()) == value)
+    }
+
+    /// The code as a quinn `VarInt`.
+    pub fn varint(self) -> quinn::VarInt {
+        quinn::VarInt::from_u32(self.value())
+    }
+
+    /// The stable name, e.g. `MALFORMED_FRAME`.
+    pub fn name(self) -> &'static str {
+        match self {
+            CloseCode::Shutdown => "SHUTDOWN",
+            CloseCode::DuplicateConnection => "DUPLICATE_CONNECTION",
+            CloseCode::MalformedFrame => "MALFORMED_FRAME",
+            CloseCode::ProtocolViolation => "PROTOCOL_VIOLATION",
+            CloseCode::HelloTimeout => "HELLO_TIMEOUT",
+            CloseCode::IdentityRejected => "IDENTITY_REJECTED",
+            CloseCode::UnsupportedVersion => "UNSUPPORTED_VERSION",
+            CloseCode::RemovedFromView => "REMOVED_FROM_VIEW",
+            CloseCode::Replaced => "REPLACED",
+        }
+    }
+}
+
+impl fmt::Display for CloseCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({:#x})", self.name(), self.value())
+    }
+}
+
+/// The dialer's greeting, first on the control stream.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Hello {
+    /// Who is dialing.
+    pub member: MemberId,
+    /// Per priority (indexed by [`Priority::index`]), the highest sequence number the dialer
+    /// has delivered from the acceptor, so the acceptor resends only what is missing.
+    pub delivered: [u64; 4],
+}
+
+/// The acceptor's answer when it keeps the connection.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct HelloAck {
+    /// Who accepted.
+    pub member: MemberId,
+    /// Per priority, the highest sequence number the acceptor has delivered from the dialer.
+    pub delivered: [u64; 4],
+}
+
+/// A decoded frame.
+#[derive(Debug)]
+pub enum Frame {
+    /// See [`Hello`].
+    Hello(Hello),
+    /// See [`HelloAck`].
+    HelloAck(HelloAck),
+    /// A message on a reliable stream.
+    Data {
+        /// Per (sender, priority) sequence number, starting at 1.
+        seq: u64,
+        /// The message type.
+        tag: Tag,
+        /// The postcard-encoded message.
+        payload: Bytes,
+    },
+    /// A frame kind this build does not know (from a newer peer): skipped and counted.
+    Unknown {
+        /// The kind byte.
+        kind: u8,
+    },
+}
+
+/// Bytes that are not a valid cohort frame, stream header or datagram.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum WireError {
+    /// A frame longer than this member accepts.
+    #[error("frame of {len} bytes exceeds the limit of {max} bytes")]
+    FrameTooLarge {
+        /// Announced length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A frame length too short to hold the format and kind bytes.
+    #[error("frame length {0} is shorter than its header")]
+    FrameTooShort(usize),
+    /// A frame format this build cannot read.
+    #[error("unsupported frame format {0} (this build reads format {FRAME_FORMAT})")]
+    UnsupportedFormat(u8),
+    /// A stream header naming no known priority.
+    #[error("stream header names unknown priority {0}")]
+    UnknownPriority(u8),
+    /// A data stream announced the Control priority, which only the control stream carries.
+    #[error("a data stream cannot carry the control priority")]
+    ControlOnDataStream,
+    /// A varint that runs past its frame or beyond 64 bits.
+    #[error("malformed varint in {0}")]
+    BadVarint(&'static str),
+    /// A tag beyond 32 bits.
+    #[error("message tag {0} does not fit in 32 bits")]
+    TagOutOfRange(u64),
+    /// A body that does not decode.
+    #[error("malformed {what}: {detail}")]
+    Body {
+        /// Which frame.
+        what: &'static str,
+        /// The decoder's complaint.
+        detail: String,
+    },
+    /// A datagram too short or of the wrong kind.
+    #[error("malformed datagram: {0}")]
+    Datagram(&'static str),
+}
+
+/// Encodes a Hello frame.
+pub fn encode_hello(hello: &Hello) -> Result<Bytes, postcard::Error> {
+    encode_postcard(FrameKind::Hello, hello)
+}
+
+/// Encodes a HelloAck frame.
+pub fn encode_hello_ack(ack: &HelloAck) -> Result<Bytes, postcard::Error> {
+    encode_postcard(FrameKind::HelloAck, ack)
+}
+
+fn encode_postcard<T: Serialize>(kind: FrameKind, value: &T) -> Result<Bytes, postcard::Error> {
+    let body = postcard::to_allocvec(value)?;
+    let mut buf = BytesMut::with_capacity(FRAME_HEADER_LEN + body.len());
+    put_frame_header(&mut buf, kind, body.len());
+    buf.extend_from_slice(&body);
+    Ok(buf.freeze())
+}
+
+/// Appends a data frame's header (everything before the payload) to `buf`.
+///
+/// The caller appends `payload_len` payload bytes next, or passes them as a separate chunk;
+/// either way the bytes on the stream are the same.
+pub fn put_data_header(buf: &mut BytesMut, seq: u64, tag: Tag, payload_len: usize) {
+    let mut scratch = [0u8; 20];
+    let mut n = put_varint(&mut scratch, seq);
+    n += put_varint(&mut scratch[n..], u64::from(tag.0));
+    put_frame_header(buf, FrameKind::Data, n + payload_len);
+    buf.extend_from_slice(&scratch[..n]);
+}
+
+/// The length a data frame occupies on the stream.
+pub fn data_frame_len(seq: u64, tag: Tag, payload_len: usize) -> usize {
+    FRAME_HEADER_LEN + varint_len(seq) + varint_len(u64::from(tag.0)) + payload_len
+}
+
+fn put_frame_header(buf: &mut BytesMut, kind: FrameKind, body_len: usize) {
+    // Callers bound frames far below 4 GiB (max_frame_bytes); saturate rather than wrap so
+    // an impossible length can only produce a frame the peer rejects.
+    let len = u32::try_from(body_len + 2).unwrap_or(u32::MAX);
+    buf.put_u32_le(len);
+    buf.put_u8(FRAME_FORMAT);
+    buf.put_u8(kind as u8);
+}
+
+/// The two bytes that open a data stream.
+pub fn stream_header(priority: Priority) -> [u8; 2] {
+    [FRAME_FORMAT, priority as u8]
+}
+
+/// Parses a data stream's opening bytes.
+pub fn parse_stream_header(header: [u8; 2]) -> Result<Priority, WireError> {
+    if header[0] != FRAME_FORMAT {
+        return Err(WireError::UnsupportedFormat(header[0]));
+    }
+    match Priority::from_wire(header[1]) {
+        Some(Priority::Control) => Err(WireError::ControlOnDataStream),
+        Some(p) => Ok(p),
+        None => Err(WireError::UnknownPriority(header[1])),
+    }
+}
+
+/// Encodes an unreliable message.
+pub fn encode_datagram(tag: Tag, payload: &[u8]) -> Bytes {
+    let mut buf = BytesMut::with_capacity(2 + 5 + payload.len());
+    buf.put_u8(FRAME_FORMAT);
+    buf.put_u8(FrameKind::Datagram as u8);
+    let mut scratch = [0u8; 10];
+    let n = put_varint(&mut scratch, u64::from(tag.0));
+    buf.extend_from_slice(&scratch[..n]);
+    buf.extend_from_slice(payload);
+    buf.freeze()
+}
+
+/// Decodes an unreliable message into its tag and payload.
+pub fn decode_datagram(mut datagram: Bytes) -> Result<(Tag, Bytes), WireError> {
+    if datagram.len() < 2 {
+        return Err(WireError::Datagram("shorter than its header"));
+    }
+    if datagram[0] != FRAME_FORMAT {
+        return Err(WireError::UnsupportedFormat(datagram[0]));
+    }
+    if datagram[1] != FrameKind::Datagram as u8 {
+        return Err(WireError::Datagram("unknown datagram kind"));
+    }
+    datagram.advance(2);
+    let tag = take_tag(&mut datagram, "datagram tag")?;
+    Ok((tag, datagram))
+}
+
+/// Splits a byte stream into frames.
+///
+/// Feed it whatever the stream yields with [`FrameDecoder::push`]; take complete frames
+/// with [`FrameDecoder::next_frame`]. The announced length is checked against the limit
+/// before any of the body is buffered, so a hostile length cannot make it allocate.
+#[derive(Debug)]
+pub struct FrameDecoder {
+    buf: BytesMut,
+    max_frame: usize,
+}
+
+impl FrameDecoder {
+    /// A decoder accepting frames of up to `max_frame` bytes (header included).
+    pub fn new(max_frame: usize) -> Self {
+        FrameDecoder {
+            buf: BytesMut::new(),
+            max_frame,
+        }
+    }
+
+    /// Appends received bytes.
+    pub fn push(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// Bytes received but not yet returned as frames.
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// The next complete frame, `Ok(None)` if more bytes are needed.
+    pub fn next_frame(&mut self) -> Result<Option<Frame>, WireError> {
+        if self.buf.len() < 4 {
+            return Ok(None);
+        }
+        let len = u32::from_le_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]);
+        let len = usize::try_from(len).unwrap_or(usize::MAX);
+        if len < 2 {
+            return Err(WireError::FrameTooShort(len));
+        }
+        let total = len.saturating_add(4);
+        if total > self.max_frame {
+            return Err(WireError::FrameTooLarge {
+                len: total,
+                max: self.max_frame,
+            });
+        }
+        if self.buf.len() < total {
+            // Reserve once for the whole frame so a large message is not re-grown many times.
+            self.buf.reserve(total - self.buf.len());
+            return Ok(None);
+        }
+        let mut frame = self.buf.split_to(total).freeze();
+        frame.advance(4);
+        let format = frame.get_u8();
+        if format != FRAME_FORMAT {
+            return Err(WireError::UnsupportedFormat(format));
+        }
+        let kind = frame.get_u8();
+        decode_body(kind, frame).map(Some)
+    }
+}
+
+fn decode_body(kind: u8, mut body: Bytes) -> Result<Frame, WireError> {
+    match FrameKind::from_wire(kind) {
+        Some(FrameKind::Hello) => postcard::from_bytes(&body)
+            .map(Frame::Hello)
+            .map_err(|e| body_error("Hello", e)),
+        Some(FrameKind::HelloAck) => postcard::from_bytes(&body)
+            .map(Frame::HelloAck)
+            .map_err(|e| body_error("HelloAck", e)),
+        Some(FrameKind::Data) => {
+            let seq = take_varint(&mut body, "data sequence number")?;
+            let tag = take_tag(&mut body, "data tag")?;
+            Ok(Frame::Data {
+                seq,
+                tag,
+                payload: body,
+            })
+        }
+        Some(FrameKind::Datagram) => Err(WireError::Body {
+            what: "frame",
+            detail: "datagram kind on a stream".into(),
+        }),
+        None => Ok(Frame::Unknown { kind }),
+    }
+}
+
+fn body_error(what: &'static str, error: postcard::Error) -> WireError {
+    WireError::Body {
+        what,
+        detail: error.to_string(),
+    }
+}
+
+fn take_tag(buf: &mut Bytes, what: &'static str) -> Result<Tag, WireError> {
+    let raw = take_varint(buf, what)?;
+    u32::try_from(raw)
+        .map(Tag)
+        .map_err(|_| WireError::TagOutOfRange(raw))
+}
+
+fn varint_len(mut value: u64) -> usize {
+    let mut n = 1;
+    while value >= 0x80 {
+        value >>= 7;
+        n += 1;
+    }
+    n
+}
+
+fn put_varint(out: &mut [u8], mut value: u64) -> usize {
+    let mut i = 0;
+    while value >= 0x80 {
+        out[i] = (value as u8) | 0x80;
+        value >>= 7;
+        i += 1;
+    }
+    out[i] = value as u8;
+    i + 1
+}
+
+fn take_varint(buf: &mut Bytes, what: &'static str) -> Result<u64, WireError> {
+    let mut value: u64 = 0;
+    for i in 0..10 {
+        let Some(&byte) = buf.get(i) else {
+            return Err(WireError::BadVarint(what));
+        };
+        let bits = u64::from(byte & 0x7f);
+        if i == 9 && byte > 1 {
+            return Err(WireError::BadVarint(what));
+        }
+        value |= bits << (7 * i);
+        if byte & 0x80 == 0 {
+            buf.advance(i + 1);
+            return Ok(value);
+        }
+    }
+    Err(WireError::BadVarint(what))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::member::MemberKind;
+
+    fn data_frame(seq: u64, tag: Tag, payload: &[u8]) -> Bytes {
+        let mut buf = BytesMut::new();
+        put_data_header(&mut buf, seq, tag, payload.len());
+        buf.extend_from_slice(payload);
+        buf.freeze()
+    }
+
+    #[test]
+    fn data_frame_bytes_are_pinned() {
+        // A change to these bytes breaks every deployed member: it needs a new FRAME_FORMAT.
+        let frame = data_frame(300, Tag(0x1_0000), b"hi");
+        assert_eq!(
+            &frame[..],
+            &[9, 0, 0, 0, 1, 3, 0xac, 0x02, 0x80, 0x80, 0x04, b'h', b'i']
+        );
+        assert_eq!(frame.len(), data_frame_len(300, Tag(0x1_0000), 2));
+        assert_eq!(stream_header(Priority::Bulk), [1, 3]);
+        assert_eq!(&encode_datagram(Tag(5), b"x")[..], &[1, 16, 5, b'x']);
+        assert_eq!(CloseCode::MalformedFrame.value(), 0x102);
+    }
+
+    #[test]
+    fn frames_split_anywhere_decode_the_same() {
+        let member = MemberId::new("a", "127.0.0.1:9".parse().expect("literal"), MemberKind::Member);
+        let mut stream = BytesMut::new();
+        stream.extend_from_slice(
+            &encode_hello(&Hello {
+                member: member.clone(),
+                delivered: [1, 2, 3, 4],
+            })
+            .expect("encode"),
+        );
+        for seq in 1..=50u64 {
+            stream.extend_from_slice(&data_frame(seq, Tag(7), &vec![seq as u8; seq as usize]));
+        }
+        for split in [1, 3, 7, 64, stream.len()] {
+            let mut decoder = FrameDecoder::new(1 << 20);
+            let mut frames = Vec::new();
+            for chunk in stream.chunks(split) {
+                decoder.push(chunk);
+                while let Some(frame) = decoder.next_frame().expect("valid stream") {
+                    frames.push(frame);
+                }
+            }
+            assert_eq!(frames.len(), 51);
+            match &frames[0] {
+                Frame::Hello(h) => {
+                    assert!(h.member.same_details(&member));
+                    assert_eq!(h.delivered, [1, 2, 3, 4]);
+                }
+                other => panic!("expected hello, got {other:?}"),
+            }
+            for (i, frame) in frames[1..].iter().enumerate() {
+                let want = i as u64 + 1;
+                match frame {
+                    Frame::Data { seq, tag, payload } => {
+                        assert_eq!((*seq, *tag), (want, Tag(7)));
+                        assert_eq!(&payload[..], &vec![want as u8; want as usize][..]);
+                    }
+                    other => panic!("expected data, got {other:?}"),
+                }
+            }
+            assert_eq!(decoder.buffered(), 0);
+        }
+    }
+
+    #[test]
+    fn hostile_bytes_are_errors_not_panics() {
+        let cases: Vec<(&[u8], WireError)> = vec![
+            (&[0xff, 0xff, 0xff, 0x7f, 1, 3], WireError::FrameTooLarge { len: 0x7fff_ffff + 4, max: 1024 }),
+            (&[1, 0, 0, 0, 1], WireError::FrameTooShort(1)),
+            (&[2, 0, 0, 0, 9, 3], WireError::UnsupportedFormat(9)),
+            (&[3, 0, 0, 0, 1, 3, 0x80], WireError::BadVarint("data sequence number")),
+            (&[4, 0, 0, 0, 1, 3, 1, 0xff], WireError::BadVarint("data tag")),
+        ];
+        for (bytes, want) in cases {
+            let mut decoder = FrameDecoder::new(1024);
+            decoder.push(bytes);
+            assert_eq!(decoder.next_frame().expect_err("must fail"), want, "{bytes:?}");
+        }
+        let mut decoder = FrameDecoder::new(1024);
+        decoder.push(&[3, 0, 0, 0, 1, 1, 0xff]);
+        assert!(matches!(decoder.next_frame(), Err(WireError::Body { what: "Hello", .. })));
+        let mut decoder = FrameDecoder::new(1024);
+        decoder.push(&[2, 0, 0, 0, 1, 200]);
+        assert!(matches!(decoder.next_frame(), Ok(Some(Frame::Unknown { kind: 200 }))));
+        assert_eq!(parse_stream_header([1, 0]), Err(WireError::ControlOnDataStream));
+        assert_eq!(parse_stream_header([1, 9]), Err(WireError::UnknownPriority(9)));
+        assert_eq!(parse_stream_header([0, 1]), Err(WireError::UnsupportedFormat(0)));
+        assert!(decode_datagram(Bytes::from_static(&[1])).is_err());
+        assert!(decode_datagram(Bytes::from_static(&[1, 3, 0])).is_err());
+        let mut eleven = vec![1u8, 16];
+        eleven.extend_from_slice(&[0xff; 11]);
+        assert!(decode_datagram(Bytes::from(eleven)).is_err());
+        assert_eq!(
+            decode_datagram(Bytes::from_static(&[1, 16, 0xff, 0xff, 0xff, 0xff, 0x7f])),
+            Err(WireError::TagOutOfRange(0x7_ffff_ffff))
+        );
+    }
+
+    #[test]
+    fn varints_round_trip_at_the_edges() {
+        for value in [0, 1, 127, 128, 16_383, 16_384, u64::from(u32::MAX), u64::MAX] {
+            let mut out = [0u8; 10];
+            let n = put_varint(&mut out, value);
+            assert_eq!(n, varint_len(value));
+            let mut bytes = Bytes::copy_from_slice(&out[..n]);
+            assert_eq!(take_varint(&mut bytes, "t"), Ok(value));
+            assert!(bytes.is_empty());
+        }
+    }
+}
