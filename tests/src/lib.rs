@@ -1,1 +1,171 @@
-//! placeholder
+//! cohort-tests: the in-process harness shared by cohort's integration tests, examples and
+//! benchmarks.
+//!
+//! Everything here runs real QUIC with real TLS over loopback: [`TestCa`] issues member
+//! certificates from an in-memory CA, [`spawn_member`] binds a messenger on an ephemeral
+//! loopback port, and [`wait_until`] waits on a condition with a generous bound instead of
+//! sleeping for a guessed time.
+
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::time::Duration;
+
+use bytes::Bytes;
+use cohort_certs::{CertificateAuthority, MemberRequest};
+use cohort_transport::{
+    ClusterTls, Envelope, Message, Messenger, QuicConfig, QuicMessenger, Subscription, Tag,
+    TlsSettings, View, ViewId,
+};
+use serde::{Deserialize, Serialize};
+
+/// How long tests wait for a condition before failing: generous, so a loaded machine does
+/// not make them flaky; conditions normally hold within milliseconds.
+pub const PATIENCE: Duration = Duration::from_secs(30);
+
+/// An in-memory cluster CA that issues loopback member certificates.
+pub struct TestCa {
+    ca: CertificateAuthority,
+}
+
+impl TestCa {
+    /// A fresh CA.
+    pub fn new() -> Self {
+        TestCa {
+            ca: CertificateAuthority::ephemeral().expect("generate an in-memory CA"),
+        }
+    }
+
+    /// The CA certificate in PEM.
+    pub fn certificate_pem(&self) -> &str {
+        self.ca.certificate_pem()
+    }
+
+    /// TLS settings for a member certificate naming 127.0.0.1, ::1 and localhost.
+    pub fn settings(&self, name: &str) -> TlsSettings {
+        let issued = self
+            .ca
+            .issue(
+                &MemberRequest::new(name, Duration::from_secs(24 * 3600))
+                    .ip(IpAddr::V4(Ipv4Addr::LOCALHOST))
+                    .ip(IpAddr::V6(Ipv6Addr::LOCALHOST))
+                    .dns("localhost"),
+            )
+            .expect("issue a member certificate");
+        TlsSettings::from_pem(
+            self.ca.certificate_pem(),
+            issued.certificate_pem,
+            issued.private_key_pem,
+        )
+    }
+
+    /// Loaded TLS for a member.
+    pub fn tls(&self, name: &str) -> ClusterTls {
+        self.settings(name).load().expect("load generated TLS settings")
+    }
+}
+
+impl Default for TestCa {
+    fn default() -> Self {
+        TestCa::new()
+    }
+}
+
+/// Binds a messenger named `name` on an ephemeral loopback port with certificates from `ca`.
+pub fn spawn_member(ca: &TestCa, name: &str) -> QuicMessenger {
+    spawn_with(&ca.tls(name), name, QuicConfig::default())
+}
+
+/// Binds a messenger with explicit TLS and configuration (the name is set from `name`).
+pub fn spawn_with(tls: &ClusterTls, name: &str, config: QuicConfig) -> QuicMessenger {
+    let config = QuicConfig {
+        name: name.into(),
+        ..config
+    };
+    QuicMessenger::bind(config, tls).expect("bind a messenger on loopback")
+}
+
+/// Installs one view, listing `members` in order, on every one of them.
+pub fn install_view<M: Messenger>(id: u64, members: &[&M]) -> View {
+    let view = View::new(ViewId(id), members.iter().map(|m| m.local_member().clone()));
+    for member in members {
+        member.install_view(view.clone());
+    }
+    view
+}
+
+/// Waits until `condition` holds, checking every few milliseconds, for at most `limit`.
+/// Panics naming `what` if it never holds.
+pub async fn wait_until(what: &str, limit: Duration, mut condition: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + limit;
+    while !condition() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {limit:?} waiting until {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Receives exactly `count` messages, failing if they do not all arrive within `limit`.
+pub async fn receive<M: Message>(
+    subscription: &mut Subscription<M>,
+    count: usize,
+    limit: Duration,
+) -> Vec<Envelope<M>> {
+    let mut received = Vec::with_capacity(count);
+    let deadline = tokio::time::Instant::now() + limit;
+    while received.len() < count {
+        match tokio::time::timeout_at(deadline, subscription.recv()).await {
+            Ok(Some(envelope)) => received.push(envelope),
+            Ok(None) => panic!("subscription closed after {} of {count} messages", received.len()),
+            Err(_) => panic!("only {} of {count} messages arrived within {limit:?}", received.len()),
+        }
+    }
+    received
+}
+
+/// Runs `future` with a bound, failing with `what` if it takes longer.
+pub async fn within<T>(what: &str, limit: Duration, future: impl Future<Output = T>) -> T {
+    tokio::time::timeout(limit, future)
+        .await
+        .unwrap_or_else(|_| panic!("{what} did not finish within {limit:?}"))
+}
+
+/// A numbered test message: who sent it, on which stream, and its place in that stream.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Numbered {
+    /// The sender's name.
+    pub sender: String,
+    /// A label for the stream (priority or "datagram").
+    pub stream: String,
+    /// 0, 1, 2, … per (sender, receiver, stream).
+    pub index: u64,
+    /// Padding, to vary sizes.
+    pub body: Bytes,
+}
+
+impl Message for Numbered {
+    const TAG: Tag = Tag(0x1_0001);
+}
+
+/// A large opaque payload.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Blob {
+    /// The bytes.
+    pub data: Bytes,
+}
+
+impl Message for Blob {
+    const TAG: Tag = Tag(0x1_0002);
+}
+
+/// Installs a tracing subscriber for a test binary once (RUST_LOG filters; default warn).
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_test_writer()
+        .try_init();
+}

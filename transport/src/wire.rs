@@ -12,6 +12,7 @@
 //! body(Hello)       := postcard(Hello)
 //! body(HelloAck)    := postcard(HelloAck)
 //! body(Data)        := seq:varint tag:varint payload          (payload = postcard(message))
+//! body(Goodbye)     := opened:u8      (bit i set: the data stream of priority i was opened)
 //! datagram          := format:u8 kind:u8(=Datagram) tag:varint payload
 //! ```
 //!
@@ -43,6 +44,10 @@ pub enum FrameKind {
     HelloAck = 2,
     /// An application or membership message with its sequence number.
     Data = 3,
+    /// Last frame on a control stream of a member shutting down gracefully: it has
+    /// finished every data stream it opened, and waits for the peer to close the
+    /// connection once it has read them to their end.
+    Goodbye = 4,
     /// An unreliable message (datagram).
     Datagram = 16,
 }
@@ -53,6 +58,7 @@ impl FrameKind {
             1 => FrameKind::Hello,
             2 => FrameKind::HelloAck,
             3 => FrameKind::Data,
+            4 => FrameKind::Goodbye,
             16 => FrameKind::Datagram,
             _ => return None,
         })
@@ -181,6 +187,11 @@ pub enum Frame {
         /// The postcard-encoded message.
         payload: Bytes,
     },
+    /// The sender is leaving; see [`FrameKind::Goodbye`].
+    Goodbye {
+        /// Bit `i` set: the data stream of the priority with index `i` was opened.
+        opened: u8,
+    },
     /// A frame kind this build does not know (from a newer peer): skipped and counted.
     Unknown {
         /// The kind byte.
@@ -239,6 +250,14 @@ pub fn encode_hello(hello: &Hello) -> Result<Bytes, postcard::Error> {
 /// Encodes a HelloAck frame.
 pub fn encode_hello_ack(ack: &HelloAck) -> Result<Bytes, postcard::Error> {
     encode_postcard(FrameKind::HelloAck, ack)
+}
+
+/// Encodes a Goodbye frame.
+pub fn encode_goodbye(opened: u8) -> Bytes {
+    let mut buf = BytesMut::with_capacity(FRAME_HEADER_LEN + 1);
+    put_frame_header(&mut buf, FrameKind::Goodbye, 1);
+    buf.put_u8(opened);
+    buf.freeze()
 }
 
 fn encode_postcard<T: Serialize>(kind: FrameKind, value: &T) -> Result<Bytes, postcard::Error> {
@@ -400,6 +419,13 @@ fn decode_body(kind: u8, mut body: Bytes) -> Result<Frame, WireError> {
                 payload: body,
             })
         }
+        Some(FrameKind::Goodbye) => match body[..] {
+            [opened] => Ok(Frame::Goodbye { opened }),
+            _ => Err(WireError::Body {
+                what: "Goodbye",
+                detail: format!("{} bytes where 1 was expected", body.len()),
+            }),
+        },
         Some(FrameKind::Datagram) => Err(WireError::Body {
             what: "frame",
             detail: "datagram kind on a stream".into(),
@@ -485,6 +511,7 @@ mod tests {
         assert_eq!(stream_header(Priority::Bulk), [1, 3]);
         assert_eq!(&encode_datagram(Tag(5), b"x")[..], &[1, 16, 5, b'x']);
         assert_eq!(CloseCode::MalformedFrame.value(), 0x102);
+        assert_eq!(&encode_goodbye(0b1010)[..], &[3, 0, 0, 0, 1, 4, 0b1010]);
     }
 
     #[test]

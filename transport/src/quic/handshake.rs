@@ -144,6 +144,7 @@ fn frame_name(frame: &Frame) -> &'static str {
         Frame::Hello(_) => "Hello",
         Frame::HelloAck(_) => "HelloAck",
         Frame::Data { .. } => "Data",
+        Frame::Goodbye { .. } => "Goodbye",
         Frame::Unknown { .. } => "unknown",
     }
 }

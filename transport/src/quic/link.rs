@@ -18,6 +18,7 @@ use std::sync::atomic::Ordering;
 
 use bytes::{Bytes, BytesMut};
 use quinn::{Connection, ConnectionError, RecvStream, SendStream};
+use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 
 use super::Shared;
@@ -37,7 +38,9 @@ const INLINE_PAYLOAD_MAX: usize = 4096;
 pub(crate) struct Established {
     conn: Connection,
     dialed_by_us: bool,
-    writers: Vec<JoinHandle<()>>,
+    /// One per priority, in [`Priority::ALL`] order; each returns its stream when it ends
+    /// gracefully.
+    writers: Vec<JoinHandle<Option<SendStream>>>,
     readers: Vec<JoinHandle<()>>,
 }
 
@@ -63,9 +66,18 @@ impl Established {
                 tokio::spawn(write_loop(peer.clone(), conn.clone(), priority, stream))
             })
             .collect();
+        let (ends, _) = watch::channel(0u8);
+        let ends = Arc::new(ends);
         let readers = vec![
-            tokio::spawn(read_control(shared.clone(), peer.clone(), conn.clone(), control_recv, decoder)),
-            tokio::spawn(accept_streams(shared.clone(), peer.clone(), conn.clone())),
+            tokio::spawn(read_control(
+                shared.clone(),
+                peer.clone(),
+                conn.clone(),
+                control_recv,
+                decoder,
+                ends.clone(),
+            )),
+            tokio::spawn(accept_streams(shared.clone(), peer.clone(), conn.clone(), ends)),
             tokio::spawn(read_datagrams(shared.clone(), peer.clone(), conn.clone())),
         ];
         Established {
@@ -74,10 +86,6 @@ impl Established {
             writers,
             readers,
         }
-    }
-
-    pub(crate) fn connection(&self) -> &Connection {
-        &self.conn
     }
 
     pub(crate) fn dialed_by_us(&self) -> bool {
@@ -94,18 +102,29 @@ impl Established {
 
     /// Waits until every writer has drained its queue, finished its stream and seen the peer
     /// acknowledge all of it. The caller bounds the wait.
-    /// Call once; writers end on their own once the peer is stopping and their queue is
-    /// empty.
+    /// Writes everything queued, then says Goodbye and waits for the peer to close the
+    /// connection, which it does once it has read every stream to its end (closing first
+    /// would discard what the peer has received but not yet read). Writers end on their
+    /// own once the peer is stopping and their queue is empty. Call once; the caller
+    /// bounds the wait.
     pub(crate) async fn flush(&mut self) {
-        let conn = self.conn.clone();
-        let writers = async {
-            for writer in &mut self.writers {
-                let _ = writer.await;
+        let mut opened = 0u8;
+        let mut control = None;
+        for (priority, writer) in Priority::ALL.into_iter().zip(&mut self.writers) {
+            let Ok(Some(mut stream)) = writer.await else {
+                continue;
+            };
+            if priority == Priority::Control {
+                control = Some(stream);
+            } else if stream.finish().is_ok() {
+                opened |= 1 << priority.index();
             }
+        }
+        let Some(mut control) = control else {
+            return;
         };
-        tokio::select! {
-            () = writers => {}
-            _ = conn.closed() => {}
+        if control.write_all(&wire::encode_goodbye(opened)).await.is_ok() && control.finish().is_ok() {
+            self.conn.closed().await;
         }
     }
 
@@ -116,9 +135,8 @@ impl Established {
 
 impl Drop for Established {
     fn drop(&mut self) {
-        for task in self.writers.iter().chain(&self.readers) {
-            task.abort();
-        }
+        self.writers.iter().for_each(JoinHandle::abort);
+        self.readers.iter().for_each(JoinHandle::abort);
     }
 }
 
@@ -134,7 +152,12 @@ impl Drop for Accounted<'_> {
     }
 }
 
-async fn write_loop(peer: Arc<Peer>, conn: Connection, priority: Priority, mut stream: Option<SendStream>) {
+async fn write_loop(
+    peer: Arc<Peer>,
+    conn: Connection,
+    priority: Priority,
+    mut stream: Option<SendStream>,
+) -> Option<SendStream> {
     while let Some(batch) = peer.next_batch(priority).await {
         let _account = Accounted {
             peer: &peer,
@@ -146,24 +169,19 @@ async fn write_loop(peer: Arc<Peer>, conn: Connection, priority: Priority, mut s
                 Ok(send) => stream.insert(send),
                 Err(error) => {
                     tracing::debug!(peer = %peer.member(), %priority, %error, "could not open stream");
-                    return;
+                    return None;
                 }
             },
         };
         let mut chunks = encode_batch(&batch);
         if let Err(error) = send.write_all_chunks(&mut chunks).await {
             tracing::debug!(peer = %peer.member(), %priority, %error, "write failed");
-            return;
+            return None;
         }
         peer.count_written(priority, &batch);
     }
-    // Stopping gracefully with nothing left: end the stream and wait until the peer has
-    // acknowledged all of it, so closing the connection afterwards loses nothing.
-    if let Some(mut send) = stream {
-        if send.finish().is_ok() {
-            let _ = send.stopped().await;
-        }
-    }
+    // Stopping gracefully with nothing left: hand the stream to `flush`, which ends it.
+    stream
 }
 
 async fn open_data_stream(conn: &Connection, priority: Priority) -> Result<SendStream, String> {
@@ -193,11 +211,40 @@ fn encode_batch(batch: &Batch) -> Vec<Bytes> {
     chunks
 }
 
-async fn read_control(shared: Arc<Shared>, peer: Arc<Peer>, conn: Connection, mut recv: RecvStream, mut decoder: FrameDecoder) {
-    read_frames(&shared, &peer, &conn, Priority::Control, &mut recv, &mut decoder).await;
+/// Bit `i` set: the peer's data stream of priority index `i` has been read to its end.
+type StreamEnds = Arc<watch::Sender<u8>>;
+
+/// How a stream's frames ended.
+enum StreamEnd {
+    /// The peer finished the stream; everything on it was delivered.
+    Finished,
+    /// The peer said Goodbye on its control stream.
+    Goodbye { opened: u8 },
+    /// The connection or stream failed, or the peer broke the protocol.
+    Broken,
 }
 
-async fn accept_streams(shared: Arc<Shared>, peer: Arc<Peer>, conn: Connection) {
+async fn read_control(
+    shared: Arc<Shared>,
+    peer: Arc<Peer>,
+    conn: Connection,
+    mut recv: RecvStream,
+    mut decoder: FrameDecoder,
+    ends: StreamEnds,
+) {
+    let end = read_frames(&shared, &peer, &conn, Priority::Control, &mut recv, &mut decoder).await;
+    if let StreamEnd::Goodbye { opened } = end {
+        // The peer is leaving. Close once every stream it opened has been read to its end;
+        // the peer waits for that close before it lets go of the connection.
+        let mut finished = ends.subscribe();
+        let all_read = finished.wait_for(|done| done & opened == opened);
+        let _ = tokio::time::timeout(shared.config.shutdown_timeout, all_read).await;
+        let code = CloseCode::Shutdown;
+        conn.close(code.varint(), b"goodbye");
+    }
+}
+
+async fn accept_streams(shared: Arc<Shared>, peer: Arc<Peer>, conn: Connection, ends: StreamEnds) {
     // The readers live in this set, so aborting this task (connection replaced or closed)
     // stops them too.
     let mut readers = JoinSet::new();
@@ -205,7 +252,7 @@ async fn accept_streams(shared: Arc<Shared>, peer: Arc<Peer>, conn: Connection) 
         tokio::select! {
             accepted = conn.accept_uni() => match accepted {
                 Ok(recv) => {
-                    readers.spawn(read_stream(shared.clone(), peer.clone(), conn.clone(), recv));
+                    readers.spawn(read_stream(shared.clone(), peer.clone(), conn.clone(), recv, ends.clone()));
                 }
                 Err(_) => break,
             },
@@ -215,7 +262,13 @@ async fn accept_streams(shared: Arc<Shared>, peer: Arc<Peer>, conn: Connection) 
     while readers.join_next().await.is_some() {}
 }
 
-async fn read_stream(shared: Arc<Shared>, peer: Arc<Peer>, conn: Connection, mut recv: RecvStream) {
+async fn read_stream(
+    shared: Arc<Shared>,
+    peer: Arc<Peer>,
+    conn: Connection,
+    mut recv: RecvStream,
+    ends: StreamEnds,
+) {
     let mut header = [0u8; 2];
     if let Err(error) = recv.read_exact(&mut header).await {
         if let quinn::ReadExactError::FinishedEarly(_) = error {
@@ -231,7 +284,10 @@ async fn read_stream(shared: Arc<Shared>, peer: Arc<Peer>, conn: Connection, mut
         }
     };
     let mut decoder = FrameDecoder::new(shared.config.max_frame_bytes);
-    read_frames(&shared, &peer, &conn, priority, &mut recv, &mut decoder).await;
+    match read_frames(&shared, &peer, &conn, priority, &mut recv, &mut decoder).await {
+        StreamEnd::Finished => ends.send_modify(|done| *done |= 1 << priority.index()),
+        StreamEnd::Goodbye { .. } | StreamEnd::Broken => {}
+    }
 }
 
 async fn read_frames(
@@ -241,14 +297,15 @@ async fn read_frames(
     priority: Priority,
     recv: &mut RecvStream,
     decoder: &mut FrameDecoder,
-) {
+) -> StreamEnd {
     loop {
         let frame = match read_frame(recv, decoder).await {
             Ok(Some(frame)) => frame,
-            Ok(None) | Err(ReadFrameError::Read(_)) => return,
+            Ok(None) => return StreamEnd::Finished,
+            Err(ReadFrameError::Read(_)) => return StreamEnd::Broken,
             Err(ReadFrameError::Wire(error)) => {
                 violation(shared, peer, conn, CloseCode::MalformedFrame, format!("{priority} stream: {error}"));
-                return;
+                return StreamEnd::Broken;
             }
         };
         match frame {
@@ -271,9 +328,16 @@ async fn read_frames(
                 };
                 shared.dispatcher.deliver(tag, inbound).await;
             }
+            Frame::Goodbye { opened } if priority == Priority::Control => {
+                return StreamEnd::Goodbye { opened };
+            }
+            Frame::Goodbye { .. } => {
+                violation(shared, peer, conn, CloseCode::ProtocolViolation, "Goodbye on a data stream".into());
+                return StreamEnd::Broken;
+            }
             Frame::Hello(_) | Frame::HelloAck(_) => {
                 violation(shared, peer, conn, CloseCode::ProtocolViolation, "Hello after the handshake".into());
-                return;
+                return StreamEnd::Broken;
             }
             Frame::Unknown { kind } => {
                 peer.counters.unknown_frames.fetch_add(1, Ordering::Relaxed);

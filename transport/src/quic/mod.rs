@@ -154,6 +154,8 @@ pub struct PeerStats {
     pub dialed_by_us: Option<bool>,
     /// Connections established so far.
     pub connections: u64,
+    /// Times both members dialed each other at once (one dial was dropped, nothing lost).
+    pub dials_crossed: u64,
     /// Bytes queued or being written.
     pub queued_bytes: usize,
     /// Frames waiting to be written.
@@ -299,6 +301,7 @@ impl QuicMessenger {
             connected: link.is_some(),
             dialed_by_us: link.as_ref().map(|l| l.dialed_by_us),
             connections: c.connections.load(Ordering::Relaxed),
+            dials_crossed: c.dials_crossed.load(Ordering::Relaxed),
             queued_bytes,
             queued_frames,
             frames_sent: load(&c.frames_sent),

@@ -27,7 +27,7 @@ use tokio::sync::{Notify, mpsc, watch};
 use tokio::time::Instant;
 
 use super::Shared;
-use super::handshake::{self, DialError};
+use super::handshake::{self, DialError, LinkParts};
 use super::link::Established;
 use super::queue::{Batch, OverBound, SendQueues};
 use crate::member::MemberId;
@@ -74,6 +74,7 @@ pub(crate) struct PeerCounters {
     pub(crate) sequence_gaps: AtomicU64,
     pub(crate) unknown_frames: AtomicU64,
     pub(crate) connections: AtomicU64,
+    pub(crate) dials_crossed: AtomicU64,
 }
 
 /// The current connection, as seen from outside the driver.
@@ -357,8 +358,7 @@ pub(crate) async fn drive(
             }
             Event::Link(LinkEvent::Dialed(Ok(dialed))) => {
                 failures = 0;
-                link = Link::Up(Established::start(&shared, &peer, dialed.into_parts(), true));
-                announce_up(&peer, &shared, &link);
+                link = go_up(&peer, &shared, dialed.into_parts(), true);
             }
             Event::Link(LinkEvent::Dialed(Err(error))) => {
                 link = Link::Idle;
@@ -406,18 +406,20 @@ fn start_dial(peer: &Arc<Peer>, shared: &Arc<Shared>) -> Link {
     Link::Dialing { future, conn: slot }
 }
 
-fn announce_up(peer: &Arc<Peer>, shared: &Shared, link: &Link) {
-    if let Link::Up(established) = link {
-        peer.counters.connections.fetch_add(1, Ordering::Relaxed);
-        peer.set_link(Some(LinkInfo {
-            conn: established.connection().clone(),
-            dialed_by_us: established.dialed_by_us(),
-        }));
-        shared.emit(TransportEvent::PeerConnected {
-            member: peer.member(),
-            dialed_by_us: established.dialed_by_us(),
-        });
-    }
+/// Records the connection as the peer's, then starts the tasks that use it. In that
+/// order: once the tasks run, traffic flows, and anyone who sees it must already see the
+/// connection (stats, the PeerConnected event).
+fn go_up(peer: &Arc<Peer>, shared: &Arc<Shared>, parts: LinkParts, dialed_by_us: bool) -> Link {
+    peer.counters.connections.fetch_add(1, Ordering::Relaxed);
+    peer.set_link(Some(LinkInfo {
+        conn: parts.conn.clone(),
+        dialed_by_us,
+    }));
+    shared.emit(TransportEvent::PeerConnected {
+        member: peer.member(),
+        dialed_by_us,
+    });
+    Link::Up(Established::start(shared, peer, parts, dialed_by_us))
 }
 
 /// The simultaneous-dial rule: keep `accepted` unless our own dial wins over it.
@@ -428,6 +430,9 @@ async fn decide(peer: &Arc<Peer>, shared: &Arc<Shared>, link: Link, accepted: Ac
         Link::Up(established) => established.dialed_by_us(),
         Link::Idle => false,
     };
+    if ours_in_play {
+        peer.counters.dials_crossed.fetch_add(1, Ordering::Relaxed);
+    }
     if our_dials_win && ours_in_play {
         tracing::debug!(peer = %accepted.hello.member, "refusing crossed dial: ours wins");
         let code = CloseCode::DuplicateConnection;
@@ -442,9 +447,7 @@ async fn decide(peer: &Arc<Peer>, shared: &Arc<Shared>, link: Link, accepted: Ac
     peer.set_link(None);
     match handshake::answer(shared, peer, accepted).await {
         Ok(parts) => {
-            let link = Link::Up(Established::start(shared, peer, parts, false));
-            announce_up(peer, shared, &link);
-            link
+            go_up(peer, shared, parts, false)
         }
         Err(error) => {
             tracing::debug!(peer = %peer.member(), %error, "could not answer Hello");
@@ -460,7 +463,7 @@ async fn finish_gracefully(peer: &Arc<Peer>, shared: &Arc<Shared>, link: Link) {
     let link = match link {
         Link::Dialing { mut future, conn } => {
             match tokio::time::timeout_at(deadline, &mut future).await {
-                Ok(Ok(dialed)) => Link::Up(Established::start(shared, peer, dialed.into_parts(), true)),
+                Ok(Ok(dialed)) => go_up(peer, shared, dialed.into_parts(), true),
                 _ => Link::Dialing { future, conn },
             }
         }
