@@ -7,11 +7,12 @@
 //! sleeping for a guessed time.
 
 use std::future::Future;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use cohort_certs::{CertificateAuthority, MemberRequest};
+use cohort_certs::{CertificateAuthority, IssuedCertificate, MemberRequest};
 use cohort_transport::{
     ClusterTls, Envelope, Message, Messenger, QuicConfig, QuicMessenger, Subscription, Tag,
     TlsSettings, View, ViewId,
@@ -40,17 +41,26 @@ impl TestCa {
         self.ca.certificate_pem()
     }
 
+    /// A member certificate and key (PEM) naming 127.0.0.1, ::1 and localhost.
+    pub fn issue(&self, name: &str) -> IssuedCertificate {
+        let mut request = MemberRequest::new(name, Duration::from_secs(24 * 3600))
+            .ip(IpAddr::V4(Ipv4Addr::LOCALHOST))
+            .ip(IpAddr::V6(Ipv6Addr::LOCALHOST));
+        request = request.dns("localhost");
+        self.ca.issue(&request).expect("issue a member certificate")
+    }
+
+    /// A member certificate naming only these addresses.
+    pub fn issue_for(&self, name: &str, addresses: &[IpAddr]) -> IssuedCertificate {
+        let request = addresses
+            .iter()
+            .fold(MemberRequest::new(name, Duration::from_secs(24 * 3600)), |r, ip| r.ip(*ip));
+        self.ca.issue(&request).expect("issue a member certificate")
+    }
+
     /// TLS settings for a member certificate naming 127.0.0.1, ::1 and localhost.
     pub fn settings(&self, name: &str) -> TlsSettings {
-        let issued = self
-            .ca
-            .issue(
-                &MemberRequest::new(name, Duration::from_secs(24 * 3600))
-                    .ip(IpAddr::V4(Ipv4Addr::LOCALHOST))
-                    .ip(IpAddr::V6(Ipv6Addr::LOCALHOST))
-                    .dns("localhost"),
-            )
-            .expect("issue a member certificate");
+        let issued = self.issue(name);
         TlsSettings::from_pem(
             self.ca.certificate_pem(),
             issued.certificate_pem,
@@ -157,6 +167,40 @@ pub struct Blob {
 
 impl Message for Blob {
     const TAG: Tag = Tag(0x1_0002);
+}
+
+/// A bare QUIC client speaking cohort's ALPN with rustls, outside any messenger: it trusts
+/// `ca_pem` and presents `identity` (certificate and key PEM) if given. Tests use it to
+/// play peers that break the rules (wrong certificates, garbage frames).
+pub fn raw_client(ca_pem: &str, identity: Option<&IssuedCertificate>) -> quinn::Endpoint {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(cert.expect("CA PEM")).expect("CA certificate");
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .expect("TLS 1.3")
+        .with_root_certificates(roots);
+    let mut crypto = match identity {
+        Some(issued) => {
+            let chain = CertificateDer::pem_slice_iter(issued.certificate_pem.as_bytes())
+                .collect::<Result<Vec<_>, _>>()
+                .expect("certificate PEM");
+            let key = PrivateKeyDer::from_pem_slice(issued.private_key_pem.as_bytes()).expect("key PEM");
+            builder.with_client_auth_cert(chain, key).expect("client identity")
+        }
+        None => builder.with_no_client_auth(),
+    };
+    crypto.alpn_protocols = vec![cohort_transport::tls::ALPN.to_vec()];
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(crypto).expect("QUIC crypto");
+    let mut endpoint =
+        quinn::Endpoint::client(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).expect("client endpoint");
+    endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
+    endpoint
 }
 
 /// Installs a tracing subscriber for a test binary once (RUST_LOG filters; default warn).
