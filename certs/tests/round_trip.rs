@@ -33,17 +33,32 @@ fn run(args: &[&str]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn files_from_the_cli_load_and_connect_two_members() {
-    let dir: PathBuf = std::env::temp_dir().join(format!("cohort-round-trip-{}", std::process::id()));
+    let dir: PathBuf =
+        std::env::temp_dir().join(format!("cohort-round-trip-{}", std::process::id()));
     let _ = fs::remove_dir_all(&dir);
     let d = dir.to_str().expect("utf-8 temp path");
     run(&["ca", "--out", d, "--name", "round trip CA", "--days", "2"]);
     for name in ["one", "two"] {
-        run(&["member", "--ca-dir", d, "--name", name, "--ip", "127.0.0.1", "--days", "2"]);
+        run(&[
+            "member",
+            "--ca-dir",
+            d,
+            "--name",
+            name,
+            "--ip",
+            "127.0.0.1",
+            "--days",
+            "2",
+        ]);
     }
     let tls = |name: &str| {
-        TlsSettings::from_files(dir.join("ca.pem"), dir.join(format!("{name}.pem")), dir.join(format!("{name}-key.pem")))
-            .load()
-            .unwrap_or_else(|e| panic!("files written by cohort-certs load: {e}"))
+        TlsSettings::from_files(
+            dir.join("ca.pem"),
+            dir.join(format!("{name}.pem")),
+            dir.join(format!("{name}-key.pem")),
+        )
+        .load()
+        .unwrap_or_else(|e| panic!("files written by cohort-certs load: {e}"))
     };
     let bind = |name: &str| {
         let config = QuicConfig {
@@ -53,12 +68,19 @@ async fn files_from_the_cli_load_and_connect_two_members() {
         QuicMessenger::bind(config, &tls(name)).expect("bind")
     };
     let (one, two) = (bind("one"), bind("two"));
-    let view = View::new(ViewId(1), [one.local_member().clone(), two.local_member().clone()]);
+    let view = View::new(
+        ViewId(1),
+        [one.local_member().clone(), two.local_member().clone()],
+    );
     one.install_view(view.clone());
     two.install_view(view);
     let mut received = two.subscribe::<Greeting>().expect("subscribe");
-    one.send(&Greeting("hello".into()), Priority::Normal, &[two.local_member().clone()])
-        .expect("send");
+    one.send(
+        &Greeting("hello".into()),
+        Priority::Normal,
+        &[two.local_member().clone()],
+    )
+    .expect("send");
     let envelope = tokio::time::timeout(Duration::from_secs(30), received.recv())
         .await
         .expect("the greeting arrives within 30 s")

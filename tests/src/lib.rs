@@ -52,9 +52,10 @@ impl TestCa {
 
     /// A member certificate naming only these addresses.
     pub fn issue_for(&self, name: &str, addresses: &[IpAddr]) -> IssuedCertificate {
-        let request = addresses
-            .iter()
-            .fold(MemberRequest::new(name, Duration::from_secs(24 * 3600)), |r, ip| r.ip(*ip));
+        let request = addresses.iter().fold(
+            MemberRequest::new(name, Duration::from_secs(24 * 3600)),
+            |r, ip| r.ip(*ip),
+        );
         self.ca.issue(&request).expect("issue a member certificate")
     }
 
@@ -70,7 +71,9 @@ impl TestCa {
 
     /// Loaded TLS for a member.
     pub fn tls(&self, name: &str) -> ClusterTls {
-        self.settings(name).load().expect("load generated TLS settings")
+        self.settings(name)
+            .load()
+            .expect("load generated TLS settings")
     }
 }
 
@@ -127,8 +130,14 @@ pub async fn receive<M: Message>(
     while received.len() < count {
         match tokio::time::timeout_at(deadline, subscription.recv()).await {
             Ok(Some(envelope)) => received.push(envelope),
-            Ok(None) => panic!("subscription closed after {} of {count} messages", received.len()),
-            Err(_) => panic!("only {} of {count} messages arrived within {limit:?}", received.len()),
+            Ok(None) => panic!(
+                "subscription closed after {} of {count} messages",
+                received.len()
+            ),
+            Err(_) => panic!(
+                "only {} of {count} messages arrived within {limit:?}",
+                received.len()
+            ),
         }
     }
     received
@@ -190,15 +199,18 @@ pub fn raw_client(ca_pem: &str, identity: Option<&IssuedCertificate>) -> quinn::
             let chain = CertificateDer::pem_slice_iter(issued.certificate_pem.as_bytes())
                 .collect::<Result<Vec<_>, _>>()
                 .expect("certificate PEM");
-            let key = PrivateKeyDer::from_pem_slice(issued.private_key_pem.as_bytes()).expect("key PEM");
-            builder.with_client_auth_cert(chain, key).expect("client identity")
+            let key =
+                PrivateKeyDer::from_pem_slice(issued.private_key_pem.as_bytes()).expect("key PEM");
+            builder
+                .with_client_auth_cert(chain, key)
+                .expect("client identity")
         }
         None => builder.with_no_client_auth(),
     };
     crypto.alpn_protocols = vec![cohort_transport::tls::ALPN.to_vec()];
     let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(crypto).expect("QUIC crypto");
-    let mut endpoint =
-        quinn::Endpoint::client(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).expect("client endpoint");
+    let mut endpoint = quinn::Endpoint::client(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
+        .expect("client endpoint");
     endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
     endpoint
 }

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use cohort_tests::{
-    Blob, Numbered, PATIENCE, TestCa, init_tracing, install_view, receive, spawn_member, wait_until,
-    within,
+    Blob, Numbered, PATIENCE, TestCa, init_tracing, install_view, receive, spawn_member,
+    wait_until, within,
 };
 use cohort_transport::{Delivery, Messenger, Priority, TransportEvent};
 
@@ -74,7 +74,9 @@ async fn three_members_exchange_every_priority_and_datagrams_in_order() {
             .await;
             for index in 0..DATAGRAMS {
                 let message = numbered(names[i], "datagram", index, 100);
-                sender.send_datagram(&message, &[peer.clone()]).expect("send datagram");
+                sender
+                    .send_datagram(&message, std::slice::from_ref(&peer))
+                    .expect("send datagram");
             }
         }
     }
@@ -96,14 +98,35 @@ async fn three_members_exchange_every_priority_and_datagrams_in_order() {
                 })
                 .expect("subscription open");
             let m = envelope.message;
-            assert_eq!(envelope.from.name(), m.sender, "sender identity matches content");
-            assert_eq!(stream_label(envelope.delivery), m.stream, "arrived on the stream it was sent on");
-            assert_eq!(m.body.len(), if m.stream == "datagram" { 100 } else { (m.index as usize * 37) % 9000 });
+            assert_eq!(
+                envelope.from.name(),
+                m.sender,
+                "sender identity matches content"
+            );
+            assert_eq!(
+                stream_label(envelope.delivery),
+                m.stream,
+                "arrived on the stream it was sent on"
+            );
+            assert_eq!(
+                m.body.len(),
+                if m.stream == "datagram" {
+                    100
+                } else {
+                    (m.index as usize * 37) % 9000
+                }
+            );
             if m.stream == "datagram" {
                 datagrams.entry(m.sender.clone()).or_default().push(m.index);
             } else {
-                let expected = next.entry((m.sender.clone(), m.stream.clone())).or_insert(0);
-                assert_eq!(m.index, *expected, "{} got {}/{} out of order", names[j], m.sender, m.stream);
+                let expected = next
+                    .entry((m.sender.clone(), m.stream.clone()))
+                    .or_insert(0);
+                assert_eq!(
+                    m.index, *expected,
+                    "{} got {}/{} out of order",
+                    names[j], m.sender, m.stream
+                );
                 *expected += 1;
                 reliable_seen += 1;
             }
@@ -113,7 +136,12 @@ async fn three_members_exchange_every_priority_and_datagrams_in_order() {
         }
         for (sender, mut got) in datagrams {
             got.sort_unstable();
-            assert_eq!(got, (0..DATAGRAMS).collect::<Vec<_>>(), "{} datagrams from {sender}", names[j]);
+            assert_eq!(
+                got,
+                (0..DATAGRAMS).collect::<Vec<_>>(),
+                "{} datagrams from {sender}",
+                names[j]
+            );
         }
         assert!(sub.try_recv().is_none(), "nothing beyond what was sent");
     }
@@ -136,7 +164,9 @@ async fn crossed_dials_end_with_one_connection_and_nothing_lost() {
             tokio::spawn(async move {
                 let mut crossed = 0;
                 for round in 0..ROUNDS_PER_GROUP {
-                    crossed += usize::from(crossed_dial_round(&ca, group * ROUNDS_PER_GROUP + round).await);
+                    crossed += usize::from(
+                        crossed_dial_round(&ca, group * ROUNDS_PER_GROUP + round).await,
+                    );
                 }
                 crossed
             })
@@ -146,7 +176,10 @@ async fn crossed_dials_end_with_one_connection_and_nothing_lost() {
     for group in groups {
         crossed_rounds += group.await.expect("group of rounds");
     }
-    println!("{crossed_rounds} of {} rounds had crossing dials", GROUPS * ROUNDS_PER_GROUP);
+    println!(
+        "{crossed_rounds} of {} rounds had crossing dials",
+        GROUPS * ROUNDS_PER_GROUP
+    );
     assert!(crossed_rounds > 0, "no round exercised a crossed dial");
 }
 
@@ -161,20 +194,37 @@ async fn crossed_dial_round(ca: &TestCa, round: usize) -> bool {
     let (ida, idb) = (a.local_member().clone(), b.local_member().clone());
     // Both send at once, so both drivers dial at once.
     for index in 0..MESSAGES {
-        a.send(&numbered("a", "normal", index, 10), Priority::Normal, &[idb.clone()]).expect("send");
-        b.send(&numbered("b", "normal", index, 10), Priority::Normal, &[ida.clone()]).expect("send");
+        a.send(
+            &numbered("a", "normal", index, 10),
+            Priority::Normal,
+            std::slice::from_ref(&idb),
+        )
+        .expect("send");
+        b.send(
+            &numbered("b", "normal", index, 10),
+            Priority::Normal,
+            std::slice::from_ref(&ida),
+        )
+        .expect("send");
     }
     for (sub, from) in [(&mut sub_a, "b"), (&mut sub_b, "a")] {
         let got = receive(sub, MESSAGES as usize, PATIENCE).await;
         let indices: Vec<u64> = got.iter().map(|e| e.message.index).collect();
-        assert_eq!(indices, (0..MESSAGES).collect::<Vec<_>>(), "round {round}: from {from}");
+        assert_eq!(
+            indices,
+            (0..MESSAGES).collect::<Vec<_>>(),
+            "round {round}: from {from}"
+        );
     }
     let stats_a = a.peer_stats(&idb).expect("a knows b");
     let stats_b = b.peer_stats(&ida).expect("b knows a");
     let both = format!("round {round}: a's view of b {stats_a:#?}\nb's view of a {stats_b:#?}");
     assert!(stats_a.connected && stats_b.connected, "{both}");
     assert_eq!((stats_a.connections, stats_b.connections), (1, 1), "{both}");
-    assert_ne!(stats_a.dialed_by_us, stats_b.dialed_by_us, "one dialer: {both}");
+    assert_ne!(
+        stats_a.dialed_by_us, stats_b.dialed_by_us,
+        "one dialer: {both}"
+    );
     assert_eq!(stats_a.sequence_gaps + stats_b.sequence_gaps, 0, "{both}");
     wait_until("the losing connection is gone", PATIENCE, || {
         a.open_connections() == 1 && b.open_connections() == 1
@@ -194,10 +244,16 @@ async fn a_64_mib_message_on_bulk_arrives_intact() {
     let b = spawn_member(&ca, "b");
     install_view(1, &[&a, &b]);
     let mut sub = b.subscribe::<Blob>().expect("subscribe");
-    let data: Vec<u8> = (0..64u32 << 20).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
+    let data: Vec<u8> = (0..64u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
     let data = Bytes::from(data);
     let outcome = a
-        .send(&Blob { data: data.clone() }, Priority::Bulk, &[b.local_member().clone()])
+        .send(
+            &Blob { data: data.clone() },
+            Priority::Bulk,
+            &[b.local_member().clone()],
+        )
         .expect("send");
     assert!(outcome.is_complete());
     let got = receive(&mut sub, 1, Duration::from_secs(120)).await;
@@ -218,11 +274,22 @@ async fn send_outside_the_view_queues_nothing_and_a_departed_member_is_forgotten
     let (idb, idc) = (b.local_member().clone(), c.local_member().clone());
     let mut sub_b = b.subscribe::<Numbered>().expect("subscribe");
 
-    let outcome = a.send(&numbered("a", "normal", 0, 10), Priority::Normal, &[idb.clone(), idc.clone()]).expect("send");
+    let outcome = a
+        .send(
+            &numbered("a", "normal", 0, 10),
+            Priority::Normal,
+            &[idb.clone(), idc.clone()],
+        )
+        .expect("send");
     assert_eq!(outcome.not_in_view, vec![idc.clone()]);
     assert!(outcome.backlogged.is_empty());
-    assert!(a.peer_stats(&idc).is_none(), "no state at all for a member outside the view");
-    let outcome = a.send_datagram(&numbered("a", "datagram", 0, 10), &[idc.clone()]).expect("send");
+    assert!(
+        a.peer_stats(&idc).is_none(),
+        "no state at all for a member outside the view"
+    );
+    let outcome = a
+        .send_datagram(&numbered("a", "datagram", 0, 10), std::slice::from_ref(&idc))
+        .expect("send");
     assert_eq!(outcome.not_in_view, vec![idc.clone()]);
     receive(&mut sub_b, 1, PATIENCE).await;
 
@@ -231,7 +298,13 @@ async fn send_outside_the_view_queues_nothing_and_a_departed_member_is_forgotten
     let view = cohort_transport::View::new(cohort_transport::ViewId(2), [a.local_member().clone()]);
     a.install_view(view);
     assert!(a.peer_stats(&idb).is_none(), "state for b freed");
-    let outcome = a.send(&numbered("a", "normal", 1, 10), Priority::Normal, &[idb.clone()]).expect("send");
+    let outcome = a
+        .send(
+            &numbered("a", "normal", 1, 10),
+            Priority::Normal,
+            std::slice::from_ref(&idb),
+        )
+        .expect("send");
     assert_eq!(outcome.not_in_view, vec![idb.clone()]);
     assert!(a.peer_stats(&idb).is_none());
     let reason = within("b sees the connection closed", PATIENCE, async {
@@ -242,8 +315,14 @@ async fn send_outside_the_view_queues_nothing_and_a_departed_member_is_forgotten
         }
     })
     .await;
-    assert!(reason.contains("REMOVED_FROM_VIEW"), "b was told why: {reason}");
-    wait_until("a has no connection left", PATIENCE, || a.open_connections() == 0).await;
+    assert!(
+        reason.contains("REMOVED_FROM_VIEW"),
+        "b was told why: {reason}"
+    );
+    wait_until("a has no connection left", PATIENCE, || {
+        a.open_connections() == 0
+    })
+    .await;
     for m in [&a, &b, &c] {
         m.shutdown().await;
     }
@@ -262,11 +341,17 @@ async fn graceful_shutdown_delivers_everything_already_accepted() {
     let reader = tokio::spawn(async move { receive(&mut sub, COUNT as usize, PATIENCE).await });
     let to = [b.local_member().clone()];
     for index in 0..COUNT {
-        a.send(&numbered("a", "normal", index, 64), Priority::Normal, &to).expect("send");
+        a.send(&numbered("a", "normal", index, 64), Priority::Normal, &to)
+            .expect("send");
     }
     within("a's shutdown", PATIENCE, a.shutdown()).await;
     let got = reader.await.expect("reader task");
-    assert!(got.iter().enumerate().all(|(i, e)| e.message.index == i as u64), "in order");
+    assert!(
+        got.iter()
+            .enumerate()
+            .all(|(i, e)| e.message.index == i as u64),
+        "in order"
+    );
     assert!(matches!(
         a.send(&numbered("a", "normal", 0, 1), Priority::Normal, &to),
         Err(cohort_transport::SendError::Shutdown)
@@ -282,16 +367,24 @@ async fn a_member_can_send_to_itself_and_control_is_reserved() {
     install_view(1, &[&a]);
     let mut sub = a.subscribe::<Numbered>().expect("subscribe");
     let me = [a.local_member().clone()];
-    a.send(&numbered("a", "high", 0, 3), Priority::High, &me).expect("send");
-    a.send_datagram(&numbered("a", "datagram", 0, 3), &me).expect("send");
+    a.send(&numbered("a", "high", 0, 3), Priority::High, &me)
+        .expect("send");
+    a.send_datagram(&numbered("a", "datagram", 0, 3), &me)
+        .expect("send");
     let got = receive(&mut sub, 2, PATIENCE).await;
     assert_eq!(got[0].from, me[0]);
     assert!(matches!(
         a.send(&numbered("a", "control", 0, 1), Priority::Control, &me),
         Err(cohort_transport::SendError::ControlReserved(_))
     ));
-    assert!(a.subscribe::<Numbered>().is_err(), "one subscription per tag");
+    assert!(
+        a.subscribe::<Numbered>().is_err(),
+        "one subscription per tag"
+    );
     drop(sub);
-    assert!(a.subscribe::<Numbered>().is_ok(), "dropping a subscription frees its tag");
+    assert!(
+        a.subscribe::<Numbered>().is_ok(),
+        "dropping a subscription frees its tag"
+    );
     a.shutdown().await;
 }

@@ -4,7 +4,8 @@
 
 use bytes::BytesMut;
 use cohort_tests::{
-    Numbered, PATIENCE, TestCa, init_tracing, install_view, raw_client, receive, spawn_member, within,
+    Numbered, PATIENCE, TestCa, init_tracing, install_view, raw_client, receive, spawn_member,
+    within,
 };
 use cohort_transport::wire::{self, CloseCode, Frame, FrameDecoder, Hello};
 use cohort_transport::{MemberId, MemberKind, Messenger, Priority, QuicMessenger, TransportEvent};
@@ -34,16 +35,28 @@ async fn next_event<T>(
                     }
                 }
                 Err(broadcast::error::RecvError::Lagged(_)) => {}
-                Err(broadcast::error::RecvError::Closed) => panic!("events closed while waiting for {what}"),
+                Err(broadcast::error::RecvError::Closed) => {
+                    panic!("events closed while waiting for {what}")
+                }
             }
         }
     })
     .await
 }
 
-fn assert_nothing_delivered(member: &QuicMessenger, sub: &mut cohort_transport::Subscription<Numbered>) {
-    assert!(sub.try_recv().is_none(), "nothing from the refused peer reached the subscriber");
-    assert_eq!(member.dispatch_stats().unknown_tags, 0, "nothing reached the dispatcher at all");
+fn assert_nothing_delivered(
+    member: &QuicMessenger,
+    sub: &mut cohort_transport::Subscription<Numbered>,
+) {
+    assert!(
+        sub.try_recv().is_none(),
+        "nothing from the refused peer reached the subscriber"
+    );
+    assert_eq!(
+        member.dispatch_stats().unknown_tags,
+        0,
+        "nothing reached the dispatcher at all"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -57,7 +70,8 @@ async fn members_of_another_ca_cannot_connect_in_either_direction() {
     let mut events_a = a.events();
     let mut events_x = x.events();
 
-    a.send(&message(0), Priority::Normal, &[x.local_member().clone()]).expect("send");
+    a.send(&message(0), Priority::Normal, &[x.local_member().clone()])
+        .expect("send");
     let a_reason = next_event(&mut events_a, "a's dial to x fails", |e| match e {
         TransportEvent::DialFailed { reason, .. } => Some(reason),
         _ => None,
@@ -65,14 +79,19 @@ async fn members_of_another_ca_cannot_connect_in_either_direction() {
     .await;
     assert!(a_reason.contains("invalid peer certificate"), "{a_reason}");
 
-    x.send(&message(1), Priority::Normal, &[a.local_member().clone()]).expect("send");
+    x.send(&message(1), Priority::Normal, &[a.local_member().clone()])
+        .expect("send");
     let x_reason = next_event(&mut events_x, "x's dial to a fails", |e| match e {
         TransportEvent::DialFailed { reason, .. } => Some(reason),
         _ => None,
     })
     .await;
     assert!(x_reason.contains("invalid peer certificate"), "{x_reason}");
-    assert!(!a.peer_stats(x.local_member()).expect("a tracks x").connected);
+    assert!(
+        !a.peer_stats(x.local_member())
+            .expect("a tracks x")
+            .connected
+    );
     assert_nothing_delivered(&a, &mut sub_a);
     a.shutdown().await;
     x.shutdown().await;
@@ -91,14 +110,22 @@ async fn a_client_with_a_foreign_or_missing_certificate_is_refused_and_named() {
     let cases = [
         // Both test CAs share a subject name, so rustls finds an "issuer" and then reports
         // the signature; with differently named CAs it reports UnknownIssuer.
-        ("foreign certificate", Some(&foreign), "invalid peer certificate"),
+        (
+            "foreign certificate",
+            Some(&foreign),
+            "invalid peer certificate",
+        ),
         ("no certificate", None, "no certificates"),
     ];
     for (case, identity, expected) in cases {
         let mut events = a.events();
         let client = raw_client(ca.certificate_pem(), identity);
         let attempt = async {
-            let conn = client.connect(a.local_addr(), "127.0.0.1").ok()?.await.ok()?;
+            let conn = client
+                .connect(a.local_addr(), "127.0.0.1")
+                .ok()?
+                .await
+                .ok()?;
             // TLS 1.3 lets the client believe it is connected before the server judged its
             // certificate: try to say Hello and send a message anyway.
             let (mut send, _recv) = conn.open_bi().await.ok()?;
@@ -116,7 +143,10 @@ async fn a_client_with_a_foreign_or_missing_certificate_is_refused_and_named() {
             _ => None,
         })
         .await;
-        assert!(reason.contains(expected), "{case}: the refusal names the problem: {reason}");
+        assert!(
+            reason.contains(expected),
+            "{case}: the refusal names the problem: {reason}"
+        );
         client.close(0u32.into(), b"done");
     }
     assert_nothing_delivered(&a, &mut sub_a);
@@ -135,7 +165,8 @@ async fn garbage_on_a_data_stream_closes_only_that_connection() {
     let mut sub_b = b.subscribe::<Numbered>().expect("subscribe");
     let (ida, idb) = (a.local_member().clone(), b.local_member().clone());
     // b and a are talking before and after the incidents.
-    a.send(&message(0), Priority::Normal, &[idb.clone()]).expect("send");
+    a.send(&message(0), Priority::Normal, std::slice::from_ref(&idb))
+        .expect("send");
     receive(&mut sub_b, 1, PATIENCE).await;
 
     let mut oversized = BytesMut::from(&wire::stream_header(Priority::Normal)[..]);
@@ -159,7 +190,11 @@ async fn garbage_on_a_data_stream_closes_only_that_connection() {
             .expect("handshake with a valid certificate");
         let (mut control, mut control_recv) = conn.open_bi().await.expect("control stream");
         let hello = wire::encode_hello(&Hello {
-            member: MemberId::new("rogue", client.local_addr().expect("addr"), MemberKind::Member),
+            member: MemberId::new(
+                "rogue",
+                client.local_addr().expect("addr"),
+                MemberKind::Member,
+            ),
             delivered: [0; 4],
         })
         .expect("encode");
@@ -170,12 +205,19 @@ async fn garbage_on_a_data_stream_closes_only_that_connection() {
                 if let Some(frame) = decoder.next_frame().expect("valid frames from a") {
                     return frame;
                 }
-                let chunk = control_recv.read_chunk(4096, true).await.expect("read").expect("open");
+                let chunk = control_recv
+                    .read_chunk(4096, true)
+                    .await
+                    .expect("read")
+                    .expect("open");
                 decoder.push(&chunk.bytes);
             }
         })
         .await;
-        assert!(matches!(ack, Frame::HelloAck(_)), "{case}: a accepted the Hello");
+        assert!(
+            matches!(ack, Frame::HelloAck(_)),
+            "{case}: a accepted the Hello"
+        );
 
         let mut stream = conn.open_uni().await.expect("data stream");
         stream.write_all(bytes).await.expect("write garbage");
@@ -199,16 +241,29 @@ async fn garbage_on_a_data_stream_closes_only_that_connection() {
         // Nobody else noticed: a and b keep exchanging messages on the same connection.
         let base = 100 * (1 + reason.len() as u64);
         for i in 0..50 {
-            a.send(&message(base + i), Priority::Normal, &[idb.clone()]).expect("send");
-            b.send(&message(base + i), Priority::High, &[ida.clone()]).expect("send");
+            a.send(&message(base + i), Priority::Normal, std::slice::from_ref(&idb))
+                .expect("send");
+            b.send(&message(base + i), Priority::High, std::slice::from_ref(&ida))
+                .expect("send");
         }
         let to_b = receive(&mut sub_b, 50, PATIENCE).await;
         let to_a = receive(&mut sub_a, 50, PATIENCE).await;
-        assert!(to_b.iter().chain(&to_a).enumerate().all(|(i, e)| e.message.index == base + (i as u64 % 50)));
+        assert!(
+            to_b.iter()
+                .chain(&to_a)
+                .enumerate()
+                .all(|(i, e)| e.message.index == base + (i as u64 % 50))
+        );
     }
     let stats = a.peer_stats(&idb).expect("a knows b");
-    assert_eq!(stats.connections, 1, "the a-b connection survived every incident");
-    assert!(sub_a.try_recv().is_none(), "no rogue frame reached a subscriber");
+    assert_eq!(
+        stats.connections, 1,
+        "the a-b connection survived every incident"
+    );
+    assert!(
+        sub_a.try_recv().is_none(),
+        "no rogue frame reached a subscriber"
+    );
     a.shutdown().await;
     b.shutdown().await;
 }
@@ -235,18 +290,26 @@ async fn with_identification_on_certificates_must_name_the_claimed_address() {
     let b = cohort_tests::spawn_with(&identified(b_cert), "b", Default::default());
     install_view(1, &[&a, &b]);
     let mut events_a = a.events();
-    a.send(&message(0), Priority::Normal, &[b.local_member().clone()]).expect("send");
+    a.send(&message(0), Priority::Normal, &[b.local_member().clone()])
+        .expect("send");
     let reason = next_event(&mut events_a, "a's dial to b fails", |e| match e {
         TransportEvent::DialFailed { reason, .. } => Some(reason),
         _ => None,
     })
     .await;
-    assert!(reason.contains("not valid for name"), "the dialer names the mismatch: {reason}");
+    assert!(
+        reason.contains("not valid for name"),
+        "the dialer names the mismatch: {reason}"
+    );
 
     // A client whose certificate names 127.0.0.1 and ::1 claims to be at 127.0.0.2.
     let mut events_a = a.events();
     let rogue = raw_client(ca.certificate_pem(), Some(&ca.issue("rogue")));
-    let conn = rogue.connect(a.local_addr(), "127.0.0.1").expect("connect").await.expect("TLS");
+    let conn = rogue
+        .connect(a.local_addr(), "127.0.0.1")
+        .expect("connect")
+        .await
+        .expect("TLS");
     let (mut control, _recv) = conn.open_bi().await.expect("control stream");
     let claimed = std::net::SocketAddr::from(([127, 0, 0, 2], 7000));
     let hello = wire::encode_hello(&Hello {
@@ -266,7 +329,10 @@ async fn with_identification_on_certificates_must_name_the_claimed_address() {
         _ => None,
     })
     .await;
-    assert!(reason.contains("does not name the address"), "the acceptor names the mismatch: {reason}");
+    assert!(
+        reason.contains("does not name the address"),
+        "the acceptor names the mismatch: {reason}"
+    );
     rogue.close(0u32.into(), b"done");
     a.shutdown().await;
     b.shutdown().await;

@@ -1,6 +1,6 @@
 //! The member's one UDP socket, shared by QUIC and (later) the legacy protocol.
 //!
-//! [`CohortSocket`] wraps quinn's tokio socket and implements quinn's `AsyncUdpSocket`, so
+//! `CohortSocket` wraps quinn's tokio socket and implements quinn's `AsyncUdpSocket`, so
 //! every datagram in or out passes through it:
 //!
 //! ```text
@@ -104,7 +104,11 @@ impl SocketFaults {
 
     /// Drops each outgoing datagram with probability `fraction` (clamped to 0..=1).
     pub fn drop_outgoing(&self, fraction: f64) {
-        let fraction = if fraction.is_nan() { 0.0 } else { fraction.clamp(0.0, 1.0) };
+        let fraction = if fraction.is_nan() {
+            0.0
+        } else {
+            fraction.clamp(0.0, 1.0)
+        };
         self.update(|r| r.drop_outgoing = fraction);
     }
 
@@ -130,7 +134,9 @@ impl SocketFaults {
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         change(&mut rules);
-        self.state.active.store(!rules.is_empty(), Ordering::Release);
+        self.state
+            .active
+            .store(!rules.is_empty(), Ordering::Release);
     }
 
     fn active(&self) -> bool {
@@ -220,7 +226,10 @@ impl CohortSocket {
         let mut kept = 0;
         for i in 0..n {
             let m = meta[i];
-            if rules.as_ref().is_some_and(|r| r.blocked_from.contains(&m.addr)) {
+            if rules
+                .as_ref()
+                .is_some_and(|r| r.blocked_from.contains(&m.addr))
+            {
                 self.faults.state.dropped.fetch_add(1, Ordering::Relaxed);
                 continue;
             }
@@ -262,10 +271,16 @@ impl CohortSocket {
 
     fn send_with_faults(&self, transmit: &Transmit<'_>) -> io::Result<()> {
         let rules = self.faults.rules();
-        let segment = transmit.segment_size.unwrap_or(transmit.contents.len()).max(1);
+        let segment = transmit
+            .segment_size
+            .unwrap_or(transmit.contents.len())
+            .max(1);
         let mut sent_any = false;
         for chunk in transmit.contents.chunks(segment) {
-            if self.faults.should_drop_outgoing(&rules, transmit.destination) {
+            if self
+                .faults
+                .should_drop_outgoing(&rules, transmit.destination)
+            {
                 continue;
             }
             let single = Transmit {
@@ -369,7 +384,9 @@ fn is_transient(error: &io::Error) -> bool {
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[cfg(test)]
@@ -424,8 +441,18 @@ mod tests {
         let mut b = vec![0x45u8, 9, 9, 0, 0, 0, 0, 0];
         let addr: SocketAddr = "127.0.0.1:2".parse().expect("literal");
         let mut meta = [RecvMeta::default(), RecvMeta::default()];
-        meta[0] = RecvMeta { addr, len: 3, stride: 3, ..meta[0] };
-        meta[1] = RecvMeta { addr, len: 3, stride: 3, ..meta[1] };
+        meta[0] = RecvMeta {
+            addr,
+            len: 3,
+            stride: 3,
+            ..meta[0]
+        };
+        meta[1] = RecvMeta {
+            addr,
+            len: 3,
+            stride: 3,
+            ..meta[1]
+        };
         let mut bufs = [IoSliceMut::new(&mut a), IoSliceMut::new(&mut b)];
         assert_eq!(s.filter(&mut bufs, &mut meta, 2), 1);
         assert_eq!(meta[0].len, 3);
@@ -438,7 +465,12 @@ mod tests {
         let from: SocketAddr = "127.0.0.1:3".parse().expect("literal");
         s.faults.block_from(from);
         let mut a = vec![0x40u8; 4];
-        let mut meta = [RecvMeta { addr: from, len: 4, stride: 4, ..RecvMeta::default() }];
+        let mut meta = [RecvMeta {
+            addr: from,
+            len: 4,
+            stride: 4,
+            ..RecvMeta::default()
+        }];
         let mut bufs = [IoSliceMut::new(&mut a)];
         assert_eq!(s.filter(&mut bufs, &mut meta, 1), 0);
         s.faults.heal();
@@ -455,6 +487,9 @@ mod tests {
         };
         let dropped = run(7);
         assert_eq!(dropped, run(7), "same seed, same drops");
-        assert!((120..280).contains(&dropped), "about 20% dropped, got {dropped}");
+        assert!(
+            (120..280).contains(&dropped),
+            "about 20% dropped, got {dropped}"
+        );
     }
 }

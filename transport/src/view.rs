@@ -14,7 +14,9 @@ use uuid::Uuid;
 use crate::member::{MemberId, MemberKind};
 
 /// A view's number. Views are installed in increasing id order.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 #[serde(transparent)]
 pub struct ViewId(pub u64);
 

@@ -516,7 +516,11 @@ mod tests {
 
     #[test]
     fn frames_split_anywhere_decode_the_same() {
-        let member = MemberId::new("a", "127.0.0.1:9".parse().expect("literal"), MemberKind::Member);
+        let member = MemberId::new(
+            "a",
+            "127.0.0.1:9".parse().expect("literal"),
+            MemberKind::Member,
+        );
         let mut stream = BytesMut::new();
         stream.extend_from_slice(
             &encode_hello(&Hello {
@@ -562,26 +566,57 @@ mod tests {
     #[test]
     fn hostile_bytes_are_errors_not_panics() {
         let cases: Vec<(&[u8], WireError)> = vec![
-            (&[0xff, 0xff, 0xff, 0x7f, 1, 3], WireError::FrameTooLarge { len: 0x7fff_ffff + 4, max: 1024 }),
+            (
+                &[0xff, 0xff, 0xff, 0x7f, 1, 3],
+                WireError::FrameTooLarge {
+                    len: 0x7fff_ffff + 4,
+                    max: 1024,
+                },
+            ),
             (&[1, 0, 0, 0, 1], WireError::FrameTooShort(1)),
             (&[2, 0, 0, 0, 9, 3], WireError::UnsupportedFormat(9)),
-            (&[3, 0, 0, 0, 1, 3, 0x80], WireError::BadVarint("data sequence number")),
-            (&[4, 0, 0, 0, 1, 3, 1, 0xff], WireError::BadVarint("data tag")),
+            (
+                &[3, 0, 0, 0, 1, 3, 0x80],
+                WireError::BadVarint("data sequence number"),
+            ),
+            (
+                &[4, 0, 0, 0, 1, 3, 1, 0xff],
+                WireError::BadVarint("data tag"),
+            ),
         ];
         for (bytes, want) in cases {
             let mut decoder = FrameDecoder::new(1024);
             decoder.push(bytes);
-            assert_eq!(decoder.next_frame().expect_err("must fail"), want, "{bytes:?}");
+            assert_eq!(
+                decoder.next_frame().expect_err("must fail"),
+                want,
+                "{bytes:?}"
+            );
         }
         let mut decoder = FrameDecoder::new(1024);
         decoder.push(&[3, 0, 0, 0, 1, 1, 0xff]);
-        assert!(matches!(decoder.next_frame(), Err(WireError::Body { what: "Hello", .. })));
+        assert!(matches!(
+            decoder.next_frame(),
+            Err(WireError::Body { what: "Hello", .. })
+        ));
         let mut decoder = FrameDecoder::new(1024);
         decoder.push(&[2, 0, 0, 0, 1, 200]);
-        assert!(matches!(decoder.next_frame(), Ok(Some(Frame::Unknown { kind: 200 }))));
-        assert_eq!(parse_stream_header([1, 0]), Err(WireError::ControlOnDataStream));
-        assert_eq!(parse_stream_header([1, 9]), Err(WireError::UnknownPriority(9)));
-        assert_eq!(parse_stream_header([0, 1]), Err(WireError::UnsupportedFormat(0)));
+        assert!(matches!(
+            decoder.next_frame(),
+            Ok(Some(Frame::Unknown { kind: 200 }))
+        ));
+        assert_eq!(
+            parse_stream_header([1, 0]),
+            Err(WireError::ControlOnDataStream)
+        );
+        assert_eq!(
+            parse_stream_header([1, 9]),
+            Err(WireError::UnknownPriority(9))
+        );
+        assert_eq!(
+            parse_stream_header([0, 1]),
+            Err(WireError::UnsupportedFormat(0))
+        );
         assert!(decode_datagram(Bytes::from_static(&[1])).is_err());
         assert!(decode_datagram(Bytes::from_static(&[1, 3, 0])).is_err());
         let mut eleven = vec![1u8, 16];
@@ -595,7 +630,16 @@ mod tests {
 
     #[test]
     fn varints_round_trip_at_the_edges() {
-        for value in [0, 1, 127, 128, 16_383, 16_384, u64::from(u32::MAX), u64::MAX] {
+        for value in [
+            0,
+            1,
+            127,
+            128,
+            16_383,
+            16_384,
+            u64::from(u32::MAX),
+            u64::MAX,
+        ] {
             let mut out = [0u8; 10];
             let n = put_varint(&mut out, value);
             assert_eq!(n, varint_len(value));

@@ -156,30 +156,51 @@ mod tests {
         assert_eq!(QuicConfig::default().validate(), Ok(()));
         let bad = [
             (
-                QuicConfig { subscription_capacity: 0, ..Default::default() },
+                QuicConfig {
+                    subscription_capacity: 0,
+                    ..Default::default()
+                },
                 ConfigError::Zero("subscription_capacity"),
             ),
             (
-                QuicConfig { idle_timeout: Duration::ZERO, ..Default::default() },
+                QuicConfig {
+                    idle_timeout: Duration::ZERO,
+                    ..Default::default()
+                },
                 ConfigError::ZeroDuration("idle_timeout"),
             ),
             (
-                QuicConfig { keep_alive_interval: Duration::from_secs(20), ..Default::default() },
+                QuicConfig {
+                    keep_alive_interval: Duration::from_secs(20),
+                    ..Default::default()
+                },
                 ConfigError::KeepAliveTooLong {
                     keep_alive: Duration::from_secs(20),
                     idle: Duration::from_secs(10),
                 },
             ),
             (
-                QuicConfig { max_frame_bytes: 10, ..Default::default() },
+                QuicConfig {
+                    max_frame_bytes: 10,
+                    ..Default::default()
+                },
                 ConfigError::FrameLimit(10),
             ),
             (
-                QuicConfig { max_queued_bytes_per_destination: 4096, ..Default::default() },
-                ConfigError::QueueBelowFrame { queue: 4096, frame: 128 << 20 },
+                QuicConfig {
+                    max_queued_bytes_per_destination: 4096,
+                    ..Default::default()
+                },
+                ConfigError::QueueBelowFrame {
+                    queue: 4096,
+                    frame: 128 << 20,
+                },
             ),
             (
-                QuicConfig { bind: "0.0.0.0:0".parse().expect("literal"), ..Default::default() },
+                QuicConfig {
+                    bind: "0.0.0.0:0".parse().expect("literal"),
+                    ..Default::default()
+                },
                 ConfigError::Unadvertisable("0.0.0.0:0".parse().expect("literal")),
             ),
         ];

@@ -57,7 +57,10 @@ pub(crate) enum DialError {
     #[error("the peer answered with a {0} frame instead of HelloAck")]
     UnexpectedFrame(&'static str),
     #[error("expected member {expected:?} at that address, but {answered:?} answered")]
-    WrongMember { expected: MemberId, answered: MemberId },
+    WrongMember {
+        expected: MemberId,
+        answered: MemberId,
+    },
     #[error("could not encode Hello: {0}")]
     Encode(#[from] postcard::Error),
 }
@@ -88,7 +91,9 @@ impl AcceptError {
         match self {
             AcceptError::Timeout => CloseCode::HelloTimeout,
             AcceptError::Wire(_) => CloseCode::MalformedFrame,
-            AcceptError::UnexpectedFrame(_) | AcceptError::Stream(_) => CloseCode::ProtocolViolation,
+            AcceptError::UnexpectedFrame(_) | AcceptError::Stream(_) => {
+                CloseCode::ProtocolViolation
+            }
             AcceptError::OwnIdentity(_)
             | AcceptError::AddressNotInCertificate { .. }
             | AcceptError::NoCertificate(_) => CloseCode::IdentityRejected,
@@ -159,7 +164,11 @@ pub(crate) async fn dial(
     slot: Arc<Mutex<Option<Connection>>>,
 ) -> Result<Dialed, DialError> {
     let deadline = Instant::now() + shared.config.handshake_timeout;
-    let permit = shared.dial_permits.acquire().await.map_err(|_| DialError::Closed)?;
+    let permit = shared
+        .dial_permits
+        .acquire()
+        .await
+        .map_err(|_| DialError::Closed)?;
     let address = member.address();
     let connecting = shared.endpoint.connect_with(
         shared.client_config.clone(),
@@ -195,7 +204,8 @@ pub(crate) async fn dial(
     let result = tokio::time::timeout_at(deadline, exchange)
         .await
         .unwrap_or(Err(DialError::Timeout));
-    let (send, recv, decoder, ack): (SendStream, RecvStream, FrameDecoder, HelloAck) = match result {
+    let (send, recv, decoder, ack): (SendStream, RecvStream, FrameDecoder, HelloAck) = match result
+    {
         Ok(parts) => parts,
         Err(error) => {
             let code = match &error {
@@ -269,7 +279,11 @@ pub(crate) async fn accept(
     }
 }
 
-async fn hello(shared: &Shared, conn: &Connection, deadline: Instant) -> Result<Accepted, AcceptError> {
+async fn hello(
+    shared: &Shared,
+    conn: &Connection,
+    deadline: Instant,
+) -> Result<Accepted, AcceptError> {
     let exchange = async {
         let (send, mut recv) = conn.accept_bi().await?;
         let mut decoder = FrameDecoder::new(shared.config.max_frame_bytes);
@@ -291,7 +305,8 @@ async fn hello(shared: &Shared, conn: &Connection, deadline: Instant) -> Result<
         return Err(AcceptError::OwnIdentity(hello.member));
     }
     if shared.tls.endpoint_identification() {
-        let chain = peer_chain(conn).ok_or_else(|| AcceptError::NoCertificate(hello.member.clone()))?;
+        let chain =
+            peer_chain(conn).ok_or_else(|| AcceptError::NoCertificate(hello.member.clone()))?;
         if let Err(error) = shared
             .tls
             .verify_peer_address(&chain, hello.member.address().ip())

@@ -46,7 +46,12 @@ pub(crate) struct Established {
 
 impl Established {
     /// Starts the writers and readers of a connection whose Hello exchange completed.
-    pub(crate) fn start(shared: &Arc<Shared>, peer: &Arc<Peer>, parts: LinkParts, dialed_by_us: bool) -> Self {
+    pub(crate) fn start(
+        shared: &Arc<Shared>,
+        peer: &Arc<Peer>,
+        parts: LinkParts,
+        dialed_by_us: bool,
+    ) -> Self {
         let LinkParts {
             conn,
             control_send,
@@ -77,7 +82,12 @@ impl Established {
                 decoder,
                 ends.clone(),
             )),
-            tokio::spawn(accept_streams(shared.clone(), peer.clone(), conn.clone(), ends)),
+            tokio::spawn(accept_streams(
+                shared.clone(),
+                peer.clone(),
+                conn.clone(),
+                ends,
+            )),
             tokio::spawn(read_datagrams(shared.clone(), peer.clone(), conn.clone())),
         ];
         Established {
@@ -123,7 +133,12 @@ impl Established {
         let Some(mut control) = control else {
             return;
         };
-        if control.write_all(&wire::encode_goodbye(opened)).await.is_ok() && control.finish().is_ok() {
+        if control
+            .write_all(&wire::encode_goodbye(opened))
+            .await
+            .is_ok()
+            && control.finish().is_ok()
+        {
             self.conn.closed().await;
         }
     }
@@ -232,7 +247,15 @@ async fn read_control(
     mut decoder: FrameDecoder,
     ends: StreamEnds,
 ) {
-    let end = read_frames(&shared, &peer, &conn, Priority::Control, &mut recv, &mut decoder).await;
+    let end = read_frames(
+        &shared,
+        &peer,
+        &conn,
+        Priority::Control,
+        &mut recv,
+        &mut decoder,
+    )
+    .await;
     if let StreamEnd::Goodbye { opened } = end {
         // The peer is leaving. Close once every stream it opened has been read to its end;
         // the peer waits for that close before it lets go of the connection.
@@ -272,14 +295,26 @@ async fn read_stream(
     let mut header = [0u8; 2];
     if let Err(error) = recv.read_exact(&mut header).await {
         if let quinn::ReadExactError::FinishedEarly(_) = error {
-            violation(&shared, &peer, &conn, CloseCode::MalformedFrame, "stream ended inside its header".into());
+            violation(
+                &shared,
+                &peer,
+                &conn,
+                CloseCode::MalformedFrame,
+                "stream ended inside its header".into(),
+            );
         }
         return;
     }
     let priority = match wire::parse_stream_header(header) {
         Ok(priority) => priority,
         Err(error) => {
-            violation(&shared, &peer, &conn, CloseCode::MalformedFrame, error.to_string());
+            violation(
+                &shared,
+                &peer,
+                &conn,
+                CloseCode::MalformedFrame,
+                error.to_string(),
+            );
             return;
         }
     };
@@ -304,7 +339,13 @@ async fn read_frames(
             Ok(None) => return StreamEnd::Finished,
             Err(ReadFrameError::Read(_)) => return StreamEnd::Broken,
             Err(ReadFrameError::Wire(error)) => {
-                violation(shared, peer, conn, CloseCode::MalformedFrame, format!("{priority} stream: {error}"));
+                violation(
+                    shared,
+                    peer,
+                    conn,
+                    CloseCode::MalformedFrame,
+                    format!("{priority} stream: {error}"),
+                );
                 return StreamEnd::Broken;
             }
         };
@@ -332,11 +373,23 @@ async fn read_frames(
                 return StreamEnd::Goodbye { opened };
             }
             Frame::Goodbye { .. } => {
-                violation(shared, peer, conn, CloseCode::ProtocolViolation, "Goodbye on a data stream".into());
+                violation(
+                    shared,
+                    peer,
+                    conn,
+                    CloseCode::ProtocolViolation,
+                    "Goodbye on a data stream".into(),
+                );
                 return StreamEnd::Broken;
             }
             Frame::Hello(_) | Frame::HelloAck(_) => {
-                violation(shared, peer, conn, CloseCode::ProtocolViolation, "Hello after the handshake".into());
+                violation(
+                    shared,
+                    peer,
+                    conn,
+                    CloseCode::ProtocolViolation,
+                    "Hello after the handshake".into(),
+                );
                 return StreamEnd::Broken;
             }
             Frame::Unknown { kind } => {
@@ -351,7 +404,9 @@ async fn read_datagrams(shared: Arc<Shared>, peer: Arc<Peer>, conn: Connection) 
     while let Ok(datagram) = conn.read_datagram().await {
         match wire::decode_datagram(datagram) {
             Ok((tag, payload)) => {
-                peer.counters.datagrams_received.fetch_add(1, Ordering::Relaxed);
+                peer.counters
+                    .datagrams_received
+                    .fetch_add(1, Ordering::Relaxed);
                 let inbound = Inbound {
                     from: peer.member(),
                     delivery: Delivery::Datagram,

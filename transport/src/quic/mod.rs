@@ -1,7 +1,7 @@
 //! [`QuicMessenger`]: the [`Messenger`] over QUIC.
 //!
-//! One quinn endpoint on the member's one UDP socket ([`CohortSocket`]) serves every peer.
-//! Each remote member is a [`Peer`](peer::Peer) with its own byte-bounded queues and a
+//! One quinn endpoint on the member's one UDP socket (`CohortSocket`) serves every peer.
+//! Each remote member is a `Peer` with its own byte-bounded queues and a
 //! driver task that owns its single connection (see `peer` for the simultaneous-dial rule).
 //! On a connection, the control stream carries Hello/HelloAck and Control-priority
 //! messages, one unidirectional stream per data priority carries High, Normal and Bulk, and
@@ -293,7 +293,8 @@ impl QuicMessenger {
     pub fn peer_stats(&self, member: &MemberId) -> Option<PeerStats> {
         let peer = lock(&self.inner.peers).get(&member.uuid())?.peer.clone();
         let c = &peer.counters;
-        let load = |a: &[std::sync::atomic::AtomicU64; 4]| a.each_ref().map(|v| v.load(Ordering::Relaxed));
+        let load =
+            |a: &[std::sync::atomic::AtomicU64; 4]| a.each_ref().map(|v| v.load(Ordering::Relaxed));
         let link = peer.link();
         let (queued_bytes, queued_frames) = peer.queue_snapshot();
         Some(PeerStats {
@@ -362,9 +363,16 @@ impl Inner {
         if let Some(entry) = peers.get(&member.uuid()) {
             return entry.peer.clone();
         }
-        let (peer, incoming, stop) =
-            Peer::new(member.clone(), self.shared.config.max_queued_bytes_per_destination);
-        let driver = tokio::spawn(peer::drive(peer.clone(), self.shared.clone(), incoming, stop));
+        let (peer, incoming, stop) = Peer::new(
+            member.clone(),
+            self.shared.config.max_queued_bytes_per_destination,
+        );
+        let driver = tokio::spawn(peer::drive(
+            peer.clone(),
+            self.shared.clone(),
+            incoming,
+            stop,
+        ));
         peers.insert(
             member.uuid(),
             PeerEntry {
@@ -399,9 +407,14 @@ impl Inner {
             return refuse(CloseCode::Shutdown, "shutting down".into());
         }
         if lock(&self.departed).set.contains(&member.uuid()) {
-            return refuse(CloseCode::RemovedFromView, format!("{member:?} has left the view"));
+            return refuse(
+                CloseCode::RemovedFromView,
+                format!("{member:?} has left the view"),
+            );
         }
-        let known = read(&self.view).member(member.uuid()).map(MemberId::address);
+        let known = read(&self.view)
+            .member(member.uuid())
+            .map(MemberId::address);
         if let Some(address) = known.filter(|a| *a != member.address()) {
             return refuse(
                 CloseCode::IdentityRejected,
@@ -423,7 +436,9 @@ impl Inner {
         }
         self.local_peer.stop(Stop::Abort(CloseCode::Shutdown));
         let code = CloseCode::Shutdown;
-        self.shared.endpoint.close(code.varint(), code.name().as_bytes());
+        self.shared
+            .endpoint
+            .close(code.varint(), code.name().as_bytes());
         for task in lock(&self.tasks).drain(..) {
             task.abort();
         }
@@ -568,7 +583,8 @@ impl Messenger for QuicMessenger {
             let _ = tokio::time::timeout_at(deadline, task).await;
         }
         inner.abort();
-        let _ = tokio::time::timeout(Duration::from_secs(1), inner.shared.endpoint.wait_idle()).await;
+        let _ =
+            tokio::time::timeout(Duration::from_secs(1), inner.shared.endpoint.wait_idle()).await;
         tracing::info!(member = ?inner.shared.local, "messenger shut down");
     }
 }
@@ -626,7 +642,9 @@ fn transport_config(config: &QuicConfig) -> Result<quinn::TransportConfig, Confi
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {

@@ -143,7 +143,12 @@ impl Peer {
     }
 
     /// Queues a message; wakes its writer and, if need be, the driver to dial.
-    pub(crate) fn enqueue(&self, priority: Priority, tag: Tag, payload: Bytes) -> Result<(), OverBound> {
+    pub(crate) fn enqueue(
+        &self,
+        priority: Priority,
+        tag: Tag,
+        payload: Bytes,
+    ) -> Result<(), OverBound> {
         let result = lock(&self.queues).push(priority, tag, payload);
         if result.is_ok() {
             self.writer_wake[priority.index()].notify_one();
@@ -203,7 +208,9 @@ impl Peer {
         let mut delivered = lock(&self.delivered);
         let last = &mut delivered[priority.index()];
         if seq <= *last {
-            self.counters.duplicates_dropped.fetch_add(1, Ordering::Relaxed);
+            self.counters
+                .duplicates_dropped
+                .fetch_add(1, Ordering::Relaxed);
             return Received::Duplicate;
         }
         let expected = *last + 1;
@@ -446,9 +453,7 @@ async fn decide(peer: &Arc<Peer>, shared: &Arc<Shared>, link: Link, accepted: Ac
     });
     peer.set_link(None);
     match handshake::answer(shared, peer, accepted).await {
-        Ok(parts) => {
-            go_up(peer, shared, parts, false)
-        }
+        Ok(parts) => go_up(peer, shared, parts, false),
         Err(error) => {
             tracing::debug!(peer = %peer.member(), %error, "could not answer Hello");
             Link::Idle
@@ -482,7 +487,9 @@ async fn finish_gracefully(peer: &Arc<Peer>, shared: &Arc<Shared>, link: Link) {
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[cfg(test)]
@@ -492,12 +499,19 @@ mod tests {
 
     #[test]
     fn receive_positions_deliver_once_and_report_gaps() {
-        let member = MemberId::new("p", "127.0.0.1:1".parse().expect("literal"), MemberKind::Member);
+        let member = MemberId::new(
+            "p",
+            "127.0.0.1:1".parse().expect("literal"),
+            MemberKind::Member,
+        );
         let (peer, _incoming, _stop) = Peer::new(member, 1 << 20);
         assert_eq!(peer.receive(Priority::High, 1), Received::Next);
         assert_eq!(peer.receive(Priority::High, 1), Received::Duplicate);
         assert_eq!(peer.receive(Priority::Normal, 1), Received::Next);
-        assert_eq!(peer.receive(Priority::High, 4), Received::Gap { expected: 2 });
+        assert_eq!(
+            peer.receive(Priority::High, 4),
+            Received::Gap { expected: 2 }
+        );
         assert_eq!(peer.receive(Priority::High, 3), Received::Duplicate);
         assert_eq!(peer.delivered(), [0, 4, 1, 0]);
     }

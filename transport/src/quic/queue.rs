@@ -172,7 +172,10 @@ mod tests {
         // Taken but not yet released still counts: the writer holds it.
         assert!(q.push(Priority::Normal, Tag(1), payload(20)).is_err());
         q.release(batch.bytes);
-        assert_eq!(q.push(Priority::Normal, Tag(1), payload(20)), Ok(accepted as u64 + 1));
+        assert_eq!(
+            q.push(Priority::Normal, Tag(1), payload(20)),
+            Ok(accepted as u64 + 1)
+        );
     }
 
     #[test]
@@ -184,7 +187,8 @@ mod tests {
         assert_eq!(q.accounted_bytes(), 0);
         let mut q = SendQueues::new(1 << 20);
         for _ in 0..10 {
-            q.push(Priority::Normal, Tag(1), payload(100)).expect("room");
+            q.push(Priority::Normal, Tag(1), payload(100))
+                .expect("room");
         }
         let first = q.take_batch(Priority::Normal, 250).expect("queued");
         assert_eq!(first.frames.len(), 2);
