@@ -288,7 +288,10 @@ async fn send_outside_the_view_queues_nothing_and_a_departed_member_is_forgotten
         "no state at all for a member outside the view"
     );
     let outcome = a
-        .send_datagram(&numbered("a", "datagram", 0, 10), std::slice::from_ref(&idc))
+        .send_datagram(
+            &numbered("a", "datagram", 0, 10),
+            std::slice::from_ref(&idc),
+        )
         .expect("send");
     assert_eq!(outcome.not_in_view, vec![idc.clone()]);
     receive(&mut sub_b, 1, PATIENCE).await;
@@ -387,4 +390,92 @@ async fn a_member_can_send_to_itself_and_control_is_reserved() {
         "dropping a subscription frees its tag"
     );
     a.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_that_stops_reading_is_bounded_and_does_not_hold_back_others() {
+    init_tracing();
+    let ca = TestCa::new();
+    const BOUND: usize = 1 << 20;
+    let config = || cohort_transport::QuicConfig {
+        max_queued_bytes_per_destination: BOUND,
+        max_frame_bytes: 64 << 10,
+        ..Default::default()
+    };
+    let a = cohort_tests::spawn_with(&ca.tls("a"), "a", config());
+    let stalled = spawn_member(&ca, "stalled");
+    let c = spawn_member(&ca, "c");
+    install_view(1, &[&a, &stalled, &c]);
+    // Subscribed but never read: its buffer fills, then QUIC flow control holds a back.
+    let _never_read = stalled.subscribe::<Numbered>().expect("subscribe");
+    let mut sub_c = c.subscribe::<Numbered>().expect("subscribe");
+    let mut events = a.events();
+    let (ids, idc) = (stalled.local_member().clone(), c.local_member().clone());
+
+    let mut accepted_for_stalled = 0u64;
+    let mut refused_for_stalled = 0u64;
+    let mut sent_to_c = 0u64;
+    // Every call returns at once whatever the stalled member does; the loop is bounded.
+    for index in 0..60_000u64 {
+        let outcome = a
+            .send(
+                &numbered("a", "normal", index, 1024),
+                Priority::Normal,
+                std::slice::from_ref(&ids),
+            )
+            .expect("send");
+        if outcome.backlogged.is_empty() {
+            accepted_for_stalled += 1;
+        } else {
+            assert_eq!(outcome.backlogged, vec![ids.clone()]);
+            refused_for_stalled += 1;
+        }
+        if index % 100 == 0 {
+            let outcome = a
+                .send(
+                    &numbered("a", "normal", sent_to_c, 1024),
+                    Priority::Normal,
+                    std::slice::from_ref(&idc),
+                )
+                .expect("send");
+            assert!(outcome.is_complete(), "c is never refused: {outcome:?}");
+            sent_to_c += 1;
+        }
+        let queued = a
+            .peer_stats(&ids)
+            .expect("a tracks the stalled member")
+            .queued_bytes;
+        assert!(
+            queued <= BOUND + (64 << 10),
+            "accounted memory {queued} stays within the bound"
+        );
+    }
+    assert!(
+        refused_for_stalled > 0,
+        "the bound was reached ({accepted_for_stalled} accepted)"
+    );
+    let (member, queued_bytes) = within("the backlogged event", PATIENCE, async {
+        loop {
+            if let Ok(TransportEvent::Backlogged {
+                member,
+                queued_bytes,
+            }) = events.recv().await
+            {
+                return (member, queued_bytes);
+            }
+        }
+    })
+    .await;
+    assert_eq!(member, ids);
+    assert!(queued_bytes <= BOUND);
+    let got = receive(&mut sub_c, sent_to_c as usize, PATIENCE).await;
+    assert!(
+        got.iter()
+            .enumerate()
+            .all(|(i, e)| e.message.index == i as u64),
+        "c got everything in order"
+    );
+    c.shutdown().await;
+    drop(a);
+    drop(stalled);
 }
