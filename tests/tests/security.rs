@@ -241,10 +241,18 @@ async fn garbage_on_a_data_stream_closes_only_that_connection() {
         // Nobody else noticed: a and b keep exchanging messages on the same connection.
         let base = 100 * (1 + reason.len() as u64);
         for i in 0..50 {
-            a.send(&message(base + i), Priority::Normal, std::slice::from_ref(&idb))
-                .expect("send");
-            b.send(&message(base + i), Priority::High, std::slice::from_ref(&ida))
-                .expect("send");
+            a.send(
+                &message(base + i),
+                Priority::Normal,
+                std::slice::from_ref(&idb),
+            )
+            .expect("send");
+            b.send(
+                &message(base + i),
+                Priority::High,
+                std::slice::from_ref(&ida),
+            )
+            .expect("send");
         }
         let to_b = receive(&mut sub_b, 50, PATIENCE).await;
         let to_a = receive(&mut sub_a, 50, PATIENCE).await;

@@ -34,7 +34,7 @@ impl ProtocolVersion {
 
 impl fmt::Display for ProtocolVersion {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "v{}", self.0)
+        f.pad(&format!("v{}", self.0))
     }
 }
 
@@ -53,7 +53,7 @@ pub enum MemberKind {
 
 impl fmt::Display for MemberKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+        f.pad(match self {
             MemberKind::Member => "member",
             MemberKind::Locator => "locator",
             MemberKind::Admin => "admin",
@@ -180,7 +180,7 @@ impl Hash for MemberId {
 
 impl fmt::Display for MemberId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0.name)
+        f.pad(&self.0.name)
     }
 }
 
@@ -234,5 +234,9 @@ mod tests {
         let back: MemberId = postcard::from_bytes(&bytes).expect("decode");
         assert!(a.same_details(&back));
         assert_eq!(format!("{back}"), "node-1");
+        assert_eq!(
+            format!("[{back:<8}|{:>4}|{:<7}]", back.version(), back.kind()),
+            "[node-1  |  v1|locator]"
+        );
     }
 }

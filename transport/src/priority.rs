@@ -48,7 +48,7 @@ impl Priority {
 
 impl fmt::Display for Priority {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+        f.pad(match self {
             Priority::Control => "control",
             Priority::High => "high",
             Priority::Normal => "normal",

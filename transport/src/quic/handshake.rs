@@ -87,6 +87,23 @@ pub(crate) enum AcceptError {
 }
 
 impl AcceptError {
+    /// True if the dialer itself gave up during the handshake: the normal end of the losing
+    /// dial when two members dial each other at once, not a refusal worth reporting.
+    pub(crate) fn abandoned_by_dialer(&self) -> bool {
+        match self {
+            AcceptError::Connection(ConnectionError::ConnectionClosed(close)) => {
+                close.error_code == quinn::TransportErrorCode::APPLICATION_ERROR
+            }
+            // quinn closes with application code 0 when the dialer drops its connection.
+            AcceptError::Connection(ConnectionError::ApplicationClosed(close)) => {
+                close.error_code.into_inner() == 0
+                    || CloseCode::from_value(close.error_code.into_inner())
+                        == Some(CloseCode::DuplicateConnection)
+            }
+            _ => false,
+        }
+    }
+
     fn close_code(&self) -> CloseCode {
         match self {
             AcceptError::Timeout => CloseCode::HelloTimeout,

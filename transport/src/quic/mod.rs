@@ -387,6 +387,10 @@ impl Inner {
         let shared = &self.shared;
         let accepted = match handshake::accept(shared, incoming).await {
             Ok(accepted) => accepted,
+            Err((remote, error)) if error.abandoned_by_dialer() => {
+                tracing::debug!(%remote, %error, "the dialer abandoned its connection");
+                return;
+            }
             Err((remote, error)) => {
                 tracing::warn!(%remote, %error, "refused incoming connection");
                 shared.emit(TransportEvent::IncomingRejected {
