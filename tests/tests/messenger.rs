@@ -60,43 +60,11 @@ async fn three_members_exchange_every_priority_and_datagrams_in_order() {
             }
         }
     }
-    // Datagrams once every pair is connected (a datagram to a member with no connection
-    // yet is dropped by contract).
-    for (i, sender) in members.iter().enumerate() {
-        for (j, receiver) in members.iter().enumerate() {
-            if i == j {
-                continue;
-            }
-            let peer = receiver.local_member().clone();
-            wait_until("the pair is connected", PATIENCE, || {
-                sender.peer_stats(&peer).is_some_and(|s| s.connected)
-            })
-            .await;
-            for index in 0..DATAGRAMS {
-                let message = numbered(names[i], "datagram", index, 100);
-                sender
-                    .send_datagram(&message, std::slice::from_ref(&peer))
-                    .expect("send datagram");
-            }
-        }
-    }
-
+    // Phase 1: every reliable message, checked by content and order.
+    let reliable = 2 * PER_STREAM as usize * priorities.len();
     for (j, sub) in subs.iter_mut().enumerate() {
-        let reliable = 2 * PER_STREAM as usize * priorities.len();
         let mut next: HashMap<(String, String), u64> = HashMap::new();
-        let mut datagrams: HashMap<String, Vec<u64>> = HashMap::new();
-        let mut reliable_seen = 0;
-        let expected_total = reliable + 2 * DATAGRAMS as usize;
-        let deadline = tokio::time::Instant::now() + PATIENCE;
-        while reliable_seen < reliable
-            || datagrams.values().map(Vec::len).sum::<usize>() < 2 * DATAGRAMS as usize
-        {
-            let envelope = tokio::time::timeout_at(deadline, sub.recv())
-                .await
-                .unwrap_or_else(|_| {
-                    panic!("{}: {reliable_seen} reliable of {reliable}, datagrams {datagrams:?}, want {expected_total}", names[j])
-                })
-                .expect("subscription open");
+        for envelope in receive(sub, reliable, PATIENCE).await {
             let m = envelope.message;
             assert_eq!(
                 envelope.from.name(),
@@ -108,31 +76,60 @@ async fn three_members_exchange_every_priority_and_datagrams_in_order() {
                 m.stream,
                 "arrived on the stream it was sent on"
             );
+            assert_eq!(m.body.len(), (m.index as usize * 37) % 9000);
+            let expected = next
+                .entry((m.sender.clone(), m.stream.clone()))
+                .or_insert(0);
             assert_eq!(
-                m.body.len(),
-                if m.stream == "datagram" {
-                    100
-                } else {
-                    (m.index as usize * 37) % 9000
-                }
+                m.index, *expected,
+                "{} got {}/{} out of order",
+                names[j], m.sender, m.stream
             );
-            if m.stream == "datagram" {
-                datagrams.entry(m.sender.clone()).or_default().push(m.index);
-            } else {
-                let expected = next
-                    .entry((m.sender.clone(), m.stream.clone()))
-                    .or_insert(0);
-                assert_eq!(
-                    m.index, *expected,
-                    "{} got {}/{} out of order",
-                    names[j], m.sender, m.stream
-                );
-                *expected += 1;
-                reliable_seen += 1;
+            *expected += 1;
+        }
+        assert_eq!(
+            next.len(),
+            2 * priorities.len(),
+            "{}: every sender and priority",
+            names[j]
+        );
+        assert!(
+            next.values().all(|n| *n == PER_STREAM),
+            "{}: {next:?}",
+            names[j]
+        );
+    }
+
+    // Phase 2: datagrams, now that every pair is connected (a datagram to a member with no
+    // connection yet is dropped by contract) and every subscription has room (a datagram
+    // arriving at a full subscription is dropped too).
+    for (i, sender) in members.iter().enumerate() {
+        for (j, receiver) in members.iter().enumerate() {
+            if i == j {
+                continue;
+            }
+            let peer = receiver.local_member().clone();
+            assert!(
+                sender.peer_stats(&peer).is_some_and(|s| s.connected),
+                "connected by phase 1"
+            );
+            for index in 0..DATAGRAMS {
+                let message = numbered(names[i], "datagram", index, 100);
+                sender
+                    .send_datagram(&message, std::slice::from_ref(&peer))
+                    .expect("send datagram");
             }
         }
-        for (key, count) in &next {
-            assert_eq!(*count, PER_STREAM, "{} from {key:?}", names[j]);
+    }
+    for (j, sub) in subs.iter_mut().enumerate() {
+        let mut datagrams: HashMap<String, Vec<u64>> = HashMap::new();
+        for envelope in receive(sub, 2 * DATAGRAMS as usize, PATIENCE).await {
+            assert_eq!(envelope.delivery, Delivery::Datagram);
+            assert_eq!(envelope.from.name(), envelope.message.sender);
+            datagrams
+                .entry(envelope.message.sender)
+                .or_default()
+                .push(envelope.message.index);
         }
         for (sender, mut got) in datagrams {
             got.sort_unstable();
@@ -478,4 +475,38 @@ async fn a_receiver_that_stops_reading_is_bounded_and_does_not_hold_back_others(
     c.shutdown().await;
     drop(a);
     drop(stalled);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alert_larger_than_a_datagram_travels_reliably_on_bulk() {
+    init_tracing();
+    let ca = TestCa::new();
+    let a = spawn_member(&ca, "a");
+    let b = spawn_member(&ca, "b");
+    install_view(1, &[&a, &b]);
+    let mut sub = b.subscribe::<Numbered>().expect("subscribe");
+    let to = [b.local_member().clone()];
+    // Before any connection the limit is not known: anything over a safe size goes on Bulk.
+    a.send_datagram(&numbered("a", "bulk", 0, 5000), &to)
+        .expect("send");
+    let got = receive(&mut sub, 1, PATIENCE).await;
+    assert_eq!(got[0].delivery, Delivery::Reliable(Priority::Bulk));
+    // Once connected, the connection's own limit decides.
+    assert!(
+        a.peer_stats(&to[0]).is_some_and(|s| s.connected),
+        "connected after the first message"
+    );
+    a.send_datagram(&numbered("a", "bulk", 1, 64 * 1024), &to)
+        .expect("send");
+    a.send_datagram(&numbered("a", "datagram", 0, 100), &to)
+        .expect("send");
+    let got = receive(&mut sub, 2, PATIENCE).await;
+    let deliveries: Vec<Delivery> = got.iter().map(|e| e.delivery).collect();
+    assert!(
+        deliveries.contains(&Delivery::Reliable(Priority::Bulk)),
+        "{deliveries:?}"
+    );
+    assert!(deliveries.contains(&Delivery::Datagram), "{deliveries:?}");
+    a.shutdown().await;
+    b.shutdown().await;
 }

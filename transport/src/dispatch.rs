@@ -20,6 +20,7 @@ use tokio::sync::mpsc;
 
 use crate::member::MemberId;
 use crate::message::{Delivery, Envelope, Message, Tag};
+use crate::sync::lock;
 
 /// One received, still encoded message.
 #[derive(Debug)]
@@ -265,12 +266,4 @@ impl<M> std::fmt::Debug for Subscription<M> {
             .field("message", &std::any::type_name::<M>())
             .finish()
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // A panic while holding this lock cannot leave the map half-updated: every critical
-    // section is a single insert, remove or lookup.
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }

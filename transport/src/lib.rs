@@ -20,6 +20,7 @@ pub mod messenger;
 pub mod priority;
 pub mod quic;
 pub mod socket;
+mod sync;
 pub mod tls;
 pub mod view;
 pub mod wire;

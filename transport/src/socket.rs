@@ -29,6 +29,8 @@ use std::task::{Context, Poll};
 use quinn::udp::{RecvMeta, Transmit};
 use quinn::{AsyncUdpSocket, UdpPoller};
 
+use crate::sync::{lock, read, write};
+
 /// Receive errors absorbed in one `poll_recv` call before yielding to the scheduler.
 const MAX_ABSORBED_ERRORS: usize = 64;
 
@@ -128,11 +130,7 @@ impl SocketFaults {
     }
 
     fn update(&self, change: impl FnOnce(&mut FaultRules)) {
-        let mut rules = self
-            .state
-            .rules
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut rules = write(&self.state.rules);
         change(&mut rules);
         self.state
             .active
@@ -144,11 +142,7 @@ impl SocketFaults {
     }
 
     fn rules(&self) -> FaultRules {
-        self.state
-            .rules
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone()
+        read(&self.state.rules).clone()
     }
 
     fn should_drop_outgoing(&self, rules: &FaultRules, to: SocketAddr) -> bool {
@@ -381,12 +375,6 @@ fn is_transient(error: &io::Error) -> bool {
             | io::ErrorKind::Interrupted
             | io::ErrorKind::WouldBlock
     )
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[cfg(test)]

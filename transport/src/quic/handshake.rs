@@ -16,6 +16,7 @@ use super::Shared;
 use super::peer::{Accepted, Peer};
 use crate::member::MemberId;
 use crate::priority::Priority;
+use crate::sync::lock;
 use crate::wire::{self, CloseCode, Frame, FrameDecoder, Hello, HelloAck, WireError};
 
 /// A connection ready to carry frames, from either side of the handshake.
@@ -196,7 +197,7 @@ pub(crate) async fn dial(
         .await
         .map_err(|_| DialError::Timeout)??;
     drop(permit);
-    *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(conn.clone());
+    *lock(&slot) = Some(conn.clone());
 
     let hello = wire::encode_hello(&Hello {
         member: shared.local.clone(),

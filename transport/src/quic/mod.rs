@@ -39,6 +39,7 @@ use crate::message::{Delivery, Message, Tag};
 use crate::messenger::{Messenger, SendError, SendOutcome, TransportEvent};
 use crate::priority::Priority;
 use crate::socket::{CohortSocket, SocketFaults, SocketStats, bind_udp};
+use crate::sync::{lock, read, write};
 use crate::tls::ClusterTls;
 use crate::view::View;
 use crate::wire::{self, CloseCode};
@@ -461,10 +462,7 @@ impl Messenger for QuicMessenger {
 
     fn install_view(&self, view: View) {
         let local = self.inner.shared.local.uuid();
-        let old = std::mem::replace(
-            &mut *self.inner.view.write().unwrap_or_else(|p| p.into_inner()),
-            view.clone(),
-        );
+        let old = std::mem::replace(&mut *write(&self.inner.view), view.clone());
         let mut peers = lock(&self.inner.peers);
         let mut departed = lock(&self.inner.departed);
         for member in old.members() {
@@ -643,14 +641,4 @@ fn transport_config(config: &QuicConfig) -> Result<quinn::TransportConfig, Confi
         .datagram_receive_buffer_size(Some(1 << 20))
         .datagram_send_buffer_size(1 << 20);
     Ok(transport)
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
-    lock.read().unwrap_or_else(|poisoned| poisoned.into_inner())
 }

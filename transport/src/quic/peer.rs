@@ -34,6 +34,7 @@ use crate::member::MemberId;
 use crate::message::Tag;
 use crate::messenger::TransportEvent;
 use crate::priority::Priority;
+use crate::sync::{lock, read};
 use crate::wire::{CloseCode, FrameDecoder, Hello};
 
 /// Largest batch a writer takes from a queue for one stream write.
@@ -136,10 +137,7 @@ impl Peer {
     }
 
     pub(crate) fn member(&self) -> MemberId {
-        self.member
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone()
+        read(&self.member).clone()
     }
 
     /// Queues a message; wakes its writer and, if need be, the driver to dial.
@@ -484,12 +482,6 @@ async fn finish_gracefully(peer: &Arc<Peer>, shared: &Arc<Shared>, link: Link) {
         other => other.close(CloseCode::Shutdown),
     }
     peer.set_link(None);
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[cfg(test)]
