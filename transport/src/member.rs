@@ -105,6 +105,12 @@ impl MemberId {
         }))
     }
 
+    /// The same details under a chosen uuid (deterministic simulations and tests).
+    pub fn with_uuid(mut self, uuid: Uuid) -> Self {
+        Arc::make_mut(&mut self.0).uuid = uuid;
+        self
+    }
+
     /// The same identity speaking another protocol version (used by legacy members).
     pub fn with_version(mut self, version: ProtocolVersion) -> Self {
         Arc::make_mut(&mut self.0).version = version;

@@ -41,6 +41,10 @@ pub struct QuicConfig {
     pub socket_buffer_bytes: usize,
     /// How long `shutdown` waits for queued messages to be acknowledged. Default 2 s.
     pub shutdown_timeout: Duration,
+    /// A fixed uuid instead of a fresh random one, for deterministic simulations only.
+    /// Default `None`, which every real member must keep: a restarted process has to be a
+    /// new member.
+    pub uuid: Option<uuid::Uuid>,
 }
 
 impl Default for QuicConfig {
@@ -60,6 +64,7 @@ impl Default for QuicConfig {
             max_concurrent_dials: 32,
             socket_buffer_bytes: 4 << 20,
             shutdown_timeout: Duration::from_secs(2),
+            uuid: None,
         }
     }
 }

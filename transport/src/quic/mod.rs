@@ -196,17 +196,37 @@ impl QuicMessenger {
             source,
         };
         let udp = bind_udp(config.bind, config.socket_buffer_bytes).map_err(socket_error)?;
-        let bound = udp.local_addr().map_err(socket_error)?;
         let wrapped = TokioRuntime.wrap_udp_socket(udp).map_err(socket_error)?;
+        Self::bind_with_socket(config, tls, wrapped)
+    }
+
+    /// Starts listening on a socket the caller provides, instead of binding a UDP socket:
+    /// for simulated networks. The socket still passes through cohort's wrapper, so fault
+    /// injection and protocol demultiplexing work the same. `config.bind` is ignored.
+    pub fn bind_with_socket(
+        config: QuicConfig,
+        tls: &ClusterTls,
+        udp: Arc<dyn quinn::AsyncUdpSocket>,
+    ) -> Result<Self, BindError> {
+        config.validate()?;
+        tokio::runtime::Handle::try_current().map_err(|_| BindError::NoRuntime)?;
+        let socket_error = |source| BindError::Socket {
+            addr: config.bind,
+            source,
+        };
+        let bound = udp.local_addr().map_err(socket_error)?;
         let faults = SocketFaults::default();
-        let socket = Arc::new(CohortSocket::new(wrapped, faults.clone()));
+        let socket = Arc::new(CohortSocket::new(udp, faults.clone()));
 
         let mut advertised = config.advertise.unwrap_or(bound);
         if advertised.port() == 0 {
             advertised.set_port(bound.port());
         }
-        let local = MemberId::new(config.name.clone(), advertised, config.kind)
+        let mut local = MemberId::new(config.name.clone(), advertised, config.kind)
             .with_attributes(config.attributes.clone());
+        if let Some(uuid) = config.uuid {
+            local = local.with_uuid(uuid);
+        }
 
         let transport = Arc::new(transport_config(&config)?);
         let mut server_config = quinn::ServerConfig::with_crypto(tls.server_crypto());
