@@ -13,6 +13,7 @@
 //! body(HelloAck)    := postcard(HelloAck)
 //! body(Data)        := seq:varint tag:varint payload          (payload = postcard(message))
 //! body(Goodbye)     := opened:u8      (bit i set: the data stream of priority i was opened)
+//! body(Ack)         := delivered:varint x4   (per priority, last sequence number delivered)
 //! datagram          := format:u8 kind:u8(=Datagram) tag:varint payload
 //! ```
 //!
@@ -48,6 +49,9 @@ pub enum FrameKind {
     /// finished every data stream it opened, and waits for the peer to close the
     /// connection once it has read them to their end.
     Goodbye = 4,
+    /// Per priority, the last sequence number the sender of this frame has delivered to its
+    /// subscribers: the other side may forget everything up to it. Control stream only.
+    Ack = 5,
     /// An unreliable message (datagram).
     Datagram = 16,
 }
@@ -59,6 +63,7 @@ impl FrameKind {
             2 => FrameKind::HelloAck,
             3 => FrameKind::Data,
             4 => FrameKind::Goodbye,
+            5 => FrameKind::Ack,
             16 => FrameKind::Datagram,
             _ => return None,
         })
@@ -192,6 +197,11 @@ pub enum Frame {
         /// Bit `i` set: the data stream of the priority with index `i` was opened.
         opened: u8,
     },
+    /// See [`FrameKind::Ack`].
+    Ack {
+        /// Per priority (indexed by [`Priority::index`]), the last sequence number delivered.
+        delivered: [u64; 4],
+    },
     /// A frame kind this build does not know (from a newer peer): skipped and counted.
     Unknown {
         /// The kind byte.
@@ -257,6 +267,19 @@ pub fn encode_goodbye(opened: u8) -> Bytes {
     let mut buf = BytesMut::with_capacity(FRAME_HEADER_LEN + 1);
     put_frame_header(&mut buf, FrameKind::Goodbye, 1);
     buf.put_u8(opened);
+    buf.freeze()
+}
+
+/// Encodes an Ack frame.
+pub fn encode_ack(delivered: [u64; 4]) -> Bytes {
+    let mut scratch = [0u8; 40];
+    let mut n = 0;
+    for position in delivered {
+        n += put_varint(&mut scratch[n..], position);
+    }
+    let mut buf = BytesMut::with_capacity(FRAME_HEADER_LEN + n);
+    put_frame_header(&mut buf, FrameKind::Ack, n);
+    buf.extend_from_slice(&scratch[..n]);
     buf.freeze()
 }
 
@@ -426,6 +449,19 @@ fn decode_body(kind: u8, mut body: Bytes) -> Result<Frame, WireError> {
                 detail: format!("{} bytes where 1 was expected", body.len()),
             }),
         },
+        Some(FrameKind::Ack) => {
+            let mut delivered = [0u64; 4];
+            for position in &mut delivered {
+                *position = take_varint(&mut body, "ack position")?;
+            }
+            if !body.is_empty() {
+                return Err(WireError::Body {
+                    what: "Ack",
+                    detail: format!("{} bytes left over", body.len()),
+                });
+            }
+            Ok(Frame::Ack { delivered })
+        }
         Some(FrameKind::Datagram) => Err(WireError::Body {
             what: "frame",
             detail: "datagram kind on a stream".into(),
@@ -512,6 +548,18 @@ mod tests {
         assert_eq!(&encode_datagram(Tag(5), b"x")[..], &[1, 16, 5, b'x']);
         assert_eq!(CloseCode::MalformedFrame.value(), 0x102);
         assert_eq!(&encode_goodbye(0b1010)[..], &[3, 0, 0, 0, 1, 4, 0b1010]);
+        assert_eq!(
+            &encode_ack([0, 1, 300, 2])[..],
+            &[7, 0, 0, 0, 1, 5, 0, 1, 0xac, 0x02, 2]
+        );
+        let mut decoder = FrameDecoder::new(64);
+        decoder.push(&encode_ack([5, 0, u64::MAX, 7]));
+        assert!(matches!(
+            decoder.next_frame(),
+            Ok(Some(Frame::Ack {
+                delivered: [5, 0, u64::MAX, 7]
+            }))
+        ));
     }
 
     #[test]

@@ -23,6 +23,11 @@ pub struct QuicConfig {
     /// Bytes a destination's queue may hold before further sends to it are refused.
     /// Default 256 MiB (room for a few large Bulk messages).
     pub max_queued_bytes_per_destination: usize,
+    /// Bulk bytes written but not yet acknowledged by the receiving application, per
+    /// destination. Bounding them (rather than relying on stream priority alone) keeps a bulk
+    /// transfer from filling the connection's buffers ahead of Control and High traffic.
+    /// A single larger message still goes, alone. Default 256 KiB.
+    pub bulk_in_flight_bytes: usize,
     /// Largest frame, header included, sent or accepted. Default 128 MiB.
     pub max_frame_bytes: usize,
     /// Received messages buffered per subscription before the sending stream is held back.
@@ -56,6 +61,7 @@ impl Default for QuicConfig {
             bind: SocketAddr::from(([127, 0, 0, 1], 0)),
             advertise: None,
             max_queued_bytes_per_destination: 256 << 20,
+            bulk_in_flight_bytes: 256 << 10,
             max_frame_bytes: 128 << 20,
             subscription_capacity: 1024,
             keep_alive_interval: Duration::from_secs(2),
@@ -115,6 +121,7 @@ impl QuicConfig {
             (self.subscription_capacity, "subscription_capacity"),
             (self.max_concurrent_dials, "max_concurrent_dials"),
             (self.socket_buffer_bytes, "socket_buffer_bytes"),
+            (self.bulk_in_flight_bytes, "bulk_in_flight_bytes"),
         ] {
             if value == 0 {
                 return Err(ConfigError::Zero(name));

@@ -25,6 +25,8 @@ pub(crate) struct LinkParts {
     pub(crate) control_send: SendStream,
     pub(crate) control_recv: RecvStream,
     pub(crate) decoder: FrameDecoder,
+    /// Per priority, what the peer says it has delivered from us: resending starts after it.
+    pub(crate) peer_delivered: [u64; 4],
 }
 
 /// Our dial, answered by the peer.
@@ -168,6 +170,7 @@ fn frame_name(frame: &Frame) -> &'static str {
         Frame::HelloAck(_) => "HelloAck",
         Frame::Data { .. } => "Data",
         Frame::Goodbye { .. } => "Goodbye",
+        Frame::Ack { .. } => "Ack",
         Frame::Unknown { .. } => "unknown",
     }
 }
@@ -249,6 +252,7 @@ pub(crate) async fn dial(
             control_send: send,
             control_recv: recv,
             decoder,
+            peer_delivered: ack.delivered,
         },
     })
 }
@@ -355,7 +359,7 @@ pub(crate) async fn answer(
         mut send,
         recv,
         decoder,
-        ..
+        hello,
     } = accepted;
     let ack = wire::encode_hello_ack(&HelloAck {
         member: shared.local.clone(),
@@ -369,6 +373,7 @@ pub(crate) async fn answer(
         control_send: send,
         control_recv: recv,
         decoder,
+        peer_delivered: hello.delivered,
     })
 }
 

@@ -57,6 +57,7 @@ impl Established {
             control_send,
             control_recv,
             decoder,
+            ..
         } = parts;
         let mut control_send = Some(control_send);
         let writers = Priority::ALL
@@ -143,8 +144,18 @@ impl Established {
         }
     }
 
-    pub(crate) fn close(self, code: CloseCode) {
+    /// Closes the connection and waits until its tasks have stopped, so that nothing of
+    /// this connection touches the peer's window once a newer one starts.
+    pub(crate) async fn retire(mut self, code: CloseCode) {
         self.conn.close(code.varint(), code.name().as_bytes());
+        for writer in self.writers.drain(..) {
+            writer.abort();
+            let _ = writer.await;
+        }
+        for reader in self.readers.drain(..) {
+            reader.abort();
+            let _ = reader.await;
+        }
     }
 }
 
@@ -155,29 +166,17 @@ impl Drop for Established {
     }
 }
 
-/// Gives a batch's byte account back however the write ends (done, failed or aborted).
-struct Accounted<'a> {
-    peer: &'a Peer,
-    bytes: usize,
-}
-
-impl Drop for Accounted<'_> {
-    fn drop(&mut self) {
-        self.peer.release(self.bytes);
-    }
-}
-
+/// Writes what the peer's window hands out for one priority (and, on the control stream,
+/// acknowledgements) until the connection fails or the peer stops gracefully. What was
+/// taken stays in the window as unacknowledged, so a failed write loses nothing: the next
+/// connection resends it.
 async fn write_loop(
     peer: Arc<Peer>,
     conn: Connection,
     priority: Priority,
     mut stream: Option<SendStream>,
 ) -> Option<SendStream> {
-    while let Some(batch) = peer.next_batch(priority).await {
-        let _account = Accounted {
-            peer: &peer,
-            bytes: batch.bytes,
-        };
+    while let Some(work) = peer.next_work(priority).await {
         let send = match &mut stream {
             Some(send) => send,
             None => match open_data_stream(&conn, priority).await {
@@ -188,12 +187,20 @@ async fn write_loop(
                 }
             },
         };
-        let mut chunks = encode_batch(&batch);
+        let mut chunks = Vec::with_capacity(2);
+        if let Some(delivered) = work.ack {
+            chunks.push(wire::encode_ack(delivered));
+        }
+        if let Some(batch) = &work.batch {
+            encode_batch(batch, &mut chunks);
+        }
         if let Err(error) = send.write_all_chunks(&mut chunks).await {
             tracing::debug!(peer = %peer.member(), %priority, %error, "write failed");
             return None;
         }
-        peer.count_written(priority, &batch);
+        if let Some(batch) = &work.batch {
+            peer.count_written(priority, batch);
+        }
     }
     // Stopping gracefully with nothing left: hand the stream to `flush`, which ends it.
     stream
@@ -208,8 +215,7 @@ async fn open_data_stream(conn: &Connection, priority: Priority) -> Result<SendS
     Ok(send)
 }
 
-fn encode_batch(batch: &Batch) -> Vec<Bytes> {
-    let mut chunks = Vec::new();
+fn encode_batch(batch: &Batch, chunks: &mut Vec<Bytes>) {
     let mut buf = BytesMut::with_capacity(batch.bytes.min(64 * 1024));
     for frame in &batch.frames {
         wire::put_data_header(&mut buf, frame.seq, frame.tag, frame.payload.len());
@@ -223,7 +229,6 @@ fn encode_batch(batch: &Batch) -> Vec<Bytes> {
     if !buf.is_empty() {
         chunks.push(buf.freeze());
     }
-    chunks
 }
 
 /// Bit `i` set: the peer's data stream of priority index `i` has been read to its end.
@@ -333,6 +338,9 @@ async fn read_frames(
     recv: &mut RecvStream,
     decoder: &mut FrameDecoder,
 ) -> StreamEnd {
+    // Only one reader per priority delivers at a time: a reader of a connection being
+    // replaced finishes (or is cancelled) before the new one checks sequence numbers.
+    let _lane = peer.receive_lane(priority).await;
     loop {
         let frame = match read_frame(recv, decoder).await {
             Ok(Some(frame)) => frame,
@@ -354,12 +362,14 @@ async fn read_frames(
                 let i = priority.index();
                 peer.counters.frames_received[i].fetch_add(1, Ordering::Relaxed);
                 peer.counters.bytes_received[i].fetch_add(payload.len() as u64, Ordering::Relaxed);
-                match peer.receive(priority, seq) {
+                match peer.check(priority, seq) {
                     Received::Next => {}
                     Received::Duplicate => continue,
                     Received::Gap { expected } => {
-                        tracing::warn!(peer = %peer.member(), %priority, expected, got = seq,
-                            "sequence gap: frames were lost with an earlier connection");
+                        let reason =
+                            format!("{priority} sequence number {seq} where {expected} was next");
+                        violation(shared, peer, conn, CloseCode::ProtocolViolation, reason);
+                        return StreamEnd::Broken;
                     }
                 }
                 let inbound = Inbound {
@@ -367,18 +377,22 @@ async fn read_frames(
                     delivery: Delivery::Reliable(priority),
                     payload,
                 };
+                // Committed only once the subscriber has it: a reader cancelled while
+                // waiting for a full subscriber leaves the frame to be resent.
                 shared.dispatcher.deliver(tag, inbound).await;
+                peer.commit(priority, seq);
             }
+            Frame::Ack { delivered } if priority == Priority::Control => peer.acked(delivered),
             Frame::Goodbye { opened } if priority == Priority::Control => {
                 return StreamEnd::Goodbye { opened };
             }
-            Frame::Goodbye { .. } => {
+            Frame::Goodbye { .. } | Frame::Ack { .. } => {
                 violation(
                     shared,
                     peer,
                     conn,
                     CloseCode::ProtocolViolation,
-                    "Goodbye on a data stream".into(),
+                    "control frame on a data stream".into(),
                 );
                 return StreamEnd::Broken;
             }

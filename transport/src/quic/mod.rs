@@ -157,10 +157,15 @@ pub struct PeerStats {
     pub connections: u64,
     /// Times both members dialed each other at once (one dial was dropped, nothing lost).
     pub dials_crossed: u64,
-    /// Bytes queued or being written.
+    /// Bytes held for the peer: queued, or written but not yet acknowledged. Bounded by
+    /// `max_queued_bytes_per_destination`.
     pub queued_bytes: usize,
     /// Frames waiting to be written.
     pub queued_frames: usize,
+    /// Frames written but not yet acknowledged.
+    pub unacked_frames: usize,
+    /// Frames written again on a new connection because the peer had not delivered them.
+    pub frames_resent: u64,
     /// Frames written, per priority (indexed by [`Priority::index`]).
     pub frames_sent: [u64; 4],
     /// Bytes written (frame headers included), per priority.
@@ -247,7 +252,11 @@ impl QuicMessenger {
 
         let dispatcher = Dispatcher::new(config.subscription_capacity);
         let (events, _) = broadcast::channel(EVENT_CAPACITY);
-        let (local_peer, _, _) = Peer::new(local.clone(), config.max_queued_bytes_per_destination);
+        let (local_peer, _, _) = Peer::new(
+            local.clone(),
+            config.max_queued_bytes_per_destination,
+            usize::MAX,
+        );
         let shared = Arc::new(Shared {
             local,
             dial_permits: Semaphore::new(config.max_concurrent_dials),
@@ -317,7 +326,7 @@ impl QuicMessenger {
         let load =
             |a: &[std::sync::atomic::AtomicU64; 4]| a.each_ref().map(|v| v.load(Ordering::Relaxed));
         let link = peer.link();
-        let (queued_bytes, queued_frames) = peer.queue_snapshot();
+        let (queued_bytes, queued_frames, unacked_frames) = peer.window_snapshot();
         Some(PeerStats {
             member: peer.member(),
             connected: link.is_some(),
@@ -326,6 +335,8 @@ impl QuicMessenger {
             dials_crossed: c.dials_crossed.load(Ordering::Relaxed),
             queued_bytes,
             queued_frames,
+            unacked_frames,
+            frames_resent: c.frames_resent.load(Ordering::Relaxed),
             frames_sent: load(&c.frames_sent),
             bytes_sent: load(&c.bytes_sent),
             frames_received: load(&c.frames_received),
@@ -384,9 +395,11 @@ impl Inner {
         if let Some(entry) = peers.get(&member.uuid()) {
             return entry.peer.clone();
         }
+        let config = &self.shared.config;
         let (peer, incoming, stop) = Peer::new(
             member.clone(),
-            self.shared.config.max_queued_bytes_per_destination,
+            config.max_queued_bytes_per_destination,
+            config.bulk_in_flight_bytes,
         );
         let driver = tokio::spawn(peer::drive(
             peer.clone(),
@@ -631,9 +644,14 @@ async fn accept_loop(inner: Arc<Inner>) {
     }
 }
 
-/// Delivers messages sent to this member itself, in order per priority.
+/// Delivers messages sent to this member itself, in order per priority: the member is its
+/// own peer, acknowledging each batch as soon as its subscribers have it.
 async fn deliver_locally(peer: Arc<Peer>, shared: Arc<Shared>, priority: Priority) {
-    while let Some(batch) = peer.next_batch(priority).await {
+    while let Some(work) = peer.next_work(priority).await {
+        let Some(batch) = work.batch else {
+            continue;
+        };
+        let mut delivered = [0; 4];
         for frame in &batch.frames {
             let inbound = Inbound {
                 from: shared.local.clone(),
@@ -641,9 +659,10 @@ async fn deliver_locally(peer: Arc<Peer>, shared: Arc<Shared>, priority: Priorit
                 payload: frame.payload.clone(),
             };
             shared.dispatcher.deliver(frame.tag, inbound).await;
+            delivered[priority.index()] = frame.seq;
         }
         peer.count_written(priority, &batch);
-        peer.release(batch.bytes);
+        peer.acked(delivered);
     }
 }
 

@@ -1,8 +1,9 @@
-//! One remote member: its send queues, its receive positions and the task that owns its
+//! One remote member: its send window, its receive positions and the task that owns its
 //! connection.
 //!
 //! ```text
-//! send() ──push──► Peer.queues ──notify──► writer tasks (one per priority, per connection)
+//! send() ──push──► Peer.window ──notify──► writer tasks (one per priority, per connection)
+//! peer's Ack ──► Peer::acked ──► window releases what was delivered
 //!                      │
 //!                      └─notify──► driver: Idle ─dial─► Dialing ─HelloAck─► Up ─closed─► Idle
 //! accept loop ──Hello──► driver.incoming ──decide──► Up (HelloAck sent) or closed DUPLICATE
@@ -14,6 +15,13 @@
 //! own dial is in progress or up; the larger member always accepts the smaller one's dial,
 //! abandoning its own. No frame is written on a connection before its Hello exchange
 //! completes, so a losing connection never carries data.
+//!
+//! Across connections nothing is lost or repeated: a frame stays in the window until the
+//! peer acknowledges delivering it, a new connection resends what the peer's Hello (or
+//! HelloAck) says it has not delivered, and the receiver commits a sequence number only
+//! after handing the message to its subscriber, holding the priority's receive lane while
+//! it does, so a resent copy arriving on a new connection waits and is then recognised as
+//! a duplicate.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -29,7 +37,7 @@ use tokio::time::Instant;
 use super::Shared;
 use super::handshake::{self, DialError, LinkParts};
 use super::link::Established;
-use super::queue::{Batch, OverBound, SendQueues};
+use super::queue::{Batch, OverBound, SendWindow};
 use crate::member::MemberId;
 use crate::message::Tag;
 use crate::messenger::TransportEvent;
@@ -72,6 +80,7 @@ pub(crate) struct PeerCounters {
     pub(crate) datagrams_received: AtomicU64,
     pub(crate) datagrams_dropped: AtomicU64,
     pub(crate) duplicates_dropped: AtomicU64,
+    pub(crate) frames_resent: AtomicU64,
     pub(crate) sequence_gaps: AtomicU64,
     pub(crate) unknown_frames: AtomicU64,
     pub(crate) connections: AtomicU64,
@@ -87,7 +96,7 @@ pub(crate) struct LinkInfo {
 
 pub(crate) struct Peer {
     member: RwLock<MemberId>,
-    queues: Mutex<SendQueues>,
+    window: Mutex<SendWindow>,
     writer_wake: [Notify; 4],
     driver_wake: Notify,
     want_connection: AtomicBool,
@@ -95,7 +104,12 @@ pub(crate) struct Peer {
     incoming: mpsc::Sender<Accepted>,
     stop: watch::Sender<Stop>,
     link: Mutex<Option<LinkInfo>>,
-    delivered: Mutex<[u64; 4]>,
+    /// Held by the one reader of each priority while it delivers.
+    receive_lanes: [tokio::sync::Mutex<()>; 4],
+    /// Per priority, the last sequence number handed to a subscriber.
+    delivered: [AtomicU64; 4],
+    /// Deliveries happened since the last acknowledgement was written.
+    ack_pending: AtomicBool,
     backlogged: AtomicBool,
     pub(crate) counters: PeerCounters,
 }
@@ -111,17 +125,26 @@ pub(crate) enum Received {
     Gap { expected: u64 },
 }
 
+/// What a writer has to write next.
+pub(crate) struct Work {
+    /// An acknowledgement of these delivered positions (control stream only).
+    pub(crate) ack: Option<[u64; 4]>,
+    /// Frames to write.
+    pub(crate) batch: Option<Batch>,
+}
+
 impl Peer {
     /// A peer and the receiving ends its driver needs.
     pub(crate) fn new(
         member: MemberId,
         queue_limit: usize,
+        bulk_in_flight: usize,
     ) -> (Arc<Peer>, mpsc::Receiver<Accepted>, watch::Receiver<Stop>) {
         let (incoming, incoming_rx) = mpsc::channel(4);
         let (stop, stop_rx) = watch::channel(Stop::Run);
         let peer = Arc::new(Peer {
             member: RwLock::new(member),
-            queues: Mutex::new(SendQueues::new(queue_limit)),
+            window: Mutex::new(SendWindow::new(queue_limit, bulk_in_flight)),
             writer_wake: Default::default(),
             driver_wake: Notify::new(),
             want_connection: AtomicBool::new(false),
@@ -129,7 +152,9 @@ impl Peer {
             incoming,
             stop,
             link: Mutex::new(None),
-            delivered: Mutex::new([0; 4]),
+            receive_lanes: Default::default(),
+            delivered: Default::default(),
+            ack_pending: AtomicBool::new(false),
             backlogged: AtomicBool::new(false),
             counters: PeerCounters::default(),
         });
@@ -147,7 +172,7 @@ impl Peer {
         tag: Tag,
         payload: Bytes,
     ) -> Result<(), OverBound> {
-        let result = lock(&self.queues).push(priority, tag, payload);
+        let result = lock(&self.window).push(priority, tag, payload);
         if result.is_ok() {
             self.writer_wake[priority.index()].notify_one();
             self.want_connection();
@@ -167,18 +192,27 @@ impl Peer {
         }
     }
 
-    /// Waits for the next batch of `priority`, or `None` once the peer is stopping gracefully
-    /// and nothing of that priority is left.
-    pub(crate) async fn next_batch(&self, priority: Priority) -> Option<Batch> {
+    /// Waits for something to write on `priority`'s stream: frames, and on the control
+    /// stream an acknowledgement. `None` once the peer is stopping gracefully and nothing
+    /// of that priority is left.
+    pub(crate) async fn next_work(&self, priority: Priority) -> Option<Work> {
         let wake = &self.writer_wake[priority.index()];
         loop {
             let notified = wake.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            if let Some(batch) = lock(&self.queues).take_batch(priority, MAX_BATCH_BYTES) {
-                return Some(batch);
+            let ack = (priority == Priority::Control
+                && self.ack_pending.swap(false, Ordering::AcqRel))
+            .then(|| self.delivered());
+            let (batch, queued) = {
+                let mut window = lock(&self.window);
+                let batch = window.take_batch(priority, MAX_BATCH_BYTES);
+                (batch, window.has_queued(priority))
+            };
+            if ack.is_some() || batch.is_some() {
+                return Some(Work { ack, batch });
             }
-            if self.stopping.load(Ordering::Acquire) {
+            if self.stopping.load(Ordering::Acquire) && !queued {
                 return None;
             }
             notified.await;
@@ -192,46 +226,76 @@ impl Peer {
         self.counters.bytes_sent[i].fetch_add(batch.bytes as u64, Ordering::Relaxed);
     }
 
-    /// Gives back a batch's byte account, whether it was written or abandoned.
-    pub(crate) fn release(&self, bytes: usize) {
-        let mut queues = lock(&self.queues);
-        queues.release(bytes);
-        if queues.accounted_bytes() == 0 {
+    /// The peer acknowledged delivering up to these sequence numbers.
+    pub(crate) fn acked(&self, delivered: [u64; 4]) {
+        let mut window = lock(&self.window);
+        for priority in Priority::ALL {
+            if window.ack(priority, delivered[priority.index()]) > 0 {
+                // An in-flight cap may have been holding this writer back.
+                self.writer_wake[priority.index()].notify_one();
+            }
+        }
+        if window.accounted_bytes() == 0 {
             self.backlogged.store(false, Ordering::Relaxed);
         }
     }
 
-    /// Checks a received sequence number and, if it is the next, records it delivered.
-    pub(crate) fn receive(&self, priority: Priority, seq: u64) -> Received {
-        let mut delivered = lock(&self.delivered);
-        let last = &mut delivered[priority.index()];
-        if seq <= *last {
+    /// A new connection: resend what the peer has not delivered.
+    pub(crate) fn restart_sending(&self, peer_delivered: [u64; 4]) {
+        let resent = lock(&self.window).restart(peer_delivered);
+        self.counters
+            .frames_resent
+            .fetch_add(resent as u64, Ordering::Relaxed);
+    }
+
+    /// Takes the receive lane of `priority`: only its holder checks and commits sequence
+    /// numbers of that priority.
+    pub(crate) async fn receive_lane(&self, priority: Priority) -> tokio::sync::MutexGuard<'_, ()> {
+        self.receive_lanes[priority.index()].lock().await
+    }
+
+    /// What a received sequence number means. Call while holding the priority's lane.
+    pub(crate) fn check(&self, priority: Priority, seq: u64) -> Received {
+        let last = self.delivered[priority.index()].load(Ordering::Acquire);
+        if seq <= last {
             self.counters
                 .duplicates_dropped
                 .fetch_add(1, Ordering::Relaxed);
-            return Received::Duplicate;
-        }
-        let expected = *last + 1;
-        *last = seq;
-        if seq == expected {
+            Received::Duplicate
+        } else if seq == last + 1 {
             Received::Next
         } else {
             self.counters.sequence_gaps.fetch_add(1, Ordering::Relaxed);
-            Received::Gap { expected }
+            Received::Gap { expected: last + 1 }
         }
     }
 
+    /// Records `seq` delivered (after the subscriber has it) and schedules an
+    /// acknowledgement. Call while holding the priority's lane.
+    pub(crate) fn commit(&self, priority: Priority, seq: u64) {
+        self.delivered[priority.index()].store(seq, Ordering::Release);
+        if !self.ack_pending.swap(true, Ordering::AcqRel) {
+            self.writer_wake[Priority::Control.index()].notify_one();
+        }
+    }
+
+    /// Per priority, the last sequence number delivered from this peer.
     pub(crate) fn delivered(&self) -> [u64; 4] {
-        *lock(&self.delivered)
+        self.delivered.each_ref().map(|d| d.load(Ordering::Acquire))
     }
 
     pub(crate) fn link(&self) -> Option<LinkInfo> {
         lock(&self.link).clone()
     }
 
-    pub(crate) fn queue_snapshot(&self) -> (usize, usize) {
-        let queues = lock(&self.queues);
-        (queues.accounted_bytes(), queues.queued_frames())
+    /// Bytes held for the peer, frames waiting to be written, frames awaiting an ack.
+    pub(crate) fn window_snapshot(&self) -> (usize, usize, usize) {
+        let window = lock(&self.window);
+        (
+            window.accounted_bytes(),
+            window.queued_frames(),
+            window.unacked_frames(),
+        )
     }
 
     /// Hands an accepted connection to the driver (which decides whether to keep it).
@@ -242,7 +306,7 @@ impl Peer {
     /// Tells the driver to stop. `Abort` also frees the queues at once.
     pub(crate) fn stop(&self, how: Stop) {
         if matches!(how, Stop::Abort(_)) {
-            lock(&self.queues).clear();
+            lock(&self.window).clear();
         }
         self.stopping.store(true, Ordering::Release);
         self.stop.send_replace(how);
@@ -252,11 +316,13 @@ impl Peer {
     }
 
     fn wants_connection(&self) -> bool {
-        self.want_connection.load(Ordering::Acquire) || !lock(&self.queues).is_empty()
+        self.want_connection.load(Ordering::Acquire) || !lock(&self.window).is_empty()
     }
 
     fn has_queued(&self) -> bool {
-        !lock(&self.queues).is_empty()
+        Priority::ALL
+            .into_iter()
+            .any(|p| lock(&self.window).has_queued(p))
     }
 
     fn set_link(&self, info: Option<LinkInfo>) {
@@ -276,8 +342,8 @@ enum Link {
 }
 
 impl Link {
-    /// Closes whatever connection there is with `code`.
-    fn close(self, code: CloseCode) {
+    /// Closes whatever connection there is with `code` and waits until its tasks stopped.
+    async fn retire(self, code: CloseCode) {
         match self {
             Link::Idle => {}
             Link::Dialing { conn, .. } => {
@@ -285,7 +351,7 @@ impl Link {
                     conn.close(code.varint(), code.name().as_bytes());
                 }
             }
-            Link::Up(established) => established.close(code),
+            Link::Up(established) => established.retire(code).await,
         }
     }
 }
@@ -330,7 +396,7 @@ pub(crate) async fn drive(
                 break;
             }
             Stop::Abort(code) => {
-                link.close(code);
+                link.retire(code).await;
                 break;
             }
         }
@@ -380,7 +446,9 @@ pub(crate) async fn drive(
             }
             Event::Link(LinkEvent::Closed(error)) => {
                 peer.set_link(None);
-                link = Link::Idle;
+                std::mem::replace(&mut link, Link::Idle)
+                    .retire(CloseCode::Shutdown)
+                    .await;
                 tracing::debug!(peer = %peer.member(), %error, "connection ended");
                 shared.emit(TransportEvent::PeerDisconnected {
                     member: peer.member(),
@@ -415,6 +483,9 @@ fn start_dial(peer: &Arc<Peer>, shared: &Arc<Shared>) -> Link {
 /// order: once the tasks run, traffic flows, and anyone who sees it must already see the
 /// connection (stats, the PeerConnected event).
 fn go_up(peer: &Arc<Peer>, shared: &Arc<Shared>, parts: LinkParts, dialed_by_us: bool) -> Link {
+    // Every earlier connection's writers have stopped (links are retired before this), so
+    // the window can be rewound safely.
+    peer.restart_sending(parts.peer_delivered);
     peer.counters.connections.fetch_add(1, Ordering::Relaxed);
     peer.set_link(Some(LinkInfo {
         conn: parts.conn.clone(),
@@ -445,10 +516,11 @@ async fn decide(peer: &Arc<Peer>, shared: &Arc<Shared>, link: Link, accepted: Ac
         return link;
     }
     // The peer dialed because it has no connection it trusts: ours (if any) goes.
-    link.close(match ours_in_play {
+    link.retire(match ours_in_play {
         true => CloseCode::DuplicateConnection,
         false => CloseCode::Replaced,
-    });
+    })
+    .await;
     peer.set_link(None);
     match handshake::answer(shared, peer, accepted).await {
         Ok(parts) => go_up(peer, shared, parts, false),
@@ -477,9 +549,9 @@ async fn finish_gracefully(peer: &Arc<Peer>, shared: &Arc<Shared>, link: Link) {
             if peer.has_queued() || established.has_writers() {
                 let _ = tokio::time::timeout_at(deadline, established.flush()).await;
             }
-            established.close(CloseCode::Shutdown);
+            established.retire(CloseCode::Shutdown).await;
         }
-        other => other.close(CloseCode::Shutdown),
+        other => other.retire(CloseCode::Shutdown).await,
     }
     peer.set_link(None);
 }
@@ -496,16 +568,16 @@ mod tests {
             "127.0.0.1:1".parse().expect("literal"),
             MemberKind::Member,
         );
-        let (peer, _incoming, _stop) = Peer::new(member, 1 << 20);
-        assert_eq!(peer.receive(Priority::High, 1), Received::Next);
-        assert_eq!(peer.receive(Priority::High, 1), Received::Duplicate);
-        assert_eq!(peer.receive(Priority::Normal, 1), Received::Next);
-        assert_eq!(
-            peer.receive(Priority::High, 4),
-            Received::Gap { expected: 2 }
-        );
-        assert_eq!(peer.receive(Priority::High, 3), Received::Duplicate);
-        assert_eq!(peer.delivered(), [0, 4, 1, 0]);
+        let (peer, _incoming, _stop) = Peer::new(member, 1 << 20, usize::MAX);
+        assert_eq!(peer.check(Priority::High, 1), Received::Next);
+        // Not committed yet (the subscriber does not have it): a resent copy is still next.
+        assert_eq!(peer.check(Priority::High, 1), Received::Next);
+        peer.commit(Priority::High, 1);
+        assert_eq!(peer.check(Priority::High, 1), Received::Duplicate);
+        assert_eq!(peer.check(Priority::Normal, 1), Received::Next);
+        peer.commit(Priority::Normal, 1);
+        assert_eq!(peer.check(Priority::High, 4), Received::Gap { expected: 2 });
+        assert_eq!(peer.delivered(), [0, 1, 1, 0]);
     }
 
     #[test]

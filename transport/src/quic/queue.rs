@@ -1,10 +1,20 @@
-//! Per-destination send queues: one FIFO per priority, bounded in bytes together.
+//! The send side of reliability, per destination: one lane per priority holding what is
+//! queued and what was written but not yet acknowledged, bounded in bytes together.
 //!
-//! `send` pushes here under a short lock and never waits; the destination's writer tasks
-//! take batches out. Sequence numbers are assigned at push time, per priority, starting at
-//! 1, so the order a message was accepted in is the order it is delivered in. Bytes stay
-//! accounted until the writer reports the batch written ([`SendQueues::release`]), so the
-//! bound covers what is queued plus what is being written.
+//! This is plain data (no I/O, no clock), driven by the peer's tasks:
+//!
+//! ```text
+//! push ──► queued ──take_batch──► unacked ──ack(upto)──► released
+//!                  ◄──restart(peer's delivered)── unacked beyond what the peer delivered
+//! ```
+//!
+//! Sequence numbers are assigned at push time, per priority, starting at 1, so the order a
+//! message was accepted in is the order it is delivered in. A frame stays in the account
+//! until the peer acknowledges delivering it: the bound covers everything this member
+//! holds for the destination, and a connection that dies loses nothing, because a new
+//! connection resends what the peer's Hello says it has not delivered. A lane may also cap
+//! its unacknowledged bytes (Bulk does), so a bulk transfer cannot fill the connection's
+//! buffers ahead of urgent traffic.
 
 use std::collections::VecDeque;
 
@@ -14,7 +24,7 @@ use crate::message::Tag;
 use crate::priority::Priority;
 use crate::wire;
 
-/// One message waiting to be written.
+/// One message waiting to be written or acknowledged.
 #[derive(Clone, Debug)]
 pub(crate) struct OutFrame {
     pub(crate) seq: u64,
@@ -28,32 +38,58 @@ impl OutFrame {
     }
 }
 
-/// A batch taken for writing, with the bytes it holds in the account.
+/// Frames taken for one write.
 #[derive(Debug)]
 pub(crate) struct Batch {
     pub(crate) frames: Vec<OutFrame>,
     pub(crate) bytes: usize,
 }
 
-/// The queue was over its bound; the message was not accepted.
+/// The window was over its bound; the message was not accepted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct OverBound {
     pub(crate) queued_bytes: usize,
 }
 
 #[derive(Debug)]
-pub(crate) struct SendQueues {
-    queues: [VecDeque<OutFrame>; 4],
-    next_seq: [u64; 4],
+struct Lane {
+    next_seq: u64,
+    queued: VecDeque<OutFrame>,
+    unacked: VecDeque<OutFrame>,
+    unacked_bytes: usize,
+    in_flight_limit: usize,
+}
+
+impl Lane {
+    fn new(in_flight_limit: usize) -> Self {
+        Lane {
+            next_seq: 1,
+            queued: VecDeque::new(),
+            unacked: VecDeque::new(),
+            unacked_bytes: 0,
+            in_flight_limit,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct SendWindow {
+    lanes: [Lane; 4],
     accounted_bytes: usize,
     limit: usize,
 }
 
-impl SendQueues {
-    pub(crate) fn new(limit: usize) -> Self {
-        SendQueues {
-            queues: Default::default(),
-            next_seq: [1; 4],
+impl SendWindow {
+    /// A window holding at most `limit` bytes, with Bulk's unacknowledged bytes capped at
+    /// `bulk_in_flight`.
+    pub(crate) fn new(limit: usize, bulk_in_flight: usize) -> Self {
+        SendWindow {
+            lanes: Priority::ALL.map(|p| {
+                Lane::new(match p {
+                    Priority::Bulk => bulk_in_flight,
+                    _ => usize::MAX,
+                })
+            }),
             accounted_bytes: 0,
             limit,
         }
@@ -67,9 +103,9 @@ impl SendQueues {
         tag: Tag,
         payload: Bytes,
     ) -> Result<u64, OverBound> {
-        let i = priority.index();
+        let lane = &mut self.lanes[priority.index()];
         let frame = OutFrame {
-            seq: self.next_seq[i],
+            seq: lane.next_seq,
             tag,
             payload,
         };
@@ -79,53 +115,96 @@ impl SendQueues {
                 queued_bytes: self.accounted_bytes,
             });
         }
-        let seq = frame.seq;
-        self.next_seq[i] += 1;
+        lane.next_seq += 1;
         self.accounted_bytes += len;
-        self.queues[i].push_back(frame);
+        let seq = frame.seq;
+        lane.queued.push_back(frame);
         Ok(seq)
     }
 
-    /// Takes frames of one priority, oldest first, up to `max_bytes` (at least one frame).
+    /// Takes queued frames of one priority, oldest first, up to `max_bytes` and the lane's
+    /// in-flight cap (at least one frame when nothing is in flight). They stay accounted, as
+    /// unacknowledged, until [`SendWindow::ack`].
     pub(crate) fn take_batch(&mut self, priority: Priority, max_bytes: usize) -> Option<Batch> {
-        let queue = &mut self.queues[priority.index()];
+        let lane = &mut self.lanes[priority.index()];
         let mut frames = Vec::new();
         let mut bytes = 0;
-        while let Some(front) = queue.front() {
+        while let Some(front) = lane.queued.front() {
             let len = front.wire_len();
-            if !frames.is_empty() && bytes + len > max_bytes {
+            let nothing_in_flight = frames.is_empty() && lane.unacked.is_empty();
+            let over_batch = !frames.is_empty() && bytes + len > max_bytes;
+            let over_flight = lane.unacked_bytes + len > lane.in_flight_limit;
+            if over_batch || (over_flight && !nothing_in_flight) {
                 break;
             }
             bytes += len;
-            frames.extend(queue.pop_front());
+            lane.unacked_bytes += len;
+            if let Some(frame) = lane.queued.pop_front() {
+                lane.unacked.push_back(frame.clone());
+                frames.push(frame);
+            }
         }
         (!frames.is_empty()).then_some(Batch { frames, bytes })
     }
 
-    /// Gives back the account of a written batch.
-    pub(crate) fn release(&mut self, bytes: usize) {
-        self.accounted_bytes = self.accounted_bytes.saturating_sub(bytes);
+    /// The peer delivered everything of `priority` up to `upto`: forget it. Returns the
+    /// bytes released. Acknowledgements of frames never sent are ignored.
+    pub(crate) fn ack(&mut self, priority: Priority, upto: u64) -> usize {
+        let lane = &mut self.lanes[priority.index()];
+        let mut released = 0;
+        while lane.unacked.front().is_some_and(|f| f.seq <= upto) {
+            if let Some(frame) = lane.unacked.pop_front() {
+                released += frame.wire_len();
+            }
+        }
+        lane.unacked_bytes -= released;
+        self.accounted_bytes -= released;
+        released
     }
 
-    /// Drops everything queued (the destination left the view).
+    /// A new connection: the peer has delivered up to `delivered` per priority. Forgets
+    /// what it delivered and queues the rest of the unacknowledged frames again, ahead of
+    /// anything newer. Returns how many frames will be resent.
+    pub(crate) fn restart(&mut self, delivered: [u64; 4]) -> usize {
+        let mut resent = 0;
+        for priority in Priority::ALL {
+            self.ack(priority, delivered[priority.index()]);
+            let lane = &mut self.lanes[priority.index()];
+            resent += lane.unacked.len();
+            lane.unacked_bytes = 0;
+            while let Some(frame) = lane.unacked.pop_back() {
+                lane.queued.push_front(frame);
+            }
+        }
+        resent
+    }
+
+    /// Drops everything (the destination left the view).
     pub(crate) fn clear(&mut self) {
-        for queue in &mut self.queues {
-            queue.clear();
+        for lane in &mut self.lanes {
+            lane.queued.clear();
+            lane.unacked.clear();
+            lane.unacked_bytes = 0;
         }
         self.accounted_bytes = 0;
     }
 
-    #[cfg(test)]
+    /// True if frames of `priority` wait to be written.
     pub(crate) fn has_queued(&self, priority: Priority) -> bool {
-        !self.queues[priority.index()].is_empty()
+        !self.lanes[priority.index()].queued.is_empty()
     }
 
+    /// True if nothing is queued or unacknowledged.
     pub(crate) fn is_empty(&self) -> bool {
-        self.queues.iter().all(VecDeque::is_empty)
+        self.accounted_bytes == 0
     }
 
     pub(crate) fn queued_frames(&self) -> usize {
-        self.queues.iter().map(VecDeque::len).sum()
+        self.lanes.iter().map(|l| l.queued.len()).sum()
+    }
+
+    pub(crate) fn unacked_frames(&self) -> usize {
+        self.lanes.iter().map(|l| l.unacked.len()).sum()
     }
 
     pub(crate) fn accounted_bytes(&self) -> usize {
@@ -141,57 +220,99 @@ mod tests {
         Bytes::from(vec![7u8; n])
     }
 
-    #[test]
-    fn sequence_numbers_are_per_priority_and_start_at_one() {
-        let mut q = SendQueues::new(1 << 20);
-        assert_eq!(q.push(Priority::High, Tag(1), payload(1)), Ok(1));
-        assert_eq!(q.push(Priority::High, Tag(1), payload(1)), Ok(2));
-        assert_eq!(q.push(Priority::Bulk, Tag(1), payload(1)), Ok(1));
-        let batch = q.take_batch(Priority::High, usize::MAX).expect("queued");
-        let seqs: Vec<u64> = batch.frames.iter().map(|f| f.seq).collect();
-        assert_eq!(seqs, [1, 2]);
-        assert!(!q.has_queued(Priority::High));
-        assert!(q.has_queued(Priority::Bulk));
+    fn seqs(batch: &Batch) -> Vec<u64> {
+        batch.frames.iter().map(|f| f.seq).collect()
     }
 
     #[test]
-    fn bound_refuses_without_losing_accepted_messages() {
-        let mut q = SendQueues::new(100);
+    fn sequence_numbers_are_per_priority_and_start_at_one() {
+        let mut w = SendWindow::new(1 << 20, usize::MAX);
+        assert_eq!(w.push(Priority::High, Tag(1), payload(1)), Ok(1));
+        assert_eq!(w.push(Priority::High, Tag(1), payload(1)), Ok(2));
+        assert_eq!(w.push(Priority::Bulk, Tag(1), payload(1)), Ok(1));
+        let batch = w.take_batch(Priority::High, usize::MAX).expect("queued");
+        assert_eq!(seqs(&batch), [1, 2]);
+        assert!(!w.has_queued(Priority::High));
+        assert!(w.has_queued(Priority::Bulk));
+    }
+
+    #[test]
+    fn bytes_stay_accounted_until_acknowledged() {
+        let mut w = SendWindow::new(100, usize::MAX);
         let mut accepted = 0;
         let refused = loop {
-            match q.push(Priority::Normal, Tag(1), payload(20)) {
+            match w.push(Priority::Normal, Tag(1), payload(20)) {
                 Ok(_) => accepted += 1,
                 Err(e) => break e,
             }
         };
         assert!(refused.queued_bytes <= 100);
-        assert_eq!(q.queued_frames(), accepted);
-        // A refused message does not consume a sequence number.
-        let batch = q.take_batch(Priority::Normal, usize::MAX).expect("queued");
-        assert_eq!(batch.frames.last().map(|f| f.seq), Some(accepted as u64));
-        // Taken but not yet released still counts: the writer holds it.
-        assert!(q.push(Priority::Normal, Tag(1), payload(20)).is_err());
-        q.release(batch.bytes);
+        let batch = w.take_batch(Priority::Normal, usize::MAX).expect("queued");
+        assert_eq!(batch.frames.len(), accepted);
+        // Written but not acknowledged still counts.
+        assert!(w.push(Priority::Normal, Tag(1), payload(20)).is_err());
+        assert_eq!(w.ack(Priority::Normal, 1), batch.bytes / accepted);
+        // A refused message consumed no sequence number.
         assert_eq!(
-            q.push(Priority::Normal, Tag(1), payload(20)),
+            w.push(Priority::Normal, Tag(1), payload(20)),
             Ok(accepted as u64 + 1)
         );
+        // Acks beyond what was sent, or repeated, change nothing.
+        w.ack(Priority::Normal, 1);
+        w.ack(Priority::Bulk, 99);
+        assert_eq!(w.unacked_frames(), accepted - 1);
     }
 
     #[test]
-    fn an_empty_queue_takes_one_oversized_message_and_batches_respect_size() {
-        let mut q = SendQueues::new(100);
-        assert_eq!(q.push(Priority::Bulk, Tag(1), payload(1000)), Ok(1));
-        assert!(q.push(Priority::Bulk, Tag(1), payload(1)).is_err());
-        q.clear();
-        assert_eq!(q.accounted_bytes(), 0);
-        let mut q = SendQueues::new(1 << 20);
-        for _ in 0..10 {
-            q.push(Priority::Normal, Tag(1), payload(100))
-                .expect("room");
+    fn restart_resends_exactly_what_the_peer_did_not_deliver_in_order() {
+        let mut w = SendWindow::new(1 << 20, usize::MAX);
+        for _ in 0..6 {
+            w.push(Priority::Normal, Tag(1), payload(10)).expect("room");
         }
-        let first = q.take_batch(Priority::Normal, 250).expect("queued");
-        assert_eq!(first.frames.len(), 2);
-        assert_eq!(q.queued_frames(), 8);
+        let first = w.take_batch(Priority::Normal, 36).expect("queued"); // 18 bytes a frame
+        assert_eq!(seqs(&first), [1, 2]);
+        let second = w.take_batch(Priority::Normal, 36).expect("queued");
+        assert_eq!(seqs(&second), [3, 4]);
+        w.ack(Priority::Normal, 1);
+        // The connection died; the peer's Hello says it delivered up to 2.
+        assert_eq!(w.restart([0, 0, 2, 0]), 2);
+        let again = w.take_batch(Priority::Normal, usize::MAX).expect("queued");
+        assert_eq!(seqs(&again), [3, 4, 5, 6]);
+        assert_eq!(w.queued_frames(), 0);
+        w.ack(Priority::Normal, 6);
+        assert!(w.is_empty());
+    }
+
+    #[test]
+    fn in_flight_cap_holds_bulk_but_always_lets_one_frame_go() {
+        let mut w = SendWindow::new(1 << 30, 100);
+        w.push(Priority::Bulk, Tag(1), payload(1000)).expect("room");
+        w.push(Priority::Bulk, Tag(1), payload(10)).expect("room");
+        let big = w
+            .take_batch(Priority::Bulk, usize::MAX)
+            .expect("one frame always goes");
+        assert_eq!(seqs(&big), [1]);
+        assert!(
+            w.take_batch(Priority::Bulk, usize::MAX).is_none(),
+            "held until acked"
+        );
+        w.ack(Priority::Bulk, 1);
+        assert_eq!(
+            seqs(&w.take_batch(Priority::Bulk, usize::MAX).expect("now")),
+            [2]
+        );
+        // Other priorities are not capped.
+        for _ in 0..50 {
+            w.push(Priority::High, Tag(1), payload(10)).expect("room");
+        }
+        assert_eq!(
+            w.take_batch(Priority::High, usize::MAX)
+                .expect("all")
+                .frames
+                .len(),
+            50
+        );
+        w.clear();
+        assert!(w.is_empty());
     }
 }
