@@ -4,7 +4,8 @@
 //! Everything here runs real QUIC with real TLS over loopback: [`TestCa`] issues member
 //! certificates from an in-memory CA, [`spawn_member`] binds a messenger on an ephemeral
 //! loopback port, and [`wait_until`] waits on a condition with a generous bound instead of
-//! sleeping for a guessed time.
+//! sleeping for a guessed time. [`sim`] runs the same messenger on turmoil's simulated
+//! network instead, with seeded latency, loss and partitions.
 
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -18,6 +19,8 @@ use cohort_transport::{
     TlsSettings, View, ViewId,
 };
 use serde::{Deserialize, Serialize};
+
+pub mod sim;
 
 /// How long tests wait for a condition before failing: generous, so a loaded machine does
 /// not make them flaky; conditions normally hold within milliseconds.

@@ -49,7 +49,20 @@ pub struct SimUdpSocket {
     /// Pending wait for the next datagram, kept across `poll_recv` calls so its waker stays
     /// registered.
     readable: Mutex<Option<Readiness>>,
+    sent: AtomicU64,
+    received: AtomicU64,
     send_failures: AtomicU64,
+}
+
+/// Counters of a [`SimUdpSocket`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SimSocketStats {
+    /// Datagrams handed to the simulated network.
+    pub sent: u64,
+    /// Datagrams received from it.
+    pub received: u64,
+    /// Datagrams the simulated network refused to carry, counted as lost.
+    pub send_failures: u64,
 }
 
 impl SimUdpSocket {
@@ -62,22 +75,31 @@ impl SimUdpSocket {
             socket: Arc::new(socket),
             local: SocketAddr::new(ip, port),
             readable: Mutex::new(None),
+            sent: AtomicU64::new(0),
+            received: AtomicU64::new(0),
             send_failures: AtomicU64::new(0),
         })
     }
 
-    /// Datagrams the simulated network refused to carry, counted as lost.
-    pub fn send_failures(&self) -> u64 {
-        self.send_failures.load(Ordering::Relaxed)
+    /// What went through this socket so far.
+    pub fn stats(&self) -> SimSocketStats {
+        SimSocketStats {
+            sent: self.sent.load(Ordering::Relaxed),
+            received: self.received.load(Ordering::Relaxed),
+            send_failures: self.send_failures.load(Ordering::Relaxed),
+        }
     }
 
     fn send_one(&self, destination: SocketAddr, contents: &[u8]) {
         // Outside a running host (a runtime being torn down) there is no network to use.
         let sent = turmoil::sim_elapsed().is_some()
             && self.socket.try_send_to(contents, destination).is_ok();
-        if !sent {
-            self.send_failures.fetch_add(1, Ordering::Relaxed);
-        }
+        let counter = if sent {
+            &self.sent
+        } else {
+            &self.send_failures
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Moves queued datagrams into `bufs`; returns how many were filled.
@@ -98,6 +120,7 @@ impl SimUdpSocket {
             };
             filled += 1;
         }
+        self.received.fetch_add(filled as u64, Ordering::Relaxed);
         filled
     }
 }
@@ -106,7 +129,7 @@ impl fmt::Debug for SimUdpSocket {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SimUdpSocket")
             .field("local", &self.local)
-            .field("send_failures", &self.send_failures())
+            .field("stats", &self.stats())
             .finish()
     }
 }
@@ -242,6 +265,15 @@ impl std::error::Error for SimBindError {
     }
 }
 
+/// A messenger bound by [`bind_member`], with its simulated socket for counters.
+#[derive(Debug)]
+pub struct SimMember {
+    /// The messenger, unchanged production code.
+    pub messenger: QuicMessenger,
+    /// The socket under it.
+    pub socket: Arc<SimUdpSocket>,
+}
+
 /// Binds the messenger of turmoil host `host`, which must be the host running this call,
 /// on [`SIM_PORT`] of its simulated address. `config.name` becomes `host` and the member
 /// advertises the simulated address, so its id equals [`member_id`] for the same seed when
@@ -250,7 +282,7 @@ pub async fn bind_member(
     host: &str,
     tls: &ClusterTls,
     config: QuicConfig,
-) -> Result<QuicMessenger, SimBindError> {
+) -> Result<SimMember, SimBindError> {
     let ip = turmoil::lookup(host);
     let socket = SimUdpSocket::bind(ip, SIM_PORT)
         .await
@@ -260,5 +292,8 @@ pub async fn bind_member(
         advertise: Some(SocketAddr::new(ip, SIM_PORT)),
         ..config
     };
-    QuicMessenger::bind_with_socket(config, tls, Arc::new(socket)).map_err(SimBindError::Messenger)
+    let socket = Arc::new(socket);
+    let messenger = QuicMessenger::bind_with_socket(config, tls, socket.clone())
+        .map_err(SimBindError::Messenger)?;
+    Ok(SimMember { messenger, socket })
 }

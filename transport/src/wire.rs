@@ -92,11 +92,13 @@ pub enum CloseCode {
     RemovedFromView,
     /// The peer's connection was replaced by a newer one.
     Replaced,
+    /// Closed on request (`QuicMessenger::reset_connection`); the next message reconnects.
+    Reset,
 }
 
 impl CloseCode {
     /// Every code, for tests and lookups.
-    pub const ALL: [CloseCode; 9] = [
+    pub const ALL: [CloseCode; 10] = [
         CloseCode::Shutdown,
         CloseCode::DuplicateConnection,
         CloseCode::MalformedFrame,
@@ -106,6 +108,7 @@ impl CloseCode {
         CloseCode::UnsupportedVersion,
         CloseCode::RemovedFromView,
         CloseCode::Replaced,
+        CloseCode::Reset,
     ];
 
     /// The value sent in QUIC's CONNECTION_CLOSE frame.
@@ -120,6 +123,7 @@ impl CloseCode {
             CloseCode::UnsupportedVersion => 0x106,
             CloseCode::RemovedFromView => 0x107,
             CloseCode::Replaced => 0x108,
+            CloseCode::Reset => 0x109,
         }
     }
 
@@ -147,6 +151,7 @@ impl CloseCode {
             CloseCode::UnsupportedVersion => "UNSUPPORTED_VERSION",
             CloseCode::RemovedFromView => "REMOVED_FROM_VIEW",
             CloseCode::Replaced => "REPLACED",
+            CloseCode::Reset => "RESET",
         }
     }
 }

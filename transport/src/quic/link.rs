@@ -121,7 +121,9 @@ impl Established {
     pub(crate) async fn flush(&mut self) {
         let mut opened = 0u8;
         let mut control = None;
-        for (priority, writer) in Priority::ALL.into_iter().zip(&mut self.writers) {
+        // Taken out, so that `retire` does not wait on them a second time.
+        let writers: Vec<_> = self.writers.drain(..).collect();
+        for (priority, writer) in Priority::ALL.into_iter().zip(writers) {
             let Ok(Some(mut stream)) = writer.await else {
                 continue;
             };

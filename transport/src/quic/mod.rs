@@ -351,6 +351,22 @@ impl QuicMessenger {
         })
     }
 
+    /// Closes the current connection to `member`, if any, as a failure would. Nothing is
+    /// lost: queued and unacknowledged messages go on the next connection, which is dialed
+    /// as soon as there is something to send. Returns false if there was no connection.
+    /// For operators recovering a connection that misbehaves, and for tests.
+    pub fn reset_connection(&self, member: &MemberId) -> bool {
+        let Some(link) = lock(&self.inner.peers)
+            .get(&member.uuid())
+            .and_then(|entry| entry.peer.link())
+        else {
+            return false;
+        };
+        let code = CloseCode::Reset;
+        link.conn.close(code.varint(), code.name().as_bytes());
+        true
+    }
+
     fn encode<M: Message>(&self, message: &M) -> Result<Bytes, SendError> {
         if self.inner.closing.load(Ordering::Acquire) {
             return Err(SendError::Shutdown);
