@@ -6,7 +6,7 @@
 //! ```text
 //! kernel ─► inner.poll_recv ─► classify each segment ─┬─► QUIC (fixed bit 0x40 set) ─► quinn
 //!                                (by `stride` under GRO) └─► legacy (0x40, 0x80 clear) ─► counted/handed off
-//! quinn ─► try_send ─► fault rules (blackhole, drop) ─► inner.try_send ─► kernel
+//! quinn ─► try_send ─► fault rules (blackhole, drop, duplicate, delay, reorder) ─► inner.try_send ─► kernel
 //! ```
 //!
 //! QUIC packets always have the fixed bit set because every cohort endpoint is configured
@@ -25,6 +25,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use quinn::udp::{RecvMeta, Transmit};
 use quinn::{AsyncUdpSocket, UdpPoller};
@@ -73,12 +74,32 @@ struct FaultRules {
     blocked_to: HashSet<SocketAddr>,
     blocked_from: HashSet<SocketAddr>,
     drop_outgoing: f64,
+    duplicate_outgoing: f64,
+    delay: Duration,
+    jitter: Duration,
+    reorder_outgoing: f64,
+    reorder_delay: Duration,
 }
 
 impl FaultRules {
     fn is_empty(&self) -> bool {
-        self.blocked_to.is_empty() && self.blocked_from.is_empty() && self.drop_outgoing <= 0.0
+        self.blocked_to.is_empty()
+            && self.blocked_from.is_empty()
+            && self.drop_outgoing <= 0.0
+            && self.duplicate_outgoing <= 0.0
+            && self.delay.is_zero()
+            && self.jitter.is_zero()
+            && self.reorder_outgoing <= 0.0
     }
+}
+
+/// What the rules decided for one outgoing datagram.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Fate {
+    /// Copies to send: 0 (dropped), 1, or 2 (duplicated).
+    copies: u8,
+    /// How long to hold it back first.
+    delay: Duration,
 }
 
 impl SocketFaults {
@@ -106,12 +127,32 @@ impl SocketFaults {
 
     /// Drops each outgoing datagram with probability `fraction` (clamped to 0..=1).
     pub fn drop_outgoing(&self, fraction: f64) {
-        let fraction = if fraction.is_nan() {
-            0.0
-        } else {
-            fraction.clamp(0.0, 1.0)
-        };
+        let fraction = unit(fraction);
         self.update(|r| r.drop_outgoing = fraction);
+    }
+
+    /// Sends each outgoing datagram twice with probability `fraction`.
+    pub fn duplicate_outgoing(&self, fraction: f64) {
+        let fraction = unit(fraction);
+        self.update(|r| r.duplicate_outgoing = fraction);
+    }
+
+    /// Holds every outgoing datagram back for `delay` plus a random share of `jitter`.
+    pub fn delay_outgoing(&self, delay: Duration, jitter: Duration) {
+        self.update(|r| {
+            r.delay = delay;
+            r.jitter = jitter;
+        });
+    }
+
+    /// Holds each outgoing datagram back by an extra `by` with probability `fraction`, so
+    /// that later datagrams overtake it.
+    pub fn reorder_outgoing(&self, fraction: f64, by: Duration) {
+        let fraction = unit(fraction);
+        self.update(|r| {
+            r.reorder_outgoing = fraction;
+            r.reorder_delay = by;
+        });
     }
 
     /// Seeds the random choices of [`SocketFaults::drop_outgoing`], for repeatable runs.
@@ -145,13 +186,28 @@ impl SocketFaults {
         read(&self.state.rules).clone()
     }
 
-    fn should_drop_outgoing(&self, rules: &FaultRules, to: SocketAddr) -> bool {
-        let drop = rules.blocked_to.contains(&to)
-            || (rules.drop_outgoing > 0.0 && self.random_unit() < rules.drop_outgoing);
-        if drop {
+    fn fate(&self, rules: &FaultRules, to: SocketAddr) -> Fate {
+        let mut chance = |p: f64| p > 0.0 && self.random_unit() < p;
+        if rules.blocked_to.contains(&to) || chance(rules.drop_outgoing) {
             self.state.dropped.fetch_add(1, Ordering::Relaxed);
+            return Fate {
+                copies: 0,
+                delay: Duration::ZERO,
+            };
         }
-        drop
+        let copies = if chance(rules.duplicate_outgoing) {
+            2
+        } else {
+            1
+        };
+        let mut delay = rules.delay;
+        if !rules.jitter.is_zero() {
+            delay += rules.jitter.mul_f64(self.random_unit());
+        }
+        if chance(rules.reorder_outgoing) {
+            delay += rules.reorder_delay;
+        }
+        Fate { copies, delay }
     }
 
     fn random_unit(&self) -> f64 {
@@ -263,6 +319,7 @@ impl CohortSocket {
         write
     }
 
+    /// Applies the fault rules to each datagram (segment) of a transmit.
     fn send_with_faults(&self, transmit: &Transmit<'_>) -> io::Result<()> {
         let rules = self.faults.rules();
         let segment = transmit
@@ -271,29 +328,52 @@ impl CohortSocket {
             .max(1);
         let mut sent_any = false;
         for chunk in transmit.contents.chunks(segment) {
-            if self
-                .faults
-                .should_drop_outgoing(&rules, transmit.destination)
-            {
-                continue;
-            }
-            let single = Transmit {
-                destination: transmit.destination,
-                ecn: transmit.ecn,
-                contents: chunk,
-                segment_size: None,
-                src_ip: transmit.src_ip,
-            };
-            match self.inner.try_send(&single) {
-                Ok(()) => sent_any = true,
-                // Only report WouldBlock before anything went out, so quinn's retry never
-                // duplicates segments; a later block is ordinary loss.
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock && !sent_any => return Err(e),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-                Err(e) => return Err(e),
+            let fate = self.faults.fate(&rules, transmit.destination);
+            for _ in 0..fate.copies {
+                if !fate.delay.is_zero() {
+                    self.send_later(transmit, chunk, fate.delay);
+                    sent_any = true;
+                    continue;
+                }
+                let single = Transmit {
+                    destination: transmit.destination,
+                    ecn: transmit.ecn,
+                    contents: chunk,
+                    segment_size: None,
+                    src_ip: transmit.src_ip,
+                };
+                match self.inner.try_send(&single) {
+                    Ok(()) => sent_any = true,
+                    // Only report WouldBlock before anything went out, so quinn's retry
+                    // never duplicates segments; a later block is ordinary loss.
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock && !sent_any => return Err(e),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                    Err(e) => return Err(e),
+                }
             }
         }
         Ok(())
+    }
+
+    /// Sends a copy of `contents` after `delay` from a timer task. A socket that is not
+    /// writable at that moment loses it, as a congested network would.
+    fn send_later(&self, transmit: &Transmit<'_>, contents: &[u8], delay: Duration) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let inner = self.inner.clone();
+        let contents = contents.to_vec();
+        let (destination, ecn, src_ip) = (transmit.destination, transmit.ecn, transmit.src_ip);
+        runtime.spawn(async move {
+            tokio::time::sleep(delay).await;
+            let _ = inner.try_send(&Transmit {
+                destination,
+                ecn,
+                contents: &contents,
+                segment_size: None,
+                src_ip,
+            });
+        });
     }
 }
 
@@ -362,6 +442,14 @@ impl AsyncUdpSocket for CohortSocket {
 
     fn may_fragment(&self) -> bool {
         self.inner.may_fragment()
+    }
+}
+
+fn unit(fraction: f64) -> f64 {
+    if fraction.is_nan() {
+        0.0
+    } else {
+        fraction.clamp(0.0, 1.0)
     }
 }
 
@@ -468,16 +556,38 @@ mod tests {
             let faults = SocketFaults::default();
             faults.seed(seed);
             faults.drop_outgoing(0.2);
+            faults.duplicate_outgoing(0.1);
+            faults.reorder_outgoing(0.1, Duration::from_millis(30));
+            faults.delay_outgoing(Duration::from_millis(5), Duration::from_millis(10));
             let rules = faults.rules();
             (0..1000)
-                .filter(|_| faults.should_drop_outgoing(&rules, from))
-                .count()
+                .map(|_| faults.fate(&rules, from))
+                .collect::<Vec<_>>()
         };
-        let dropped = run(7);
-        assert_eq!(dropped, run(7), "same seed, same drops");
+        let fates = run(7);
+        assert_eq!(fates, run(7), "same seed, same fates");
+        let dropped = fates.iter().filter(|f| f.copies == 0).count();
+        let doubled = fates.iter().filter(|f| f.copies == 2).count();
+        let reordered = fates
+            .iter()
+            .filter(|f| f.delay >= Duration::from_millis(35))
+            .count();
         assert!(
             (120..280).contains(&dropped),
             "about 20% dropped, got {dropped}"
+        );
+        assert!(
+            (40..130).contains(&doubled),
+            "about 10% of the rest doubled, got {doubled}"
+        );
+        assert!(
+            (40..130).contains(&reordered),
+            "about 10% held back, got {reordered}"
+        );
+        let sent = fates.iter().filter(|f| f.copies > 0);
+        assert!(
+            sent.clone().all(|f| f.delay >= Duration::from_millis(5)),
+            "every datagram delayed"
         );
     }
 }
