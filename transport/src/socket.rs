@@ -187,7 +187,7 @@ impl SocketFaults {
     }
 
     fn fate(&self, rules: &FaultRules, to: SocketAddr) -> Fate {
-        let mut chance = |p: f64| p > 0.0 && self.random_unit() < p;
+        let chance = |p: f64| p > 0.0 && self.random_unit() < p;
         if rules.blocked_to.contains(&to) || chance(rules.drop_outgoing) {
             self.state.dropped.fetch_add(1, Ordering::Relaxed);
             return Fate {
