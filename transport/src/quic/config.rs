@@ -46,9 +46,9 @@ pub struct QuicConfig {
     pub socket_buffer_bytes: usize,
     /// How long `shutdown` waits for queued messages to be acknowledged. Default 2 s.
     pub shutdown_timeout: Duration,
-    /// A fixed uuid instead of a fresh random one, for deterministic simulations only.
-    /// Default `None`, which every real member must keep: a restarted process has to be a
-    /// new member.
+    /// A fixed uuid instead of a fresh random one, for deterministic simulations only; it
+    /// also seeds quinn's endpoint random generator. Default `None`, which every real member
+    /// must keep: a restarted process has to be a new member.
     pub uuid: Option<uuid::Uuid>,
 }
 

@@ -242,6 +242,14 @@ impl QuicMessenger {
         // Every QUIC packet keeps its fixed bit, which is how the shared socket tells QUIC
         // from legacy packets.
         endpoint_config.grease_quic_bit(false);
+        if let Some(uuid) = config.uuid {
+            // A fixed identity is for deterministic simulation: make quinn's own choices
+            // (connection ids, packet number skips) repeat with it too.
+            let mut seed = [0u8; 32];
+            seed[..16].copy_from_slice(uuid.as_bytes());
+            seed[16..].copy_from_slice(uuid.as_bytes());
+            endpoint_config.rng_seed(Some(seed));
+        }
         let endpoint = Endpoint::new_with_abstract_socket(
             endpoint_config,
             Some(server_config),
