@@ -8,19 +8,22 @@
 //! messenger (cohort's socket wrapper, TLS, handshake, streams) runs unchanged.
 //!
 //! ```text
-//! quinn ─► CohortSocket ─► SimUdpSocket::try_send ─► turmoil link (latency, loss, partition) ─┐
-//! quinn ◄─ CohortSocket ◄─ SimUdpSocket::poll_recv ◄─ host's turmoil socket queue ◄──────────┘
+//! quinn ─► CohortSocket ─► SimUdpSocket::try_send ─► turmoil link ──────────┐
+//!                                          (latency, loss, hold, partition)  │
+//! quinn ◄─ CohortSocket ◄─ SimUdpSocket::poll_recv ◄─ host's socket queue ◄──┘
 //! ```
 //!
 //! Identities repeat with the seed: [`member_uuid`] derives each member's uuid from the
 //! seed and the host name, so the uuid-ordered decisions (which of two crossed dials wins)
-//! are the same in every run of a seed. Certificates are made once, outside the simulation,
-//! and shared; endpoint identification stays off, so they need not name simulated addresses.
+//! are the same in every run of a seed. Timing repeats only if quinn's own random choices
+//! (handshake padding, skipped packet numbers, key update points) are seeded as well, which
+//! the messenger does not do yet. Certificates are made once, outside the simulation, and
+//! shared; endpoint identification stays off, so they need not name simulated addresses.
 
 use std::fmt;
 use std::future::Future;
 use std::io::{self, IoSliceMut};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -69,7 +72,12 @@ impl SimUdpSocket {
     /// Binds `port` (0 picks an ephemeral one) on every interface of the turmoil host that
     /// is running, and reports `ip` (that host's simulated address) as its local address.
     pub async fn bind(ip: IpAddr, port: u16) -> io::Result<Self> {
-        let socket = turmoil::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, port)).await?;
+        // turmoil binds only unspecified or loopback addresses.
+        let any = match ip {
+            IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+        };
+        let socket = turmoil::net::UdpSocket::bind((any, port)).await?;
         let port = socket.local_addr()?.port();
         Ok(SimUdpSocket {
             socket: Arc::new(socket),
@@ -115,6 +123,7 @@ impl SimUdpSocket {
                 addr,
                 len,
                 stride: len,
+                // turmoil carries no ECN marks; quinn then stops setting them.
                 ecn: None,
                 dst_ip: Some(self.local.ip()),
             };
@@ -274,10 +283,12 @@ pub struct SimMember {
     pub socket: Arc<SimUdpSocket>,
 }
 
-/// Binds the messenger of turmoil host `host`, which must be the host running this call,
-/// on [`SIM_PORT`] of its simulated address. `config.name` becomes `host` and the member
-/// advertises the simulated address, so its id equals [`member_id`] for the same seed when
-/// `config` came from [`member_config`].
+/// Binds the messenger of turmoil host `host` on [`SIM_PORT`] of its simulated address.
+/// `config.name` becomes `host` and the member advertises that address, so its id equals
+/// [`member_id`] for the same seed when `config` came from [`member_config`].
+///
+/// `host` must be the host running this call: turmoil cannot say which host that is, so a
+/// wrong name goes unnoticed and the member advertises another host's address.
 pub async fn bind_member(
     host: &str,
     tls: &ClusterTls,
