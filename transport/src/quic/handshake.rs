@@ -90,10 +90,16 @@ pub(crate) enum AcceptError {
 }
 
 impl AcceptError {
-    /// True if the dialer itself gave up during the handshake: the normal end of the losing
-    /// dial when two members dial each other at once, not a refusal worth reporting.
-    pub(crate) fn abandoned_by_dialer(&self) -> bool {
+    /// True if nothing worth reporting happened: the dialer itself gave up during the
+    /// handshake (the normal end of the losing dial when two members dial each other at
+    /// once), or a stray Initial packet that authenticates as nothing (typically a late
+    /// retransmission for a dial already abandoned) reached the endpoint.
+    pub(crate) fn is_noise(&self) -> bool {
         match self {
+            AcceptError::Connection(ConnectionError::TransportError(error)) => {
+                error.code == quinn::TransportErrorCode::PROTOCOL_VIOLATION
+                    && error.reason == "authentication failed"
+            }
             AcceptError::Connection(ConnectionError::ConnectionClosed(close)) => {
                 close.error_code == quinn::TransportErrorCode::APPLICATION_ERROR
             }

@@ -445,8 +445,8 @@ impl Inner {
         let shared = &self.shared;
         let accepted = match handshake::accept(shared, incoming).await {
             Ok(accepted) => accepted,
-            Err((remote, error)) if error.abandoned_by_dialer() => {
-                tracing::debug!(%remote, %error, "the dialer abandoned its connection");
+            Err((remote, error)) if error.is_noise() => {
+                tracing::debug!(%remote, %error, "incoming attempt ended without a peer");
                 return;
             }
             Err((remote, error)) => {
