@@ -26,8 +26,9 @@ impl fmt::Display for ViewId {
     }
 }
 
-/// One membership view. Cheap to clone (shared).
-#[derive(Clone, Serialize, Deserialize)]
+/// One membership view. Cheap to clone (shared). Two views are equal if they have the same
+/// id and the same members (by uuid) in the same order.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct View {
     id: ViewId,
     members: Arc<[MemberId]>,

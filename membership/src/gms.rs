@@ -1,0 +1,655 @@
+//! [`Gms`]: the membership protocol as a sans-IO state machine.
+//!
+//! Inputs are method calls with the current time (`found_cluster`, `join`, `leave`,
+//! `handle_message`, `handle_timeout`); outputs are polled ([`Gms::poll_output`]: messages
+//! to send and events) together with the next deadline ([`Gms::poll_timeout`]). It never
+//! reads a clock, sleeps or does I/O, so the same code runs under tokio and in a
+//! deterministic simulation of a thousand members.
+//!
+//! ```text
+//! joiner ──JoinRequest──► coordinator: authenticate, version gate, name check
+//!                          │ batched for `batch_interval` with leaves and removals
+//!                          ▼
+//!          ◄──PrepareView── coordinator ──► every member of the next view (joiners too)
+//!          ──PrepareAck──►  (all acked, or `prepare_timeout`: silent members are left out
+//!                           and the next view is prepared again without them)
+//!          ◄──InstallView── coordinator ──► next view's members, and the members that left
+//! ```
+//!
+//! The coordinator is the view's oldest eligible member ([`View::coordinator`]). A
+//! coordinator that leaves installs the view without itself, so the next oldest takes
+//! over with no failure detection involved.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cohort_transport::{MemberId, View, ViewId};
+use uuid::Uuid;
+
+use crate::auth::{Authenticator, Credentials};
+use crate::messages::{GmsMessage, JoinRejection};
+
+/// Timing of the membership protocol. Every field documents its unit and default.
+#[derive(Clone, Debug)]
+pub struct GmsConfig {
+    /// How long the coordinator collects joins, leaves and removals into one view change.
+    /// Default 100 ms.
+    pub batch_interval: Duration,
+    /// How long the coordinator waits for every member to acknowledge a prepared view
+    /// before preparing it again without the silent ones. Default 2 s.
+    pub prepare_timeout: Duration,
+    /// How often a joiner repeats its request while unanswered. Default 1 s.
+    pub join_retry: Duration,
+    /// How long a joiner tries before giving up (Geode's join-timeout). Default 30 s.
+    pub join_timeout: Duration,
+    /// How long a leaving member waits for the view without it. Default 5 s.
+    pub leave_timeout: Duration,
+}
+
+impl Default for GmsConfig {
+    fn default() -> Self {
+        GmsConfig {
+            batch_interval: Duration::from_millis(100),
+            prepare_timeout: Duration::from_secs(2),
+            join_retry: Duration::from_secs(1),
+            join_timeout: Duration::from_secs(30),
+            leave_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Something the driver must do or report.
+#[derive(Clone, Debug)]
+pub enum Output {
+    /// Send `message` to each of `to` (Control priority).
+    Send {
+        /// Recipients; some may not be in the installed view yet (joiners) or any more
+        /// (members that left).
+        to: Vec<MemberId>,
+        /// The message.
+        message: GmsMessage,
+    },
+    /// Tell the application.
+    Event(MembershipEvent),
+}
+
+/// What happened to the membership, as this member saw it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum MembershipEvent {
+    /// A view was installed.
+    ViewInstalled {
+        /// The new view.
+        view: View,
+        /// Members new in it.
+        joined: Vec<MemberId>,
+        /// Members of the previous view that left gracefully.
+        left: Vec<MemberId>,
+        /// Members of the previous view that were removed as crashed.
+        crashed: Vec<MemberId>,
+    },
+    /// The coordinator refused this member's join.
+    JoinRejected(JoinRejection),
+    /// No answer to this member's join within the join timeout.
+    JoinTimedOut,
+    /// This member has left the cluster (its leave completed, or it stopped waiting).
+    Left,
+    /// A view without this member was installed although it did not ask to leave.
+    Removed,
+}
+
+#[derive(Debug)]
+enum Role {
+    /// Not started.
+    Idle,
+    Joining {
+        coordinator: MemberId,
+        credentials: Credentials,
+        retry_at: Instant,
+        deadline: Instant,
+    },
+    Member,
+    Leaving {
+        deadline: Instant,
+    },
+    /// Out of the cluster for good.
+    Gone,
+}
+
+/// A view change in progress on the coordinator.
+#[derive(Debug)]
+struct Round {
+    view: View,
+    waiting: HashSet<Uuid>,
+    deadline: Instant,
+    joiners: Vec<MemberId>,
+    leaving: Vec<MemberId>,
+    crashed: Vec<MemberId>,
+}
+
+/// One member's membership state. See the module docs.
+pub struct Gms {
+    me: MemberId,
+    config: GmsConfig,
+    authenticator: Arc<dyn Authenticator>,
+    role: Role,
+    view: Option<View>,
+    prepared: Option<View>,
+    pending_joins: Vec<MemberId>,
+    pending_leaves: Vec<MemberId>,
+    pending_removals: Vec<MemberId>,
+    batch_at: Option<Instant>,
+    round: Option<Round>,
+    outputs: VecDeque<Output>,
+}
+
+impl Gms {
+    /// The state of a member that has not started yet.
+    pub fn new(me: MemberId, config: GmsConfig, authenticator: Arc<dyn Authenticator>) -> Self {
+        Gms {
+            me,
+            config,
+            authenticator,
+            role: Role::Idle,
+            view: None,
+            prepared: None,
+            pending_joins: Vec::new(),
+            pending_leaves: Vec::new(),
+            pending_removals: Vec::new(),
+            batch_at: None,
+            round: None,
+            outputs: VecDeque::new(),
+        }
+    }
+
+    /// This member.
+    pub fn me(&self) -> &MemberId {
+        &self.me
+    }
+
+    /// The installed view, once there is one.
+    pub fn view(&self) -> Option<&View> {
+        self.view.as_ref()
+    }
+
+    /// The view prepared but not yet installed, if any.
+    pub fn prepared(&self) -> Option<&View> {
+        self.prepared.as_ref()
+    }
+
+    /// True while this member is in the cluster and its view's coordinator.
+    pub fn is_coordinator(&self) -> bool {
+        matches!(self.role, Role::Member)
+            && self
+                .view
+                .as_ref()
+                .and_then(View::coordinator)
+                .is_some_and(|c| c == &self.me)
+    }
+
+    /// True while this member is in an installed view.
+    pub fn is_member(&self) -> bool {
+        matches!(self.role, Role::Member | Role::Leaving { .. })
+    }
+
+    /// Starts a new cluster with this member alone in view 1 (no coordinator answered).
+    pub fn found_cluster(&mut self, _now: Instant) {
+        let me = self.me.clone().with_view_id(ViewId(1));
+        self.role = Role::Member;
+        self.install(View::new(ViewId(1), [me]), Vec::new(), Vec::new());
+    }
+
+    /// Asks `coordinator` to admit this member, repeating until answered or timed out.
+    pub fn join(&mut self, now: Instant, coordinator: MemberId, credentials: Credentials) {
+        self.send(
+            vec![coordinator.clone()],
+            GmsMessage::JoinRequest {
+                member: self.me.clone(),
+                credentials: credentials.clone(),
+            },
+        );
+        self.role = Role::Joining {
+            coordinator,
+            credentials,
+            retry_at: now + self.config.join_retry,
+            deadline: now + self.config.join_timeout,
+        };
+    }
+
+    /// Leaves the cluster gracefully. The coordinator installs the next view without
+    /// itself at once; any other member asks the coordinator.
+    pub fn leave(&mut self, now: Instant) {
+        if !matches!(self.role, Role::Member) {
+            return;
+        }
+        if self.is_coordinator() {
+            self.pending_leaves.push(self.me.clone());
+            self.batch_at = Some(now);
+            self.role = Role::Leaving {
+                deadline: now + self.config.leave_timeout,
+            };
+            self.handle_timeout(now);
+            return;
+        }
+        if let Some(coordinator) = self.view.as_ref().and_then(View::coordinator).cloned() {
+            self.send(
+                vec![coordinator],
+                GmsMessage::LeaveRequest {
+                    member: self.me.clone(),
+                },
+            );
+        }
+        self.role = Role::Leaving {
+            deadline: now + self.config.leave_timeout,
+        };
+    }
+
+    /// A message from `from` (as authenticated by the transport).
+    pub fn handle_message(&mut self, now: Instant, from: &MemberId, message: GmsMessage) {
+        match message {
+            GmsMessage::JoinRequest {
+                member,
+                credentials,
+            } => self.on_join_request(now, from, member, &credentials),
+            GmsMessage::JoinRejected { reason } => {
+                if let Role::Joining { coordinator, .. } = &self.role {
+                    if coordinator == from {
+                        self.role = Role::Gone;
+                        self.event(MembershipEvent::JoinRejected(reason));
+                    }
+                }
+            }
+            GmsMessage::LeaveRequest { member } => {
+                // A member can only ask for its own removal.
+                if &member == from && self.is_coordinator() && self.in_view(&member) {
+                    if !self.pending_leaves.contains(&member) {
+                        self.pending_leaves.push(member);
+                    }
+                    self.schedule(now);
+                }
+            }
+            GmsMessage::PrepareView { view } => {
+                if self.accepts_view_from(from, &view) {
+                    self.send(
+                        vec![from.clone()],
+                        GmsMessage::PrepareAck { view_id: view.id() },
+                    );
+                    self.prepared = Some(view);
+                }
+            }
+            GmsMessage::PrepareAck { view_id } => self.on_prepare_ack(now, from, view_id),
+            GmsMessage::InstallView {
+                view,
+                left,
+                crashed,
+            } => {
+                if self.accepts_view_from(from, &view) {
+                    self.install(view, left, crashed);
+                }
+            }
+        }
+    }
+
+    /// Time has passed: retries, timeouts, the end of a batching interval.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let coordinating = self.coordinating();
+        match &mut self.role {
+            Role::Joining {
+                coordinator,
+                credentials,
+                retry_at,
+                deadline,
+            } => {
+                if now >= *deadline {
+                    self.role = Role::Gone;
+                    self.event(MembershipEvent::JoinTimedOut);
+                    return;
+                }
+                if now >= *retry_at {
+                    *retry_at = now + self.config.join_retry;
+                    let (to, credentials) = (coordinator.clone(), credentials.clone());
+                    let member = self.me.clone();
+                    self.send(
+                        vec![to],
+                        GmsMessage::JoinRequest {
+                            member,
+                            credentials,
+                        },
+                    );
+                }
+                return;
+            }
+            Role::Leaving { deadline } if now >= *deadline && !coordinating => {
+                self.role = Role::Gone;
+                self.event(MembershipEvent::Left);
+                return;
+            }
+            _ => {}
+        }
+        if !self.coordinating() {
+            return;
+        }
+        if let Some(round) = &self.round {
+            if now >= round.deadline {
+                self.prepare_again_without_silent(now);
+            }
+            return;
+        }
+        if self.batch_at.is_some_and(|at| now >= at) {
+            self.batch_at = None;
+            self.start_round(now);
+        }
+    }
+
+    /// The next output to act on.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    /// When [`Gms::handle_timeout`] should next be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let role = match &self.role {
+            Role::Joining {
+                retry_at, deadline, ..
+            } => Some((*retry_at).min(*deadline)),
+            Role::Leaving { deadline } => Some(*deadline),
+            _ => None,
+        };
+        let round = self.round.as_ref().map(|r| r.deadline);
+        let batch = self.round.is_none().then_some(self.batch_at).flatten();
+        [role, round, batch].into_iter().flatten().min()
+    }
+
+    // ---- coordinator ----
+
+    /// True while this member runs view changes: the coordinator, including one that is
+    /// leaving and still has to install the view without itself.
+    fn coordinating(&self) -> bool {
+        let coordinator = self.view.as_ref().and_then(View::coordinator);
+        matches!(self.role, Role::Member | Role::Leaving { .. }) && coordinator == Some(&self.me)
+    }
+
+    fn on_join_request(
+        &mut self,
+        now: Instant,
+        from: &MemberId,
+        member: MemberId,
+        credentials: &Credentials,
+    ) {
+        // A member can only ask to admit itself, and only the coordinator admits.
+        if &member != from || !self.coordinating() || matches!(self.role, Role::Leaving { .. }) {
+            return;
+        }
+        let Some(view) = self.view.clone() else {
+            return;
+        };
+        if view.contains(&member) {
+            // Already admitted: its install was lost. Say it again.
+            self.send(
+                vec![member],
+                GmsMessage::InstallView {
+                    view,
+                    left: Vec::new(),
+                    crashed: Vec::new(),
+                },
+            );
+            return;
+        }
+        let in_round = self
+            .round
+            .as_ref()
+            .is_some_and(|r| r.joiners.contains(&member));
+        if in_round || self.pending_joins.contains(&member) {
+            // A retry of a join already on its way in.
+            return;
+        }
+        if let Some(reason) = self.refusal(&view, &member, credentials) {
+            tracing::info!(joiner = ?member, %reason, "join refused");
+            self.send(vec![member], GmsMessage::JoinRejected { reason });
+            return;
+        }
+        if !self.pending_joins.contains(&member) {
+            self.pending_joins.push(member);
+        }
+        self.schedule(now);
+    }
+
+    fn refusal(
+        &self,
+        view: &View,
+        member: &MemberId,
+        credentials: &Credentials,
+    ) -> Option<JoinRejection> {
+        if let Err(reason) = self.authenticator.authenticate(member, credentials) {
+            return Some(JoinRejection::Authentication(reason));
+        }
+        let newest = view.members().iter().map(MemberId::version).max();
+        if let Some(cluster) = newest.filter(|v| member.version() < *v) {
+            return Some(JoinRejection::VersionRefused {
+                joining: member.version(),
+                cluster,
+            });
+        }
+        let in_round = self.round.iter().flat_map(|r| &r.joiners);
+        let name_taken = view
+            .members()
+            .iter()
+            .chain(&self.pending_joins)
+            .chain(in_round)
+            .any(|m| m.name() == member.name() && m != member);
+        name_taken.then(|| JoinRejection::NameInUse(member.name().to_owned()))
+    }
+
+    fn schedule(&mut self, now: Instant) {
+        if self.batch_at.is_none() {
+            self.batch_at = Some(now + self.config.batch_interval);
+        }
+    }
+
+    fn start_round(&mut self, now: Instant) {
+        let Some(current) = self.view.clone() else {
+            return;
+        };
+        let leaving: Vec<MemberId> = take_in(&mut self.pending_leaves, &current);
+        let crashed: Vec<MemberId> = take_in(&mut self.pending_removals, &current);
+        let next_id = ViewId(current.id().0 + 1);
+        let joiners: Vec<MemberId> = std::mem::take(&mut self.pending_joins)
+            .into_iter()
+            .filter(|m| !current.contains(m))
+            .map(|m| m.with_view_id(next_id))
+            .collect();
+        if leaving.is_empty() && crashed.is_empty() && joiners.is_empty() {
+            return;
+        }
+        let out: HashSet<Uuid> = leaving.iter().chain(&crashed).map(MemberId::uuid).collect();
+        let members = current
+            .members()
+            .iter()
+            .filter(|m| !out.contains(&m.uuid()))
+            .cloned()
+            .chain(joiners.iter().cloned());
+        let view = View::new(next_id, members);
+        let waiting: HashSet<Uuid> = view
+            .members()
+            .iter()
+            .map(MemberId::uuid)
+            .filter(|u| *u != self.me.uuid())
+            .collect();
+        let recipients = others(&view, &self.me);
+        tracing::debug!(view = %view, joiners = joiners.len(), leaving = leaving.len(), crashed = crashed.len(), "preparing view");
+        self.round = Some(Round {
+            view: view.clone(),
+            waiting,
+            deadline: now + self.config.prepare_timeout,
+            joiners,
+            leaving,
+            crashed,
+        });
+        if recipients.is_empty() {
+            self.complete_round(now);
+        } else {
+            self.prepared = Some(view.clone());
+            self.send(recipients, GmsMessage::PrepareView { view });
+        }
+    }
+
+    fn on_prepare_ack(&mut self, now: Instant, from: &MemberId, view_id: ViewId) {
+        let Some(round) = &mut self.round else {
+            return;
+        };
+        if round.view.id() != view_id {
+            return;
+        }
+        round.waiting.remove(&from.uuid());
+        if round.waiting.is_empty() {
+            self.complete_round(now);
+        }
+    }
+
+    fn complete_round(&mut self, now: Instant) {
+        let Some(round) = self.round.take() else {
+            return;
+        };
+        let mut recipients = others(&round.view, &self.me);
+        // The members that left learn that they are out.
+        recipients.extend(round.leaving.iter().filter(|m| **m != self.me).cloned());
+        self.send(
+            recipients,
+            GmsMessage::InstallView {
+                view: round.view.clone(),
+                left: round.leaving.clone(),
+                crashed: round.crashed.clone(),
+            },
+        );
+        self.install(round.view, round.leaving, round.crashed);
+        let more = !self.pending_joins.is_empty()
+            || !self.pending_leaves.is_empty()
+            || !self.pending_removals.is_empty();
+        if more && self.coordinating() {
+            self.schedule(now);
+        }
+    }
+
+    /// Members that did not acknowledge in time are left out (as crashed; a joiner that
+    /// did not acknowledge simply is not admitted and may try again), and the view is
+    /// prepared again without them.
+    fn prepare_again_without_silent(&mut self, now: Instant) {
+        let Some(round) = self.round.take() else {
+            return;
+        };
+        let silent = round.waiting;
+        tracing::warn!(view = %round.view, silent = silent.len(), "members did not acknowledge the prepared view");
+        let current = self.view.clone();
+        for member in round.view.members() {
+            let existing = current.as_ref().is_some_and(|v| v.contains(member));
+            if silent.contains(&member.uuid())
+                && existing
+                && !self.pending_removals.contains(member)
+            {
+                self.pending_removals.push(member.clone());
+            }
+        }
+        self.pending_joins.extend(
+            round
+                .joiners
+                .into_iter()
+                .filter(|j| !silent.contains(&j.uuid())),
+        );
+        self.pending_leaves.extend(round.leaving);
+        self.pending_removals.extend(round.crashed);
+        self.start_round(now);
+    }
+
+    // ---- every member ----
+
+    fn in_view(&self, member: &MemberId) -> bool {
+        self.view.as_ref().is_some_and(|v| v.contains(member))
+    }
+
+    /// A proposed or installed view is taken from the coordinator of the current view, or
+    /// from the coordinator of the proposed view itself; while joining, from anyone whose
+    /// view includes this member. Older views are ignored.
+    fn accepts_view_from(&self, from: &MemberId, view: &View) -> bool {
+        let newer = self.view.as_ref().is_none_or(|v| view.id() > v.id());
+        let trusted = match &self.view {
+            Some(current) => {
+                current.coordinator() == Some(from) || view.coordinator() == Some(from)
+            }
+            None => matches!(self.role, Role::Joining { .. }) && view.contains(&self.me),
+        };
+        newer && trusted && !matches!(self.role, Role::Gone | Role::Idle)
+    }
+
+    fn install(&mut self, view: View, left: Vec<MemberId>, crashed: Vec<MemberId>) {
+        let before: HashSet<Uuid> = self
+            .view
+            .iter()
+            .flat_map(|v| v.members().iter().map(MemberId::uuid))
+            .collect();
+        let joined: Vec<MemberId> = view
+            .members()
+            .iter()
+            .filter(|m| !before.contains(&m.uuid()))
+            .cloned()
+            .collect();
+        let included = view.contains(&self.me);
+        self.view = Some(view.clone());
+        self.prepared = None;
+        self.event(MembershipEvent::ViewInstalled {
+            view,
+            joined,
+            left,
+            crashed,
+        });
+        match (&self.role, included) {
+            (Role::Joining { .. }, true) => self.role = Role::Member,
+            (Role::Leaving { .. }, false) => {
+                self.role = Role::Gone;
+                self.event(MembershipEvent::Left);
+            }
+            (Role::Member, false) => {
+                self.role = Role::Gone;
+                self.event(MembershipEvent::Removed);
+            }
+            _ => {}
+        }
+    }
+
+    fn send(&mut self, to: Vec<MemberId>, message: GmsMessage) {
+        if !to.is_empty() {
+            self.outputs.push_back(Output::Send { to, message });
+        }
+    }
+
+    fn event(&mut self, event: MembershipEvent) {
+        self.outputs.push_back(Output::Event(event));
+    }
+}
+
+impl std::fmt::Debug for Gms {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gms")
+            .field("me", &self.me)
+            .field("role", &self.role)
+            .field("view", &self.view.as_ref().map(View::id))
+            .finish()
+    }
+}
+
+/// Every member of `view` but `me`.
+fn others(view: &View, me: &MemberId) -> Vec<MemberId> {
+    view.members()
+        .iter()
+        .filter(|m| *m != me)
+        .cloned()
+        .collect()
+}
+
+/// Removes and returns the entries of `pending` that are in `view`.
+fn take_in(pending: &mut Vec<MemberId>, view: &View) -> Vec<MemberId> {
+    let (inside, _outside): (Vec<_>, Vec<_>) = std::mem::take(pending)
+        .into_iter()
+        .partition(|m| view.contains(m));
+    inside
+}

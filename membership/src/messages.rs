@@ -1,0 +1,73 @@
+//! The membership protocol's messages. They travel on the Control priority under one stable
+//! tag; the variant order of [`GmsMessage`] and [`JoinRejection`] is part of the wire format
+//! (postcard encodes the variant index): append, never reorder.
+
+use cohort_transport::{MemberId, Message, ProtocolVersion, Tag, View, ViewId};
+use serde::{Deserialize, Serialize};
+
+use crate::auth::Credentials;
+
+/// A membership protocol message.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum GmsMessage {
+    /// A joiner asks the coordinator to admit it.
+    JoinRequest {
+        /// The joiner.
+        member: MemberId,
+        /// Its credentials, for the coordinator's authenticator.
+        credentials: Credentials,
+    },
+    /// The coordinator refuses a joiner.
+    JoinRejected {
+        /// Why.
+        reason: JoinRejection,
+    },
+    /// A member asks the coordinator to remove it gracefully.
+    LeaveRequest {
+        /// The leaving member.
+        member: MemberId,
+    },
+    /// Phase one: the coordinator proposes the next view.
+    PrepareView {
+        /// The proposed view.
+        view: View,
+    },
+    /// A member has recorded the proposed view.
+    PrepareAck {
+        /// The proposed view's id.
+        view_id: ViewId,
+    },
+    /// Phase two: the coordinator installs the view.
+    InstallView {
+        /// The view to install.
+        view: View,
+        /// Members of the previous view that left gracefully.
+        left: Vec<MemberId>,
+        /// Members of the previous view that were removed as crashed.
+        crashed: Vec<MemberId>,
+    },
+}
+
+impl Message for GmsMessage {
+    const TAG: Tag = Tag(0x0100);
+}
+
+/// Why a joiner was refused.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[non_exhaustive]
+pub enum JoinRejection {
+    /// The authenticator refused the credentials.
+    #[error("authentication failed: {0}")]
+    Authentication(String),
+    /// A newer version has joined the cluster; older members may no longer join.
+    #[error("version {joining} may not join: the cluster has members of version {cluster}")]
+    VersionRefused {
+        /// The joiner's version.
+        joining: ProtocolVersion,
+        /// The newest version in the cluster.
+        cluster: ProtocolVersion,
+    },
+    /// Another member of the view already uses this name.
+    #[error("the name {0:?} is already in use in the cluster")]
+    NameInUse(String),
+}

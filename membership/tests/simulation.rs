@@ -1,0 +1,496 @@
+//! The membership protocol alone, in virtual time: members exchange `GmsMessage`s through
+//! a simulated network with seeded latency, and invariants are checked at every step.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cohort_membership::{
+    AllowAll, Authenticator, Credentials, Gms, GmsConfig, GmsMessage, JoinRejection,
+    MembershipEvent, Output, SharedSecret,
+};
+use cohort_transport::{MemberId, MemberKind, ProtocolVersion, ViewId};
+use uuid::Uuid;
+
+struct Sim {
+    start: Instant,
+    now: Duration,
+    members: Vec<Gms>,
+    index: HashMap<Uuid, usize>,
+    dead: Vec<bool>,
+    messages: BinaryHeap<Reverse<(Duration, u64)>>,
+    in_flight: HashMap<u64, (MemberId, usize, GmsMessage)>,
+    timers: BinaryHeap<Reverse<(Duration, usize)>>,
+    seq: u64,
+    rng: u64,
+    /// Members of each view id, as the first member to install it saw it.
+    views: HashMap<ViewId, Vec<Uuid>>,
+    last_view: Vec<ViewId>,
+    /// For each member that is out, the first view without it.
+    removed_in: HashMap<Uuid, ViewId>,
+    events: Vec<(usize, MembershipEvent)>,
+    messages_sent: u64,
+    views_installed: u64,
+}
+
+impl Sim {
+    fn new(seed: u64) -> Self {
+        Sim {
+            start: Instant::now(),
+            now: Duration::ZERO,
+            members: Vec::new(),
+            index: HashMap::new(),
+            dead: Vec::new(),
+            messages: BinaryHeap::new(),
+            in_flight: HashMap::new(),
+            timers: BinaryHeap::new(),
+            seq: 0,
+            rng: seed | 1,
+            views: HashMap::new(),
+            last_view: Vec::new(),
+            removed_in: HashMap::new(),
+            events: Vec::new(),
+            messages_sent: 0,
+            views_installed: 0,
+        }
+    }
+
+    fn at(&self) -> Instant {
+        self.start + self.now
+    }
+
+    fn add(&mut self, name: &str, kind: MemberKind, auth: Arc<dyn Authenticator>) -> usize {
+        let i = self.members.len();
+        let address = SocketAddr::from(([127, 0, 0, 1], 10_000 + i as u16));
+        // Identities derived from the seed and index, so a seed repeats exactly.
+        let uuid = Uuid::from_u64_pair(self.rng, i as u64);
+        let me = MemberId::new(name, address, kind).with_uuid(uuid);
+        self.index.insert(me.uuid(), i);
+        self.members.push(Gms::new(me, GmsConfig::default(), auth));
+        self.dead.push(false);
+        self.last_view.push(ViewId(0));
+        i
+    }
+
+    fn id(&self, i: usize) -> MemberId {
+        self.members[i].me().clone()
+    }
+
+    fn latency(&mut self) -> Duration {
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        Duration::from_micros(200 + self.rng % 2000)
+    }
+
+    /// Acts on member `i`'s outputs and re-arms its timer.
+    fn drain(&mut self, i: usize) {
+        while let Some(output) = self.members[i].poll_output() {
+            match output {
+                Output::Send { to, message } => {
+                    for recipient in to {
+                        let Some(&j) = self.index.get(&recipient.uuid()) else {
+                            continue;
+                        };
+                        self.messages_sent += 1;
+                        let at = self.now + self.latency();
+                        self.seq += 1;
+                        self.messages.push(Reverse((at, self.seq)));
+                        self.in_flight
+                            .insert(self.seq, (self.id(i), j, message.clone()));
+                    }
+                }
+                Output::Event(event) => self.check(i, event),
+            }
+        }
+        if let Some(at) = self.members[i].poll_timeout() {
+            self.timers.push(Reverse((at - self.start, i)));
+        }
+    }
+
+    fn check(&mut self, i: usize, event: MembershipEvent) {
+        if let MembershipEvent::ViewInstalled { view, .. } = &event {
+            self.views_installed += 1;
+            let uuids: Vec<Uuid> = view.members().iter().map(MemberId::uuid).collect();
+            let first = self.views.entry(view.id()).or_insert_with(|| uuids.clone());
+            assert_eq!(
+                first,
+                &uuids,
+                "every member installing view {} agrees on it",
+                view.id()
+            );
+            assert!(
+                view.id() > self.last_view[i],
+                "view ids only grow at member {i}"
+            );
+            self.last_view[i] = view.id();
+            for member in view.members() {
+                if let Some(out) = self.removed_in.get(&member.uuid()) {
+                    assert!(
+                        view.id() < *out,
+                        "{member:?} appears in view {} after leaving in view {out}",
+                        view.id()
+                    );
+                }
+            }
+        }
+        if matches!(event, MembershipEvent::Left | MembershipEvent::Removed) {
+            let out = self.members[i].view().map_or(ViewId(0), |v| v.id());
+            self.removed_in.insert(self.members[i].me().uuid(), out);
+        }
+        self.events.push((i, event));
+    }
+
+    /// Runs one event (a delivery or a timer); false when nothing is left to do.
+    fn step(&mut self) -> bool {
+        let next_message = self.messages.peek().map(|Reverse((at, _))| *at);
+        let next_timer = self.timers.peek().map(|Reverse((at, _))| *at);
+        let deliver = match (next_message, next_timer) {
+            (None, None) => return false,
+            (Some(m), Some(t)) => m <= t,
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+        };
+        match deliver {
+            true => {
+                let Some(Reverse((at, seq))) = self.messages.pop() else {
+                    return false;
+                };
+                self.now = self.now.max(at);
+                let Some((from, to, message)) = self.in_flight.remove(&seq) else {
+                    return true;
+                };
+                if !self.dead[to] {
+                    let now = self.at();
+                    self.members[to].handle_message(now, &from, message);
+                    self.drain(to);
+                }
+                true
+            }
+            false => {
+                let Some(Reverse((at, i))) = self.timers.pop() else {
+                    return false;
+                };
+                // A timer is stale if the member has since moved its deadline.
+                let current = self.members[i].poll_timeout().map(|t| t - self.start);
+                if current != Some(at) || self.dead[i] {
+                    return true;
+                }
+                self.now = self.now.max(at);
+                let now = self.at();
+                self.members[i].handle_timeout(now);
+                self.drain(i);
+                true
+            }
+        }
+    }
+
+    /// Steps until `done` holds, failing after `limit` of virtual time.
+    fn run_until(&mut self, what: &str, limit: Duration, mut done: impl FnMut(&Sim) -> bool) {
+        let deadline = self.now + limit;
+        while !done(self) {
+            assert!(self.step(), "nothing left to do before {what}");
+            assert!(
+                self.now <= deadline,
+                "{what} did not happen within {limit:?} of virtual time"
+            );
+        }
+    }
+
+    fn founder(&mut self, i: usize) {
+        let now = self.at();
+        self.members[i].found_cluster(now);
+        self.drain(i);
+    }
+
+    fn join(&mut self, i: usize, coordinator: usize, credentials: Credentials) {
+        let (now, to) = (self.at(), self.id(coordinator));
+        self.members[i].join(now, to, credentials);
+        self.drain(i);
+    }
+
+    fn leave(&mut self, i: usize) {
+        let now = self.at();
+        self.members[i].leave(now);
+        self.drain(i);
+    }
+
+    fn coordinator(&self) -> usize {
+        let view = (0..self.members.len())
+            .filter(|i| !self.dead[*i] && self.members[*i].is_member())
+            .filter_map(|i| self.members[i].view())
+            .max_by_key(|v| v.id())
+            .expect("a view");
+        self.index[&view.coordinator().expect("a coordinator").uuid()]
+    }
+
+    fn events_of(&self, i: usize) -> impl Iterator<Item = &MembershipEvent> {
+        self.events
+            .iter()
+            .filter(move |(j, _)| *j == i)
+            .map(|(_, e)| e)
+    }
+}
+
+#[test]
+fn a_thousand_members_join_and_leave_in_batches_with_every_invariant_held() {
+    let mut sim = Sim::new(42);
+    let allow: Arc<dyn Authenticator> = Arc::new(AllowAll);
+    let founder = sim.add("m0", MemberKind::Member, allow.clone());
+    sim.founder(founder);
+    const BATCH: usize = 100;
+    const TOTAL: usize = 1000;
+    let mut formation_views = 0;
+    while sim.members.len() < TOTAL {
+        let coordinator = sim.coordinator();
+        let first = sim.members.len();
+        let batch: Vec<usize> = (first..(first + BATCH).min(TOTAL))
+            .map(|k| sim.add(&format!("m{k}"), MemberKind::Member, allow.clone()))
+            .collect();
+        let before = sim.views.len();
+        for &i in &batch {
+            sim.join(i, coordinator, Credentials::default());
+        }
+        sim.run_until("the batch joins", Duration::from_secs(60), |s| {
+            batch.iter().all(|i| s.members[*i].is_member())
+        });
+        formation_views += sim.views.len() - before;
+    }
+    let size = sim.members.len();
+    assert!(size >= TOTAL);
+    // Let the last installs reach everyone, then every member holds the same view.
+    sim.run_until(
+        "every member has the full view",
+        Duration::from_secs(10),
+        |s| {
+            s.members
+                .iter()
+                .all(|m| m.view().is_some_and(|v| v.len() == size))
+        },
+    );
+    let ids: std::collections::HashSet<ViewId> = sim
+        .members
+        .iter()
+        .filter_map(|m| m.view().map(|v| v.id()))
+        .collect();
+    assert_eq!(ids.len(), 1, "one view everywhere");
+    println!(
+        "formed {size} members: {formation_views} views, {:.1} messages per member, {:?} virtual",
+        sim.messages_sent as f64 / size as f64,
+        sim.now
+    );
+
+    // Leave in batches, never the coordinator of the moment.
+    let mut present: Vec<usize> = (0..size).collect();
+    while present.len() > BATCH {
+        let coordinator = sim.coordinator();
+        let leaving: Vec<usize> = present
+            .iter()
+            .copied()
+            .filter(|i| *i != coordinator)
+            .take(BATCH)
+            .collect();
+        for &i in &leaving {
+            sim.leave(i);
+        }
+        sim.run_until("the batch leaves", Duration::from_secs(60), |s| {
+            leaving.iter().all(|i| !s.members[*i].is_member())
+        });
+        present.retain(|i| !leaving.contains(i));
+        for &i in &leaving {
+            assert!(
+                sim.events_of(i).any(|e| *e == MembershipEvent::Left),
+                "member {i} left gracefully"
+            );
+        }
+    }
+    sim.run_until("the rest agree", Duration::from_secs(10), |s| {
+        present.iter().all(|i| {
+            s.members[*i]
+                .view()
+                .is_some_and(|v| v.len() == present.len())
+        })
+    });
+    println!(
+        "{} views installed in all, {} messages",
+        sim.views.len(),
+        sim.messages_sent
+    );
+}
+
+#[test]
+fn the_coordinator_leaves_and_the_next_oldest_takes_over() {
+    let mut sim = Sim::new(7);
+    let allow: Arc<dyn Authenticator> = Arc::new(AllowAll);
+    let members: Vec<usize> = (0..5)
+        .map(|i| sim.add(&format!("m{i}"), MemberKind::Member, allow.clone()))
+        .collect();
+    sim.founder(members[0]);
+    for &i in &members[1..] {
+        sim.join(i, members[0], Credentials::default());
+    }
+    sim.run_until("all join", Duration::from_secs(30), |s| {
+        members.iter().all(|i| s.members[*i].is_member())
+    });
+    let elder_before = sim.members[members[1]]
+        .view()
+        .and_then(|v| v.elder().cloned());
+    assert_eq!(
+        elder_before,
+        Some(sim.id(members[0])),
+        "the oldest is the elder"
+    );
+    sim.leave(members[0]);
+    sim.run_until("the coordinator is out", Duration::from_secs(30), |s| {
+        !s.members[members[0]].is_member()
+            && members[1..]
+                .iter()
+                .all(|i| s.members[*i].view().is_some_and(|v| v.len() == 4))
+    });
+    let view = sim.members[members[2]].view().expect("view").clone();
+    assert_eq!(
+        view.coordinator(),
+        Some(&sim.id(members[1])),
+        "the next oldest coordinates"
+    );
+    assert_eq!(view.elder(), Some(&sim.id(members[1])), "and is the elder");
+    assert!(
+        sim.events_of(members[0])
+            .any(|e| *e == MembershipEvent::Left)
+    );
+    // The new coordinator admits the next joiner.
+    let late = sim.add("late", MemberKind::Member, allow);
+    sim.join(late, members[1], Credentials::default());
+    sim.run_until("the late member joins", Duration::from_secs(30), |s| {
+        s.members[late].is_member()
+    });
+}
+
+#[test]
+fn wrong_credentials_older_versions_and_taken_names_are_refused_with_reasons() {
+    let mut sim = Sim::new(9);
+    let auth: Arc<dyn Authenticator> = Arc::new(SharedSecret::secret("s3cret"));
+    let coordinator = sim.add("c", MemberKind::Locator, auth.clone());
+    sim.founder(coordinator);
+    let good = Credentials::default().with(SharedSecret::SECRET, "s3cret");
+    let bad = sim.add("intruder", MemberKind::Member, auth.clone());
+    sim.join(
+        bad,
+        coordinator,
+        Credentials::default().with(SharedSecret::SECRET, "guess"),
+    );
+    let dup = sim.add("c", MemberKind::Member, auth.clone());
+    sim.join(dup, coordinator, good.clone());
+    sim.run_until("both refused", Duration::from_secs(30), |s| {
+        [bad, dup].iter().all(|i| {
+            s.events_of(*i)
+                .any(|e| matches!(e, MembershipEvent::JoinRejected(_)))
+        })
+    });
+    assert_eq!(
+        rejection(&sim, bad),
+        Some(JoinRejection::Authentication(
+            "the shared secret does not match".into()
+        ))
+    );
+    assert_eq!(
+        rejection(&sim, dup),
+        Some(JoinRejection::NameInUse("c".into()))
+    );
+
+    // Version gating: once a newer member is in, an older one is refused, both versions named.
+    let newer = sim.add("newer", MemberKind::Member, auth.clone());
+    let newer_id = sim.members[newer]
+        .me()
+        .clone()
+        .with_version(ProtocolVersion(3));
+    sim.members[newer] = Gms::new(newer_id, GmsConfig::default(), auth.clone());
+    sim.index.insert(sim.members[newer].me().uuid(), newer);
+    sim.join(newer, coordinator, good.clone());
+    sim.run_until("the newer member joins", Duration::from_secs(30), |s| {
+        s.members[newer].is_member()
+    });
+    let old = sim.add("old", MemberKind::Member, auth);
+    sim.join(old, coordinator, good);
+    sim.run_until(
+        "the older member is refused",
+        Duration::from_secs(30),
+        |s| {
+            s.events_of(old)
+                .any(|e| matches!(e, MembershipEvent::JoinRejected(_)))
+        },
+    );
+    assert_eq!(
+        rejection(&sim, old),
+        Some(JoinRejection::VersionRefused {
+            joining: ProtocolVersion(2),
+            cluster: ProtocolVersion(3)
+        })
+    );
+    assert!(
+        sim.views
+            .values()
+            .all(|members| !members.contains(&sim.members[bad].me().uuid()))
+    );
+    assert!(
+        sim.views
+            .values()
+            .all(|members| !members.contains(&sim.members[old].me().uuid()))
+    );
+}
+
+#[test]
+fn a_member_that_never_acknowledges_is_left_out_of_a_prepared_view_again() {
+    let mut sim = Sim::new(3);
+    let allow: Arc<dyn Authenticator> = Arc::new(AllowAll);
+    let members: Vec<usize> = (0..4)
+        .map(|i| sim.add(&format!("m{i}"), MemberKind::Member, allow.clone()))
+        .collect();
+    sim.founder(members[0]);
+    for &i in &members[1..] {
+        sim.join(i, members[0], Credentials::default());
+    }
+    sim.run_until("all join", Duration::from_secs(30), |s| {
+        members.iter().all(|i| s.members[*i].is_member())
+    });
+    // m3 dies silently; then a new member joins, so a view change needs m3's ack.
+    sim.dead[members[3]] = true;
+    let joiner = sim.add("joiner", MemberKind::Member, allow);
+    sim.join(joiner, members[0], Credentials::default());
+    sim.run_until(
+        "the joiner is admitted without the dead member",
+        Duration::from_secs(30),
+        |s| s.members[joiner].is_member(),
+    );
+    let live = [members[0], members[1], members[2], joiner];
+    sim.run_until(
+        "every live member installs it",
+        Duration::from_secs(30),
+        |s| {
+            live.iter().all(|i| {
+                s.members[*i]
+                    .view()
+                    .is_some_and(|v| v.contains(s.members[joiner].me()))
+            })
+        },
+    );
+    let view = sim.members[members[0]].view().expect("view").clone();
+    assert!(
+        !view.contains(&sim.id(members[3])),
+        "the silent member was left out"
+    );
+    assert!(view.contains(&sim.id(joiner)));
+    let crashed = sim.events_of(members[1]).any(|e| {
+        matches!(e, MembershipEvent::ViewInstalled { crashed, .. } if crashed.contains(&sim.id(members[3])))
+    });
+    assert!(crashed, "members learn it was removed as crashed");
+}
+
+fn rejection(sim: &Sim, i: usize) -> Option<JoinRejection> {
+    sim.events_of(i).find_map(|e| match e {
+        MembershipEvent::JoinRejected(r) => Some(r.clone()),
+        _ => None,
+    })
+}
