@@ -262,7 +262,7 @@ impl Gms {
             }
             GmsMessage::LeaveRequest { member } => {
                 // A member can only ask for its own removal.
-                if &member == from && self.is_coordinator() && self.in_view(&member) {
+                if &member == from && self.coordinating() && self.in_view(&member) {
                     if !self.pending_leaves.contains(&member) {
                         self.pending_leaves.push(member);
                     }
@@ -279,6 +279,30 @@ impl Gms {
                 }
             }
             GmsMessage::PrepareAck { view_id } => self.on_prepare_ack(now, from, view_id),
+            GmsMessage::NotCoordinator { coordinator } => {
+                // Only the member this joiner asked may redirect it.
+                if let Role::Joining {
+                    coordinator: asked,
+                    credentials,
+                    retry_at,
+                    ..
+                } = &mut self.role
+                    && asked == from
+                    && coordinator != self.me
+                {
+                    *asked = coordinator.clone();
+                    *retry_at = now + self.config.join_retry;
+                    let credentials = credentials.clone();
+                    let member = self.me.clone();
+                    self.send(
+                        vec![coordinator],
+                        GmsMessage::JoinRequest {
+                            member,
+                            credentials,
+                        },
+                    );
+                }
+            }
             GmsMessage::InstallView {
                 view,
                 left,
@@ -349,15 +373,19 @@ impl Gms {
 
     /// When [`Gms::handle_timeout`] should next be called.
     pub fn poll_timeout(&self) -> Option<Instant> {
+        let coordinating = self.coordinating();
         let role = match &self.role {
             Role::Joining {
                 retry_at, deadline, ..
             } => Some((*retry_at).min(*deadline)),
-            Role::Leaving { deadline } => Some(*deadline),
+            // A leaving coordinator finishes its round first; the round has its own deadline.
+            Role::Leaving { deadline } if !coordinating => Some(*deadline),
             _ => None,
         };
         let round = self.round.as_ref().map(|r| r.deadline);
-        let batch = self.round.is_none().then_some(self.batch_at).flatten();
+        let batch = self
+            .batch_at
+            .filter(|_| coordinating && self.round.is_none());
         [role, round, batch].into_iter().flatten().min()
     }
 
@@ -377,8 +405,16 @@ impl Gms {
         member: MemberId,
         credentials: &Credentials,
     ) {
-        // A member can only ask to admit itself, and only the coordinator admits.
-        if &member != from || !self.coordinating() || matches!(self.role, Role::Leaving { .. }) {
+        // A member can only ask to admit itself, and only the coordinator admits; others
+        // point the joiner to the coordinator they know.
+        if &member != from {
+            return;
+        }
+        if !self.coordinating() || matches!(self.role, Role::Leaving { .. }) {
+            let coordinator = self.view.as_ref().and_then(View::coordinator).cloned();
+            if let Some(coordinator) = coordinator.filter(|c| *c != self.me) {
+                self.send(vec![member], GmsMessage::NotCoordinator { coordinator });
+            }
             return;
         }
         let Some(view) = self.view.clone() else {
@@ -512,8 +548,16 @@ impl Gms {
             return;
         };
         let mut recipients = others(&round.view, &self.me);
-        // The members that left learn that they are out.
-        recipients.extend(round.leaving.iter().filter(|m| **m != self.me).cloned());
+        // The members that left learn that they are out, and so do the ones removed as
+        // crashed (one that was only slow must learn it is out, to rejoin).
+        recipients.extend(
+            round
+                .leaving
+                .iter()
+                .chain(&round.crashed)
+                .filter(|m| **m != self.me)
+                .cloned(),
+        );
         self.send(
             recipients,
             GmsMessage::InstallView {
@@ -568,15 +612,23 @@ impl Gms {
     }
 
     /// A proposed or installed view is taken from the coordinator of the current view, or
-    /// from the coordinator of the proposed view itself; while joining, from anyone whose
-    /// view includes this member. Older views are ignored.
+    /// from its successor: a member of the current view that coordinates the proposed view
+    /// from which the current coordinator is gone. A joiner takes one only from the
+    /// coordinator it asked. Older views are ignored.
     fn accepts_view_from(&self, from: &MemberId, view: &View) -> bool {
         let newer = self.view.as_ref().is_none_or(|v| view.id() > v.id());
-        let trusted = match &self.view {
-            Some(current) => {
-                current.coordinator() == Some(from) || view.coordinator() == Some(from)
+        let trusted = match (&self.view, &self.role) {
+            (Some(current), _) => {
+                let coordinator = current.coordinator();
+                coordinator == Some(from)
+                    || (current.contains(from)
+                        && view.coordinator() == Some(from)
+                        && coordinator.is_some_and(|c| !view.contains(c)))
             }
-            None => matches!(self.role, Role::Joining { .. }) && view.contains(&self.me),
+            (None, Role::Joining { coordinator, .. }) => {
+                coordinator == from && view.contains(&self.me)
+            }
+            (None, _) => false,
         };
         newer && trusted && !matches!(self.role, Role::Gone | Role::Idle)
     }
@@ -594,7 +646,11 @@ impl Gms {
             .cloned()
             .collect();
         let included = view.contains(&self.me);
+        let was_coordinating = self.coordinating();
         self.view = Some(view.clone());
+        if was_coordinating && !self.coordinating() {
+            self.hand_over(&view);
+        }
         self.prepared = None;
         self.event(MembershipEvent::ViewInstalled {
             view,
@@ -613,6 +669,23 @@ impl Gms {
                 self.event(MembershipEvent::Removed);
             }
             _ => {}
+        }
+    }
+
+    /// This member stopped coordinating (a locator joined and is preferred, or it left):
+    /// joiners still waiting are pointed to the new coordinator; leaves and removals it had
+    /// collected are dropped (members still in the view repeat a leave when it times out,
+    /// and failure detection finds crashed ones again).
+    fn hand_over(&mut self, view: &View) {
+        self.batch_at = None;
+        self.pending_leaves.clear();
+        self.pending_removals.clear();
+        let joiners = std::mem::take(&mut self.pending_joins);
+        if let Some(coordinator) = view.coordinator().cloned().filter(|c| *c != self.me) {
+            for joiner in joiners.into_iter().filter(|j| !view.contains(j)) {
+                let coordinator = coordinator.clone();
+                self.send(vec![joiner], GmsMessage::NotCoordinator { coordinator });
+            }
         }
     }
 

@@ -46,6 +46,11 @@ pub enum GmsMessage {
         /// Members of the previous view that were removed as crashed.
         crashed: Vec<MemberId>,
     },
+    /// The recipient of a join request is not the coordinator; ask this member instead.
+    NotCoordinator {
+        /// The coordinator of the answering member's view.
+        coordinator: MemberId,
+    },
 }
 
 impl Message for GmsMessage {

@@ -494,3 +494,41 @@ fn rejection(sim: &Sim, i: usize) -> Option<JoinRejection> {
         _ => None,
     })
 }
+
+#[test]
+fn a_locator_joining_takes_over_and_a_pending_joiner_is_redirected_to_it() {
+    let mut sim = Sim::new(5);
+    let allow: Arc<dyn Authenticator> = Arc::new(AllowAll);
+    let first = sim.add("first", MemberKind::Member, allow.clone());
+    let locator = sim.add("locator", MemberKind::Locator, allow.clone());
+    let joiner = sim.add("joiner", MemberKind::Member, allow);
+    sim.founder(first);
+    sim.join(locator, first, Credentials::default());
+    // The joiner asks while the locator's admission is being prepared.
+    sim.run_until(
+        "the locator's view is prepared",
+        Duration::from_secs(30),
+        |s| s.members[locator].prepared().is_some(),
+    );
+    sim.join(joiner, first, Credentials::default());
+    sim.run_until(
+        "the joiner is admitted by the locator",
+        Duration::from_secs(30),
+        |s| s.members[joiner].is_member(),
+    );
+    let view = sim.members[joiner].view().expect("view").clone();
+    assert_eq!(
+        view.coordinator(),
+        Some(&sim.id(locator)),
+        "the oldest locator coordinates"
+    );
+    assert_eq!(view.len(), 3);
+    // Nobody is left with a deadline in the past (a driver would spin on it).
+    let now = sim.at();
+    for gms in &sim.members {
+        assert!(
+            gms.poll_timeout().is_none_or(|t| t > now),
+            "{gms:?} has a stale deadline"
+        );
+    }
+}
