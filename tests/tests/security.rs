@@ -345,3 +345,45 @@ async fn with_identification_on_certificates_must_name_the_claimed_address() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+/// A peer whose Hello claims to have delivered messages this member never sent would make
+/// it forget unacknowledged messages: the connection is closed instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hello_claiming_undelivered_messages_is_a_protocol_violation() {
+    init_tracing();
+    let ca = TestCa::new();
+    let a = spawn_member(&ca, "a");
+    install_view(1, &[&a]);
+    let mut events = a.events();
+    let rogue = raw_client(ca.certificate_pem(), Some(&ca.issue("rogue")));
+    let conn = rogue
+        .connect(a.local_addr(), "127.0.0.1")
+        .expect("connect")
+        .await
+        .expect("TLS");
+    let (mut control, _recv) = conn.open_bi().await.expect("control stream");
+    let hello = wire::encode_hello(&Hello {
+        member: MemberId::new(
+            "rogue",
+            rogue.local_addr().expect("addr"),
+            MemberKind::Member,
+        ),
+        delivered: [0, 0, 5, 0],
+    })
+    .expect("encode");
+    control.write_all(&hello).await.expect("send Hello");
+    let closed = within("a closes the connection", PATIENCE, conn.closed()).await;
+    assert!(
+        matches!(&closed, quinn::ConnectionError::ApplicationClosed(c)
+            if CloseCode::from_value(c.error_code.into_inner()) == Some(CloseCode::ProtocolViolation)),
+        "{closed}"
+    );
+    let reason = next_event(&mut events, "the violation is reported", |e| match e {
+        TransportEvent::ProtocolViolation { reason, .. } => Some(reason),
+        _ => None,
+    })
+    .await;
+    assert!(reason.contains("beyond what was sent"), "{reason}");
+    rogue.close(0u32.into(), b"done");
+    a.shutdown().await;
+}

@@ -414,10 +414,17 @@ impl QuicMessenger {
 }
 
 impl Inner {
-    fn peer_for(self: &Arc<Self>, member: &MemberId) -> Arc<Peer> {
+    /// The peer for `member`, created on first use; `None` once the member has departed
+    /// or the messenger is closing (checked under the lock `install_view` and `abort` hold,
+    /// so neither can be overtaken).
+    fn peer_for(self: &Arc<Self>, member: &MemberId) -> Option<Arc<Peer>> {
         let mut peers = lock(&self.peers);
         if let Some(entry) = peers.get(&member.uuid()) {
-            return entry.peer.clone();
+            return Some(entry.peer.clone());
+        }
+        if self.closing.load(Ordering::Acquire) || lock(&self.departed).set.contains(&member.uuid())
+        {
+            return None;
         }
         let config = &self.shared.config;
         let (peer, incoming, stop) = Peer::new(
@@ -438,7 +445,7 @@ impl Inner {
                 driver,
             },
         );
-        peer
+        Some(peer)
     }
 
     async fn handle_incoming(self: Arc<Self>, incoming: quinn::Incoming) {
@@ -483,7 +490,12 @@ impl Inner {
                 format!("{member:?} claims an address other than its view entry {address}"),
             );
         }
-        let peer = self.peer_for(&member);
+        let Some(peer) = self.peer_for(&member) else {
+            return refuse(
+                CloseCode::RemovedFromView,
+                format!("{member:?} has left the view"),
+            );
+        };
         if let Err(accepted) = peer.offer(accepted).await {
             let code = CloseCode::Shutdown;
             accepted.conn.close(code.varint(), code.name().as_bytes());
@@ -492,8 +504,13 @@ impl Inner {
 
     /// Stops everything at once (last handle dropped, or after a graceful shutdown).
     fn abort(&self) {
-        self.closing.store(true, Ordering::Release);
-        for (_, entry) in lock(&self.peers).drain() {
+        let entries: Vec<PeerEntry> = {
+            // Under the peers lock, so `peer_for` cannot create a peer after this point.
+            let mut peers = lock(&self.peers);
+            self.closing.store(true, Ordering::Release);
+            peers.drain().map(|(_, entry)| entry).collect()
+        };
+        for entry in entries {
             entry.peer.stop(Stop::Abort(CloseCode::Shutdown));
         }
         self.local_peer.stop(Stop::Abort(CloseCode::Shutdown));
@@ -550,8 +567,11 @@ impl Messenger for QuicMessenger {
         for recipient in recipients {
             let peer = if recipient.uuid() == local {
                 self.inner.local_peer.clone()
-            } else if let Some(member) = view.member(recipient.uuid()) {
-                self.inner.peer_for(member)
+            } else if let Some(peer) = view
+                .member(recipient.uuid())
+                .and_then(|member| self.inner.peer_for(member))
+            {
+                peer
             } else {
                 outcome.not_in_view.push(recipient.clone());
                 continue;
@@ -583,11 +603,13 @@ impl Messenger for QuicMessenger {
                 self.inner.shared.dispatcher.try_deliver(M::TAG, inbound);
                 continue;
             }
-            let Some(member) = view.member(recipient.uuid()) else {
+            let Some(peer) = view
+                .member(recipient.uuid())
+                .and_then(|member| self.inner.peer_for(member))
+            else {
                 outcome.not_in_view.push(recipient.clone());
                 continue;
             };
-            let peer = self.inner.peer_for(member);
             let link = peer.link();
             let limit = link
                 .as_ref()

@@ -240,12 +240,18 @@ impl Peer {
         }
     }
 
-    /// A new connection: resend what the peer has not delivered.
-    pub(crate) fn restart_sending(&self, peer_delivered: [u64; 4]) {
-        let resent = lock(&self.window).restart(peer_delivered);
+    /// A new connection: resend what the peer has not delivered. False if the peer claims
+    /// to have delivered frames that were never sent (a broken or lying peer).
+    pub(crate) fn restart_sending(&self, peer_delivered: [u64; 4]) -> bool {
+        let mut window = lock(&self.window);
+        if !window.plausible(peer_delivered) {
+            return false;
+        }
+        let resent = window.restart(peer_delivered);
         self.counters
             .frames_resent
             .fetch_add(resent as u64, Ordering::Relaxed);
+        true
     }
 
     /// Takes the receive lane of `priority`: only its holder checks and commits sequence
@@ -261,6 +267,8 @@ impl Peer {
             self.counters
                 .duplicates_dropped
                 .fetch_add(1, Ordering::Relaxed);
+            // The sender resent it because it missed our acknowledgement: say it again.
+            self.schedule_ack();
             Received::Duplicate
         } else if seq == last + 1 {
             Received::Next
@@ -274,6 +282,10 @@ impl Peer {
     /// acknowledgement. Call while holding the priority's lane.
     pub(crate) fn commit(&self, priority: Priority, seq: u64) {
         self.delivered[priority.index()].store(seq, Ordering::Release);
+        self.schedule_ack();
+    }
+
+    fn schedule_ack(&self) {
         if !self.ack_pending.swap(true, Ordering::AcqRel) {
             self.writer_wake[Priority::Control.index()].notify_one();
         }
@@ -485,7 +497,20 @@ fn start_dial(peer: &Arc<Peer>, shared: &Arc<Shared>) -> Link {
 fn go_up(peer: &Arc<Peer>, shared: &Arc<Shared>, parts: LinkParts, dialed_by_us: bool) -> Link {
     // Every earlier connection's writers have stopped (links are retired before this), so
     // the window can be rewound safely.
-    peer.restart_sending(parts.peer_delivered);
+    if !peer.restart_sending(parts.peer_delivered) {
+        let code = CloseCode::ProtocolViolation;
+        let reason = format!(
+            "claims delivered {:?}, beyond what was sent",
+            parts.peer_delivered
+        );
+        tracing::warn!(peer = %peer.member(), %reason, "closing connection: peer broke the protocol");
+        parts.conn.close(code.varint(), code.name().as_bytes());
+        shared.emit(TransportEvent::ProtocolViolation {
+            member: peer.member(),
+            reason: format!("{code}: {reason}"),
+        });
+        return Link::Idle;
+    }
     peer.counters.connections.fetch_add(1, Ordering::Relaxed);
     peer.set_link(Some(LinkInfo {
         conn: parts.conn.clone(),

@@ -147,19 +147,36 @@ impl SendWindow {
         (!frames.is_empty()).then_some(Batch { frames, bytes })
     }
 
-    /// The peer delivered everything of `priority` up to `upto`: forget it. Returns the
-    /// bytes released. Acknowledgements of frames never sent are ignored.
+    /// The peer delivered everything of `priority` up to `upto`: forget it, whether it
+    /// is awaiting an acknowledgement or was queued again for resending. Returns the bytes
+    /// released. Acknowledgements of frames never sent are ignored.
     pub(crate) fn ack(&mut self, priority: Priority, upto: u64) -> usize {
         let lane = &mut self.lanes[priority.index()];
-        let mut released = 0;
+        let mut in_flight = 0;
         while lane.unacked.front().is_some_and(|f| f.seq <= upto) {
             if let Some(frame) = lane.unacked.pop_front() {
-                released += frame.wire_len();
+                in_flight += frame.wire_len();
             }
         }
-        lane.unacked_bytes -= released;
-        self.accounted_bytes -= released;
-        released
+        let mut requeued = 0;
+        if lane.unacked.is_empty() {
+            while lane.queued.front().is_some_and(|f| f.seq <= upto) {
+                if let Some(frame) = lane.queued.pop_front() {
+                    requeued += frame.wire_len();
+                }
+            }
+        }
+        lane.unacked_bytes -= in_flight;
+        self.accounted_bytes -= in_flight + requeued;
+        in_flight + requeued
+    }
+
+    /// True if `delivered` claims nothing beyond what was sent on each priority.
+    pub(crate) fn plausible(&self, delivered: [u64; 4]) -> bool {
+        self.lanes
+            .iter()
+            .zip(delivered)
+            .all(|(lane, position)| position < lane.next_seq)
     }
 
     /// A new connection: the peer has delivered up to `delivered` per priority. Forgets
@@ -280,6 +297,25 @@ mod tests {
         assert_eq!(seqs(&again), [3, 4, 5, 6]);
         assert_eq!(w.queued_frames(), 0);
         w.ack(Priority::Normal, 6);
+        assert!(w.is_empty());
+        assert!(w.plausible([0, 0, 6, 0]) && !w.plausible([0, 0, 7, 0]));
+    }
+
+    #[test]
+    fn an_ack_also_releases_frames_queued_again_for_resending() {
+        let mut w = SendWindow::new(1 << 20, usize::MAX);
+        for _ in 0..3 {
+            w.push(Priority::High, Tag(1), payload(10)).expect("room");
+        }
+        w.take_batch(Priority::High, usize::MAX).expect("queued");
+        assert_eq!(w.restart([0; 4]), 3);
+        // The peer had in fact delivered the first two (its ack crossed the restart).
+        w.ack(Priority::High, 2);
+        assert_eq!(
+            seqs(&w.take_batch(Priority::High, usize::MAX).expect("one left")),
+            [3]
+        );
+        w.ack(Priority::High, 3);
         assert!(w.is_empty());
     }
 
