@@ -6,6 +6,7 @@
 //!
 //! ```text
 //! uni data stream   := stream-header frame*
+//! uni ack stream    := format:u8 0x10 Ack*
 //! stream-header     := format:u8 priority:u8
 //! control stream    := frame*                  (bidirectional; dialer sends Hello first)
 //! frame             := len:u32le format:u8 kind:u8 body      (len counts format..body)
@@ -327,14 +328,38 @@ pub fn stream_header(priority: Priority) -> [u8; 2] {
     [FRAME_FORMAT, priority as u8]
 }
 
-/// Parses a data stream's opening bytes.
-pub fn parse_stream_header(header: [u8; 2]) -> Result<Priority, WireError> {
+/// The second byte of the header of the stream that carries acknowledgements.
+///
+/// Acknowledgements have a stream of their own so that they never wait behind messages
+/// being delivered to a slow subscriber: a sender's window must keep draining whatever the
+/// receiving application does with the Control priority.
+pub const ACK_STREAM: u8 = 0x10;
+
+/// What a unidirectional stream carries, from its header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StreamKind {
+    /// Messages of one data priority.
+    Data(Priority),
+    /// `Ack` frames.
+    Acks,
+}
+
+/// The two bytes that open the acknowledgement stream.
+pub fn ack_stream_header() -> [u8; 2] {
+    [FRAME_FORMAT, ACK_STREAM]
+}
+
+/// Parses a unidirectional stream's opening bytes.
+pub fn parse_stream_header(header: [u8; 2]) -> Result<StreamKind, WireError> {
     if header[0] != FRAME_FORMAT {
         return Err(WireError::UnsupportedFormat(header[0]));
     }
+    if header[1] == ACK_STREAM {
+        return Ok(StreamKind::Acks);
+    }
     match Priority::from_wire(header[1]) {
         Some(Priority::Control) => Err(WireError::ControlOnDataStream),
-        Some(p) => Ok(p),
+        Some(p) => Ok(StreamKind::Data(p)),
         None => Err(WireError::UnknownPriority(header[1])),
     }
 }
@@ -550,6 +575,12 @@ mod tests {
         );
         assert_eq!(frame.len(), data_frame_len(300, Tag(0x1_0000), 2));
         assert_eq!(stream_header(Priority::Bulk), [1, 3]);
+        assert_eq!(ack_stream_header(), [1, 0x10]);
+        assert_eq!(parse_stream_header([1, 0x10]), Ok(StreamKind::Acks));
+        assert_eq!(
+            parse_stream_header([1, 2]),
+            Ok(StreamKind::Data(Priority::Normal))
+        );
         assert_eq!(&encode_datagram(Tag(5), b"x")[..], &[1, 16, 5, b'x']);
         assert_eq!(CloseCode::MalformedFrame.value(), 0x102);
         assert_eq!(&encode_goodbye(0b1010)[..], &[3, 0, 0, 0, 1, 4, 0b1010]);

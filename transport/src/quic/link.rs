@@ -29,7 +29,7 @@ use crate::dispatch::Inbound;
 use crate::message::Delivery;
 use crate::messenger::TransportEvent;
 use crate::priority::Priority;
-use crate::wire::{self, CloseCode, Frame, FrameDecoder};
+use crate::wire::{self, CloseCode, Frame, FrameDecoder, StreamKind};
 
 /// Payloads up to this size are copied into the batch buffer; larger ones are written as
 /// their own chunk.
@@ -90,6 +90,7 @@ impl Established {
                 ends,
             )),
             tokio::spawn(read_datagrams(shared.clone(), peer.clone(), conn.clone())),
+            tokio::spawn(ack_loop(peer.clone(), conn.clone())),
         ];
         Established {
             conn,
@@ -168,17 +169,16 @@ impl Drop for Established {
     }
 }
 
-/// Writes what the peer's window hands out for one priority (and, on the control stream,
-/// acknowledgements) until the connection fails or the peer stops gracefully. What was
-/// taken stays in the window as unacknowledged, so a failed write loses nothing: the next
-/// connection resends it.
+/// Writes what the peer's window hands out for one priority until the connection fails or
+/// the peer stops gracefully. What was taken stays in the window as unacknowledged, so a
+/// failed write loses nothing: the next connection resends it.
 async fn write_loop(
     peer: Arc<Peer>,
     conn: Connection,
     priority: Priority,
     mut stream: Option<SendStream>,
 ) -> Option<SendStream> {
-    while let Some(work) = peer.next_work(priority).await {
+    while let Some(batch) = peer.next_batch(priority).await {
         let send = match &mut stream {
             Some(send) => send,
             None => match open_data_stream(&conn, priority).await {
@@ -190,22 +190,73 @@ async fn write_loop(
             },
         };
         let mut chunks = Vec::with_capacity(2);
-        if let Some(delivered) = work.ack {
-            chunks.push(wire::encode_ack(delivered));
-        }
-        if let Some(batch) = &work.batch {
-            encode_batch(batch, &mut chunks);
-        }
+        encode_batch(&batch, &mut chunks);
         if let Err(error) = send.write_all_chunks(&mut chunks).await {
             tracing::debug!(peer = %peer.member(), %priority, %error, "write failed");
             return None;
         }
-        if let Some(batch) = &work.batch {
-            peer.count_written(priority, batch);
-        }
+        peer.count_written(priority, &batch);
     }
     // Stopping gracefully with nothing left: hand the stream to `flush`, which ends it.
     stream
+}
+
+/// Writes acknowledgements of what this member delivered from the peer, on a stream of
+/// their own, for as long as the connection lives (graceful shutdown included: a peer
+/// flushing to us needs them to drain its window).
+async fn ack_loop(peer: Arc<Peer>, conn: Connection) {
+    let mut stream: Option<SendStream> = None;
+    loop {
+        let delivered = peer.next_ack().await;
+        let send = match &mut stream {
+            Some(send) => send,
+            None => {
+                let Ok(mut send) = conn.open_uni().await else {
+                    return;
+                };
+                // Above every other stream: acks release the peer's window.
+                let _ = send.set_priority(Priority::Control.stream_priority() + 1);
+                if send.write_all(&wire::ack_stream_header()).await.is_err() {
+                    return;
+                }
+                stream.insert(send)
+            }
+        };
+        if send.write_all(&wire::encode_ack(delivered)).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Applies the peer's acknowledgements as they arrive; nothing else may come on this stream.
+async fn read_acks(shared: &Shared, peer: &Peer, conn: &Connection, mut recv: RecvStream) {
+    let mut decoder = FrameDecoder::new(shared.config.max_frame_bytes.min(1 << 10));
+    loop {
+        match read_frame(&mut recv, &mut decoder).await {
+            Ok(Some(Frame::Ack { delivered })) => peer.acked(delivered),
+            Ok(Some(_)) => {
+                violation(
+                    shared,
+                    peer,
+                    conn,
+                    CloseCode::ProtocolViolation,
+                    "a frame other than Ack on the ack stream".into(),
+                );
+                return;
+            }
+            Ok(None) | Err(ReadFrameError::Read(_)) => return,
+            Err(ReadFrameError::Wire(error)) => {
+                violation(
+                    shared,
+                    peer,
+                    conn,
+                    CloseCode::MalformedFrame,
+                    format!("ack stream: {error}"),
+                );
+                return;
+            }
+        }
+    }
 }
 
 async fn open_data_stream(conn: &Connection, priority: Priority) -> Result<SendStream, String> {
@@ -313,7 +364,8 @@ async fn read_stream(
         return;
     }
     let priority = match wire::parse_stream_header(header) {
-        Ok(priority) => priority,
+        Ok(StreamKind::Data(priority)) => priority,
+        Ok(StreamKind::Acks) => return read_acks(&shared, &peer, &conn, recv).await,
         Err(error) => {
             violation(
                 &shared,
@@ -384,18 +436,12 @@ async fn read_frames(
                 shared.dispatcher.deliver(tag, inbound).await;
                 peer.commit(priority, seq);
             }
-            Frame::Ack { delivered } if priority == Priority::Control => peer.acked(delivered),
             Frame::Goodbye { opened } if priority == Priority::Control => {
                 return StreamEnd::Goodbye { opened };
             }
             Frame::Goodbye { .. } | Frame::Ack { .. } => {
-                violation(
-                    shared,
-                    peer,
-                    conn,
-                    CloseCode::ProtocolViolation,
-                    "control frame on a data stream".into(),
-                );
+                let reason = format!("{priority} stream carried a Goodbye or Ack frame");
+                violation(shared, peer, conn, CloseCode::ProtocolViolation, reason);
                 return StreamEnd::Broken;
             }
             Frame::Hello(_) | Frame::HelloAck(_) => {

@@ -693,10 +693,7 @@ async fn accept_loop(inner: Arc<Inner>) {
 /// Delivers messages sent to this member itself, in order per priority: the member is its
 /// own peer, acknowledging each batch as soon as its subscribers have it.
 async fn deliver_locally(peer: Arc<Peer>, shared: Arc<Shared>, priority: Priority) {
-    while let Some(work) = peer.next_work(priority).await {
-        let Some(batch) = work.batch else {
-            continue;
-        };
+    while let Some(batch) = peer.next_batch(priority).await {
         let mut delivered = [0; 4];
         for frame in &batch.frames {
             let inbound = Inbound {
@@ -719,8 +716,8 @@ fn transport_config(config: &QuicConfig) -> Result<quinn::TransportConfig, Confi
     transport
         // The control stream, plus one spare for a fresh stream during a final check.
         .max_concurrent_bidi_streams(2u32.into())
-        // One stream per data priority.
-        .max_concurrent_uni_streams(3u32.into())
+        // One stream per data priority, and the acknowledgement stream.
+        .max_concurrent_uni_streams(4u32.into())
         .keep_alive_interval(Some(config.keep_alive_interval))
         .max_idle_timeout(Some(idle))
         .datagram_receive_buffer_size(Some(1 << 20))

@@ -110,6 +110,7 @@ pub(crate) struct Peer {
     delivered: [AtomicU64; 4],
     /// Deliveries happened since the last acknowledgement was written.
     ack_pending: AtomicBool,
+    ack_wake: Notify,
     backlogged: AtomicBool,
     pub(crate) counters: PeerCounters,
 }
@@ -123,14 +124,6 @@ pub(crate) enum Received {
     Duplicate,
     /// Later than the next one: frames were lost on an earlier connection.
     Gap { expected: u64 },
-}
-
-/// What a writer has to write next.
-pub(crate) struct Work {
-    /// An acknowledgement of these delivered positions (control stream only).
-    pub(crate) ack: Option<[u64; 4]>,
-    /// Frames to write.
-    pub(crate) batch: Option<Batch>,
 }
 
 impl Peer {
@@ -155,6 +148,7 @@ impl Peer {
             receive_lanes: Default::default(),
             delivered: Default::default(),
             ack_pending: AtomicBool::new(false),
+            ack_wake: Notify::new(),
             backlogged: AtomicBool::new(false),
             counters: PeerCounters::default(),
         });
@@ -192,28 +186,38 @@ impl Peer {
         }
     }
 
-    /// Waits for something to write on `priority`'s stream: frames, and on the control
-    /// stream an acknowledgement. `None` once the peer is stopping gracefully and nothing
-    /// of that priority is left.
-    pub(crate) async fn next_work(&self, priority: Priority) -> Option<Work> {
+    /// Waits for frames to write on `priority`'s stream. `None` once the peer is stopping
+    /// gracefully and nothing of that priority is left.
+    pub(crate) async fn next_batch(&self, priority: Priority) -> Option<Batch> {
         let wake = &self.writer_wake[priority.index()];
         loop {
             let notified = wake.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let ack = (priority == Priority::Control
-                && self.ack_pending.swap(false, Ordering::AcqRel))
-            .then(|| self.delivered());
             let (batch, queued) = {
                 let mut window = lock(&self.window);
                 let batch = window.take_batch(priority, MAX_BATCH_BYTES);
                 (batch, window.has_queued(priority))
             };
-            if ack.is_some() || batch.is_some() {
-                return Some(Work { ack, batch });
+            if batch.is_some() {
+                return batch;
             }
             if self.stopping.load(Ordering::Acquire) && !queued {
                 return None;
+            }
+            notified.await;
+        }
+    }
+
+    /// Waits until deliveries have happened since the last acknowledgement, and returns
+    /// the positions to acknowledge.
+    pub(crate) async fn next_ack(&self) -> [u64; 4] {
+        loop {
+            let notified = self.ack_wake.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.ack_pending.swap(false, Ordering::AcqRel) {
+                return self.delivered();
             }
             notified.await;
         }
@@ -287,7 +291,7 @@ impl Peer {
 
     fn schedule_ack(&self) {
         if !self.ack_pending.swap(true, Ordering::AcqRel) {
-            self.writer_wake[Priority::Control.index()].notify_one();
+            self.ack_wake.notify_one();
         }
     }
 
