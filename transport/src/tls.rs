@@ -216,6 +216,11 @@ impl TlsSettings {
             .with_single_cert(chain.clone(), key.clone_key())
             .map_err(|error| self.build_error("server config", error))?;
         server.alpn_protocols = vec![ALPN.to_vec()];
+        // No session resumption: every connection authenticates fully, so a rotated or
+        // revoked certificate counts from the next connection on. Members reconnect rarely,
+        // so the saved handshake work is not worth a second way in.
+        server.send_tls13_tickets = 0;
+        server.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
         let server = QuicServerConfig::try_from(server)
             .map_err(|error| self.build_error("QUIC server config", error))?;
 
@@ -231,6 +236,7 @@ impl TlsSettings {
             .with_client_auth_cert(chain, key)
             .map_err(|error| self.build_error("client config", error))?;
         client.alpn_protocols = vec![ALPN.to_vec()];
+        client.resumption = rustls::client::Resumption::disabled();
         let client = QuicClientConfig::try_from(client)
             .map_err(|error| self.build_error("QUIC client config", error))?;
 

@@ -330,7 +330,9 @@ async fn accept_streams(shared: Arc<Shared>, peer: Arc<Peer>, conn: Connection, 
     // stops them too.
     let mut readers = JoinSet::new();
     loop {
+        // Biased: a fixed polling order keeps simulated runs repeatable for a seed.
         tokio::select! {
+            biased;
             accepted = conn.accept_uni() => match accepted {
                 Ok(recv) => {
                     readers.spawn(read_stream(shared.clone(), peer.clone(), conn.clone(), recv, ends.clone()));
