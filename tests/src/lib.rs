@@ -166,6 +166,19 @@ pub struct Numbered {
     pub body: Bytes,
 }
 
+impl Numbered {
+    /// Message `index` of `stream` from `sender`, padded with `size` bytes derived from the
+    /// index (so a receiver can check the content, not only the count).
+    pub fn new(sender: &str, stream: &str, index: u64, size: usize) -> Self {
+        Numbered {
+            sender: sender.into(),
+            stream: stream.into(),
+            index,
+            body: Bytes::from(vec![(index % 251) as u8; size]),
+        }
+    }
+}
+
 impl Message for Numbered {
     const TAG: Tag = Tag(0x1_0001);
 }
