@@ -58,6 +58,27 @@ async fn receive_in_order(
     sub
 }
 
+/// Sends `count` messages of `size` bytes from `a` to `b`, round robin over the data
+/// priorities, and checks that `b` receives every one exactly once and in order per priority.
+async fn stream_across_priorities(a: &QuicMessenger, b: &QuicMessenger, count: u64, size: usize) {
+    let reader = tokio::spawn(receive_in_order(
+        b.subscribe().expect("subscribe"),
+        count,
+        Arc::new(AtomicU64::new(0)),
+        Duration::from_secs(120),
+    ));
+    let to = std::slice::from_ref(b.local_member());
+    for index in 0..count {
+        let priority = DATA[(index % 3) as usize];
+        // One sequence per priority: index within that priority.
+        a.send(&numbered("a", priority, index / 3, size), priority, to)
+            .expect("send");
+    }
+    reader
+        .await
+        .expect("exactly once and in order per priority");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_connection_mid_stream_loses_and_repeats_nothing() {
     init_tracing();
@@ -353,27 +374,7 @@ async fn twenty_percent_loss_both_ways_delivers_everything_in_order() {
         member.faults().seed(seed);
         member.faults().drop_outgoing(0.2);
     }
-    const COUNT: u64 = 10_000;
-    let reader = tokio::spawn(receive_in_order(
-        b.subscribe().expect("subscribe"),
-        COUNT,
-        Arc::new(AtomicU64::new(0)),
-        Duration::from_secs(120),
-    ));
-    let idb = b.local_member().clone();
-    for index in 0..COUNT {
-        let priority = DATA[(index % 3) as usize];
-        // One sequence per priority: index within that priority.
-        a.send(
-            &numbered("a", priority, index / 3, 64),
-            priority,
-            std::slice::from_ref(&idb),
-        )
-        .expect("send");
-    }
-    reader
-        .await
-        .expect("complete and in order despite the loss");
+    stream_across_priorities(&a, &b, 10_000, 64).await;
     let dropped = a.faults().dropped() + b.faults().dropped();
     println!("datagrams dropped by the fault rules: {dropped}");
     assert!(dropped > 100, "the loss was real");
@@ -395,26 +396,7 @@ async fn delay_jitter_duplication_and_reordering_both_ways_deliver_exactly_once_
         faults.duplicate_outgoing(0.1);
         faults.reorder_outgoing(0.1, Duration::from_millis(15));
     }
-    const COUNT: u64 = 6_000;
-    let reader = tokio::spawn(receive_in_order(
-        b.subscribe().expect("subscribe"),
-        COUNT,
-        Arc::new(AtomicU64::new(0)),
-        Duration::from_secs(120),
-    ));
-    let idb = b.local_member().clone();
-    for index in 0..COUNT {
-        let priority = DATA[(index % 3) as usize];
-        a.send(
-            &numbered("a", priority, index / 3, 200),
-            priority,
-            std::slice::from_ref(&idb),
-        )
-        .expect("send");
-    }
-    reader
-        .await
-        .expect("exactly once and in order through a misbehaving network");
+    stream_across_priorities(&a, &b, 6_000, 200).await;
     a.shutdown().await;
     b.shutdown().await;
 }
