@@ -44,6 +44,33 @@ async fn next_event<T>(
     .await
 }
 
+/// Opens the control stream of a raw connection and says Hello as a member at `address`
+/// that has delivered `delivered`.
+async fn say_hello(
+    conn: &quinn::Connection,
+    address: std::net::SocketAddr,
+    delivered: [u64; 4],
+) -> (quinn::SendStream, quinn::RecvStream) {
+    let (mut control, recv) = conn.open_bi().await.expect("control stream");
+    let hello = wire::encode_hello(&Hello {
+        member: MemberId::new("rogue", address, MemberKind::Member),
+        delivered,
+    })
+    .expect("encode");
+    control.write_all(&hello).await.expect("send Hello");
+    (control, recv)
+}
+
+/// Waits for the member to close a raw connection and returns the cohort code it used.
+async fn close_code(conn: &quinn::Connection) -> Option<CloseCode> {
+    match within("the member closes the connection", PATIENCE, conn.closed()).await {
+        quinn::ConnectionError::ApplicationClosed(close) => {
+            CloseCode::from_value(close.error_code.into_inner())
+        }
+        other => panic!("expected an application close, got {other}"),
+    }
+}
+
 fn assert_nothing_delivered(
     member: &QuicMessenger,
     sub: &mut cohort_transport::Subscription<Numbered>,
@@ -188,17 +215,8 @@ async fn garbage_on_a_data_stream_closes_only_that_connection() {
             .expect("connect")
             .await
             .expect("handshake with a valid certificate");
-        let (mut control, mut control_recv) = conn.open_bi().await.expect("control stream");
-        let hello = wire::encode_hello(&Hello {
-            member: MemberId::new(
-                "rogue",
-                client.local_addr().expect("addr"),
-                MemberKind::Member,
-            ),
-            delivered: [0; 4],
-        })
-        .expect("encode");
-        control.write_all(&hello).await.expect("send Hello");
+        let (_control, mut control_recv) =
+            say_hello(&conn, client.local_addr().expect("addr"), [0; 4]).await;
         let mut decoder = FrameDecoder::new(1 << 20);
         let ack = within("HelloAck", PATIENCE, async {
             loop {
@@ -221,15 +239,11 @@ async fn garbage_on_a_data_stream_closes_only_that_connection() {
 
         let mut stream = conn.open_uni().await.expect("data stream");
         stream.write_all(bytes).await.expect("write garbage");
-        let closed = within("a closes the connection", PATIENCE, conn.closed()).await;
-        match closed {
-            quinn::ConnectionError::ApplicationClosed(close) => assert_eq!(
-                CloseCode::from_value(close.error_code.into_inner()),
-                Some(CloseCode::MalformedFrame),
-                "{case}: closed with {close:?}"
-            ),
-            other => panic!("{case}: expected an application close, got {other}"),
-        }
+        assert_eq!(
+            close_code(&conn).await,
+            Some(CloseCode::MalformedFrame),
+            "{case}"
+        );
         let reason = next_event(&mut events, case, |e| match e {
             TransportEvent::ProtocolViolation { reason, .. } => Some(reason),
             _ => None,
@@ -318,20 +332,13 @@ async fn with_identification_on_certificates_must_name_the_claimed_address() {
         .expect("connect")
         .await
         .expect("TLS");
-    let (mut control, _recv) = conn.open_bi().await.expect("control stream");
-    let claimed = std::net::SocketAddr::from(([127, 0, 0, 2], 7000));
-    let hello = wire::encode_hello(&Hello {
-        member: MemberId::new("rogue", claimed, MemberKind::Member),
-        delivered: [0; 4],
-    })
-    .expect("encode");
-    control.write_all(&hello).await.expect("send Hello");
-    let closed = within("a closes the connection", PATIENCE, conn.closed()).await;
-    assert!(
-        matches!(&closed, quinn::ConnectionError::ApplicationClosed(c)
-            if CloseCode::from_value(c.error_code.into_inner()) == Some(CloseCode::IdentityRejected)),
-        "{closed}"
-    );
+    let _control = say_hello(
+        &conn,
+        std::net::SocketAddr::from(([127, 0, 0, 2], 7000)),
+        [0; 4],
+    )
+    .await;
+    assert_eq!(close_code(&conn).await, Some(CloseCode::IdentityRejected));
     let reason = next_event(&mut events_a, "a refuses the rogue", |e| match e {
         TransportEvent::IncomingRejected { reason, .. } => Some(reason),
         _ => None,
@@ -361,23 +368,8 @@ async fn a_hello_claiming_undelivered_messages_is_a_protocol_violation() {
         .expect("connect")
         .await
         .expect("TLS");
-    let (mut control, _recv) = conn.open_bi().await.expect("control stream");
-    let hello = wire::encode_hello(&Hello {
-        member: MemberId::new(
-            "rogue",
-            rogue.local_addr().expect("addr"),
-            MemberKind::Member,
-        ),
-        delivered: [0, 0, 5, 0],
-    })
-    .expect("encode");
-    control.write_all(&hello).await.expect("send Hello");
-    let closed = within("a closes the connection", PATIENCE, conn.closed()).await;
-    assert!(
-        matches!(&closed, quinn::ConnectionError::ApplicationClosed(c)
-            if CloseCode::from_value(c.error_code.into_inner()) == Some(CloseCode::ProtocolViolation)),
-        "{closed}"
-    );
+    let _control = say_hello(&conn, rogue.local_addr().expect("addr"), [0, 0, 5, 0]).await;
+    assert_eq!(close_code(&conn).await, Some(CloseCode::ProtocolViolation));
     let reason = next_event(&mut events, "the violation is reported", |e| match e {
         TransportEvent::ProtocolViolation { reason, .. } => Some(reason),
         _ => None,
