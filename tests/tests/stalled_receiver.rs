@@ -12,7 +12,7 @@ use cohort_tests::{
     Numbered, PATIENCE, TestCa, init_tracing, install_view, receive, spawn_member, spawn_with,
     wait_until,
 };
-use cohort_transport::{Messenger, Priority, QuicConfig, QuicMessenger, Subscription};
+use cohort_transport::{MemberId, Messenger, Priority, QuicConfig, QuicMessenger, Subscription};
 
 fn numbered(sender: &str, priority: Priority, index: u64, size: usize) -> Numbered {
     Numbered::new(sender, &priority.to_string(), index, size)
@@ -49,6 +49,22 @@ async fn rate(
     count as f64 / start.elapsed().as_secs_f64()
 }
 
+/// Sends 1 KiB messages numbered from `next` to `to` until one is refused as backlogged
+/// (true) or `limit` were accepted (false); `next` ends at the first index not accepted.
+fn send_until_refused(from: &QuicMessenger, to: &MemberId, next: &mut u64, limit: u64) -> bool {
+    for _ in 0..limit {
+        let message = numbered("a", Priority::Normal, *next, 1024);
+        let outcome = from
+            .send(&message, Priority::Normal, std::slice::from_ref(to))
+            .expect("send");
+        if !outcome.backlogged.is_empty() {
+            return true;
+        }
+        *next += 1;
+    }
+    false
+}
+
 /// The best of several runs: load from outside the test only ever slows a run down, so the
 /// fastest run is the one least disturbed.
 fn best(values: &[f64]) -> f64 {
@@ -83,20 +99,10 @@ async fn a_stalled_receiver_is_bounded_and_costs_others_nothing() {
     // The stalled member subscribes but does not read: a floods it until refused.
     let mut stalled_sub = stalled.subscribe::<Numbered>().expect("subscribe");
     let mut accepted = 0u64;
-    loop {
-        let outcome = a
-            .send(
-                &numbered("a", Priority::Normal, accepted, 1024),
-                Priority::Normal,
-                std::slice::from_ref(&ids),
-            )
-            .expect("send");
-        if !outcome.backlogged.is_empty() {
-            break;
-        }
-        accepted += 1;
-        assert!(accepted < 1_000_000, "the bound must stop the flood");
-    }
+    assert!(
+        send_until_refused(&a, &ids, &mut accepted, 1_000_000),
+        "the bound must stop the flood"
+    );
     let held = a
         .peer_stats(&ids)
         .expect("a tracks the stalled member")
@@ -141,19 +147,7 @@ async fn a_stalled_receiver_is_bounded_and_costs_others_nothing() {
     // Further sends to the stalled member are refused (reported, never silently dropped)
     // until it catches up; then they are accepted again and everything accepted arrives.
     // (Its subscription took some messages since the flood, so top the queue up again.)
-    for _ in 0..100_000 {
-        let outcome = a
-            .send(
-                &numbered("a", Priority::Normal, accepted, 1024),
-                Priority::Normal,
-                std::slice::from_ref(&ids),
-            )
-            .expect("send");
-        if !outcome.backlogged.is_empty() {
-            break;
-        }
-        accepted += 1;
-    }
+    send_until_refused(&a, &ids, &mut accepted, 100_000);
     let outcome = a
         .send(
             &numbered("a", Priority::Normal, accepted, 1024),
