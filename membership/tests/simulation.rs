@@ -226,6 +226,22 @@ impl Sim {
         self.index[&view.coordinator().expect("a coordinator").uuid()]
     }
 
+    /// Starts `count` members m0, m1, …: m0 founds the cluster, the others join it; returns
+    /// their indices once all are in.
+    fn form(&mut self, count: usize, auth: &Arc<dyn Authenticator>) -> Vec<usize> {
+        let members: Vec<usize> = (0..count)
+            .map(|i| self.add(&format!("m{i}"), MemberKind::Member, auth.clone()))
+            .collect();
+        self.founder(members[0]);
+        for &i in &members[1..] {
+            self.join(i, members[0], Credentials::default());
+        }
+        self.run_until("all join", Duration::from_secs(30), |s| {
+            members.iter().all(|i| s.members[*i].is_member())
+        });
+        members
+    }
+
     fn events_of(&self, i: usize) -> impl Iterator<Item = &MembershipEvent> {
         self.events
             .iter()
@@ -324,16 +340,7 @@ fn a_thousand_members_join_and_leave_in_batches_with_every_invariant_held() {
 fn the_coordinator_leaves_and_the_next_oldest_takes_over() {
     let mut sim = Sim::new(7);
     let allow: Arc<dyn Authenticator> = Arc::new(AllowAll);
-    let members: Vec<usize> = (0..5)
-        .map(|i| sim.add(&format!("m{i}"), MemberKind::Member, allow.clone()))
-        .collect();
-    sim.founder(members[0]);
-    for &i in &members[1..] {
-        sim.join(i, members[0], Credentials::default());
-    }
-    sim.run_until("all join", Duration::from_secs(30), |s| {
-        members.iter().all(|i| s.members[*i].is_member())
-    });
+    let members = sim.form(5, &allow);
     let elder_before = sim.members[members[1]]
         .view()
         .and_then(|v| v.elder().cloned());
@@ -445,16 +452,7 @@ fn wrong_credentials_older_versions_and_taken_names_are_refused_with_reasons() {
 fn a_member_that_never_acknowledges_is_left_out_of_a_prepared_view_again() {
     let mut sim = Sim::new(3);
     let allow: Arc<dyn Authenticator> = Arc::new(AllowAll);
-    let members: Vec<usize> = (0..4)
-        .map(|i| sim.add(&format!("m{i}"), MemberKind::Member, allow.clone()))
-        .collect();
-    sim.founder(members[0]);
-    for &i in &members[1..] {
-        sim.join(i, members[0], Credentials::default());
-    }
-    sim.run_until("all join", Duration::from_secs(30), |s| {
-        members.iter().all(|i| s.members[*i].is_member())
-    });
+    let members = sim.form(4, &allow);
     // m3 dies silently; then a new member joins, so a view change needs m3's ack.
     sim.dead[members[3]] = true;
     let joiner = sim.add("joiner", MemberKind::Member, allow);
