@@ -27,9 +27,9 @@ pub mod wire;
 
 pub use dispatch::{SubscribeError, Subscription};
 pub use member::{MemberAttributes, MemberId, MemberKind, ProtocolVersion};
-pub use message::{Delivery, Envelope, Message, Tag};
+pub use message::{Delivery, Envelope, Message, Query, Tag};
 pub use messenger::{Messenger, SendError, SendOutcome, TransportEvent};
 pub use priority::Priority;
-pub use quic::{BindError, ConfigError, PeerStats, QuicConfig, QuicMessenger};
+pub use quic::{BindError, ConfigError, PeerStats, QueryError, QuicConfig, QuicMessenger};
 pub use tls::{ClusterTls, TlsError, TlsSettings};
 pub use view::{View, ViewId};

@@ -59,3 +59,10 @@ pub struct Envelope<M> {
     /// The decoded message.
     pub message: M,
 }
+
+/// A question asked with `QuicMessenger::query` of whoever listens at an address, and its
+/// answer type. For discovery: the asker need not be a member, nor know who will answer.
+pub trait Query: Message {
+    /// What the answerer sends back. Encoded with postcard, frozen like a message.
+    type Answer: Serialize + DeserializeOwned + Send + 'static;
+}

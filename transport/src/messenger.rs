@@ -61,6 +61,9 @@ pub enum SendError {
     /// Application tags may not use the Control priority, which the membership protocol owns.
     #[error("message with tag {0} is an application tag and cannot use the control priority")]
     ControlReserved(Tag),
+    /// Only cohort's own protocols may reach members outside the view.
+    #[error("message with tag {0} is an application tag and cannot be sent outside the view")]
+    ProtocolOnly(Tag),
 }
 
 /// Something that happened to the transport, for the membership layer and operators.
@@ -122,7 +125,9 @@ pub trait Messenger: Send + Sync {
     fn view(&self) -> View;
 
     /// Installs a view. Members that were in the previous view but are not in this one are
-    /// forgotten: their connections are closed and their queues freed.
+    /// forgotten: nothing more is accepted for them, what was already queued is flushed
+    /// (bounded by the shutdown timeout), then their connections are closed and their
+    /// queues freed.
     fn install_view(&self, view: View);
 
     /// Queues a reliable message for each recipient, without waiting.
@@ -133,6 +138,18 @@ pub trait Messenger: Send + Sync {
         &self,
         message: &M,
         priority: Priority,
+        recipients: &[MemberId],
+    ) -> Result<SendOutcome, SendError>;
+
+    /// Queues a message of cohort's own protocols on the Control priority for recipients
+    /// that need not be in the view: a joiner, the coordinator a joiner asks, a member just
+    /// removed that must learn it is out. Otherwise like [`Messenger::send`], with the same
+    /// guarantees while a connection can be made. Members that have departed (left a view
+    /// installed here) are still refused, in `not_in_view`. Application tags are refused
+    /// with [`SendError::ProtocolOnly`].
+    fn send_outside_view<M: Message>(
+        &self,
+        message: &M,
         recipients: &[MemberId],
     ) -> Result<SendOutcome, SendError>;
 

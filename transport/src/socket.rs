@@ -71,6 +71,7 @@ struct FaultState {
 
 #[derive(Clone, Debug, Default)]
 struct FaultRules {
+    isolated: bool,
     blocked_to: HashSet<SocketAddr>,
     blocked_from: HashSet<SocketAddr>,
     drop_outgoing: f64,
@@ -83,7 +84,8 @@ struct FaultRules {
 
 impl FaultRules {
     fn is_empty(&self) -> bool {
-        self.blocked_to.is_empty()
+        !self.isolated
+            && self.blocked_to.is_empty()
             && self.blocked_from.is_empty()
             && self.drop_outgoing <= 0.0
             && self.duplicate_outgoing <= 0.0
@@ -123,6 +125,12 @@ impl SocketFaults {
             r.blocked_to.insert(addr);
             r.blocked_from.insert(addr);
         });
+    }
+
+    /// Drops every datagram in both directions, whoever the other side is, until healed:
+    /// the member looks crashed to everyone (a test's kill without goodbye).
+    pub fn isolate(&self) {
+        self.update(|r| r.isolated = true);
     }
 
     /// Drops each outgoing datagram with probability `fraction` (clamped to 0..=1).
@@ -188,7 +196,7 @@ impl SocketFaults {
 
     fn fate(&self, rules: &FaultRules, to: SocketAddr) -> Fate {
         let chance = |p: f64| p > 0.0 && self.random_unit() < p;
-        if rules.blocked_to.contains(&to) || chance(rules.drop_outgoing) {
+        if rules.isolated || rules.blocked_to.contains(&to) || chance(rules.drop_outgoing) {
             self.state.dropped.fetch_add(1, Ordering::Relaxed);
             return Fate {
                 copies: 0,
@@ -278,7 +286,7 @@ impl CohortSocket {
             let m = meta[i];
             if rules
                 .as_ref()
-                .is_some_and(|r| r.blocked_from.contains(&m.addr))
+                .is_some_and(|r| r.isolated || r.blocked_from.contains(&m.addr))
             {
                 self.faults.state.dropped.fetch_add(1, Ordering::Relaxed);
                 continue;

@@ -15,6 +15,8 @@
 //! body(Data)        := seq:varint tag:varint payload          (payload = postcard(message))
 //! body(Goodbye)     := opened:u8      (bit i set: the data stream of priority i was opened)
 //! body(Ack)         := delivered:varint x4   (per priority, last sequence number delivered)
+//! body(Query)       := tag:varint payload     (first frame of a query connection, no Hello)
+//! body(Answer)      := tag:varint payload     (the one answer, then the stream ends)
 //! datagram          := format:u8 kind:u8(=Datagram) tag:varint payload
 //! ```
 //!
@@ -53,6 +55,12 @@ pub enum FrameKind {
     /// Per priority, the last sequence number the sender of this frame has delivered to its
     /// subscribers: the other side may forget everything up to it. Control stream only.
     Ack = 5,
+    /// A one-shot question from a process that is not a peer (discovery): the first frame
+    /// on the control stream instead of Hello. The acceptor answers once and the connection
+    /// ends; no peer state is created on either side.
+    Query = 6,
+    /// The answer to a [`FrameKind::Query`], with the query's tag.
+    Answer = 7,
     /// An unreliable message (datagram).
     Datagram = 16,
 }
@@ -65,6 +73,8 @@ impl FrameKind {
             3 => FrameKind::Data,
             4 => FrameKind::Goodbye,
             5 => FrameKind::Ack,
+            6 => FrameKind::Query,
+            7 => FrameKind::Answer,
             16 => FrameKind::Datagram,
             _ => return None,
         })
@@ -95,11 +105,13 @@ pub enum CloseCode {
     Replaced,
     /// Closed on request (`QuicMessenger::reset_connection`); the next message reconnects.
     Reset,
+    /// A query named a tag this member does not answer (yet).
+    QueryNotServed,
 }
 
 impl CloseCode {
     /// Every code, for tests and lookups.
-    pub const ALL: [CloseCode; 10] = [
+    pub const ALL: [CloseCode; 11] = [
         CloseCode::Shutdown,
         CloseCode::DuplicateConnection,
         CloseCode::MalformedFrame,
@@ -110,6 +122,7 @@ impl CloseCode {
         CloseCode::RemovedFromView,
         CloseCode::Replaced,
         CloseCode::Reset,
+        CloseCode::QueryNotServed,
     ];
 
     /// The value sent in QUIC's CONNECTION_CLOSE frame.
@@ -125,6 +138,7 @@ impl CloseCode {
             CloseCode::RemovedFromView => 0x107,
             CloseCode::Replaced => 0x108,
             CloseCode::Reset => 0x109,
+            CloseCode::QueryNotServed => 0x10a,
         }
     }
 
@@ -153,6 +167,7 @@ impl CloseCode {
             CloseCode::RemovedFromView => "REMOVED_FROM_VIEW",
             CloseCode::Replaced => "REPLACED",
             CloseCode::Reset => "RESET",
+            CloseCode::QueryNotServed => "QUERY_NOT_SERVED",
         }
     }
 }
@@ -207,6 +222,20 @@ pub enum Frame {
     Ack {
         /// Per priority (indexed by [`Priority::index`]), the last sequence number delivered.
         delivered: [u64; 4],
+    },
+    /// See [`FrameKind::Query`].
+    Query {
+        /// The query type.
+        tag: Tag,
+        /// The postcard-encoded query.
+        payload: Bytes,
+    },
+    /// See [`FrameKind::Answer`].
+    Answer {
+        /// The tag of the query answered.
+        tag: Tag,
+        /// The postcard-encoded answer.
+        payload: Bytes,
     },
     /// A frame kind this build does not know (from a newer peer): skipped and counted.
     Unknown {
@@ -286,6 +315,26 @@ pub fn encode_ack(delivered: [u64; 4]) -> Bytes {
     let mut buf = BytesMut::with_capacity(FRAME_HEADER_LEN + n);
     put_frame_header(&mut buf, FrameKind::Ack, n);
     buf.extend_from_slice(&scratch[..n]);
+    buf.freeze()
+}
+
+/// Encodes a Query frame.
+pub fn encode_query(tag: Tag, payload: &[u8]) -> Bytes {
+    encode_tagged(FrameKind::Query, tag, payload)
+}
+
+/// Encodes an Answer frame.
+pub fn encode_answer(tag: Tag, payload: &[u8]) -> Bytes {
+    encode_tagged(FrameKind::Answer, tag, payload)
+}
+
+fn encode_tagged(kind: FrameKind, tag: Tag, payload: &[u8]) -> Bytes {
+    let mut scratch = [0u8; 10];
+    let n = put_varint(&mut scratch, u64::from(tag.0));
+    let mut buf = BytesMut::with_capacity(FRAME_HEADER_LEN + n + payload.len());
+    put_frame_header(&mut buf, kind, n + payload.len());
+    buf.extend_from_slice(&scratch[..n]);
+    buf.extend_from_slice(payload);
     buf.freeze()
 }
 
@@ -492,6 +541,14 @@ fn decode_body(kind: u8, mut body: Bytes) -> Result<Frame, WireError> {
             }
             Ok(Frame::Ack { delivered })
         }
+        Some(FrameKind::Query) => Ok(Frame::Query {
+            tag: take_tag(&mut body, "query tag")?,
+            payload: body,
+        }),
+        Some(FrameKind::Answer) => Ok(Frame::Answer {
+            tag: take_tag(&mut body, "answer tag")?,
+            payload: body,
+        }),
         Some(FrameKind::Datagram) => Err(WireError::Body {
             what: "frame",
             detail: "datagram kind on a stream".into(),
@@ -588,7 +645,21 @@ mod tests {
             &encode_ack([0, 1, 300, 2])[..],
             &[7, 0, 0, 0, 1, 5, 0, 1, 0xac, 0x02, 2]
         );
+        assert_eq!(
+            &encode_query(Tag(0x101), b"q")[..],
+            &[5, 0, 0, 0, 1, 6, 0x81, 0x02, b'q']
+        );
+        assert_eq!(
+            &encode_answer(Tag(0x101), b"a")[..],
+            &[5, 0, 0, 0, 1, 7, 0x81, 0x02, b'a']
+        );
+        assert_eq!(CloseCode::QueryNotServed.value(), 0x10a);
         let mut decoder = FrameDecoder::new(64);
+        decoder.push(&encode_answer(Tag(9), b"yes"));
+        assert!(matches!(
+            decoder.next_frame(),
+            Ok(Some(Frame::Answer { tag: Tag(9), payload })) if &payload[..] == b"yes"
+        ));
         decoder.push(&encode_ack([5, 0, u64::MAX, 7]));
         assert!(matches!(
             decoder.next_frame(),

@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::member::{MemberAttributes, MemberKind};
+use crate::member::{MemberAttributes, MemberKind, ProtocolVersion};
 
 /// Settings for one QUIC messenger. `Default` gives a member on 127.0.0.1 with an
 /// ephemeral port; every field documents its unit and default.
@@ -13,6 +13,10 @@ pub struct QuicConfig {
     pub name: String,
     /// The member's role. Default [`MemberKind::Member`].
     pub kind: MemberKind,
+    /// The protocol version announced in the member id, which the coordinator's version
+    /// gate judges. Default [`ProtocolVersion::CURRENT`]; only tests of rolling upgrades
+    /// (and future releases) set another.
+    pub version: ProtocolVersion,
     /// Attributes announced in the member id. Default none.
     pub attributes: MemberAttributes,
     /// The UDP address to bind (port 0 picks one). Default `127.0.0.1:0`.
@@ -57,6 +61,7 @@ impl Default for QuicConfig {
         QuicConfig {
             name: "member".into(),
             kind: MemberKind::Member,
+            version: ProtocolVersion::CURRENT,
             attributes: MemberAttributes::default(),
             bind: SocketAddr::from(([127, 0, 0, 1], 0)),
             advertise: None,

@@ -40,6 +40,22 @@ impl Dialed {
     }
 }
 
+/// What an incoming connection turned out to be.
+pub(crate) enum Opened {
+    /// A member that said Hello: handed to its peer's driver.
+    Peer(Accepted),
+    /// A one-shot query: answered, then the connection ends.
+    Query(QueryAsked),
+}
+
+/// A query read from an incoming connection, waiting for its answer.
+pub(crate) struct QueryAsked {
+    pub(crate) conn: Connection,
+    pub(crate) send: SendStream,
+    pub(crate) tag: crate::message::Tag,
+    pub(crate) payload: bytes::Bytes,
+}
+
 /// Why a dial did not produce a connection.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum DialError {
@@ -177,6 +193,8 @@ fn frame_name(frame: &Frame) -> &'static str {
         Frame::Data { .. } => "Data",
         Frame::Goodbye { .. } => "Goodbye",
         Frame::Ack { .. } => "Ack",
+        Frame::Query { .. } => "Query",
+        Frame::Answer { .. } => "Answer",
         Frame::Unknown { .. } => "unknown",
     }
 }
@@ -289,7 +307,7 @@ fn connection_lost(_conn: &Connection, error: ConnectionError) -> DialError {
 pub(crate) async fn accept(
     shared: &Shared,
     incoming: quinn::Incoming,
-) -> Result<Accepted, (SocketAddr, AcceptError)> {
+) -> Result<Opened, (SocketAddr, AcceptError)> {
     let remote = incoming.remote_address();
     let deadline = Instant::now() + shared.config.handshake_timeout;
     let conn = match tokio::time::timeout_at(deadline, incoming).await {
@@ -311,12 +329,18 @@ async fn hello(
     shared: &Shared,
     conn: &Connection,
     deadline: Instant,
-) -> Result<Accepted, AcceptError> {
+) -> Result<Opened, AcceptError> {
     let exchange = async {
         let (send, mut recv) = conn.accept_bi().await?;
         let mut decoder = FrameDecoder::new(shared.config.max_frame_bytes);
         match read_frame(&mut recv, &mut decoder).await {
-            Ok(Some(Frame::Hello(hello))) => Ok((send, recv, decoder, hello)),
+            Ok(Some(Frame::Hello(hello))) => Ok(Ok((send, recv, decoder, hello))),
+            Ok(Some(Frame::Query { tag, payload })) => Ok(Err(Opened::Query(QueryAsked {
+                conn: conn.clone(),
+                send,
+                tag,
+                payload,
+            }))),
             Ok(Some(other)) => Err(AcceptError::UnexpectedFrame(frame_name(&other))),
             Ok(None) => Err(AcceptError::Stream("closed before Hello".into())),
             Err(ReadFrameError::Wire(e)) => Err(AcceptError::Wire(e)),
@@ -326,9 +350,13 @@ async fn hello(
             Err(ReadFrameError::Read(e)) => Err(AcceptError::Stream(e.to_string())),
         }
     };
-    let (send, recv, decoder, hello) = tokio::time::timeout_at(deadline, exchange)
+    let (send, recv, decoder, hello) = match tokio::time::timeout_at(deadline, exchange)
         .await
-        .unwrap_or(Err(AcceptError::Timeout))?;
+        .unwrap_or(Err(AcceptError::Timeout))?
+    {
+        Ok(parts) => parts,
+        Err(query) => return Ok(query),
+    };
     if hello.member.uuid() == shared.local.uuid() {
         return Err(AcceptError::OwnIdentity(hello.member));
     }
@@ -345,13 +373,13 @@ async fn hello(
             });
         }
     }
-    Ok(Accepted {
+    Ok(Opened::Peer(Accepted {
         conn: conn.clone(),
         send,
         recv,
         decoder,
         hello,
-    })
+    }))
 }
 
 /// Answers an accepted Hello on behalf of `peer`.

@@ -446,13 +446,13 @@ async fn read_frames(
                 violation(shared, peer, conn, CloseCode::ProtocolViolation, reason);
                 return StreamEnd::Broken;
             }
-            Frame::Hello(_) | Frame::HelloAck(_) => {
+            Frame::Hello(_) | Frame::HelloAck(_) | Frame::Query { .. } | Frame::Answer { .. } => {
                 violation(
                     shared,
                     peer,
                     conn,
                     CloseCode::ProtocolViolation,
-                    "Hello after the handshake".into(),
+                    "a handshake or query frame after the handshake".into(),
                 );
                 return StreamEnd::Broken;
             }

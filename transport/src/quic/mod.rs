@@ -17,6 +17,7 @@ mod config;
 mod handshake;
 mod link;
 mod peer;
+mod query;
 mod queue;
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -32,10 +33,13 @@ use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 pub use self::config::{ConfigError, QuicConfig};
+use self::handshake::Opened;
 use self::peer::{Peer, Stop};
+pub use self::query::QueryError;
+use self::query::QueryHandlers;
 use crate::dispatch::{DispatchStats, Dispatcher, Inbound, SubscribeError, Subscription};
 use crate::member::MemberId;
-use crate::message::{Delivery, Message, Tag};
+use crate::message::{Delivery, Message, Query, Tag};
 use crate::messenger::{Messenger, SendError, SendOutcome, TransportEvent};
 use crate::priority::Priority;
 use crate::socket::{CohortSocket, SocketFaults, SocketStats, bind_udp};
@@ -82,6 +86,7 @@ pub(crate) struct Shared {
     pub(crate) dispatcher: Arc<Dispatcher>,
     pub(crate) events: broadcast::Sender<TransportEvent>,
     pub(crate) dial_permits: Semaphore,
+    pub(crate) queries: QueryHandlers,
 }
 
 impl Shared {
@@ -228,6 +233,7 @@ impl QuicMessenger {
             advertised.set_port(bound.port());
         }
         let mut local = MemberId::new(config.name.clone(), advertised, config.kind)
+            .with_version(config.version)
             .with_attributes(config.attributes.clone());
         if let Some(uuid) = config.uuid {
             local = local.with_uuid(uuid);
@@ -268,6 +274,7 @@ impl QuicMessenger {
         let shared = Arc::new(Shared {
             local,
             dial_permits: Semaphore::new(config.max_concurrent_dials),
+            queries: QueryHandlers::default(),
             config,
             tls: tls.clone(),
             endpoint,
@@ -375,6 +382,31 @@ impl QuicMessenger {
         true
     }
 
+    /// Asks whoever listens at `address` (a member or not) one question, over a short
+    /// connection of its own with the cluster's mutual TLS, bounded by the handshake
+    /// timeout. For discovery: the asker need not know who answers, and neither side keeps
+    /// any state about the other afterwards.
+    pub async fn query<Q: Query>(
+        &self,
+        address: SocketAddr,
+        query: &Q,
+    ) -> Result<Q::Answer, QueryError> {
+        if self.inner.closing.load(Ordering::Acquire) {
+            return Err(QueryError::Shutdown);
+        }
+        query::ask(&self.inner.shared, address, query).await
+    }
+
+    /// Answers queries of type `Q` from now on with `handler`, which gets the query and the
+    /// asker's address and must not block. Until a handler is set, askers are told the
+    /// query is not served.
+    pub fn serve<Q: Query>(
+        &self,
+        handler: impl Fn(Q, SocketAddr) -> Q::Answer + Send + Sync + 'static,
+    ) {
+        self.inner.shared.queries.serve(handler);
+    }
+
     fn encode<M: Message>(&self, message: &M) -> Result<Bytes, SendError> {
         if self.inner.closing.load(Ordering::Acquire) {
             return Err(SendError::Shutdown);
@@ -451,7 +483,10 @@ impl Inner {
     async fn handle_incoming(self: Arc<Self>, incoming: quinn::Incoming) {
         let shared = &self.shared;
         let accepted = match handshake::accept(shared, incoming).await {
-            Ok(accepted) => accepted,
+            Ok(Opened::Peer(accepted)) => accepted,
+            Ok(Opened::Query(asked)) => {
+                return query::answer(shared, &shared.queries, asked).await;
+            }
             Err((remote, error)) if error.is_noise() => {
                 tracing::debug!(%remote, %error, "incoming attempt ended without a peer");
                 return;
@@ -546,7 +581,9 @@ impl Messenger for QuicMessenger {
             departed.insert(member.uuid());
             if let Some(entry) = peers.remove(&member.uuid()) {
                 tracing::debug!(?member, "forgetting member that left the view");
-                entry.peer.stop(Stop::Abort(CloseCode::RemovedFromView));
+                // What was queued before the view changed still goes (the view without
+                // it, for one), bounded by the shutdown timeout; nothing more is accepted.
+                entry.peer.stop(Stop::Depart);
             }
         }
     }
@@ -577,6 +614,37 @@ impl Messenger for QuicMessenger {
                 continue;
             };
             if !self.enqueue(&peer, priority, M::TAG, payload.clone()) {
+                outcome.backlogged.push(recipient.clone());
+            }
+        }
+        Ok(outcome)
+    }
+
+    fn send_outside_view<M: Message>(
+        &self,
+        message: &M,
+        recipients: &[MemberId],
+    ) -> Result<SendOutcome, SendError> {
+        if M::TAG >= Tag::FIRST_APPLICATION {
+            return Err(SendError::ProtocolOnly(M::TAG));
+        }
+        let payload = self.encode(message)?;
+        let local = self.inner.shared.local.uuid();
+        let view = read(&self.inner.view);
+        let mut outcome = SendOutcome::default();
+        for recipient in recipients {
+            let peer = if recipient.uuid() == local {
+                Some(self.inner.local_peer.clone())
+            } else {
+                // The view's entry wins over whatever address the caller was told.
+                let member = view.member(recipient.uuid()).unwrap_or(recipient);
+                self.inner.peer_for(member)
+            };
+            let Some(peer) = peer else {
+                outcome.not_in_view.push(recipient.clone());
+                continue;
+            };
+            if !self.enqueue(&peer, Priority::Control, M::TAG, payload.clone()) {
                 outcome.backlogged.push(recipient.clone());
             }
         }
@@ -649,9 +717,9 @@ impl Messenger for QuicMessenger {
         }
         let entries: Vec<PeerEntry> = lock(&inner.peers).drain().map(|(_, e)| e).collect();
         for entry in &entries {
-            entry.peer.stop(Stop::Graceful);
+            entry.peer.stop(Stop::Graceful(CloseCode::Shutdown));
         }
-        inner.local_peer.stop(Stop::Graceful);
+        inner.local_peer.stop(Stop::Graceful(CloseCode::Shutdown));
         // Each driver bounds its own flush by shutdown_timeout; the margin covers the close.
         let deadline = tokio::time::Instant::now()
             + inner.shared.config.shutdown_timeout

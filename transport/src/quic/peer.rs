@@ -55,8 +55,11 @@ const RETRY_MAX: Duration = Duration::from_secs(2);
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Stop {
     Run,
-    /// Flush what is queued, then close with SHUTDOWN.
-    Graceful,
+    /// Flush what is queued (bounded by the shutdown timeout), then close with this code.
+    Graceful(CloseCode),
+    /// The member left the view: wait until what was queued for it is acknowledged (bounded
+    /// by the shutdown timeout), then close with REMOVED_FROM_VIEW.
+    Depart,
     /// Close now with this code.
     Abort(CloseCode),
 }
@@ -407,8 +410,12 @@ pub(crate) async fn drive(
         let how = *stop.borrow_and_update();
         match how {
             Stop::Run => {}
-            Stop::Graceful => {
-                finish_gracefully(&peer, &shared, link).await;
+            Stop::Graceful(code) => {
+                finish_gracefully(&peer, &shared, link, code).await;
+                break;
+            }
+            Stop::Depart => {
+                finish_departure(&peer, &shared, link).await;
                 break;
             }
             Stop::Abort(code) => {
@@ -561,8 +568,8 @@ async fn decide(peer: &Arc<Peer>, shared: &Arc<Shared>, link: Link, accepted: Ac
 }
 
 /// Flushes the queues over the current connection (dialing first if one is in progress),
-/// then closes it. Bounded by the shutdown timeout.
-async fn finish_gracefully(peer: &Arc<Peer>, shared: &Arc<Shared>, link: Link) {
+/// then closes it with `code`. Bounded by the shutdown timeout.
+async fn finish_gracefully(peer: &Arc<Peer>, shared: &Arc<Shared>, link: Link, code: CloseCode) {
     let deadline = Instant::now() + shared.config.shutdown_timeout;
     let link = match link {
         Link::Dialing { mut future, conn } => {
@@ -578,10 +585,42 @@ async fn finish_gracefully(peer: &Arc<Peer>, shared: &Arc<Shared>, link: Link) {
             if peer.has_queued() || established.has_writers() {
                 let _ = tokio::time::timeout_at(deadline, established.flush()).await;
             }
-            established.retire(CloseCode::Shutdown).await;
+            established.retire(code).await;
         }
-        other => other.retire(CloseCode::Shutdown).await,
+        other => other.retire(code).await,
     }
+    peer.set_link(None);
+}
+
+/// Lets the current connection (dialing one if something is queued) carry what is queued
+/// until the peer acknowledges all of it, then closes it with REMOVED_FROM_VIEW. Unlike a
+/// graceful shutdown there is no Goodbye: the peer learns from the close code that it is no
+/// longer wanted. Bounded by the shutdown timeout.
+async fn finish_departure(peer: &Arc<Peer>, shared: &Arc<Shared>, link: Link) {
+    const POLL: Duration = Duration::from_millis(10);
+    let deadline = Instant::now() + shared.config.shutdown_timeout;
+    let link = match link {
+        Link::Idle if !lock(&peer.window).is_empty() => start_dial(peer, shared),
+        other => other,
+    };
+    let link = match link {
+        Link::Dialing { mut future, conn } => {
+            match tokio::time::timeout_at(deadline, &mut future).await {
+                Ok(Ok(dialed)) => go_up(peer, shared, dialed.into_parts(), true),
+                _ => Link::Dialing { future, conn },
+            }
+        }
+        other => other,
+    };
+    if let Link::Up(established) = &link {
+        while !lock(&peer.window).is_empty() && Instant::now() < deadline {
+            tokio::select! {
+                _ = established.closed() => break,
+                () = tokio::time::sleep(POLL) => {}
+            }
+        }
+    }
+    link.retire(CloseCode::RemovedFromView).await;
     peer.set_link(None);
 }
 

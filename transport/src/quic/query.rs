@@ -1,0 +1,227 @@
+//! One-shot queries: a question to whoever listens at an address, answered once.
+//!
+//! Discovery needs to talk to processes that are not peers yet: a joiner knows only its
+//! locators' addresses, not their identities, and a locator must answer joiners it has
+//! never seen. A query is its own short QUIC connection, with the same mutual TLS as every
+//! other: the asker opens the control stream and sends a Query frame instead of Hello, the
+//! answerer's handler (registered per [`Tag`]) produces one Answer frame, and the
+//! connection ends. No peer state is created on either side, so queries from many joiners
+//! cost the answerer nothing once answered.
+//!
+//! ```text
+//! query(addr, q) ─► connect (TLS) ─► Query{tag, postcard(q)} ─► answerer: handler(q, from)
+//!        ◄────────── Answer{tag, postcard(answer)} ◄─────────────────┘
+//! ```
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use quinn::ConnectionError;
+use tokio::time::Instant;
+
+use super::Shared;
+use super::handshake::{QueryAsked, ReadFrameError, peer_close_code, read_frame};
+use crate::message::{Query, Tag};
+use crate::priority::Priority;
+use crate::sync::{read, write};
+use crate::wire::{self, CloseCode, Frame, FrameDecoder};
+
+/// Answers one query type: the decoded-and-re-encoded form of a typed handler.
+type Handler = Arc<dyn Fn(&[u8], SocketAddr) -> Result<Bytes, String> + Send + Sync>;
+
+/// How long an answerer keeps a query connection open for the asker to read the answer.
+const LINGER: Duration = Duration::from_secs(2);
+
+/// Why a query got no answer.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum QueryError {
+    /// The messenger is shutting down or has shut down.
+    #[error("the messenger has shut down")]
+    Shutdown,
+    /// The query could not be encoded.
+    #[error("could not encode the query: {0}")]
+    Encode(postcard::Error),
+    /// The connection could not be started (e.g. an address quinn refuses).
+    #[error("could not connect to {address}: {reason}")]
+    Connect {
+        /// The address asked.
+        address: SocketAddr,
+        /// quinn's reason.
+        reason: String,
+    },
+    /// The connection failed: nobody listening, TLS refused, closed by the answerer.
+    #[error("query to {address} failed: {reason}")]
+    Connection {
+        /// The address asked.
+        address: SocketAddr,
+        /// Why, as quinn or the answerer reported it.
+        reason: String,
+    },
+    /// No answer within the handshake timeout.
+    #[error("no answer from {0} within the handshake timeout")]
+    Timeout(SocketAddr),
+    /// The answerer does not serve this query type (or not yet).
+    #[error("{address} does not answer queries with tag {tag}")]
+    NotServed {
+        /// The address asked.
+        address: SocketAddr,
+        /// The query's tag.
+        tag: Tag,
+    },
+    /// The answer was malformed.
+    #[error("malformed answer from {address}: {reason}")]
+    Malformed {
+        /// The address asked.
+        address: SocketAddr,
+        /// What was wrong.
+        reason: String,
+    },
+}
+
+/// The query types this member answers.
+#[derive(Default)]
+pub(crate) struct QueryHandlers {
+    handlers: RwLock<HashMap<Tag, Handler>>,
+}
+
+impl QueryHandlers {
+    /// Answers queries of type `Q` with `handler` from now on, replacing any earlier one.
+    pub(crate) fn serve<Q: Query>(
+        &self,
+        handler: impl Fn(Q, SocketAddr) -> Q::Answer + Send + Sync + 'static,
+    ) {
+        let handler: Handler = Arc::new(move |payload, from| {
+            let query: Q = postcard::from_bytes(payload).map_err(|e| e.to_string())?;
+            let answer = handler(query, from);
+            postcard::to_allocvec(&answer)
+                .map(Bytes::from)
+                .map_err(|e| e.to_string())
+        });
+        write(&self.handlers).insert(Q::TAG, handler);
+    }
+
+    fn handler(&self, tag: Tag) -> Option<Handler> {
+        read(&self.handlers).get(&tag).cloned()
+    }
+}
+
+/// Asks whoever listens at `address`, and decodes the answer.
+pub(crate) async fn ask<Q: Query>(
+    shared: &Shared,
+    address: SocketAddr,
+    query: &Q,
+) -> Result<Q::Answer, QueryError> {
+    let payload = postcard::to_allocvec(query).map_err(QueryError::Encode)?;
+    let deadline = Instant::now() + shared.config.handshake_timeout;
+    let permit = shared
+        .dial_permits
+        .acquire()
+        .await
+        .map_err(|_| QueryError::Shutdown)?;
+    let connecting = shared
+        .endpoint
+        .connect_with(
+            shared.client_config.clone(),
+            address,
+            &address.ip().to_string(),
+        )
+        .map_err(|e| QueryError::Connect {
+            address,
+            reason: e.to_string(),
+        })?;
+    let lost = |error: ConnectionError| match peer_close_code(&error) {
+        Some(CloseCode::QueryNotServed) => QueryError::NotServed {
+            address,
+            tag: Q::TAG,
+        },
+        _ => QueryError::Connection {
+            address,
+            reason: error.to_string(),
+        },
+    };
+    let conn = tokio::time::timeout_at(deadline, connecting)
+        .await
+        .map_err(|_| QueryError::Timeout(address))?
+        .map_err(lost)?;
+    drop(permit);
+    let exchange = async {
+        let (mut send, mut recv) = conn.open_bi().await.map_err(lost)?;
+        let _ = send.set_priority(Priority::Control.stream_priority());
+        let stream_error = |reason: String| QueryError::Connection { address, reason };
+        send.write_all(&wire::encode_query(Q::TAG, &payload))
+            .await
+            .map_err(|e| match e {
+                quinn::WriteError::ConnectionLost(e) => lost(e),
+                other => stream_error(other.to_string()),
+            })?;
+        let _ = send.finish();
+        let mut decoder = FrameDecoder::new(shared.config.max_frame_bytes);
+        let malformed = |reason: String| QueryError::Malformed { address, reason };
+        match read_frame(&mut recv, &mut decoder).await {
+            Ok(Some(Frame::Answer { tag, payload })) if tag == Q::TAG => {
+                postcard::from_bytes::<Q::Answer>(&payload).map_err(|e| malformed(e.to_string()))
+            }
+            Ok(Some(Frame::Answer { tag, .. })) => {
+                Err(malformed(format!("answer to tag {tag}, asked {}", Q::TAG)))
+            }
+            Ok(Some(_)) => Err(malformed("a frame other than Answer".into())),
+            Ok(None) => Err(stream_error("closed without an answer".into())),
+            Err(ReadFrameError::Wire(e)) => Err(malformed(e.to_string())),
+            Err(ReadFrameError::Read(quinn::ReadError::ConnectionLost(e))) => Err(lost(e)),
+            Err(ReadFrameError::Read(e)) => Err(stream_error(e.to_string())),
+        }
+    };
+    let result = tokio::time::timeout_at(deadline, exchange)
+        .await
+        .unwrap_or(Err(QueryError::Timeout(address)));
+    // Code 0 on purpose: the answerer treats it as the asker hanging up, not as an error.
+    conn.close(0u32.into(), b"done");
+    result
+}
+
+/// Answers a query read from an incoming connection, then lets the connection end.
+pub(crate) async fn answer(shared: &Shared, handlers: &QueryHandlers, asked: QueryAsked) {
+    let QueryAsked {
+        conn,
+        mut send,
+        tag,
+        payload,
+    } = asked;
+    let remote = conn.remote_address();
+    let Some(handler) = handlers.handler(tag) else {
+        tracing::debug!(%remote, %tag, "query for a tag not served");
+        let code = CloseCode::QueryNotServed;
+        conn.close(code.varint(), code.name().as_bytes());
+        return;
+    };
+    let answer = match handler(&payload, remote) {
+        Ok(answer) => answer,
+        Err(reason) => {
+            tracing::debug!(%remote, %tag, %reason, "malformed query");
+            let code = CloseCode::MalformedFrame;
+            conn.close(code.varint(), code.name().as_bytes());
+            return;
+        }
+    };
+    if answer.len() + 16 > shared.config.max_frame_bytes {
+        tracing::warn!(%remote, %tag, bytes = answer.len(), "answer over the frame limit");
+        let code = CloseCode::QueryNotServed;
+        conn.close(code.varint(), code.name().as_bytes());
+        return;
+    }
+    if send
+        .write_all(&wire::encode_answer(tag, &answer))
+        .await
+        .is_ok()
+    {
+        let _ = send.finish();
+        // The asker closes once it has read the answer; don't outwait a silent one.
+        let _ = tokio::time::timeout(LINGER, conn.closed()).await;
+    }
+    let code = CloseCode::Shutdown;
+    conn.close(code.varint(), code.name().as_bytes());
+}
