@@ -90,13 +90,31 @@ pub enum MembershipEvent {
         crashed: Vec<MemberId>,
     },
     /// The coordinator refused this member's join.
-    JoinRejected(JoinRejection),
+    JoinRejected {
+        /// The coordinator that refused.
+        by: MemberId,
+        /// Why.
+        reason: JoinRejection,
+    },
     /// No answer to this member's join within the join timeout.
     JoinTimedOut,
     /// This member has left the cluster (its leave completed, or it stopped waiting).
     Left,
-    /// A view without this member was installed although it did not ask to leave.
-    Removed,
+    /// The cluster removed this member although it did not ask to leave (it was taken for
+    /// crashed). It is out for good; a new start makes a new member.
+    ForcedDisconnect {
+        /// Why, for people.
+        reason: String,
+    },
+}
+
+/// Counters of the membership protocol.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct GmsStats {
+    /// Messages dropped because their sender was neither in the view nor in a view being
+    /// prepared (a process outside the cluster may only ask to join).
+    pub dropped_from_non_members: u64,
 }
 
 #[derive(Debug)]
@@ -142,6 +160,7 @@ pub struct Gms {
     batch_at: Option<Instant>,
     round: Option<Round>,
     outputs: VecDeque<Output>,
+    stats: GmsStats,
 }
 
 impl Gms {
@@ -160,6 +179,7 @@ impl Gms {
             batch_at: None,
             round: None,
             outputs: VecDeque::new(),
+            stats: GmsStats::default(),
         }
     }
 
@@ -171,6 +191,11 @@ impl Gms {
     /// The installed view, once there is one.
     pub fn view(&self) -> Option<&View> {
         self.view.as_ref()
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> GmsStats {
+        self.stats
     }
 
     /// The view prepared but not yet installed, if any.
@@ -186,6 +211,14 @@ impl Gms {
                 .as_ref()
                 .and_then(View::coordinator)
                 .is_some_and(|c| c == &self.me)
+    }
+
+    /// The coordinator a joining member is asking, until it is admitted or gives up.
+    pub fn joining_through(&self) -> Option<&MemberId> {
+        match &self.role {
+            Role::Joining { coordinator, .. } => Some(coordinator),
+            _ => None,
+        }
     }
 
     /// True while this member is in an installed view.
@@ -245,8 +278,14 @@ impl Gms {
         };
     }
 
-    /// A message from `from` (as authenticated by the transport).
+    /// A message from `from` (as authenticated by the transport). From a process outside
+    /// the cluster only a join request is taken; anything else is dropped and counted.
     pub fn handle_message(&mut self, now: Instant, from: &MemberId, message: GmsMessage) {
+        if !self.hears_from(from, &message) {
+            self.stats.dropped_from_non_members += 1;
+            tracing::debug!(?from, "dropped a membership message from a non-member");
+            return;
+        }
         match message {
             GmsMessage::JoinRequest {
                 member,
@@ -256,7 +295,10 @@ impl Gms {
                 if let Role::Joining { coordinator, .. } = &self.role {
                     if coordinator == from {
                         self.role = Role::Gone;
-                        self.event(MembershipEvent::JoinRejected(reason));
+                        self.event(MembershipEvent::JoinRejected {
+                            by: from.clone(),
+                            reason,
+                        });
                     }
                 }
             }
@@ -445,6 +487,14 @@ impl Gms {
             self.send(vec![member], GmsMessage::JoinRejected { reason });
             return;
         }
+        // Two live processes cannot share one UDP port: a joiner at the address of a member
+        // with its name is that member restarted, and the old incarnation is gone.
+        if let Some(old) = view.members().iter().find(|m| is_restart_of(&member, m))
+            && !self.pending_removals.contains(old)
+        {
+            tracing::info!(old = ?old, new = ?member, "member restarted: removing its old incarnation");
+            self.pending_removals.push(old.clone());
+        }
         if !self.pending_joins.contains(&member) {
             self.pending_joins.push(member);
         }
@@ -473,7 +523,7 @@ impl Gms {
             .iter()
             .chain(&self.pending_joins)
             .chain(in_round)
-            .any(|m| m.name() == member.name() && m != member);
+            .any(|m| m.name() == member.name() && m != member && !is_restart_of(member, m));
         name_taken.then(|| JoinRejection::NameInUse(member.name().to_owned()))
     }
 
@@ -607,6 +657,26 @@ impl Gms {
 
     // ---- every member ----
 
+    /// Whether a message from `from` is taken at all: a join request from anyone; while
+    /// joining, anything from the coordinator asked; otherwise only from members of the
+    /// installed view or of a view being prepared (an admitted joiner acknowledges before
+    /// it is installed).
+    fn hears_from(&self, from: &MemberId, message: &GmsMessage) -> bool {
+        if matches!(message, GmsMessage::JoinRequest { .. }) {
+            return true;
+        }
+        if let Role::Joining { coordinator, .. } = &self.role {
+            return coordinator == from;
+        }
+        self.in_view(from)
+            || self.prepared.as_ref().is_some_and(|v| v.contains(from))
+            || self.round.as_ref().is_some_and(|r| r.view.contains(from))
+    }
+
+    fn view_id(&self) -> ViewId {
+        self.view.as_ref().map_or(ViewId(0), View::id)
+    }
+
     fn in_view(&self, member: &MemberId) -> bool {
         self.view.as_ref().is_some_and(|v| v.contains(member))
     }
@@ -666,7 +736,9 @@ impl Gms {
             }
             (Role::Member, false) => {
                 self.role = Role::Gone;
-                self.event(MembershipEvent::Removed);
+                self.event(MembershipEvent::ForcedDisconnect {
+                    reason: format!("view {} removed this member as crashed", self.view_id()),
+                });
             }
             _ => {}
         }
@@ -710,6 +782,11 @@ impl std::fmt::Debug for Gms {
     }
 }
 
+/// True if `joiner` is `existing` restarted: same name, same address, new identity.
+fn is_restart_of(joiner: &MemberId, existing: &MemberId) -> bool {
+    joiner != existing && joiner.name() == existing.name() && joiner.address() == existing.address()
+}
+
 /// Every member of `view` but `me`.
 fn others(view: &View, me: &MemberId) -> Vec<MemberId> {
     view.members()
@@ -725,4 +802,116 @@ fn take_in(pending: &mut Vec<MemberId>, view: &View) -> Vec<MemberId> {
         .into_iter()
         .partition(|m| view.contains(m));
     inside
+}
+
+#[cfg(test)]
+mod tests {
+    use cohort_transport::MemberKind;
+
+    use super::*;
+    use crate::auth::AllowAll;
+
+    fn member(port: u16) -> MemberId {
+        let address = format!("127.0.0.1:{port}").parse().expect("literal");
+        MemberId::new(format!("m{port}"), address, MemberKind::Member)
+    }
+
+    #[test]
+    fn a_non_member_may_only_ask_to_join_everything_else_is_dropped_and_counted() {
+        let now = Instant::now();
+        let mut gms = Gms::new(member(1), GmsConfig::default(), Arc::new(AllowAll));
+        gms.found_cluster(now);
+        while gms.poll_output().is_some() {}
+        let stranger = member(2);
+        let forged = View::new(ViewId(9), [stranger.clone()]);
+        let attempts = [
+            GmsMessage::InstallView {
+                view: forged.clone(),
+                left: Vec::new(),
+                crashed: vec![gms.me().clone()],
+            },
+            GmsMessage::PrepareView { view: forged },
+            GmsMessage::LeaveRequest {
+                member: stranger.clone(),
+            },
+            GmsMessage::PrepareAck { view_id: ViewId(2) },
+        ];
+        for message in attempts {
+            gms.handle_message(now, &stranger, message);
+        }
+        assert_eq!(gms.stats().dropped_from_non_members, 4);
+        assert_eq!(gms.view().map(View::id), Some(ViewId(1)));
+        assert!(gms.poll_output().is_none(), "no answer to a non-member");
+
+        // A join request is heard, and admits it.
+        gms.handle_message(
+            now,
+            &stranger,
+            GmsMessage::JoinRequest {
+                member: stranger.clone(),
+                credentials: Credentials::default(),
+            },
+        );
+        gms.handle_timeout(now + Duration::from_secs(1));
+        let view_id = gms.prepared().map(View::id).expect("a view is prepared");
+        gms.handle_message(now, &stranger, GmsMessage::PrepareAck { view_id });
+        assert_eq!(gms.view().map(|v| v.contains(&stranger)), Some(true));
+        assert_eq!(gms.stats().dropped_from_non_members, 4);
+    }
+
+    #[test]
+    fn a_restarted_member_replaces_its_old_incarnation_instead_of_being_refused() {
+        let now = Instant::now();
+        let mut gms = Gms::new(member(1), GmsConfig::default(), Arc::new(AllowAll));
+        gms.found_cluster(now);
+        let old = member(2);
+        let join = |gms: &mut Gms, m: &MemberId, at: Instant| {
+            gms.handle_message(
+                at,
+                m,
+                GmsMessage::JoinRequest {
+                    member: m.clone(),
+                    credentials: Credentials::default(),
+                },
+            );
+            gms.handle_timeout(at + Duration::from_secs(1));
+            let view_id = gms.prepared().map(View::id).expect("a view is prepared");
+            gms.handle_message(at, m, GmsMessage::PrepareAck { view_id });
+        };
+        join(&mut gms, &old, now);
+        assert!(gms.view().is_some_and(|v| v.contains(&old)));
+        // Same name and address, new identity: the old one is out, the new one in, at once.
+        let new = member(2);
+        join(&mut gms, &new, now + Duration::from_secs(2));
+        let view = gms.view().expect("view");
+        assert!(view.contains(&new) && !view.contains(&old), "{view}");
+        // Another process taking the name from elsewhere is still refused.
+        let mut thief = MemberId::new(
+            "m2",
+            "127.0.0.1:3".parse().expect("literal"),
+            MemberKind::Member,
+        );
+        thief = thief.with_uuid(uuid::Uuid::new_v4());
+        while gms.poll_output().is_some() {}
+        gms.handle_message(
+            now + Duration::from_secs(4),
+            &thief,
+            GmsMessage::JoinRequest {
+                member: thief.clone(),
+                credentials: Credentials::default(),
+            },
+        );
+        let refused = std::iter::from_fn(|| gms.poll_output()).any(|o| {
+            matches!(
+                o,
+                Output::Send {
+                    message: GmsMessage::JoinRejected {
+                        reason: JoinRejection::NameInUse(_)
+                    },
+                    ..
+                }
+            )
+        });
+        assert!(refused);
+    }
 }

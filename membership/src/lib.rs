@@ -1,18 +1,28 @@
 //! cohort-membership: one consistent, ordered membership view for a cluster.
 //!
+//! - [`member`]: [`Member`], the public front door: it binds the messenger, finds the
+//!   cluster through its locators, joins it, and drives [`Gms`] on tokio.
 //! - [`gms`]: [`Gms`], the membership protocol as a sans-IO state machine (Geode's model):
 //!   authenticated joins through the coordinator, batching, two-phase view installation,
 //!   graceful leave. Time is passed in and outputs are polled; it never reads a clock or
 //!   does I/O, so a test can run a thousand members deterministically in virtual time.
-//! - [`messages`]: what members say to each other ([`GmsMessage`], one stable tag).
+//! - [`discovery`]: deciding from locators' answers whom to join, or whether to found the
+//!   cluster (how locators started together agree on one founder).
+//! - [`view_file`]: the view a locator persists to find the cluster again after a restart.
+//! - [`messages`]: what members say to each other ([`GmsMessage`], one stable tag) and the
+//!   discovery query.
 //! - [`auth`]: the pluggable [`Authenticator`] that judges joiners' credentials.
 //!
-//! The tokio driver (`Member`), locators and failure detection build on this core.
+//! Failure detection builds on this core (its own issue).
 
 pub mod auth;
+pub mod discovery;
 pub mod gms;
+pub mod member;
 pub mod messages;
+pub mod view_file;
 
 pub use auth::{AllowAll, Authenticator, Credentials, SharedSecret};
-pub use gms::{Gms, GmsConfig, MembershipEvent, Output};
-pub use messages::{GmsMessage, JoinRejection};
+pub use gms::{Gms, GmsConfig, GmsStats, MembershipEvent, Output};
+pub use member::{ConfigError, Member, MemberConfig, MemberStats, StartError};
+pub use messages::{DiscoveryAnswer, FindCoordinator, GmsMessage, JoinRejection};

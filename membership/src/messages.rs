@@ -2,7 +2,7 @@
 //! tag; the variant order of [`GmsMessage`] and [`JoinRejection`] is part of the wire format
 //! (postcard encodes the variant index): append, never reorder.
 
-use cohort_transport::{MemberId, Message, ProtocolVersion, Tag, View, ViewId};
+use cohort_transport::{MemberId, Message, ProtocolVersion, Query, Tag, View, ViewId};
 use serde::{Deserialize, Serialize};
 
 use crate::auth::Credentials;
@@ -55,6 +55,33 @@ pub enum GmsMessage {
 
 impl Message for GmsMessage {
     const TAG: Tag = Tag(0x0100);
+}
+
+/// Discovery: a process starting up asks a locator (or any member) who coordinates the
+/// cluster. Sent as a one-shot query, so the asker need not be a member nor know who
+/// answers.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct FindCoordinator {
+    /// Who asks (for the answerer's logs).
+    pub asker: MemberId,
+}
+
+impl Message for FindCoordinator {
+    const TAG: Tag = Tag(0x0101);
+}
+
+impl Query for FindCoordinator {
+    type Answer = DiscoveryAnswer;
+}
+
+/// The answer to [`FindCoordinator`].
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DiscoveryAnswer {
+    /// Who answered.
+    pub responder: MemberId,
+    /// The answerer's installed view (its coordinator is the one to join through); `None`
+    /// while the answerer is itself still starting.
+    pub view: Option<View>,
 }
 
 /// Why a joiner was refused.

@@ -136,7 +136,10 @@ impl Sim {
                 }
             }
         }
-        if matches!(event, MembershipEvent::Left | MembershipEvent::Removed) {
+        if matches!(
+            event,
+            MembershipEvent::Left | MembershipEvent::ForcedDisconnect { .. }
+        ) {
             let out = self.members[i].view().map_or(ViewId(0), |v| v.id());
             self.removed_in.insert(self.members[i].me().uuid(), out);
         }
@@ -393,7 +396,7 @@ fn wrong_credentials_older_versions_and_taken_names_are_refused_with_reasons() {
     sim.run_until("both refused", Duration::from_secs(30), |s| {
         [bad, dup].iter().all(|i| {
             s.events_of(*i)
-                .any(|e| matches!(e, MembershipEvent::JoinRejected(_)))
+                .any(|e| matches!(e, MembershipEvent::JoinRejected { .. }))
         })
     });
     assert_eq!(
@@ -426,7 +429,7 @@ fn wrong_credentials_older_versions_and_taken_names_are_refused_with_reasons() {
         Duration::from_secs(30),
         |s| {
             s.events_of(old)
-                .any(|e| matches!(e, MembershipEvent::JoinRejected(_)))
+                .any(|e| matches!(e, MembershipEvent::JoinRejected { .. }))
         },
     );
     assert_eq!(
@@ -488,7 +491,7 @@ fn a_member_that_never_acknowledges_is_left_out_of_a_prepared_view_again() {
 
 fn rejection(sim: &Sim, i: usize) -> Option<JoinRejection> {
     sim.events_of(i).find_map(|e| match e {
-        MembershipEvent::JoinRejected(r) => Some(r.clone()),
+        MembershipEvent::JoinRejected { reason, .. } => Some(reason.clone()),
         _ => None,
     })
 }

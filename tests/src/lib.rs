@@ -20,7 +20,10 @@ use cohort_transport::{
 };
 use serde::{Deserialize, Serialize};
 
+pub mod cluster;
 pub mod sim;
+
+pub use cluster::Cluster;
 
 /// How long tests wait for a condition before failing: generous, so a loaded machine does
 /// not make them flaky; conditions normally hold within milliseconds.

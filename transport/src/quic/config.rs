@@ -9,7 +9,8 @@ use crate::member::{MemberAttributes, MemberKind, ProtocolVersion};
 /// ephemeral port; every field documents its unit and default.
 #[derive(Clone, Debug)]
 pub struct QuicConfig {
-    /// The member's logical name, shown in logs and views. Default `"member"`.
+    /// The member's logical name, shown in logs and views; empty names the member after
+    /// its advertised address. Default `"member"`.
     pub name: String,
     /// The member's role. Default [`MemberKind::Member`].
     pub kind: MemberKind,

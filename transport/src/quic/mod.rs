@@ -232,7 +232,11 @@ impl QuicMessenger {
         if advertised.port() == 0 {
             advertised.set_port(bound.port());
         }
-        let mut local = MemberId::new(config.name.clone(), advertised, config.kind)
+        let name = match config.name.is_empty() {
+            true => advertised.to_string(),
+            false => config.name.clone(),
+        };
+        let mut local = MemberId::new(name, advertised, config.kind)
             .with_version(config.version)
             .with_attributes(config.attributes.clone());
         if let Some(uuid) = config.uuid {

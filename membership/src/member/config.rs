@@ -1,0 +1,218 @@
+//! [`MemberConfig`]: the settings of one member, named after Geode's properties, and the
+//! errors of [`Member::start`](super::Member::start).
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cohort_transport::{
+    BindError, MemberId, MemberKind, ProtocolVersion, QuicConfig, TlsError, TlsSettings,
+};
+
+use crate::auth::{AllowAll, Authenticator, Credentials};
+
+/// Settings of one member. [`MemberConfig::new`] takes the TLS settings (there is no
+/// default for those: every cluster has its own CA) and fills every other field with its
+/// documented default.
+#[derive(Clone)]
+pub struct MemberConfig {
+    /// The logical name, unique in the cluster (Geode's `name`). Default `None`: the
+    /// member's advertised address, e.g. `127.0.0.1:40404`.
+    pub name: Option<String>,
+    /// The UDP address to bind (Geode's `bind-address` and port); port 0 picks one.
+    /// Default `127.0.0.1:0`.
+    pub bind: SocketAddr,
+    /// The address other members dial, when it differs from `bind` (required when `bind`
+    /// is unspecified, such as `0.0.0.0`). Default `None`: the bound address.
+    pub advertise: Option<SocketAddr>,
+    /// The locators to ask for the cluster (Geode's `locators`). A member needs at least
+    /// one; a locator may have none (it then founds the cluster alone). A locator lists
+    /// the other locators, and may list itself. Default empty.
+    pub locators: Vec<SocketAddr>,
+    /// The member's role. Default [`MemberKind::Member`].
+    pub kind: MemberKind,
+    /// The cluster's TLS settings: CA, this member's certificate and key.
+    pub tls: TlsSettings,
+    /// What this member presents when it joins (Geode's `security-*` properties). Default
+    /// empty.
+    pub credentials: Credentials,
+    /// Judges joiners' credentials while this member is coordinator (Geode's security
+    /// manager). Default [`AllowAll`]: mutual TLS alone decides who gets in.
+    pub authenticator: Arc<dyn Authenticator>,
+    /// How long a member may stay silent before it counts as failed (Geode's
+    /// `member-timeout`). The coordinator waits this long for the acknowledgements of a
+    /// prepared view before leaving the silent members out. Default 5 s.
+    pub member_timeout: Duration,
+    /// How long `start` tries to get into a view, discovery included (Geode's
+    /// `join-timeout`). Default 24 s.
+    pub join_timeout: Duration,
+    /// How long `leave` waits for the view without this member. Default 5 s.
+    pub leave_timeout: Duration,
+    /// How long the coordinator collects joins, leaves and removals into one view change.
+    /// Default 100 ms.
+    pub batch_interval: Duration,
+    /// How often a starting member asks the locators again while none has a view for it.
+    /// Default 300 ms.
+    pub discovery_interval: Duration,
+    /// Where a locator persists the latest view (Geode's working directory): file
+    /// `locator-<port>.view`. Default the current directory.
+    pub working_dir: PathBuf,
+    /// Whether a locator persists the view and reads it back at start. Default `true`.
+    pub persist_view: bool,
+    /// The protocol version announced; the coordinator refuses versions older than the
+    /// newest in the cluster. Default [`ProtocolVersion::CURRENT`]; only upgrade tests (and
+    /// future releases) set another.
+    pub version: ProtocolVersion,
+    /// Transport tuning (queues, frame limit, QUIC timers, concurrent handshakes, socket
+    /// buffers). Its `name`, `kind`, `bind`, `advertise` and `version` are taken from the
+    /// fields above. Default [`QuicConfig::default`].
+    pub transport: QuicConfig,
+}
+
+impl MemberConfig {
+    /// A member of the cluster secured by `tls`, with every other setting at its default.
+    pub fn new(tls: TlsSettings) -> Self {
+        MemberConfig {
+            name: None,
+            bind: SocketAddr::from(([127, 0, 0, 1], 0)),
+            advertise: None,
+            locators: Vec::new(),
+            kind: MemberKind::Member,
+            tls,
+            credentials: Credentials::default(),
+            authenticator: Arc::new(AllowAll),
+            member_timeout: Duration::from_secs(5),
+            join_timeout: Duration::from_secs(24),
+            leave_timeout: Duration::from_secs(5),
+            batch_interval: Duration::from_millis(100),
+            discovery_interval: Duration::from_millis(300),
+            working_dir: PathBuf::from("."),
+            persist_view: true,
+            version: ProtocolVersion::CURRENT,
+            transport: QuicConfig::default(),
+        }
+    }
+
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+        if self.locators.is_empty() && self.kind != MemberKind::Locator {
+            return Err(ConfigError::NoLocators);
+        }
+        for (value, name) in [
+            (self.member_timeout, "member_timeout"),
+            (self.join_timeout, "join_timeout"),
+            (self.leave_timeout, "leave_timeout"),
+            (self.discovery_interval, "discovery_interval"),
+        ] {
+            if value.is_zero() {
+                return Err(ConfigError::ZeroDuration(name));
+            }
+        }
+        if self.name.as_deref().is_some_and(str::is_empty) {
+            return Err(ConfigError::EmptyName);
+        }
+        Ok(())
+    }
+
+    /// The transport's configuration, with this member's identity settings.
+    pub(crate) fn quic(&self) -> QuicConfig {
+        let mut quic = self.transport.clone();
+        quic.name = self.name.clone().unwrap_or_default();
+        quic.kind = self.kind;
+        quic.bind = self.bind;
+        quic.advertise = self.advertise;
+        quic.version = self.version;
+        quic
+    }
+}
+
+impl fmt::Debug for MemberConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MemberConfig")
+            .field("name", &self.name)
+            .field("bind", &self.bind)
+            .field("advertise", &self.advertise)
+            .field("locators", &self.locators)
+            .field("kind", &self.kind)
+            .field("credentials", &self.credentials)
+            .field("member_timeout", &self.member_timeout)
+            .field("join_timeout", &self.join_timeout)
+            .field("working_dir", &self.working_dir)
+            .field("version", &self.version)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A setting that cannot work.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A member (not a locator) was given no locator to find the cluster through.
+    #[error("locators is empty: a member needs at least one locator address")]
+    NoLocators,
+    /// A duration that must be positive is zero.
+    #[error("{0} must be longer than zero")]
+    ZeroDuration(&'static str),
+    /// The name is empty.
+    #[error("name must not be empty (leave it unset to use the member's address)")]
+    EmptyName,
+}
+
+/// Why [`Member::start`](super::Member::start) did not get the member into a view.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// The settings cannot work.
+    #[error("invalid member configuration: {0}")]
+    Config(#[from] ConfigError),
+    /// The TLS settings could not be loaded.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// The messenger could not start.
+    #[error(transparent)]
+    Bind(#[from] BindError),
+    /// The coordinator's authenticator refused this member's credentials.
+    #[error("authentication failed: the coordinator {coordinator} refused: {reason}")]
+    AuthenticationFailed {
+        /// The coordinator that refused.
+        coordinator: MemberId,
+        /// Its reason.
+        reason: String,
+    },
+    /// A newer version has joined the cluster; this older one may not.
+    #[error("version {joining} refused: the cluster already has members of version {cluster}")]
+    VersionRefused {
+        /// This member's version.
+        joining: ProtocolVersion,
+        /// The newest version in the cluster.
+        cluster: ProtocolVersion,
+    },
+    /// Another member of the cluster already has this name.
+    #[error("the name {0:?} is already in use in the cluster")]
+    NameInUse(String),
+    /// No locator answered with a cluster to join within the join timeout.
+    #[error(
+        "no locator reachable within the join timeout of {waited:?} (asked {locators:?}){}",
+        last_error.as_ref().map(|e| format!("; last error: {e}")).unwrap_or_default()
+    )]
+    NoLocator {
+        /// The addresses asked.
+        locators: Vec<SocketAddr>,
+        /// The join timeout.
+        waited: Duration,
+        /// The last failure seen, if any.
+        last_error: Option<String>,
+    },
+    /// A coordinator was found but did not admit this member within the join timeout.
+    #[error("the coordinator {coordinator} did not admit this member within {waited:?}")]
+    JoinTimedOut {
+        /// The coordinator last asked.
+        coordinator: MemberId,
+        /// The join timeout.
+        waited: Duration,
+    },
+    /// The member stopped before it was admitted.
+    #[error("the member stopped before it was admitted")]
+    Stopped,
+}

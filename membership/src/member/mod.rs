@@ -1,0 +1,477 @@
+//! [`Member`]: the tokio driver of [`Gms`] and the public front door.
+//!
+//! ```text
+//! Member::start ─► QuicMessenger::bind ─► serve FindCoordinator (discovery answers)
+//!               ─► discovery rounds (discover.rs) ─► Gms::join(coordinator) or found_cluster
+//!               ─► driver task ◄── GmsMessage subscription, timers, commands (leave)
+//!                      │ Gms outputs:
+//!                      ├─ Send      ─► messenger.send_outside_view (Control priority)
+//!                      └─ Event     ─► view installed: messenger.install_view, view watch,
+//!                                      persisted view file (locators), event broadcast
+//! ```
+//!
+//! `start` returns once the driver reports this member in a view, or the reason it never
+//! will be. The driver owns the `Gms`; everything the application reads (view, events,
+//! counters) is published by it into shared state, so no call on a `Member` waits for it.
+
+mod config;
+mod discover;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use cohort_transport::{
+    MemberId, MemberKind, Message, Messenger, Priority, QuicMessenger, SendError, SendOutcome,
+    SubscribeError, Subscription, View,
+};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+pub use self::config::{ConfigError, MemberConfig, StartError};
+use crate::gms::{Gms, GmsConfig, GmsStats, MembershipEvent, Output};
+use crate::messages::{DiscoveryAnswer, FindCoordinator, GmsMessage, JoinRejection};
+use crate::view_file;
+
+/// Membership events buffered for slow subscribers.
+const EVENT_CAPACITY: usize = 1024;
+/// How often a joiner repeats an unanswered join request.
+const JOIN_RETRY: Duration = Duration::from_secs(1);
+
+/// One member of a cluster: in a view from the moment [`Member::start`] returns until it
+/// leaves, is removed, or is dropped.
+///
+/// Dropping a `Member` stops it at once, like a crash (no leave, no flush); call
+/// [`Member::leave`] to go gracefully.
+pub struct Member {
+    shared: Arc<Shared>,
+    messenger: QuicMessenger,
+    commands: mpsc::Sender<Command>,
+    driver: JoinHandle<()>,
+}
+
+/// What the driver publishes for the application and for discovery answers.
+struct Shared {
+    me: MemberId,
+    /// The installed view; empty until this member is in one.
+    view: watch::Sender<View>,
+    /// True from admission until the member leaves or is removed.
+    active: watch::Sender<bool>,
+    events: broadcast::Sender<MembershipEvent>,
+    stats: Mutex<GmsStats>,
+}
+
+impl Shared {
+    fn discovery_answer(&self) -> DiscoveryAnswer {
+        let view = Some(self.view.borrow().clone()).filter(|_| *self.active.borrow());
+        DiscoveryAnswer {
+            responder: self.me.clone(),
+            view,
+        }
+    }
+}
+
+enum Command {
+    Leave(oneshot::Sender<bool>),
+}
+
+/// Counters of one member.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct MemberStats {
+    /// Membership messages dropped because their sender was outside the cluster (only
+    /// discovery and join requests are taken from non-members).
+    pub dropped_from_non_members: u64,
+}
+
+impl Member {
+    /// Binds the member's socket, finds the cluster through the locators (or founds it,
+    /// for a locator that finds none) and joins it. Returns once this member is in a view,
+    /// or with the reason it could not get into one within the join timeout.
+    pub async fn start(config: MemberConfig) -> Result<Member, StartError> {
+        config.validate()?;
+        let deadline = Instant::now() + config.join_timeout;
+        let tls = config.tls.load()?;
+        let messenger = QuicMessenger::bind(config.quic(), &tls)?;
+        let me = messenger.local_member().clone();
+        let subscription = messenger
+            .subscribe::<GmsMessage>()
+            .map_err(|_| StartError::Stopped)?;
+        let shared = Arc::new(Shared {
+            me: me.clone(),
+            view: watch::Sender::new(View::empty()),
+            active: watch::Sender::new(false),
+            events: broadcast::Sender::new(EVENT_CAPACITY),
+            stats: Mutex::new(GmsStats::default()),
+        });
+        let answering = shared.clone();
+        messenger.serve::<FindCoordinator>(move |query, from| {
+            tracing::trace!(asker = ?query.asker, %from, "discovery query");
+            answering.discovery_answer()
+        });
+
+        let view_file = (config.kind == MemberKind::Locator && config.persist_view)
+            .then(|| view_file::path_for(&config.working_dir, me.address().port()));
+        let persisted = view_file.as_deref().and_then(|path| {
+            view_file::read(path)
+                .inspect_err(|error| tracing::warn!(%error, "ignoring the persisted view"))
+                .ok()
+                .flatten()
+        });
+        let targets = discover::targets(&config.locators, persisted.as_ref(), &me);
+        let decision = discover::run(
+            &messenger,
+            &me,
+            &targets,
+            config.discovery_interval,
+            deadline,
+        )
+        .await;
+
+        let now = Instant::now();
+        let gms_config = GmsConfig {
+            batch_interval: config.batch_interval,
+            prepare_timeout: config.member_timeout,
+            join_retry: JOIN_RETRY,
+            join_timeout: deadline.saturating_duration_since(now),
+            leave_timeout: config.leave_timeout,
+        };
+        let mut gms = Gms::new(me.clone(), gms_config, config.authenticator.clone());
+        let coordinator = match decision {
+            Ok(discover::Found::Cluster(coordinator)) => {
+                tracing::info!(member = ?me, ?coordinator, "joining");
+                gms.join(
+                    now.into_std(),
+                    coordinator.clone(),
+                    config.credentials.clone(),
+                );
+                Some(coordinator)
+            }
+            Ok(discover::Found::Nothing) => {
+                tracing::info!(member = ?me, "no cluster found: founding one");
+                gms.found_cluster(now.into_std());
+                None
+            }
+            Err(last_error) => {
+                messenger.shutdown().await;
+                return Err(StartError::NoLocator {
+                    locators: targets,
+                    waited: config.join_timeout,
+                    last_error,
+                });
+            }
+        };
+
+        let (commands, command_rx) = mpsc::channel(8);
+        let (started, started_rx) = oneshot::channel();
+        let driver = Driver {
+            gms,
+            messenger: messenger.clone(),
+            shared: shared.clone(),
+            view_file,
+            started: Some(started),
+            coordinator,
+            join_timeout: config.join_timeout,
+            leaving: None,
+        };
+        let driver = tokio::spawn(driver.run(subscription, command_rx));
+        match started_rx.await {
+            Ok(Ok(())) => Ok(Member {
+                shared,
+                messenger,
+                commands,
+                driver,
+            }),
+            Ok(Err(error)) => {
+                let _ = driver.await;
+                Err(error)
+            }
+            Err(_) => Err(StartError::Stopped),
+        }
+    }
+
+    /// This member's identity.
+    pub fn id(&self) -> &MemberId {
+        &self.shared.me
+    }
+
+    /// The installed view.
+    pub fn view(&self) -> View {
+        self.shared.view.borrow().clone()
+    }
+
+    /// Every view from now on, for waiting on a condition (`watch::Receiver::wait_for`).
+    pub fn watch_view(&self) -> watch::Receiver<View> {
+        self.shared.view.subscribe()
+    }
+
+    /// Membership events from now on.
+    pub fn events(&self) -> broadcast::Receiver<MembershipEvent> {
+        self.shared.events.subscribe()
+    }
+
+    /// True from admission until this member leaves or is removed.
+    pub fn is_active(&self) -> bool {
+        *self.shared.active.borrow()
+    }
+
+    /// Counters of the membership protocol.
+    pub fn stats(&self) -> MemberStats {
+        let gms = *self
+            .shared
+            .stats
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        MemberStats {
+            dropped_from_non_members: gms.dropped_from_non_members,
+        }
+    }
+
+    /// Sends an application message to members of the view, reliably and in order per
+    /// priority, without waiting. See [`Messenger::send`].
+    pub fn send<M: Message>(
+        &self,
+        message: &M,
+        priority: Priority,
+        recipients: &[MemberId],
+    ) -> Result<SendOutcome, SendError> {
+        self.messenger.send(message, priority, recipients)
+    }
+
+    /// Sends an unreliable application message. See [`Messenger::send_datagram`].
+    pub fn send_datagram<M: Message>(
+        &self,
+        message: &M,
+        recipients: &[MemberId],
+    ) -> Result<SendOutcome, SendError> {
+        self.messenger.send_datagram(message, recipients)
+    }
+
+    /// Subscribes to application messages of type `M`, from every priority.
+    pub fn subscribe<M: Message>(&self) -> Result<Subscription<M>, SubscribeError> {
+        self.messenger.subscribe::<M>()
+    }
+
+    /// The messenger underneath: transport events, per-peer statistics, fault injection.
+    pub fn messenger(&self) -> &QuicMessenger {
+        &self.messenger
+    }
+
+    /// The address other members dial.
+    pub fn address(&self) -> SocketAddr {
+        self.shared.me.address()
+    }
+
+    /// Leaves the cluster gracefully: the coordinator installs a view without this member
+    /// (a leaving coordinator installs it itself, and the next oldest takes over), then the
+    /// messenger flushes and shuts down. Returns true if the view without this member
+    /// arrived within the leave timeout.
+    pub async fn leave(mut self) -> bool {
+        let (reply, confirmed) = oneshot::channel();
+        let confirmed = match self.commands.send(Command::Leave(reply)).await {
+            Ok(()) => confirmed.await.unwrap_or(false),
+            Err(_) => false,
+        };
+        // The driver shuts the messenger down (flushing) before it ends.
+        let _ = (&mut self.driver).await;
+        self.messenger.shutdown().await;
+        confirmed
+    }
+
+    /// Stops this member as a crash would: its socket drops everything from now on, so no
+    /// other member hears a goodbye or a close, and its tasks end. Returns once they have.
+    /// For tests of failure handling.
+    pub async fn kill(mut self) {
+        self.messenger.faults().isolate();
+        self.driver.abort();
+        let _ = (&mut self.driver).await;
+    }
+}
+
+impl Drop for Member {
+    fn drop(&mut self) {
+        self.driver.abort();
+    }
+}
+
+impl std::fmt::Debug for Member {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Member")
+            .field("id", &self.shared.me)
+            .field("view", &self.shared.view.borrow().id())
+            .finish()
+    }
+}
+
+/// The task that owns the `Gms`.
+struct Driver {
+    gms: Gms,
+    messenger: QuicMessenger,
+    shared: Arc<Shared>,
+    view_file: Option<PathBuf>,
+    /// Told once: admitted, or why not.
+    started: Option<oneshot::Sender<Result<(), StartError>>>,
+    /// The coordinator the join went to (for the error if it times out).
+    coordinator: Option<MemberId>,
+    join_timeout: Duration,
+    leaving: Option<oneshot::Sender<bool>>,
+}
+
+/// Whether the driver goes on after handling the outputs.
+enum Flow {
+    Continue,
+    Stop,
+}
+
+impl Driver {
+    async fn run(
+        mut self,
+        mut subscription: Subscription<GmsMessage>,
+        mut commands: mpsc::Receiver<Command>,
+    ) {
+        let far = Instant::now() + Duration::from_secs(86_400);
+        loop {
+            if let Flow::Stop = self.act() {
+                break;
+            }
+            let timeout = self.gms.poll_timeout().map(Instant::from_std);
+            tokio::select! {
+                command = commands.recv() => match command {
+                    Some(Command::Leave(reply)) => {
+                        if self.gms.is_member() {
+                            self.leaving = Some(reply);
+                            self.gms.leave(now());
+                        } else {
+                            let _ = reply.send(false);
+                            break;
+                        }
+                    }
+                    // The Member was dropped: it stops as a crash would.
+                    None => break,
+                },
+                envelope = subscription.recv() => match envelope {
+                    Some(envelope) => self.gms.handle_message(now(), &envelope.from, envelope.message),
+                    None => break,
+                },
+                () = tokio::time::sleep_until(timeout.unwrap_or(far)), if timeout.is_some() => {
+                    self.gms.handle_timeout(now());
+                }
+            }
+        }
+        if self.started.is_some() {
+            self.report_start(Err(StartError::Stopped));
+        }
+        self.shared.active.send_replace(false);
+        self.messenger.shutdown().await;
+    }
+
+    /// Carries out what the `Gms` asked for.
+    fn act(&mut self) -> Flow {
+        let mut flow = Flow::Continue;
+        while let Some(output) = self.gms.poll_output() {
+            match output {
+                Output::Send { to, message } => self.send(&to, &message),
+                Output::Event(event) => {
+                    if let Flow::Stop = self.on_event(&event) {
+                        flow = Flow::Stop;
+                    }
+                    // No subscriber is not an error: events are for whoever listens.
+                    let _ = self.shared.events.send(event);
+                }
+            }
+        }
+        *self
+            .shared
+            .stats
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = self.gms.stats();
+        flow
+    }
+
+    fn send(&self, to: &[MemberId], message: &GmsMessage) {
+        match self.messenger.send_outside_view(message, to) {
+            Ok(outcome) if !outcome.is_complete() => {
+                tracing::debug!(
+                    ?outcome,
+                    "membership message not accepted for every recipient"
+                );
+            }
+            Ok(_) => {}
+            Err(error) => tracing::warn!(%error, "membership message not sent"),
+        }
+    }
+
+    fn on_event(&mut self, event: &MembershipEvent) -> Flow {
+        match event {
+            MembershipEvent::ViewInstalled { view, .. } => {
+                self.messenger.install_view(view.clone());
+                self.shared.view.send_replace(view.clone());
+                if let Some(path) = &self.view_file
+                    && let Err(error) = view_file::write(path, view)
+                {
+                    tracing::warn!(%error, "could not persist the view");
+                }
+                let admitted = view.contains(&self.shared.me);
+                self.shared.active.send_replace(admitted);
+                if admitted {
+                    tracing::info!(member = ?self.shared.me, %view, "view installed");
+                    self.report_start(Ok(()));
+                }
+                Flow::Continue
+            }
+            MembershipEvent::JoinRejected { by, reason } => {
+                let error = match reason.clone() {
+                    JoinRejection::Authentication(reason) => StartError::AuthenticationFailed {
+                        coordinator: by.clone(),
+                        reason,
+                    },
+                    JoinRejection::VersionRefused { joining, cluster } => {
+                        StartError::VersionRefused { joining, cluster }
+                    }
+                    JoinRejection::NameInUse(name) => StartError::NameInUse(name),
+                };
+                self.report_start(Err(error));
+                Flow::Stop
+            }
+            MembershipEvent::JoinTimedOut => {
+                let error = StartError::JoinTimedOut {
+                    coordinator: self.coordinator_asked(),
+                    waited: self.join_timeout,
+                };
+                self.report_start(Err(error));
+                Flow::Stop
+            }
+            MembershipEvent::Left => {
+                let confirmed = !self.gms.view().is_some_and(|v| v.contains(&self.shared.me));
+                if let Some(reply) = self.leaving.take() {
+                    let _ = reply.send(confirmed);
+                }
+                Flow::Stop
+            }
+            MembershipEvent::ForcedDisconnect { reason } => {
+                tracing::warn!(member = ?self.shared.me, %reason, "removed from the cluster");
+                Flow::Stop
+            }
+        }
+    }
+
+    fn coordinator_asked(&self) -> MemberId {
+        self.gms
+            .joining_through()
+            .or(self.coordinator.as_ref())
+            .cloned()
+            .unwrap_or_else(|| self.shared.me.clone())
+    }
+
+    fn report_start(&mut self, result: Result<(), StartError>) {
+        if let Some(started) = self.started.take() {
+            let _ = started.send(result);
+        }
+    }
+}
+
+fn now() -> std::time::Instant {
+    Instant::now().into_std()
+}

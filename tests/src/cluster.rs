@@ -1,0 +1,293 @@
+//! [`Cluster`]: locators and members of one cluster in this process, each a real
+//! [`Member`] on its own loopback UDP port with real QUIC and mutual TLS from one in-memory
+//! CA.
+//!
+//! Nodes are addressed by name. Each keeps its configuration, so a killed node can be
+//! restarted as the same process would be: same name, same address, same working directory,
+//! a new identity. Locators get fixed ports (reserved before anything starts) so that every
+//! node can list them; members take ephemeral ports.
+
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, UdpSocket};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use cohort_membership::{Member, MemberConfig, StartError};
+use cohort_transport::socket::SocketFaults;
+use cohort_transport::{BindError, MemberKind, View};
+use tokio::task::JoinSet;
+
+use crate::{PATIENCE, TestCa};
+
+/// One node's settings and, while it runs, the member.
+struct Node {
+    config: MemberConfig,
+    member: Option<Member>,
+}
+
+/// An in-process cluster. Dropping it stops every node as a crash would and removes its
+/// working directory.
+pub struct Cluster {
+    ca: TestCa,
+    dir: PathBuf,
+    locators: Vec<SocketAddr>,
+    nodes: BTreeMap<String, Node>,
+    /// Applied to every configuration this cluster makes.
+    tune: fn(&mut MemberConfig),
+}
+
+impl Cluster {
+    /// A cluster with `locators` locator addresses reserved (named `locator-1`, ...) and
+    /// nothing started.
+    pub fn new(locators: usize) -> Cluster {
+        Cluster::tuned(locators, |_| {})
+    }
+
+    /// Like [`Cluster::new`], with `tune` applied to every node's configuration.
+    pub fn tuned(locators: usize, tune: fn(&mut MemberConfig)) -> Cluster {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("cohort-cluster-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("create the cluster's working directory");
+        Cluster {
+            ca: TestCa::new(),
+            dir,
+            locators: (0..locators).map(|_| reserve_port()).collect(),
+            nodes: BTreeMap::new(),
+            tune,
+        }
+    }
+
+    /// The locator addresses every node is configured with.
+    pub fn locator_addresses(&self) -> &[SocketAddr] {
+        &self.locators
+    }
+
+    /// The name of locator `i` (from 1).
+    pub fn locator_name(i: usize) -> String {
+        format!("locator-{i}")
+    }
+
+    /// A configuration for a node named `name`: a certificate from the cluster's CA, every
+    /// locator listed, this cluster's working directory and tuning. Locator `locator-i`
+    /// binds its reserved address.
+    pub fn config(&self, name: &str, kind: MemberKind) -> MemberConfig {
+        let mut config = MemberConfig::new(self.ca.settings(name));
+        config.name = Some(name.to_owned());
+        config.kind = kind;
+        config.locators = self.locators.clone();
+        config.working_dir = self.dir.clone();
+        if let Some(i) = name
+            .strip_prefix("locator-")
+            .and_then(|i| i.parse::<usize>().ok())
+            && let Some(address) = self.locators.get(i.wrapping_sub(1))
+        {
+            config.bind = *address;
+        }
+        (self.tune)(&mut config);
+        config
+    }
+
+    /// Starts every locator and `members` members (`member-1`, ...) at once, and waits
+    /// until all of them report being in a view. Panics on any start error.
+    pub async fn start(&mut self, members: usize) {
+        let mut configs: Vec<MemberConfig> = (1..=self.locators.len())
+            .map(|i| self.config(&Cluster::locator_name(i), MemberKind::Locator))
+            .collect();
+        configs
+            .extend((1..=members).map(|i| self.config(&format!("member-{i}"), MemberKind::Member)));
+        let results = self.start_all(configs).await;
+        for (name, result) in results {
+            if let Err(error) = result {
+                panic!("{name} did not start: {error}");
+            }
+        }
+    }
+
+    /// Starts these configurations at once; returns each node's outcome by name. Nodes
+    /// that started are kept.
+    pub async fn start_all(
+        &mut self,
+        configs: Vec<MemberConfig>,
+    ) -> Vec<(String, Result<(), StartError>)> {
+        let mut starting = JoinSet::new();
+        for config in configs {
+            starting.spawn(async move {
+                let result = Member::start(config.clone()).await;
+                (config, result)
+            });
+        }
+        let mut outcomes = Vec::new();
+        while let Some(joined) = starting.join_next().await {
+            let (config, result) = joined.expect("a start task panicked");
+            let name = config.name.clone().unwrap_or_default();
+            let outcome = match result {
+                Ok(member) => {
+                    self.nodes.insert(
+                        name.clone(),
+                        Node {
+                            config,
+                            member: Some(member),
+                        },
+                    );
+                    Ok(())
+                }
+                Err(error) => Err(error),
+            };
+            outcomes.push((name, outcome));
+        }
+        outcomes
+    }
+
+    /// Starts one node from `config` (see [`Cluster::config`]) and keeps it.
+    pub async fn add(&mut self, config: MemberConfig) -> Result<&Member, StartError> {
+        let name = config.name.clone().unwrap_or_default();
+        let member = Member::start(config.clone()).await?;
+        self.nodes.insert(
+            name.clone(),
+            Node {
+                config,
+                member: Some(member),
+            },
+        );
+        Ok(self.member(&name))
+    }
+
+    /// The running node `name`. Panics if there is none.
+    pub fn member(&self, name: &str) -> &Member {
+        self.nodes
+            .get(name)
+            .and_then(|n| n.member.as_ref())
+            .unwrap_or_else(|| panic!("no running node named {name}"))
+    }
+
+    /// The names of the running nodes.
+    pub fn running(&self) -> Vec<String> {
+        self.nodes
+            .iter()
+            .filter(|(_, n)| n.member.is_some())
+            .map(|(name, _)| name.clone())
+            .collect()
+    }
+
+    /// Node `name`'s socket faults (see [`SocketFaults`]).
+    pub fn faults(&self, name: &str) -> &SocketFaults {
+        self.member(name).messenger().faults()
+    }
+
+    /// Stops node `name` as a crash would: no leave, no goodbye. Its configuration is kept
+    /// for [`Cluster::restart`].
+    pub async fn kill(&mut self, name: &str) {
+        let member = self
+            .nodes
+            .get_mut(name)
+            .and_then(|n| n.member.take())
+            .unwrap_or_else(|| panic!("no running node named {name}"));
+        member.kill().await;
+    }
+
+    /// Node `name` leaves gracefully; returns whether the view without it arrived.
+    pub async fn leave(&mut self, name: &str) -> bool {
+        let member = self
+            .nodes
+            .get_mut(name)
+            .and_then(|n| n.member.take())
+            .unwrap_or_else(|| panic!("no running node named {name}"));
+        member.leave().await
+    }
+
+    /// Starts a stopped node again with the configuration it had, as a new process would:
+    /// same name and address, new identity. Waits (bounded) for the old socket to be freed.
+    pub async fn restart(&mut self, name: &str) -> Result<&Member, StartError> {
+        let config = self
+            .nodes
+            .get(name)
+            .filter(|n| n.member.is_none())
+            .map(|n| n.config.clone())
+            .unwrap_or_else(|| panic!("no stopped node named {name}"));
+        self.restart_with(name, config).await
+    }
+
+    /// Like [`Cluster::restart`] with a changed configuration.
+    pub async fn restart_with(
+        &mut self,
+        name: &str,
+        config: MemberConfig,
+    ) -> Result<&Member, StartError> {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        let member = loop {
+            match Member::start(config.clone()).await {
+                Err(StartError::Bind(BindError::Socket { source, .. }))
+                    if source.kind() == std::io::ErrorKind::AddrInUse
+                        && tokio::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                other => break other?,
+            }
+        };
+        let node = self.nodes.get_mut(name).expect("checked above");
+        node.config = config;
+        node.member = Some(member);
+        Ok(self.member(name))
+    }
+
+    /// Waits until every running node has installed the same view (same id, same members
+    /// in the same order) with `size` members, and returns it.
+    pub async fn agreed_view(&self, size: usize, limit: Duration) -> View {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let views: Vec<View> = self
+                .nodes
+                .values()
+                .filter_map(|n| n.member.as_ref())
+                .map(Member::view)
+                .collect();
+            if let Some(first) = views.first()
+                && first.len() == size
+                && views.iter().all(|v| same_view(v, first))
+            {
+                return first.clone();
+            }
+            if tokio::time::Instant::now() >= deadline {
+                let summary: Vec<String> = self
+                    .nodes
+                    .iter()
+                    .filter_map(|(name, n)| n.member.as_ref().map(|m| (name, m.view())))
+                    .map(|(name, v)| format!("{name}: view {} of {}", v.id(), v.len()))
+                    .collect();
+                panic!(
+                    "no agreement on a view of {size} members within {limit:?}: {}",
+                    summary.join(", ")
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for node in self.nodes.values_mut() {
+            if let Some(member) = node.member.take() {
+                member.messenger().faults().isolate();
+                drop(member);
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Same id and the same members (by identity) in the same order.
+pub fn same_view(a: &View, b: &View) -> bool {
+    a.id() == b.id()
+        && a.members().len() == b.members().len()
+        && a.members().iter().zip(b.members()).all(|(x, y)| x == y)
+}
+
+/// A free loopback UDP port: bound, noted and released.
+fn reserve_port() -> SocketAddr {
+    UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .expect("reserve a loopback UDP port")
+}
