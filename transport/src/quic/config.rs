@@ -46,6 +46,11 @@ pub struct QuicConfig {
     pub handshake_timeout: Duration,
     /// Outgoing handshakes in flight at once; more wait their turn. Default 32.
     pub max_concurrent_dials: usize,
+    /// Incoming handshakes (TLS plus Hello) worked on at once; more wait their turn in
+    /// quinn's incoming queue. With `max_concurrent_dials` this keeps a start of many
+    /// members at once from running hundreds of mutual-TLS handshakes in parallel, which
+    /// then time out together. Default 64.
+    pub max_concurrent_accepts: usize,
     /// Requested kernel send and receive buffer size of the UDP socket, in bytes (the kernel
     /// may cap it). Default 4 MiB.
     pub socket_buffer_bytes: usize,
@@ -74,6 +79,7 @@ impl Default for QuicConfig {
             idle_timeout: Duration::from_secs(10),
             handshake_timeout: Duration::from_secs(5),
             max_concurrent_dials: 32,
+            max_concurrent_accepts: 64,
             socket_buffer_bytes: 4 << 20,
             shutdown_timeout: Duration::from_secs(2),
             uuid: None,
@@ -126,6 +132,7 @@ impl QuicConfig {
         for (value, name) in [
             (self.subscription_capacity, "subscription_capacity"),
             (self.max_concurrent_dials, "max_concurrent_dials"),
+            (self.max_concurrent_accepts, "max_concurrent_accepts"),
             (self.socket_buffer_bytes, "socket_buffer_bytes"),
             (self.bulk_in_flight_bytes, "bulk_in_flight_bytes"),
         ] {

@@ -86,6 +86,7 @@ pub(crate) struct Shared {
     pub(crate) dispatcher: Arc<Dispatcher>,
     pub(crate) events: broadcast::Sender<TransportEvent>,
     pub(crate) dial_permits: Semaphore,
+    pub(crate) accept_permits: Semaphore,
     pub(crate) queries: QueryHandlers,
 }
 
@@ -278,6 +279,7 @@ impl QuicMessenger {
         let shared = Arc::new(Shared {
             local,
             dial_permits: Semaphore::new(config.max_concurrent_dials),
+            accept_permits: Semaphore::new(config.max_concurrent_accepts),
             queries: QueryHandlers::default(),
             config,
             tls: tls.clone(),
@@ -486,7 +488,12 @@ impl Inner {
 
     async fn handle_incoming(self: Arc<Self>, incoming: quinn::Incoming) {
         let shared = &self.shared;
-        let accepted = match handshake::accept(shared, incoming).await {
+        let Ok(permit) = shared.accept_permits.acquire().await else {
+            return incoming.refuse();
+        };
+        let opened = handshake::accept(shared, incoming).await;
+        drop(permit);
+        let accepted = match opened {
             Ok(Opened::Peer(accepted)) => accepted,
             Ok(Opened::Query(asked)) => {
                 return query::answer(shared, &shared.queries, asked).await;
