@@ -268,3 +268,21 @@ async fn a_member_with_no_reachable_locator_gives_up_after_the_join_timeout() {
         "{error}"
     );
 }
+
+/// A connection storm: hundreds of members start at the same moment on one machine, each
+/// running discovery queries and a mutual-TLS handshake with the coordinator. Run by CI
+/// (`cargo test -- --ignored`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "load test: a few hundred members on one machine"]
+async fn five_hundred_members_started_at_once_end_in_one_view() {
+    init_tracing();
+    let mut cluster = Cluster::tuned(2, |config| config.join_timeout = Duration::from_secs(60));
+    let started = tokio::time::Instant::now();
+    cluster.start(500).await;
+    let view = cluster.agreed_view(502, Duration::from_secs(60)).await;
+    println!(
+        "502 nodes in view {} after {:?}",
+        view.id(),
+        started.elapsed()
+    );
+}
