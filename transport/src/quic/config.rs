@@ -44,7 +44,9 @@ pub struct QuicConfig {
     pub idle_timeout: Duration,
     /// Time allowed for the TLS handshake plus the Hello exchange. Default 5 s.
     pub handshake_timeout: Duration,
-    /// Outgoing handshakes in flight at once; more wait their turn. Default 32.
+    /// Outgoing handshakes in flight at once; more wait their turn. Default 8: on a
+    /// loaded machine many members dialing everyone at once otherwise run so many
+    /// handshakes together that each outlasts `handshake_timeout` and none completes.
     pub max_concurrent_dials: usize,
     /// Incoming handshakes (TLS plus Hello) worked on at once; more wait their turn in
     /// quinn's incoming queue. With `max_concurrent_dials` this keeps a start of many
@@ -78,7 +80,7 @@ impl Default for QuicConfig {
             keep_alive_interval: Duration::from_secs(2),
             idle_timeout: Duration::from_secs(10),
             handshake_timeout: Duration::from_secs(5),
-            max_concurrent_dials: 32,
+            max_concurrent_dials: 8,
             max_concurrent_accepts: 64,
             socket_buffer_bytes: 4 << 20,
             shutdown_timeout: Duration::from_secs(2),

@@ -208,12 +208,14 @@ pub(crate) async fn dial(
     delivered: [u64; 4],
     slot: Arc<Mutex<Option<Connection>>>,
 ) -> Result<Dialed, DialError> {
-    let deadline = Instant::now() + shared.config.handshake_timeout;
     let permit = shared
         .dial_permits
         .acquire()
         .await
         .map_err(|_| DialError::Closed)?;
+    // The time allowed starts once it is this dial's turn: a dial that spent its budget
+    // waiting for a permit would only start a handshake it cannot finish.
+    let deadline = Instant::now() + shared.config.handshake_timeout;
     let address = member.address();
     let connecting = shared.endpoint.connect_with(
         shared.client_config.clone(),
@@ -307,9 +309,9 @@ fn connection_lost(_conn: &Connection, error: ConnectionError) -> DialError {
 pub(crate) async fn accept(
     shared: &Shared,
     incoming: quinn::Incoming,
+    deadline: Instant,
 ) -> Result<Opened, (SocketAddr, AcceptError)> {
     let remote = incoming.remote_address();
-    let deadline = Instant::now() + shared.config.handshake_timeout;
     let conn = match tokio::time::timeout_at(deadline, incoming).await {
         Ok(Ok(conn)) => conn,
         Ok(Err(error)) => return Err((remote, AcceptError::Connection(error))),

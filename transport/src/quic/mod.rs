@@ -488,10 +488,20 @@ impl Inner {
 
     async fn handle_incoming(self: Arc<Self>, incoming: quinn::Incoming) {
         let shared = &self.shared;
-        let Ok(permit) = shared.accept_permits.acquire().await else {
-            return incoming.refuse();
+        // The dialer gives up after its handshake timeout, so one that waited that long for
+        // a permit is not worth the work any more: the dialer will try again. Counting from
+        // arrival keeps a storm from being served stalest first.
+        let deadline = tokio::time::Instant::now() + shared.config.handshake_timeout;
+        let permit = match tokio::time::timeout_at(deadline, shared.accept_permits.acquire()).await
+        {
+            Ok(Ok(permit)) => permit,
+            Ok(Err(_)) => return incoming.refuse(),
+            Err(_) => {
+                tracing::debug!(remote = %incoming.remote_address(), "incoming handshake waited out its timeout");
+                return incoming.ignore();
+            }
         };
-        let opened = handshake::accept(shared, incoming).await;
+        let opened = handshake::accept(shared, incoming, deadline).await;
         drop(permit);
         let accepted = match opened {
             Ok(Opened::Peer(accepted)) => accepted,

@@ -116,12 +116,12 @@ pub(crate) async fn ask<Q: Query>(
     query: &Q,
 ) -> Result<Q::Answer, QueryError> {
     let payload = postcard::to_allocvec(query).map_err(QueryError::Encode)?;
-    let deadline = Instant::now() + shared.config.handshake_timeout;
     let permit = shared
         .dial_permits
         .acquire()
         .await
         .map_err(|_| QueryError::Shutdown)?;
+    let deadline = Instant::now() + shared.config.handshake_timeout;
     let connecting = shared
         .endpoint
         .connect_with(
