@@ -20,14 +20,15 @@
 //! coordinator that leaves installs the view without itself, so the next oldest takes
 //! over with no failure detection involved.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cohort_transport::{MemberId, View, ViewId};
+use cohort_transport::{MemberId, MemberKind, View, ViewId};
 use uuid::Uuid;
 
 use crate::auth::{Authenticator, Credentials};
+use crate::detector::Detector;
 use crate::messages::{GmsMessage, JoinRejection};
 
 /// Timing of the membership protocol. Every field documents its unit and default.
@@ -45,6 +46,12 @@ pub struct GmsConfig {
     pub join_timeout: Duration,
     /// How long a leaving member waits for the view without it. Default 5 s.
     pub leave_timeout: Duration,
+    /// How long a watched member may stay silent before it is suspected; heartbeats go out
+    /// every fifth of it. Default 1 s.
+    pub member_timeout: Duration,
+    /// Network-partition detection: a coordinator whose view change would remove as
+    /// crashed at least half of the view's weight shuts its side down instead. Default on.
+    pub partition_detection: bool,
 }
 
 impl Default for GmsConfig {
@@ -55,6 +62,8 @@ impl Default for GmsConfig {
             join_retry: Duration::from_secs(1),
             join_timeout: Duration::from_secs(30),
             leave_timeout: Duration::from_secs(5),
+            member_timeout: Duration::from_secs(1),
+            partition_detection: true,
         }
     }
 }
@@ -69,6 +78,17 @@ pub enum Output {
         to: Vec<MemberId>,
         /// The message.
         message: GmsMessage,
+    },
+    /// Send a heartbeat datagram to each of `to`.
+    Heartbeat {
+        /// The watchers.
+        to: Vec<MemberId>,
+    },
+    /// Run a final check on `member` and report it with [`Gms::check_result`]: alive if it
+    /// answers over a fresh connection, or if anything at all is heard from it meanwhile.
+    Check {
+        /// The suspect.
+        member: MemberId,
     },
     /// Tell the application.
     Event(MembershipEvent),
@@ -100,6 +120,13 @@ pub enum MembershipEvent {
     JoinTimedOut,
     /// This member has left the cluster (its leave completed, or it stopped waiting).
     Left,
+    /// A member of the view is suspected of having failed; a final check decides.
+    Suspect {
+        /// The suspect.
+        member: MemberId,
+        /// Why.
+        reason: String,
+    },
     /// The cluster removed this member although it did not ask to leave (it was taken for
     /// crashed). It is out for good; a new start makes a new member.
     ForcedDisconnect {
@@ -161,11 +188,19 @@ pub struct Gms {
     round: Option<Round>,
     outputs: VecDeque<Output>,
     stats: GmsStats,
+    detector: Detector,
+    /// Members of the view suspected by anyone, not yet cleared or removed.
+    suspects: HashMap<Uuid, MemberId>,
+    /// Suspects this member is running a final check on.
+    checking: HashSet<Uuid>,
+    /// Suspects this member's final check found dead, until a view without them installs.
+    dead: HashSet<Uuid>,
 }
 
 impl Gms {
     /// The state of a member that has not started yet.
     pub fn new(me: MemberId, config: GmsConfig, authenticator: Arc<dyn Authenticator>) -> Self {
+        let member_timeout = config.member_timeout;
         Gms {
             me,
             config,
@@ -180,6 +215,10 @@ impl Gms {
             round: None,
             outputs: VecDeque::new(),
             stats: GmsStats::default(),
+            detector: Detector::new(member_timeout),
+            suspects: HashMap::new(),
+            checking: HashSet::new(),
+            dead: HashSet::new(),
         }
     }
 
@@ -203,14 +242,60 @@ impl Gms {
         self.prepared.as_ref()
     }
 
-    /// True while this member is in the cluster and its view's coordinator.
+    /// True while this member is in the cluster and coordinates it: its view's coordinator,
+    /// or the successor of one that a final check found dead.
     pub fn is_coordinator(&self) -> bool {
-        matches!(self.role, Role::Member)
-            && self
-                .view
-                .as_ref()
-                .and_then(View::coordinator)
-                .is_some_and(|c| c == &self.me)
+        matches!(self.role, Role::Member) && self.coordinating()
+    }
+
+    /// The members this one watches for signs of life.
+    pub fn watched(&self) -> &[MemberId] {
+        self.detector.watched()
+    }
+
+    /// A sign of life from `member` at `at`: a heartbeat, or any frame the transport
+    /// received from it.
+    pub fn heard_from(&mut self, member: &MemberId, at: Instant) {
+        self.detector.heard_from(member.uuid(), at);
+    }
+
+    /// The application (or the transport, for a member too slow to take its messages)
+    /// suspects `member`: every member is told, and the coordinator runs a final check.
+    pub fn suspect(&mut self, now: Instant, member: &MemberId, reason: String) {
+        if !matches!(self.role, Role::Member) || !self.in_view(member) || *member == self.me {
+            return;
+        }
+        self.raise_suspicion(now, vec![member.clone()], reason);
+    }
+
+    /// The outcome of a final check asked for with [`Output::Check`].
+    pub fn check_result(&mut self, now: Instant, member: &MemberId, alive: bool) {
+        if !self.checking.remove(&member.uuid()) || !self.in_view(member) {
+            return;
+        }
+        if alive {
+            tracing::info!(?member, "final check passed: suspicion cleared");
+            self.clear(now, member);
+            let others = others(self.view.as_ref().expect("in_view checked"), &self.me);
+            self.send(
+                others,
+                GmsMessage::Cleared {
+                    member: member.clone(),
+                },
+            );
+        } else {
+            tracing::warn!(
+                ?member,
+                "final check failed: removing the member as crashed"
+            );
+            self.dead.insert(member.uuid());
+            if !self.pending_removals.contains(member) {
+                self.pending_removals.push(member.clone());
+            }
+            if self.round.is_none() {
+                self.schedule(now);
+            }
+        }
     }
 
     /// The coordinator a joining member is asking, until it is admitted or gives up.
@@ -227,10 +312,10 @@ impl Gms {
     }
 
     /// Starts a new cluster with this member alone in view 1 (no coordinator answered).
-    pub fn found_cluster(&mut self, _now: Instant) {
+    pub fn found_cluster(&mut self, now: Instant) {
         let me = self.me.clone().with_view_id(ViewId(1));
         self.role = Role::Member;
-        self.install(View::new(ViewId(1), [me]), Vec::new(), Vec::new());
+        self.install(now, View::new(ViewId(1), [me]), Vec::new(), Vec::new());
     }
 
     /// Asks `coordinator` to admit this member, repeating until answered or timed out.
@@ -351,14 +436,35 @@ impl Gms {
                 crashed,
             } => {
                 if self.accepts_view_from(from, &view) {
-                    self.install(view, left, crashed);
+                    self.install(now, view, left, crashed);
+                }
+            }
+            GmsMessage::Suspect { members, reason } => {
+                if matches!(self.role, Role::Member | Role::Leaving { .. }) {
+                    self.note_suspects(members, &reason);
+                    self.run_checks();
+                }
+            }
+            GmsMessage::Cleared { member } => {
+                self.clear(now, &member);
+            }
+            GmsMessage::NetworkPartition { reason } => {
+                // Only the member that coordinates this side decides that it lost quorum.
+                let coordinator = self.view.as_ref().and_then(View::coordinator).cloned();
+                let decider = self.checker();
+                let trusted = decider.as_ref() == Some(from) || coordinator.as_ref() == Some(from);
+                if trusted && matches!(self.role, Role::Member) {
+                    self.shut_down_for_partition(reason);
                 }
             }
         }
     }
 
-    /// Time has passed: retries, timeouts, the end of a batching interval.
+    /// Time has passed: retries, timeouts, heartbeats, the end of a batching interval.
     pub fn handle_timeout(&mut self, now: Instant) {
+        if self.detector.poll_timeout().is_some_and(|at| now >= at) {
+            self.detector_tick(now);
+        }
         let coordinating = self.coordinating();
         match &mut self.role {
             Role::Joining {
@@ -402,7 +508,7 @@ impl Gms {
             }
             return;
         }
-        if self.batch_at.is_some_and(|at| now >= at) {
+        if self.batch_at.is_some_and(|at| now >= at) && self.checking.is_empty() {
             self.batch_at = None;
             self.start_round(now);
         }
@@ -427,8 +533,9 @@ impl Gms {
         let round = self.round.as_ref().map(|r| r.deadline);
         let batch = self
             .batch_at
-            .filter(|_| coordinating && self.round.is_none());
-        [role, round, batch].into_iter().flatten().min()
+            .filter(|_| coordinating && self.round.is_none() && self.checking.is_empty());
+        let detector = self.detector.poll_timeout();
+        [role, round, batch, detector].into_iter().flatten().min()
     }
 
     // ---- coordinator ----
@@ -436,8 +543,134 @@ impl Gms {
     /// True while this member runs view changes: the coordinator, including one that is
     /// leaving and still has to install the view without itself.
     fn coordinating(&self) -> bool {
-        let coordinator = self.view.as_ref().and_then(View::coordinator);
+        let coordinator = self
+            .view
+            .as_ref()
+            .and_then(|v| v.coordinator_among(|m| !self.dead.contains(&m.uuid())));
         matches!(self.role, Role::Member | Role::Leaving { .. }) && coordinator == Some(&self.me)
+    }
+
+    /// Who runs final checks: the coordinator of the view without the suspects (this member
+    /// never counts itself suspect), so that the successor checks a suspected coordinator.
+    fn checker(&self) -> Option<MemberId> {
+        let view = self.view.as_ref()?;
+        view.coordinator_among(|m| *m == self.me || !self.suspects.contains_key(&m.uuid()))
+            .cloned()
+    }
+
+    fn detector_tick(&mut self, now: Instant) {
+        let tick = self.detector.tick(now);
+        if tick.paused {
+            tracing::warn!(member = ?self.me, "this member was paused: suspecting nobody this round");
+        }
+        if !tick.heartbeat_to.is_empty() {
+            self.outputs.push_back(Output::Heartbeat {
+                to: tick.heartbeat_to,
+            });
+        }
+        if !tick.suspects.is_empty() && matches!(self.role, Role::Member) {
+            let reason = format!("no sign of life for {:?}", self.config.member_timeout);
+            self.raise_suspicion(now, tick.suspects, reason);
+        }
+    }
+
+    /// Tells every other member of the view, and acts on it here too.
+    fn raise_suspicion(&mut self, _now: Instant, members: Vec<MemberId>, reason: String) {
+        let Some(view) = self.view.clone() else {
+            return;
+        };
+        tracing::info!(suspects = ?members, %reason, "suspecting");
+        self.send(
+            others(&view, &self.me),
+            GmsMessage::Suspect {
+                members: members.clone(),
+                reason: reason.clone(),
+            },
+        );
+        self.note_suspects(members, &reason);
+        self.run_checks();
+    }
+
+    fn note_suspects(&mut self, members: Vec<MemberId>, reason: &str) {
+        for member in members {
+            if member == self.me || !self.in_view(&member) {
+                continue;
+            }
+            if self
+                .suspects
+                .insert(member.uuid(), member.clone())
+                .is_none()
+            {
+                self.event(MembershipEvent::Suspect {
+                    member,
+                    reason: reason.to_owned(),
+                });
+            }
+        }
+    }
+
+    /// If this member is the checker, asks for a final check of every suspect not yet
+    /// checked.
+    fn run_checks(&mut self) {
+        if !matches!(self.role, Role::Member | Role::Leaving { .. })
+            || self.checker().as_ref() != Some(&self.me)
+        {
+            return;
+        }
+        let due: Vec<MemberId> = self
+            .suspects
+            .values()
+            .filter(|m| !self.checking.contains(&m.uuid()) && !self.dead.contains(&m.uuid()))
+            .cloned()
+            .collect();
+        for member in due {
+            self.checking.insert(member.uuid());
+            self.outputs.push_back(Output::Check { member });
+        }
+    }
+
+    fn clear(&mut self, now: Instant, member: &MemberId) {
+        self.suspects.remove(&member.uuid());
+        self.detector.cleared(member.uuid(), now);
+    }
+
+    /// The weight of `member` in `view`, for network-partition detection: locator 3,
+    /// admin 0, member 10, and 5 more for the lead member (the oldest member of kind
+    /// Member), plus the member's own adjustment.
+    fn weight(view: &View, member: &MemberId) -> i64 {
+        let base = match member.kind() {
+            MemberKind::Locator => 3,
+            MemberKind::Admin => 0,
+            MemberKind::Member => 10,
+        };
+        let lead = view
+            .members()
+            .iter()
+            .find(|m| m.kind() == MemberKind::Member);
+        let bonus = if lead == Some(member) { 5 } else { 0 };
+        (base + bonus + i64::from(member.attributes().weight_adjustment)).max(0)
+    }
+
+    /// True if removing `crashed` from `view` takes at least half of its weight.
+    fn loses_quorum(view: &View, crashed: &[MemberId]) -> Option<String> {
+        let total: i64 = view.members().iter().map(|m| Self::weight(view, m)).sum();
+        let lost: i64 = crashed.iter().map(|m| Self::weight(view, m)).sum();
+        (total > 0 && lost * 2 >= total).then(|| {
+            format!(
+                "network partition: {} crashed members of view {} weigh {lost} of its {total}; \
+                 this side no longer holds a quorum",
+                crashed.len(),
+                view.id()
+            )
+        })
+    }
+
+    fn shut_down_for_partition(&mut self, reason: String) {
+        tracing::error!(member = ?self.me, %reason, "shutting down");
+        self.role = Role::Gone;
+        self.round = None;
+        self.detector.stop();
+        self.event(MembershipEvent::ForcedDisconnect { reason });
     }
 
     fn on_join_request(
@@ -539,7 +772,35 @@ impl Gms {
         };
         let leaving: Vec<MemberId> = take_in(&mut self.pending_leaves, &current);
         let crashed: Vec<MemberId> = take_in(&mut self.pending_removals, &current);
-        let next_id = ViewId(current.id().0 + 1);
+        if self.config.partition_detection
+            && let Some(reason) = Self::loses_quorum(&current, &crashed)
+        {
+            // This side is the minority: tell the members still here, and stop.
+            let survivors: Vec<MemberId> = others(&current, &self.me)
+                .into_iter()
+                .filter(|m| !crashed.contains(m))
+                .collect();
+            self.send(
+                survivors,
+                GmsMessage::NetworkPartition {
+                    reason: reason.clone(),
+                },
+            );
+            self.shut_down_for_partition(reason);
+            return;
+        }
+        // A successor carries on past any view its dead predecessor prepared, and keeps the
+        // joiners admitted in it (they acknowledged and are waiting).
+        let prepared = self.prepared.clone().filter(|p| p.id() > current.id());
+        let last_id = prepared.as_ref().map_or(current.id(), View::id);
+        let next_id = ViewId(last_id.0 + 1);
+        if let Some(prepared) = &prepared {
+            for joiner in prepared.members().iter().filter(|m| !current.contains(m)) {
+                if !self.pending_joins.contains(joiner) {
+                    self.pending_joins.push(joiner.clone());
+                }
+            }
+        }
         let joiners: Vec<MemberId> = std::mem::take(&mut self.pending_joins)
             .into_iter()
             .filter(|m| !current.contains(m))
@@ -616,7 +877,7 @@ impl Gms {
                 crashed: round.crashed.clone(),
             },
         );
-        self.install(round.view, round.leaving, round.crashed);
+        self.install(now, round.view, round.leaving, round.crashed);
         let more = !self.pending_joins.is_empty()
             || !self.pending_leaves.is_empty()
             || !self.pending_removals.is_empty();
@@ -625,9 +886,10 @@ impl Gms {
         }
     }
 
-    /// Members that did not acknowledge in time are left out (as crashed; a joiner that
-    /// did not acknowledge simply is not admitted and may try again), and the view is
-    /// prepared again without them.
+    /// Members of the view that did not acknowledge in time are suspected and checked (a
+    /// busy member is not expelled for being slow; one the final check finds dead is removed
+    /// in the next round); joiners that did not acknowledge are simply not admitted and may
+    /// try again. The round is dropped and starts over once the checks are done.
     fn prepare_again_without_silent(&mut self, now: Instant) {
         let Some(round) = self.round.take() else {
             return;
@@ -635,15 +897,15 @@ impl Gms {
         let silent = round.waiting;
         tracing::warn!(view = %round.view, silent = silent.len(), "members did not acknowledge the prepared view");
         let current = self.view.clone();
-        for member in round.view.members() {
-            let existing = current.as_ref().is_some_and(|v| v.contains(member));
-            if silent.contains(&member.uuid())
-                && existing
-                && !self.pending_removals.contains(member)
-            {
-                self.pending_removals.push(member.clone());
-            }
-        }
+        let silent_members: Vec<MemberId> = round
+            .view
+            .members()
+            .iter()
+            .filter(|m| {
+                silent.contains(&m.uuid()) && current.as_ref().is_some_and(|v| v.contains(m))
+            })
+            .cloned()
+            .collect();
         self.pending_joins.extend(
             round
                 .joiners
@@ -652,7 +914,15 @@ impl Gms {
         );
         self.pending_leaves.extend(round.leaving);
         self.pending_removals.extend(round.crashed);
-        self.start_round(now);
+        if !silent_members.is_empty() {
+            let reason = format!(
+                "did not acknowledge view {} within {:?}",
+                round.view.id(),
+                self.config.prepare_timeout
+            );
+            self.raise_suspicion(now, silent_members, reason);
+        }
+        self.schedule(now);
     }
 
     // ---- every member ----
@@ -703,7 +973,7 @@ impl Gms {
         newer && trusted && !matches!(self.role, Role::Gone | Role::Idle)
     }
 
-    fn install(&mut self, view: View, left: Vec<MemberId>, crashed: Vec<MemberId>) {
+    fn install(&mut self, now: Instant, view: View, left: Vec<MemberId>, crashed: Vec<MemberId>) {
         let before: HashSet<Uuid> = self
             .view
             .iter()
@@ -718,6 +988,15 @@ impl Gms {
         let included = view.contains(&self.me);
         let was_coordinating = self.coordinating();
         self.view = Some(view.clone());
+        // Suspicions and checks about members no longer in the view are settled.
+        self.suspects.retain(|uuid, _| view.contains_uuid(*uuid));
+        self.checking.retain(|uuid| view.contains_uuid(*uuid));
+        self.dead.retain(|uuid| view.contains_uuid(*uuid));
+        if included {
+            self.detector.view_installed(now, &view, &self.me);
+        } else {
+            self.detector.stop();
+        }
         if was_coordinating && !self.coordinating() {
             self.hand_over(&view);
         }
@@ -742,6 +1021,8 @@ impl Gms {
             }
             _ => {}
         }
+        // The checker may have changed with the view (a new coordinator).
+        self.run_checks();
     }
 
     /// This member stopped coordinating (a locator joined and is preferred, or it left):

@@ -6,6 +6,8 @@
 //!   authenticated joins through the coordinator, batching, two-phase view installation,
 //!   graceful leave. Time is passed in and outputs are polled; it never reads a clock or
 //!   does I/O, so a test can run a thousand members deterministically in virtual time.
+//! - [`detector`]: the failure detector (heartbeats around the view ring, suspicion after
+//!   the member timeout, pause awareness), owned by [`Gms`].
 //! - [`discovery`]: deciding from locators' answers whom to join, or whether to found the
 //!   cluster (how locators started together agree on one founder).
 //! - [`view_file`]: the view a locator persists to find the cluster again after a restart.
@@ -13,9 +15,9 @@
 //!   discovery query.
 //! - [`auth`]: the pluggable [`Authenticator`] that judges joiners' credentials.
 //!
-//! Failure detection builds on this core (its own issue).
 
 pub mod auth;
+pub mod detector;
 pub mod discovery;
 pub mod gms;
 pub mod member;
@@ -25,4 +27,6 @@ pub mod view_file;
 pub use auth::{AllowAll, Authenticator, Credentials, SharedSecret};
 pub use gms::{Gms, GmsConfig, GmsStats, MembershipEvent, Output};
 pub use member::{ConfigError, Member, MemberConfig, MemberStats, StartError};
-pub use messages::{DiscoveryAnswer, FindCoordinator, GmsMessage, JoinRejection};
+pub use messages::{
+    DiscoveryAnswer, FinalCheck, FindCoordinator, GmsMessage, Heartbeat, JoinRejection,
+};

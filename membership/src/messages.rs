@@ -51,10 +51,57 @@ pub enum GmsMessage {
         /// The coordinator of the answering member's view.
         coordinator: MemberId,
     },
+    /// Sent to every member of the view: these members look dead to the sender. The
+    /// coordinator (or, if it is among them, its successor) runs a final check on each.
+    Suspect {
+        /// The suspected members.
+        members: Vec<MemberId>,
+        /// Why, for people.
+        reason: String,
+    },
+    /// Sent to every member of the view: a final check found this suspect alive.
+    Cleared {
+        /// The member that answered.
+        member: MemberId,
+    },
+    /// From the coordinator to the members on its side of a network partition that lost
+    /// quorum: shut down.
+    NetworkPartition {
+        /// Why, for people: the weights lost and held.
+        reason: String,
+    },
 }
 
 impl Message for GmsMessage {
     const TAG: Tag = Tag(0x0100);
+}
+
+/// A heartbeat, sent as a datagram to the members watching the sender.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Heartbeat {
+    /// The sender's installed view.
+    pub view_id: ViewId,
+}
+
+impl Message for Heartbeat {
+    const TAG: Tag = Tag(0x0102);
+}
+
+/// A final check: asked of a suspect over a fresh connection of its own (a query), so it
+/// does not depend on the state of the suspect's existing connection. Answered with the
+/// answerer's uuid: a restarted process at the same address is not the suspect.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct FinalCheck {
+    /// The member checked.
+    pub uuid: uuid::Uuid,
+}
+
+impl Message for FinalCheck {
+    const TAG: Tag = Tag(0x0103);
+}
+
+impl Query for FinalCheck {
+    type Answer = uuid::Uuid;
 }
 
 /// Discovery: a process starting up asks a locator (or any member) who coordinates the

@@ -102,6 +102,27 @@ impl Sim {
                             .insert(self.seq, (self.id(i), j, message.clone()));
                     }
                 }
+                Output::Heartbeat { to } => {
+                    // Heartbeats only move clocks forward; they arrive at once.
+                    let now = self.at();
+                    let from = self.id(i);
+                    for recipient in to {
+                        if let Some(&j) = self.index.get(&recipient.uuid())
+                            && !self.dead[j]
+                        {
+                            self.members[j].heard_from(&from, now);
+                        }
+                    }
+                }
+                Output::Check { member } => {
+                    // The final check answers with the truth: a dead member is dead.
+                    let alive = self
+                        .index
+                        .get(&member.uuid())
+                        .is_some_and(|&j| !self.dead[j]);
+                    let now = self.at();
+                    self.members[i].check_result(now, &member, alive);
+                }
                 Output::Event(event) => self.check(i, event),
             }
         }

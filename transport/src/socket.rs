@@ -64,6 +64,9 @@ pub struct SocketFaults {
 #[derive(Default)]
 struct FaultState {
     active: AtomicBool,
+    /// Checked by the messenger, not the socket: QUIC datagrams cannot be told apart from
+    /// other QUIC packets once encrypted.
+    drop_datagrams: AtomicBool,
     rules: RwLock<FaultRules>,
     rng: Mutex<u64>,
     dropped: AtomicU64,
@@ -133,6 +136,17 @@ impl SocketFaults {
         self.update(|r| r.isolated = true);
     }
 
+    /// Drops every unreliable message (QUIC datagram) this member sends, while its streams
+    /// keep working: datagrams are the first thing a congested connection loses.
+    pub fn drop_quic_datagrams(&self, drop: bool) {
+        self.state.drop_datagrams.store(drop, Ordering::Release);
+    }
+
+    /// True while [`SocketFaults::drop_quic_datagrams`] is on.
+    pub fn drops_datagrams(&self) -> bool {
+        self.state.drop_datagrams.load(Ordering::Acquire)
+    }
+
     /// Drops each outgoing datagram with probability `fraction` (clamped to 0..=1).
     pub fn drop_outgoing(&self, fraction: f64) {
         let fraction = unit(fraction);
@@ -170,6 +184,7 @@ impl SocketFaults {
 
     /// Removes every rule.
     pub fn heal(&self) {
+        self.state.drop_datagrams.store(false, Ordering::Release);
         self.update(|r| *r = FaultRules::default());
     }
 

@@ -96,6 +96,21 @@ impl View {
             .or_else(|| self.elder())
     }
 
+    /// The member that would coordinate if only the members `keep` accepts were left: what
+    /// [`View::coordinator`] becomes once suspected or crashed members are gone.
+    pub fn coordinator_among(&self, keep: impl Fn(&MemberId) -> bool) -> Option<&MemberId> {
+        self.members
+            .iter()
+            .filter(|m| keep(m))
+            .find(|m| m.kind() == MemberKind::Locator)
+            .or_else(|| {
+                self.members
+                    .iter()
+                    .filter(|m| keep(m))
+                    .find(|m| m.kind() != MemberKind::Admin)
+            })
+    }
+
     /// The oldest non-admin member.
     pub fn elder(&self) -> Option<&MemberId> {
         self.members.iter().find(|m| m.kind() != MemberKind::Admin)

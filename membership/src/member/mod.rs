@@ -2,10 +2,18 @@
 //!
 //! ```text
 //! Member::start ─► QuicMessenger::bind ─► serve FindCoordinator (discovery answers)
+//!                                          and FinalCheck (this member's uuid)
 //!               ─► discovery rounds (discover.rs) ─► Gms::join(coordinator) or found_cluster
-//!               ─► driver task ◄── GmsMessage subscription, timers, commands (leave)
+//!               ─► driver task ◄── GmsMessage and Heartbeat subscriptions, Gms timers,
+//!                                  commands (leave, suspect), transport events (backlog),
+//!                                  final-check results
+//!                      │ before each timer: the transport's last-heard times of the
+//!                      │ watched members ─► Gms::heard_from
 //!                      │ Gms outputs:
 //!                      ├─ Send      ─► messenger.send_outside_view (Control priority)
+//!                      ├─ Heartbeat ─► messenger.send_datagram
+//!                      ├─ Check     ─► task: FinalCheck query over a fresh connection, or
+//!                      │               any sign of life, within final_check_timeout
 //!                      └─ Event     ─► view installed: messenger.install_view, view watch,
 //!                                      persisted view file (locators), event broadcast
 //! ```
@@ -24,7 +32,7 @@ use std::time::Duration;
 
 use cohort_transport::{
     MemberId, MemberKind, Message, Messenger, Priority, QuicMessenger, SendError, SendOutcome,
-    SubscribeError, Subscription, View,
+    SubscribeError, Subscription, TransportEvent, View,
 };
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
@@ -32,7 +40,9 @@ use tokio::time::Instant;
 
 pub use self::config::{ConfigError, MemberConfig, StartError};
 use crate::gms::{Gms, GmsConfig, GmsStats, MembershipEvent, Output};
-use crate::messages::{DiscoveryAnswer, FindCoordinator, GmsMessage, JoinRejection};
+use crate::messages::{
+    DiscoveryAnswer, FinalCheck, FindCoordinator, GmsMessage, Heartbeat, JoinRejection,
+};
 use crate::view_file;
 
 /// Membership events buffered for slow subscribers.
@@ -75,6 +85,7 @@ impl Shared {
 
 enum Command {
     Leave(oneshot::Sender<bool>),
+    Suspect(MemberId, String),
 }
 
 /// Counters of one member.
@@ -99,6 +110,10 @@ impl Member {
         let subscription = messenger
             .subscribe::<GmsMessage>()
             .map_err(|_| StartError::Stopped)?;
+        let heartbeats = messenger
+            .subscribe::<Heartbeat>()
+            .map_err(|_| StartError::Stopped)?;
+        let transport_events = messenger.events();
         let shared = Arc::new(Shared {
             me: me.clone(),
             view: watch::Sender::new(View::empty()),
@@ -111,6 +126,8 @@ impl Member {
             tracing::trace!(asker = ?query.asker, %from, "discovery query");
             answering.discovery_answer()
         });
+        let uuid = me.uuid();
+        messenger.serve::<FinalCheck>(move |_, _| uuid);
 
         let view_file = (config.kind == MemberKind::Locator && config.persist_view)
             .then(|| view_file::path_for(&config.working_dir, me.address().port()));
@@ -133,10 +150,12 @@ impl Member {
         let now = Instant::now();
         let gms_config = GmsConfig {
             batch_interval: config.batch_interval,
-            prepare_timeout: config.member_timeout,
+            prepare_timeout: config.member_timeout * 2,
             join_retry: JOIN_RETRY,
             join_timeout: deadline.saturating_duration_since(now),
             leave_timeout: config.leave_timeout,
+            member_timeout: config.member_timeout,
+            partition_detection: config.partition_detection,
         };
         let mut gms = Gms::new(me.clone(), gms_config, config.authenticator.clone());
         let coordinator = match decision {
@@ -166,6 +185,7 @@ impl Member {
 
         let (commands, command_rx) = mpsc::channel(8);
         let (started, started_rx) = oneshot::channel();
+        let (check_results, check_rx) = mpsc::unbounded_channel();
         let driver = Driver {
             gms,
             messenger: messenger.clone(),
@@ -174,9 +194,18 @@ impl Member {
             started: Some(started),
             coordinator,
             join_timeout: config.join_timeout,
+            final_check_timeout: config.final_check_timeout,
+            check_results,
             leaving: None,
         };
-        let driver = tokio::spawn(driver.run(subscription, command_rx));
+        let inputs = Inputs {
+            messages: subscription,
+            heartbeats,
+            commands: command_rx,
+            checks: check_rx,
+            transport: transport_events,
+        };
+        let driver = tokio::spawn(driver.run(inputs));
         match started_rx.await {
             Ok(Ok(())) => Ok(Member {
                 shared,
@@ -254,6 +283,14 @@ impl Member {
         self.messenger.subscribe::<M>()
     }
 
+    /// Reports `member` as suspect (the application finds it sick): the coordinator runs a
+    /// final check, and removes it only if that fails.
+    pub async fn suspect(&self, member: &MemberId, reason: impl Into<String>) {
+        let command = Command::Suspect(member.clone(), reason.into());
+        // A stopped driver has nobody to tell; the member is out of the cluster anyway.
+        let _ = self.commands.send(command).await;
+    }
+
     /// The messenger underneath: transport events, per-peer statistics, fault injection.
     pub fn messenger(&self) -> &QuicMessenger {
         &self.messenger
@@ -316,7 +353,18 @@ struct Driver {
     /// The coordinator the join went to (for the error if it times out).
     coordinator: Option<MemberId>,
     join_timeout: Duration,
+    final_check_timeout: Duration,
+    check_results: mpsc::UnboundedSender<(MemberId, bool)>,
     leaving: Option<oneshot::Sender<bool>>,
+}
+
+/// What the driver listens to.
+struct Inputs {
+    messages: Subscription<GmsMessage>,
+    heartbeats: Subscription<Heartbeat>,
+    commands: mpsc::Receiver<Command>,
+    checks: mpsc::UnboundedReceiver<(MemberId, bool)>,
+    transport: broadcast::Receiver<TransportEvent>,
 }
 
 /// Whether the driver goes on after handling the outputs.
@@ -326,11 +374,7 @@ enum Flow {
 }
 
 impl Driver {
-    async fn run(
-        mut self,
-        mut subscription: Subscription<GmsMessage>,
-        mut commands: mpsc::Receiver<Command>,
-    ) {
+    async fn run(mut self, mut inputs: Inputs) {
         let far = Instant::now() + Duration::from_secs(86_400);
         loop {
             if let Flow::Stop = self.act() {
@@ -338,7 +382,7 @@ impl Driver {
             }
             let timeout = self.gms.poll_timeout().map(Instant::from_std);
             tokio::select! {
-                command = commands.recv() => match command {
+                command = inputs.commands.recv() => match command {
                     Some(Command::Leave(reply)) => {
                         if self.gms.is_member() {
                             self.leaving = Some(reply);
@@ -348,14 +392,28 @@ impl Driver {
                             break;
                         }
                     }
+                    Some(Command::Suspect(member, reason)) => self.gms.suspect(now(), &member, reason),
                     // The Member was dropped: it stops as a crash would.
                     None => break,
                 },
-                envelope = subscription.recv() => match envelope {
+                envelope = inputs.messages.recv() => match envelope {
                     Some(envelope) => self.gms.handle_message(now(), &envelope.from, envelope.message),
                     None => break,
                 },
+                Some(heartbeat) = inputs.heartbeats.recv() => {
+                    self.gms.heard_from(&heartbeat.from, now());
+                }
+                Some((member, alive)) = inputs.checks.recv() => {
+                    self.gms.check_result(now(), &member, alive);
+                }
+                event = inputs.transport.recv() => {
+                    if let Ok(TransportEvent::Backlogged { member, queued_bytes }) = event {
+                        let reason = format!("{queued_bytes} bytes queued for it: it does not keep up");
+                        self.gms.suspect(now(), &member, reason);
+                    }
+                }
                 () = tokio::time::sleep_until(timeout.unwrap_or(far)), if timeout.is_some() => {
+                    self.feed_signs_of_life();
                     self.gms.handle_timeout(now());
                 }
             }
@@ -367,12 +425,78 @@ impl Driver {
         self.messenger.shutdown().await;
     }
 
+    /// Anything the transport received from a watched member counts, not only heartbeats:
+    /// a member busy sending data is alive even if its datagrams are being dropped.
+    fn feed_signs_of_life(&mut self) {
+        let heard: Vec<(MemberId, Instant)> = self
+            .gms
+            .watched()
+            .iter()
+            .filter_map(|m| self.messenger.last_heard(m).map(|at| (m.clone(), at)))
+            .collect();
+        for (member, at) in heard {
+            self.gms.heard_from(&member, at.into_std());
+        }
+    }
+
+    /// Runs a final check on `member` in a task of its own: alive if it answers a
+    /// `FinalCheck` query over a fresh connection with its own uuid, or if anything arrives
+    /// from it meanwhile; crashed if neither happens within the final-check timeout.
+    fn final_check(&self, member: MemberId) {
+        let messenger = self.messenger.clone();
+        let results = self.check_results.clone();
+        let limit = self.final_check_timeout;
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let answered = async {
+                let query = FinalCheck {
+                    uuid: member.uuid(),
+                };
+                matches!(messenger.query(member.address(), &query).await, Ok(uuid) if uuid == member.uuid())
+            };
+            let heard = async {
+                loop {
+                    if messenger.last_heard(&member).is_some_and(|at| at > started) {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            };
+            let alive = tokio::time::timeout(limit, async {
+                tokio::pin!(answered, heard);
+                tokio::select! {
+                    ok = &mut answered => {
+                        if !ok {
+                            (&mut heard).await;
+                        }
+                    }
+                    () = &mut heard => {}
+                }
+            })
+            .await
+            .is_ok();
+            tracing::debug!(?member, alive, took = ?started.elapsed(), "final check");
+            // The driver may have stopped; then nobody needs the answer.
+            let _ = results.send((member, alive));
+        });
+    }
+
     /// Carries out what the `Gms` asked for.
     fn act(&mut self) -> Flow {
         let mut flow = Flow::Continue;
         while let Some(output) = self.gms.poll_output() {
             match output {
                 Output::Send { to, message } => self.send(&to, &message),
+                Output::Heartbeat { to } => {
+                    let view_id = self
+                        .gms
+                        .view()
+                        .map_or(cohort_transport::ViewId(0), View::id);
+                    if let Err(error) = self.messenger.send_datagram(&Heartbeat { view_id }, &to) {
+                        tracing::debug!(%error, "heartbeat not sent");
+                    }
+                }
+                Output::Check { member } => self.final_check(member),
                 Output::Event(event) => {
                     if let Flow::Stop = self.on_event(&event) {
                         flow = Flow::Stop;
@@ -451,9 +575,10 @@ impl Driver {
                 Flow::Stop
             }
             MembershipEvent::ForcedDisconnect { reason } => {
-                tracing::warn!(member = ?self.shared.me, %reason, "removed from the cluster");
+                tracing::warn!(member = ?self.shared.me, %reason, "forced out of the cluster");
                 Flow::Stop
             }
+            MembershipEvent::Suspect { .. } => Flow::Continue,
         }
     }
 

@@ -233,7 +233,10 @@ async fn read_acks(shared: &Shared, peer: &Peer, conn: &Connection, mut recv: Re
     let mut decoder = FrameDecoder::new(shared.config.max_frame_bytes.min(1 << 10));
     loop {
         match read_frame(&mut recv, &mut decoder).await {
-            Ok(Some(Frame::Ack { delivered })) => peer.acked(delivered),
+            Ok(Some(Frame::Ack { delivered })) => {
+                peer.heard();
+                peer.acked(delivered);
+            }
             Ok(Some(_)) => {
                 violation(
                     shared,
@@ -413,6 +416,7 @@ async fn read_frames(
                 return StreamEnd::Broken;
             }
         };
+        peer.heard();
         match frame {
             Frame::Data { seq, tag, payload } => {
                 let i = priority.index();
@@ -466,6 +470,7 @@ async fn read_frames(
 
 async fn read_datagrams(shared: Arc<Shared>, peer: Arc<Peer>, conn: Connection) {
     while let Ok(datagram) = conn.read_datagram().await {
+        peer.heard();
         match wire::decode_datagram(datagram) {
             Ok((tag, payload)) => {
                 peer.counters

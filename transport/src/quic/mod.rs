@@ -372,6 +372,14 @@ impl QuicMessenger {
         })
     }
 
+    /// When anything (a frame on any stream, or a datagram) last arrived from `member`;
+    /// `None` if nothing has yet, or the messenger keeps no state for it. The failure
+    /// detector counts every arrival as a sign of life, not only heartbeats.
+    pub fn last_heard(&self, member: &MemberId) -> Option<tokio::time::Instant> {
+        let peer = lock(&self.inner.peers).get(&member.uuid())?.peer.clone();
+        peer.last_heard()
+    }
+
     /// Closes the current connection to `member`, if any, as a failure would. Nothing is
     /// lost: queued and unacknowledged messages go on the next connection, which is dialed
     /// as soon as there is something to send. Returns false if there was no connection.
@@ -710,7 +718,8 @@ impl Messenger for QuicMessenger {
                 }
                 continue;
             }
-            let sent = link.is_some_and(|l| l.conn.send_datagram(datagram.clone()).is_ok());
+            let sent = !self.inner.faults.drops_datagrams()
+                && link.is_some_and(|l| l.conn.send_datagram(datagram.clone()).is_ok());
             let counter = match sent {
                 true => &peer.counters.datagrams_sent,
                 false => &peer.counters.datagrams_dropped,

@@ -115,6 +115,8 @@ pub(crate) struct Peer {
     ack_pending: AtomicBool,
     ack_wake: Notify,
     backlogged: AtomicBool,
+    /// When anything (frame or datagram) last arrived from the peer.
+    heard: Mutex<Option<Instant>>,
     pub(crate) counters: PeerCounters,
 }
 
@@ -153,6 +155,7 @@ impl Peer {
             ack_pending: AtomicBool::new(false),
             ack_wake: Notify::new(),
             backlogged: AtomicBool::new(false),
+            heard: Mutex::new(None),
             counters: PeerCounters::default(),
         });
         (peer, incoming_rx, stop_rx)
@@ -301,6 +304,16 @@ impl Peer {
     /// Per priority, the last sequence number delivered from this peer.
     pub(crate) fn delivered(&self) -> [u64; 4] {
         self.delivered.each_ref().map(|d| d.load(Ordering::Acquire))
+    }
+
+    /// Records a sign of life: something arrived from the peer just now.
+    pub(crate) fn heard(&self) {
+        *lock(&self.heard) = Some(Instant::now());
+    }
+
+    /// When something last arrived from the peer.
+    pub(crate) fn last_heard(&self) -> Option<Instant> {
+        *lock(&self.heard)
     }
 
     pub(crate) fn link(&self) -> Option<LinkInfo> {

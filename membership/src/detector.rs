@@ -1,0 +1,249 @@
+//! [`Detector`]: who watches whom, heartbeats, and when silence becomes suspicion. Sans-IO,
+//! owned by [`Gms`](crate::Gms), which turns its suspicions into the final-check protocol.
+//!
+//! ```text
+//! view installed ─► ring in view order: each member watches its two neighbours, and sends
+//!                   them heartbeats (so each member is watched by two others)
+//! every heartbeat_interval: tick ─► heartbeats to the neighbours
+//!                                 ─► a neighbour silent for member_timeout ─► suspect
+//! any sign of life (heartbeat datagram, any frame the transport received) ─► heard_from
+//! ```
+//!
+//! A tick that comes much later than scheduled means this member itself was paused (a
+//! stalled runtime, a stopped process): its silence clock says nothing about the others, so
+//! that tick suspects nobody and restarts every clock.
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use cohort_transport::{MemberId, View};
+use uuid::Uuid;
+
+/// What one tick asks for.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Tick {
+    /// Send a heartbeat to these members.
+    pub heartbeat_to: Vec<MemberId>,
+    /// These members have been silent for the member timeout.
+    pub suspects: Vec<MemberId>,
+    /// This member's own tick ran late: nobody was suspected.
+    pub paused: bool,
+}
+
+/// The failure detector of one member. See the module docs.
+#[derive(Debug)]
+pub struct Detector {
+    member_timeout: Duration,
+    interval: Duration,
+    /// A tick later than scheduled by more than this means this member was paused.
+    pause_threshold: Duration,
+    neighbours: Vec<MemberId>,
+    heard: HashMap<Uuid, Instant>,
+    /// Suspected and not cleared since: not reported again.
+    reported: HashSet<Uuid>,
+    next_tick: Option<Instant>,
+}
+
+impl Detector {
+    /// A detector that suspects a neighbour after `member_timeout` of silence and sends
+    /// heartbeats every `member_timeout / 5`.
+    pub fn new(member_timeout: Duration) -> Self {
+        Detector {
+            member_timeout,
+            interval: member_timeout / 5,
+            pause_threshold: member_timeout / 4,
+            neighbours: Vec::new(),
+            heard: HashMap::new(),
+            reported: HashSet::new(),
+            next_tick: None,
+        }
+    }
+
+    /// The interval between heartbeats.
+    pub fn interval(&self) -> Duration {
+        self.interval
+    }
+
+    /// The members this one watches.
+    pub fn watched(&self) -> &[MemberId] {
+        &self.neighbours
+    }
+
+    /// Recomputes the ring for a new view. A newly watched member gets a full timeout from
+    /// now; members that stay watched keep their clocks.
+    pub fn view_installed(&mut self, now: Instant, view: &View, me: &MemberId) {
+        self.neighbours = neighbours(view, me);
+        let watched: HashSet<Uuid> = self.neighbours.iter().map(MemberId::uuid).collect();
+        self.heard.retain(|uuid, _| watched.contains(uuid));
+        self.reported.retain(|uuid| watched.contains(uuid));
+        for member in &self.neighbours {
+            self.heard.entry(member.uuid()).or_insert(now);
+        }
+        if view.contains(me) {
+            self.next_tick.get_or_insert(now + self.interval);
+        } else {
+            self.next_tick = None;
+        }
+    }
+
+    /// A sign of life from `uuid` at `at`.
+    pub fn heard_from(&mut self, uuid: Uuid, at: Instant) {
+        if let Some(heard) = self.heard.get_mut(&uuid)
+            && at > *heard
+        {
+            *heard = at;
+            self.reported.remove(&uuid);
+        }
+    }
+
+    /// A final check found `uuid` alive: its clock restarts now.
+    pub fn cleared(&mut self, uuid: Uuid, now: Instant) {
+        if let Some(heard) = self.heard.get_mut(&uuid) {
+            *heard = now.max(*heard);
+        }
+        self.reported.remove(&uuid);
+    }
+
+    /// When [`Detector::tick`] is due.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.next_tick
+    }
+
+    /// Stops ticking (this member left the cluster).
+    pub fn stop(&mut self) {
+        self.next_tick = None;
+        self.neighbours.clear();
+        self.heard.clear();
+    }
+
+    /// Heartbeats and suspicions due at `now`. Call when [`Detector::poll_timeout`] passed.
+    pub fn tick(&mut self, now: Instant) -> Tick {
+        let Some(due) = self.next_tick else {
+            return Tick::default();
+        };
+        if now < due {
+            return Tick::default();
+        }
+        self.next_tick = Some(now + self.interval);
+        let mut tick = Tick {
+            heartbeat_to: self.neighbours.clone(),
+            ..Tick::default()
+        };
+        if now.saturating_duration_since(due) > self.pause_threshold {
+            tick.paused = true;
+            for heard in self.heard.values_mut() {
+                *heard = now.max(*heard);
+            }
+            return tick;
+        }
+        for member in &self.neighbours {
+            let silent = self
+                .heard
+                .get(&member.uuid())
+                .is_some_and(|heard| now.saturating_duration_since(*heard) >= self.member_timeout);
+            if silent && self.reported.insert(member.uuid()) {
+                tick.suspects.push(member.clone());
+            }
+        }
+        tick
+    }
+}
+
+/// The members next to `me` in view order, wrapping around: two, or one in a view of two.
+fn neighbours(view: &View, me: &MemberId) -> Vec<MemberId> {
+    let members = view.members();
+    let Some(at) = members.iter().position(|m| m == me) else {
+        return Vec::new();
+    };
+    let n = members.len();
+    let mut out: Vec<MemberId> = Vec::new();
+    for i in [(at + 1) % n, (at + n - 1) % n] {
+        if i != at && !out.contains(&members[i]) {
+            out.push(members[i].clone());
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use cohort_transport::{MemberKind, ViewId};
+
+    use super::*;
+
+    fn ring(n: u16) -> (View, Vec<MemberId>) {
+        let members: Vec<MemberId> = (1..=n)
+            .map(|i| {
+                let address = format!("127.0.0.1:{i}").parse().expect("literal");
+                MemberId::new(format!("m{i}"), address, MemberKind::Member)
+            })
+            .collect();
+        (View::new(ViewId(1), members.clone()), members)
+    }
+
+    #[test]
+    fn each_member_watches_its_two_neighbours_around_the_ring() {
+        let (view, m) = ring(5);
+        assert_eq!(neighbours(&view, &m[0]), vec![m[1].clone(), m[4].clone()]);
+        assert_eq!(neighbours(&view, &m[4]), vec![m[0].clone(), m[3].clone()]);
+        let (view, m) = ring(2);
+        assert_eq!(neighbours(&view, &m[0]), vec![m[1].clone()]);
+        let (view, m) = ring(1);
+        assert!(neighbours(&view, &m[0]).is_empty());
+    }
+
+    #[test]
+    fn silence_for_the_member_timeout_is_suspected_once_and_a_sign_of_life_clears_it() {
+        let timeout = Duration::from_millis(1000);
+        let (view, m) = ring(3);
+        let mut detector = Detector::new(timeout);
+        let start = Instant::now();
+        detector.view_installed(start, &view, &m[0]);
+        assert_eq!(detector.poll_timeout(), Some(start + detector.interval()));
+        let mut now = start + detector.interval();
+        let mut suspected = Vec::new();
+        while now < start + Duration::from_millis(1500) {
+            // m[2] keeps talking, m[1] went silent.
+            detector.heard_from(m[2].uuid(), now);
+            let tick = detector.tick(now);
+            assert!(!tick.paused);
+            assert_eq!(tick.heartbeat_to.len(), 2);
+            suspected.extend(tick.suspects.into_iter().map(|s| (now - start, s)));
+            now += detector.interval();
+        }
+        assert_eq!(suspected.len(), 1, "{suspected:?}");
+        assert_eq!(suspected[0].1, m[1]);
+        assert_eq!(suspected[0].0, timeout);
+        // A heartbeat from it after all: it may be suspected again only after a new silence.
+        detector.heard_from(m[1].uuid(), now);
+        let heard_at = now;
+        let mut again = None;
+        while again.is_none() && now < heard_at + timeout * 2 {
+            detector.heard_from(m[2].uuid(), now);
+            if detector.tick(now).suspects.contains(&m[1]) {
+                again = Some(now - heard_at);
+            }
+            now += detector.interval();
+        }
+        assert_eq!(again, Some(timeout));
+    }
+
+    #[test]
+    fn a_late_tick_means_this_member_was_paused_and_suspects_nobody() {
+        let timeout = Duration::from_millis(1000);
+        let (view, m) = ring(3);
+        let mut detector = Detector::new(timeout);
+        let start = Instant::now();
+        detector.view_installed(start, &view, &m[0]);
+        let first = start + detector.interval();
+        assert!(detector.tick(first).suspects.is_empty());
+        // Nothing ran for 3 s: everyone looks silent, but the silence was ours.
+        let woke = start + Duration::from_secs(3);
+        let tick = detector.tick(woke);
+        assert!(tick.paused);
+        assert!(tick.suspects.is_empty());
+        // Clocks restarted at the wake-up: nobody is suspect just after it either.
+        let next = detector.poll_timeout().expect("ticking");
+        assert!(detector.tick(next).suspects.is_empty());
+    }
+}
