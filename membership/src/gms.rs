@@ -195,6 +195,11 @@ pub struct Gms {
     checking: HashSet<Uuid>,
     /// Suspects this member's final check found dead, until a view without them installs.
     dead: HashSet<Uuid>,
+    /// Since when suspicions have waited for a checker other than this member.
+    unresolved_since: Option<Instant>,
+    /// When the checker last cleared each member: a suspicion of it from another member
+    /// can arrive after the clearing (different senders, different connections).
+    cleared_at: HashMap<Uuid, Instant>,
 }
 
 impl Gms {
@@ -219,6 +224,8 @@ impl Gms {
             suspects: HashMap::new(),
             checking: HashSet::new(),
             dead: HashSet::new(),
+            unresolved_since: None,
+            cleared_at: HashMap::new(),
         }
     }
 
@@ -441,6 +448,20 @@ impl Gms {
             }
             GmsMessage::Suspect { members, reason } => {
                 if matches!(self.role, Role::Member | Role::Leaving { .. }) {
+                    // A suspicion that overtook its own clearing is stale here; the checker
+                    // itself always looks again.
+                    let checking = self.checker().as_ref() == Some(&self.me);
+                    let window = self.config.member_timeout * 2;
+                    let members = members
+                        .into_iter()
+                        .filter(|m| {
+                            checking
+                                || self
+                                    .cleared_at
+                                    .get(&m.uuid())
+                                    .is_none_or(|at| now.saturating_duration_since(*at) > window)
+                        })
+                        .collect();
                     self.note_suspects(members, &reason);
                     self.run_checks();
                 }
@@ -572,6 +593,33 @@ impl Gms {
             let reason = format!("no sign of life for {:?}", self.config.member_timeout);
             self.raise_suspicion(now, tick.suspects, reason);
         }
+        if !tick.paused {
+            self.escalate(now);
+        }
+    }
+
+    /// Suspicions that nobody settles mean the checker itself is gone (or cut off from
+    /// this member, which for this side is the same): after twice the member timeout the
+    /// checker is suspected too, so the next member in line checks them all. This is how
+    /// the members on the far side of a partition from their checker get a checker again.
+    fn escalate(&mut self, now: Instant) {
+        let checker = self.checker();
+        let waiting = matches!(self.role, Role::Member)
+            && !self.suspects.is_empty()
+            && checker.as_ref().is_some_and(|c| *c != self.me);
+        if !waiting {
+            self.unresolved_since = None;
+            return;
+        }
+        let since = *self.unresolved_since.get_or_insert(now);
+        let patience = self.config.member_timeout * 2;
+        if now.saturating_duration_since(since) >= patience
+            && let Some(checker) = checker
+        {
+            self.unresolved_since = Some(now);
+            let reason = format!("left suspicions unsettled for {patience:?}");
+            self.raise_suspicion(now, vec![checker], reason);
+        }
     }
 
     /// Tells every other member of the view, and acts on it here too.
@@ -631,6 +679,7 @@ impl Gms {
 
     fn clear(&mut self, now: Instant, member: &MemberId) {
         self.suspects.remove(&member.uuid());
+        self.cleared_at.insert(member.uuid(), now);
         self.detector.cleared(member.uuid(), now);
     }
 
@@ -992,6 +1041,7 @@ impl Gms {
         self.suspects.retain(|uuid, _| view.contains_uuid(*uuid));
         self.checking.retain(|uuid| view.contains_uuid(*uuid));
         self.dead.retain(|uuid| view.contains_uuid(*uuid));
+        self.cleared_at.retain(|uuid, _| view.contains_uuid(*uuid));
         if included {
             self.detector.view_installed(now, &view, &self.me);
         } else {

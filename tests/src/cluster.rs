@@ -23,6 +23,27 @@ use crate::{PATIENCE, TestCa};
 struct Node {
     config: MemberConfig,
     member: Option<Member>,
+    /// Set when the node runs on a runtime of its own (see [`Cluster::add_on_own_runtime`]).
+    runtime: Option<OwnRuntime>,
+}
+
+/// A single-threaded runtime on a thread of its own, so that one node can be stalled
+/// without stalling the others.
+struct OwnRuntime {
+    handle: tokio::runtime::Handle,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for OwnRuntime {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 /// An in-process cluster. Dropping it stops every node as a crash would and removes its
@@ -128,6 +149,7 @@ impl Cluster {
                         Node {
                             config,
                             member: Some(member),
+                            runtime: None,
                         },
                     );
                     Ok(())
@@ -148,9 +170,105 @@ impl Cluster {
             Node {
                 config,
                 member: Some(member),
+                runtime: None,
             },
         );
         Ok(self.member(&name))
+    }
+
+    /// Starts one node on a single-threaded runtime of its own thread, so that
+    /// [`Cluster::stall`] can block it while every other node runs on.
+    pub async fn add_on_own_runtime(&mut self, config: MemberConfig) -> Result<(), StartError> {
+        let name = config.name.clone().unwrap_or_default();
+        let (started_tx, started_rx) = tokio::sync::oneshot::channel();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let start_config = config.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("node-{name}"))
+            .spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("build a node runtime");
+                runtime.block_on(async move {
+                    let handle = tokio::runtime::Handle::current();
+                    let result = Member::start(start_config).await;
+                    let _ = started_tx.send((result, handle));
+                    // The node's tasks run while this waits.
+                    let _ = stop_rx.await;
+                });
+            })
+            .expect("spawn a node thread");
+        let (result, handle) = started_rx.await.expect("the node thread reports its start");
+        let runtime = OwnRuntime {
+            handle,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        };
+        let member = result?;
+        self.nodes.insert(
+            name,
+            Node {
+                config,
+                member: Some(member),
+                runtime: Some(runtime),
+            },
+        );
+        Ok(())
+    }
+
+    /// Blocks node `name`'s runtime (started with [`Cluster::add_on_own_runtime`]) for
+    /// `duration`, as a long pause of its process would: none of its tasks runs.
+    pub fn stall(&self, name: &str, duration: Duration) {
+        let runtime = self
+            .nodes
+            .get(name)
+            .and_then(|n| n.runtime.as_ref())
+            .unwrap_or_else(|| panic!("{name} does not run on a runtime of its own"));
+        // Deliberately blocking: this is the stall.
+        runtime
+            .handle
+            .spawn(async move { std::thread::sleep(duration) });
+    }
+
+    /// Cuts every path between the nodes in `a` and those in `b`, both directions.
+    pub fn partition(&self, a: &[&str], b: &[&str]) {
+        for x in a {
+            for y in b {
+                let (mx, my) = (self.member(x), self.member(y));
+                mx.messenger().faults().blackhole(my.address());
+                my.messenger().faults().blackhole(mx.address());
+            }
+        }
+    }
+
+    /// Waits until the named nodes have installed the same view with exactly these
+    /// members, and returns it.
+    pub async fn agreed_view_of(&self, names: &[&str], limit: Duration) -> View {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let views: Vec<View> = names.iter().map(|n| self.member(n).view()).collect();
+            let first = &views[0];
+            let expected: Vec<_> = names.iter().map(|n| self.member(n).id().clone()).collect();
+            if views.iter().all(|v| same_view(v, first))
+                && first.len() == names.len()
+                && expected.iter().all(|m| first.contains(m))
+            {
+                return first.clone();
+            }
+            if tokio::time::Instant::now() >= deadline {
+                let summary: Vec<String> = names
+                    .iter()
+                    .zip(&views)
+                    .map(|(name, v)| format!("{name}: {v}"))
+                    .collect();
+                panic!(
+                    "{names:?} did not agree on a view of just themselves within {limit:?}: {}",
+                    summary.join("; ")
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     /// The running node `name`. Panics if there is none.
@@ -184,6 +302,9 @@ impl Cluster {
             .and_then(|n| n.member.take())
             .unwrap_or_else(|| panic!("no running node named {name}"));
         member.kill().await;
+        if let Some(node) = self.nodes.get_mut(name) {
+            node.runtime = None;
+        }
     }
 
     /// Node `name` leaves gracefully; returns whether the view without it arrived.

@@ -568,6 +568,8 @@ impl Driver {
                 Flow::Stop
             }
             MembershipEvent::Left => {
+                // Before the event goes out: whoever sees it sees an inactive member.
+                self.shared.active.send_replace(false);
                 let confirmed = !self.gms.view().is_some_and(|v| v.contains(&self.shared.me));
                 if let Some(reply) = self.leaving.take() {
                     let _ = reply.send(confirmed);
@@ -575,6 +577,7 @@ impl Driver {
                 Flow::Stop
             }
             MembershipEvent::ForcedDisconnect { reason } => {
+                self.shared.active.send_replace(false);
                 tracing::warn!(member = ?self.shared.me, %reason, "forced out of the cluster");
                 Flow::Stop
             }

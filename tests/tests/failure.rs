@@ -1,0 +1,354 @@
+//! Failure detection on real QUIC over loopback: crashes, coordinator succession, busy and
+//! paused members that must stay, application suspicion, and network partitions.
+
+use std::time::Duration;
+
+use cohort_membership::MembershipEvent;
+use cohort_tests::{Cluster, PATIENCE, init_tracing};
+use cohort_transport::{MemberId, MemberKind};
+use tokio::sync::broadcast;
+use tokio::time::Instant;
+
+/// Every membership event of every running node from now on, collected in the background.
+struct Recorder {
+    receivers: Vec<(String, broadcast::Receiver<MembershipEvent>)>,
+    seen: Vec<(String, MembershipEvent)>,
+}
+
+impl Recorder {
+    fn new(cluster: &Cluster) -> Recorder {
+        let receivers = cluster
+            .running()
+            .into_iter()
+            .map(|name| {
+                let events = cluster.member(&name).events();
+                (name, events)
+            })
+            .collect();
+        Recorder {
+            receivers,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Takes in whatever arrived so far.
+    fn collect(&mut self) -> &[(String, MembershipEvent)] {
+        for (name, receiver) in &mut self.receivers {
+            while let Ok(event) = receiver.try_recv() {
+                self.seen.push((name.clone(), event));
+            }
+        }
+        &self.seen
+    }
+
+    fn suspicions_of(&mut self, member: &MemberId) -> usize {
+        self.collect()
+            .iter()
+            .filter(|(_, e)| matches!(e, MembershipEvent::Suspect { member: m, .. } if m == member))
+            .count()
+    }
+
+    fn removals(&mut self) -> Vec<String> {
+        let mut out = Vec::new();
+        for (name, event) in self.collect() {
+            match event {
+                MembershipEvent::ViewInstalled { crashed, .. } if !crashed.is_empty() => {
+                    out.push(format!("{name} saw {crashed:?} crash"));
+                }
+                MembershipEvent::ForcedDisconnect { reason } => {
+                    out.push(format!("{name} forced out: {reason}"));
+                }
+                _ => {}
+            }
+        }
+        out
+    }
+}
+
+fn member_timeout(cluster: &Cluster) -> Duration {
+    cluster.config("probe", MemberKind::Member).member_timeout
+}
+
+/// Waits until every named node holds a view without `gone`; returns how long it took.
+async fn until_removed(
+    cluster: &Cluster,
+    names: &[String],
+    gone: &MemberId,
+    limit: Duration,
+) -> Duration {
+    let started = Instant::now();
+    loop {
+        if names
+            .iter()
+            .all(|n| !cluster.member(n).view().contains(gone))
+        {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < limit,
+            "{gone:?} still in some view after {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_member_is_removed_by_every_survivor_within_three_member_timeouts() {
+    init_tracing();
+    let mut cluster = Cluster::new(2);
+    cluster.start(18).await;
+    cluster.agreed_view(20, PATIENCE).await;
+    let timeout = member_timeout(&cluster);
+    let victim = cluster.member("member-9").id().clone();
+    cluster.kill("member-9").await;
+    let survivors = cluster.running();
+    let took = until_removed(&cluster, &survivors, &victim, timeout * 3).await;
+    println!("crash to removal at every survivor: {took:?} (member timeout {timeout:?})");
+    let view = cluster.agreed_view(19, PATIENCE).await;
+    assert!(!view.contains(&victim));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_coordinator_killed_its_successor_installs_the_view_and_all_agree() {
+    init_tracing();
+    let mut cluster = Cluster::new(2);
+    cluster.start(6).await;
+    let view = cluster.agreed_view(8, PATIENCE).await;
+    let coordinator = view.coordinator().cloned().expect("coordinator");
+    let successor = view
+        .coordinator_among(|m| *m != coordinator)
+        .cloned()
+        .expect("a successor");
+    cluster.kill(coordinator.name()).await;
+    let survivors = cluster.running();
+    until_removed(
+        &cluster,
+        &survivors,
+        &coordinator,
+        member_timeout(&cluster) * 3,
+    )
+    .await;
+    let view = cluster.agreed_view(7, PATIENCE).await;
+    assert_eq!(view.coordinator(), Some(&successor), "{view}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_whose_datagrams_are_all_dropped_is_checked_but_never_removed() {
+    init_tracing();
+    let mut cluster = Cluster::new(1);
+    cluster.start(4).await;
+    let view = cluster.agreed_view(5, PATIENCE).await;
+    let mut recorder = Recorder::new(&cluster);
+    let quiet = cluster.member("member-2").id().clone();
+    cluster.faults("member-2").drop_quic_datagrams(true);
+    // Heartbeats gone: it is suspected again and again, and each final check over a fresh
+    // connection finds it alive.
+    let timeout = member_timeout(&cluster);
+    let started = Instant::now();
+    while started.elapsed() < timeout * 8 {
+        tokio::time::sleep(timeout / 4).await;
+        assert!(recorder.removals().is_empty(), "{:?}", recorder.removals());
+    }
+    assert!(
+        recorder.suspicions_of(&quiet) > 0,
+        "its silence was noticed (so the final check is what kept it)"
+    );
+    let now = cluster.agreed_view(5, PATIENCE).await;
+    assert_eq!(now.id(), view.id(), "no view change at all");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_paused_for_half_the_member_timeout_stays_and_suspects_nobody() {
+    init_tracing();
+    let mut cluster = Cluster::new(1);
+    cluster.start(3).await;
+    cluster
+        .add_on_own_runtime(cluster.config("sleeper", MemberKind::Member))
+        .await
+        .expect("sleeper starts");
+    let view = cluster.agreed_view(5, PATIENCE).await;
+    let mut recorder = Recorder::new(&cluster);
+    let timeout = member_timeout(&cluster);
+    for _ in 0..3 {
+        cluster.stall("sleeper", timeout / 2);
+        tokio::time::sleep(timeout * 2).await;
+    }
+    let suspicions: Vec<_> = recorder
+        .collect()
+        .iter()
+        .filter(|(_, e)| matches!(e, MembershipEvent::Suspect { .. }))
+        .cloned()
+        .collect();
+    assert!(
+        suspicions.is_empty(),
+        "nobody was suspected: {suspicions:?}"
+    );
+    assert!(recorder.removals().is_empty());
+    assert_eq!(cluster.agreed_view(5, PATIENCE).await.id(), view.id());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn application_suspicion_keeps_a_healthy_member_and_removes_a_blackholed_one() {
+    init_tracing();
+    // A member timeout far beyond the test: only the application's suspicion can act.
+    let mut cluster = Cluster::tuned(1, |config| config.member_timeout = Duration::from_secs(60));
+    cluster.start(4).await;
+    let view = cluster.agreed_view(5, PATIENCE).await;
+    let mut recorder = Recorder::new(&cluster);
+
+    let healthy = cluster.member("member-3").id().clone();
+    cluster
+        .member("member-1")
+        .suspect(&healthy, "the application finds it slow")
+        .await;
+    // The coordinator (the checker) hears it and runs the final check.
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let heard = recorder.collect().iter().any(|(name, e)| {
+            name == "locator-1"
+                && matches!(e, MembershipEvent::Suspect { member, .. } if *member == healthy)
+        });
+        if heard {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the coordinator hears the suspicion"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The check passes: give it ample time to have gone wrong, then look.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(recorder.removals().is_empty(), "{:?}", recorder.removals());
+    assert_eq!(cluster.agreed_view(5, PATIENCE).await.id(), view.id());
+
+    let sick = cluster.member("member-4").id().clone();
+    cluster.faults("member-4").isolate();
+    cluster
+        .member("member-2")
+        .suspect(&sick, "requests to it time out")
+        .await;
+    let others: Vec<String> = cluster
+        .running()
+        .into_iter()
+        .filter(|n| n != "member-4")
+        .collect();
+    until_removed(&cluster, &others, &sick, PATIENCE).await;
+}
+
+/// Weights: locator 3, lead member (the oldest member) 15, other members 10. With one
+/// locator and members 1-4 the total is 58.
+async fn partition_case(majority: &[&str], minority: &[&str]) {
+    init_tracing();
+    let mut cluster = Cluster::new(1);
+    cluster.start(0).await;
+    // One at a time, so that member-1 is the oldest member: the lead member.
+    for i in 1..=4 {
+        let config = cluster.config(&format!("member-{i}"), MemberKind::Member);
+        cluster.add(config).await.expect("member starts");
+    }
+    let view = cluster.agreed_view(5, PATIENCE).await;
+    let lead = view
+        .members()
+        .iter()
+        .find(|m| m.kind() == MemberKind::Member);
+    assert_eq!(lead.map(|m| m.name()), Some("member-1"));
+    let mut minority_events: Vec<_> = minority
+        .iter()
+        .map(|n| (n.to_string(), cluster.member(n).events()))
+        .collect();
+    cluster.partition(majority, minority);
+    let view = cluster.agreed_view_of(majority, PATIENCE).await;
+    for m in minority {
+        assert!(!view.contains(cluster.member(m).id()));
+    }
+    for (name, events) in &mut minority_events {
+        let reason = tokio::time::timeout(PATIENCE, async {
+            loop {
+                match events.recv().await {
+                    Ok(MembershipEvent::ForcedDisconnect { reason }) => return reason,
+                    Ok(_) => {}
+                    Err(error) => panic!("{name}'s events ended: {error}"),
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("{name} was never forced out"));
+        assert!(reason.contains("network partition"), "{name}: {reason}");
+        assert!(!cluster.member(name).is_active());
+    }
+    for name in majority {
+        assert!(cluster.member(name).is_active(), "{name} carries on");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_leaves_the_side_with_quorum_running_and_shuts_the_other_down() {
+    // Locator 3 + lead 15 + member-2 10 = 28 of 48: the coordinator keeps quorum.
+    partition_case(
+        &["locator-1", "member-1", "member-2"],
+        &["member-3", "member-4"],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_with_the_coordinator_on_the_minority_side_shuts_that_side_down() {
+    // Locator 3 + lead 15 = 18 of 48: the coordinator's side lost quorum.
+    partition_case(
+        &["member-2", "member-3", "member-4"],
+        &["locator-1", "member-1"],
+    )
+    .await;
+}
+
+/// Ten members for five minutes with both cores kept busy by other threads: nobody is
+/// suspected out of the cluster. Run by CI (`cargo test -- --ignored`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "five minutes long"]
+async fn ten_members_under_a_cpu_hog_for_five_minutes_see_no_false_removal() {
+    init_tracing();
+    let mut cluster = Cluster::new(1);
+    cluster.start(9).await;
+    let view = cluster.agreed_view(10, PATIENCE).await;
+    let mut recorder = Recorder::new(&cluster);
+    let length = Duration::from_secs(300);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let hogs: Vec<_> = (0..2)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let started = std::time::Instant::now();
+                let mut x: u64 = 1;
+                // Bounded: stops when told, or after the test's length plus a margin.
+                while !stop.load(std::sync::atomic::Ordering::Relaxed)
+                    && started.elapsed() < length + Duration::from_secs(60)
+                {
+                    x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+                    std::hint::black_box(x);
+                }
+            })
+        })
+        .collect();
+    let started = Instant::now();
+    while started.elapsed() < length {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let removals = recorder.removals();
+        assert!(
+            removals.is_empty(),
+            "false removal after {:?}: {removals:?}",
+            started.elapsed()
+        );
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for hog in hogs {
+        hog.join().expect("hog thread");
+    }
+    let suspicions = recorder
+        .collect()
+        .iter()
+        .filter(|(_, e)| matches!(e, MembershipEvent::Suspect { .. }))
+        .count();
+    println!("five minutes under load: {suspicions} suspicion events, 0 removals");
+    assert_eq!(cluster.agreed_view(10, PATIENCE).await.id(), view.id());
+}
