@@ -554,3 +554,63 @@ fn a_locator_joining_takes_over_and_a_pending_joiner_is_redirected_to_it() {
         );
     }
 }
+
+#[test]
+fn crashed_members_and_a_crashed_coordinator_are_found_checked_and_removed() {
+    let mut sim = Sim::new(11);
+    let allow: Arc<dyn Authenticator> = Arc::new(AllowAll);
+    let members = sim.form(8, &allow);
+    let agreed_without = |s: &Sim, live: &[usize], gone: &MemberId| {
+        let views: Vec<_> = live.iter().filter_map(|&i| s.members[i].view()).collect();
+        views.len() == live.len()
+            && views
+                .iter()
+                .all(|v| !v.contains(gone) && v.id() == views[0].id())
+    };
+
+    // An ordinary member dies silently: only its ring neighbours notice, the coordinator
+    // checks it and removes it.
+    let victim = members[5];
+    sim.dead[victim] = true;
+    let gone = sim.id(victim);
+    let live: Vec<usize> = members.iter().copied().filter(|&i| i != victim).collect();
+    let started = sim.now;
+    sim.run_until("the dead member is removed", Duration::from_secs(10), |s| {
+        agreed_without(s, &live, &gone)
+    });
+    let took = sim.now - started;
+    assert!(
+        took < Duration::from_secs(3),
+        "took {took:?} of virtual time"
+    );
+
+    // Then the coordinator: its successor checks it and installs the view.
+    let coordinator = sim.coordinator();
+    let before = sim.members[coordinator].view().expect("view").clone();
+    let gone = sim.id(coordinator);
+    let successor = before
+        .coordinator_among(|m| *m != gone)
+        .cloned()
+        .expect("a successor");
+    sim.dead[coordinator] = true;
+    let live: Vec<usize> = live.into_iter().filter(|&i| i != coordinator).collect();
+    sim.run_until(
+        "the dead coordinator is removed",
+        Duration::from_secs(10),
+        |s| agreed_without(s, &live, &gone),
+    );
+    let view = sim.members[live[0]].view().expect("view").clone();
+    assert_eq!(view.len(), 6);
+    assert_eq!(
+        view.coordinator(),
+        Some(&successor),
+        "the next oldest took over"
+    );
+    let crashed_events = sim
+        .events_of(live[1])
+        .filter(
+            |e| matches!(e, MembershipEvent::ViewInstalled { crashed, .. } if !crashed.is_empty()),
+        )
+        .count();
+    assert_eq!(crashed_events, 2, "two view changes, each with one crash");
+}
