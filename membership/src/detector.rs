@@ -9,6 +9,10 @@
 //! any sign of life (heartbeat datagram, any frame the transport received) ─► heard_from
 //! ```
 //!
+//! A neighbour that has not been heard from at all since it became one gets
+//! [`FIRST_CONTACT_FACTOR`] member timeouts instead of one: silence before the first contact
+//! more often means the connection is still queued behind other handshakes than a crash.
+//!
 //! A tick that comes much later than scheduled means this member itself was paused (a
 //! stalled runtime, a stopped process): its silence clock says nothing about the others, so
 //! that tick suspects nobody and restarts every clock.
@@ -18,6 +22,9 @@ use std::time::{Duration, Instant};
 
 use cohort_transport::{MemberId, View};
 use uuid::Uuid;
+
+/// A neighbour never heard from gets this many member timeouts before it is suspected.
+pub const FIRST_CONTACT_FACTOR: u32 = 5;
 
 /// What one tick asks for.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -39,6 +46,8 @@ pub struct Detector {
     pause_threshold: Duration,
     neighbours: Vec<MemberId>,
     heard: HashMap<Uuid, Instant>,
+    /// Neighbours heard from at least once since they became neighbours.
+    ever_heard: HashSet<Uuid>,
     /// Suspected and not cleared since: not reported again.
     reported: HashSet<Uuid>,
     next_tick: Option<Instant>,
@@ -54,6 +63,7 @@ impl Detector {
             pause_threshold: member_timeout / 4,
             neighbours: Vec::new(),
             heard: HashMap::new(),
+            ever_heard: HashSet::new(),
             reported: HashSet::new(),
             next_tick: None,
         }
@@ -75,6 +85,7 @@ impl Detector {
         self.neighbours = neighbours(view, me);
         let watched: HashSet<Uuid> = self.neighbours.iter().map(MemberId::uuid).collect();
         self.heard.retain(|uuid, _| watched.contains(uuid));
+        self.ever_heard.retain(|uuid| watched.contains(uuid));
         self.reported.retain(|uuid| watched.contains(uuid));
         for member in &self.neighbours {
             self.heard.entry(member.uuid()).or_insert(now);
@@ -88,9 +99,11 @@ impl Detector {
 
     /// A sign of life from `uuid` at `at`.
     pub fn heard_from(&mut self, uuid: Uuid, at: Instant) {
-        if let Some(heard) = self.heard.get_mut(&uuid)
-            && at > *heard
-        {
+        let Some(heard) = self.heard.get_mut(&uuid) else {
+            return;
+        };
+        self.ever_heard.insert(uuid);
+        if at > *heard {
             *heard = at;
             self.reported.remove(&uuid);
         }
@@ -114,6 +127,7 @@ impl Detector {
         self.next_tick = None;
         self.neighbours.clear();
         self.heard.clear();
+        self.ever_heard.clear();
     }
 
     /// Heartbeats and suspicions due at `now`. Call when [`Detector::poll_timeout`] passed.
@@ -137,10 +151,17 @@ impl Detector {
             return tick;
         }
         for member in &self.neighbours {
+            // Nothing at all from a new neighbour may only mean the connection to it is
+            // still being made (many members starting at once queue their handshakes), so
+            // it gets longer before it counts as silent.
+            let limit = match self.ever_heard.contains(&member.uuid()) {
+                true => self.member_timeout,
+                false => self.member_timeout * FIRST_CONTACT_FACTOR,
+            };
             let silent = self
                 .heard
                 .get(&member.uuid())
-                .is_some_and(|heard| now.saturating_duration_since(*heard) >= self.member_timeout);
+                .is_some_and(|heard| now.saturating_duration_since(*heard) >= limit);
             if silent && self.reported.insert(member.uuid()) {
                 tick.suspects.push(member.clone());
             }
@@ -201,9 +222,10 @@ mod tests {
         detector.view_installed(start, &view, &m[0]);
         assert_eq!(detector.poll_timeout(), Some(start + detector.interval()));
         let mut now = start + detector.interval();
+        // m[1] is heard once, then goes silent; m[2] keeps talking.
+        detector.heard_from(m[1].uuid(), start);
         let mut suspected = Vec::new();
         while now < start + Duration::from_millis(1500) {
-            // m[2] keeps talking, m[1] went silent.
             detector.heard_from(m[2].uuid(), now);
             let tick = detector.tick(now);
             assert!(!tick.paused);
@@ -226,6 +248,24 @@ mod tests {
             now += detector.interval();
         }
         assert_eq!(again, Some(timeout));
+    }
+
+    #[test]
+    fn a_neighbour_never_heard_from_gets_longer_before_it_is_suspected() {
+        let timeout = Duration::from_millis(1000);
+        let (view, m) = ring(2);
+        let mut detector = Detector::new(timeout);
+        let start = Instant::now();
+        detector.view_installed(start, &view, &m[0]);
+        let mut now = start + detector.interval();
+        let mut first = None;
+        while first.is_none() && now < start + timeout * (FIRST_CONTACT_FACTOR + 1) {
+            if !detector.tick(now).suspects.is_empty() {
+                first = Some(now - start);
+            }
+            now += detector.interval();
+        }
+        assert_eq!(first, Some(timeout * FIRST_CONTACT_FACTOR));
     }
 
     #[test]

@@ -200,6 +200,8 @@ pub struct Gms {
     /// When the checker last cleared each member: a suspicion of it from another member
     /// can arrive after the clearing (different senders, different connections).
     cleared_at: HashMap<Uuid, Instant>,
+    /// Who told this member of each suspicion: they are told when it is cleared.
+    suspected_by: HashMap<Uuid, Vec<MemberId>>,
 }
 
 impl Gms {
@@ -226,6 +228,7 @@ impl Gms {
             dead: HashSet::new(),
             unresolved_since: None,
             cleared_at: HashMap::new(),
+            suspected_by: HashMap::new(),
         }
     }
 
@@ -282,10 +285,16 @@ impl Gms {
         }
         if alive {
             tracing::info!(?member, "final check passed: suspicion cleared");
+            let told: Vec<MemberId> = self
+                .suspected_by
+                .remove(&member.uuid())
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|m| *m != self.me && self.in_view(m))
+                .collect();
             self.clear(now, member);
-            let others = others(self.view.as_ref().expect("in_view checked"), &self.me);
             self.send(
-                others,
+                told,
                 GmsMessage::Cleared {
                     member: member.clone(),
                 },
@@ -461,7 +470,13 @@ impl Gms {
                                     .get(&m.uuid())
                                     .is_none_or(|at| now.saturating_duration_since(*at) > window)
                         })
-                        .collect();
+                        .collect::<Vec<MemberId>>();
+                    for member in &members {
+                        let by = self.suspected_by.entry(member.uuid()).or_default();
+                        if !by.contains(from) {
+                            by.push(from.clone());
+                        }
+                    }
                     self.note_suspects(members, &reason);
                     self.run_checks();
                 }
@@ -618,7 +633,11 @@ impl Gms {
         {
             self.unresolved_since = Some(now);
             let reason = format!("left suspicions unsettled for {patience:?}");
-            self.raise_suspicion(now, vec![checker], reason);
+            // The next checker needs every open suspicion, not only the one of its
+            // predecessor.
+            let mut members: Vec<MemberId> = self.suspects.values().cloned().collect();
+            members.push(checker);
+            self.raise_suspicion(now, members, reason);
         }
     }
 
@@ -628,14 +647,20 @@ impl Gms {
             return;
         };
         tracing::info!(suspects = ?members, %reason, "suspecting");
-        self.send(
-            others(&view, &self.me),
-            GmsMessage::Suspect {
-                members: members.clone(),
-                reason: reason.clone(),
-            },
-        );
-        self.note_suspects(members, &reason);
+        self.note_suspects(members.clone(), &reason);
+        // Told to the coordinator and to whoever checks now (the successor, when the
+        // coordinator is a suspect), not to everyone: a broadcast in a large view would
+        // connect every pair of members.
+        let mut told: Vec<MemberId> = Vec::new();
+        for member in [view.coordinator().cloned(), self.checker()]
+            .into_iter()
+            .flatten()
+        {
+            if member != self.me && !told.contains(&member) {
+                told.push(member);
+            }
+        }
+        self.send(told, GmsMessage::Suspect { members, reason });
         self.run_checks();
     }
 
@@ -1042,6 +1067,8 @@ impl Gms {
         self.checking.retain(|uuid| view.contains_uuid(*uuid));
         self.dead.retain(|uuid| view.contains_uuid(*uuid));
         self.cleared_at.retain(|uuid, _| view.contains_uuid(*uuid));
+        self.suspected_by
+            .retain(|uuid, _| view.contains_uuid(*uuid));
         if included {
             self.detector.view_installed(now, &view, &self.me);
         } else {

@@ -51,15 +51,17 @@ pub enum GmsMessage {
         /// The coordinator of the answering member's view.
         coordinator: MemberId,
     },
-    /// Sent to every member of the view: these members look dead to the sender. The
-    /// coordinator (or, if it is among them, its successor) runs a final check on each.
+    /// To the coordinator and to the member that checks (the successor, when the
+    /// coordinator is among the suspects): these members look dead to the sender. The
+    /// checker runs a final check on each.
     Suspect {
         /// The suspected members.
         members: Vec<MemberId>,
         /// Why, for people.
         reason: String,
     },
-    /// Sent to every member of the view: a final check found this suspect alive.
+    /// From the checker to the members that reported the suspicion: a final check found
+    /// this suspect alive.
     Cleared {
         /// The member that answered.
         member: MemberId,

@@ -568,6 +568,12 @@ fn crashed_members_and_a_crashed_coordinator_are_found_checked_and_removed() {
                 .all(|v| !v.contains(gone) && v.id() == views[0].id())
     };
 
+    // Heartbeats flow for a while (a neighbour never heard from gets a longer grace).
+    let settled = sim.now + Duration::from_secs(1);
+    sim.run_until("heartbeats flow", Duration::from_secs(2), |s| {
+        s.now >= settled
+    });
+
     // An ordinary member dies silently: only its ring neighbours notice, the coordinator
     // checks it and removes it.
     let victim = members[5];

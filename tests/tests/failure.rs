@@ -65,6 +65,42 @@ impl Recorder {
     }
 }
 
+/// Waits until the ring neighbours of `name` (the members that watch it) have received
+/// its heartbeats: a member never heard from gets a longer grace (its connection may still
+/// be queued), and these tests measure the ordinary case.
+async fn heartbeats_flowing(cluster: &Cluster, name: &str) {
+    let victim = cluster.member(name).id().clone();
+    let view = cluster.member(name).view();
+    let members = view.members();
+    let at = members
+        .iter()
+        .position(|m| *m == victim)
+        .expect("in its view");
+    let n = members.len();
+    let watchers: Vec<String> = [(at + 1) % n, (at + n - 1) % n]
+        .into_iter()
+        .map(|i| members[i].name().to_owned())
+        .collect();
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let flowing = watchers.iter().all(|w| {
+            cluster
+                .member(w)
+                .messenger()
+                .peer_stats(&victim)
+                .is_some_and(|s| s.datagrams_received > 0)
+        });
+        if flowing {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name}'s heartbeats never reached {watchers:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 fn member_timeout(cluster: &Cluster) -> Duration {
     cluster.config("probe", MemberKind::Member).member_timeout
 }
@@ -100,6 +136,7 @@ async fn a_killed_member_is_removed_by_every_survivor_within_three_member_timeou
     cluster.agreed_view(20, PATIENCE).await;
     let timeout = member_timeout(&cluster);
     let victim = cluster.member("member-9").id().clone();
+    heartbeats_flowing(&cluster, "member-9").await;
     cluster.kill("member-9").await;
     let survivors = cluster.running();
     let took = until_removed(&cluster, &survivors, &victim, timeout * 3).await;
@@ -119,6 +156,7 @@ async fn the_coordinator_killed_its_successor_installs_the_view_and_all_agree() 
         .coordinator_among(|m| *m != coordinator)
         .cloned()
         .expect("a successor");
+    heartbeats_flowing(&cluster, coordinator.name()).await;
     cluster.kill(coordinator.name()).await;
     let survivors = cluster.running();
     until_removed(

@@ -441,7 +441,9 @@ impl Driver {
 
     /// Runs a final check on `member` in a task of its own: alive if it answers a
     /// `FinalCheck` query over a fresh connection with its own uuid, or if anything arrives
-    /// from it meanwhile; crashed if neither happens within the final-check timeout.
+    /// from it meanwhile; crashed if neither happens within the final-check timeout
+    /// (counted from when the query's handshake starts: a checker busy with other dials
+    /// must not declare anyone dead for its own backlog).
     fn final_check(&self, member: MemberId) {
         let messenger = self.messenger.clone();
         let results = self.check_results.clone();
@@ -452,7 +454,10 @@ impl Driver {
                 let query = FinalCheck {
                     uuid: member.uuid(),
                 };
-                matches!(messenger.query(member.address(), &query).await, Ok(uuid) if uuid == member.uuid())
+                let answer = messenger
+                    .query_within(member.address(), &query, limit)
+                    .await;
+                matches!(answer, Ok(uuid) if uuid == member.uuid())
             };
             let heard = async {
                 loop {
@@ -462,22 +467,18 @@ impl Driver {
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
             };
-            let alive = tokio::time::timeout(limit, async {
-                tokio::pin!(answered, heard);
-                tokio::select! {
-                    ok = &mut answered => {
-                        if !ok {
-                            (&mut heard).await;
-                        }
-                    }
-                    () = &mut heard => {}
+            // The query bounds itself (from when its handshake starts); waiting for a sign
+            // of life after a failed query is bounded by the same allowance.
+            tokio::pin!(answered, heard);
+            let alive = tokio::select! {
+                ok = &mut answered => {
+                    ok || tokio::time::timeout(limit, &mut heard).await.is_ok()
                 }
-            })
-            .await
-            .is_ok();
+                () = &mut heard => true,
+            };
             tracing::debug!(?member, alive, took = ?started.elapsed(), "final check");
             // The driver may have stopped; then nobody needs the answer.
-            let _ = results.send((member, alive));
+            let _ = results.send((member.clone(), alive));
         });
     }
 

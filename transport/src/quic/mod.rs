@@ -405,10 +405,24 @@ impl QuicMessenger {
         address: SocketAddr,
         query: &Q,
     ) -> Result<Q::Answer, QueryError> {
+        let limit = self.inner.shared.config.handshake_timeout;
+        self.query_within(address, query, limit).await
+    }
+
+    /// Like [`QuicMessenger::query`], allowing `limit` for the handshake and the answer,
+    /// counted from when this member starts the handshake (it may first wait its turn
+    /// behind other dials). For a final check, whose verdict must not depend on how busy
+    /// the checker is.
+    pub async fn query_within<Q: Query>(
+        &self,
+        address: SocketAddr,
+        query: &Q,
+        limit: Duration,
+    ) -> Result<Q::Answer, QueryError> {
         if self.inner.closing.load(Ordering::Acquire) {
             return Err(QueryError::Shutdown);
         }
-        query::ask(&self.inner.shared, address, query).await
+        query::ask(&self.inner.shared, address, query, limit).await
     }
 
     /// Answers queries of type `Q` from now on with `handler`, which gets the query and the

@@ -61,8 +61,8 @@ pub enum QueryError {
         /// Why, as quinn or the answerer reported it.
         reason: String,
     },
-    /// No answer within the handshake timeout.
-    #[error("no answer from {0} within the handshake timeout")]
+    /// No answer within the time allowed.
+    #[error("no answer from {0} within the time allowed")]
     Timeout(SocketAddr),
     /// The answerer does not serve this query type (or not yet).
     #[error("{address} does not answer queries with tag {tag}")]
@@ -109,11 +109,14 @@ impl QueryHandlers {
     }
 }
 
-/// Asks whoever listens at `address`, and decodes the answer.
+/// Asks whoever listens at `address`, and decodes the answer. `limit` counts from when
+/// this member may start the handshake (it waits for a dial permit first), so a member
+/// busy dialing others does not charge its own queue to the answerer.
 pub(crate) async fn ask<Q: Query>(
     shared: &Shared,
     address: SocketAddr,
     query: &Q,
+    limit: Duration,
 ) -> Result<Q::Answer, QueryError> {
     let payload = postcard::to_allocvec(query).map_err(QueryError::Encode)?;
     let permit = shared
@@ -121,7 +124,7 @@ pub(crate) async fn ask<Q: Query>(
         .acquire()
         .await
         .map_err(|_| QueryError::Shutdown)?;
-    let deadline = Instant::now() + shared.config.handshake_timeout;
+    let deadline = Instant::now() + limit;
     let connecting = shared
         .endpoint
         .connect_with(
