@@ -19,6 +19,20 @@
 //! The coordinator is the view's oldest eligible member ([`View::coordinator`]). A
 //! coordinator that leaves installs the view without itself, so the next oldest takes
 //! over with no failure detection involved.
+//!
+//! Failure detection ([`Detector`] for the ring and heartbeats):
+//!
+//! ```text
+//! silent neighbour, application, backlog, no PrepareAck ──Suspect──► coordinator + checker
+//! checker = coordinator of (view − suspects): Output::Check ──► check_result(alive?)
+//!   alive ──Cleared──► those who suspected it      dead ──► removed as crashed next view
+//! a view change removing ≥ half the weight as crashed ──► ForcedDisconnect, NetworkPartition
+//!   to the members of this side
+//! ```
+//!
+//! A suspected coordinator is checked by its successor, which coordinates once it found the
+//! old one dead; suspicions nobody settles within twice the member timeout are escalated to
+//! the checker itself.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -270,7 +284,8 @@ impl Gms {
     }
 
     /// The application (or the transport, for a member too slow to take its messages)
-    /// suspects `member`: every member is told, and the coordinator runs a final check.
+    /// suspects `member`: the coordinator and the checker are told, and the checker runs a
+    /// final check.
     pub fn suspect(&mut self, now: Instant, member: &MemberId, reason: String) {
         if !matches!(self.role, Role::Member) || !self.in_view(member) || *member == self.me {
             return;

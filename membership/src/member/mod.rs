@@ -467,12 +467,13 @@ impl Driver {
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
             };
-            // The query bounds itself (from when its handshake starts); waiting for a sign
-            // of life after a failed query is bounded by the same allowance.
+            // The query bounds itself (from when its handshake starts). A sign of life
+            // arriving meanwhile settles it early; after a failed query, one that arrived
+            // while it ran still counts, but there is no second wait.
             tokio::pin!(answered, heard);
             let alive = tokio::select! {
                 ok = &mut answered => {
-                    ok || tokio::time::timeout(limit, &mut heard).await.is_ok()
+                    ok || messenger.last_heard(&member).is_some_and(|at| at > started)
                 }
                 () = &mut heard => true,
             };
