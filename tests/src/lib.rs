@@ -5,7 +5,8 @@
 //! certificates from an in-memory CA, [`spawn_member`] binds a messenger on an ephemeral
 //! loopback port, and [`wait_until`] waits on a condition with a generous bound instead of
 //! sleeping for a guessed time. [`sim`] runs the same messenger on turmoil's simulated
-//! network instead, with seeded latency, loss and partitions.
+//! network instead, with seeded latency, loss and partitions; [`gms_sim`] runs the
+//! membership protocol alone (`Gms` state machines) in virtual time.
 
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -21,6 +22,7 @@ use cohort_transport::{
 use serde::{Deserialize, Serialize};
 
 pub mod cluster;
+pub mod gms_sim;
 pub mod sim;
 
 pub use cluster::Cluster;

@@ -16,6 +16,10 @@
 //! datagram, so they work the same whatever the connection state above. Errors that the
 //! kernel reports on receive for an earlier send (ICMP-driven `ECONNREFUSED` and friends)
 //! are absorbed here, because any error returned from `poll_recv` stops quinn's endpoint.
+//!
+//! [`SocketStats`] counts what passes: datagrams that were not QUIC, receive errors
+//! absorbed, and the bytes and datagrams handed to the kernel (every GSO segment and every
+//! copy the fault rules make, none that they drop), for measuring a member's traffic.
 
 use std::collections::HashSet;
 use std::fmt;
@@ -265,6 +269,32 @@ pub struct SocketStats {
     pub non_quic_received: u64,
     /// Receive errors absorbed (ICMP-driven errors reported by the kernel).
     pub receive_errors_absorbed: u64,
+    /// UDP payload bytes handed to the kernel (QUIC headers included, UDP/IP headers not).
+    pub bytes_sent: u64,
+    /// Datagrams handed to the kernel, counting each segment of a GSO batch.
+    pub datagrams_sent: u64,
+}
+
+/// What went out to the kernel; shared with the tasks that send delayed copies.
+#[derive(Debug, Default)]
+struct SentCounters {
+    bytes: AtomicU64,
+    datagrams: AtomicU64,
+}
+
+impl SentCounters {
+    /// Counts a transmit the inner socket accepted: its contents are `segment_size`-long
+    /// datagrams (the last may be shorter), or one datagram without GSO.
+    fn record(&self, transmit: &Transmit<'_>) {
+        let len = transmit.contents.len();
+        let datagrams = match transmit.segment_size {
+            Some(segment) if segment > 0 => len.div_ceil(segment),
+            _ => 1,
+        };
+        self.bytes.fetch_add(len as u64, Ordering::Relaxed);
+        self.datagrams
+            .fetch_add(datagrams as u64, Ordering::Relaxed);
+    }
 }
 
 /// quinn's socket, wrapped to split protocols and inject faults.
@@ -273,6 +303,7 @@ pub(crate) struct CohortSocket {
     faults: SocketFaults,
     non_quic_received: AtomicU64,
     receive_errors_absorbed: AtomicU64,
+    sent: Arc<SentCounters>,
 }
 
 impl CohortSocket {
@@ -282,6 +313,7 @@ impl CohortSocket {
             faults,
             non_quic_received: AtomicU64::new(0),
             receive_errors_absorbed: AtomicU64::new(0),
+            sent: Arc::default(),
         }
     }
 
@@ -289,6 +321,8 @@ impl CohortSocket {
         SocketStats {
             non_quic_received: self.non_quic_received.load(Ordering::Relaxed),
             receive_errors_absorbed: self.receive_errors_absorbed.load(Ordering::Relaxed),
+            bytes_sent: self.sent.bytes.load(Ordering::Relaxed),
+            datagrams_sent: self.sent.datagrams.load(Ordering::Relaxed),
         }
     }
 
@@ -366,7 +400,10 @@ impl CohortSocket {
                     src_ip: transmit.src_ip,
                 };
                 match self.inner.try_send(&single) {
-                    Ok(()) => sent_any = true,
+                    Ok(()) => {
+                        self.sent.record(&single);
+                        sent_any = true;
+                    }
                     // Only report WouldBlock before anything went out, so quinn's retry
                     // never duplicates segments; a later block is ordinary loss.
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock && !sent_any => return Err(e),
@@ -384,18 +421,21 @@ impl CohortSocket {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        let inner = self.inner.clone();
+        let (inner, sent) = (self.inner.clone(), self.sent.clone());
         let contents = contents.to_vec();
         let (destination, ecn, src_ip) = (transmit.destination, transmit.ecn, transmit.src_ip);
         runtime.spawn(async move {
             tokio::time::sleep(delay).await;
-            let _ = inner.try_send(&Transmit {
+            let transmit = Transmit {
                 destination,
                 ecn,
                 contents: &contents,
                 segment_size: None,
                 src_ip,
-            });
+            };
+            if inner.try_send(&transmit).is_ok() {
+                sent.record(&transmit);
+            }
         });
     }
 }
@@ -418,7 +458,11 @@ impl AsyncUdpSocket for CohortSocket {
         if self.faults.active() {
             self.send_with_faults(transmit)
         } else {
-            self.inner.try_send(transmit)
+            let result = self.inner.try_send(transmit);
+            if result.is_ok() {
+                self.sent.record(transmit);
+            }
+            result
         }
     }
 
@@ -556,6 +600,28 @@ mod tests {
         assert_eq!(s.filter(&mut bufs, &mut meta, 2), 1);
         assert_eq!(meta[0].len, 3);
         assert_eq!(&bufs[0][..3], &[0x45, 9, 9]);
+    }
+
+    #[test]
+    fn sent_bytes_count_every_segment_and_copy_but_no_drop() {
+        let s = socket();
+        let to: SocketAddr = "127.0.0.1:4".parse().expect("literal");
+        let contents = [0x40u8; 10];
+        let transmit = Transmit {
+            destination: to,
+            ecn: None,
+            contents: &contents,
+            segment_size: Some(4),
+            src_ip: None,
+        };
+        s.try_send(&transmit).expect("sent");
+        assert_eq!((s.stats().bytes_sent, s.stats().datagrams_sent), (10, 3));
+        s.faults.duplicate_outgoing(1.0);
+        s.try_send(&transmit).expect("sent twice");
+        assert_eq!((s.stats().bytes_sent, s.stats().datagrams_sent), (30, 9));
+        s.faults.block_to(to);
+        s.try_send(&transmit).expect("dropped quietly");
+        assert_eq!(s.stats().bytes_sent, 30);
     }
 
     #[test]

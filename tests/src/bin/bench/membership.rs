@@ -1,0 +1,478 @@
+//! Membership figures: forming, joining, crash to removal, idle traffic, the simulation.
+//!
+//! Everything but the simulation runs an in-process [`Cluster`] of real members (real QUIC
+//! and TLS over loopback) with default settings; one locator, the rest ordinary members.
+//! Every wait is bounded by [`LIMIT`] and polls every [`POLL`], which is the resolution of
+//! the timings.
+//!
+//! - `membership.form.n10`, `membership.form.n50` (s): one locator and N-1 members started
+//!   at once; from the start until every one of them holds the same view of N (same id,
+//!   same members in the same order). Certificates are issued before the clock starts.
+//! - `membership.form_views.n50` (views): the id of that agreed view. View ids start at 1
+//!   (the founding locator's view of itself) and the coordinator installs each next view
+//!   with the last id plus one, so with no crash on the way the final id is exactly the
+//!   number of distinct views the cluster went through, the founder's own included.
+//! - `membership.join_one.n50` (s): in the stable cluster of 50 left by the last form
+//!   repetition, one more member is started; from its start until every member's view
+//!   contains it. After each repetition the joiner leaves gracefully and the 50 agree again,
+//!   so every repetition joins into 50.
+//! - `membership.idle_bytes_per_member` (B/s): a stable cluster of 20, left alone for a
+//!   settling period, then each repetition is one window: UDP payload bytes every member
+//!   handed to the kernel (`SocketStats::bytes_sent`), summed, per member per second.
+//! - `membership.crash_to_removal.p50`, `.p99` (s): in that cluster of 20, one member at a
+//!   time (never the locator, which coordinates) is killed without goodbye, once its ring
+//!   neighbours have heard heartbeats from it since the current view; from the kill until
+//!   every survivor's view lacks it. A replacement then joins, the 20 agree again, and the
+//!   next victim is further round the ring.
+//! - `membership.sim1000.form_views`, `.crash10_views`, `.msgs_per_member`: the `Gms` state
+//!   machines alone in virtual time ([`cohort_tests::gms_sim`]), one seed per repetition:
+//!   1,000 members form (one founds, 999 join at once) — views installed until all hold
+//!   the full view; after heartbeats flowed for a while 10% of them, chosen by the seed,
+//!   crash — views installed until every survivor's view lacks them all; and protocol
+//!   messages sent over both phases (one per recipient, heartbeats not counted) per member.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cohort_membership::{AllowAll, Authenticator, MemberConfig};
+use cohort_tests::Cluster;
+use cohort_tests::cluster::same_view;
+use cohort_tests::gms_sim::Sim;
+use cohort_transport::{MemberId, MemberKind, View};
+use tokio::time::{Instant, timeout};
+
+use crate::report::{Figure, Report};
+
+/// The bound on every wait of this suite.
+const LIMIT: Duration = Duration::from_secs(30);
+/// How often a condition on the members' views is checked.
+const POLL: Duration = Duration::from_millis(2);
+/// The cluster size of the crash and idle figures.
+const CRASH_CLUSTER: usize = 20;
+/// The cluster size of the simulation.
+const SIM_MEMBERS: usize = 1000;
+
+/// How much of everything to run.
+struct Counts {
+    /// Repetitions of the form and join figures.
+    reps: usize,
+    /// Kills for the crash-to-removal percentiles.
+    kills: usize,
+    /// Idle windows, and the length of each.
+    idle_windows: usize,
+    idle_window: Duration,
+    /// Quiet time before the first idle window (connections set up, views settled).
+    settle: Duration,
+    /// Simulation seeds.
+    seeds: Vec<u64>,
+}
+
+impl Counts {
+    fn new(quick: bool) -> Counts {
+        if quick {
+            Counts {
+                reps: 3,
+                kills: 3,
+                idle_windows: 3,
+                idle_window: Duration::from_secs(1),
+                settle: Duration::from_secs(1),
+                seeds: vec![1, 2, 3],
+            }
+        } else {
+            Counts {
+                reps: 5,
+                kills: 20,
+                idle_windows: 5,
+                idle_window: Duration::from_secs(4),
+                settle: Duration::from_secs(3),
+                seeds: vec![1, 2, 3, 4, 5],
+            }
+        }
+    }
+}
+
+/// Measures the membership suite into `report`.
+pub(crate) async fn run(quick: bool, report: &mut Report) -> Result<(), String> {
+    let counts = Counts::new(quick);
+    forming_and_joining(&counts, report).await?;
+    idle_and_crashes(&counts, report).await?;
+    simulation(&counts, report).await
+}
+
+/// `form.n10`, `form.n50`, `form_views.n50`, then `join_one.n50` on the last cluster of 50.
+async fn forming_and_joining(counts: &Counts, report: &mut Report) -> Result<(), String> {
+    let mut n10 = Vec::new();
+    for _ in 0..counts.reps {
+        n10.push(form(10).await?.1);
+    }
+    report.add(Figure::new("membership.form.n10", "s", n10));
+    let (mut seconds, mut views, mut last) = (Vec::new(), Vec::new(), None);
+    for _ in 0..counts.reps {
+        // The previous cluster stops first, so that it takes no CPU from this one.
+        drop(last.take());
+        let (cluster, took, view) = form(50).await?;
+        seconds.push(took);
+        views.push(view.id().0 as f64);
+        last = Some(cluster);
+    }
+    report.add(Figure::new("membership.form.n50", "s", seconds));
+    report.add(Figure::new("membership.form_views.n50", "views", views));
+    let mut cluster = last.ok_or("no cluster of 50 was formed")?;
+    let mut joins = Vec::new();
+    for k in 1..=counts.reps {
+        joins.push(join_one(&mut cluster, k, 50).await?);
+    }
+    report.add(Figure::new("membership.join_one.n50", "s", joins));
+    Ok(())
+}
+
+/// Starts one locator and `size - 1` members at once; returns the cluster, the seconds
+/// until all agree on one view of `size`, and that view.
+async fn form(size: usize) -> Result<(Cluster, f64, View), String> {
+    let mut cluster = Cluster::new(1);
+    let mut configs = vec![cluster.config(&Cluster::locator_name(1), MemberKind::Locator)];
+    configs.extend((1..size).map(|i| cluster.config(&format!("member-{i}"), MemberKind::Member)));
+    let started = Instant::now();
+    start_all(&mut cluster, configs).await?;
+    let view = agreed(&cluster, size).await?;
+    let took = started.elapsed().as_secs_f64();
+    Ok((cluster, took, view))
+}
+
+/// Starts these nodes at once; an error naming the first that did not start.
+async fn start_all(cluster: &mut Cluster, configs: Vec<MemberConfig>) -> Result<(), String> {
+    let outcomes = timeout(LIMIT, cluster.start_all(configs))
+        .await
+        .map_err(|_| format!("the nodes did not all start within {LIMIT:?}"))?;
+    for (name, outcome) in outcomes {
+        outcome.map_err(|error| format!("{name} did not start: {error}"))?;
+    }
+    Ok(())
+}
+
+/// One more member into the stable cluster of `size`: seconds from its start until every
+/// member's view contains it. It then leaves and the `size` agree again.
+async fn join_one(cluster: &mut Cluster, k: usize, size: usize) -> Result<f64, String> {
+    let name = format!("joiner-{k}");
+    let config = cluster.config(&name, MemberKind::Member);
+    let started = Instant::now();
+    let joiner = add(cluster, config).await?;
+    let everyone = cluster.running();
+    until_views(cluster, &everyone, &format!("every view has {name}"), |v| {
+        v.contains(&joiner)
+    })
+    .await?;
+    let took = started.elapsed().as_secs_f64();
+    if !timeout(LIMIT, cluster.leave(&name)).await.unwrap_or(false) {
+        return Err(format!("{name} did not leave gracefully"));
+    }
+    agreed(cluster, size).await?;
+    Ok(took)
+}
+
+/// Starts one node (bounded) and returns its identity.
+async fn add(cluster: &mut Cluster, config: MemberConfig) -> Result<MemberId, String> {
+    let name = config.name.clone().unwrap_or_default();
+    match timeout(LIMIT, cluster.add(config)).await {
+        Ok(Ok(member)) => Ok(member.id().clone()),
+        Ok(Err(error)) => Err(format!("{name} did not start: {error}")),
+        Err(_) => Err(format!("{name} did not start within {LIMIT:?}")),
+    }
+}
+
+/// `idle_bytes_per_member`, then `crash_to_removal.p50` and `.p99`, on one cluster of 20.
+async fn idle_and_crashes(counts: &Counts, report: &mut Report) -> Result<(), String> {
+    let (mut cluster, _, view) = form(CRASH_CLUSTER).await?;
+    tokio::time::sleep(counts.settle).await;
+    let mut idle = Vec::new();
+    for _ in 0..counts.idle_windows {
+        idle.push(idle_bytes_per_member(&cluster, &view, counts.idle_window).await?);
+    }
+    report.add(Figure::new("membership.idle_bytes_per_member", "B/s", idle));
+
+    let mut trials = Vec::new();
+    for k in 0..counts.kills {
+        trials.push(crash_to_removal(&mut cluster, k).await?);
+    }
+    // p50: one sample per kill, so the figure's median is the p50 over all kills and its
+    // min and max are the extremes. p99: a single value, the nearest-rank 99th percentile
+    // over all kills (with fewer than 100 kills, the slowest one): splitting the kills into
+    // batches would leave too few per batch for a p99 to mean anything.
+    let p99 = percentile(&trials, 0.99);
+    report.add(Figure::new("membership.crash_to_removal.p50", "s", trials));
+    report.add(Figure::new(
+        "membership.crash_to_removal.p99",
+        "s",
+        vec![p99],
+    ));
+    Ok(())
+}
+
+/// One idle window: bytes sent per member per second. A view change during the window
+/// (the cluster was not idle after all) is reported on stderr, and the window still counts.
+async fn idle_bytes_per_member(
+    cluster: &Cluster,
+    view: &View,
+    window: Duration,
+) -> Result<f64, String> {
+    let names = cluster.running();
+    let before = bytes_sent(cluster, &names);
+    let started = Instant::now();
+    tokio::time::sleep(window).await;
+    let after = bytes_sent(cluster, &names);
+    let seconds = started.elapsed().as_secs_f64();
+    if let Some(name) = names
+        .iter()
+        .find(|n| !same_view(&cluster.member(n).view(), view))
+    {
+        eprintln!("bench: the view changed during an idle window (seen at {name})");
+    }
+    let sent = after.saturating_sub(before) as f64;
+    Ok(sent / names.len().max(1) as f64 / seconds)
+}
+
+/// Bytes the named members' sockets have handed to the kernel so far, summed.
+fn bytes_sent(cluster: &Cluster, names: &[String]) -> u64 {
+    names
+        .iter()
+        .map(|n| cluster.member(n).messenger().socket_stats().bytes_sent)
+        .sum()
+}
+
+/// Kill number `k`: picks a victim, waits for its heartbeats to flow, kills it, and
+/// returns the seconds until every survivor's view lacks it. Then a replacement joins and
+/// the cluster is back to its size.
+async fn crash_to_removal(cluster: &mut Cluster, k: usize) -> Result<f64, String> {
+    let victim = pick_victim(cluster, k)?;
+    heartbeats_flowing(cluster, &victim).await?;
+    let gone = cluster.member(&victim).id().clone();
+    let started = Instant::now();
+    timeout(LIMIT, cluster.kill(&victim))
+        .await
+        .map_err(|_| format!("killing {victim} took over {LIMIT:?}"))?;
+    let survivors = cluster.running();
+    until_views(cluster, &survivors, &format!("{victim} is removed"), |v| {
+        !v.contains(&gone)
+    })
+    .await?;
+    let took = started.elapsed().as_secs_f64();
+    let config = cluster.config(&format!("spare-{k}"), MemberKind::Member);
+    add(cluster, config).await?;
+    agreed(cluster, CRASH_CLUSTER).await?;
+    Ok(took)
+}
+
+/// An ordinary member (not a locator), a different ring position for each `k`.
+fn pick_victim(cluster: &Cluster, k: usize) -> Result<String, String> {
+    let names = cluster.running();
+    let first = names.first().ok_or("no node is running")?;
+    let view = cluster.member(first).view();
+    let candidates: Vec<&MemberId> = view
+        .members()
+        .iter()
+        .filter(|m| m.kind() == MemberKind::Member)
+        .collect();
+    if candidates.is_empty() {
+        return Err("no ordinary member to kill".into());
+    }
+    Ok(candidates[(7 * k + 3) % candidates.len()].name().to_owned())
+}
+
+/// Waits until both ring neighbours of `name` (the members that watch it) have received
+/// a heartbeat from it since now, i.e. under the current view, then for one more heartbeat
+/// interval so that their detectors have taken it in. A neighbour never heard from gets
+/// five member timeouts of grace by design; this suite measures the ordinary case.
+async fn heartbeats_flowing(cluster: &Cluster, name: &str) -> Result<(), String> {
+    let victim = cluster.member(name).id().clone();
+    let watchers = ring_neighbours(&cluster.member(name).view(), &victim)?;
+    let received = |watcher: &str| {
+        cluster
+            .member(watcher)
+            .messenger()
+            .peer_stats(&victim)
+            .map_or(0, |s| s.datagrams_received)
+    };
+    let baseline: Vec<u64> = watchers.iter().map(|w| received(w)).collect();
+    let deadline = Instant::now() + LIMIT;
+    while !watchers
+        .iter()
+        .zip(&baseline)
+        .all(|(w, b)| received(w) > *b)
+    {
+        if Instant::now() >= deadline {
+            return Err(format!("{name}'s heartbeats never reached {watchers:?}"));
+        }
+        tokio::time::sleep(POLL).await;
+    }
+    let interval = cluster.config("probe", MemberKind::Member).member_timeout / 5;
+    tokio::time::sleep(interval).await;
+    Ok(())
+}
+
+/// The names of the members before and after `member` in `view`'s ring.
+fn ring_neighbours(view: &View, member: &MemberId) -> Result<Vec<String>, String> {
+    let members = view.members();
+    let at = members
+        .iter()
+        .position(|m| m == member)
+        .ok_or_else(|| format!("{} is not in its own view", member.name()))?;
+    let n = members.len();
+    Ok([(at + 1) % n, (at + n - 1) % n]
+        .into_iter()
+        .map(|i| members[i].name().to_owned())
+        .collect())
+}
+
+/// Waits until every running node holds the same view of `size` members; returns it.
+async fn agreed(cluster: &Cluster, size: usize) -> Result<View, String> {
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        let views: Vec<View> = cluster
+            .running()
+            .iter()
+            .map(|n| cluster.member(n).view())
+            .collect();
+        if let Some(first) = views.first()
+            && first.len() == size
+            && views.iter().all(|v| same_view(v, first))
+        {
+            return Ok(first.clone());
+        }
+        if Instant::now() >= deadline {
+            let ids: Vec<String> = views
+                .iter()
+                .map(|v| format!("{}/{}", v.id(), v.len()))
+                .collect();
+            return Err(format!(
+                "no agreement on a view of {size} within {LIMIT:?} (views: {})",
+                ids.join(" ")
+            ));
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Waits until `holds` is true of every named node's view; an error naming `what` after
+/// [`LIMIT`].
+async fn until_views(
+    cluster: &Cluster,
+    names: &[String],
+    what: &str,
+    holds: impl Fn(&View) -> bool,
+) -> Result<(), String> {
+    let deadline = Instant::now() + LIMIT;
+    while !names.iter().all(|n| holds(&cluster.member(n).view())) {
+        if Instant::now() >= deadline {
+            return Err(format!("not within {LIMIT:?}: {what}"));
+        }
+        tokio::time::sleep(POLL).await;
+    }
+    Ok(())
+}
+
+/// The nearest-rank percentile `p` (0..=1) of `values`; NaN with none.
+fn percentile(values: &[f64], p: f64) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let rank = (p * sorted.len() as f64).ceil() as usize;
+    sorted
+        .get(rank.clamp(1, sorted.len().max(1)) - 1)
+        .copied()
+        .unwrap_or(f64::NAN)
+}
+
+/// What one seed of the simulation found.
+struct SimOutcome {
+    form_views: f64,
+    crash_views: f64,
+    messages_per_member: f64,
+}
+
+/// `sim1000.form_views`, `.crash10_views`, `.msgs_per_member`: one seed per repetition,
+/// each on a blocking thread (the simulation is pure computation).
+async fn simulation(counts: &Counts, report: &mut Report) -> Result<(), String> {
+    let (mut form, mut crash, mut messages) = (Vec::new(), Vec::new(), Vec::new());
+    for &seed in &counts.seeds {
+        let outcome = tokio::task::spawn_blocking(move || simulate(seed))
+            .await
+            .map_err(|error| format!("simulation seed {seed}: {}", panic_message(error)))??;
+        form.push(outcome.form_views);
+        crash.push(outcome.crash_views);
+        messages.push(outcome.messages_per_member);
+    }
+    report.add(Figure::new("membership.sim1000.form_views", "views", form));
+    report.add(Figure::new(
+        "membership.sim1000.crash10_views",
+        "views",
+        crash,
+    ));
+    report.add(Figure::new(
+        "membership.sim1000.msgs_per_member",
+        "msgs",
+        messages,
+    ));
+    Ok(())
+}
+
+/// 1,000 members form, heartbeats flow, 10% crash and are removed (see the module docs).
+fn simulate(seed: u64) -> Result<SimOutcome, String> {
+    let mut sim = Sim::new(seed);
+    let allow: Arc<dyn Authenticator> = Arc::new(AllowAll);
+    let members = sim.try_form(SIM_MEMBERS, &allow, Duration::from_secs(60))?;
+    sim.try_run_until("every member holds the full view", LIMIT, |s| {
+        all_hold_views_of(s, &members, SIM_MEMBERS)
+    })?;
+    let form_views = sim.views.len();
+    // Heartbeats flow for a while: a neighbour never heard from gets a longer grace.
+    let settled = sim.now + Duration::from_secs(2);
+    sim.try_run_until("heartbeats flow", LIMIT, |s| s.now >= settled)?;
+    let victims = crash_tenth(&mut sim, &members);
+    let live: Vec<usize> = members
+        .iter()
+        .copied()
+        .filter(|i| !victims.contains(i))
+        .collect();
+    let before = sim.views.len();
+    // No joins meanwhile: a view of exactly the survivors' count lacks every victim.
+    sim.try_run_until("every crashed member is removed", LIMIT, |s| {
+        all_hold_views_of(s, &live, live.len())
+    })?;
+    Ok(SimOutcome {
+        form_views: form_views as f64,
+        crash_views: (sim.views.len() - before) as f64,
+        messages_per_member: sim.messages_sent as f64 / SIM_MEMBERS as f64,
+    })
+}
+
+/// Crashes a seeded choice of a tenth of `members` (the coordinator may be among them);
+/// returns their indices.
+fn crash_tenth(sim: &mut Sim, members: &[usize]) -> Vec<usize> {
+    let mut pool = members.to_vec();
+    let mut victims = Vec::new();
+    while victims.len() < members.len() / 10 && !pool.is_empty() {
+        let pick = (sim.random() % pool.len() as u64) as usize;
+        let victim = pool.swap_remove(pick);
+        sim.dead[victim] = true;
+        victims.push(victim);
+    }
+    victims
+}
+
+/// True when every one of `members` holds a view of `size`.
+fn all_hold_views_of(sim: &Sim, members: &[usize], size: usize) -> bool {
+    members
+        .iter()
+        .all(|&i| sim.members[i].view().is_some_and(|v| v.len() == size))
+}
+
+/// The panic message of a failed blocking task, if it has one.
+fn panic_message(error: tokio::task::JoinError) -> String {
+    match error.try_into_panic() {
+        Ok(panic) => panic
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+            .map_or("panicked".into(), |m| format!("panicked: {m}")),
+        Err(error) => error.to_string(),
+    }
+}
