@@ -50,6 +50,8 @@ pub struct Detector {
     ever_heard: HashSet<Uuid>,
     /// Suspected and not cleared since: not reported again.
     reported: HashSet<Uuid>,
+    /// When a tick last found this member had been paused.
+    last_pause: Option<Instant>,
     next_tick: Option<Instant>,
 }
 
@@ -65,6 +67,7 @@ impl Detector {
             heard: HashMap::new(),
             ever_heard: HashSet::new(),
             reported: HashSet::new(),
+            last_pause: None,
             next_tick: None,
         }
     }
@@ -117,6 +120,17 @@ impl Detector {
         self.reported.remove(&uuid);
     }
 
+    /// True if this member ran late at some point since `since`: a tick found it paused,
+    /// or the tick due now is already late by more than the pause threshold (the late tick
+    /// has not run yet). Whatever this member timed meanwhile is not to be trusted.
+    pub fn ran_late(&self, since: Instant, now: Instant) -> bool {
+        let paused = self.last_pause.is_some_and(|at| at >= since);
+        let late = self
+            .next_tick
+            .is_some_and(|due| now.saturating_duration_since(due) > self.pause_threshold);
+        paused || late
+    }
+
     /// When [`Detector::tick`] is due.
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.next_tick
@@ -145,6 +159,7 @@ impl Detector {
         };
         if now.saturating_duration_since(due) > self.pause_threshold {
             tick.paused = true;
+            self.last_pause = Some(now);
             for heard in self.heard.values_mut() {
                 *heard = now.max(*heard);
             }
@@ -282,6 +297,9 @@ mod tests {
         let tick = detector.tick(woke);
         assert!(tick.paused);
         assert!(tick.suspects.is_empty());
+        assert!(detector.ran_late(first, woke));
+        let after = woke + Duration::from_millis(1);
+        assert!(!detector.ran_late(after, woke + detector.interval()));
         // Clocks restarted at the wake-up: nobody is suspect just after it either.
         let next = detector.poll_timeout().expect("ticking");
         assert!(detector.tick(next).suspects.is_empty());

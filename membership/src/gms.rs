@@ -45,6 +45,9 @@ use crate::auth::{Authenticator, Credentials};
 use crate::detector::Detector;
 use crate::messages::{GmsMessage, JoinRejection};
 
+/// How often a failed final check is repeated because the checker ran late during it.
+const MAX_CHECK_REPEATS: u32 = 3;
+
 /// Timing of the membership protocol. Every field documents its unit and default.
 #[derive(Clone, Debug)]
 pub struct GmsConfig {
@@ -206,7 +209,9 @@ pub struct Gms {
     /// Members of the view suspected by anyone, not yet cleared or removed.
     suspects: HashMap<Uuid, MemberId>,
     /// Suspects this member is running a final check on.
-    checking: HashSet<Uuid>,
+    /// Suspects being checked, with when the check started and how often it was repeated
+    /// because this member itself ran late meanwhile.
+    checking: HashMap<Uuid, (Instant, u32)>,
     /// Suspects this member's final check found dead, until a view without them installs.
     dead: HashSet<Uuid>,
     /// Since when suspicions have waited for a checker other than this member.
@@ -238,7 +243,7 @@ impl Gms {
             stats: GmsStats::default(),
             detector: Detector::new(member_timeout),
             suspects: HashMap::new(),
-            checking: HashSet::new(),
+            checking: HashMap::new(),
             dead: HashSet::new(),
             unresolved_since: None,
             cleared_at: HashMap::new(),
@@ -295,7 +300,24 @@ impl Gms {
 
     /// The outcome of a final check asked for with [`Output::Check`].
     pub fn check_result(&mut self, now: Instant, member: &MemberId, alive: bool) {
-        if !self.checking.remove(&member.uuid()) || !self.in_view(member) {
+        let Some((started, repeats)) = self.checking.remove(&member.uuid()) else {
+            return;
+        };
+        if !self.in_view(member) {
+            return;
+        }
+        // A check that failed while this member itself was stalled says more about this
+        // member than about the suspect: look again (a few times), as a stalled detector
+        // suspects nobody.
+        if !alive && repeats < MAX_CHECK_REPEATS && self.detector.ran_late(started, now) {
+            tracing::warn!(
+                ?member,
+                "final check failed while this member ran late: checking again"
+            );
+            self.checking.insert(member.uuid(), (now, repeats + 1));
+            self.outputs.push_back(Output::Check {
+                member: member.clone(),
+            });
             return;
         }
         if alive {
@@ -493,7 +515,7 @@ impl Gms {
                         }
                     }
                     self.note_suspects(members, &reason);
-                    self.run_checks();
+                    self.run_checks(now);
                 }
             }
             GmsMessage::Cleared { member } => {
@@ -657,7 +679,7 @@ impl Gms {
     }
 
     /// Tells every other member of the view, and acts on it here too.
-    fn raise_suspicion(&mut self, _now: Instant, members: Vec<MemberId>, reason: String) {
+    fn raise_suspicion(&mut self, now: Instant, members: Vec<MemberId>, reason: String) {
         let Some(view) = self.view.clone() else {
             return;
         };
@@ -676,7 +698,7 @@ impl Gms {
             }
         }
         self.send(told, GmsMessage::Suspect { members, reason });
-        self.run_checks();
+        self.run_checks(now);
     }
 
     fn note_suspects(&mut self, members: Vec<MemberId>, reason: &str) {
@@ -699,7 +721,7 @@ impl Gms {
 
     /// If this member is the checker, asks for a final check of every suspect not yet
     /// checked.
-    fn run_checks(&mut self) {
+    fn run_checks(&mut self, now: Instant) {
         if !matches!(self.role, Role::Member | Role::Leaving { .. })
             || self.checker().as_ref() != Some(&self.me)
         {
@@ -708,11 +730,11 @@ impl Gms {
         let due: Vec<MemberId> = self
             .suspects
             .values()
-            .filter(|m| !self.checking.contains(&m.uuid()) && !self.dead.contains(&m.uuid()))
+            .filter(|m| !self.checking.contains_key(&m.uuid()) && !self.dead.contains(&m.uuid()))
             .cloned()
             .collect();
         for member in due {
-            self.checking.insert(member.uuid());
+            self.checking.insert(member.uuid(), (now, 0));
             self.outputs.push_back(Output::Check { member });
         }
     }
@@ -1079,7 +1101,7 @@ impl Gms {
         self.view = Some(view.clone());
         // Suspicions and checks about members no longer in the view are settled.
         self.suspects.retain(|uuid, _| view.contains_uuid(*uuid));
-        self.checking.retain(|uuid| view.contains_uuid(*uuid));
+        self.checking.retain(|uuid, _| view.contains_uuid(*uuid));
         self.dead.retain(|uuid| view.contains_uuid(*uuid));
         self.cleared_at.retain(|uuid, _| view.contains_uuid(*uuid));
         self.suspected_by
@@ -1114,7 +1136,7 @@ impl Gms {
             _ => {}
         }
         // The checker may have changed with the view (a new coordinator).
-        self.run_checks();
+        self.run_checks(now);
     }
 
     /// This member stopped coordinating (a locator joined and is preferred, or it left):
