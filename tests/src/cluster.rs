@@ -142,20 +142,7 @@ impl Cluster {
         while let Some(joined) = starting.join_next().await {
             let (config, result) = joined.expect("a start task panicked");
             let name = config.name.clone().unwrap_or_default();
-            let outcome = match result {
-                Ok(member) => {
-                    self.nodes.insert(
-                        name.clone(),
-                        Node {
-                            config,
-                            member: Some(member),
-                            runtime: None,
-                        },
-                    );
-                    Ok(())
-                }
-                Err(error) => Err(error),
-            };
+            let outcome = result.map(|member| self.keep(config, member, None));
             outcomes.push((name, outcome));
         }
         outcomes
@@ -165,15 +152,19 @@ impl Cluster {
     pub async fn add(&mut self, config: MemberConfig) -> Result<&Member, StartError> {
         let name = config.name.clone().unwrap_or_default();
         let member = Member::start(config.clone()).await?;
-        self.nodes.insert(
-            name.clone(),
-            Node {
-                config,
-                member: Some(member),
-                runtime: None,
-            },
-        );
+        self.keep(config, member, None);
         Ok(self.member(&name))
+    }
+
+    /// Records a started node under its name.
+    fn keep(&mut self, config: MemberConfig, member: Member, runtime: Option<OwnRuntime>) {
+        let name = config.name.clone().unwrap_or_default();
+        let node = Node {
+            config,
+            member: Some(member),
+            runtime,
+        };
+        self.nodes.insert(name, node);
     }
 
     /// Starts one node on a single-threaded runtime of its own thread, so that
@@ -206,14 +197,7 @@ impl Cluster {
             thread: Some(thread),
         };
         let member = result?;
-        self.nodes.insert(
-            name,
-            Node {
-                config,
-                member: Some(member),
-                runtime: Some(runtime),
-            },
-        );
+        self.keep(config, member, Some(runtime));
         Ok(())
     }
 

@@ -455,6 +455,34 @@ impl QuicMessenger {
         Ok(Bytes::from(payload))
     }
 
+    /// Queues `payload` for each recipient: this member itself through its own peer, the
+    /// others through the peer `resolve` finds (none: reported as not in the view).
+    fn queue_for(
+        &self,
+        recipients: &[MemberId],
+        priority: Priority,
+        tag: Tag,
+        payload: &Bytes,
+        resolve: impl Fn(&MemberId) -> Option<Arc<Peer>>,
+    ) -> SendOutcome {
+        let local = self.inner.shared.local.uuid();
+        let mut outcome = SendOutcome::default();
+        for recipient in recipients {
+            let peer = match recipient.uuid() == local {
+                true => Some(self.inner.local_peer.clone()),
+                false => resolve(recipient),
+            };
+            let Some(peer) = peer else {
+                outcome.not_in_view.push(recipient.clone());
+                continue;
+            };
+            if !self.enqueue(&peer, priority, tag, payload.clone()) {
+                outcome.backlogged.push(recipient.clone());
+            }
+        }
+        outcome
+    }
+
     fn enqueue(&self, peer: &Peer, priority: Priority, tag: Tag, payload: Bytes) -> bool {
         match peer.enqueue(priority, tag, payload) {
             Ok(()) => true,
@@ -641,26 +669,12 @@ impl Messenger for QuicMessenger {
             return Err(SendError::ControlReserved(M::TAG));
         }
         let payload = self.encode(message)?;
-        let local = self.inner.shared.local.uuid();
         let view = read(&self.inner.view);
-        let mut outcome = SendOutcome::default();
-        for recipient in recipients {
-            let peer = if recipient.uuid() == local {
-                self.inner.local_peer.clone()
-            } else if let Some(peer) = view
-                .member(recipient.uuid())
+        let resolve = |recipient: &MemberId| {
+            view.member(recipient.uuid())
                 .and_then(|member| self.inner.peer_for(member))
-            {
-                peer
-            } else {
-                outcome.not_in_view.push(recipient.clone());
-                continue;
-            };
-            if !self.enqueue(&peer, priority, M::TAG, payload.clone()) {
-                outcome.backlogged.push(recipient.clone());
-            }
-        }
-        Ok(outcome)
+        };
+        Ok(self.queue_for(recipients, priority, M::TAG, &payload, resolve))
     }
 
     fn send_outside_view<M: Message>(
@@ -672,26 +686,13 @@ impl Messenger for QuicMessenger {
             return Err(SendError::ProtocolOnly(M::TAG));
         }
         let payload = self.encode(message)?;
-        let local = self.inner.shared.local.uuid();
         let view = read(&self.inner.view);
-        let mut outcome = SendOutcome::default();
-        for recipient in recipients {
-            let peer = if recipient.uuid() == local {
-                Some(self.inner.local_peer.clone())
-            } else {
-                // The view's entry wins over whatever address the caller was told.
-                let member = view.member(recipient.uuid()).unwrap_or(recipient);
-                self.inner.peer_for(member)
-            };
-            let Some(peer) = peer else {
-                outcome.not_in_view.push(recipient.clone());
-                continue;
-            };
-            if !self.enqueue(&peer, Priority::Control, M::TAG, payload.clone()) {
-                outcome.backlogged.push(recipient.clone());
-            }
-        }
-        Ok(outcome)
+        // The view's entry wins over whatever address the caller was told.
+        let resolve = |recipient: &MemberId| {
+            let member = view.member(recipient.uuid()).unwrap_or(recipient);
+            self.inner.peer_for(member)
+        };
+        Ok(self.queue_for(recipients, Priority::Control, M::TAG, &payload, resolve))
     }
 
     fn send_datagram<M: Message>(

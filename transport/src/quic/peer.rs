@@ -580,11 +580,15 @@ async fn decide(peer: &Arc<Peer>, shared: &Arc<Shared>, link: Link, accepted: Ac
     }
 }
 
-/// Flushes the queues over the current connection (dialing first if one is in progress),
-/// then closes it with `code`. Bounded by the shutdown timeout.
-async fn finish_gracefully(peer: &Arc<Peer>, shared: &Arc<Shared>, link: Link, code: CloseCode) {
-    let deadline = Instant::now() + shared.config.shutdown_timeout;
-    let link = match link {
+/// Waits (until `deadline`) for a dial in progress to complete, so that a stopping peer
+/// can still use it; any other link is returned as it is.
+async fn finish_dial(
+    peer: &Arc<Peer>,
+    shared: &Arc<Shared>,
+    link: Link,
+    deadline: Instant,
+) -> Link {
+    match link {
         Link::Dialing { mut future, conn } => {
             match tokio::time::timeout_at(deadline, &mut future).await {
                 Ok(Ok(dialed)) => go_up(peer, shared, dialed.into_parts(), true),
@@ -592,7 +596,14 @@ async fn finish_gracefully(peer: &Arc<Peer>, shared: &Arc<Shared>, link: Link, c
             }
         }
         other => other,
-    };
+    }
+}
+
+/// Flushes the queues over the current connection (dialing first if one is in progress),
+/// then closes it with `code`. Bounded by the shutdown timeout.
+async fn finish_gracefully(peer: &Arc<Peer>, shared: &Arc<Shared>, link: Link, code: CloseCode) {
+    let deadline = Instant::now() + shared.config.shutdown_timeout;
+    let link = finish_dial(peer, shared, link, deadline).await;
     match link {
         Link::Up(mut established) => {
             if peer.has_queued() || established.has_writers() {
@@ -616,15 +627,7 @@ async fn finish_departure(peer: &Arc<Peer>, shared: &Arc<Shared>, link: Link) {
         Link::Idle if !lock(&peer.window).is_empty() => start_dial(peer, shared),
         other => other,
     };
-    let link = match link {
-        Link::Dialing { mut future, conn } => {
-            match tokio::time::timeout_at(deadline, &mut future).await {
-                Ok(Ok(dialed)) => go_up(peer, shared, dialed.into_parts(), true),
-                _ => Link::Dialing { future, conn },
-            }
-        }
-        other => other,
-    };
+    let link = finish_dial(peer, shared, link, deadline).await;
     if let Link::Up(established) = &link {
         while !lock(&peer.window).is_empty() && Instant::now() < deadline {
             tokio::select! {
