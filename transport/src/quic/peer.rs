@@ -115,8 +115,10 @@ pub(crate) struct Peer {
     ack_pending: AtomicBool,
     ack_wake: Notify,
     backlogged: AtomicBool,
-    /// When anything (frame or datagram) last arrived from the peer.
-    heard: Mutex<Option<Instant>>,
+    /// When anything (frame or datagram) last arrived from the peer, in nanoseconds after
+    /// `created` plus one (0: never). An atomic, not a lock: every received frame sets it.
+    heard: AtomicU64,
+    created: Instant,
     pub(crate) counters: PeerCounters,
 }
 
@@ -155,7 +157,8 @@ impl Peer {
             ack_pending: AtomicBool::new(false),
             ack_wake: Notify::new(),
             backlogged: AtomicBool::new(false),
-            heard: Mutex::new(None),
+            heard: AtomicU64::new(0),
+            created: Instant::now(),
             counters: PeerCounters::default(),
         });
         (peer, incoming_rx, stop_rx)
@@ -308,12 +311,16 @@ impl Peer {
 
     /// Records a sign of life: something arrived from the peer just now.
     pub(crate) fn heard(&self) {
-        *lock(&self.heard) = Some(Instant::now());
+        let since = u64::try_from(self.created.elapsed().as_nanos()).unwrap_or(u64::MAX - 1);
+        self.heard.store(since + 1, Ordering::Relaxed);
     }
 
     /// When something last arrived from the peer.
     pub(crate) fn last_heard(&self) -> Option<Instant> {
-        *lock(&self.heard)
+        match self.heard.load(Ordering::Relaxed) {
+            0 => None,
+            since => Some(self.created + Duration::from_nanos(since - 1)),
+        }
     }
 
     pub(crate) fn link(&self) -> Option<LinkInfo> {
