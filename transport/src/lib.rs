@@ -8,6 +8,8 @@
 //! - [`wire`]: the versioned wire format (frames, datagrams, close codes).
 //! - [`socket`]: the member's one UDP socket, shared with the legacy protocol, and the
 //!   fault-injection seam used by tests.
+//! - `unreachable`: ICMP errors naming a destination (a closed port), reported as
+//!   [`TransportEvent::Unreachable`].
 //! - [`dispatch`]: routing received messages to typed subscriptions.
 //!
 //! Data flows `send` → per-destination queue → writer task → QUIC stream → the peer's
@@ -22,6 +24,7 @@ pub mod quic;
 pub mod socket;
 mod sync;
 pub mod tls;
+mod unreachable;
 pub mod view;
 pub mod wire;
 

@@ -105,6 +105,15 @@ pub enum TransportEvent {
         /// What was wrong.
         reason: String,
     },
+    /// A host reported (ICMP) that a datagram to `address` could not be delivered: nothing
+    /// listens on that port any more, or the host cannot be reached. A hint, not proof:
+    /// ICMP is not authenticated. Only where the platform reports such errors (Linux).
+    Unreachable {
+        /// The destination the datagram was sent to.
+        address: SocketAddr,
+        /// What the error said.
+        reason: String,
+    },
     /// A destination's queue reached its byte bound; sends to it are refused until it drains.
     Backlogged {
         /// The slow member.

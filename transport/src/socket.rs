@@ -18,7 +18,7 @@
 //! are absorbed here, because any error returned from `poll_recv` stops quinn's endpoint.
 //!
 //! [`SocketStats`] counts what passes: datagrams that were not QUIC, receive errors
-//! absorbed, and the bytes and datagrams handed to the kernel (every GSO segment and every
+//! absorbed, unreachable errors reported (see `crate::unreachable`), and the bytes and datagrams handed to the kernel (every GSO segment and every
 //! copy the fault rules make, none that they drop), for measuring a member's traffic.
 
 use std::collections::HashSet;
@@ -35,6 +35,7 @@ use quinn::udp::{RecvMeta, Transmit};
 use quinn::{AsyncUdpSocket, UdpPoller};
 
 use crate::sync::{lock, read, write};
+use crate::unreachable::UnreachableReports;
 
 /// Receive errors absorbed in one `poll_recv` call before yielding to the scheduler.
 const MAX_ABSORBED_ERRORS: usize = 64;
@@ -81,6 +82,7 @@ struct FaultRules {
     isolated: bool,
     blocked_to: HashSet<SocketAddr>,
     blocked_from: HashSet<SocketAddr>,
+    forged_unreachable: HashSet<SocketAddr>,
     drop_outgoing: f64,
     duplicate_outgoing: f64,
     delay: Duration,
@@ -94,6 +96,7 @@ impl FaultRules {
         !self.isolated
             && self.blocked_to.is_empty()
             && self.blocked_from.is_empty()
+            && self.forged_unreachable.is_empty()
             && self.drop_outgoing <= 0.0
             && self.duplicate_outgoing <= 0.0
             && self.delay.is_zero()
@@ -138,6 +141,16 @@ impl SocketFaults {
     /// the member looks crashed to everyone (a test's kill without goodbye).
     pub fn isolate(&self) {
         self.update(|r| r.isolated = true);
+    }
+
+    /// Answers every datagram this socket sends to `addr` with a forged "ICMP port
+    /// unreachable" report, as an attacker (or a confused router) could, while the datagram
+    /// itself still goes out: the destination looks dead to the hint and alive to its
+    /// answers.
+    pub fn forge_unreachable(&self, addr: SocketAddr) {
+        self.update(|r| {
+            r.forged_unreachable.insert(addr);
+        });
     }
 
     /// Drops every unreliable message (QUIC datagram) this member sends, while its streams
@@ -269,6 +282,9 @@ pub struct SocketStats {
     pub non_quic_received: u64,
     /// Receive errors absorbed (ICMP-driven errors reported by the kernel).
     pub receive_errors_absorbed: u64,
+    /// Unreachable errors (ICMP port or host unreachable, and forged ones) about
+    /// destinations this socket sent to.
+    pub unreachable_errors: u64,
     /// UDP payload bytes handed to the kernel (QUIC headers included, UDP/IP headers not).
     pub bytes_sent: u64,
     /// Datagrams handed to the kernel, counting each segment of a GSO batch.
@@ -304,16 +320,22 @@ pub(crate) struct CohortSocket {
     non_quic_received: AtomicU64,
     receive_errors_absorbed: AtomicU64,
     sent: Arc<SentCounters>,
+    unreachable: Arc<UnreachableReports>,
 }
 
 impl CohortSocket {
-    pub(crate) fn new(inner: Arc<dyn AsyncUdpSocket>, faults: SocketFaults) -> Self {
+    pub(crate) fn new(
+        inner: Arc<dyn AsyncUdpSocket>,
+        faults: SocketFaults,
+        unreachable: Arc<UnreachableReports>,
+    ) -> Self {
         CohortSocket {
             inner,
             faults,
             non_quic_received: AtomicU64::new(0),
             receive_errors_absorbed: AtomicU64::new(0),
             sent: Arc::default(),
+            unreachable,
         }
     }
 
@@ -321,6 +343,7 @@ impl CohortSocket {
         SocketStats {
             non_quic_received: self.non_quic_received.load(Ordering::Relaxed),
             receive_errors_absorbed: self.receive_errors_absorbed.load(Ordering::Relaxed),
+            unreachable_errors: self.unreachable.received(),
             bytes_sent: self.sent.bytes.load(Ordering::Relaxed),
             datagrams_sent: self.sent.datagrams.load(Ordering::Relaxed),
         }
@@ -379,6 +402,10 @@ impl CohortSocket {
     /// Applies the fault rules to each datagram (segment) of a transmit.
     fn send_with_faults(&self, transmit: &Transmit<'_>) -> io::Result<()> {
         let rules = self.faults.rules();
+        if rules.forged_unreachable.contains(&transmit.destination) {
+            self.unreachable
+                .report(transmit.destination, "forged ICMP port unreachable");
+        }
         let segment = transmit
             .segment_size
             .unwrap_or(transmit.contents.len())
@@ -562,7 +589,12 @@ mod tests {
                 Ok("127.0.0.1:1".parse().expect("literal"))
             }
         }
-        CohortSocket::new(Arc::new(Nothing), SocketFaults::default())
+        let (events, _) = tokio::sync::broadcast::channel(4);
+        CohortSocket::new(
+            Arc::new(Nothing),
+            SocketFaults::default(),
+            Arc::new(UnreachableReports::new(events)),
+        )
     }
 
     #[test]

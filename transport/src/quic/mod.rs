@@ -11,6 +11,7 @@
 //! send ─► view check ─► Peer::enqueue ─► writer tasks ─► QUIC streams ─► peer's readers ─► Dispatcher
 //! endpoint.accept ─► handshake::accept (TLS, Hello) ─► Peer driver decides ─► link::Established
 //! install_view ─► departed peers stopped: connection closed (REMOVED_FROM_VIEW), queues freed
+//! socket error queue (ICMP) ─► TransportEvent::Unreachable (see `crate::unreachable`)
 //! ```
 
 mod config;
@@ -45,6 +46,7 @@ use crate::priority::Priority;
 use crate::socket::{CohortSocket, SocketFaults, SocketStats, bind_udp};
 use crate::sync::{lock, read, write};
 use crate::tls::ClusterTls;
+use crate::unreachable::{ErrorQueue, UnreachableReports};
 use crate::view::View;
 use crate::wire::{self, CloseCode};
 
@@ -131,6 +133,10 @@ struct Inner {
     local_peer: Arc<Peer>,
     closing: AtomicBool,
     tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// The socket's ICMP error queue (Linux, sockets this messenger bound itself), and the
+    /// task reading it, which runs until the messenger stops.
+    error_queue: Option<Arc<ErrorQueue>>,
+    error_queue_task: Mutex<Option<JoinHandle<()>>>,
 }
 
 /// A cluster messenger over QUIC with mutual TLS. Cheap to clone; the last clone dropped
@@ -207,8 +213,9 @@ impl QuicMessenger {
             source,
         };
         let udp = bind_udp(config.bind, config.socket_buffer_bytes).map_err(socket_error)?;
+        let error_queue = ErrorQueue::enable(&udp, config.bind.is_ipv6()).map(Arc::new);
         let wrapped = TokioRuntime.wrap_udp_socket(udp).map_err(socket_error)?;
-        Self::bind_with_socket(config, tls, wrapped)
+        Self::start(config, tls, wrapped, error_queue)
     }
 
     /// Starts listening on a socket the caller provides, instead of binding a UDP socket:
@@ -219,6 +226,15 @@ impl QuicMessenger {
         tls: &ClusterTls,
         udp: Arc<dyn quinn::AsyncUdpSocket>,
     ) -> Result<Self, BindError> {
+        Self::start(config, tls, udp, None)
+    }
+
+    fn start(
+        config: QuicConfig,
+        tls: &ClusterTls,
+        udp: Arc<dyn quinn::AsyncUdpSocket>,
+        error_queue: Option<Arc<ErrorQueue>>,
+    ) -> Result<Self, BindError> {
         config.validate()?;
         tokio::runtime::Handle::try_current().map_err(|_| BindError::NoRuntime)?;
         let socket_error = |source| BindError::Socket {
@@ -227,7 +243,9 @@ impl QuicMessenger {
         };
         let bound = udp.local_addr().map_err(socket_error)?;
         let faults = SocketFaults::default();
-        let socket = Arc::new(CohortSocket::new(udp, faults.clone()));
+        let (events, _) = broadcast::channel(EVENT_CAPACITY);
+        let unreachable = Arc::new(UnreachableReports::new(events.clone()));
+        let socket = Arc::new(CohortSocket::new(udp, faults.clone(), unreachable.clone()));
 
         let mut advertised = config.advertise.unwrap_or(bound);
         if advertised.port() == 0 {
@@ -270,7 +288,6 @@ impl QuicMessenger {
         .map_err(socket_error)?;
 
         let dispatcher = Dispatcher::new(config.subscription_capacity);
-        let (events, _) = broadcast::channel(EVENT_CAPACITY);
         let (local_peer, _, _) = Peer::new(
             local.clone(),
             config.max_queued_bytes_per_destination,
@@ -298,6 +315,12 @@ impl QuicMessenger {
             local_peer,
             closing: AtomicBool::new(false),
             tasks: Mutex::new(Vec::new()),
+            error_queue_task: Mutex::new(
+                error_queue
+                    .clone()
+                    .map(|queue| tokio::spawn(queue.run(unreachable))),
+            ),
+            error_queue,
         });
         let mut tasks = vec![tokio::spawn(accept_loop(inner.clone()))];
         for priority in Priority::ALL {
@@ -323,6 +346,21 @@ impl QuicMessenger {
     /// The fault-injection rules of this member's socket (for tests).
     pub fn faults(&self) -> &SocketFaults {
         &self.inner.faults
+    }
+
+    /// Stops as the crash of this member's process would (for tests): nothing more goes
+    /// out, every task ends, and the port refuses every datagram from now on, so that the
+    /// kernel answers other members' packets with ICMP port unreachable as it does for a
+    /// process that died. Where the port cannot be made to refuse (not Linux, or a socket
+    /// given to [`QuicMessenger::bind_with_socket`]), it only goes silent.
+    pub fn crash(&self) {
+        self.inner.faults.isolate();
+        if let Some(queue) = &self.inner.error_queue
+            && let Err(error) = queue.refuse_everyone()
+        {
+            tracing::debug!(%error, "the crashed member's port still accepts datagrams");
+        }
+        self.inner.abort();
     }
 
     /// Counters of the shared UDP socket.
@@ -625,6 +663,9 @@ impl Inner {
             .endpoint
             .close(code.varint(), code.name().as_bytes());
         for task in lock(&self.tasks).drain(..) {
+            task.abort();
+        }
+        if let Some(task) = lock(&self.error_queue_task).take() {
             task.abort();
         }
         self.shared.dispatcher.close();

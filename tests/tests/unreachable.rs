@@ -1,0 +1,145 @@
+//! Unreachable reports: ICMP errors naming a destination whose port is closed, read from
+//! the socket's error queue (Linux) and reported as `TransportEvent::Unreachable`, on real
+//! sockets over loopback.
+
+use std::net::{SocketAddr, UdpSocket};
+
+use cohort_tests::{PATIENCE, TestCa, init_tracing, spawn_member, spawn_with};
+use cohort_transport::{Message, Messenger, Query, QuicConfig, QuicMessenger, Tag, TransportEvent};
+use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast;
+
+#[derive(Debug, Serialize, Deserialize)]
+struct AreYouThere;
+
+impl Message for AreYouThere {
+    const TAG: Tag = Tag(0xfe11);
+}
+
+impl Query for AreYouThere {
+    type Answer = bool;
+}
+
+/// A loopback port that was bound a moment ago and is closed now.
+fn closed_port(ip: &str) -> SocketAddr {
+    let socket = UdpSocket::bind((ip, 0)).expect("bind a throwaway socket");
+    socket.local_addr().expect("its address")
+}
+
+/// Waits for an `Unreachable` report naming `address`; returns its reason.
+async fn unreachable_report(
+    events: &mut broadcast::Receiver<TransportEvent>,
+    address: SocketAddr,
+) -> String {
+    let wait = async {
+        loop {
+            match events.recv().await {
+                Ok(TransportEvent::Unreachable { address: a, reason }) if a == address => {
+                    return reason;
+                }
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => panic!("events closed"),
+            }
+        }
+    };
+    tokio::time::timeout(PATIENCE, wait)
+        .await
+        .unwrap_or_else(|_| panic!("no unreachable report for {address} within {PATIENCE:?}"))
+}
+
+/// Sends to `address` (a query that nobody answers) and returns the report it causes.
+async fn knock(from: &QuicMessenger, address: SocketAddr) -> String {
+    let mut events = from.events();
+    let asking = from.query_within(address, &AreYouThere, PATIENCE);
+    tokio::select! {
+        reason = unreachable_report(&mut events, address) => reason,
+        answer = asking => panic!("{address} answered: {answer:?}"),
+    }
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_datagram_to_a_closed_port_is_reported_with_its_address() {
+    init_tracing();
+    let ca = TestCa::new();
+    let member = spawn_member(&ca, "member");
+    let closed = closed_port("127.0.0.1");
+    let reason = knock(&member, closed).await;
+    assert_eq!(reason, "ICMP port unreachable");
+    assert!(member.socket_stats().unreachable_errors >= 1);
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_port_is_reported_over_ipv6_too() {
+    init_tracing();
+    if UdpSocket::bind("[::1]:0").is_err() {
+        println!("skipped: this host has no IPv6 loopback (::1 cannot be bound)");
+        return;
+    }
+    let ca = TestCa::new();
+    let config = QuicConfig {
+        bind: "[::1]:0".parse().expect("literal"),
+        ..QuicConfig::default()
+    };
+    let member = spawn_with(&ca.tls("member"), "member", config);
+    let closed = closed_port("::1");
+    assert_eq!(knock(&member, closed).await, "ICMP port unreachable");
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashed_member_answers_until_it_crashes_and_is_reported_after() {
+    init_tracing();
+    let ca = TestCa::new();
+    let (asker, victim) = (spawn_member(&ca, "asker"), spawn_member(&ca, "victim"));
+    victim.serve::<AreYouThere>(|_, _| true);
+    let answer = asker
+        .query_within(victim.local_addr(), &AreYouThere, PATIENCE)
+        .await;
+    assert!(matches!(answer, Ok(true)), "{answer:?}");
+    assert_eq!(
+        asker.socket_stats().unreachable_errors,
+        0,
+        "alive: no report"
+    );
+
+    victim.crash();
+    assert_eq!(
+        knock(&asker, victim.local_addr()).await,
+        "ICMP port unreachable"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_report_does_not_stop_the_destination_from_answering() {
+    init_tracing();
+    let ca = TestCa::new();
+    let (asker, live) = (spawn_member(&ca, "asker"), spawn_member(&ca, "live"));
+    live.serve::<AreYouThere>(|_, _| true);
+    asker.faults().forge_unreachable(live.local_addr());
+    let mut events = asker.events();
+    let answer = asker
+        .query_within(live.local_addr(), &AreYouThere, PATIENCE)
+        .await;
+    assert!(matches!(answer, Ok(true)), "{answer:?}");
+    let reason = unreachable_report(&mut events, live.local_addr()).await;
+    assert_eq!(reason, "forged ICMP port unreachable");
+    assert!(asker.socket_stats().unreachable_errors >= 1);
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traffic_between_live_members_raises_no_report() {
+    init_tracing();
+    let ca = TestCa::new();
+    let (a, b) = (spawn_member(&ca, "a"), spawn_member(&ca, "b"));
+    b.serve::<AreYouThere>(|_, _| true);
+    for _ in 0..20 {
+        let answer = a.query_within(b.local_addr(), &AreYouThere, PATIENCE).await;
+        assert!(matches!(answer, Ok(true)), "{answer:?}");
+    }
+    // An ICMP error about a datagram comes back before any answer to it could.
+    assert_eq!(a.socket_stats().unreachable_errors, 0);
+    assert_eq!(b.socket_stats().unreachable_errors, 0);
+}
