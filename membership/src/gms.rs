@@ -159,6 +159,9 @@ pub struct GmsStats {
     /// Messages dropped because their sender was neither in the view nor in a view being
     /// prepared (a process outside the cluster may only ask to join).
     pub dropped_from_non_members: u64,
+    /// Suspicions raised because a member's address was reported unreachable (see
+    /// [`Gms::unreachable`]).
+    pub unreachable_suspicions: u64,
 }
 
 #[derive(Debug)]
@@ -296,6 +299,37 @@ impl Gms {
             return;
         }
         self.raise_suspicion(now, vec![member.clone()], reason);
+    }
+
+    /// The transport reports that datagrams to `member`'s address were refused (ICMP port
+    /// or host unreachable): a hint, never proof on its own, that its process died. It is
+    /// suspected at once, so the checker runs a final check now rather than after the
+    /// member timeout, and the check decides. A member suspected already, or cleared within
+    /// twice the member timeout, is left alone: forged reports cost at most one final
+    /// check per member per two member timeouts.
+    pub fn unreachable(&mut self, now: Instant, member: &MemberId, reason: &str) {
+        if !matches!(self.role, Role::Member)
+            || !self.in_view(member)
+            || *member == self.me
+            || self.suspects.contains_key(&member.uuid())
+            || self.dead.contains(&member.uuid())
+        {
+            return;
+        }
+        let window = self.config.member_timeout * 2;
+        if self
+            .cleared_at
+            .get(&member.uuid())
+            .is_some_and(|at| now.saturating_duration_since(*at) <= window)
+        {
+            return;
+        }
+        self.stats.unreachable_suspicions += 1;
+        self.raise_suspicion(
+            now,
+            vec![member.clone()],
+            format!("{reason} from its address"),
+        );
     }
 
     /// The outcome of a final check asked for with [`Output::Check`].
@@ -1308,5 +1342,69 @@ mod tests {
             )
         });
         assert!(refused);
+    }
+
+    #[test]
+    fn an_unreachable_hint_checks_at_once_and_forged_repeats_cost_nothing_more() {
+        let now = Instant::now();
+        let mut gms = Gms::new(member(1), GmsConfig::default(), Arc::new(AllowAll));
+        gms.found_cluster(now);
+        let other = member(2);
+        gms.handle_message(
+            now,
+            &other,
+            GmsMessage::JoinRequest {
+                member: other.clone(),
+                credentials: Credentials::default(),
+            },
+        );
+        gms.handle_timeout(now + Duration::from_secs(1));
+        let view_id = gms.prepared().map(View::id).expect("a view is prepared");
+        gms.handle_message(now, &other, GmsMessage::PrepareAck { view_id });
+        while gms.poll_output().is_some() {}
+        let checks = |gms: &mut Gms| {
+            std::iter::from_fn(|| gms.poll_output())
+                .filter(|o| matches!(o, Output::Check { member } if *member == other))
+                .count()
+        };
+        // Timers run as a driver would run them, so the detector never looks stalled; no
+        // heartbeat is missed yet (the first-contact grace is five member timeouts).
+        let mut clock = now;
+        let mut run_until = |gms: &mut Gms, until: Instant| {
+            while clock < until {
+                clock += Duration::from_millis(50);
+                gms.handle_timeout(clock);
+            }
+        };
+
+        // Long before any member timeout: the coordinator (the checker) checks at once.
+        let at = now + Duration::from_secs(1);
+        run_until(&mut gms, at);
+        while gms.poll_output().is_some() {}
+        gms.unreachable(at, &other, "ICMP port unreachable");
+        assert_eq!(checks(&mut gms), 1);
+        // Repeats while the check runs change nothing.
+        gms.unreachable(at, &other, "ICMP port unreachable");
+        assert_eq!(checks(&mut gms), 0);
+        // The check passes (the report was forged): more reports soon after are ignored...
+        gms.check_result(at, &other, true);
+        run_until(&mut gms, at + Duration::from_millis(500));
+        gms.unreachable(at + Duration::from_millis(500), &other, "forged");
+        assert_eq!(checks(&mut gms), 0);
+        // ...until twice the member timeout has passed.
+        run_until(&mut gms, at + Duration::from_secs(3));
+        gms.unreachable(at + Duration::from_secs(3), &other, "forged");
+        assert_eq!(checks(&mut gms), 1);
+        assert_eq!(gms.stats().unreachable_suspicions, 2);
+        // A report about this member itself, or a stranger, is nothing.
+        let me = gms.me().clone();
+        gms.unreachable(at, &me, "x");
+        gms.unreachable(at, &member(9), "x");
+        assert_eq!(gms.stats().unreachable_suspicions, 2);
+        // The second check fails: removed in the next view.
+        gms.check_result(at + Duration::from_secs(3), &other, false);
+        run_until(&mut gms, at + Duration::from_millis(3200));
+        let view = gms.view().expect("view");
+        assert!(!view.contains(&other), "{view}");
     }
 }

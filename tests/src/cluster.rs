@@ -291,6 +291,31 @@ impl Cluster {
         }
     }
 
+    /// Ends node `name` (started with [`Cluster::add_on_own_runtime`]) as SIGKILL ends a
+    /// process: it sends nothing more, and its runtime is dropped with every task on it, so
+    /// the last handle on its socket goes and the kernel closes its port. Returns once the
+    /// node's thread has ended. Its configuration is kept for [`Cluster::restart`].
+    pub async fn end_process(&mut self, name: &str) {
+        let node = self
+            .nodes
+            .get_mut(name)
+            .unwrap_or_else(|| panic!("no node named {name}"));
+        let member = node
+            .member
+            .take()
+            .unwrap_or_else(|| panic!("{name} is not running"));
+        let runtime = node
+            .runtime
+            .take()
+            .unwrap_or_else(|| panic!("{name} does not run on a runtime of its own"));
+        member.messenger().faults().isolate();
+        drop(member);
+        // Stopping the runtime joins its thread: not on this runtime's threads.
+        tokio::task::spawn_blocking(move || drop(runtime))
+            .await
+            .expect("the node's thread ends");
+    }
+
     /// Node `name` leaves gracefully; returns whether the view without it arrived.
     pub async fn leave(&mut self, name: &str) -> bool {
         let member = self

@@ -129,7 +129,7 @@ async fn until_removed(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_killed_member_is_removed_by_every_survivor_within_three_member_timeouts() {
+async fn a_member_gone_silent_is_removed_by_every_survivor_within_three_member_timeouts() {
     init_tracing();
     let mut cluster = Cluster::new(2);
     cluster.start(18).await;
@@ -137,12 +137,87 @@ async fn a_killed_member_is_removed_by_every_survivor_within_three_member_timeou
     let timeout = member_timeout(&cluster);
     let victim = cluster.member("member-9").id().clone();
     heartbeats_flowing(&cluster, "member-9").await;
-    cluster.kill("member-9").await;
-    let survivors = cluster.running();
+    // Its port stays open and nothing answers: no ICMP, the heartbeat path alone.
+    cluster.faults("member-9").isolate();
+    let survivors: Vec<String> = cluster
+        .running()
+        .into_iter()
+        .filter(|n| n != "member-9")
+        .collect();
     let took = until_removed(&cluster, &survivors, &victim, timeout * 3).await;
-    println!("crash to removal at every survivor: {took:?} (member timeout {timeout:?})");
-    let view = cluster.agreed_view(19, PATIENCE).await;
+    println!("silence to removal at every survivor: {took:?} (member timeout {timeout:?})");
+    let names: Vec<&str> = survivors.iter().map(String::as_str).collect();
+    let view = cluster.agreed_view_of(&names, PATIENCE).await;
     assert!(!view.contains(&victim));
+}
+
+/// Starts a cluster of one locator, `members` members and `on_own_runtime` (a node whose
+/// process can end), with a member timeout of five seconds: longer than these tests allow
+/// for removal, so only a closed port can explain a fast one.
+async fn cluster_with_slow_timeout(members: usize, on_own_runtime: &str) -> Cluster {
+    let mut cluster = Cluster::tuned(1, |config| config.member_timeout = Duration::from_secs(5));
+    cluster.start(members).await;
+    cluster
+        .add_on_own_runtime(cluster.config(on_own_runtime, MemberKind::Member))
+        .await
+        .expect("the node starts");
+    cluster.agreed_view(members + 2, PATIENCE).await;
+    heartbeats_flowing(&cluster, on_own_runtime).await;
+    cluster
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_whose_process_ends_is_removed_well_inside_the_member_timeout() {
+    init_tracing();
+    let mut cluster = cluster_with_slow_timeout(5, "doomed").await;
+    let timeout = member_timeout(&cluster);
+    let victim = cluster.member("doomed").id().clone();
+    let mut recorder = Recorder::new(&cluster);
+    cluster.end_process("doomed").await;
+    let survivors = cluster.running();
+    // Heartbeats to it go out every fifth of the member timeout and are refused at once.
+    let took = until_removed(&cluster, &survivors, &victim, timeout / 2).await;
+    println!("process end to removal at every survivor: {took:?} (member timeout {timeout:?})");
+    let suspected_for_icmp = recorder.collect().iter().any(|(_, e)| {
+        matches!(e, MembershipEvent::Suspect { member, reason }
+            if *member == victim && reason.contains("ICMP port unreachable"))
+    });
+    assert!(suspected_for_icmp, "suspected because its port refused");
+    let hinted: u64 = survivors
+        .iter()
+        .map(|n| cluster.member(n).stats().unreachable_suspicions)
+        .sum();
+    assert!(hinted >= 1);
+    // The port really is closed: it can be bound again.
+    std::net::UdpSocket::bind(victim.address()).expect("the ended process's port is free");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_unreachable_errors_about_a_live_member_leave_it_in_the_view() {
+    init_tracing();
+    let cluster = cluster_with_slow_timeout(4, "target").await;
+    let view = cluster.agreed_view(6, PATIENCE).await;
+    let target = cluster.member("target").id().clone();
+    let mut recorder = Recorder::new(&cluster);
+    // Every datagram any other member sends to it is answered by a forged ICMP error, the
+    // final checks' datagrams included.
+    for name in cluster.running().iter().filter(|n| *n != "target") {
+        cluster.faults(name).forge_unreachable(target.address());
+    }
+    let timeout = member_timeout(&cluster);
+    // Long enough for a suspicion, a check, and a second round once the first clearing's
+    // window (twice the member timeout) has passed.
+    let deadline = Instant::now() + timeout * 3;
+    while Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(recorder.removals().is_empty(), "{:?}", recorder.removals());
+    }
+    assert!(
+        recorder.suspicions_of(&target) >= 2,
+        "the forged errors raised suspicions, every one cleared by a final check"
+    );
+    let now = cluster.agreed_view(6, PATIENCE).await;
+    assert_eq!(now.id(), view.id(), "no view change at all");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

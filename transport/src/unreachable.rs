@@ -12,9 +12,14 @@
 //!     ─► ErrorQueue task: recvmsg(MSG_ERRQUEUE) on a duplicate of the socket's descriptor
 //!        ─► classify (port / host unreachable; local errors such as MTU probes ignored)
 //!   fault seam: SocketFaults::forge_unreachable ─► a forged report per datagram sent
-//!     ─► UnreachableReports::report (at most one per address per REPORT_INTERVAL)
-//!        ─► TransportEvent::Unreachable { address, reason }
+//!     ─► UnreachableReports::report ─► last report time per address (every report)
+//!        ─► TransportEvent::Unreachable { address, reason } (at most one per address per
+//!           REPORT_INTERVAL)
 //! ```
+//!
+//! The event raises a suspicion; the time of the latest report is what a final check
+//! looks at, because its own datagrams' errors may fall inside the interval of the error
+//! that raised the suspicion.
 //!
 //! The error queue is read apart from quinn's receive path, which goes on as before: the
 //! pending socket error quinn may see once per ICMP error is absorbed by the socket wrapper
@@ -26,17 +31,17 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::sync::broadcast;
+use tokio::time::Instant;
 
 use crate::messenger::TransportEvent;
 use crate::sync::lock;
 
-/// Reports about one address closer together than this are folded into one. Short enough
-/// that a final check's own datagrams still produce a report of their own after the one
-/// that raised the suspicion; long enough that a flood of errors cannot flood the events.
-const REPORT_INTERVAL: Duration = Duration::from_millis(5);
+/// Events about one address closer together than this are folded into one, so that a
+/// flood of errors cannot flood the events.
+const REPORT_INTERVAL: Duration = Duration::from_millis(100);
 
 /// Addresses remembered for [`REPORT_INTERVAL`]; past this many, the memory starts over.
 const REMEMBERED_ADDRESSES: usize = 1024;
@@ -45,8 +50,15 @@ const REMEMBERED_ADDRESSES: usize = 1024;
 #[derive(Debug)]
 pub(crate) struct UnreachableReports {
     events: broadcast::Sender<TransportEvent>,
-    last: Mutex<HashMap<SocketAddr, Instant>>,
+    last: Mutex<HashMap<SocketAddr, Seen>>,
     received: AtomicU64,
+}
+
+/// When errors about one address were last received and last reported as an event.
+#[derive(Clone, Copy, Debug)]
+struct Seen {
+    received: Instant,
+    reported: Instant,
 }
 
 impl UnreachableReports {
@@ -63,6 +75,11 @@ impl UnreachableReports {
         self.received.load(Ordering::Relaxed)
     }
 
+    /// When the latest error about `address` was received, if one was recently.
+    pub(crate) fn last(&self, address: SocketAddr) -> Option<Instant> {
+        lock(&self.last).get(&address).map(|seen| seen.received)
+    }
+
     /// One error about `address`, now.
     pub(crate) fn report(&self, address: SocketAddr, reason: &str) {
         self.report_at(address, reason, Instant::now());
@@ -72,16 +89,22 @@ impl UnreachableReports {
         self.received.fetch_add(1, Ordering::Relaxed);
         {
             let mut last = lock(&self.last);
-            if last
-                .get(&address)
-                .is_some_and(|at| now.saturating_duration_since(*at) < REPORT_INTERVAL)
-            {
-                return;
+            if let Some(seen) = last.get_mut(&address) {
+                seen.received = now;
+                if now.saturating_duration_since(seen.reported) < REPORT_INTERVAL {
+                    return;
+                }
+                seen.reported = now;
+            } else {
+                if last.len() >= REMEMBERED_ADDRESSES {
+                    last.clear();
+                }
+                let seen = Seen {
+                    received: now,
+                    reported: now,
+                };
+                last.insert(address, seen);
             }
-            if last.len() >= REMEMBERED_ADDRESSES {
-                last.clear();
-            }
-            last.insert(address, now);
         }
         tracing::debug!(%address, reason, "destination unreachable");
         // No subscriber is not an error: events are for whoever listens.
@@ -349,6 +372,11 @@ mod tests {
         reports.report_at(a, "test", start + REPORT_INTERVAL / 2);
         reports.report_at(b, "test", start + REPORT_INTERVAL / 2);
         assert_eq!(reports.received(), 3);
+        assert_eq!(
+            reports.last(a),
+            Some(start + REPORT_INTERVAL / 2),
+            "every error counts"
+        );
         let mut addresses = Vec::new();
         while let Ok(TransportEvent::Unreachable { address, .. }) = received.try_recv() {
             addresses.push(address);

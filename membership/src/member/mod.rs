@@ -5,15 +5,16 @@
 //!                                          and FinalCheck (this member's uuid)
 //!               ─► discovery rounds (discover.rs) ─► Gms::join(coordinator) or found_cluster
 //!               ─► driver task ◄── GmsMessage and Heartbeat subscriptions, Gms timers,
-//!                                  commands (leave, suspect), transport events (backlog),
-//!                                  final-check results
+//!                                  commands (leave, suspect), transport events (backlog,
+//!                                  unreachable address), final-check results
 //!                      │ before each timer: the transport's last-heard times of the
 //!                      │ watched members ─► Gms::heard_from
 //!                      │ Gms outputs:
 //!                      ├─ Send      ─► messenger.send_outside_view (Control priority)
 //!                      ├─ Heartbeat ─► messenger.send_datagram
 //!                      ├─ Check     ─► task: FinalCheck query over a fresh connection, or
-//!                      │               any sign of life, within final_check_timeout
+//!                      │               any sign of life, within final_check_timeout (a
+//!                      │               few round trips once the port refuses the query)
 //!                      └─ Event     ─► view installed: messenger.install_view, view watch,
 //!                                      persisted view file (locators), event broadcast
 //! ```
@@ -95,6 +96,9 @@ pub struct MemberStats {
     /// Membership messages dropped because their sender was outside the cluster (only
     /// discovery and join requests are taken from non-members).
     pub dropped_from_non_members: u64,
+    /// Suspicions this member raised because a member's port was reported unreachable
+    /// (ICMP), each settled by a final check.
+    pub unreachable_suspicions: u64,
 }
 
 impl Member {
@@ -255,6 +259,7 @@ impl Member {
             .unwrap_or_else(PoisonError::into_inner);
         MemberStats {
             dropped_from_non_members: gms.dropped_from_non_members,
+            unreachable_suspicions: gms.unreachable_suspicions,
         }
     }
 
@@ -317,13 +322,17 @@ impl Member {
         confirmed
     }
 
-    /// Stops this member as a crash would: its socket drops everything from now on, so no
-    /// other member hears a goodbye or a close, and its tasks end. Returns once they have.
-    /// For tests of failure handling.
+    /// Stops this member as a crash of its process would: its socket drops everything from
+    /// now on, so no other member hears a goodbye or a close, its tasks end, and its port
+    /// refuses further datagrams as a closed port does (see [`QuicMessenger::crash`]).
+    /// Returns once the driver has ended. For tests of failure handling; to crash without
+    /// the port closing (a host gone or cut off), isolate its socket with
+    /// `messenger().faults().isolate()` instead.
     pub async fn kill(mut self) {
         self.messenger.faults().isolate();
         self.driver.abort();
         let _ = (&mut self.driver).await;
+        self.messenger.crash();
     }
 }
 
@@ -406,12 +415,16 @@ impl Driver {
                 Some((member, alive)) = inputs.checks.recv() => {
                     self.gms.check_result(now(), &member, alive);
                 }
-                event = inputs.transport.recv() => {
-                    if let Ok(TransportEvent::Backlogged { member, queued_bytes }) = event {
+                event = inputs.transport.recv() => match event {
+                    Ok(TransportEvent::Backlogged { member, queued_bytes }) => {
                         let reason = format!("{queued_bytes} bytes queued for it: it does not keep up");
                         self.gms.suspect(now(), &member, reason);
                     }
-                }
+                    Ok(TransportEvent::Unreachable { address, reason }) => {
+                        self.on_unreachable(address, &reason);
+                    }
+                    _ => {}
+                },
                 () = tokio::time::sleep_until(timeout.unwrap_or(far)), if timeout.is_some() => {
                     self.feed_signs_of_life();
                     self.gms.handle_timeout(now());
@@ -439,15 +452,39 @@ impl Driver {
         }
     }
 
+    /// An ICMP error says nothing listens at `address` any more: every view member there
+    /// is suspected at once (the final check decides).
+    fn on_unreachable(&mut self, address: SocketAddr, reason: &str) {
+        let there: Vec<MemberId> = self.gms.view().map_or_else(Vec::new, |view| {
+            view.members()
+                .iter()
+                .filter(|m| m.address() == address)
+                .cloned()
+                .collect()
+        });
+        for member in there {
+            self.gms.unreachable(now(), &member, reason);
+        }
+    }
+
     /// Runs a final check on `member` in a task of its own: alive if it answers a
     /// `FinalCheck` query over a fresh connection with its own uuid, or if anything arrives
     /// from it meanwhile; crashed if neither happens within the final-check timeout
     /// (counted from when the query's handshake starts: a checker busy with other dials
     /// must not declare anyone dead for its own backlog).
+    ///
+    /// Once its port is reported unreachable after the check began (the check's own
+    /// datagrams were refused), the wait is cut to [`refusal_grace`]: a live member answers
+    /// within a few round trips even if the report was forged, since a forged error cannot
+    /// stop the answer.
     fn final_check(&self, member: MemberId) {
         let messenger = self.messenger.clone();
         let results = self.check_results.clone();
         let limit = self.final_check_timeout;
+        let grace = refusal_grace(
+            self.messenger.peer_stats(&member).and_then(|s| s.rtt),
+            limit,
+        );
         tokio::spawn(async move {
             let started = Instant::now();
             let answered = async {
@@ -467,15 +504,30 @@ impl Driver {
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
             };
+            let refused = async {
+                loop {
+                    if messenger
+                        .last_unreachable(member.address())
+                        .is_some_and(|at| at > started)
+                    {
+                        return;
+                    }
+                    tokio::time::sleep(REFUSAL_POLL).await;
+                }
+            };
+            let heard_meanwhile = || messenger.last_heard(&member).is_some_and(|at| at > started);
             // The query bounds itself (from when its handshake starts). A sign of life
             // arriving meanwhile settles it early; after a failed query, one that arrived
             // while it ran still counts, but there is no second wait.
-            tokio::pin!(answered, heard);
+            tokio::pin!(answered, heard, refused);
             let alive = tokio::select! {
-                ok = &mut answered => {
-                    ok || messenger.last_heard(&member).is_some_and(|at| at > started)
-                }
+                ok = &mut answered => ok || heard_meanwhile(),
                 () = &mut heard => true,
+                () = &mut refused => tokio::select! {
+                    ok = &mut answered => ok || heard_meanwhile(),
+                    () = &mut heard => true,
+                    () = tokio::time::sleep(grace) => heard_meanwhile(),
+                },
             };
             tracing::debug!(?member, alive, took = ?started.elapsed(), "final check");
             // The driver may have stopped; then nobody needs the answer.
@@ -600,6 +652,20 @@ impl Driver {
             let _ = started.send(result);
         }
     }
+}
+
+/// How often a running final check looks for an unreachable report about its suspect.
+const REFUSAL_POLL: Duration = Duration::from_millis(5);
+/// The least a final check waits for an answer once the suspect's port refused it.
+const MIN_REFUSAL_GRACE: Duration = Duration::from_millis(50);
+
+/// How long a final check still waits for an answer after the suspect's port refused it:
+/// four round trips of the last connection to it (a fresh handshake and the answer take
+/// two), at least [`MIN_REFUSAL_GRACE`] and at most the whole check's `limit`.
+fn refusal_grace(rtt: Option<Duration>, limit: Duration) -> Duration {
+    rtt.map_or(MIN_REFUSAL_GRACE, |rtt| rtt * 4)
+        .max(MIN_REFUSAL_GRACE)
+        .min(limit)
 }
 
 fn now() -> std::time::Instant {

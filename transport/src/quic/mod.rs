@@ -137,6 +137,7 @@ struct Inner {
     /// task reading it, which runs until the messenger stops.
     error_queue: Option<Arc<ErrorQueue>>,
     error_queue_task: Mutex<Option<JoinHandle<()>>>,
+    unreachable: Arc<UnreachableReports>,
 }
 
 /// A cluster messenger over QUIC with mutual TLS. Cheap to clone; the last clone dropped
@@ -318,9 +319,10 @@ impl QuicMessenger {
             error_queue_task: Mutex::new(
                 error_queue
                     .clone()
-                    .map(|queue| tokio::spawn(queue.run(unreachable))),
+                    .map(|queue| tokio::spawn(queue.run(unreachable.clone()))),
             ),
             error_queue,
+            unreachable,
         });
         let mut tasks = vec![tokio::spawn(accept_loop(inner.clone()))];
         for priority in Priority::ALL {
@@ -416,6 +418,13 @@ impl QuicMessenger {
     pub fn last_heard(&self, member: &MemberId) -> Option<tokio::time::Instant> {
         let peer = lock(&self.inner.peers).get(&member.uuid())?.peer.clone();
         peer.last_heard()
+    }
+
+    /// When an unreachable error (see [`TransportEvent::Unreachable`]) about `address` was
+    /// last received, if one was recently: every error counts here, also those folded into
+    /// an earlier event.
+    pub fn last_unreachable(&self, address: SocketAddr) -> Option<tokio::time::Instant> {
+        self.inner.unreachable.last(address)
     }
 
     /// Closes the current connection to `member`, if any, as a failure would. Nothing is
