@@ -5,7 +5,8 @@
 //! view installed ─► ring in view order: each member watches its two neighbours, and sends
 //!                   them heartbeats (so each member is watched by two others)
 //! every heartbeat_interval: tick ─► heartbeats to the neighbours
-//!                                 ─► a neighbour silent for member_timeout ─► suspect
+//! when a neighbour's silence reaches member_timeout (its own deadline, not the next
+//!   heartbeat tick: up to an interval sooner) ─► suspect
 //! any sign of life (heartbeat datagram, any frame the transport received) ─► heard_from
 //! ```
 //!
@@ -13,9 +14,10 @@
 //! [`FIRST_CONTACT_FACTOR`] member timeouts instead of one: silence before the first contact
 //! more often means the connection is still queued behind other handshakes than a crash.
 //!
-//! A tick that comes much later than scheduled means this member itself was paused (a
-//! stalled runtime, a stopped process): its silence clock says nothing about the others, so
-//! that tick suspects nobody and restarts every clock.
+//! A tick that comes much later than scheduled (a heartbeat tick or a silence deadline)
+//! means this member itself was paused (a stalled runtime, a stopped process): its silence
+//! clock says nothing about the others, so that tick suspects nobody and restarts every
+//! clock.
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -131,9 +133,33 @@ impl Detector {
         paused || late
     }
 
-    /// When [`Detector::tick`] is due.
+    /// When [`Detector::tick`] is due: the next heartbeat, or the moment a neighbour's
+    /// silence reaches its limit, whichever comes first.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.next_tick
+        let heartbeat = self.next_tick?;
+        Some(
+            self.next_silence_deadline()
+                .map_or(heartbeat, |d| d.min(heartbeat)),
+        )
+    }
+
+    /// The earliest moment a neighbour not yet suspected becomes silent for its limit.
+    fn next_silence_deadline(&self) -> Option<Instant> {
+        self.neighbours
+            .iter()
+            .filter(|m| !self.reported.contains(&m.uuid()))
+            .filter_map(|m| Some(*self.heard.get(&m.uuid())? + self.silence_limit(m)))
+            .min()
+    }
+
+    /// How long `member` may stay silent: the member timeout, or [`FIRST_CONTACT_FACTOR`]
+    /// of them before it was first heard from (many members starting at once queue their
+    /// handshakes, so nothing at all may only mean the connection is still being made).
+    fn silence_limit(&self, member: &MemberId) -> Duration {
+        match self.ever_heard.contains(&member.uuid()) {
+            true => self.member_timeout,
+            false => self.member_timeout * FIRST_CONTACT_FACTOR,
+        }
     }
 
     /// Stops ticking (this member left the cluster).
@@ -146,17 +172,17 @@ impl Detector {
 
     /// Heartbeats and suspicions due at `now`. Call when [`Detector::poll_timeout`] passed.
     pub fn tick(&mut self, now: Instant) -> Tick {
-        let Some(due) = self.next_tick else {
+        let (Some(heartbeat), Some(due)) = (self.next_tick, self.poll_timeout()) else {
             return Tick::default();
         };
         if now < due {
             return Tick::default();
         }
-        self.next_tick = Some(now + self.interval);
-        let mut tick = Tick {
-            heartbeat_to: self.neighbours.clone(),
-            ..Tick::default()
-        };
+        let mut tick = Tick::default();
+        if now >= heartbeat {
+            self.next_tick = Some(now + self.interval);
+            tick.heartbeat_to = self.neighbours.clone();
+        }
         if now.saturating_duration_since(due) > self.pause_threshold {
             tick.paused = true;
             self.last_pause = Some(now);
@@ -166,13 +192,7 @@ impl Detector {
             return tick;
         }
         for member in &self.neighbours {
-            // Nothing at all from a new neighbour may only mean the connection to it is
-            // still being made (many members starting at once queue their handshakes), so
-            // it gets longer before it counts as silent.
-            let limit = match self.ever_heard.contains(&member.uuid()) {
-                true => self.member_timeout,
-                false => self.member_timeout * FIRST_CONTACT_FACTOR,
-            };
+            let limit = self.silence_limit(member);
             let silent = self
                 .heard
                 .get(&member.uuid())
@@ -263,6 +283,34 @@ mod tests {
             now += detector.interval();
         }
         assert_eq!(again, Some(timeout));
+    }
+
+    #[test]
+    fn silence_is_suspected_at_its_own_deadline_between_heartbeat_ticks() {
+        let timeout = Duration::from_millis(1000);
+        let (view, m) = ring(3);
+        let mut detector = Detector::new(timeout);
+        let start = Instant::now();
+        detector.view_installed(start, &view, &m[0]);
+        let last_heard = start + Duration::from_millis(50);
+        detector.heard_from(m[1].uuid(), last_heard);
+        let mut now = start;
+        let mut suspected = None;
+        while suspected.is_none() && now < start + timeout * 2 {
+            now = detector.poll_timeout().expect("ticking");
+            detector.heard_from(m[2].uuid(), now);
+            let tick = detector.tick(now);
+            assert!(!tick.paused);
+            if tick.suspects.contains(&m[1]) {
+                suspected = Some(now);
+                // Not a heartbeat tick: those fall on multiples of the interval.
+                assert!(tick.heartbeat_to.is_empty(), "{tick:?}");
+            }
+        }
+        assert_eq!(suspected, Some(last_heard + timeout));
+        // Reported once: the next deadline is the next heartbeat, not this silence again.
+        let next = detector.poll_timeout().expect("ticking");
+        assert!(detector.tick(next).suspects.is_empty());
     }
 
     #[test]

@@ -379,8 +379,11 @@ impl Gms {
             if !self.pending_removals.contains(member) {
                 self.pending_removals.push(member.clone());
             }
+            // A crash is removed without waiting out the batch interval: the round starts
+            // once no other final check is running, which is what gathers crashes found
+            // together into one view change (joins batched meanwhile come along).
             if self.round.is_none() {
-                self.schedule(now);
+                self.batch_at = Some(self.batch_at.map_or(now, |at| at.min(now)));
             }
         }
     }

@@ -20,10 +20,18 @@
 //!   settling period, then each repetition is one window: UDP payload bytes every member
 //!   handed to the kernel (`SocketStats::bytes_sent`), summed, per member per second.
 //! - `membership.crash_to_removal.p50`, `.p99` (s): in that cluster of 20, one member at a
-//!   time (never the locator, which coordinates) is killed without goodbye, once its ring
-//!   neighbours have heard heartbeats from it since the current view; from the kill until
-//!   every survivor's view lacks it. A replacement then joins, the 20 agree again, and the
-//!   next victim is further round the ring.
+//!   time (never the locator, which coordinates) crashes, once its ring neighbours have
+//!   heard heartbeats from it since the current view; from the crash until every
+//!   survivor's view lacks it. A replacement then joins, the 20 agree again, and the next
+//!   victim is further round the ring. The crash is `Member::kill`: nothing more goes out,
+//!   every task ends, and the port refuses datagrams as a dead process's closed port does
+//!   (the host stays up and answers with ICMP port unreachable), which is what the
+//!   unreachable hint detects.
+//! - `membership.silent_to_removal.p50`, `.p99` (s): the same, but the victim is
+//!   blackholed through the socket fault seam instead: its port stays open and nothing
+//!   answers, so there is no ICMP error and only the heartbeat path can find it (a host
+//!   that lost power or its network). The silenced member is stopped after the
+//!   measurement.
 //! - `membership.sim1000.form_views`, `.crash10_views`, `.msgs_per_member`: the `Gms` state
 //!   machines alone in virtual time ([`cohort_tests::gms_sim`]), one seed per repetition:
 //!   1,000 members form (one founds, 999 join at once) — views installed until all hold
@@ -56,7 +64,7 @@ const SIM_MEMBERS: usize = 1000;
 struct Counts {
     /// Repetitions of the form and join figures.
     reps: usize,
-    /// Kills for the crash-to-removal percentiles.
+    /// Victims for each of the crash- and silent-to-removal percentiles.
     kills: usize,
     /// Idle windows, and the length of each.
     idle_windows: usize,
@@ -81,7 +89,7 @@ impl Counts {
         } else {
             Counts {
                 reps: 5,
-                kills: 20,
+                kills: 15,
                 idle_windows: 5,
                 idle_window: Duration::from_secs(4),
                 settle: Duration::from_secs(3),
@@ -180,7 +188,8 @@ async fn add(cluster: &mut Cluster, config: MemberConfig) -> Result<MemberId, St
     }
 }
 
-/// `idle_bytes_per_member`, then `crash_to_removal.p50` and `.p99`, on one cluster of 20.
+/// `idle_bytes_per_member`, then `crash_to_removal` and `silent_to_removal` (`.p50` and
+/// `.p99`), on one cluster of 20.
 async fn idle_and_crashes(counts: &Counts, report: &mut Report) -> Result<(), String> {
     let (mut cluster, _, view) = form(CRASH_CLUSTER).await?;
     tokio::time::sleep(counts.settle).await;
@@ -190,22 +199,39 @@ async fn idle_and_crashes(counts: &Counts, report: &mut Report) -> Result<(), St
     }
     report.add(Figure::new("membership.idle_bytes_per_member", "B/s", idle));
 
-    let mut trials = Vec::new();
-    for k in 0..counts.kills {
-        trials.push(crash_to_removal(&mut cluster, k).await?);
+    for ending in [Ending::Crash, Ending::Silence] {
+        let mut trials = Vec::new();
+        for k in 0..counts.kills {
+            trials.push(removal(&mut cluster, ending, k).await?);
+        }
+        // p50: one sample per victim, so the figure's median is the p50 over all victims
+        // and its min and max are the extremes. p99: a single value, the nearest-rank 99th
+        // percentile over all victims (with fewer than 100, the slowest one): splitting
+        // them into batches would leave too few per batch for a p99 to mean anything.
+        let p99 = percentile(&trials, 0.99);
+        let name = ending.figure();
+        report.add(Figure::new(&format!("{name}.p50"), "s", trials));
+        report.add(Figure::new(&format!("{name}.p99"), "s", vec![p99]));
     }
-    // p50: one sample per kill, so the figure's median is the p50 over all kills and its
-    // min and max are the extremes. p99: a single value, the nearest-rank 99th percentile
-    // over all kills (with fewer than 100 kills, the slowest one): splitting the kills into
-    // batches would leave too few per batch for a p99 to mean anything.
-    let p99 = percentile(&trials, 0.99);
-    report.add(Figure::new("membership.crash_to_removal.p50", "s", trials));
-    report.add(Figure::new(
-        "membership.crash_to_removal.p99",
-        "s",
-        vec![p99],
-    ));
     Ok(())
+}
+
+/// How a victim of [`removal`] ends.
+#[derive(Clone, Copy, Debug)]
+enum Ending {
+    /// Its process crashes on a host that stays up: the port closes.
+    Crash,
+    /// It goes silent with its port open: blackholed, nothing comes back.
+    Silence,
+}
+
+impl Ending {
+    fn figure(self) -> &'static str {
+        match self {
+            Ending::Crash => "membership.crash_to_removal",
+            Ending::Silence => "membership.silent_to_removal",
+        }
+    }
 }
 
 /// One idle window: bytes sent per member per second. A view change during the window
@@ -239,24 +265,41 @@ fn bytes_sent(cluster: &Cluster, names: &[String]) -> u64 {
         .sum()
 }
 
-/// Kill number `k`: picks a victim, waits for its heartbeats to flow, kills it, and
-/// returns the seconds until every survivor's view lacks it. Then a replacement joins and
-/// the cluster is back to its size.
-async fn crash_to_removal(cluster: &mut Cluster, k: usize) -> Result<f64, String> {
-    let victim = pick_victim(cluster, k)?;
+/// Victim number `k` of `ending`: picks it, waits for its heartbeats to flow, ends it,
+/// and returns the seconds until every survivor's view lacks it. Then a replacement joins
+/// and the cluster is back to its size.
+async fn removal(cluster: &mut Cluster, ending: Ending, k: usize) -> Result<f64, String> {
+    // Silent victims start half-way round the ring from where the crashes started.
+    let position = match ending {
+        Ending::Crash => k,
+        Ending::Silence => k + CRASH_CLUSTER / 2,
+    };
+    let victim = pick_victim(cluster, position)?;
     heartbeats_flowing(cluster, &victim).await?;
     let gone = cluster.member(&victim).id().clone();
     let started = Instant::now();
-    timeout(LIMIT, cluster.kill(&victim))
-        .await
-        .map_err(|_| format!("killing {victim} took over {LIMIT:?}"))?;
-    let survivors = cluster.running();
+    match ending {
+        Ending::Crash => timeout(LIMIT, cluster.kill(&victim))
+            .await
+            .map_err(|_| format!("killing {victim} took over {LIMIT:?}"))?,
+        Ending::Silence => cluster.faults(&victim).isolate(),
+    }
+    let survivors: Vec<String> = cluster
+        .running()
+        .into_iter()
+        .filter(|n| *n != victim)
+        .collect();
     until_views(cluster, &survivors, &format!("{victim} is removed"), |v| {
         !v.contains(&gone)
     })
     .await?;
     let took = started.elapsed().as_secs_f64();
-    let config = cluster.config(&format!("spare-{k}"), MemberKind::Member);
+    if let Ending::Silence = ending {
+        timeout(LIMIT, cluster.kill(&victim))
+            .await
+            .map_err(|_| format!("stopping {victim} took over {LIMIT:?}"))?;
+    }
+    let config = cluster.config(&format!("spare-{ending:?}-{k}"), MemberKind::Member);
     add(cluster, config).await?;
     agreed(cluster, CRASH_CLUSTER).await?;
     Ok(took)
