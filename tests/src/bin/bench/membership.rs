@@ -210,8 +210,8 @@ async fn idle_and_crashes(counts: &Counts, report: &mut Report) -> Result<(), St
         // them into batches would leave too few per batch for a p99 to mean anything.
         let p99 = percentile(&trials, 0.99);
         let name = ending.figure();
-        report.add(Figure::new(&format!("{name}.p50"), "s", trials));
-        report.add(Figure::new(&format!("{name}.p99"), "s", vec![p99]));
+        report.add(Figure::new(format!("{name}.p50"), "s", trials));
+        report.add(Figure::new(format!("{name}.p99"), "s", vec![p99]));
     }
     Ok(())
 }
