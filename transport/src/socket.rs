@@ -5,9 +5,17 @@
 //!
 //! ```text
 //! kernel ─► inner.poll_recv ─► classify each segment ─┬─► QUIC (fixed bit 0x40 set) ─► quinn
-//!                                (by `stride` under GRO) └─► legacy (0x40, 0x80 clear) ─► counted/handed off
-//! quinn ─► try_send ─► fault rules (blackhole, drop, duplicate, delay, reorder) ─► inner.try_send ─► kernel
+//!                                (by `stride` under GRO) └─► legacy (0x40 clear) ─► LegacyPort (if attached)
+//! quinn, LegacyPort::send ─► fault rules (blackhole, drop, duplicate, delay, reorder)
+//!                        ─► inner.try_send ─► kernel
 //! ```
+//!
+//! [`LegacyPort`] is the legacy protocol's share of the socket: attached to a QUIC
+//! messenger's socket (quinn's endpoint drives the receiving, the legacy segments are
+//! handed over), or bound alone for a member that speaks only the legacy protocol (a task
+//! of its own drives the receiving, and QUIC packets are counted and dropped). A full
+//! hand-over queue drops legacy datagrams (counted), never QUIC ones: the legacy protocol
+//! resends.
 //!
 //! QUIC packets always have the fixed bit set because every cohort endpoint is configured
 //! with `grease_quic_bit(false)`; a legacy packet's first byte has 0x40 and 0x80 clear.
@@ -27,18 +35,25 @@ use std::io::{self, IoSliceMut};
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::Bytes;
 use quinn::udp::{RecvMeta, Transmit};
-use quinn::{AsyncUdpSocket, UdpPoller};
+use quinn::{AsyncUdpSocket, Runtime, TokioRuntime, UdpPoller};
+use tokio::sync::mpsc;
 
 use crate::sync::{lock, read, write};
 use crate::unreachable::UnreachableReports;
 
 /// Receive errors absorbed in one `poll_recv` call before yielding to the scheduler.
 const MAX_ABSORBED_ERRORS: usize = 64;
+/// Legacy datagrams waiting for the legacy protocol; more are dropped (and counted).
+const LEGACY_QUEUE: usize = 4096;
+/// Receive buffers of a legacy-only socket, each large enough for a coalesced batch.
+const LEGACY_RECV_BUFFERS: usize = 4;
+const LEGACY_RECV_BUFFER_BYTES: usize = 65_536;
 
 /// Binds a UDP socket with the given kernel buffer sizes (the kernel may cap them).
 pub(crate) fn bind_udp(addr: SocketAddr, buffer_bytes: usize) -> io::Result<std::net::UdpSocket> {
@@ -280,6 +295,10 @@ impl fmt::Debug for SocketFaults {
 pub struct SocketStats {
     /// Received datagrams that were not QUIC (legacy protocol or garbage).
     pub non_quic_received: u64,
+    /// Of those, dropped because no legacy protocol was attached or its queue was full.
+    pub legacy_dropped: u64,
+    /// QUIC packets received by a socket that speaks only the legacy protocol: dropped.
+    pub quic_dropped: u64,
     /// Receive errors absorbed (ICMP-driven errors reported by the kernel).
     pub receive_errors_absorbed: u64,
     /// Unreachable errors (ICMP port or host unreachable, and forged ones) about
@@ -318,9 +337,13 @@ pub(crate) struct CohortSocket {
     inner: Arc<dyn AsyncUdpSocket>,
     faults: SocketFaults,
     non_quic_received: AtomicU64,
+    legacy_dropped: AtomicU64,
+    quic_dropped: AtomicU64,
     receive_errors_absorbed: AtomicU64,
     sent: Arc<SentCounters>,
     unreachable: Arc<UnreachableReports>,
+    /// Where legacy datagrams go, once a [`LegacyPort`] is attached.
+    legacy: OnceLock<mpsc::Sender<(SocketAddr, Bytes)>>,
 }
 
 impl CohortSocket {
@@ -333,15 +356,32 @@ impl CohortSocket {
             inner,
             faults,
             non_quic_received: AtomicU64::new(0),
+            legacy_dropped: AtomicU64::new(0),
+            quic_dropped: AtomicU64::new(0),
             receive_errors_absorbed: AtomicU64::new(0),
             sent: Arc::default(),
             unreachable,
+            legacy: OnceLock::new(),
         }
+    }
+
+    /// Hands legacy datagrams to a new [`LegacyPort`] from now on; `None` if one was
+    /// attached already.
+    pub(crate) fn attach_legacy(self: &Arc<Self>) -> Option<LegacyPort> {
+        let (tx, inbound) = mpsc::channel(LEGACY_QUEUE);
+        self.legacy.set(tx).ok()?;
+        Some(LegacyPort {
+            socket: self.clone(),
+            inbound,
+            receiver: None,
+        })
     }
 
     pub(crate) fn stats(&self) -> SocketStats {
         SocketStats {
             non_quic_received: self.non_quic_received.load(Ordering::Relaxed),
+            legacy_dropped: self.legacy_dropped.load(Ordering::Relaxed),
+            quic_dropped: self.quic_dropped.load(Ordering::Relaxed),
             receive_errors_absorbed: self.receive_errors_absorbed.load(Ordering::Relaxed),
             unreachable_errors: self.unreachable.received(),
             bytes_sent: self.sent.bytes.load(Ordering::Relaxed),
@@ -363,7 +403,7 @@ impl CohortSocket {
                 self.faults.state.dropped.fetch_add(1, Ordering::Relaxed);
                 continue;
             }
-            let len = self.keep_quic_segments(&mut bufs[i], m.len, m.stride);
+            let len = self.keep_quic_segments(&mut bufs[i], m.len, m.stride, m.addr);
             if len == 0 {
                 continue;
             }
@@ -380,7 +420,13 @@ impl CohortSocket {
     /// Within one buffer of `len` bytes holding segments of `stride` bytes (the last may be
     /// shorter), moves the QUIC segments to the front. Every segment but the last kept one
     /// is still `stride` long, which is what quinn expects of a GRO buffer.
-    fn keep_quic_segments(&self, buf: &mut [u8], len: usize, stride: usize) -> usize {
+    fn keep_quic_segments(
+        &self,
+        buf: &mut [u8],
+        len: usize,
+        stride: usize,
+        from: SocketAddr,
+    ) -> usize {
         let stride = if stride == 0 { len } else { stride };
         let mut write = 0;
         let mut read = 0;
@@ -393,10 +439,21 @@ impl CohortSocket {
                 write += end - read;
             } else {
                 self.non_quic_received.fetch_add(1, Ordering::Relaxed);
+                self.hand_to_legacy(from, &buf[read..end]);
             }
             read = end;
         }
         write
+    }
+
+    fn hand_to_legacy(&self, from: SocketAddr, datagram: &[u8]) {
+        let handed = self.legacy.get().is_some_and(|tx| {
+            tx.try_send((from, Bytes::copy_from_slice(datagram)))
+                .is_ok()
+        });
+        if !handed {
+            self.legacy_dropped.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// Applies the fault rules to each datagram (segment) of a transmit.
@@ -539,6 +596,138 @@ impl AsyncUdpSocket for CohortSocket {
     }
 }
 
+/// The sending half of a [`LegacyPort`]; cheap to clone.
+#[derive(Clone)]
+pub struct LegacySender {
+    socket: Arc<CohortSocket>,
+}
+
+impl LegacySender {
+    /// The address the socket is bound to.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.socket.local_addr()
+    }
+
+    /// Sends one datagram through the socket's fault rules, without waiting: a socket that
+    /// cannot take it now loses it, as the network could (the legacy protocol resends).
+    pub fn send(&self, to: SocketAddr, datagram: &[u8]) -> io::Result<()> {
+        let transmit = Transmit {
+            destination: to,
+            ecn: None,
+            contents: datagram,
+            segment_size: None,
+            src_ip: None,
+        };
+        match self.socket.try_send(&transmit) {
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => Ok(()),
+            other => other,
+        }
+    }
+
+    /// The socket's fault rules (shared with QUIC when the socket is shared).
+    pub fn faults(&self) -> &SocketFaults {
+        &self.socket.faults
+    }
+
+    /// The socket's counters.
+    pub fn stats(&self) -> SocketStats {
+        self.socket.stats()
+    }
+}
+
+impl fmt::Debug for LegacySender {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LegacySender")
+            .field("socket", &self.socket)
+            .finish()
+    }
+}
+
+/// The legacy protocol's share of a member's UDP socket (see the module docs).
+pub struct LegacyPort {
+    socket: Arc<CohortSocket>,
+    inbound: mpsc::Receiver<(SocketAddr, Bytes)>,
+    /// The receiving task of a socket bound for the legacy protocol alone.
+    receiver: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl LegacyPort {
+    /// Binds a UDP socket for the legacy protocol alone (a member that does not speak
+    /// QUIC), with kernel buffers of `buffer_bytes`. Must be called within a Tokio runtime.
+    pub fn bind(addr: SocketAddr, buffer_bytes: usize) -> io::Result<LegacyPort> {
+        let udp = bind_udp(addr, buffer_bytes)?;
+        let wrapped = TokioRuntime.wrap_udp_socket(udp)?;
+        let (events, _) = tokio::sync::broadcast::channel(1);
+        let unreachable = Arc::new(UnreachableReports::new(events));
+        let socket = Arc::new(CohortSocket::new(
+            wrapped,
+            SocketFaults::default(),
+            unreachable,
+        ));
+        let mut port = socket
+            .attach_legacy()
+            .ok_or_else(|| io::Error::other("legacy port attached twice"))?;
+        port.receiver = Some(tokio::spawn(receive_alone(socket)));
+        Ok(port)
+    }
+
+    /// A sending half, for as many tasks as need one.
+    pub fn sender(&self) -> LegacySender {
+        LegacySender {
+            socket: self.socket.clone(),
+        }
+    }
+
+    /// The next legacy datagram and its source; `None` once the socket is gone.
+    pub async fn recv(&mut self) -> Option<(SocketAddr, Bytes)> {
+        self.inbound.recv().await
+    }
+
+    /// A legacy datagram already waiting, if any.
+    pub fn try_recv(&mut self) -> Option<(SocketAddr, Bytes)> {
+        self.inbound.try_recv().ok()
+    }
+}
+
+impl Drop for LegacyPort {
+    fn drop(&mut self) {
+        if let Some(receiver) = self.receiver.take() {
+            receiver.abort();
+        }
+    }
+}
+
+impl fmt::Debug for LegacyPort {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LegacyPort")
+            .field("socket", &self.socket)
+            .finish()
+    }
+}
+
+/// Drives the receiving of a legacy-only socket: the wrapper hands legacy segments over
+/// while it classifies; what it returns is QUIC, which nobody here speaks.
+async fn receive_alone(socket: Arc<CohortSocket>) {
+    let mut storage = vec![vec![0u8; LEGACY_RECV_BUFFER_BYTES]; LEGACY_RECV_BUFFERS];
+    let mut meta = [RecvMeta::default(); LEGACY_RECV_BUFFERS];
+    loop {
+        let mut bufs: Vec<IoSliceMut<'_>> =
+            storage.iter_mut().map(|b| IoSliceMut::new(b)).collect();
+        let received = std::future::poll_fn(|cx| socket.poll_recv(cx, &mut bufs, &mut meta)).await;
+        match received {
+            Ok(quic) => {
+                socket
+                    .quic_dropped
+                    .fetch_add(quic as u64, Ordering::Relaxed);
+            }
+            Err(error) => {
+                tracing::warn!(%error, "the legacy socket stopped receiving");
+                return;
+            }
+        }
+    }
+}
+
 fn unit(fraction: f64) -> f64 {
     if fraction.is_nan() {
         0.0
@@ -603,7 +792,8 @@ mod tests {
         // Four segments of stride 4, the last one short: QUIC, legacy, QUIC, QUIC(short).
         let mut buf = vec![0x40, 1, 1, 1, 0x01, 2, 2, 2, 0xc0, 3, 3, 3, 0x41, 4];
         let len = buf.len();
-        let kept = s.keep_quic_segments(&mut buf, len, 4);
+        let from: SocketAddr = "127.0.0.1:9".parse().expect("literal");
+        let kept = s.keep_quic_segments(&mut buf, len, 4, from);
         assert_eq!(kept, 10);
         assert_eq!(&buf[..kept], &[0x40, 1, 1, 1, 0xc0, 3, 3, 3, 0x41, 4]);
         assert_eq!(s.stats().non_quic_received, 1);

@@ -365,6 +365,12 @@ impl QuicMessenger {
         self.inner.abort();
     }
 
+    /// The legacy protocol's share of this member's socket (for a member that speaks both
+    /// during a rolling upgrade); `None` if it was taken already.
+    pub fn legacy_port(&self) -> Option<crate::socket::LegacyPort> {
+        self.inner.socket.attach_legacy()
+    }
+
     /// Counters of the shared UDP socket.
     pub fn socket_stats(&self) -> SocketStats {
         self.inner.socket.stats()

@@ -1,0 +1,22 @@
+//! cohort-legacy-udp: the legacy protocol (version 1), reliable unicast over plain UDP in
+//! the manner of the old JGroups stack, so that a running cluster of old members can be
+//! upgraded to QUIC one member at a time.
+//!
+//! - [`packet`]: the wire format (bincode, the protocol version in every packet's first
+//!   byte, which keeps 0x40 and 0x80 clear so the packet shares the member's port with
+//!   QUIC).
+//! - [`LegacyMessenger`]: the `Messenger` over it (`messenger`, a tokio shell around the
+//!   sans-IO `core`, which holds every peer's streams).
+//! - `stream`: one reliable stream per peer and priority, sans-IO: sequence numbers,
+//!   acknowledgements, resending, duplicate removal, fragmentation and reassembly.
+//!
+//! The legacy protocol is not encrypted or authenticated, as the old one was not.
+
+mod config;
+mod core;
+mod messenger;
+pub mod packet;
+mod stream;
+
+pub use config::{LegacyConfig, LegacyConfigError};
+pub use messenger::{LegacyBindError, LegacyMessenger, LegacyStats};

@@ -1,0 +1,563 @@
+//! [`LegacyMessenger`]: the [`Messenger`] over the legacy protocol, a thin tokio shell
+//! around [`Core`].
+//!
+//! ```text
+//! send ─► postcard encode ─► view check ─► Core::push (under the lock) ─► wake the driver
+//! driver task: received datagram ─► Packet::decode (garbage counted) ─► Core::on_packet
+//!                 ─► complete messages ─► per-priority delivery queue
+//!              woken or timer ─► Core::poll_transmit ─► LegacySender::send
+//! delivery task per priority ─► Dispatcher::deliver (waits for a slow subscriber; while
+//!   its queue is over max_pending_delivery_bytes, new data of that priority goes
+//!   unacknowledged and is resent later)
+//! send_datagram ─► a Datagram packet straight out; received ─► Dispatcher::try_deliver
+//! ```
+//!
+//! The socket is the member's one UDP port: bound alone ([`LegacyMessenger::bind`], an old
+//! member) or shared with QUIC ([`LegacyMessenger::attach`], an upgrading member).
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use cohort_transport::dispatch::{Dispatcher, Inbound, Routed};
+use cohort_transport::socket::{LegacyPort, LegacySender, SocketFaults, SocketStats};
+use cohort_transport::{
+    Delivery, MemberId, Message, Messenger, Priority, SendError, SendOutcome, SubscribeError,
+    Subscription, Tag, TransportEvent, View,
+};
+use tokio::sync::{Notify, broadcast, mpsc};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::config::{LegacyConfig, LegacyConfigError};
+use crate::core::{Core, Delivered};
+use crate::packet::{DatagramHeader, Packet};
+use crate::stream::PushError;
+
+/// Transport events buffered for slow subscribers.
+const EVENT_CAPACITY: usize = 1024;
+/// Datagrams handled per driver wake-up before transmitting.
+const RECEIVE_BATCH: usize = 64;
+
+/// Why a legacy messenger could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LegacyBindError {
+    /// A setting is out of range.
+    #[error(transparent)]
+    Config(#[from] LegacyConfigError),
+    /// The UDP socket could not be bound.
+    #[error("could not bind UDP socket {addr}: {source}")]
+    Socket {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// The operating system's error.
+        source: std::io::Error,
+    },
+    /// Not called from within a Tokio runtime.
+    #[error("LegacyMessenger must be started from within a Tokio runtime")]
+    NoRuntime,
+}
+
+/// Counters of a legacy messenger.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LegacyStats {
+    /// Datagrams on the legacy share of the port that did not decode: dropped.
+    pub malformed: u64,
+    /// Packets meant for another member (a previous process at this address): dropped.
+    pub for_someone_else: u64,
+    /// Packets whose claimed sender's address is not where they came from: dropped.
+    pub address_mismatch: u64,
+    /// Packets from members that left the view: dropped.
+    pub from_departed: u64,
+    /// Fragments received again (an acknowledgement was lost): dropped, acknowledged again.
+    pub duplicates: u64,
+    /// Messages over `max_message_bytes`: skipped.
+    pub oversized: u64,
+    /// Fragments sent again after their timer ran out.
+    pub resent: u64,
+    /// Messages delivered to subscriptions.
+    pub delivered: u64,
+}
+
+struct Inner {
+    local: MemberId,
+    config: LegacyConfig,
+    sender: LegacySender,
+    core: Mutex<Core>,
+    wake: Notify,
+    dispatcher: Arc<Dispatcher>,
+    events: broadcast::Sender<TransportEvent>,
+    view: RwLock<View>,
+    closing: AtomicBool,
+    deliveries: [mpsc::UnboundedSender<Delivered>; 4],
+    pending_delivery: [AtomicUsize; 4],
+    malformed: AtomicU64,
+    delivered: AtomicU64,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Inner {
+    fn core(&self) -> std::sync::MutexGuard<'_, Core> {
+        self.core.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn abort(&self) {
+        self.closing.store(true, Ordering::Release);
+        let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(PoisonError::into_inner));
+        for task in tasks {
+            task.abort();
+        }
+        self.dispatcher.close();
+    }
+}
+
+/// A cluster messenger over the legacy UDP protocol (version 1). Cheap to clone; the last
+/// clone dropped stops it.
+#[derive(Clone)]
+pub struct LegacyMessenger {
+    inner: Arc<Inner>,
+    _stop_on_drop: Arc<StopOnDrop>,
+}
+
+struct StopOnDrop(Arc<Inner>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl LegacyMessenger {
+    /// Binds a UDP socket for the legacy protocol alone (an old member) and starts.
+    pub fn bind(config: LegacyConfig) -> Result<Self, LegacyBindError> {
+        config.validate()?;
+        tokio::runtime::Handle::try_current().map_err(|_| LegacyBindError::NoRuntime)?;
+        let port = LegacyPort::bind(config.bind, config.socket_buffer_bytes).map_err(|source| {
+            LegacyBindError::Socket {
+                addr: config.bind,
+                source,
+            }
+        })?;
+        Self::attach(config, port, None)
+    }
+
+    /// Starts on the legacy share of a socket that QUIC also uses (an upgrading member).
+    /// `dispatcher` may be shared with the QUIC messenger, so that subscribers get both
+    /// protocols' messages (`None`: one of its own); `config.bind` is ignored.
+    pub fn attach(
+        config: LegacyConfig,
+        port: LegacyPort,
+        dispatcher: Option<Arc<Dispatcher>>,
+    ) -> Result<Self, LegacyBindError> {
+        config.validate()?;
+        tokio::runtime::Handle::try_current().map_err(|_| LegacyBindError::NoRuntime)?;
+        let sender = port.sender();
+        let bound = sender
+            .local_addr()
+            .map_err(|source| LegacyBindError::Socket {
+                addr: config.bind,
+                source,
+            })?;
+        let dispatcher =
+            dispatcher.unwrap_or_else(|| Dispatcher::new(config.subscription_capacity));
+        let mut advertised = config.advertise.unwrap_or(bound);
+        if advertised.port() == 0 {
+            advertised.set_port(bound.port());
+        }
+        let name = match config.name.is_empty() {
+            true => advertised.to_string(),
+            false => config.name.clone(),
+        };
+        let mut local = MemberId::new(name, advertised, config.kind)
+            .with_version(config.version)
+            .with_attributes(config.attributes.clone());
+        if let Some(uuid) = config.uuid {
+            local = local.with_uuid(uuid);
+        }
+        let (events, _) = broadcast::channel(EVENT_CAPACITY);
+        let mut receivers = Vec::new();
+        let deliveries = std::array::from_fn(|_| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            receivers.push(rx);
+            tx
+        });
+        let inner = Arc::new(Inner {
+            core: Mutex::new(Core::new(local.clone(), config.clone())),
+            local,
+            config,
+            sender,
+            wake: Notify::new(),
+            dispatcher,
+            events,
+            view: RwLock::new(View::empty()),
+            closing: AtomicBool::new(false),
+            deliveries,
+            pending_delivery: Default::default(),
+            malformed: AtomicU64::new(0),
+            delivered: AtomicU64::new(0),
+            tasks: Mutex::new(Vec::new()),
+        });
+        let mut tasks = vec![tokio::spawn(drive(inner.clone(), port))];
+        for (priority, rx) in Priority::ALL.into_iter().zip(receivers) {
+            tasks.push(tokio::spawn(deliver(inner.clone(), priority, rx)));
+        }
+        *inner.tasks.lock().unwrap_or_else(PoisonError::into_inner) = tasks;
+        tracing::info!(member = ?inner.local, "legacy messenger listening");
+        Ok(LegacyMessenger {
+            _stop_on_drop: Arc::new(StopOnDrop(inner.clone())),
+            inner,
+        })
+    }
+
+    /// The address the socket is bound to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.inner.local.address()
+    }
+
+    /// The socket's fault rules (for tests).
+    pub fn faults(&self) -> &SocketFaults {
+        self.inner.sender.faults()
+    }
+
+    /// The socket's counters.
+    pub fn socket_stats(&self) -> SocketStats {
+        self.inner.sender.stats()
+    }
+
+    /// The protocol's counters.
+    pub fn stats(&self) -> LegacyStats {
+        let c = self.inner.core().counters;
+        LegacyStats {
+            malformed: self.inner.malformed.load(Ordering::Relaxed),
+            for_someone_else: c.for_someone_else,
+            address_mismatch: c.address_mismatch,
+            from_departed: c.from_departed,
+            duplicates: c.duplicates,
+            oversized: c.oversized,
+            resent: c.resent,
+            delivered: self.inner.delivered.load(Ordering::Relaxed),
+        }
+    }
+
+    /// When anything last arrived from `member`.
+    pub fn last_heard(&self, member: &MemberId) -> Option<Instant> {
+        self.inner.core().last_heard(member).map(Instant::from_std)
+    }
+
+    /// The round-trip estimate to `member`, once acknowledgements have measured one.
+    pub fn rtt(&self, member: &MemberId) -> Option<Duration> {
+        self.inner.core().rtt(member)
+    }
+
+    fn encode<M: Message>(&self, message: &M) -> Result<Bytes, SendError> {
+        if self.inner.closing.load(Ordering::Acquire) {
+            return Err(SendError::Shutdown);
+        }
+        let payload = postcard::to_allocvec(message).map_err(|source| SendError::Encode {
+            tag: M::TAG,
+            source,
+        })?;
+        if payload.len() > self.inner.config.max_message_bytes {
+            return Err(SendError::TooLarge {
+                tag: M::TAG,
+                size: payload.len(),
+                max: self.inner.config.max_message_bytes,
+            });
+        }
+        Ok(Bytes::from(payload))
+    }
+
+    /// Queues `payload` for each recipient that `admits`; the others are not in the view.
+    fn queue_for(
+        &self,
+        tag: Tag,
+        payload: Bytes,
+        priority: Priority,
+        recipients: &[MemberId],
+        admits: impl Fn(&MemberId) -> bool,
+    ) -> SendOutcome {
+        let mut outcome = SendOutcome::default();
+        let mut backlogged = Vec::new();
+        {
+            let mut core = self.inner.core();
+            for to in recipients {
+                if *to == self.inner.local {
+                    self.deliver_locally(priority, tag, payload.clone());
+                    continue;
+                }
+                if !admits(to) {
+                    outcome.not_in_view.push(to.clone());
+                    continue;
+                }
+                match core.push(to, priority, tag.0, payload.clone()) {
+                    Ok(true) => {}
+                    Ok(false) => outcome.not_in_view.push(to.clone()),
+                    Err(PushError::Full { queued, .. }) => {
+                        outcome.backlogged.push(to.clone());
+                        backlogged.push((to.clone(), queued));
+                    }
+                    Err(PushError::TooLarge) => outcome.backlogged.push(to.clone()),
+                }
+            }
+        }
+        for (member, queued_bytes) in backlogged {
+            let _ = self.inner.events.send(TransportEvent::Backlogged {
+                member,
+                queued_bytes,
+            });
+        }
+        self.inner.wake.notify_one();
+        outcome
+    }
+
+    fn deliver_locally(&self, priority: Priority, tag: Tag, payload: Bytes) {
+        let size = payload.len();
+        self.inner.pending_delivery[priority.index()].fetch_add(size, Ordering::AcqRel);
+        let delivered = Delivered {
+            from: self.inner.local.clone(),
+            priority,
+            tag: tag.0,
+            payload,
+        };
+        if self.inner.deliveries[priority.index()]
+            .send(delivered)
+            .is_err()
+        {
+            self.inner.pending_delivery[priority.index()].fetch_sub(size, Ordering::AcqRel);
+        }
+    }
+}
+
+impl Messenger for LegacyMessenger {
+    fn local_member(&self) -> &MemberId {
+        &self.inner.local
+    }
+
+    fn view(&self) -> View {
+        self.inner
+            .view
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn install_view(&self, view: View) {
+        self.inner
+            .core()
+            .install_view(&view, std::time::Instant::now());
+        *self
+            .inner
+            .view
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = view;
+        self.inner.wake.notify_one();
+    }
+
+    fn send<M: Message>(
+        &self,
+        message: &M,
+        priority: Priority,
+        recipients: &[MemberId],
+    ) -> Result<SendOutcome, SendError> {
+        if priority == Priority::Control && M::TAG.0 >= Tag::FIRST_APPLICATION.0 {
+            return Err(SendError::ControlReserved(M::TAG));
+        }
+        let payload = self.encode(message)?;
+        let view = self.view();
+        Ok(self.queue_for(M::TAG, payload, priority, recipients, |m| view.contains(m)))
+    }
+
+    fn send_outside_view<M: Message>(
+        &self,
+        message: &M,
+        recipients: &[MemberId],
+    ) -> Result<SendOutcome, SendError> {
+        if M::TAG.0 >= Tag::FIRST_APPLICATION.0 {
+            return Err(SendError::ProtocolOnly(M::TAG));
+        }
+        let payload = self.encode(message)?;
+        Ok(self.queue_for(M::TAG, payload, Priority::Control, recipients, |_| true))
+    }
+
+    fn send_datagram<M: Message>(
+        &self,
+        message: &M,
+        recipients: &[MemberId],
+    ) -> Result<SendOutcome, SendError> {
+        let payload = self.encode(message)?;
+        let view = self.view();
+        let mut outcome = SendOutcome::default();
+        let packet = Packet::Datagram(
+            DatagramHeader {
+                sender: self.inner.local.clone(),
+                tag: M::TAG.0,
+            },
+            payload.clone(),
+        )
+        .encode();
+        for to in recipients {
+            if *to == self.inner.local {
+                deliver_datagram(
+                    &self.inner,
+                    self.inner.local.clone(),
+                    M::TAG,
+                    payload.clone(),
+                );
+            } else if !view.contains(to) {
+                outcome.not_in_view.push(to.clone());
+            } else if let Err(error) = self.inner.sender.send(to.address(), &packet) {
+                tracing::debug!(%error, ?to, "legacy datagram not sent");
+            }
+        }
+        Ok(outcome)
+    }
+
+    fn subscribe<M: Message>(&self) -> Result<Subscription<M>, SubscribeError> {
+        self.inner.dispatcher.subscribe()
+    }
+
+    fn events(&self) -> broadcast::Receiver<TransportEvent> {
+        self.inner.events.subscribe()
+    }
+
+    async fn shutdown(&self) {
+        if self.inner.closing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        // Resend until everything is acknowledged, bounded by the shutdown timeout.
+        let deadline = Instant::now() + self.inner.config.shutdown_timeout;
+        while !self.inner.core().is_idle() && Instant::now() < deadline {
+            self.inner.wake.notify_one();
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        self.inner.abort();
+        tracing::info!(member = ?self.inner.local, "legacy messenger shut down");
+    }
+}
+
+fn deliver_datagram(inner: &Inner, from: MemberId, tag: Tag, payload: Bytes) {
+    let inbound = Inbound {
+        from,
+        delivery: Delivery::Datagram,
+        payload,
+    };
+    inner.dispatcher.try_deliver(tag, inbound);
+}
+
+/// The driver: receives, hands packets to the core, and sends what it says is due.
+async fn drive(inner: Arc<Inner>, mut port: LegacyPort) {
+    let mut transmit = Vec::new();
+    let mut delivered = Vec::new();
+    let far = Duration::from_secs(3600);
+    loop {
+        let timeout = inner.core().poll_timeout();
+        let sleep = match timeout {
+            Some(at) => tokio::time::sleep_until(Instant::from_std(at)),
+            None => tokio::time::sleep(far),
+        };
+        tokio::select! {
+            received = port.recv() => {
+                let Some(first) = received else {
+                    return;
+                };
+                let mut batch = vec![first];
+                while batch.len() < RECEIVE_BATCH {
+                    match port.try_recv() {
+                        Some(next) => batch.push(next),
+                        None => break,
+                    }
+                }
+                receive(&inner, batch, &mut delivered);
+            }
+            () = inner.wake.notified() => {}
+            () = sleep => {}
+        }
+        let now = std::time::Instant::now();
+        {
+            let mut core = inner.core();
+            core.handle_timeout(now);
+            core.poll_transmit(now, &mut transmit);
+        }
+        for (to, packet) in transmit.drain(..) {
+            if let Err(error) = inner.sender.send(to, &packet.encode()) {
+                tracing::debug!(%error, %to, "legacy packet not sent");
+            }
+        }
+        for message in delivered.drain(..) {
+            let i = message.priority.index();
+            let size = message.payload.len();
+            inner.pending_delivery[i].fetch_add(size, Ordering::AcqRel);
+            if inner.deliveries[i].send(message).is_err() {
+                inner.pending_delivery[i].fetch_sub(size, Ordering::AcqRel);
+            }
+        }
+    }
+}
+
+fn receive(inner: &Inner, batch: Vec<(SocketAddr, Bytes)>, delivered: &mut Vec<Delivered>) {
+    let now = std::time::Instant::now();
+    let max_pending = inner.config.max_pending_delivery_bytes;
+    let accept = |priority: Priority| {
+        inner.pending_delivery[priority.index()].load(Ordering::Acquire) < max_pending
+    };
+    let mut core = inner.core();
+    for (from, datagram) in batch {
+        let packet = match Packet::decode(&datagram) {
+            Ok(packet) => packet,
+            Err(error) => {
+                inner.malformed.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(%from, %error, "dropped a malformed legacy packet");
+                continue;
+            }
+        };
+        match packet {
+            Packet::Datagram(header, payload) => {
+                if header.sender.address() != from || core.has_departed(&header.sender) {
+                    continue;
+                }
+                core.heard_from(&header.sender, now);
+                deliver_datagram(inner, header.sender, Tag(header.tag), payload);
+            }
+            Packet::Data(..) | Packet::Ack(_) => {
+                core.on_packet(from, packet, now, accept, delivered)
+            }
+            Packet::Query(..) | Packet::Answer(..) | Packet::Refused(_) => {
+                tracing::debug!(%from, kind = ?packet.kind(), "legacy exchange packet not served");
+            }
+        }
+    }
+}
+
+/// Hands one priority's complete messages to their subscribers, in order, waiting for a
+/// subscriber that is behind.
+async fn deliver(
+    inner: Arc<Inner>,
+    priority: Priority,
+    mut queue: mpsc::UnboundedReceiver<Delivered>,
+) {
+    while let Some(message) = queue.recv().await {
+        let size = message.payload.len();
+        let inbound = Inbound {
+            from: message.from,
+            delivery: Delivery::Reliable(priority),
+            payload: message.payload,
+        };
+        let routed = inner.dispatcher.deliver(Tag(message.tag), inbound).await;
+        if routed == Routed::Delivered {
+            inner.delivered.fetch_add(1, Ordering::Relaxed);
+        }
+        inner.pending_delivery[priority.index()].fetch_sub(size, Ordering::AcqRel);
+    }
+}
+
+impl std::fmt::Debug for LegacyMessenger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LegacyMessenger")
+            .field("member", &self.inner.local)
+            .finish()
+    }
+}

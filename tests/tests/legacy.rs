@@ -1,0 +1,201 @@
+//! The legacy protocol (version 1) on real UDP sockets over loopback: reliability under
+//! loss, reassembly, and sharing one port with QUIC.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use cohort_legacy_udp::{LegacyConfig, LegacyMessenger};
+use cohort_tests::{
+    Blob, Numbered, PATIENCE, TestCa, init_tracing, receive, spawn_member, wait_until,
+};
+use cohort_transport::{Messenger, Priority, View, ViewId};
+
+fn legacy(name: &str) -> LegacyMessenger {
+    let config = LegacyConfig {
+        name: name.into(),
+        ..LegacyConfig::default()
+    };
+    LegacyMessenger::bind(config).expect("bind a legacy messenger on loopback")
+}
+
+fn install(messengers: &[&dyn ViewHolder]) {
+    let members: Vec<_> = messengers.iter().map(|m| m.id()).collect();
+    let view = View::new(ViewId(1), members);
+    for m in messengers {
+        m.install(view.clone());
+    }
+}
+
+/// Both messengers' view handling, for a test view of a mixed pair.
+trait ViewHolder {
+    fn id(&self) -> cohort_transport::MemberId;
+    fn install(&self, view: View);
+}
+
+impl ViewHolder for LegacyMessenger {
+    fn id(&self) -> cohort_transport::MemberId {
+        self.local_member().clone()
+    }
+    fn install(&self, view: View) {
+        self.install_view(view);
+    }
+}
+
+impl ViewHolder for cohort_transport::QuicMessenger {
+    fn id(&self) -> cohort_transport::MemberId {
+        self.local_member().clone()
+    }
+    fn install(&self, view: View) {
+        self.install_view(view);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_fifth_of_all_packets_lost_ten_thousand_messages_arrive_once_in_order() {
+    init_tracing();
+    let (a, b) = (legacy("a"), legacy("b"));
+    install(&[&a, &b]);
+    let mut numbered = b.subscribe::<Numbered>().expect("subscribe");
+    let mut blobs = b.subscribe::<Blob>().expect("subscribe");
+    // Both directions lose a fifth: data from a, acknowledgements from b.
+    for (m, seed) in [(&a, 1), (&b, 2)] {
+        m.faults().seed(seed);
+        m.faults().drop_outgoing(0.2);
+    }
+    let to = [b.local_member().clone()];
+    const COUNT: u64 = 10_000;
+    for i in 0..COUNT {
+        let outcome = a
+            .send(&Numbered::new("a", "normal", i, 40), Priority::Normal, &to)
+            .expect("sent");
+        assert!(outcome.is_complete(), "{outcome:?}");
+    }
+    let big = Blob {
+        data: Bytes::from((0..200_000u32).map(|i| (i % 251) as u8).collect::<Vec<_>>()),
+    };
+    assert!(
+        a.send(&big, Priority::Bulk, &to)
+            .expect("sent")
+            .is_complete()
+    );
+
+    let received = receive(&mut numbered, COUNT as usize, PATIENCE * 4).await;
+    for (i, envelope) in received.iter().enumerate() {
+        assert_eq!(envelope.message, Numbered::new("a", "normal", i as u64, 40));
+        assert_eq!(envelope.from, a.local_member().clone());
+    }
+    let blob = receive(&mut blobs, 1, PATIENCE).await;
+    assert_eq!(
+        blob[0].message, big,
+        "the 200 KB message reassembled intact"
+    );
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), numbered.recv())
+            .await
+            .is_err(),
+        "nothing more: no duplicates"
+    );
+    let stats = a.stats();
+    assert!(stats.resent > 0, "losses were repaired: {stats:?}");
+    assert!(a.faults().dropped() > 1000, "the loss was real");
+    println!(
+        "legacy under 20% loss: {} fragments resent by the sender, {} duplicates at the receiver",
+        stats.resent,
+        b.stats().duplicates
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_member_receives_quic_and_legacy_traffic_on_the_same_port() {
+    init_tracing();
+    let ca = TestCa::new();
+    let dual = spawn_member(&ca, "dual");
+    let port = dual.legacy_port().expect("the legacy share is free");
+    let dual_legacy = LegacyMessenger::attach(
+        LegacyConfig {
+            name: "dual".into(),
+            ..LegacyConfig::default()
+        },
+        port,
+        None,
+    )
+    .expect("attach");
+    assert_eq!(dual_legacy.local_addr(), dual.local_addr(), "one port");
+    assert!(dual.legacy_port().is_none(), "the share is taken once");
+
+    let quic_peer = spawn_member(&ca, "quic-peer");
+    install(&[&dual, &quic_peer]);
+    let old = legacy("old");
+    install(&[&dual_legacy, &old]);
+
+    let mut over_quic = dual.subscribe::<Numbered>().expect("subscribe");
+    let mut over_legacy = dual_legacy.subscribe::<Numbered>().expect("subscribe");
+    for i in 0..100 {
+        let q = Numbered::new("quic-peer", "normal", i, 100);
+        quic_peer
+            .send(&q, Priority::Normal, &[dual.local_member().clone()])
+            .expect("sent");
+        let l = Numbered::new("old", "normal", i, 100);
+        old.send(&l, Priority::Normal, &[dual_legacy.local_member().clone()])
+            .expect("sent");
+    }
+    let quic = receive(&mut over_quic, 100, PATIENCE).await;
+    let legacy = receive(&mut over_legacy, 100, PATIENCE).await;
+    for i in 0..100 {
+        assert_eq!(
+            quic[i].message,
+            Numbered::new("quic-peer", "normal", i as u64, 100)
+        );
+        assert_eq!(
+            legacy[i].message,
+            Numbered::new("old", "normal", i as u64, 100)
+        );
+    }
+    assert!(dual.socket_stats().non_quic_received >= 100);
+    assert_eq!(dual.socket_stats().legacy_dropped, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_on_the_shared_port_is_dropped_and_counted_while_quic_goes_on() {
+    init_tracing();
+    let ca = TestCa::new();
+    let dual = spawn_member(&ca, "dual");
+    let dual_legacy = LegacyMessenger::attach(
+        LegacyConfig::default(),
+        dual.legacy_port().expect("free"),
+        None,
+    )
+    .expect("attach");
+    let quic_peer = spawn_member(&ca, "quic-peer");
+    install(&[&dual, &quic_peer]);
+    let mut over_quic = dual.subscribe::<Numbered>().expect("subscribe");
+
+    let vandal = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let garbage: [&[u8]; 5] = [
+        &[0x01],
+        &[0x01, 0x01, 0xff, 0xff, 0xff],
+        &[0x02, 0x01, 0x00],
+        &[0x01, 0x63],
+        &[0x3f; 100],
+    ];
+    for i in 0..200u64 {
+        vandal
+            .send_to(garbage[i as usize % garbage.len()], dual.local_addr())
+            .expect("send garbage");
+        let message = Numbered::new("quic-peer", "normal", i, 50);
+        quic_peer
+            .send(&message, Priority::Normal, &[dual.local_member().clone()])
+            .expect("sent");
+    }
+    let received = receive(&mut over_quic, 200, PATIENCE).await;
+    assert!(
+        received
+            .iter()
+            .enumerate()
+            .all(|(i, e)| e.message == Numbered::new("quic-peer", "normal", i as u64, 50))
+    );
+    wait_until("every garbage datagram is counted", PATIENCE, || {
+        dual_legacy.stats().malformed == 200
+    })
+    .await;
+}
