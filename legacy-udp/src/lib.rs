@@ -14,6 +14,7 @@
 
 mod config;
 mod core;
+mod exchange;
 mod messenger;
 pub mod packet;
 mod stream;

@@ -10,10 +10,14 @@
 //!   its queue is over max_pending_delivery_bytes, new data of that priority goes
 //!   unacknowledged and is resent later)
 //! send_datagram ─► a Datagram packet straight out; received ─► Dispatcher::try_deliver
+//! query_within / serve ─► one-shot exchanges (see `exchange`)
+//! retire ─► closed for good: queues dropped, every packet answered with Refused (at most
+//!           once per REFUSAL_INTERVAL per address)
 //! ```
 //!
 //! The socket is the member's one UDP port: bound alone ([`LegacyMessenger::bind`], an old
-//! member) or shared with QUIC ([`LegacyMessenger::attach`], an upgrading member).
+//! member) or shared with QUIC ([`LegacyMessenger::beside`], the legacy side of a bridge,
+//! which shares the QUIC messenger's identity, subscriptions and events).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -24,8 +28,8 @@ use bytes::Bytes;
 use cohort_transport::dispatch::{Dispatcher, Inbound, Routed};
 use cohort_transport::socket::{LegacyPort, LegacySender, SocketFaults, SocketStats};
 use cohort_transport::{
-    Delivery, MemberId, Message, Messenger, Priority, SendError, SendOutcome, SubscribeError,
-    Subscription, Tag, TransportEvent, View,
+    Delivery, MemberId, Message, Messenger, Priority, Query, QueryError, QuicMessenger, SendError,
+    SendOutcome, SubscribeError, Subscription, Tag, TransportEvent, View,
 };
 use tokio::sync::{Notify, broadcast, mpsc};
 use tokio::task::JoinHandle;
@@ -33,13 +37,20 @@ use tokio::time::Instant;
 
 use crate::config::{LegacyConfig, LegacyConfigError};
 use crate::core::{Core, Delivered};
-use crate::packet::{DatagramHeader, Packet};
+use crate::exchange::{self, Exchanges};
+use crate::packet::{DatagramHeader, ExchangeHeader, Packet};
 use crate::stream::PushError;
 
 /// Transport events buffered for slow subscribers.
 const EVENT_CAPACITY: usize = 1024;
 /// Datagrams handled per driver wake-up before transmitting.
 const RECEIVE_BATCH: usize = 64;
+/// How often an unanswered query is sent again.
+const QUERY_RESEND: Duration = Duration::from_millis(100);
+/// A retired legacy side tells each address at most this often that it is closed.
+const REFUSAL_INTERVAL: Duration = Duration::from_millis(100);
+/// Addresses remembered for the refusal interval; past this many the memory starts over.
+const REFUSAL_MEMORY: usize = 1024;
 
 /// Why a legacy messenger could not start.
 #[derive(Debug, thiserror::Error)]
@@ -81,6 +92,8 @@ pub struct LegacyStats {
     pub resent: u64,
     /// Messages delivered to subscriptions.
     pub delivered: u64,
+    /// Packets answered with a refusal after the legacy side was retired.
+    pub refused: u64,
 }
 
 struct Inner {
@@ -97,6 +110,11 @@ struct Inner {
     pending_delivery: [AtomicUsize; 4],
     malformed: AtomicU64,
     delivered: AtomicU64,
+    exchanges: Exchanges,
+    /// Set once the legacy side is closed for good: why.
+    retired: RwLock<Option<String>>,
+    refusals: Mutex<std::collections::HashMap<SocketAddr, std::time::Instant>>,
+    refused: AtomicU64,
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -142,28 +160,39 @@ impl LegacyMessenger {
                 source,
             }
         })?;
-        Self::attach(config, port, None)
-    }
-
-    /// Starts on the legacy share of a socket that QUIC also uses (an upgrading member).
-    /// `dispatcher` may be shared with the QUIC messenger, so that subscribers get both
-    /// protocols' messages (`None`: one of its own); `config.bind` is ignored.
-    pub fn attach(
-        config: LegacyConfig,
-        port: LegacyPort,
-        dispatcher: Option<Arc<Dispatcher>>,
-    ) -> Result<Self, LegacyBindError> {
-        config.validate()?;
-        tokio::runtime::Handle::try_current().map_err(|_| LegacyBindError::NoRuntime)?;
-        let sender = port.sender();
-        let bound = sender
+        let bound = port
+            .sender()
             .local_addr()
             .map_err(|source| LegacyBindError::Socket {
                 addr: config.bind,
                 source,
             })?;
-        let dispatcher =
-            dispatcher.unwrap_or_else(|| Dispatcher::new(config.subscription_capacity));
+        let local = Self::identity(&config, bound);
+        let dispatcher = Dispatcher::new(config.subscription_capacity);
+        let (events, _) = broadcast::channel(EVENT_CAPACITY);
+        Ok(Self::start(local, config, port, dispatcher, events))
+    }
+
+    /// Starts on the legacy share of `quic`'s socket, as the same member: its identity, its
+    /// subscriptions and its transport events (the legacy side of a bridge). `config`'s
+    /// identity fields and `bind` are not used. Fails if the legacy share was taken.
+    pub fn beside(quic: &QuicMessenger, config: LegacyConfig) -> Result<Self, LegacyBindError> {
+        config.validate()?;
+        tokio::runtime::Handle::try_current().map_err(|_| LegacyBindError::NoRuntime)?;
+        let port = quic.legacy_port().ok_or_else(|| LegacyBindError::Socket {
+            addr: quic.local_addr(),
+            source: std::io::Error::other("the socket's legacy share is already in use"),
+        })?;
+        Ok(Self::start(
+            quic.local_member().clone(),
+            config,
+            port,
+            quic.dispatcher(),
+            quic.event_sender(),
+        ))
+    }
+
+    fn identity(config: &LegacyConfig, bound: SocketAddr) -> MemberId {
         let mut advertised = config.advertise.unwrap_or(bound);
         if advertised.port() == 0 {
             advertised.set_port(bound.port());
@@ -178,7 +207,18 @@ impl LegacyMessenger {
         if let Some(uuid) = config.uuid {
             local = local.with_uuid(uuid);
         }
-        let (events, _) = broadcast::channel(EVENT_CAPACITY);
+        local
+    }
+
+    fn start(
+        local: MemberId,
+        config: LegacyConfig,
+        port: LegacyPort,
+        dispatcher: Arc<Dispatcher>,
+        events: broadcast::Sender<TransportEvent>,
+    ) -> Self {
+        let sender = port.sender();
+        let first_query_id = u64::from_le_bytes(local_first_id(&local));
         let mut receivers = Vec::new();
         let deliveries = std::array::from_fn(|_| {
             let (tx, rx) = mpsc::unbounded_channel();
@@ -199,6 +239,10 @@ impl LegacyMessenger {
             pending_delivery: Default::default(),
             malformed: AtomicU64::new(0),
             delivered: AtomicU64::new(0),
+            exchanges: Exchanges::new(first_query_id),
+            retired: RwLock::new(None),
+            refusals: Mutex::new(std::collections::HashMap::new()),
+            refused: AtomicU64::new(0),
             tasks: Mutex::new(Vec::new()),
         });
         let mut tasks = vec![tokio::spawn(drive(inner.clone(), port))];
@@ -207,10 +251,91 @@ impl LegacyMessenger {
         }
         *inner.tasks.lock().unwrap_or_else(PoisonError::into_inner) = tasks;
         tracing::info!(member = ?inner.local, "legacy messenger listening");
-        Ok(LegacyMessenger {
+        LegacyMessenger {
             _stop_on_drop: Arc::new(StopOnDrop(inner.clone())),
             inner,
-        })
+        }
+    }
+
+    /// Answers queries of type `Q` from now on with `handler`, which gets the query and the
+    /// asker's address and must not block.
+    pub fn serve<Q: Query>(
+        &self,
+        handler: impl Fn(Q, SocketAddr) -> Q::Answer + Send + Sync + 'static,
+    ) {
+        self.inner.exchanges.serve(handler);
+    }
+
+    /// Asks whoever listens at `address` one question over the legacy protocol, resending
+    /// it until answered or `limit` has passed.
+    pub async fn query_within<Q: Query>(
+        &self,
+        address: SocketAddr,
+        query: &Q,
+        limit: Duration,
+    ) -> Result<Q::Answer, QueryError> {
+        if self.inner.closing.load(Ordering::Acquire) || self.is_retired() {
+            return Err(QueryError::Shutdown);
+        }
+        let payload = postcard::to_allocvec(query).map_err(QueryError::Encode)?;
+        let (id, mut answer) = self.inner.exchanges.start(address);
+        let header = ExchangeHeader {
+            id,
+            tag: exchange::tag::<Q>(),
+        };
+        let packet = Packet::Query(header, Bytes::from(payload)).encode();
+        let deadline = Instant::now() + limit;
+        let result = loop {
+            if let Err(error) = self.inner.sender.send(address, &packet) {
+                tracing::debug!(%error, %address, "legacy query not sent");
+            }
+            let resend = (Instant::now() + QUERY_RESEND).min(deadline);
+            tokio::select! {
+                answered = &mut answer => {
+                    break answered.unwrap_or(Err(QueryError::Shutdown));
+                }
+                () = tokio::time::sleep_until(resend) => {
+                    if Instant::now() >= deadline {
+                        break Err(QueryError::Timeout(address));
+                    }
+                }
+            }
+        };
+        self.inner.exchanges.cancel(id);
+        exchange::decode_answer::<Q>(address, &result?)
+    }
+
+    /// Closes the legacy side for good: whatever is queued is dropped, nothing more is
+    /// sent or delivered, and every legacy packet from now on is answered with a refusal
+    /// that gives `reason`, so an old member learns why it is not heard.
+    pub fn retire(&self, reason: &str) {
+        {
+            let mut retired = self
+                .inner
+                .retired
+                .write()
+                .unwrap_or_else(PoisonError::into_inner);
+            if retired.is_some() {
+                return;
+            }
+            *retired = Some(reason.to_owned());
+        }
+        *self.inner.core() = Core::new(self.inner.local.clone(), self.inner.config.clone());
+        tracing::info!(member = ?self.inner.local, reason, "legacy protocol closed");
+    }
+
+    /// True once [`LegacyMessenger::retire`] was called.
+    pub fn is_retired(&self) -> bool {
+        self.inner
+            .retired
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_some()
+    }
+
+    /// True when every message sent has been acknowledged.
+    pub fn is_flushed(&self) -> bool {
+        self.inner.core().is_idle()
     }
 
     /// The address the socket is bound to.
@@ -240,6 +365,7 @@ impl LegacyMessenger {
             oversized: c.oversized,
             resent: c.resent,
             delivered: self.inner.delivered.load(Ordering::Relaxed),
+            refused: self.inner.refused.load(Ordering::Relaxed),
         }
     }
 
@@ -504,6 +630,11 @@ fn receive(inner: &Inner, batch: Vec<(SocketAddr, Bytes)>, delivered: &mut Vec<D
     let accept = |priority: Priority| {
         inner.pending_delivery[priority.index()].load(Ordering::Acquire) < max_pending
     };
+    let retired = inner
+        .retired
+        .read()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone();
     let mut core = inner.core();
     for (from, datagram) in batch {
         let packet = match Packet::decode(&datagram) {
@@ -514,6 +645,12 @@ fn receive(inner: &Inner, batch: Vec<(SocketAddr, Bytes)>, delivered: &mut Vec<D
                 continue;
             }
         };
+        if let Some(reason) = &retired {
+            if !matches!(packet, Packet::Refused(_)) {
+                refuse(inner, from, reason);
+            }
+            continue;
+        }
         match packet {
             Packet::Datagram(header, payload) => {
                 if header.sender.address() != from || core.has_departed(&header.sender) {
@@ -525,11 +662,56 @@ fn receive(inner: &Inner, batch: Vec<(SocketAddr, Bytes)>, delivered: &mut Vec<D
             Packet::Data(..) | Packet::Ack(_) => {
                 core.on_packet(from, packet, now, accept, delivered)
             }
-            Packet::Query(..) | Packet::Answer(..) | Packet::Refused(_) => {
-                tracing::debug!(%from, kind = ?packet.kind(), "legacy exchange packet not served");
+            Packet::Query(header, payload) => {
+                if let Some(answer) = inner.exchanges.answer(header.tag, &payload, from) {
+                    let packet = Packet::Answer(header, Bytes::from(answer)).encode();
+                    if let Err(error) = inner.sender.send(from, &packet) {
+                        tracing::debug!(%error, %from, "legacy answer not sent");
+                    }
+                }
+            }
+            Packet::Answer(header, payload) => inner.exchanges.answered(header.id, from, payload),
+            Packet::Refused(reason) => {
+                tracing::warn!(%from, %reason, "refused by a member whose legacy side is closed");
+                inner.exchanges.refused(from, &reason);
             }
         }
     }
+}
+
+/// Tells `from` that this legacy side is closed, at most once per interval per address.
+fn refuse(inner: &Inner, from: SocketAddr, reason: &str) {
+    let now = std::time::Instant::now();
+    {
+        let mut refusals = inner
+            .refusals
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if refusals
+            .get(&from)
+            .is_some_and(|at| now.saturating_duration_since(*at) < REFUSAL_INTERVAL)
+        {
+            return;
+        }
+        if refusals.len() >= REFUSAL_MEMORY {
+            refusals.clear();
+        }
+        refusals.insert(from, now);
+    }
+    inner.refused.fetch_add(1, Ordering::Relaxed);
+    let packet = Packet::Refused(reason.to_owned()).encode();
+    if let Err(error) = inner.sender.send(from, &packet) {
+        tracing::debug!(%error, %from, "legacy refusal not sent");
+    }
+}
+
+/// A starting query id from the member's uuid, so that a restarted process at the same
+/// address does not take answers meant for its previous incarnation.
+fn local_first_id(local: &MemberId) -> [u8; 8] {
+    let bytes = local.uuid().into_bytes();
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&bytes[..8]);
+    first
 }
 
 /// Hands one priority's complete messages to their subscribers, in order, waiting for a

@@ -8,7 +8,7 @@ use cohort_legacy_udp::{LegacyConfig, LegacyMessenger};
 use cohort_tests::{
     Blob, Numbered, PATIENCE, TestCa, init_tracing, receive, spawn_member, wait_until,
 };
-use cohort_transport::{Messenger, Priority, View, ViewId};
+use cohort_transport::{Messenger, Priority, QueryError, View, ViewId};
 
 fn legacy(name: &str) -> LegacyMessenger {
     let config = LegacyConfig {
@@ -110,45 +110,51 @@ async fn one_member_receives_quic_and_legacy_traffic_on_the_same_port() {
     init_tracing();
     let ca = TestCa::new();
     let dual = spawn_member(&ca, "dual");
-    let port = dual.legacy_port().expect("the legacy share is free");
-    let dual_legacy = LegacyMessenger::attach(
-        LegacyConfig {
-            name: "dual".into(),
-            ..LegacyConfig::default()
-        },
-        port,
-        None,
-    )
-    .expect("attach");
+    let dual_legacy = LegacyMessenger::beside(&dual, LegacyConfig::default()).expect("beside");
     assert_eq!(dual_legacy.local_addr(), dual.local_addr(), "one port");
+    assert_eq!(
+        dual_legacy.local_member(),
+        dual.local_member(),
+        "one identity"
+    );
     assert!(dual.legacy_port().is_none(), "the share is taken once");
 
     let quic_peer = spawn_member(&ca, "quic-peer");
-    install(&[&dual, &quic_peer]);
     let old = legacy("old");
-    install(&[&dual_legacy, &old]);
+    let view = View::new(
+        ViewId(1),
+        [
+            dual.local_member().clone(),
+            quic_peer.local_member().clone(),
+            old.local_member().clone(),
+        ],
+    );
+    for m in [&dual as &dyn ViewHolder, &dual_legacy, &quic_peer, &old] {
+        m.install(view.clone());
+    }
 
-    let mut over_quic = dual.subscribe::<Numbered>().expect("subscribe");
-    let mut over_legacy = dual_legacy.subscribe::<Numbered>().expect("subscribe");
+    // One subscription, fed by both protocols.
+    let mut numbered = dual.subscribe::<Numbered>().expect("subscribe");
     for i in 0..100 {
         let q = Numbered::new("quic-peer", "normal", i, 100);
         quic_peer
             .send(&q, Priority::Normal, &[dual.local_member().clone()])
             .expect("sent");
         let l = Numbered::new("old", "normal", i, 100);
-        old.send(&l, Priority::Normal, &[dual_legacy.local_member().clone()])
+        old.send(&l, Priority::Normal, &[dual.local_member().clone()])
             .expect("sent");
     }
-    let quic = receive(&mut over_quic, 100, PATIENCE).await;
-    let legacy = receive(&mut over_legacy, 100, PATIENCE).await;
-    for i in 0..100 {
+    let received = receive(&mut numbered, 200, PATIENCE).await;
+    for sender in ["quic-peer", "old"] {
+        let from: Vec<u64> = received
+            .iter()
+            .filter(|e| e.message.sender == sender)
+            .map(|e| e.message.index)
+            .collect();
         assert_eq!(
-            quic[i].message,
-            Numbered::new("quic-peer", "normal", i as u64, 100)
-        );
-        assert_eq!(
-            legacy[i].message,
-            Numbered::new("old", "normal", i as u64, 100)
+            from,
+            (0..100).collect::<Vec<_>>(),
+            "{sender}: once each, in order"
         );
     }
     assert!(dual.socket_stats().non_quic_received >= 100);
@@ -160,12 +166,7 @@ async fn garbage_on_the_shared_port_is_dropped_and_counted_while_quic_goes_on() 
     init_tracing();
     let ca = TestCa::new();
     let dual = spawn_member(&ca, "dual");
-    let dual_legacy = LegacyMessenger::attach(
-        LegacyConfig::default(),
-        dual.legacy_port().expect("free"),
-        None,
-    )
-    .expect("attach");
+    let dual_legacy = LegacyMessenger::beside(&dual, LegacyConfig::default()).expect("beside");
     let quic_peer = spawn_member(&ca, "quic-peer");
     install(&[&dual, &quic_peer]);
     let mut over_quic = dual.subscribe::<Numbered>().expect("subscribe");
@@ -198,4 +199,41 @@ async fn garbage_on_the_shared_port_is_dropped_and_counted_while_quic_goes_on() 
         dual_legacy.stats().malformed == 200
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queries_are_answered_and_a_retired_side_refuses_with_its_reason() {
+    init_tracing();
+    let (asker, answerer) = (legacy("asker"), legacy("answerer"));
+    answerer.serve::<Ping>(|ping, _| ping.0 + 1);
+    answerer.faults().drop_outgoing(0.3);
+    let answer = asker
+        .query_within(answerer.local_addr(), &Ping(41), PATIENCE)
+        .await
+        .expect("answered despite loss");
+    assert_eq!(answer, 42);
+
+    answerer.retire("the cluster finished its upgrade to QUIC");
+    answerer.faults().heal();
+    let refused = asker
+        .query_within(answerer.local_addr(), &Ping(1), PATIENCE)
+        .await;
+    match refused {
+        Err(QueryError::Refused { reason, .. }) => {
+            assert_eq!(reason, "the cluster finished its upgrade to QUIC");
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert!(answerer.stats().refused >= 1);
+}
+
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct Ping(u32);
+
+impl cohort_transport::Message for Ping {
+    const TAG: cohort_transport::Tag = cohort_transport::Tag(0xfe21);
+}
+
+impl cohort_transport::Query for Ping {
+    type Answer = u32;
 }

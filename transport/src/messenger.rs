@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use tokio::sync::broadcast;
 
 use crate::dispatch::{SubscribeError, Subscription};
-use crate::member::MemberId;
+use crate::member::{MemberId, ProtocolVersion};
 use crate::message::{Message, Tag};
 use crate::priority::Priority;
 use crate::view::View;
@@ -112,6 +112,14 @@ pub enum TransportEvent {
         /// The destination the datagram was sent to.
         address: SocketAddr,
         /// What the error said.
+        reason: String,
+    },
+    /// A protocol was closed for good on this member: a bridge whose view has no member of
+    /// that version left stops speaking it.
+    ProtocolClosed {
+        /// The protocol version closed.
+        version: ProtocolVersion,
+        /// Why, for people.
         reason: String,
     },
     /// A destination's queue reached its byte bound; sends to it are refused until it drains.

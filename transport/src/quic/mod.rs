@@ -376,6 +376,18 @@ impl QuicMessenger {
         self.inner.socket.stats()
     }
 
+    /// The dispatcher behind this messenger's subscriptions, for a messenger that shares
+    /// them (the legacy side of a bridge): what it delivers reaches the same subscribers.
+    pub fn dispatcher(&self) -> Arc<Dispatcher> {
+        self.inner.shared.dispatcher.clone()
+    }
+
+    /// The sender of this messenger's transport events, for a messenger that shares them
+    /// (the legacy side of a bridge).
+    pub fn event_sender(&self) -> broadcast::Sender<TransportEvent> {
+        self.inner.shared.events.clone()
+    }
+
     /// Counters of the dispatcher (unknown tags, dropped datagrams).
     pub fn dispatch_stats(&self) -> DispatchStats {
         self.inner.shared.dispatcher.stats()

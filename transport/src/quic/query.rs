@@ -72,6 +72,15 @@ pub enum QueryError {
         /// The query's tag.
         tag: Tag,
     },
+    /// The answerer refuses to talk to this member at all, and says why (a legacy side
+    /// closed for good after a rolling upgrade).
+    #[error("{address} refused: {reason}")]
+    Refused {
+        /// The address asked.
+        address: SocketAddr,
+        /// The answerer's reason.
+        reason: String,
+    },
     /// The answer was malformed.
     #[error("malformed answer from {address}: {reason}")]
     Malformed {
