@@ -7,11 +7,14 @@
 //!   QUIC).
 //! - [`LegacyMessenger`]: the `Messenger` over it (`messenger`, a tokio shell around the
 //!   sans-IO `core`, which holds every peer's streams).
+//! - [`Bridge`]: both protocols on one port during a rolling upgrade, one per recipient by
+//!   the version in its member id, and the legacy side closed once no old member is left.
 //! - `stream`: one reliable stream per peer and priority, sans-IO: sequence numbers,
 //!   acknowledgements, resending, duplicate removal, fragmentation and reassembly.
 //!
 //! The legacy protocol is not encrypted or authenticated, as the old one was not.
 
+mod bridge;
 mod config;
 mod core;
 mod exchange;
@@ -19,5 +22,6 @@ mod messenger;
 pub mod packet;
 mod stream;
 
+pub use bridge::{Bridge, BridgeBindError, RETIRED_REASON, speaks_legacy};
 pub use config::{LegacyConfig, LegacyConfigError};
 pub use messenger::{LegacyBindError, LegacyMessenger, LegacyStats};

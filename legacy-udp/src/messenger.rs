@@ -111,6 +111,8 @@ struct Inner {
     malformed: AtomicU64,
     delivered: AtomicU64,
     exchanges: Exchanges,
+    /// False when the dispatcher belongs to a QUIC messenger beside this one.
+    owns_dispatcher: bool,
     /// Set once the legacy side is closed for good: why.
     retired: RwLock<Option<String>>,
     refusals: Mutex<std::collections::HashMap<SocketAddr, std::time::Instant>>,
@@ -129,7 +131,9 @@ impl Inner {
         for task in tasks {
             task.abort();
         }
-        self.dispatcher.close();
+        if self.owns_dispatcher {
+            self.dispatcher.close();
+        }
     }
 }
 
@@ -170,7 +174,7 @@ impl LegacyMessenger {
         let local = Self::identity(&config, bound);
         let dispatcher = Dispatcher::new(config.subscription_capacity);
         let (events, _) = broadcast::channel(EVENT_CAPACITY);
-        Ok(Self::start(local, config, port, dispatcher, events))
+        Ok(Self::start(local, config, port, dispatcher, true, events))
     }
 
     /// Starts on the legacy share of `quic`'s socket, as the same member: its identity, its
@@ -187,7 +191,9 @@ impl LegacyMessenger {
             quic.local_member().clone(),
             config,
             port,
+            // The dispatcher is QUIC's to close.
             quic.dispatcher(),
+            false,
             quic.event_sender(),
         ))
     }
@@ -215,6 +221,7 @@ impl LegacyMessenger {
         config: LegacyConfig,
         port: LegacyPort,
         dispatcher: Arc<Dispatcher>,
+        owns_dispatcher: bool,
         events: broadcast::Sender<TransportEvent>,
     ) -> Self {
         let sender = port.sender();
@@ -240,6 +247,7 @@ impl LegacyMessenger {
             malformed: AtomicU64::new(0),
             delivered: AtomicU64::new(0),
             exchanges: Exchanges::new(first_query_id),
+            owns_dispatcher,
             retired: RwLock::new(None),
             refusals: Mutex::new(std::collections::HashMap::new()),
             refused: AtomicU64::new(0),
@@ -322,6 +330,13 @@ impl LegacyMessenger {
         }
         *self.inner.core() = Core::new(self.inner.local.clone(), self.inner.config.clone());
         tracing::info!(member = ?self.inner.local, reason, "legacy protocol closed");
+    }
+
+    /// Stops as the crash of this member's process would (for tests): nothing more goes
+    /// out and every task ends.
+    pub fn crash(&self) {
+        self.faults().isolate();
+        self.inner.abort();
     }
 
     /// True once [`LegacyMessenger::retire`] was called.

@@ -11,6 +11,9 @@ use cohort_transport::{
     BindError, MemberId, MemberKind, ProtocolVersion, QuicConfig, TlsError, TlsSettings,
 };
 
+use cohort_legacy_udp::{LegacyBindError, LegacyConfig};
+
+use super::transport::Protocol;
 use crate::auth::{AllowAll, Authenticator, Credentials};
 
 /// Settings of one member. [`MemberConfig::new`] takes the TLS settings (there is no
@@ -83,6 +86,13 @@ pub struct MemberConfig {
     /// buffers). Its `name`, `kind`, `bind`, `advertise` and `version` are taken from the
     /// fields above. Default [`QuicConfig::default`].
     pub transport: QuicConfig,
+    /// Which protocol this member speaks: QUIC, the legacy UDP protocol (an old member,
+    /// announced as version v1 whatever `version` says), or both (a bridge, during a
+    /// rolling upgrade). Default [`Protocol::Quic`].
+    pub protocol: Protocol,
+    /// Legacy protocol tuning, for [`Protocol::Legacy`] and [`Protocol::Bridge`]. Its
+    /// identity fields are taken from the fields above. Default [`LegacyConfig::default`].
+    pub legacy: LegacyConfig,
 }
 
 impl MemberConfig {
@@ -108,6 +118,8 @@ impl MemberConfig {
             persist_view: true,
             version: ProtocolVersion::CURRENT,
             transport: QuicConfig::default(),
+            protocol: Protocol::Quic,
+            legacy: LegacyConfig::default(),
         }
     }
 
@@ -132,6 +144,14 @@ impl MemberConfig {
         Ok(())
     }
 
+    /// The version this member announces: v1 on the legacy protocol alone.
+    pub(crate) fn announced_version(&self) -> ProtocolVersion {
+        match self.protocol {
+            Protocol::Legacy => ProtocolVersion::LEGACY,
+            Protocol::Quic | Protocol::Bridge => self.version,
+        }
+    }
+
     /// The transport's configuration, with this member's identity settings.
     pub(crate) fn quic(&self) -> QuicConfig {
         let mut quic = self.transport.clone();
@@ -139,8 +159,19 @@ impl MemberConfig {
         quic.kind = self.kind;
         quic.bind = self.bind;
         quic.advertise = self.advertise;
-        quic.version = self.version;
+        quic.version = self.announced_version();
         quic
+    }
+
+    /// The legacy protocol's configuration, with this member's identity settings.
+    pub(crate) fn legacy(&self) -> LegacyConfig {
+        let mut legacy = self.legacy.clone();
+        legacy.name = self.name.clone().unwrap_or_default();
+        legacy.kind = self.kind;
+        legacy.bind = self.bind;
+        legacy.advertise = self.advertise;
+        legacy.version = self.announced_version();
+        legacy
     }
 }
 
@@ -157,6 +188,7 @@ impl fmt::Debug for MemberConfig {
             .field("join_timeout", &self.join_timeout)
             .field("working_dir", &self.working_dir)
             .field("version", &self.version)
+            .field("protocol", &self.protocol)
             .finish_non_exhaustive()
     }
 }
@@ -189,6 +221,18 @@ pub enum StartError {
     /// The messenger could not start.
     #[error(transparent)]
     Bind(#[from] BindError),
+    /// The legacy messenger (or a bridge's legacy side) could not start.
+    #[error(transparent)]
+    LegacyBind(#[from] LegacyBindError),
+    /// A member of the cluster refuses this member's protocol for good, and says why (an
+    /// old member after the cluster finished its upgrade).
+    #[error("refused by {by}: {reason}")]
+    Refused {
+        /// The address that refused.
+        by: SocketAddr,
+        /// Its reason.
+        reason: String,
+    },
     /// The coordinator's authenticator refused this member's credentials.
     #[error("authentication failed: the coordinator {coordinator} refused: {reason}")]
     AuthenticationFailed {

@@ -5,12 +5,21 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use cohort_transport::{MemberId, QuicMessenger, View};
+use cohort_transport::{MemberId, QueryError, View};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
+use super::transport::Transport;
 use crate::discovery::{Decision, decide};
 use crate::messages::{DiscoveryAnswer, FindCoordinator};
+
+/// Why discovery found nothing to join.
+pub(super) enum Failure {
+    /// Nobody answered with a cluster: the last failure seen, if any.
+    Silence(Option<String>),
+    /// A member refused this member's protocol for good.
+    Refused { by: SocketAddr, reason: String },
+}
 
 /// What discovery found.
 pub(super) enum Found {
@@ -39,19 +48,20 @@ pub(super) fn targets(
     targets
 }
 
-/// Asks `targets` every `interval` until a decision or `deadline`. `Err` carries the last
-/// failure seen (for the "no locator" error), if any.
+/// Asks `targets` every `interval` (each query bounded by `limit`) until a decision or
+/// `deadline`. A refusal ends it at once: a member that refuses this protocol for good
+/// will not change its mind.
 pub(super) async fn run(
-    messenger: &QuicMessenger,
+    messenger: &Transport,
     me: &MemberId,
     targets: &[SocketAddr],
-    interval: Duration,
+    (interval, limit): (Duration, Duration),
     deadline: Instant,
-) -> Result<Found, Option<String>> {
+) -> Result<Found, Failure> {
     let mut last_error = None;
     for round in 0u32.. {
         let started = Instant::now();
-        let answers = ask_all(messenger, me, targets, deadline, &mut last_error).await;
+        let answers = ask_all(messenger, me, targets, (limit, deadline), &mut last_error).await?;
         match decide(me, round, &answers) {
             Decision::Join { coordinator } => return Ok(Found::Cluster(coordinator)),
             Decision::Found => return Ok(Found::Nothing),
@@ -63,22 +73,24 @@ pub(super) async fn run(
         }
         tokio::time::sleep_until(next).await;
     }
-    Err(last_error)
+    Err(Failure::Silence(last_error))
 }
 
 async fn ask_all(
-    messenger: &QuicMessenger,
+    messenger: &Transport,
     me: &MemberId,
     targets: &[SocketAddr],
-    deadline: Instant,
+    (limit, deadline): (Duration, Instant),
     last_error: &mut Option<String>,
-) -> Vec<DiscoveryAnswer> {
+) -> Result<Vec<DiscoveryAnswer>, Failure> {
     let mut asking = JoinSet::new();
     for &address in targets {
         let messenger = messenger.clone();
         let query = FindCoordinator { asker: me.clone() };
         asking.spawn(async move {
-            let answer = tokio::time::timeout_at(deadline, messenger.query(address, &query)).await;
+            let answer =
+                tokio::time::timeout_at(deadline, messenger.query_within(address, &query, limit))
+                    .await;
             (address, answer)
         });
     }
@@ -86,6 +98,12 @@ async fn ask_all(
     while let Some(joined) = asking.join_next().await {
         match joined {
             Ok((_, Ok(Ok(answer)))) => answers.push(answer),
+            Ok((_, Ok(Err(QueryError::Refused { address, reason })))) => {
+                return Err(Failure::Refused {
+                    by: address,
+                    reason,
+                });
+            }
             Ok((address, Ok(Err(error)))) => {
                 tracing::debug!(%address, %error, "discovery query failed");
                 *last_error = Some(error.to_string());
@@ -96,5 +114,5 @@ async fn ask_all(
             Err(error) => *last_error = Some(error.to_string()),
         }
     }
-    answers
+    Ok(answers)
 }

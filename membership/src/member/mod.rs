@@ -1,7 +1,8 @@
 //! [`Member`]: the tokio driver of [`Gms`] and the public front door.
 //!
 //! ```text
-//! Member::start ─► QuicMessenger::bind ─► serve FindCoordinator (discovery answers)
+//! Member::start ─► Transport (QUIC, legacy or bridge, by MemberConfig::protocol)
+//!                                      ─► serve FindCoordinator (discovery answers)
 //!                                          and FinalCheck (this member's uuid)
 //!               ─► discovery rounds (discover.rs) ─► Gms::join(coordinator) or found_cluster
 //!               ─► driver task ◄── GmsMessage and Heartbeat subscriptions, Gms timers,
@@ -25,21 +26,25 @@
 
 mod config;
 mod discover;
+mod transport;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use cohort_legacy_udp::{Bridge, LegacyMessenger};
+use cohort_transport::QuicMessenger;
 use cohort_transport::{
-    MemberId, MemberKind, Message, Messenger, Priority, QuicMessenger, SendError, SendOutcome,
-    SubscribeError, Subscription, TransportEvent, View,
+    MemberId, MemberKind, Message, Messenger, Priority, SendError, SendOutcome, SubscribeError,
+    Subscription, TransportEvent, View,
 };
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 pub use self::config::{ConfigError, MemberConfig, StartError};
+pub use self::transport::{Protocol, Transport};
 use crate::gms::{Gms, GmsConfig, GmsStats, MembershipEvent, Output};
 use crate::messages::{
     DiscoveryAnswer, FinalCheck, FindCoordinator, GmsMessage, Heartbeat, JoinRejection,
@@ -58,7 +63,7 @@ const JOIN_RETRY: Duration = Duration::from_secs(1);
 /// [`Member::leave`] to go gracefully.
 pub struct Member {
     shared: Arc<Shared>,
-    messenger: QuicMessenger,
+    messenger: Transport,
     commands: mpsc::Sender<Command>,
     driver: JoinHandle<()>,
 }
@@ -109,7 +114,14 @@ impl Member {
         config.validate()?;
         let deadline = Instant::now() + config.join_timeout;
         let tls = config.tls.load()?;
-        let messenger = QuicMessenger::bind(config.quic(), &tls)?;
+        let messenger = match config.protocol {
+            Protocol::Quic => Transport::Quic(QuicMessenger::bind(config.quic(), &tls)?),
+            Protocol::Legacy => Transport::Legacy(LegacyMessenger::bind(config.legacy())?),
+            Protocol::Bridge => {
+                let quic = QuicMessenger::bind(config.quic(), &tls)?;
+                Transport::Bridge(Bridge::new(quic, config.legacy())?)
+            }
+        };
         let me = messenger.local_member().clone();
         let subscription = messenger
             .subscribe::<GmsMessage>()
@@ -146,7 +158,10 @@ impl Member {
             &messenger,
             &me,
             &targets,
-            config.discovery_interval,
+            (
+                config.discovery_interval,
+                config.transport.handshake_timeout,
+            ),
             deadline,
         )
         .await;
@@ -177,13 +192,17 @@ impl Member {
                 gms.found_cluster(now.into_std());
                 None
             }
-            Err(last_error) => {
+            Err(discover::Failure::Silence(last_error)) => {
                 messenger.shutdown().await;
                 return Err(StartError::NoLocator {
                     locators: targets,
                     waited: config.join_timeout,
                     last_error,
                 });
+            }
+            Err(discover::Failure::Refused { by, reason }) => {
+                messenger.shutdown().await;
+                return Err(StartError::Refused { by, reason });
             }
         };
 
@@ -297,7 +316,7 @@ impl Member {
     }
 
     /// The messenger underneath: transport events, per-peer statistics, fault injection.
-    pub fn messenger(&self) -> &QuicMessenger {
+    pub fn messenger(&self) -> &Transport {
         &self.messenger
     }
 
@@ -324,7 +343,8 @@ impl Member {
 
     /// Stops this member as a crash of its process would: its socket drops everything from
     /// now on, so no other member hears a goodbye or a close, its tasks end, and its port
-    /// refuses further datagrams as a closed port does (see [`QuicMessenger::crash`]).
+    /// refuses further datagrams as a closed port does (see
+    /// [`QuicMessenger::crash`](cohort_transport::QuicMessenger::crash)).
     /// Returns once the driver has ended. For tests of failure handling; to crash without
     /// the port closing (a host gone or cut off), isolate its socket with
     /// `messenger().faults().isolate()` instead.
@@ -354,7 +374,7 @@ impl std::fmt::Debug for Member {
 /// The task that owns the `Gms`.
 struct Driver {
     gms: Gms,
-    messenger: QuicMessenger,
+    messenger: Transport,
     shared: Arc<Shared>,
     view_file: Option<PathBuf>,
     /// Told once: admitted, or why not.
@@ -481,10 +501,7 @@ impl Driver {
         let messenger = self.messenger.clone();
         let results = self.check_results.clone();
         let limit = self.final_check_timeout;
-        let grace = refusal_grace(
-            self.messenger.peer_stats(&member).and_then(|s| s.rtt),
-            limit,
-        );
+        let grace = refusal_grace(self.messenger.rtt(&member), limit);
         tokio::spawn(async move {
             let started = Instant::now();
             let answered = async {
