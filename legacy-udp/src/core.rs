@@ -308,14 +308,20 @@ impl Core {
         });
     }
 
-    /// A view was installed: members not in it depart.
-    pub(crate) fn install_view(&mut self, view: &View, now: Instant) {
+    /// A view was installed after `previous`: members of `previous` not in it depart.
+    /// Peers in neither (joiners not admitted yet) are left alone.
+    pub(crate) fn install_view(&mut self, previous: &View, view: &View, now: Instant) {
         let until = now + self.config.shutdown_timeout;
         let mut gone = Vec::new();
-        for (uuid, peer) in &mut self.peers {
-            if !view.contains_uuid(*uuid) && peer.departing_until.is_none() {
+        for member in previous.members() {
+            if view.contains_uuid(member.uuid()) || member.uuid() == self.local.uuid() {
+                continue;
+            }
+            gone.push(member.uuid());
+            if let Some(peer) = self.peers.get_mut(&member.uuid())
+                && peer.departing_until.is_none()
+            {
                 peer.departing_until = Some(until);
-                gone.push(*uuid);
             }
         }
         for uuid in gone {

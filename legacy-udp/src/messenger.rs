@@ -487,14 +487,16 @@ impl Messenger for LegacyMessenger {
     }
 
     fn install_view(&self, view: View) {
-        self.inner
-            .core()
-            .install_view(&view, std::time::Instant::now());
-        *self
+        let mut installed = self
             .inner
             .view
             .write()
-            .unwrap_or_else(PoisonError::into_inner) = view;
+            .unwrap_or_else(PoisonError::into_inner);
+        self.inner
+            .core()
+            .install_view(&installed, &view, std::time::Instant::now());
+        *installed = view;
+        drop(installed);
         self.inner.wake.notify_one();
     }
 
