@@ -689,7 +689,7 @@ fn receive(inner: &Inner, batch: Vec<(SocketAddr, Bytes)>, delivered: &mut Vec<D
             }
             Packet::Answer(header, payload) => inner.exchanges.answered(header.id, from, payload),
             Packet::Refused(reason) => {
-                tracing::warn!(%from, %reason, "refused by a member whose legacy side is closed");
+                tracing::info!(%from, %reason, "refused by a member whose legacy side is closed");
                 inner.exchanges.refused(from, &reason);
             }
         }

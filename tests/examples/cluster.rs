@@ -5,6 +5,7 @@
 //! cargo run --example cluster -- --members 12 --messages 5
 //! cargo run --example cluster -- --scenario coordinator-leaves
 //! cargo run --example cluster -- --scenario join-late
+//! cargo run --example cluster -- --scenario rolling-upgrade
 //! RUST_LOG=cohort_membership=debug cargo run --example cluster
 //! ```
 //!
@@ -30,6 +31,12 @@
 //!      takes over as coordinator with no failure detection involved.
 //!    - `join-late`: one more member joins the running cluster and exchanges notes with
 //!      everyone.
+//!    - `rolling-upgrade`: the cluster starts on the legacy UDP protocol (every node an old
+//!      member, version v1, no encryption). The locators first, then each member in turn,
+//!      leave and come back as bridges (version v2: QUIC and the legacy protocol on one
+//!      port, one per recipient by its version), exchanging notes with everyone at each
+//!      step. Once no v1 member is left every bridge closes its legacy side, and an old
+//!      member that tries to join is refused with the reason.
 //! 4. **Everybody leaves**: the members together (one batched view change), then the
 //!    locators, the coordinator last. Every note sent was received exactly once.
 //!
@@ -62,7 +69,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use cohort_certs::{CertificateAuthority, MemberRequest};
-use cohort_membership::{Member, MemberConfig, MembershipEvent};
+use cohort_membership::{Member, MemberConfig, MembershipEvent, Protocol, StartError, Transport};
 use cohort_transport::{
     Delivery, Envelope, MemberId, MemberKind, Message, Priority, SendOutcome, Subscription, Tag,
     TlsSettings, View, ViewId,
@@ -87,6 +94,8 @@ options:
                     coordinator-leaves  the coordinator (a locator) leaves; the other
                                         locator takes over
                     join-late           one more member joins the running cluster
+                    rolling-upgrade     the cluster starts on the legacy UDP protocol
+                                        and is upgraded to QUIC node by node
   -h, --help      show this help
 
 logging: RUST_LOG filters the logs on stderr (default \"warn\"),
@@ -134,13 +143,15 @@ enum Scenario {
     Leave,
     CoordinatorLeaves,
     JoinLate,
+    RollingUpgrade,
 }
 
 impl Scenario {
-    const ALL: [Scenario; 3] = [
+    const ALL: [Scenario; 4] = [
         Scenario::Leave,
         Scenario::CoordinatorLeaves,
         Scenario::JoinLate,
+        Scenario::RollingUpgrade,
     ];
 
     fn name(self) -> &'static str {
@@ -148,6 +159,7 @@ impl Scenario {
             Scenario::Leave => "leave",
             Scenario::CoordinatorLeaves => "coordinator-leaves",
             Scenario::JoinLate => "join-late",
+            Scenario::RollingUpgrade => "rolling-upgrade",
         }
     }
 }
@@ -326,6 +338,12 @@ async fn run(options: Options) -> Result<String, String> {
     for i in 0..members {
         configs.push(setup.config(&member_name(i), MemberKind::Member, None)?);
     }
+    if scenario == Scenario::RollingUpgrade {
+        println!("   every node is an old member: the legacy UDP protocol (v1), not encrypted");
+        for config in &mut configs {
+            config.protocol = Protocol::Legacy;
+        }
+    }
     let mut nodes = start_all(configs, &log).await?;
     let formed = log.agreement(&nodes, LOCATORS + members).await?;
     println!(
@@ -363,6 +381,15 @@ async fn run(options: Options) -> Result<String, String> {
             let name = member_name(members);
             let config = setup.config(&name, MemberKind::Member, None)?;
             join_late(&mut nodes, config, messages, &mut log, &mut ledger).await?
+        }
+        Scenario::RollingUpgrade => {
+            let upgrade = Upgrade {
+                setup: &setup,
+                messages,
+            };
+            upgrade
+                .run(&mut nodes, &mut log, &mut ledger, &mut gone)
+                .await?
         }
     };
 
@@ -1289,6 +1316,140 @@ async fn join_late(
     wait_delivered(nodes, ledger).await?;
     println!("   {name} and the others exchanged {sent} notes, each once and in order");
     Ok(format!("{name} joined late (view {})", view.id()))
+}
+
+/// The `rolling-upgrade` scenario.
+struct Upgrade<'a> {
+    setup: &'a Setup,
+    messages: u32,
+}
+
+impl Upgrade<'_> {
+    /// Each node in turn (locators first) leaves and comes back as a bridge; then the
+    /// legacy sides close and an old member is refused.
+    async fn run(
+        &self,
+        nodes: &mut Vec<Node>,
+        log: &mut ViewLog,
+        ledger: &mut Ledger,
+        gone: &mut Vec<Gone>,
+    ) -> Result<String, String> {
+        heading(
+            "3. Rolling upgrade: each node in turn leaves and comes back as a bridge \
+             (version v2: QUIC and the legacy protocol on one port)",
+        );
+        let mut order: Vec<(String, MemberKind)> = nodes
+            .iter()
+            .map(|n| (n.name.clone(), n.member.id().kind()))
+            .collect();
+        order.sort_by_key(|(_, kind)| *kind != MemberKind::Locator);
+        for (name, kind) in &order {
+            self.step(nodes, name, *kind, log, ledger, gone).await?;
+        }
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        while !nodes.iter().all(|n| legacy_closed(&n.member)) {
+            if tokio::time::Instant::now() >= deadline {
+                return Err(format!(
+                    "a bridge kept its legacy side open for {PATIENCE:?}"
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        println!(
+            "\n   No v1 member is left: every one of the {} bridges closed its legacy side.",
+            nodes.len()
+        );
+        let mut late = self
+            .setup
+            .config("old-latecomer", MemberKind::Member, None)?;
+        late.protocol = Protocol::Legacy;
+        match Member::start(late).await {
+            Err(StartError::Refused { by, reason }) => {
+                println!("   An old member trying to join now is refused by {by}: {reason}");
+            }
+            Err(other) => {
+                return Err(format!(
+                    "an old member failed to join, but not with a refusal: {other}"
+                ));
+            }
+            Ok(member) => {
+                return Err(format!(
+                    "an old member joined after the upgrade: {}",
+                    member.id()
+                ));
+            }
+        }
+        Ok(format!(
+            "all {} nodes were upgraded from the legacy protocol to QUIC one at a time",
+            order.len()
+        ))
+    }
+
+    /// Node `name` leaves, comes back as a bridge at the same address (a locator) or a new
+    /// one (a member), and exchanges notes with everyone.
+    async fn step(
+        &self,
+        nodes: &mut Vec<Node>,
+        name: &str,
+        kind: MemberKind,
+        log: &mut ViewLog,
+        ledger: &mut Ledger,
+        gone: &mut Vec<Gone>,
+    ) -> Result<(), String> {
+        let index = nodes
+            .iter()
+            .position(|n| n.name == name)
+            .ok_or_else(|| format!("{name} is not running"))?;
+        let node = nodes.remove(index);
+        let (next_seq, old) = (node.next_seq, node.member.id().clone());
+        let bind = (kind == MemberKind::Locator).then(|| old.address());
+        let (mut left, _) = leave(node).await?;
+        // What the old incarnation received is checked on its own at the end.
+        left.name = format!("{name} ({})", old.version());
+        if let Some(row) = ledger.remove(name) {
+            ledger.insert(left.name.clone(), row);
+        }
+        gone.push(left);
+        log.agreement(nodes, nodes.len()).await?;
+
+        let mut config = self.setup.config(name, kind, bind)?;
+        config.protocol = Protocol::Bridge;
+        let member = Member::start(config)
+            .await
+            .map_err(|e| format!("{name} did not come back as a bridge: {e}"))?;
+        let mut node = adopt(name.to_owned(), member, log)?;
+        // Its notes go on numbering from where the old incarnation stopped.
+        node.next_seq = next_seq;
+        let new = node.member.id().clone();
+        nodes.insert(index, node);
+        let view = log.agreement(nodes, nodes.len()).await?;
+        let sent = send_round(nodes, self.messages, ledger, |sender, receiver| {
+            sender == name || receiver == name
+        })?;
+        wait_delivered(nodes, ledger).await?;
+        let old_members = view
+            .members()
+            .iter()
+            .filter(|m| m.version() == old.version())
+            .count();
+        println!(
+            "\n   {name} is back as a bridge ({} at {}) in view {}; it exchanged {sent} notes \
+             with the others, each once and in order ({old_members} still on v1, reached over \
+             the legacy protocol; the rest over QUIC)",
+            new.version(),
+            new.address(),
+            view.id()
+        );
+        Ok(())
+    }
+}
+
+fn legacy_closed(member: &Member) -> bool {
+    match member.messenger() {
+        Transport::Bridge(bridge) => !bridge.legacy_open(),
+        Transport::Quic(_) => true,
+        Transport::Legacy(_) => false,
+    }
 }
 
 /// The members leave together, then the locators one by one, the coordinator last (so
