@@ -170,13 +170,29 @@ impl Bridge {
         self.legacy.crash();
     }
 
-    /// Splits recipients into (legacy, quic).
-    fn split(&self, recipients: &[MemberId]) -> (Vec<MemberId>, Vec<MemberId>) {
+    /// Splits recipients into (legacy, quic); once the legacy side is closed, v1 members
+    /// are nobody's to reach (`not_in_view`), never sent over QUIC.
+    fn split(&self, recipients: &[MemberId]) -> (Vec<MemberId>, Vec<MemberId>, SendOutcome) {
         let legacy_open = self.legacy_open();
-        recipients
-            .iter()
-            .cloned()
-            .partition(|m| legacy_open && speaks_legacy(m) && *m != *self.quic.local_member())
+        let me = self.quic.local_member();
+        let (mut old, mut new, mut unreachable) = (Vec::new(), Vec::new(), SendOutcome::default());
+        for m in recipients {
+            match (speaks_legacy(m) && m != me, legacy_open) {
+                (true, true) => old.push(m.clone()),
+                (true, false) => unreachable.not_in_view.push(m.clone()),
+                (false, _) => new.push(m.clone()),
+            }
+        }
+        (old, new, unreachable)
+    }
+
+    /// Fails before anything is queued if the legacy side could not take `message`, so
+    /// that a send never reaches one side only.
+    fn legacy_takes<M: Message>(&self, message: &M, old: &[MemberId]) -> Result<(), SendError> {
+        if old.is_empty() {
+            return Ok(());
+        }
+        self.legacy.check_size(message)
     }
 
     /// Closes the legacy side once it has flushed (bounded by its shutdown timeout).
@@ -186,10 +202,17 @@ impl Bridge {
         }
         let (legacy, events) = (self.legacy.clone(), self.quic.event_sender());
         let member = self.quic.local_member().clone();
+        let (quic, retiring) = (self.quic.clone(), self.retiring.clone());
         tokio::spawn(async move {
             let deadline = Instant::now() + Duration::from_secs(2);
             while !legacy.is_flushed() && Instant::now() < deadline {
                 tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            // An old member may have been admitted meanwhile (the legacy side still
+            // answered): then it stays open, and the next view without v1 tries again.
+            if quic.view().members().iter().any(speaks_legacy) {
+                retiring.store(false, Ordering::Release);
+                return;
             }
             legacy.retire(RETIRED_REASON);
             tracing::info!(
@@ -237,13 +260,14 @@ impl Messenger for Bridge {
         priority: Priority,
         recipients: &[MemberId],
     ) -> Result<SendOutcome, SendError> {
-        let (old, new) = self.split(recipients);
-        let mut outcome = SendOutcome::default();
-        if !old.is_empty() {
-            outcome = merge(outcome, self.legacy.send(message, priority, &old)?);
-        }
+        let (old, new, mut outcome) = self.split(recipients);
+        self.legacy_takes(message, &old)?;
+        // QUIC first: if it refuses the message, nothing was queued anywhere.
         if !new.is_empty() {
             outcome = merge(outcome, self.quic.send(message, priority, &new)?);
+        }
+        if !old.is_empty() {
+            outcome = merge(outcome, self.legacy.send(message, priority, &old)?);
         }
         Ok(outcome)
     }
@@ -253,13 +277,13 @@ impl Messenger for Bridge {
         message: &M,
         recipients: &[MemberId],
     ) -> Result<SendOutcome, SendError> {
-        let (old, new) = self.split(recipients);
-        let mut outcome = SendOutcome::default();
-        if !old.is_empty() {
-            outcome = merge(outcome, self.legacy.send_outside_view(message, &old)?);
-        }
+        let (old, new, mut outcome) = self.split(recipients);
+        self.legacy_takes(message, &old)?;
         if !new.is_empty() {
             outcome = merge(outcome, self.quic.send_outside_view(message, &new)?);
+        }
+        if !old.is_empty() {
+            outcome = merge(outcome, self.legacy.send_outside_view(message, &old)?);
         }
         Ok(outcome)
     }
@@ -269,13 +293,13 @@ impl Messenger for Bridge {
         message: &M,
         recipients: &[MemberId],
     ) -> Result<SendOutcome, SendError> {
-        let (old, new) = self.split(recipients);
-        let mut outcome = SendOutcome::default();
-        if !old.is_empty() {
-            outcome = merge(outcome, self.legacy.send_datagram(message, &old)?);
-        }
+        let (old, new, mut outcome) = self.split(recipients);
+        self.legacy_takes(message, &old)?;
         if !new.is_empty() {
             outcome = merge(outcome, self.quic.send_datagram(message, &new)?);
+        }
+        if !old.is_empty() {
+            outcome = merge(outcome, self.legacy.send_datagram(message, &old)?);
         }
         Ok(outcome)
     }

@@ -106,6 +106,9 @@ impl LegacyConfig {
         if self.max_pending_delivery_bytes == 0 {
             return error("max_pending_delivery_bytes", "must be more than zero");
         }
+        if self.shutdown_timeout > Duration::from_secs(3600) {
+            return error("shutdown_timeout", "must be at most an hour");
+        }
         if self.ack_delay > Duration::from_millis(200) {
             return error("ack_delay", "must be at most 200 ms");
         }

@@ -10,13 +10,20 @@
 //! install_view ─► peers not in it depart: resent until acknowledged or shutdown_timeout,
 //!                 then forgotten; their late packets are dropped
 //! ```
+//!
+//! Who may speak: a packet naming a sender in the view (or a peer already known) must come
+//! from that member's address on record, and on a bridge (itself v2) a member of v2 or
+//! later never speaks the legacy protocol (its QUIC connection is authenticated and this is
+//! not).
+//! Strangers (joiners) may send only on the Control priority, at most [`MAX_STRANGERS`] at
+//! a time, and are forgotten after [`STRANGER_TTL`] without a view holding them.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use cohort_transport::{MemberId, Priority, View};
+use cohort_transport::{MemberId, Priority, ProtocolVersion, View};
 use uuid::Uuid;
 
 use crate::config::LegacyConfig;
@@ -25,6 +32,12 @@ use crate::stream::{Fragment, PushError, ReceiveStream, SendStream};
 
 /// Departed members remembered so that their late packets are dropped.
 const DEPARTED_MEMORY: usize = 10_000;
+/// Peers outside the view (joiners, and members just removed) kept at once; packets from
+/// further strangers are dropped until some are forgotten.
+pub(crate) const MAX_STRANGERS: usize = 256;
+/// A stranger not admitted into a view within this time is forgotten, with whatever was
+/// queued for it.
+pub(crate) const STRANGER_TTL: Duration = Duration::from_secs(60);
 
 /// One peer's state.
 struct PeerState {
@@ -35,6 +48,8 @@ struct PeerState {
     last_heard: Option<Instant>,
     /// Set once the peer left the view: resending stops at this time.
     departing_until: Option<Instant>,
+    /// When it was last pushed to or heard from, for forgetting strangers.
+    last_activity: Instant,
 }
 
 /// A complete message received on a reliable stream.
@@ -56,12 +71,15 @@ pub(crate) struct CoreCounters {
     pub(crate) oversized: u64,
     pub(crate) dropped_out_of_window: u64,
     pub(crate) resent: u64,
+    pub(crate) from_strangers: u64,
+    pub(crate) broken_streams: u64,
 }
 
 /// Every peer's streams. See the module docs.
 pub(crate) struct Core {
     local: MemberId,
     config: LegacyConfig,
+    view: View,
     peers: HashMap<Uuid, PeerState>,
     departed: HashSet<Uuid>,
     departed_order: VecDeque<Uuid>,
@@ -73,6 +91,7 @@ impl Core {
         Core {
             local,
             config,
+            view: View::empty(),
             peers: HashMap::new(),
             departed: HashSet::new(),
             departed_order: VecDeque::new(),
@@ -80,7 +99,7 @@ impl Core {
         }
     }
 
-    fn peer(&mut self, member: &MemberId) -> Option<&mut PeerState> {
+    fn peer(&mut self, member: &MemberId, now: Instant) -> Option<&mut PeerState> {
         if self.departed.contains(&member.uuid()) {
             return None;
         }
@@ -94,22 +113,51 @@ impl Core {
                     SendStream::new(config.window, config.max_queued_bytes_per_destination)
                 }),
                 receive: std::array::from_fn(|_| {
-                    ReceiveStream::new(
-                        config.window,
-                        config.max_message_bytes,
-                        config.max_fragment_bytes,
-                    )
+                    ReceiveStream::new(config.window, config.max_message_bytes)
                 }),
                 ack_due: [None; 4],
                 last_heard: None,
                 departing_until: None,
+                last_activity: now,
             });
+        state.last_activity = now;
         Some(state)
     }
 
-    /// True if `member` left a view installed here.
-    pub(crate) fn has_departed(&self, member: &MemberId) -> bool {
-        self.departed.contains(&member.uuid())
+    /// Whether a packet naming `sender` may be taken from `from` (see the module docs).
+    fn admits(&mut self, sender: &MemberId, from: SocketAddr, priority: Priority) -> bool {
+        let on_record = self
+            .view
+            .member(sender.uuid())
+            .or_else(|| self.peers.get(&sender.uuid()).map(|p| &p.member));
+        match on_record {
+            Some(member) if member.address() != from => {
+                self.counters.address_mismatch += 1;
+                false
+            }
+            Some(member)
+                if member.version() >= ProtocolVersion::QUIC
+                    && self.local.version() >= ProtocolVersion::QUIC =>
+            {
+                // Two members of v2 talk over QUIC, authenticated: on a bridge, legacy
+                // packets in a v2 member's name are forged.
+                self.counters.address_mismatch += 1;
+                false
+            }
+            Some(_) => true,
+            None if sender.address() != from => {
+                self.counters.address_mismatch += 1;
+                false
+            }
+            None => {
+                let strangers = self.peers.len().saturating_sub(self.view.len());
+                let welcome = priority == Priority::Control && strangers < MAX_STRANGERS;
+                if !welcome {
+                    self.counters.from_strangers += 1;
+                }
+                welcome
+            }
+        }
     }
 
     /// Queues a message for `to`. `Ok(false)` if `to` has departed.
@@ -121,7 +169,7 @@ impl Core {
         payload: Bytes,
     ) -> Result<bool, PushError> {
         let max_fragment = self.config.max_fragment_bytes;
-        let Some(peer) = self.peer(to) else {
+        let Some(peer) = self.peer(to, Instant::now()) else {
             return Ok(false);
         };
         peer.send[priority.index()].push(tag, payload, max_fragment)?;
@@ -142,11 +190,21 @@ impl Core {
             .find_map(SendStream::rtt)
     }
 
-    /// A sign of life that did not come through a stream (a datagram).
-    pub(crate) fn heard_from(&mut self, member: &MemberId, now: Instant) {
-        if let Some(peer) = self.peers.get_mut(&member.uuid()) {
+    /// A datagram naming `sender` arrived from `from`: true if it may be delivered (the
+    /// sender is in the view, at its address on record, and speaks this protocol).
+    pub(crate) fn datagram_from(
+        &mut self,
+        sender: &MemberId,
+        from: SocketAddr,
+        now: Instant,
+    ) -> bool {
+        if !self.view.contains_uuid(sender.uuid()) || !self.admits(sender, from, Priority::Normal) {
+            return false;
+        }
+        if let Some(peer) = self.peers.get_mut(&sender.uuid()) {
             peer.last_heard = Some(now);
         }
+        true
     }
 
     /// Takes in a Data or Ack packet from `from`. `accept` says whether a priority may take
@@ -164,7 +222,7 @@ impl Core {
             Packet::Data(header, payload) => {
                 self.on_data(from, header, payload, now, accept, delivered)
             }
-            Packet::Ack(header) => self.on_ack(header, now),
+            Packet::Ack(header) => self.on_ack(from, header, now),
             _ => {}
         }
     }
@@ -182,16 +240,18 @@ impl Core {
             self.counters.for_someone_else += 1;
             return;
         }
-        if header.sender.address() != from {
-            self.counters.address_mismatch += 1;
+        let priority = Priority::ALL[usize::from(header.priority)];
+        if payload.len() > self.config.max_fragment_bytes {
+            // Bigger than any fragment this protocol makes: held out of order, such
+            // fragments would make the window's memory bound meaningless.
+            self.counters.oversized += 1;
             return;
         }
-        let priority = Priority::ALL[usize::from(header.priority)];
-        if !accept(priority) {
+        if !self.admits(&header.sender, from, priority) || !accept(priority) {
             return;
         }
         let ack_delay = self.config.ack_delay;
-        let Some(peer) = self.peer(&header.sender) else {
+        let Some(peer) = self.peer(&header.sender, now) else {
             self.counters.from_departed += 1;
             return;
         };
@@ -207,10 +267,18 @@ impl Core {
         if received.duplicate {
             // The sender did not hear the last acknowledgement: repeat it now.
             *due = Some(now);
-        } else if !received.dropped {
+        } else if !received.dropped || received.consumed {
             due.get_or_insert(now + ack_delay);
         }
+        if received.broken {
+            tracing::warn!(
+                sender = ?peer.member,
+                ?priority,
+                "legacy stream out of step with its sender: a message was lost"
+            );
+        }
         let from = peer.member.clone();
+        self.counters.broken_streams += u64::from(received.broken);
         self.counters.duplicates += u64::from(received.duplicate);
         self.counters.oversized += received.oversized;
         self.counters.dropped_out_of_window += u64::from(received.dropped);
@@ -227,7 +295,7 @@ impl Core {
         );
     }
 
-    fn on_ack(&mut self, header: AckHeader, now: Instant) {
+    fn on_ack(&mut self, from: SocketAddr, header: AckHeader, now: Instant) {
         if header.receiver != self.local.uuid() {
             self.counters.for_someone_else += 1;
             return;
@@ -235,6 +303,10 @@ impl Core {
         let Some(peer) = self.peers.get_mut(&header.sender) else {
             return;
         };
+        if peer.member.address() != from {
+            self.counters.address_mismatch += 1;
+            return;
+        }
         peer.last_heard = Some(now);
         let priority = usize::from(header.priority);
         peer.send[priority].on_ack(header.delivered, header.beyond, now);
@@ -300,17 +372,23 @@ impl Core {
             .min()
     }
 
-    /// Forgets departed peers whose messages were all acknowledged, or whose time is up.
+    /// Forgets departed peers whose messages were all acknowledged or whose time is up, and
+    /// strangers no view has taken in for [`STRANGER_TTL`].
     pub(crate) fn handle_timeout(&mut self, now: Instant) {
-        self.peers.retain(|_, peer| match peer.departing_until {
+        let view = &self.view;
+        self.peers.retain(|uuid, peer| match peer.departing_until {
             Some(until) => now < until && !peer.send.iter().all(SendStream::is_idle),
-            None => true,
+            None => {
+                view.contains_uuid(*uuid)
+                    || now.saturating_duration_since(peer.last_activity) < STRANGER_TTL
+            }
         });
     }
 
     /// A view was installed after `previous`: members of `previous` not in it depart.
     /// Peers in neither (joiners not admitted yet) are left alone.
     pub(crate) fn install_view(&mut self, previous: &View, view: &View, now: Instant) {
+        self.view = view.clone();
         let until = now + self.config.shutdown_timeout;
         let mut gone = Vec::new();
         for member in previous.members() {
@@ -346,5 +424,179 @@ impl Core {
         self.peers
             .values()
             .all(|p| p.send.iter().all(SendStream::is_idle))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use cohort_transport::{MemberKind, ViewId};
+
+    use super::*;
+
+    fn member(port: u16, version: ProtocolVersion) -> MemberId {
+        let address = format!("127.0.0.1:{port}").parse().expect("literal");
+        MemberId::new(format!("m{port}"), address, MemberKind::Member).with_version(version)
+    }
+
+    fn data(sender: &MemberId, receiver: &MemberId, priority: Priority, seq: u64) -> Packet {
+        let header = DataHeader {
+            sender: sender.clone(),
+            receiver: receiver.uuid(),
+            priority: priority.index() as u8,
+            seq,
+            fragment: 0,
+            fragments: 1,
+            tag: 1,
+        };
+        Packet::Data(header, Bytes::from_static(b"x"))
+    }
+
+    /// Feeds one packet; returns how many messages came out.
+    fn feed(core: &mut Core, from: SocketAddr, packet: Packet, now: Instant) -> usize {
+        let mut out = Vec::new();
+        core.on_packet(from, packet, now, |_| true, &mut out);
+        out.len()
+    }
+
+    #[test]
+    fn a_view_member_is_heard_only_from_its_address_on_record() {
+        let me = member(1, ProtocolVersion::LEGACY);
+        let other = member(2, ProtocolVersion::LEGACY);
+        let mut core = Core::new(me.clone(), LegacyConfig::default());
+        let now = Instant::now();
+        let view = View::new(ViewId(1), [me.clone(), other.clone()]);
+        core.install_view(&View::empty(), &view, now);
+        let elsewhere: SocketAddr = "127.0.0.1:9".parse().expect("literal");
+        // The packet claims `other` and names the sender's own address: still refused.
+        let mut forged = other.clone();
+        forged = MemberId::new("m2", elsewhere, MemberKind::Member).with_uuid(forged.uuid());
+        assert_eq!(
+            feed(
+                &mut core,
+                elsewhere,
+                data(&forged, &me, Priority::Normal, 1),
+                now
+            ),
+            0
+        );
+        assert_eq!(core.counters.address_mismatch, 1);
+        assert_eq!(
+            feed(
+                &mut core,
+                other.address(),
+                data(&other, &me, Priority::Normal, 1),
+                now
+            ),
+            1
+        );
+    }
+
+    #[test]
+    fn on_a_bridge_legacy_packets_in_a_v2_members_name_are_refused() {
+        let me = member(1, ProtocolVersion::QUIC);
+        let v2 = member(2, ProtocolVersion::QUIC);
+        let v1 = member(3, ProtocolVersion::LEGACY);
+        let mut core = Core::new(me.clone(), LegacyConfig::default());
+        let now = Instant::now();
+        let view = View::new(ViewId(1), [me.clone(), v2.clone(), v1.clone()]);
+        core.install_view(&View::empty(), &view, now);
+        assert_eq!(
+            feed(
+                &mut core,
+                v2.address(),
+                data(&v2, &me, Priority::Normal, 1),
+                now
+            ),
+            0
+        );
+        assert_eq!(
+            feed(
+                &mut core,
+                v1.address(),
+                data(&v1, &me, Priority::Normal, 1),
+                now
+            ),
+            1
+        );
+        // An old member hears a v2 member over legacy: that is how bridges reach it.
+        let mut old = Core::new(member(4, ProtocolVersion::LEGACY), LegacyConfig::default());
+        let old_id = old.local.clone();
+        let view = View::new(ViewId(1), [old_id.clone(), v2.clone()]);
+        old.install_view(&View::empty(), &view, now);
+        assert_eq!(
+            feed(
+                &mut old,
+                v2.address(),
+                data(&v2, &old_id, Priority::Normal, 1),
+                now
+            ),
+            1
+        );
+    }
+
+    #[test]
+    fn strangers_may_only_use_control_are_bounded_and_forgotten() {
+        let me = member(1, ProtocolVersion::LEGACY);
+        let mut core = Core::new(me.clone(), LegacyConfig::default());
+        let now = Instant::now();
+        core.install_view(&View::empty(), &View::new(ViewId(1), [me.clone()]), now);
+        let joiner = member(2, ProtocolVersion::LEGACY);
+        assert_eq!(
+            feed(
+                &mut core,
+                joiner.address(),
+                data(&joiner, &me, Priority::Normal, 1),
+                now
+            ),
+            0
+        );
+        assert_eq!(core.counters.from_strangers, 1);
+        assert_eq!(
+            feed(
+                &mut core,
+                joiner.address(),
+                data(&joiner, &me, Priority::Control, 1),
+                now
+            ),
+            1
+        );
+        for port in 10..(10 + MAX_STRANGERS as u16 + 10) {
+            let stranger = member(port, ProtocolVersion::LEGACY);
+            feed(
+                &mut core,
+                stranger.address(),
+                data(&stranger, &me, Priority::Control, 1),
+                now,
+            );
+        }
+        assert!(
+            core.peers.len() <= MAX_STRANGERS + 1,
+            "{}",
+            core.peers.len()
+        );
+        assert!(core.counters.from_strangers >= 10);
+        core.handle_timeout(now + STRANGER_TTL + Duration::from_secs(1));
+        assert!(core.peers.is_empty(), "strangers are forgotten");
+    }
+
+    #[test]
+    fn a_fragment_larger_than_any_the_protocol_makes_is_dropped() {
+        let me = member(1, ProtocolVersion::LEGACY);
+        let other = member(2, ProtocolVersion::LEGACY);
+        let config = LegacyConfig::default();
+        let max = config.max_fragment_bytes;
+        let mut core = Core::new(me.clone(), config);
+        let now = Instant::now();
+        core.install_view(
+            &View::empty(),
+            &View::new(ViewId(1), [me.clone(), other.clone()]),
+            now,
+        );
+        let Packet::Data(header, _) = data(&other, &me, Priority::Normal, 1) else {
+            unreachable!("built as data")
+        };
+        let big = Packet::Data(header, Bytes::from(vec![0u8; max + 1]));
+        assert_eq!(feed(&mut core, other.address(), big, now), 0);
+        assert_eq!(core.counters.oversized, 1);
     }
 }

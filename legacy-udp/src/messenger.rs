@@ -287,6 +287,12 @@ impl LegacyMessenger {
         }
         let payload = postcard::to_allocvec(query).map_err(QueryError::Encode)?;
         let (id, mut answer) = self.inner.exchanges.start(address);
+        // Forgotten however this ends, also when the caller stops waiting (a bridge that
+        // got its answer over QUIC drops this future).
+        let _pending = PendingQuery {
+            inner: &self.inner,
+            id,
+        };
         let header = ExchangeHeader {
             id,
             tag: exchange::tag::<Q>(),
@@ -309,7 +315,6 @@ impl LegacyMessenger {
                 }
             }
         };
-        self.inner.exchanges.cancel(id);
         exchange::decode_answer::<Q>(address, &result?)
     }
 
@@ -394,8 +399,14 @@ impl LegacyMessenger {
         self.inner.core().rtt(member)
     }
 
+    /// Fails as `send` would for a message this side cannot take (closed, retired, not
+    /// encodable, or over `max_message_bytes`), without queuing anything.
+    pub fn check_size<M: Message>(&self, message: &M) -> Result<(), SendError> {
+        self.encode(message).map(|_| ())
+    }
+
     fn encode<M: Message>(&self, message: &M) -> Result<Bytes, SendError> {
-        if self.inner.closing.load(Ordering::Acquire) {
+        if self.inner.closing.load(Ordering::Acquire) || self.is_retired() {
             return Err(SendError::Shutdown);
         }
         let payload = postcard::to_allocvec(message).map_err(|source| SendError::Encode {
@@ -620,7 +631,12 @@ async fn drive(inner: Arc<Inner>, mut port: LegacyPort) {
             () = sleep => {}
         }
         let now = std::time::Instant::now();
-        {
+        let retired = inner
+            .retired
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_some();
+        if !retired {
             let mut core = inner.core();
             core.handle_timeout(now);
             core.poll_transmit(now, &mut transmit);
@@ -652,6 +668,7 @@ fn receive(inner: &Inner, batch: Vec<(SocketAddr, Bytes)>, delivered: &mut Vec<D
         .read()
         .unwrap_or_else(PoisonError::into_inner)
         .clone();
+    let mut queries = Vec::new();
     let mut core = inner.core();
     for (from, datagram) in batch {
         let packet = match Packet::decode(&datagram) {
@@ -670,27 +687,28 @@ fn receive(inner: &Inner, batch: Vec<(SocketAddr, Bytes)>, delivered: &mut Vec<D
         }
         match packet {
             Packet::Datagram(header, payload) => {
-                if header.sender.address() != from || core.has_departed(&header.sender) {
-                    continue;
+                if core.datagram_from(&header.sender, from, now) {
+                    deliver_datagram(inner, header.sender, Tag(header.tag), payload);
                 }
-                core.heard_from(&header.sender, now);
-                deliver_datagram(inner, header.sender, Tag(header.tag), payload);
             }
             Packet::Data(..) | Packet::Ack(_) => {
                 core.on_packet(from, packet, now, accept, delivered)
             }
-            Packet::Query(header, payload) => {
-                if let Some(answer) = inner.exchanges.answer(header.tag, &payload, from) {
-                    let packet = Packet::Answer(header, Bytes::from(answer)).encode();
-                    if let Err(error) = inner.sender.send(from, &packet) {
-                        tracing::debug!(%error, %from, "legacy answer not sent");
-                    }
-                }
-            }
+            // Answered below, without the core lock: handlers are application code.
+            Packet::Query(header, payload) => queries.push((from, header, payload)),
             Packet::Answer(header, payload) => inner.exchanges.answered(header.id, from, payload),
             Packet::Refused(reason) => {
                 tracing::info!(%from, %reason, "refused by a member whose legacy side is closed");
                 inner.exchanges.refused(from, &reason);
+            }
+        }
+    }
+    drop(core);
+    for (from, header, payload) in queries {
+        if let Some(answer) = inner.exchanges.answer(header.tag, &payload, from) {
+            let packet = Packet::Answer(header, Bytes::from(answer)).encode();
+            if let Err(error) = inner.sender.send(from, &packet) {
+                tracing::debug!(%error, %from, "legacy answer not sent");
             }
         }
     }
@@ -719,6 +737,18 @@ fn refuse(inner: &Inner, from: SocketAddr, reason: &str) {
     let packet = Packet::Refused(reason.to_owned()).encode();
     if let Err(error) = inner.sender.send(from, &packet) {
         tracing::debug!(%error, %from, "legacy refusal not sent");
+    }
+}
+
+/// Forgets a pending query when dropped.
+struct PendingQuery<'a> {
+    inner: &'a Inner,
+    id: u64,
+}
+
+impl Drop for PendingQuery<'_> {
+    fn drop(&mut self) {
+        self.inner.exchanges.cancel(self.id);
     }
 }
 

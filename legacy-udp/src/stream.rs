@@ -244,9 +244,14 @@ pub(crate) struct Received {
     pub(crate) duplicate: bool,
     /// Messages over `max_message_bytes`, skipped.
     pub(crate) oversized: u64,
-    /// The fragment was too far ahead of the window, or did not fit the message being
-    /// joined: dropped unacknowledged.
+    /// The fragment was too far ahead of the window: dropped unacknowledged.
     pub(crate) dropped: bool,
+    /// Fragments were taken in order (what is acknowledged moved on).
+    pub(crate) consumed: bool,
+    /// A fragment did not fit the message being joined (the sender numbers fragments of
+    /// a message consecutively, so only a broken or confused sender does this): that
+    /// message is lost. Counted and reported, never silent.
+    pub(crate) broken: bool,
 }
 
 /// A message being joined from its fragments.
@@ -266,18 +271,16 @@ pub(crate) struct ReceiveStream {
     partial: Option<Partial>,
     window: u64,
     max_message_bytes: usize,
-    max_fragment: usize,
 }
 
 impl ReceiveStream {
-    pub(crate) fn new(window: usize, max_message_bytes: usize, max_fragment: usize) -> Self {
+    pub(crate) fn new(window: usize, max_message_bytes: usize) -> Self {
         ReceiveStream {
             delivered: 0,
             held: BTreeMap::new(),
             partial: None,
             window: window.max(1) as u64,
             max_message_bytes,
-            max_fragment: max_fragment.max(1),
         }
     }
 
@@ -295,6 +298,7 @@ impl ReceiveStream {
         self.held.insert(fragment.seq, fragment);
         while let Some(next) = self.held.remove(&(self.delivered + 1)) {
             self.delivered += 1;
+            received.consumed = true;
             self.join(next, &mut received);
         }
         received
@@ -302,13 +306,13 @@ impl ReceiveStream {
 
     fn join(&mut self, fragment: Fragment, received: &mut Received) {
         if fragment.fragment == 0 {
-            if self.partial.as_ref().is_some_and(|p| !p.skipping) {
-                // A new message before the last one was complete: the sender numbers
-                // fragments consecutively, so this only happens with a broken sender.
-                received.dropped = true;
+            if self.partial.is_some() {
+                // A new message before the last one was complete.
+                received.broken = true;
             }
-            let claimed = (fragment.fragments as usize).saturating_mul(self.max_fragment);
-            let skipping = claimed > self.max_message_bytes.saturating_add(self.max_fragment);
+            // Every fragment carries at least one byte (the last may carry none only for an
+            // empty message, which has one fragment).
+            let skipping = fragment.fragments as usize > self.max_message_bytes.max(1);
             if skipping {
                 received.oversized += 1;
             }
@@ -321,14 +325,14 @@ impl ReceiveStream {
             });
         }
         let Some(partial) = &mut self.partial else {
-            received.dropped = true;
+            received.broken = true;
             return;
         };
         if fragment.fragment != partial.next
             || fragment.fragments != partial.fragments
             || fragment.tag != partial.tag
         {
-            received.dropped = true;
+            received.broken = true;
             self.partial = None;
             return;
         }
@@ -382,7 +386,7 @@ mod tests {
     /// A lossy, reordering link between one sender and one receiver, driven to completion.
     fn run(messages: &[Bytes], loss_every: usize, window: usize) -> (Vec<Bytes>, u64) {
         let mut sender = SendStream::new(window, usize::MAX);
-        let mut receiver = ReceiveStream::new(window, 1 << 20, 100);
+        let mut receiver = ReceiveStream::new(window, 1 << 20);
         for m in messages {
             sender.push(7, m.clone(), 100).expect("room");
         }
@@ -442,7 +446,7 @@ mod tests {
 
     #[test]
     fn duplicates_are_recognised_and_far_ahead_fragments_dropped() {
-        let mut receiver = ReceiveStream::new(4, 1000, 100);
+        let mut receiver = ReceiveStream::new(4, 1000);
         let fragment = |seq| Fragment {
             seq,
             fragment: 0,
@@ -463,7 +467,7 @@ mod tests {
     #[test]
     fn an_oversized_message_is_skipped_and_the_stream_goes_on() {
         let mut sender = SendStream::new(1000, usize::MAX);
-        let mut receiver = ReceiveStream::new(1000, 250, 100);
+        let mut receiver = ReceiveStream::new(1000, 250);
         sender
             .push(1, Bytes::from(vec![1u8; 1000]), 100)
             .expect("room");
