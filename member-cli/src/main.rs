@@ -1,0 +1,203 @@
+//! `cohort-member`: runs one member or locator of a cohort cluster as a process.
+//!
+//! ```text
+//! cohort-member --config member.toml [--key value ...]
+//!   config file + flags ─► MemberConfig ─► Member::start (exits 1 naming the problem)
+//!   ─► prints each view installed (who joined, left, crashed)
+//!   ─► SIGTERM or SIGINT ─► leave gracefully ─► exit 0
+//!      forced out of the cluster (network partition) ─► exit 1
+//! ```
+//!
+//! Logs go to stderr through tracing, filtered by `RUST_LOG` (default `warn`); views go to
+//! stdout.
+
+mod config;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use cohort_membership::{Member, MembershipEvent};
+use cohort_transport::{MemberId, View};
+use tokio::signal::unix::{SignalKind, signal};
+
+const USAGE: &str = "\
+usage: cohort-member --config FILE [--KEY VALUE ...]
+
+Runs one member (or locator) of a cohort cluster until SIGTERM or SIGINT, then leaves
+the cluster gracefully. Every key of the config file can be given (or overridden) as a
+flag: --name node-2, --member-timeout 2s, --locators 10.0.0.1:10334,10.0.0.2:10334,
+--ssl-certificate node.pem (the [ssl] table's keys take the prefix ssl-).
+
+config keys (Geode's names where Geode has one):
+  name, kind (member | locator | admin), bind-address, advertise-address, locators,
+  member-timeout, final-check-timeout, join-timeout, leave-timeout (e.g. 500ms, 5s, 2m),
+  enable-network-partition-detection, working-dir, transport (quic | legacy | bridge),
+  security-username, security-password,
+  [ssl] ca, certificate, private-key, require-authentication,
+        endpoint-identification-enabled
+
+exit status: 0 after a graceful leave, 1 when the member could not start or was forced
+out, 2 for a bad command line or configuration.
+";
+
+/// What the command line asks for.
+enum Command {
+    Run {
+        config: Option<PathBuf>,
+        flags: Vec<String>,
+    },
+    Help,
+}
+
+fn parse(args: Vec<String>) -> Result<Command, String> {
+    let mut config = None;
+    let mut flags = Vec::new();
+    let mut rest = args.into_iter();
+    while let Some(arg) = rest.next() {
+        match arg.as_str() {
+            "-h" | "--help" => return Ok(Command::Help),
+            "--config" => {
+                let path = rest.next().ok_or("--config needs a file")?;
+                config = Some(PathBuf::from(path));
+            }
+            _ if arg.starts_with("--config=") => {
+                config = Some(PathBuf::from(&arg["--config=".len()..]));
+            }
+            _ if arg.starts_with("--") => {
+                let has_value = arg.contains('=');
+                flags.push(arg);
+                if !has_value {
+                    flags.push(
+                        rest.next()
+                            .ok_or_else(|| format!("{} needs a value", flags[flags.len() - 1]))?,
+                    );
+                }
+            }
+            _ => return Err(format!("unexpected argument {arg:?}")),
+        }
+    }
+    if config.is_none() && flags.is_empty() {
+        return Err("nothing to run: give --config FILE (and flags)".into());
+    }
+    Ok(Command::Run { config, flags })
+}
+
+fn main() -> ExitCode {
+    let command = match parse(std::env::args().skip(1).collect()) {
+        Ok(command) => command,
+        Err(error) => {
+            eprintln!("cohort-member: {error}\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let (path, flags) = match command {
+        Command::Help => {
+            print!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Command::Run { config, flags } => (config, flags),
+    };
+    init_logging();
+    let config = match config::load(path.as_deref(), &flags) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("cohort-member: invalid configuration: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("cohort-member: cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("cohort-member: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+async fn run(config: cohort_membership::MemberConfig) -> Result<(), String> {
+    let mut terminate = signal(SignalKind::terminate()).map_err(|e| format!("SIGTERM: {e}"))?;
+    let mut interrupt = signal(SignalKind::interrupt()).map_err(|e| format!("SIGINT: {e}"))?;
+    let member = Member::start(config)
+        .await
+        .map_err(|e| format!("could not join the cluster: {e}"))?;
+    let mut events = member.events();
+    println!("{} ({}) is in the cluster", member.id(), member.address());
+    println!("{}", describe(&member.view(), None));
+    loop {
+        tokio::select! {
+            event = events.recv() => match event {
+                Ok(MembershipEvent::ViewInstalled { view, left, crashed, .. }) => {
+                    println!("{}", describe(&view, Some((&left, &crashed))));
+                }
+                Ok(MembershipEvent::ForcedDisconnect { reason }) => {
+                    return Err(format!("forced out of the cluster: {reason}"));
+                }
+                Ok(MembershipEvent::Suspect { member, reason }) => {
+                    println!("suspect: {member} ({reason})");
+                }
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                    return Err("the member stopped".into());
+                }
+            },
+            _ = terminate.recv() => break,
+            _ = interrupt.recv() => break,
+        }
+    }
+    println!("leaving the cluster");
+    if member.leave().await {
+        println!("left");
+    } else {
+        println!("left without confirmation: the view without this member did not arrive");
+    }
+    Ok(())
+}
+
+/// One view on a few lines: id, coordinator, elder, members, and what changed.
+fn describe(view: &View, changes: Option<(&Vec<MemberId>, &Vec<MemberId>)>) -> String {
+    let name = |m: Option<&MemberId>| m.map_or_else(|| "none".to_owned(), |m| m.name().to_owned());
+    let mut out = format!(
+        "view {}: {} member(s), coordinator {}, elder {}",
+        view.id(),
+        view.len(),
+        name(view.coordinator()),
+        name(view.elder())
+    );
+    for m in view.members() {
+        out.push_str(&format!(
+            "\n  {:<16} {:<8} {:<4} {}",
+            m.name(),
+            m.kind().to_string(),
+            m.version().to_string(),
+            m.address()
+        ));
+    }
+    if let Some((left, crashed)) = changes {
+        for m in left {
+            out.push_str(&format!("\n  left: {}", m.name()));
+        }
+        for m in crashed {
+            out.push_str(&format!("\n  crashed: {}", m.name()));
+        }
+    }
+    out
+}
