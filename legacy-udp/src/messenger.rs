@@ -219,7 +219,7 @@ impl LegacyMessenger {
     fn start(
         local: MemberId,
         config: LegacyConfig,
-        port: LegacyPort,
+        mut port: LegacyPort,
         dispatcher: Arc<Dispatcher>,
         owns_dispatcher: bool,
         events: broadcast::Sender<TransportEvent>,
@@ -253,7 +253,9 @@ impl LegacyMessenger {
             refused: AtomicU64::new(0),
             tasks: Mutex::new(Vec::new()),
         });
+        let receiver = port.take_receiver();
         let mut tasks = vec![tokio::spawn(drive(inner.clone(), port))];
+        tasks.extend(receiver);
         for (priority, rx) in Priority::ALL.into_iter().zip(receivers) {
             tasks.push(tokio::spawn(deliver(inner.clone(), priority, rx)));
         }
@@ -587,6 +589,21 @@ impl Messenger for LegacyMessenger {
         while !self.inner.core().is_idle() && Instant::now() < deadline {
             self.inner.wake.notify_one();
             tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // Every task stopped and waited for: what they held (the socket among it) is gone
+        // when this returns, so a process restarted in its place can bind the port.
+        let tasks = std::mem::take(
+            &mut *self
+                .inner
+                .tasks
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        for task in &tasks {
+            task.abort();
+        }
+        for task in tasks {
+            let _ = task.await;
         }
         self.inner.abort();
         tracing::info!(member = ?self.inner.local, "legacy messenger shut down");

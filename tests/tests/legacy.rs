@@ -227,6 +227,18 @@ async fn queries_are_answered_and_a_retired_side_refuses_with_its_reason() {
     assert!(answerer.stats().refused >= 1);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_shutdown_the_port_is_free_at_once() {
+    init_tracing();
+    for _ in 0..20 {
+        let messenger = legacy("short-lived");
+        let address = messenger.local_addr();
+        messenger.shutdown().await;
+        drop(messenger);
+        std::net::UdpSocket::bind(address).expect("the port is free when shutdown returns");
+    }
+}
+
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 struct Ping(u32);
 

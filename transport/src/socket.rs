@@ -671,6 +671,13 @@ impl LegacyPort {
         Ok(port)
     }
 
+    /// The task receiving for a socket bound alone, for an owner that wants to stop it and
+    /// wait until it has (so that the port is free when shutdown returns); dropping the
+    /// port otherwise stops it, a moment later.
+    pub fn take_receiver(&mut self) -> Option<tokio::task::JoinHandle<()>> {
+        self.receiver.take()
+    }
+
     /// A sending half, for as many tasks as need one.
     pub fn sender(&self) -> LegacySender {
         LegacySender {
