@@ -6,6 +6,9 @@
 //!   ─► prints each view installed (who joined, left, crashed)
 //!   ─► SIGTERM or SIGINT ─► leave gracefully ─► exit 0
 //!      forced out of the cluster (network partition) ─► exit 1
+//! cohort-member status --config member.toml [--locator ADDR]
+//!   ─► a one-shot discovery query (mutual TLS, the config's certificate) to the locator
+//!   ─► prints its view: members, kind, version, address, coordinator, elder
 //! ```
 //!
 //! Logs go to stderr through tracing, filtered by `RUST_LOG` (default `warn`); views go to
@@ -16,12 +19,16 @@ mod config;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use std::net::SocketAddr;
+
+use cohort_membership::messages::FindCoordinator;
 use cohort_membership::{Member, MembershipEvent};
-use cohort_transport::{MemberId, View};
+use cohort_transport::{MemberId, MemberKind, Messenger, QuicConfig, QuicMessenger, View};
 use tokio::signal::unix::{SignalKind, signal};
 
 const USAGE: &str = "\
 usage: cohort-member --config FILE [--KEY VALUE ...]
+       cohort-member status --config FILE [--locator ADDR]
 
 Runs one member (or locator) of a cohort cluster until SIGTERM or SIGINT, then leaves
 the cluster gracefully. Every key of the config file can be given (or overridden) as a
@@ -36,8 +43,12 @@ config keys (Geode's names where Geode has one):
   [ssl] ca, certificate, private-key, require-authentication,
         endpoint-identification-enabled
 
-exit status: 0 after a graceful leave, 1 when the member could not start or was forced
-out, 2 for a bad command line or configuration.
+status asks a locator (the config's first, or --locator) for its current view over
+QUIC with the config's certificate, and prints it.
+
+exit status: 0 after a graceful leave (or a status printed), 1 when the member could not
+start or was forced out (or the locator did not answer), 2 for a bad command line or
+configuration.
 ";
 
 /// What the command line asks for.
@@ -46,16 +57,34 @@ enum Command {
         config: Option<PathBuf>,
         flags: Vec<String>,
     },
+    Status {
+        config: Option<PathBuf>,
+        flags: Vec<String>,
+        locator: Option<SocketAddr>,
+    },
     Help,
 }
 
 fn parse(args: Vec<String>) -> Result<Command, String> {
     let mut config = None;
     let mut flags = Vec::new();
-    let mut rest = args.into_iter();
+    let mut locator = None;
+    let mut status = false;
+    let mut rest = args.into_iter().peekable();
+    if rest.peek().map(String::as_str) == Some("status") {
+        rest.next();
+        status = true;
+    }
     while let Some(arg) = rest.next() {
         match arg.as_str() {
             "-h" | "--help" => return Ok(Command::Help),
+            "--locator" if status => {
+                let value = rest.next().ok_or("--locator needs an address")?;
+                let address = value
+                    .parse()
+                    .map_err(|_| format!("--locator {value:?}: expected an IP address and port"))?;
+                locator = Some(address);
+            }
             "--config" => {
                 let path = rest.next().ok_or("--config needs a file")?;
                 config = Some(PathBuf::from(path));
@@ -79,7 +108,14 @@ fn parse(args: Vec<String>) -> Result<Command, String> {
     if config.is_none() && flags.is_empty() {
         return Err("nothing to run: give --config FILE (and flags)".into());
     }
-    Ok(Command::Run { config, flags })
+    Ok(match status {
+        true => Command::Status {
+            config,
+            flags,
+            locator,
+        },
+        false => Command::Run { config, flags },
+    })
 }
 
 fn main() -> ExitCode {
@@ -90,12 +126,17 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let (path, flags) = match command {
+    let (path, flags, status_of) = match command {
         Command::Help => {
             print!("{USAGE}");
             return ExitCode::SUCCESS;
         }
-        Command::Run { config, flags } => (config, flags),
+        Command::Run { config, flags } => (config, flags, None),
+        Command::Status {
+            config,
+            flags,
+            locator,
+        } => (config, flags, Some(locator)),
     };
     init_logging();
     let config = match config::load(path.as_deref(), &flags) {
@@ -115,7 +156,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(config)) {
+    let outcome = match status_of {
+        Some(locator) => runtime.block_on(status(config, locator)),
+        None => runtime.block_on(run(config)),
+    };
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("cohort-member: {error}");
@@ -168,6 +213,52 @@ async fn run(config: cohort_membership::MemberConfig) -> Result<(), String> {
         println!("left");
     } else {
         println!("left without confirmation: the view without this member did not arrive");
+    }
+    Ok(())
+}
+
+/// Asks `locator` (or the configuration's first locator) for its view and prints it.
+async fn status(
+    config: cohort_membership::MemberConfig,
+    locator: Option<SocketAddr>,
+) -> Result<(), String> {
+    let locator = locator
+        .or_else(|| config.locators.first().copied())
+        .ok_or("no locator to ask: give --locator ADDR or locators in the config")?;
+    let tls = config
+        .tls
+        .load()
+        .map_err(|e| format!("cannot load the TLS settings: {e}"))?;
+    let bind: SocketAddr = match (locator.is_ipv6(), locator.ip().is_loopback()) {
+        (false, true) => ([127, 0, 0, 1], 0).into(),
+        (false, false) => ([0, 0, 0, 0], 0).into(),
+        (true, true) => (std::net::Ipv6Addr::LOCALHOST, 0).into(),
+        (true, false) => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
+    };
+    let quic = QuicConfig {
+        name: "cohort-member-status".into(),
+        kind: MemberKind::Admin,
+        bind,
+        ..QuicConfig::default()
+    };
+    let messenger =
+        QuicMessenger::bind(quic, &tls).map_err(|e| format!("cannot open a socket: {e}"))?;
+    let question = FindCoordinator {
+        asker: messenger.local_member().clone(),
+    };
+    let answer = messenger.query(locator, &question).await;
+    messenger.shutdown().await;
+    let answer = answer.map_err(|e| format!("{locator} did not answer: {e}"))?;
+    match answer.view {
+        Some(view) => println!(
+            "{} at {locator} reports {}",
+            answer.responder.name(),
+            describe(&view, None)
+        ),
+        None => println!(
+            "{} at {locator} is starting and has no view yet",
+            answer.responder.name()
+        ),
     }
     Ok(())
 }

@@ -159,6 +159,27 @@ fn a_member_killed_with_sigkill_is_dropped_from_the_survivors_views() {
         process.wait_for("a view of all four", view_of(4));
     }
 
+    // An operator asks the locator what it sees.
+    let status = Command::new(env!("CARGO_BIN_EXE_cohort-member"))
+        .args(["status", "--config"])
+        .arg(setup.config("operator", "admin"))
+        .output()
+        .expect("run cohort-member status");
+    let printed = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        status.status.success(),
+        "{printed} {}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    assert!(
+        printed.contains("locator-1 at ")
+            && printed.contains(": 4 member(s), coordinator locator-1, elder"),
+        "{printed}"
+    );
+    for name in ["locator-1", "member-1", "member-2", "member-3"] {
+        assert!(printed.contains(name), "{name} missing from {printed}");
+    }
+
     let mut victim = members.pop().expect("three members");
     victim.child.kill().expect("SIGKILL");
     victim.child.wait().expect("reaped");
