@@ -607,6 +607,18 @@ impl Gms {
                 self.event(MembershipEvent::Left);
                 return;
             }
+            // A member that asked to leave and then became the coordinator itself (the
+            // old one left too, or crashed): its request went to the old coordinator, so
+            // it takes its own leave in hand, as a coordinator that leaves does.
+            Role::Leaving { .. }
+                if coordinating
+                    && !self.pending_leaves.contains(&self.me)
+                    && self.round.is_none()
+                    && self.view.as_ref().is_some_and(|v| v.contains(&self.me)) =>
+            {
+                self.pending_leaves.push(self.me.clone());
+                self.batch_at = Some(now);
+            }
             _ => {}
         }
         if !self.coordinating() {
@@ -1345,6 +1357,66 @@ mod tests {
             )
         });
         assert!(refused);
+    }
+
+    #[test]
+    fn a_leaving_member_that_becomes_coordinator_finishes_its_own_leave() {
+        let now = Instant::now();
+        let (a, b) = (member(1), member(2));
+        let mut coordinator = Gms::new(a.clone(), GmsConfig::default(), Arc::new(AllowAll));
+        coordinator.found_cluster(now);
+        coordinator.handle_message(
+            now,
+            &b,
+            GmsMessage::JoinRequest {
+                member: b.clone(),
+                credentials: Credentials::default(),
+            },
+        );
+        coordinator.handle_timeout(now + Duration::from_secs(1));
+        let view_id = coordinator.prepared().map(View::id).expect("prepared");
+        coordinator.handle_message(now, &b, GmsMessage::PrepareAck { view_id });
+        let two = coordinator.view().cloned().expect("a view of two");
+        let mut leaver = Gms::new(b.clone(), GmsConfig::default(), Arc::new(AllowAll));
+        leaver.join(now, a.clone(), Credentials::default());
+        leaver.handle_message(now, &a, GmsMessage::PrepareView { view: two.clone() });
+        leaver.handle_message(
+            now,
+            &a,
+            GmsMessage::InstallView {
+                view: two.clone(),
+                left: Vec::new(),
+                crashed: Vec::new(),
+            },
+        );
+        assert!(leaver.is_member());
+        // b asks to leave; its request goes to a, which leaves at the same moment and
+        // installs the view without itself: b is alone, and the coordinator.
+        let at = now + Duration::from_secs(2);
+        leaver.leave(at);
+        let alone = View::new(ViewId(two.id().0 + 1), [b.clone()]);
+        leaver.handle_message(
+            at,
+            &a,
+            GmsMessage::InstallView {
+                view: alone,
+                left: vec![a.clone()],
+                crashed: Vec::new(),
+            },
+        );
+        let mut left = false;
+        let mut clock = at;
+        for _ in 0..200 {
+            clock += Duration::from_millis(50);
+            leaver.handle_timeout(clock);
+            while let Some(output) = leaver.poll_output() {
+                left |= matches!(output, Output::Event(MembershipEvent::Left));
+            }
+            if left {
+                break;
+            }
+        }
+        assert!(left, "the leave finished, by {:?}", clock - at);
     }
 
     #[test]

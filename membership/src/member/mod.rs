@@ -66,6 +66,7 @@ pub struct Member {
     messenger: Transport,
     commands: mpsc::Sender<Command>,
     driver: JoinHandle<()>,
+    leave_timeout: Duration,
 }
 
 /// What the driver publishes for the application and for discovery answers.
@@ -235,6 +236,7 @@ impl Member {
                 messenger,
                 commands,
                 driver,
+                leave_timeout: config.leave_timeout,
             }),
             Ok(Err(error)) => {
                 let _ = driver.await;
@@ -331,12 +333,25 @@ impl Member {
     /// arrived within the leave timeout.
     pub async fn leave(mut self) -> bool {
         let (reply, confirmed) = oneshot::channel();
-        let confirmed = match self.commands.send(Command::Leave(reply)).await {
-            Ok(()) => confirmed.await.unwrap_or(false),
-            Err(_) => false,
+        // The protocol bounds the leave by the leave timeout; this bounds it whatever the
+        // protocol does, with room for the flush.
+        let bound = self.leave_timeout * 2 + Duration::from_secs(5);
+        let asked = async {
+            match self.commands.send(Command::Leave(reply)).await {
+                Ok(()) => confirmed.await.unwrap_or(false),
+                Err(_) => false,
+            }
         };
+        let confirmed = tokio::time::timeout(bound, asked)
+            .await
+            .unwrap_or_else(|_| {
+                tracing::warn!(member = ?self.shared.me, ?bound, "leave did not finish: stopping");
+                false
+            });
         // The driver shuts the messenger down (flushing) before it ends.
-        let _ = (&mut self.driver).await;
+        if tokio::time::timeout(bound, &mut self.driver).await.is_err() {
+            self.driver.abort();
+        }
         self.messenger.shutdown().await;
         confirmed
     }
