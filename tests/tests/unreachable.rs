@@ -3,9 +3,12 @@
 //! sockets over loopback.
 
 use std::net::{SocketAddr, UdpSocket};
+use std::time::Duration;
 
 use cohort_tests::{PATIENCE, TestCa, init_tracing, spawn_member, spawn_with};
-use cohort_transport::{Message, Messenger, Query, QuicConfig, QuicMessenger, Tag, TransportEvent};
+use cohort_transport::{
+    Message, Messenger, Query, QueryError, QuicConfig, QuicMessenger, Tag, TransportEvent,
+};
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
@@ -109,6 +112,26 @@ async fn a_crashed_member_answers_until_it_crashes_and_is_reported_after() {
         knock(&asker, victim.local_addr()).await,
         "ICMP port unreachable"
     );
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_to_a_closed_port_gives_up_without_waiting_out_its_limit() {
+    init_tracing();
+    let ca = TestCa::new();
+    let member = spawn_member(&ca, "member");
+    let closed = closed_port("127.0.0.1");
+    let limit = Duration::from_secs(20);
+    let started = std::time::Instant::now();
+    let result = member.query_within(closed, &AreYouThere, limit).await;
+    let took = started.elapsed();
+    assert!(
+        matches!(result, Err(QueryError::Unreachable(address)) if address == closed),
+        "{result:?}"
+    );
+    // A few round trips after the refusal, not the 20 s limit (bound kept generous).
+    assert!(took < limit / 2, "gave up after {took:?}");
+    println!("a query to a closed port gave up after {took:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -506,17 +506,14 @@ impl Driver {
     /// `FinalCheck` query over a fresh connection with its own uuid, or if anything arrives
     /// from it meanwhile; crashed if neither happens within the final-check timeout
     /// (counted from when the query's handshake starts: a checker busy with other dials
-    /// must not declare anyone dead for its own backlog).
-    ///
-    /// Once its port is reported unreachable after the check began (the check's own
-    /// datagrams were refused), the wait is cut to [`refusal_grace`]: a live member answers
-    /// within a few round trips even if the report was forged, since a forged error cannot
-    /// stop the answer.
+    /// must not declare anyone dead for its own backlog). When its port refuses the query
+    /// (ICMP), the query itself gives up after a few round trips
+    /// ([`QuicMessenger::query_within`](cohort_transport::QuicMessenger::query_within)): a
+    /// live member answers within that even if the error was forged.
     fn final_check(&self, member: MemberId) {
         let messenger = self.messenger.clone();
         let results = self.check_results.clone();
         let limit = self.final_check_timeout;
-        let grace = refusal_grace(self.messenger.rtt(&member), limit);
         tokio::spawn(async move {
             let started = Instant::now();
             let answered = async {
@@ -536,30 +533,15 @@ impl Driver {
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
             };
-            let refused = async {
-                loop {
-                    if messenger
-                        .last_unreachable(member.address())
-                        .is_some_and(|at| at > started)
-                    {
-                        return;
-                    }
-                    tokio::time::sleep(REFUSAL_POLL).await;
-                }
-            };
-            let heard_meanwhile = || messenger.last_heard(&member).is_some_and(|at| at > started);
             // The query bounds itself (from when its handshake starts). A sign of life
             // arriving meanwhile settles it early; after a failed query, one that arrived
             // while it ran still counts, but there is no second wait.
-            tokio::pin!(answered, heard, refused);
+            tokio::pin!(answered, heard);
             let alive = tokio::select! {
-                ok = &mut answered => ok || heard_meanwhile(),
+                ok = &mut answered => {
+                    ok || messenger.last_heard(&member).is_some_and(|at| at > started)
+                }
                 () = &mut heard => true,
-                () = &mut refused => tokio::select! {
-                    ok = &mut answered => ok || heard_meanwhile(),
-                    () = &mut heard => true,
-                    () = tokio::time::sleep(grace) => heard_meanwhile(),
-                },
             };
             tracing::debug!(?member, alive, took = ?started.elapsed(), "final check");
             // The driver may have stopped; then nobody needs the answer.
@@ -684,20 +666,6 @@ impl Driver {
             let _ = started.send(result);
         }
     }
-}
-
-/// How often a running final check looks for an unreachable report about its suspect.
-const REFUSAL_POLL: Duration = Duration::from_millis(5);
-/// The least a final check waits for an answer once the suspect's port refused it.
-const MIN_REFUSAL_GRACE: Duration = Duration::from_millis(50);
-
-/// How long a final check still waits for an answer after the suspect's port refused it:
-/// four round trips of the last connection to it (a fresh handshake and the answer take
-/// two), at least [`MIN_REFUSAL_GRACE`] and at most the whole check's `limit`.
-fn refusal_grace(rtt: Option<Duration>, limit: Duration) -> Duration {
-    rtt.map_or(MIN_REFUSAL_GRACE, |rtt| rtt * 4)
-        .max(MIN_REFUSAL_GRACE)
-        .min(limit)
 }
 
 fn now() -> std::time::Instant {

@@ -86,24 +86,6 @@ impl Transport {
         each!(self, m => m.last_heard(member))
     }
 
-    /// The round-trip estimate to `member`.
-    pub fn rtt(&self, member: &MemberId) -> Option<Duration> {
-        match self {
-            Transport::Quic(m) => m.peer_stats(member).and_then(|s| s.rtt),
-            Transport::Legacy(m) => m.rtt(member),
-            Transport::Bridge(m) => m.rtt(member),
-        }
-    }
-
-    /// When an ICMP error about `address` last arrived (QUIC's socket error queue).
-    pub fn last_unreachable(&self, address: SocketAddr) -> Option<Instant> {
-        match self {
-            Transport::Quic(m) => m.last_unreachable(address),
-            Transport::Legacy(_) => None,
-            Transport::Bridge(m) => m.quic().last_unreachable(address),
-        }
-    }
-
     /// Stops as a crash of the process would (for tests).
     pub fn crash(&self) {
         each!(self, m => m.crash())

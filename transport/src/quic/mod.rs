@@ -57,6 +57,10 @@ const SAFE_DATAGRAM_BYTES: usize = 1100;
 const DEPARTED_MEMORY: usize = 10_000;
 /// Transport events buffered for slow event subscribers.
 const EVENT_CAPACITY: usize = 1024;
+/// How often a running query looks for an unreachable report about its address.
+const REFUSAL_POLL: Duration = Duration::from_millis(5);
+/// The least a query waits for an answer once its address refused its datagrams.
+const MIN_REFUSAL_GRACE: Duration = Duration::from_millis(50);
 
 /// Why a messenger could not start.
 #[derive(Debug, thiserror::Error)]
@@ -487,7 +491,48 @@ impl QuicMessenger {
         if self.inner.closing.load(Ordering::Acquire) {
             return Err(QueryError::Shutdown);
         }
-        query::ask(&self.inner.shared, address, query, limit).await
+        let started = tokio::time::Instant::now();
+        let asking = query::ask(&self.inner.shared, address, query, limit);
+        let refused = async {
+            loop {
+                if self
+                    .inner
+                    .unreachable
+                    .last(address)
+                    .is_some_and(|at| at > started)
+                {
+                    return;
+                }
+                tokio::time::sleep(REFUSAL_POLL).await;
+            }
+        };
+        tokio::pin!(asking);
+        tokio::select! {
+            answer = &mut asking => answer,
+            // The query's own datagrams were refused: nothing listens there, or the error
+            // was forged. A live answerer still answers within a few round trips, so wait
+            // that long rather than the whole limit (a closed port no longer costs the
+            // handshake timeout, e.g. in a discovery round that asks a dead locator).
+            () = refused => {
+                let grace = self.refusal_grace(address);
+                match tokio::time::timeout(grace, &mut asking).await {
+                    Ok(answer) => answer,
+                    Err(_) => Err(QueryError::Unreachable(address)),
+                }
+            }
+        }
+    }
+
+    /// How long a query whose datagrams were refused still waits for an answer: four round
+    /// trips of a connection to that address, if there is one, and at least
+    /// [`MIN_REFUSAL_GRACE`].
+    fn refusal_grace(&self, address: SocketAddr) -> Duration {
+        let rtt = lock(&self.inner.peers)
+            .values()
+            .find(|entry| entry.peer.member().address() == address)
+            .and_then(|entry| entry.peer.link())
+            .map(|link| link.conn.rtt());
+        rtt.map_or(MIN_REFUSAL_GRACE, |rtt| (rtt * 4).max(MIN_REFUSAL_GRACE))
     }
 
     /// Answers queries of type `Q` from now on with `handler`, which gets the query and the

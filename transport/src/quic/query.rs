@@ -72,6 +72,10 @@ pub enum QueryError {
         /// The query's tag.
         tag: Tag,
     },
+    /// Nothing listens at the address: its host answered the query's own datagrams with
+    /// ICMP port (or host) unreachable, and no answer came within a few round trips after.
+    #[error("nothing answers at {0}: its port is closed (ICMP unreachable)")]
+    Unreachable(SocketAddr),
     /// The answerer refuses to talk to this member at all, and says why (a legacy side
     /// closed for good after a rolling upgrade).
     #[error("{address} refused: {reason}")]
