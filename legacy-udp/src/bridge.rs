@@ -186,13 +186,26 @@ impl Bridge {
         (old, new, unreachable)
     }
 
-    /// Fails before anything is queued if the legacy side could not take `message`, so
-    /// that a send never reaches one side only.
-    fn legacy_takes<M: Message>(&self, message: &M, old: &[MemberId]) -> Result<(), SendError> {
-        if old.is_empty() {
-            return Ok(());
+    /// Sends to each recipient over its protocol: QUIC first, after checking that the
+    /// legacy side can take the message, so that a send never reaches one side only.
+    fn route<M: Message>(
+        &self,
+        message: &M,
+        recipients: &[MemberId],
+        quic: impl FnOnce(&[MemberId]) -> Result<SendOutcome, SendError>,
+        legacy: impl FnOnce(&[MemberId]) -> Result<SendOutcome, SendError>,
+    ) -> Result<SendOutcome, SendError> {
+        let (old, new, mut outcome) = self.split(recipients);
+        if !old.is_empty() {
+            self.legacy.check_size(message)?;
         }
-        self.legacy.check_size(message)
+        if !new.is_empty() {
+            outcome = merge(outcome, quic(&new)?);
+        }
+        if !old.is_empty() {
+            outcome = merge(outcome, legacy(&old)?);
+        }
+        Ok(outcome)
     }
 
     /// Closes the legacy side once it has flushed (bounded by its shutdown timeout).
@@ -260,16 +273,12 @@ impl Messenger for Bridge {
         priority: Priority,
         recipients: &[MemberId],
     ) -> Result<SendOutcome, SendError> {
-        let (old, new, mut outcome) = self.split(recipients);
-        self.legacy_takes(message, &old)?;
-        // QUIC first: if it refuses the message, nothing was queued anywhere.
-        if !new.is_empty() {
-            outcome = merge(outcome, self.quic.send(message, priority, &new)?);
-        }
-        if !old.is_empty() {
-            outcome = merge(outcome, self.legacy.send(message, priority, &old)?);
-        }
-        Ok(outcome)
+        self.route(
+            message,
+            recipients,
+            |new| self.quic.send(message, priority, new),
+            |old| self.legacy.send(message, priority, old),
+        )
     }
 
     fn send_outside_view<M: Message>(
@@ -277,15 +286,12 @@ impl Messenger for Bridge {
         message: &M,
         recipients: &[MemberId],
     ) -> Result<SendOutcome, SendError> {
-        let (old, new, mut outcome) = self.split(recipients);
-        self.legacy_takes(message, &old)?;
-        if !new.is_empty() {
-            outcome = merge(outcome, self.quic.send_outside_view(message, &new)?);
-        }
-        if !old.is_empty() {
-            outcome = merge(outcome, self.legacy.send_outside_view(message, &old)?);
-        }
-        Ok(outcome)
+        self.route(
+            message,
+            recipients,
+            |new| self.quic.send_outside_view(message, new),
+            |old| self.legacy.send_outside_view(message, old),
+        )
     }
 
     fn send_datagram<M: Message>(
@@ -293,15 +299,12 @@ impl Messenger for Bridge {
         message: &M,
         recipients: &[MemberId],
     ) -> Result<SendOutcome, SendError> {
-        let (old, new, mut outcome) = self.split(recipients);
-        self.legacy_takes(message, &old)?;
-        if !new.is_empty() {
-            outcome = merge(outcome, self.quic.send_datagram(message, &new)?);
-        }
-        if !old.is_empty() {
-            outcome = merge(outcome, self.legacy.send_datagram(message, &old)?);
-        }
-        Ok(outcome)
+        self.route(
+            message,
+            recipients,
+            |new| self.quic.send_datagram(message, new),
+            |old| self.legacy.send_datagram(message, old),
+        )
     }
 
     fn subscribe<M: Message>(&self) -> Result<Subscription<M>, SubscribeError> {

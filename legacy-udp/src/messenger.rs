@@ -26,6 +26,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use cohort_transport::dispatch::{Dispatcher, Inbound, Routed};
+use cohort_transport::member::LocalIdentity;
 use cohort_transport::socket::{LegacyPort, LegacySender, SocketFaults, SocketStats};
 use cohort_transport::{
     Delivery, MemberId, Message, Messenger, Priority, Query, QueryError, QuicMessenger, SendError,
@@ -199,21 +200,15 @@ impl LegacyMessenger {
     }
 
     fn identity(config: &LegacyConfig, bound: SocketAddr) -> MemberId {
-        let mut advertised = config.advertise.unwrap_or(bound);
-        if advertised.port() == 0 {
-            advertised.set_port(bound.port());
+        LocalIdentity {
+            name: &config.name,
+            kind: config.kind,
+            version: config.version,
+            attributes: &config.attributes,
+            advertise: config.advertise,
+            uuid: config.uuid,
         }
-        let name = match config.name.is_empty() {
-            true => advertised.to_string(),
-            false => config.name.clone(),
-        };
-        let mut local = MemberId::new(name, advertised, config.kind)
-            .with_version(config.version)
-            .with_attributes(config.attributes.clone());
-        if let Some(uuid) = config.uuid {
-            local = local.with_uuid(uuid);
-        }
-        local
+        .member_id(bound)
     }
 
     fn start(

@@ -91,6 +91,44 @@ struct MemberIdData {
     attributes: MemberAttributes,
 }
 
+/// What a messenger's configuration says about the member it speaks for.
+#[derive(Clone, Debug)]
+pub struct LocalIdentity<'a> {
+    /// The name; empty means "named after the advertised address".
+    pub name: &'a str,
+    /// The member's role.
+    pub kind: MemberKind,
+    /// The protocol version announced.
+    pub version: ProtocolVersion,
+    /// Attributes announced.
+    pub attributes: &'a MemberAttributes,
+    /// The address others reach it at, if not the bound one (port 0: the bound port).
+    pub advertise: Option<SocketAddr>,
+    /// A fixed uuid (deterministic tests), or `None` for a fresh one.
+    pub uuid: Option<Uuid>,
+}
+
+impl LocalIdentity<'_> {
+    /// The member id of a member whose socket is bound at `bound`.
+    pub fn member_id(&self, bound: SocketAddr) -> MemberId {
+        let mut advertised = self.advertise.unwrap_or(bound);
+        if advertised.port() == 0 {
+            advertised.set_port(bound.port());
+        }
+        let name = match self.name.is_empty() {
+            true => advertised.to_string(),
+            false => self.name.to_owned(),
+        };
+        let mut id = MemberId::new(name, advertised, self.kind)
+            .with_version(self.version)
+            .with_attributes(self.attributes.clone());
+        if let Some(uuid) = self.uuid {
+            id = id.with_uuid(uuid);
+        }
+        id
+    }
+}
+
 impl MemberId {
     /// A new identity with a fresh random uuid, speaking [`ProtocolVersion::CURRENT`].
     pub fn new(name: impl Into<String>, address: SocketAddr, kind: MemberKind) -> Self {

@@ -39,7 +39,7 @@ use self::peer::{Peer, Stop};
 pub use self::query::QueryError;
 use self::query::QueryHandlers;
 use crate::dispatch::{DispatchStats, Dispatcher, Inbound, SubscribeError, Subscription};
-use crate::member::MemberId;
+use crate::member::{LocalIdentity, MemberId};
 use crate::message::{Delivery, Message, Query, Tag};
 use crate::messenger::{Messenger, SendError, SendOutcome, TransportEvent};
 use crate::priority::Priority;
@@ -252,20 +252,15 @@ impl QuicMessenger {
         let unreachable = Arc::new(UnreachableReports::new(events.clone()));
         let socket = Arc::new(CohortSocket::new(udp, faults.clone(), unreachable.clone()));
 
-        let mut advertised = config.advertise.unwrap_or(bound);
-        if advertised.port() == 0 {
-            advertised.set_port(bound.port());
+        let local = LocalIdentity {
+            name: &config.name,
+            kind: config.kind,
+            version: config.version,
+            attributes: &config.attributes,
+            advertise: config.advertise,
+            uuid: config.uuid,
         }
-        let name = match config.name.is_empty() {
-            true => advertised.to_string(),
-            false => config.name.clone(),
-        };
-        let mut local = MemberId::new(name, advertised, config.kind)
-            .with_version(config.version)
-            .with_attributes(config.attributes.clone());
-        if let Some(uuid) = config.uuid {
-            local = local.with_uuid(uuid);
-        }
+        .member_id(bound);
 
         let transport = Arc::new(transport_config(&config)?);
         let mut server_config = quinn::ServerConfig::with_crypto(tls.server_crypto());
