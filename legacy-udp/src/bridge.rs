@@ -150,15 +150,6 @@ impl Bridge {
         }
     }
 
-    /// The round-trip estimate to `member`, on the protocol it speaks.
-    pub fn rtt(&self, member: &MemberId) -> Option<Duration> {
-        if speaks_legacy(member) {
-            self.legacy.rtt(member)
-        } else {
-            self.quic.peer_stats(member).and_then(|s| s.rtt)
-        }
-    }
-
     /// What the QUIC side knows about a peer.
     pub fn peer_stats(&self, member: &MemberId) -> Option<PeerStats> {
         self.quic.peer_stats(member)

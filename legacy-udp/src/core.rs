@@ -181,15 +181,6 @@ impl Core {
         self.peers.get(&member.uuid())?.last_heard
     }
 
-    /// The round-trip estimate to `member` (its Control stream's, else any).
-    pub(crate) fn rtt(&self, member: &MemberId) -> Option<std::time::Duration> {
-        self.peers
-            .get(&member.uuid())?
-            .send
-            .iter()
-            .find_map(SendStream::rtt)
-    }
-
     /// A datagram naming `sender` arrived from `from`: true if it may be delivered (the
     /// sender is in the view, at its address on record, and speaks this protocol).
     pub(crate) fn datagram_from(

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use bytes::Bytes;
-use cohort_transport::{Query, QueryError, Tag};
+use cohort_transport::{Query, QueryError};
 use tokio::sync::oneshot;
 
 /// Turns an encoded query and the asker's address into an encoded answer.
@@ -131,10 +131,4 @@ pub(crate) fn decode_answer<Q: Query>(
         address,
         reason: error.to_string(),
     })
-}
-
-/// The tag of `Q` as the wire carries it.
-pub(crate) fn tag<Q: Query>() -> u32 {
-    let Tag(tag) = Q::TAG;
-    tag
 }

@@ -220,7 +220,9 @@ impl LegacyMessenger {
         events: broadcast::Sender<TransportEvent>,
     ) -> Self {
         let sender = port.sender();
-        let first_query_id = u64::from_le_bytes(local_first_id(&local));
+        // From the uuid, so that a process restarted at the same address does not take
+        // answers meant for its previous incarnation.
+        let first_query_id = local.uuid().as_u64_pair().0;
         let mut receivers = Vec::new();
         let deliveries = std::array::from_fn(|_| {
             let (tx, rx) = mpsc::unbounded_channel();
@@ -290,10 +292,7 @@ impl LegacyMessenger {
             inner: &self.inner,
             id,
         };
-        let header = ExchangeHeader {
-            id,
-            tag: exchange::tag::<Q>(),
-        };
+        let header = ExchangeHeader { id, tag: Q::TAG.0 };
         let packet = Packet::Query(header, Bytes::from(payload)).encode();
         let deadline = Instant::now() + limit;
         let result = loop {
@@ -389,11 +388,6 @@ impl LegacyMessenger {
     /// When anything last arrived from `member`.
     pub fn last_heard(&self, member: &MemberId) -> Option<Instant> {
         self.inner.core().last_heard(member).map(Instant::from_std)
-    }
-
-    /// The round-trip estimate to `member`, once acknowledgements have measured one.
-    pub fn rtt(&self, member: &MemberId) -> Option<Duration> {
-        self.inner.core().rtt(member)
     }
 
     /// Fails as `send` would for a message this side cannot take (closed, retired, not
@@ -762,15 +756,6 @@ impl Drop for PendingQuery<'_> {
     fn drop(&mut self) {
         self.inner.exchanges.cancel(self.id);
     }
-}
-
-/// A starting query id from the member's uuid, so that a restarted process at the same
-/// address does not take answers meant for its previous incarnation.
-fn local_first_id(local: &MemberId) -> [u8; 8] {
-    let bytes = local.uuid().into_bytes();
-    let mut first = [0u8; 8];
-    first.copy_from_slice(&bytes[..8]);
-    first
 }
 
 /// Hands one priority's complete messages to their subscribers, in order, waiting for a

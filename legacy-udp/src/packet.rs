@@ -21,7 +21,7 @@
 //! a new protocol version. `tests::bytes_are_pinned` holds them.
 
 use bytes::Bytes;
-use cohort_transport::{MemberId, Priority, Tag};
+use cohort_transport::{MemberId, Priority};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -271,11 +271,6 @@ impl Packet {
             Packet::Ack(_) | Packet::Refused(_) => None,
         }
     }
-}
-
-/// The tag of a message as the wire carries it.
-pub fn tag_of(tag: Tag) -> u32 {
-    tag.0
 }
 
 fn header<T: serde::de::DeserializeOwned>(

@@ -228,11 +228,6 @@ impl SendStream {
             Some(srtt) => (srtt + self.rttvar * 4).clamp(MIN_RTO, MAX_RTO),
         }
     }
-
-    /// The current round-trip estimate.
-    pub(crate) fn rtt(&self) -> Option<Duration> {
-        self.srtt
-    }
 }
 
 /// What the receiving half did with a fragment.

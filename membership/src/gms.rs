@@ -313,14 +313,7 @@ impl Gms {
             || *member == self.me
             || self.suspects.contains_key(&member.uuid())
             || self.dead.contains(&member.uuid())
-        {
-            return;
-        }
-        let window = self.config.member_timeout * 2;
-        if self
-            .cleared_at
-            .get(&member.uuid())
-            .is_some_and(|at| now.saturating_duration_since(*at) <= window)
+            || self.cleared_recently(member, now)
         {
             return;
         }
@@ -383,7 +376,7 @@ impl Gms {
             // once no other final check is running, which is what gathers crashes found
             // together into one view change (joins batched meanwhile come along).
             if self.round.is_none() {
-                self.batch_at = Some(self.batch_at.map_or(now, |at| at.min(now)));
+                self.batch_at = Some(now);
             }
         }
     }
@@ -534,16 +527,9 @@ impl Gms {
                     // A suspicion that overtook its own clearing is stale here; the checker
                     // itself always looks again.
                     let checking = self.checker().as_ref() == Some(&self.me);
-                    let window = self.config.member_timeout * 2;
                     let members = members
                         .into_iter()
-                        .filter(|m| {
-                            checking
-                                || self
-                                    .cleared_at
-                                    .get(&m.uuid())
-                                    .is_none_or(|at| now.saturating_duration_since(*at) > window)
-                        })
+                        .filter(|m| checking || !self.cleared_recently(m, now))
                         .collect::<Vec<MemberId>>();
                     for member in &members {
                         let by = self.suspected_by.entry(member.uuid()).or_default();
@@ -786,6 +772,15 @@ impl Gms {
             self.checking.insert(member.uuid(), (now, 0));
             self.outputs.push_back(Output::Check { member });
         }
+    }
+
+    /// True if a final check cleared `member` within twice the member timeout: suspicions
+    /// of it from then are stale (or forged) and settle nothing new.
+    fn cleared_recently(&self, member: &MemberId, now: Instant) -> bool {
+        let window = self.config.member_timeout * 2;
+        self.cleared_at
+            .get(&member.uuid())
+            .is_some_and(|at| now.saturating_duration_since(*at) <= window)
     }
 
     fn clear(&mut self, now: Instant, member: &MemberId) {

@@ -26,8 +26,9 @@
 //! are absorbed here, because any error returned from `poll_recv` stops quinn's endpoint.
 //!
 //! [`SocketStats`] counts what passes: datagrams that were not QUIC, receive errors
-//! absorbed, unreachable errors reported (see `crate::unreachable`), and the bytes and datagrams handed to the kernel (every GSO segment and every
-//! copy the fault rules make, none that they drop), for measuring a member's traffic.
+//! absorbed, unreachable errors reported (see `crate::unreachable`), and the bytes and
+//! datagrams handed to the kernel (every GSO segment and every copy the fault rules make,
+//! none that they drop), for measuring a member's traffic.
 
 use std::collections::HashSet;
 use std::fmt;

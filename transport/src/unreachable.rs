@@ -33,7 +33,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use tokio::sync::broadcast;
+use tokio::sync::{Notify, broadcast};
 use tokio::time::Instant;
 
 use crate::messenger::TransportEvent;
@@ -52,6 +52,8 @@ pub(crate) struct UnreachableReports {
     events: broadcast::Sender<TransportEvent>,
     last: Mutex<HashMap<SocketAddr, Seen>>,
     received: AtomicU64,
+    /// Woken on every error, for [`UnreachableReports::refused_since`].
+    arrived: Notify,
 }
 
 /// When errors about one address were last received and last reported as an event.
@@ -67,6 +69,19 @@ impl UnreachableReports {
             events,
             last: Mutex::new(HashMap::new()),
             received: AtomicU64::new(0),
+            arrived: Notify::new(),
+        }
+    }
+
+    /// Returns once an error about `address` arrives after `since` (at once if one has).
+    pub(crate) async fn refused_since(&self, address: SocketAddr, since: Instant) {
+        loop {
+            // Registered before looking, so an error arriving in between is not missed.
+            let arrived = self.arrived.notified();
+            if self.last(address).is_some_and(|at| at > since) {
+                return;
+            }
+            arrived.await;
         }
     }
 
@@ -87,6 +102,7 @@ impl UnreachableReports {
 
     fn report_at(&self, address: SocketAddr, reason: &str, now: Instant) {
         self.received.fetch_add(1, Ordering::Relaxed);
+        let _wake = WakeOnDrop(&self.arrived);
         {
             let mut last = lock(&self.last);
             if let Some(seen) = last.get_mut(&address) {
@@ -112,6 +128,16 @@ impl UnreachableReports {
             address,
             reason: reason.to_owned(),
         });
+    }
+}
+
+/// Wakes the waiters of [`UnreachableReports::refused_since`] once the error is recorded,
+/// whichever way `report_at` returns.
+struct WakeOnDrop<'a>(&'a Notify);
+
+impl Drop for WakeOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.notify_waiters();
     }
 }
 

@@ -364,10 +364,10 @@ impl Member {
     /// the port closing (a host gone or cut off), isolate its socket with
     /// `messenger().faults().isolate()` instead.
     pub async fn kill(mut self) {
-        self.messenger.faults().isolate();
+        // Silent first (crash isolates the socket), so the driver cannot say goodbye.
+        self.messenger.crash();
         self.driver.abort();
         let _ = (&mut self.driver).await;
-        self.messenger.crash();
     }
 }
 

@@ -57,8 +57,6 @@ const SAFE_DATAGRAM_BYTES: usize = 1100;
 const DEPARTED_MEMORY: usize = 10_000;
 /// Transport events buffered for slow event subscribers.
 const EVENT_CAPACITY: usize = 1024;
-/// How often a running query looks for an unreachable report about its address.
-const REFUSAL_POLL: Duration = Duration::from_millis(5);
 /// The least a query waits for an answer once its address refused its datagrams.
 const MIN_REFUSAL_GRACE: Duration = Duration::from_millis(50);
 
@@ -488,19 +486,7 @@ impl QuicMessenger {
         }
         let started = tokio::time::Instant::now();
         let asking = query::ask(&self.inner.shared, address, query, limit);
-        let refused = async {
-            loop {
-                if self
-                    .inner
-                    .unreachable
-                    .last(address)
-                    .is_some_and(|at| at > started)
-                {
-                    return;
-                }
-                tokio::time::sleep(REFUSAL_POLL).await;
-            }
-        };
+        let refused = self.inner.unreachable.refused_since(address, started);
         tokio::pin!(asking);
         tokio::select! {
             answer = &mut asking => answer,
