@@ -3,7 +3,8 @@
 //!
 //! ```text
 //! FILE ─► toml::Table ─► each `--key value` flag written into it (`--ssl-ca` is `ssl.ca`)
-//!      ─► FileConfig (unknown keys refused, by name) ─► checked values ─► MemberConfig
+//!      ─► FileConfig (unknown keys refused, by name) ─► checked values
+//!      ─► Settings { member: MemberConfig, metrics_address }
 //! ```
 //!
 //! ```toml
@@ -14,6 +15,7 @@
 //! member-timeout = "1s"                 # ms, s or m
 //! enable-network-partition-detection = true
 //! transport = "quic"                    # quic, legacy or bridge
+//! metrics-address = "127.0.0.1:9464"    # optional: serve /metrics (Prometheus) here
 //!
 //! [ssl]
 //! ca = "certs/ca.pem"
@@ -96,7 +98,18 @@ struct FileConfig {
     transport: Option<String>,
     security_username: Option<String>,
     security_password: Option<String>,
+    metrics_address: Option<String>,
     ssl: Option<SslConfig>,
+}
+
+/// Everything the file and flags say: the member's configuration, and what the process
+/// around it does.
+#[derive(Debug)]
+pub(crate) struct Settings {
+    /// The member.
+    pub(crate) member: MemberConfig,
+    /// Where to serve metrics over HTTP (`metrics-address`), if anywhere.
+    pub(crate) metrics_address: Option<SocketAddr>,
 }
 
 /// The `[ssl]` table.
@@ -111,9 +124,9 @@ struct SslConfig {
 }
 
 /// Reads `path` (if any), applies `flags` (`--key value` pairs, in order), and builds the
-/// member's configuration. Relative file names in the file are taken relative to its
+/// member's settings. Relative file names in the file are taken relative to its
 /// directory; those given as flags, relative to the working directory.
-pub(crate) fn load(path: Option<&Path>, flags: &[String]) -> Result<MemberConfig, ConfigError> {
+pub(crate) fn load(path: Option<&Path>, flags: &[String]) -> Result<Settings, ConfigError> {
     let mut table = match path {
         Some(path) => {
             let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -214,7 +227,7 @@ fn flag_value(key: &str, text: &str) -> toml::Value {
     }
 }
 
-fn build(file: FileConfig) -> Result<MemberConfig, ConfigError> {
+fn build(file: FileConfig) -> Result<Settings, ConfigError> {
     let ssl = file
         .ssl
         .ok_or(ConfigError::Missing("[ssl] (ca, certificate, private-key)"))?;
@@ -298,7 +311,14 @@ fn build(file: FileConfig) -> Result<MemberConfig, ConfigError> {
         credentials = credentials.with("security-password", password);
     }
     config.credentials = credentials;
-    Ok(config)
+    let metrics_address = file
+        .metrics_address
+        .map(|address| address_of("metrics-address", address))
+        .transpose()?;
+    Ok(Settings {
+        member: config,
+        metrics_address,
+    })
 }
 
 fn value(key: &'static str, value: String, reason: &'static str) -> ConfigError {
@@ -389,7 +409,8 @@ mod tests {
             "name = \"node-1\"\nkind = \"locator\"\nbind-address = \"127.0.0.1:10334\"\n\
              locators = [\"127.0.0.1:10334\"]\nmember-timeout = \"2s\"\n\
              final-check-timeout = \"300ms\"\nenable-network-partition-detection = false\n\
-             transport = \"bridge\"\nsecurity-username = \"admin\"\n{SSL}\
+             transport = \"bridge\"\nsecurity-username = \"admin\"\n\
+             metrics-address = \"127.0.0.1:9464\"\n{SSL}\
              require-authentication = true\nendpoint-identification-enabled = true\n"
         );
         let path = write(&dir, "member.toml", &text);
@@ -403,7 +424,12 @@ mod tests {
         .iter()
         .map(|s| (*s).to_owned())
         .collect();
-        let config = load(Some(&path), &flags).expect("valid");
+        let settings = load(Some(&path), &flags).expect("valid");
+        assert_eq!(
+            settings.metrics_address,
+            Some("127.0.0.1:9464".parse().expect("literal"))
+        );
+        let config = settings.member;
         assert_eq!(config.name.as_deref(), Some("node-2"));
         assert_eq!(config.kind, MemberKind::Locator);
         assert_eq!(config.bind, "127.0.0.1:10334".parse().expect("literal"));
@@ -438,6 +464,10 @@ mod tests {
             (SSL.replace("node.pem", "missing.pem"), "ssl.certificate"),
             ("name = \"x\"\n".to_owned(), "[ssl]"),
             (format!("{SSL}shoe-size = 42\n"), "shoe-size"),
+            (
+                format!("metrics-address = \"9464\"\n{SSL}"),
+                "metrics-address",
+            ),
         ];
         for (text, named) in cases {
             let path = write(&dir, "member.toml", &text);

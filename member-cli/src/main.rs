@@ -4,6 +4,8 @@
 //! cohort-member --config member.toml [--key value ...]
 //!   config file + flags ─► MemberConfig ─► Member::start (exits 1 naming the problem)
 //!   ─► prints each view installed (who joined, left, crashed)
+//!   ─► with metrics-address: serves GET /metrics (http), answered by this loop from
+//!      the member's counters (metrics)
 //!   ─► SIGTERM or SIGINT ─► leave gracefully ─► exit 0
 //!      forced out of the cluster (network partition) ─► exit 1
 //! cohort-member status --config member.toml [--locator ADDR]
@@ -15,7 +17,10 @@
 //! stdout.
 
 mod config;
+mod http;
+mod metrics;
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -24,7 +29,9 @@ use std::net::SocketAddr;
 use cohort_membership::messages::FindCoordinator;
 use cohort_membership::{Member, MembershipEvent};
 use cohort_transport::{MemberId, MemberKind, Messenger, QuicConfig, QuicMessenger, View};
+use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::mpsc;
 
 const USAGE: &str = "\
 usage: cohort-member --config FILE [--KEY VALUE ...]
@@ -40,6 +47,7 @@ config keys (Geode's names where Geode has one):
   member-timeout, final-check-timeout, join-timeout, leave-timeout (e.g. 500ms, 5s, 2m),
   enable-network-partition-detection, working-dir, transport (quic | legacy | bridge),
   security-username, security-password,
+  metrics-address (serve Prometheus metrics at http://ADDRESS/metrics),
   [ssl] ca, certificate, private-key, require-authentication,
         endpoint-identification-enabled
 
@@ -139,8 +147,8 @@ fn main() -> ExitCode {
         } => (config, flags, Some(locator)),
     };
     init_logging();
-    let config = match config::load(path.as_deref(), &flags) {
-        Ok(config) => config,
+    let settings = match config::load(path.as_deref(), &flags) {
+        Ok(settings) => settings,
         Err(error) => {
             eprintln!("cohort-member: invalid configuration: {error}");
             return ExitCode::from(2);
@@ -157,8 +165,8 @@ fn main() -> ExitCode {
         }
     };
     let outcome = match status_of {
-        Some(locator) => runtime.block_on(status(config, locator)),
-        None => runtime.block_on(run(config)),
+        Some(locator) => runtime.block_on(status(settings.member, locator)),
+        None => runtime.block_on(run(settings)),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -175,13 +183,31 @@ fn init_logging() {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
 }
 
-async fn run(config: cohort_membership::MemberConfig) -> Result<(), String> {
+async fn run(settings: config::Settings) -> Result<(), String> {
     let mut terminate = signal(SignalKind::terminate()).map_err(|e| format!("SIGTERM: {e}"))?;
     let mut interrupt = signal(SignalKind::interrupt()).map_err(|e| format!("SIGINT: {e}"))?;
-    let member = Member::start(config)
+    // The metrics address is taken before joining, so a bad one fails before the cluster
+    // sees this member.
+    let (scrape_requests, mut scrapes) = mpsc::channel::<http::Scrape>(4);
+    let metrics_server = match settings.metrics_address {
+        Some(address) => {
+            let listener = TcpListener::bind(address)
+                .await
+                .map_err(|e| format!("cannot serve metrics on {address}: {e}"))?;
+            let bound = listener.local_addr().unwrap_or(address);
+            println!("metrics at http://{bound}/metrics");
+            Some(AbortOnDrop(tokio::spawn(http::serve(
+                listener,
+                scrape_requests,
+            ))))
+        }
+        None => None,
+    };
+    let member = Member::start(settings.member)
         .await
         .map_err(|e| format!("could not join the cluster: {e}"))?;
     let mut events = member.events();
@@ -189,6 +215,10 @@ async fn run(config: cohort_membership::MemberConfig) -> Result<(), String> {
     println!("{}", describe(&member.view(), None));
     loop {
         tokio::select! {
+            Some(scrape) = scrapes.recv() => {
+                // The scraper may have given up meanwhile; nothing to do then.
+                let _ = scrape.send(metrics::render(&member));
+            }
             event = events.recv() => match event {
                 Ok(MembershipEvent::ViewInstalled { view, left, crashed, .. }) => {
                     println!("{}", describe(&view, Some((&left, &crashed))));
@@ -209,6 +239,7 @@ async fn run(config: cohort_membership::MemberConfig) -> Result<(), String> {
         }
     }
     println!("leaving the cluster");
+    drop(metrics_server);
     if member.leave().await {
         println!("left");
     } else {
@@ -291,4 +322,13 @@ fn describe(view: &View, changes: Option<(&Vec<MemberId>, &Vec<MemberId>)>) -> S
         }
     }
     out
+}
+
+/// Aborts a task when dropped: the metrics server ends with the run loop.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }

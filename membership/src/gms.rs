@@ -162,6 +162,21 @@ pub struct GmsStats {
     /// Suspicions raised because a member's address was reported unreachable (see
     /// [`Gms::unreachable`]).
     pub unreachable_suspicions: u64,
+    /// Views installed by this member.
+    pub views_installed: u64,
+    /// Members this member learned to suspect (raised here or told by others), each
+    /// reported once per suspicion as [`MembershipEvent::Suspect`].
+    pub suspicions: u64,
+    /// Final checks this member ran as the checker (a repeat after a stall counts again).
+    pub final_checks: u64,
+    /// Final checks whose suspect answered: the suspicion was cleared.
+    pub final_checks_passed: u64,
+    /// Final checks whose suspect did not answer: it is removed as crashed.
+    pub final_checks_failed: u64,
+    /// Members removed as crashed by the views this member installed.
+    pub members_removed: u64,
+    /// Times this member was forced out of the cluster (at most once per member).
+    pub forced_disconnects: u64,
 }
 
 #[derive(Debug)]
@@ -342,12 +357,14 @@ impl Gms {
                 "final check failed while this member ran late: checking again"
             );
             self.checking.insert(member.uuid(), (now, repeats + 1));
+            self.stats.final_checks += 1;
             self.outputs.push_back(Output::Check {
                 member: member.clone(),
             });
             return;
         }
         if alive {
+            self.stats.final_checks_passed += 1;
             tracing::info!(?member, "final check passed: suspicion cleared");
             let told: Vec<MemberId> = self
                 .suspected_by
@@ -364,6 +381,7 @@ impl Gms {
                 },
             );
         } else {
+            self.stats.final_checks_failed += 1;
             tracing::warn!(
                 ?member,
                 "final check failed: removing the member as crashed"
@@ -770,6 +788,7 @@ impl Gms {
             .collect();
         for member in due {
             self.checking.insert(member.uuid(), (now, 0));
+            self.stats.final_checks += 1;
             self.outputs.push_back(Output::Check { member });
         }
     }
@@ -1207,6 +1226,15 @@ impl Gms {
     }
 
     fn event(&mut self, event: MembershipEvent) {
+        match &event {
+            MembershipEvent::ViewInstalled { crashed, .. } => {
+                self.stats.views_installed += 1;
+                self.stats.members_removed += crashed.len() as u64;
+            }
+            MembershipEvent::Suspect { .. } => self.stats.suspicions += 1,
+            MembershipEvent::ForcedDisconnect { .. } => self.stats.forced_disconnects += 1,
+            _ => {}
+        }
         self.outputs.push_back(Output::Event(event));
     }
 }
@@ -1476,5 +1504,13 @@ mod tests {
         run_until(&mut gms, at + Duration::from_millis(3200));
         let view = gms.view().expect("view");
         assert!(!view.contains(&other), "{view}");
+        // Every step was counted.
+        let stats = gms.stats();
+        assert_eq!((stats.final_checks, stats.final_checks_passed), (2, 1));
+        assert_eq!((stats.final_checks_failed, stats.members_removed), (1, 1));
+        assert_eq!(stats.suspicions, 2);
+        // View 1 (founded), view 2 (the joiner), view 3 (without it).
+        assert_eq!(stats.views_installed, 3);
+        assert_eq!(stats.forced_disconnects, 0);
     }
 }

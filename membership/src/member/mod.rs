@@ -95,18 +95,6 @@ enum Command {
     Suspect(MemberId, String),
 }
 
-/// Counters of one member.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct MemberStats {
-    /// Membership messages dropped because their sender was outside the cluster (only
-    /// discovery and join requests are taken from non-members).
-    pub dropped_from_non_members: u64,
-    /// Suspicions this member raised because a member's port was reported unreachable
-    /// (ICMP), each settled by a final check.
-    pub unreachable_suspicions: u64,
-}
-
 impl Member {
     /// Binds the member's socket, finds the cluster through the locators (or founds it,
     /// for a locator that finds none) and joins it. Returns once this member is in a view,
@@ -272,16 +260,12 @@ impl Member {
     }
 
     /// Counters of the membership protocol.
-    pub fn stats(&self) -> MemberStats {
-        let gms = *self
+    pub fn stats(&self) -> GmsStats {
+        *self
             .shared
             .stats
             .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        MemberStats {
-            dropped_from_non_members: gms.dropped_from_non_members,
-            unreachable_suspicions: gms.unreachable_suspicions,
-        }
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Sends an application message to members of the view, reliably and in order per

@@ -1,0 +1,351 @@
+//! The member's metrics in the OpenMetrics text format (which Prometheus scrapes natively),
+//! encoded with `prometheus-client` from a snapshot of the member's counters.
+//!
+//! ```text
+//! Member ─► Snapshot::of (membership counters, view, socket counters, one PeerStats per
+//!           other member of the view) ─► Collector::encode ─► text
+//! ```
+//!
+//! The counters live in the library (`GmsStats`, `SocketStats`, `PeerStats`), which has no
+//! metrics dependency: this module only names and describes them. Member-wide series have
+//! no labels; per-peer series carry `peer` (its name) and `peer_address`, and per-priority
+//! ones also `priority` (control, high, normal, bulk).
+
+use std::fmt;
+
+use cohort_membership::{GmsStats, Member};
+use cohort_transport::socket::SocketStats;
+use cohort_transport::{MemberId, PeerStats, Priority, View};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeGaugeValue, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
+
+/// The content type of [`render`]'s text.
+pub(crate) const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Everything one scrape reports, taken at once.
+#[derive(Debug)]
+struct Snapshot {
+    me: MemberId,
+    view: View,
+    gms: GmsStats,
+    socket: SocketStats,
+    peers: Vec<PeerStats>,
+}
+
+impl Snapshot {
+    fn of(member: &Member) -> Snapshot {
+        let view = member.view();
+        let messenger = member.messenger();
+        let peers = view
+            .members()
+            .iter()
+            .filter(|m| *m != member.id())
+            .filter_map(|m| messenger.peer_stats(m))
+            .collect();
+        Snapshot {
+            me: member.id().clone(),
+            view,
+            gms: member.stats(),
+            socket: messenger.socket_stats(),
+            peers,
+        }
+    }
+}
+
+/// The member's metrics, as the text of one scrape.
+pub(crate) fn render(member: &Member) -> String {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(Snapshot::of(member)));
+    let mut text = String::new();
+    // Writing to a String cannot fail, and the collector only fails if writing does.
+    if let Err(error) = prometheus_client::encoding::text::encode(&mut text, &registry) {
+        tracing::error!(%error, "metrics could not be encoded");
+    }
+    text
+}
+
+impl Collector for Snapshot {
+    fn encode(&self, mut out: DescriptorEncoder) -> fmt::Result {
+        let me = &self.me;
+        let info = [
+            ("name", me.name().to_owned()),
+            ("uuid", me.uuid().to_string()),
+            ("kind", me.kind().to_string()),
+            ("version", me.version().to_string()),
+            ("address", me.address().to_string()),
+        ];
+        let mut family = out.encode_descriptor(
+            "cohort_member",
+            "This member: name, uuid, kind, protocol version and address",
+            None,
+            MetricType::Info,
+        )?;
+        family.encode_info(&info)?;
+
+        let view = &self.view;
+        gauge(
+            &mut out,
+            "cohort_view_id",
+            "Id of the installed view",
+            view.id().0,
+        )?;
+        gauge(
+            &mut out,
+            "cohort_view_members",
+            "Members in the installed view",
+            view.len() as u64,
+        )?;
+        let coordinating = u64::from(view.coordinator() == Some(me));
+        gauge(
+            &mut out,
+            "cohort_coordinator",
+            "1 if this member coordinates the view",
+            coordinating,
+        )?;
+
+        let g = &self.gms;
+        let member_counters = [
+            (
+                "cohort_views_installed",
+                "Views installed",
+                g.views_installed,
+            ),
+            (
+                "cohort_suspicions",
+                "Members suspected (raised here or told by others)",
+                g.suspicions,
+            ),
+            (
+                "cohort_unreachable_suspicions",
+                "Suspicions raised because a member's address was reported unreachable (ICMP)",
+                g.unreachable_suspicions,
+            ),
+            (
+                "cohort_final_checks",
+                "Final checks run by this member",
+                g.final_checks,
+            ),
+            (
+                "cohort_final_checks_passed",
+                "Final checks the suspect answered",
+                g.final_checks_passed,
+            ),
+            (
+                "cohort_final_checks_failed",
+                "Final checks the suspect did not answer",
+                g.final_checks_failed,
+            ),
+            (
+                "cohort_members_removed",
+                "Members removed as crashed by installed views",
+                g.members_removed,
+            ),
+            (
+                "cohort_forced_disconnects",
+                "Times this member was forced out of the cluster",
+                g.forced_disconnects,
+            ),
+            (
+                "cohort_dropped_from_non_members",
+                "Membership messages dropped because their sender was outside the cluster",
+                g.dropped_from_non_members,
+            ),
+        ];
+        for (name, help, value) in member_counters {
+            counter(&mut out, name, help, value)?;
+        }
+
+        let s = &self.socket;
+        let socket_counters = [
+            (
+                "cohort_socket_bytes_sent",
+                "UDP payload bytes handed to the kernel",
+                s.bytes_sent,
+            ),
+            (
+                "cohort_socket_datagrams_sent",
+                "UDP datagrams handed to the kernel",
+                s.datagrams_sent,
+            ),
+            (
+                "cohort_socket_non_quic_received",
+                "Datagrams received that were not QUIC",
+                s.non_quic_received,
+            ),
+            (
+                "cohort_socket_legacy_dropped",
+                "Non-QUIC datagrams dropped (no legacy protocol attached, or its queue full)",
+                s.legacy_dropped,
+            ),
+            (
+                "cohort_socket_unreachable_errors",
+                "ICMP unreachable errors about destinations this socket sent to",
+                s.unreachable_errors,
+            ),
+        ];
+        for (name, help, value) in socket_counters {
+            counter(&mut out, name, help, value)?;
+        }
+
+        self.per_peer(&mut out)
+    }
+}
+
+impl Snapshot {
+    fn per_peer(&self, out: &mut DescriptorEncoder) -> fmt::Result {
+        type PeerCounter = (&'static str, &'static str, fn(&PeerStats) -> u64);
+        let counters: [PeerCounter; 8] = [
+            (
+                "cohort_peer_connections",
+                "QUIC connections established with the peer",
+                |p| p.connections,
+            ),
+            (
+                "cohort_peer_reconnects",
+                "Connections to the peer after the first (each one resumed the streams)",
+                |p| p.connections.saturating_sub(1),
+            ),
+            (
+                "cohort_peer_frames_resent",
+                "Frames written again on a new connection because the peer had not delivered them",
+                |p| p.frames_resent,
+            ),
+            (
+                "cohort_peer_datagrams_sent",
+                "Datagrams (heartbeats, alerts) sent to the peer",
+                |p| p.datagrams_sent,
+            ),
+            (
+                "cohort_peer_datagrams_received",
+                "Datagrams received from the peer",
+                |p| p.datagrams_received,
+            ),
+            (
+                "cohort_peer_datagrams_dropped",
+                "Datagrams to the peer dropped before sending",
+                |p| p.datagrams_dropped,
+            ),
+            (
+                "cohort_peer_duplicates_dropped",
+                "Frames from the peer dropped as duplicates",
+                |p| p.duplicates_dropped,
+            ),
+            (
+                "cohort_peer_sequence_gaps",
+                "Sequence gaps seen from the peer",
+                |p| p.sequence_gaps,
+            ),
+        ];
+        for (name, help, value) in counters {
+            let mut family = out.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for peer in &self.peers {
+                ConstCounter::new(value(peer)).encode(family.encode_family(&peer_labels(peer))?)?;
+            }
+        }
+
+        type PeerGauge = (&'static str, &'static str, fn(&PeerStats) -> u64);
+        let gauges: [PeerGauge; 4] = [
+            (
+                "cohort_peer_connected",
+                "1 while a connection to the peer is up",
+                |p| u64::from(p.connected),
+            ),
+            (
+                "cohort_peer_queued_bytes",
+                "Bytes held for the peer: queued, or written and not yet acknowledged",
+                |p| p.queued_bytes as u64,
+            ),
+            (
+                "cohort_peer_queued_frames",
+                "Frames waiting to be written to the peer",
+                |p| p.queued_frames as u64,
+            ),
+            (
+                "cohort_peer_unacked_frames",
+                "Frames written to the peer and not yet acknowledged",
+                |p| p.unacked_frames as u64,
+            ),
+        ];
+        for (name, help, value) in gauges {
+            let mut family = out.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            for peer in &self.peers {
+                ConstGauge::new(value(peer)).encode(family.encode_family(&peer_labels(peer))?)?;
+            }
+        }
+        let mut family = out.encode_descriptor(
+            "cohort_peer_rtt_seconds",
+            "Round-trip time estimate of the current connection to the peer",
+            None,
+            MetricType::Gauge,
+        )?;
+        for peer in &self.peers {
+            if let Some(rtt) = peer.rtt {
+                ConstGauge::new(rtt.as_secs_f64())
+                    .encode(family.encode_family(&peer_labels(peer))?)?;
+            }
+        }
+
+        type PerPriority = (&'static str, &'static str, fn(&PeerStats) -> [u64; 4]);
+        let per_priority: [PerPriority; 4] = [
+            (
+                "cohort_peer_frames_sent",
+                "Frames written to the peer",
+                |p| p.frames_sent,
+            ),
+            (
+                "cohort_peer_bytes_sent",
+                "Bytes written to the peer, frame headers included",
+                |p| p.bytes_sent,
+            ),
+            (
+                "cohort_peer_frames_received",
+                "Frames received from the peer",
+                |p| p.frames_received,
+            ),
+            (
+                "cohort_peer_bytes_received",
+                "Payload bytes received from the peer",
+                |p| p.bytes_received,
+            ),
+        ];
+        for (name, help, values) in per_priority {
+            let mut family = out.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for peer in &self.peers {
+                let values = values(peer);
+                for priority in Priority::ALL {
+                    let [a, b] = peer_labels(peer);
+                    let labels = [a, b, ("priority", priority.to_string())];
+                    ConstCounter::new(values[priority.index()])
+                        .encode(family.encode_family(&labels)?)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn peer_labels(peer: &PeerStats) -> [(&'static str, String); 2] {
+    [
+        ("peer", peer.member.name().to_owned()),
+        ("peer_address", peer.member.address().to_string()),
+    ]
+}
+
+fn counter(out: &mut DescriptorEncoder, name: &str, help: &str, value: u64) -> fmt::Result {
+    let metric = ConstCounter::new(value);
+    metric.encode(out.encode_descriptor(name, help, None, metric.metric_type())?)
+}
+
+fn gauge<V: EncodeGaugeValue>(
+    out: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    value: V,
+) -> fmt::Result {
+    let metric = ConstGauge::new(value);
+    metric.encode(out.encode_descriptor(name, help, None, metric.metric_type())?)
+}
