@@ -212,6 +212,7 @@ async fn run(settings: config::Settings) -> Result<(), String> {
         .map_err(|e| format!("could not join the cluster: {e}"))?;
     let mut events = member.events();
     println!("{} ({}) is in the cluster", member.id(), member.address());
+    let mut printed = member.view().id();
     println!("{}", describe(&member.view(), None));
     loop {
         tokio::select! {
@@ -220,10 +221,15 @@ async fn run(settings: config::Settings) -> Result<(), String> {
                 let _ = scrape.send(metrics::render(&member));
             }
             event = events.recv() => match event {
-                Ok(MembershipEvent::ViewInstalled { view, left, crashed, .. }) => {
+                // The view current at start may also arrive as an event: print it once.
+                Ok(MembershipEvent::ViewInstalled { view, left, crashed, .. })
+                    if view.id() > printed =>
+                {
+                    printed = view.id();
                     println!("{}", describe(&view, Some((&left, &crashed))));
                 }
                 Ok(MembershipEvent::ForcedDisconnect { reason }) => {
+                    println!("forced out of the cluster: {reason}");
                     return Err(format!("forced out of the cluster: {reason}"));
                 }
                 Ok(MembershipEvent::Suspect { member, reason }) => {
