@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 
 pub mod cluster;
 pub mod gms_sim;
+pub mod rogue;
 pub mod sim;
 
 pub use cluster::Cluster;

@@ -3,11 +3,12 @@
 //! sends reaches a subscriber.
 
 use bytes::BytesMut;
+use cohort_tests::rogue::{close_code, establish, say_hello};
 use cohort_tests::{
     Numbered, PATIENCE, TestCa, init_tracing, install_view, raw_client, receive, spawn_member,
     within,
 };
-use cohort_transport::wire::{self, CloseCode, Frame, FrameDecoder, Hello};
+use cohort_transport::wire::{self, CloseCode, Hello};
 use cohort_transport::{MemberId, MemberKind, Messenger, Priority, QuicMessenger, TransportEvent};
 use tokio::sync::broadcast;
 
@@ -42,33 +43,6 @@ async fn next_event<T>(
         }
     })
     .await
-}
-
-/// Opens the control stream of a raw connection and says Hello as a member at `address`
-/// that has delivered `delivered`.
-async fn say_hello(
-    conn: &quinn::Connection,
-    address: std::net::SocketAddr,
-    delivered: [u64; 4],
-) -> (quinn::SendStream, quinn::RecvStream) {
-    let (mut control, recv) = conn.open_bi().await.expect("control stream");
-    let hello = wire::encode_hello(&Hello {
-        member: MemberId::new("rogue", address, MemberKind::Member),
-        delivered,
-    })
-    .expect("encode");
-    control.write_all(&hello).await.expect("send Hello");
-    (control, recv)
-}
-
-/// Waits for the member to close a raw connection and returns the cohort code it used.
-async fn close_code(conn: &quinn::Connection) -> Option<CloseCode> {
-    match within("the member closes the connection", PATIENCE, conn.closed()).await {
-        quinn::ConnectionError::ApplicationClosed(close) => {
-            CloseCode::from_value(close.error_code.into_inner())
-        }
-        other => panic!("expected an application close, got {other}"),
-    }
 }
 
 fn assert_nothing_delivered(
@@ -200,14 +174,30 @@ async fn garbage_on_a_data_stream_closes_only_that_connection() {
     oversized.extend_from_slice(&[0xff, 0xff, 0xff, 0x7f, 1, 3]);
     let mut truncated_varint = BytesMut::from(&wire::stream_header(Priority::High)[..]);
     truncated_varint.extend_from_slice(&[3, 0, 0, 0, 1, 3, 0x80]);
-    let garbage: [(&str, &[u8]); 4] = [
-        ("a frame longer than the limit", &oversized),
-        ("a truncated sequence number", &truncated_varint),
-        ("an unknown stream header", &[9, 9, 9, 9]),
-        ("random bytes", &[0xde, 0xad, 0xbe, 0xef, 0x01, 0x02, 0x03]),
+    let garbage: [(&str, &[u8], CloseCode); 4] = [
+        (
+            "a frame longer than the limit",
+            &oversized,
+            CloseCode::FrameTooLarge,
+        ),
+        (
+            "a truncated sequence number",
+            &truncated_varint,
+            CloseCode::MalformedFrame,
+        ),
+        (
+            "an unknown stream header",
+            &[9, 9, 9, 9],
+            CloseCode::MalformedFrame,
+        ),
+        (
+            "random bytes",
+            &[0xde, 0xad, 0xbe, 0xef, 0x01, 0x02, 0x03],
+            CloseCode::MalformedFrame,
+        ),
     ];
     let rogue_identity = ca.issue("rogue");
-    for (case, bytes) in garbage {
+    for (case, bytes, code) in garbage {
         let mut events = a.events();
         let client = raw_client(ca.certificate_pem(), Some(&rogue_identity));
         let conn = client
@@ -215,41 +205,17 @@ async fn garbage_on_a_data_stream_closes_only_that_connection() {
             .expect("connect")
             .await
             .expect("handshake with a valid certificate");
-        let (_control, mut control_recv) =
-            say_hello(&conn, client.local_addr().expect("addr"), [0; 4]).await;
-        let mut decoder = FrameDecoder::new(1 << 20);
-        let ack = within("HelloAck", PATIENCE, async {
-            loop {
-                if let Some(frame) = decoder.next_frame().expect("valid frames from a") {
-                    return frame;
-                }
-                let chunk = control_recv
-                    .read_chunk(4096, true)
-                    .await
-                    .expect("read")
-                    .expect("open");
-                decoder.push(&chunk.bytes);
-            }
-        })
-        .await;
-        assert!(
-            matches!(ack, Frame::HelloAck(_)),
-            "{case}: a accepted the Hello"
-        );
+        let _control = establish(&conn, client.local_addr().expect("addr")).await;
 
         let mut stream = conn.open_uni().await.expect("data stream");
         stream.write_all(bytes).await.expect("write garbage");
-        assert_eq!(
-            close_code(&conn).await,
-            Some(CloseCode::MalformedFrame),
-            "{case}"
-        );
+        assert_eq!(close_code(&conn).await, Some(code), "{case}");
         let reason = next_event(&mut events, case, |e| match e {
             TransportEvent::ProtocolViolation { reason, .. } => Some(reason),
             _ => None,
         })
         .await;
-        assert!(reason.contains("MALFORMED_FRAME"), "{case}: {reason}");
+        assert!(reason.contains(code.name()), "{case}: {reason}");
         client.close(0u32.into(), b"done");
 
         // Nobody else noticed: a and b keep exchanging messages on the same connection.

@@ -55,7 +55,8 @@ pub enum SendError {
         tag: Tag,
         /// Its encoded frame size.
         size: usize,
-        /// `max_frame_bytes` of the configuration.
+        /// The configuration's limit for the message's priority
+        /// (`max_frame_bytes_by_priority`; `max_frame_bytes` for datagrams).
         max: usize,
     },
     /// Application tags may not use the Control priority, which the membership protocol owns.

@@ -107,11 +107,17 @@ pub enum CloseCode {
     Reset,
     /// A query named a tag this member does not answer (yet).
     QueryNotServed,
+    /// The peer sent a frame over this member's limit for its stream's priority
+    /// (`QuicConfig::max_frame_bytes_by_priority`).
+    FrameTooLarge,
+    /// The peer's address already holds as many connections as this member accepts from one
+    /// address (`QuicConfig::max_connections_per_address`).
+    TooManyConnections,
 }
 
 impl CloseCode {
     /// Every code, for tests and lookups.
-    pub const ALL: [CloseCode; 11] = [
+    pub const ALL: [CloseCode; 13] = [
         CloseCode::Shutdown,
         CloseCode::DuplicateConnection,
         CloseCode::MalformedFrame,
@@ -123,6 +129,8 @@ impl CloseCode {
         CloseCode::Replaced,
         CloseCode::Reset,
         CloseCode::QueryNotServed,
+        CloseCode::FrameTooLarge,
+        CloseCode::TooManyConnections,
     ];
 
     /// The value sent in QUIC's CONNECTION_CLOSE frame.
@@ -139,6 +147,8 @@ impl CloseCode {
             CloseCode::Replaced => 0x108,
             CloseCode::Reset => 0x109,
             CloseCode::QueryNotServed => 0x10a,
+            CloseCode::FrameTooLarge => 0x10b,
+            CloseCode::TooManyConnections => 0x10c,
         }
     }
 
@@ -168,6 +178,8 @@ impl CloseCode {
             CloseCode::Replaced => "REPLACED",
             CloseCode::Reset => "RESET",
             CloseCode::QueryNotServed => "QUERY_NOT_SERVED",
+            CloseCode::FrameTooLarge => "FRAME_TOO_LARGE",
+            CloseCode::TooManyConnections => "TOO_MANY_CONNECTIONS",
         }
     }
 }
@@ -461,6 +473,12 @@ impl FrameDecoder {
         }
     }
 
+    /// Lowers (or raises) the frame limit from now on: the control stream's decoder starts
+    /// with the handshake's limit and continues with the Control priority's.
+    pub fn set_max_frame(&mut self, max_frame: usize) {
+        self.max_frame = max_frame;
+    }
+
     /// Appends received bytes.
     pub fn push(&mut self, bytes: &[u8]) {
         self.buf.extend_from_slice(bytes);
@@ -654,6 +672,8 @@ mod tests {
             &[5, 0, 0, 0, 1, 7, 0x81, 0x02, b'a']
         );
         assert_eq!(CloseCode::QueryNotServed.value(), 0x10a);
+        assert_eq!(CloseCode::FrameTooLarge.value(), 0x10b);
+        assert_eq!(CloseCode::TooManyConnections.value(), 0x10c);
         let mut decoder = FrameDecoder::new(64);
         decoder.push(&encode_answer(Tag(9), b"yes"));
         assert!(matches!(

@@ -33,8 +33,15 @@ pub struct QuicConfig {
     /// transfer from filling the connection's buffers ahead of Control and High traffic.
     /// A single larger message still goes, alone. Default 256 KiB.
     pub bulk_in_flight_bytes: usize,
-    /// Largest frame, header included, sent or accepted. Default 128 MiB.
+    /// Largest frame, header included, sent or accepted, of any kind. Default 128 MiB.
     pub max_frame_bytes: usize,
+    /// Largest data frame (one message, header included) sent or accepted per priority,
+    /// indexed by [`Priority::index`](crate::Priority::index); each at most
+    /// `max_frame_bytes`. A send over it is refused with `SendError::TooLarge`; a peer
+    /// that sends one anyway has its connection closed with `FRAME_TOO_LARGE`. Default
+    /// control 1 MiB (membership messages; a view of 10,000 members is about 1 MiB),
+    /// high, normal and bulk 128 MiB.
+    pub max_frame_bytes_by_priority: [usize; 4],
     /// Received messages buffered per subscription before the sending stream is held back.
     /// Default 1024.
     pub subscription_capacity: usize,
@@ -53,6 +60,15 @@ pub struct QuicConfig {
     /// members at once from running hundreds of mutual-TLS handshakes in parallel, which
     /// then time out together. Default 64.
     pub max_concurrent_accepts: usize,
+    /// Incoming handshakes in progress at once from one source address (IP and port:
+    /// what a member is known by); more are refused (QUIC `CONNECTION_REFUSED`) before
+    /// any TLS work. A member dials another once at a time, plus a query now and then.
+    /// Default 4.
+    pub max_handshakes_per_address: usize,
+    /// Connections open at once from one source address (peer links and queries being
+    /// answered); one more is closed with `TOO_MANY_CONNECTIONS` right after its
+    /// handshake. Default 4.
+    pub max_connections_per_address: usize,
     /// Requested kernel send and receive buffer size of the UDP socket, in bytes (the kernel
     /// may cap it). Default 4 MiB.
     pub socket_buffer_bytes: usize,
@@ -76,12 +92,15 @@ impl Default for QuicConfig {
             max_queued_bytes_per_destination: 256 << 20,
             bulk_in_flight_bytes: 256 << 10,
             max_frame_bytes: 128 << 20,
+            max_frame_bytes_by_priority: [1 << 20, 128 << 20, 128 << 20, 128 << 20],
             subscription_capacity: 1024,
             keep_alive_interval: Duration::from_secs(2),
             idle_timeout: Duration::from_secs(10),
             handshake_timeout: Duration::from_secs(5),
             max_concurrent_dials: 8,
             max_concurrent_accepts: 64,
+            max_handshakes_per_address: 4,
+            max_connections_per_address: 4,
             socket_buffer_bytes: 4 << 20,
             shutdown_timeout: Duration::from_secs(2),
             uuid: None,
@@ -111,6 +130,20 @@ pub enum ConfigError {
     /// smallest useful frame.
     #[error("max_frame_bytes ({0}) must be between 1 KiB and 4 GiB")]
     FrameLimit(usize),
+    /// A priority's frame limit is below the smallest useful frame or above
+    /// `max_frame_bytes`.
+    #[error(
+        "max_frame_bytes_by_priority[{priority}] ({limit}) must be between 1 KiB and \
+         max_frame_bytes ({max})"
+    )]
+    PriorityFrameLimit {
+        /// The priority.
+        priority: crate::Priority,
+        /// Its limit.
+        limit: usize,
+        /// `max_frame_bytes`.
+        max: usize,
+    },
     /// A message at the frame limit could never be queued.
     #[error(
         "max_queued_bytes_per_destination ({queue}) must be at least max_frame_bytes ({frame})"
@@ -135,6 +168,14 @@ impl QuicConfig {
             (self.subscription_capacity, "subscription_capacity"),
             (self.max_concurrent_dials, "max_concurrent_dials"),
             (self.max_concurrent_accepts, "max_concurrent_accepts"),
+            (
+                self.max_handshakes_per_address,
+                "max_handshakes_per_address",
+            ),
+            (
+                self.max_connections_per_address,
+                "max_connections_per_address",
+            ),
             (self.socket_buffer_bytes, "socket_buffer_bytes"),
             (self.bulk_in_flight_bytes, "bulk_in_flight_bytes"),
         ] {
@@ -159,6 +200,16 @@ impl QuicConfig {
         }
         if !(1024..=u32::MAX as usize).contains(&self.max_frame_bytes) {
             return Err(ConfigError::FrameLimit(self.max_frame_bytes));
+        }
+        for priority in crate::Priority::ALL {
+            let limit = self.max_frame_bytes_by_priority[priority.index()];
+            if !(1024..=self.max_frame_bytes).contains(&limit) {
+                return Err(ConfigError::PriorityFrameLimit {
+                    priority,
+                    limit,
+                    max: self.max_frame_bytes,
+                });
+            }
         }
         if self.max_queued_bytes_per_destination < self.max_frame_bytes {
             return Err(ConfigError::QueueBelowFrame {

@@ -29,7 +29,7 @@ use crate::dispatch::Inbound;
 use crate::message::Delivery;
 use crate::messenger::TransportEvent;
 use crate::priority::Priority;
-use crate::wire::{self, CloseCode, Frame, FrameDecoder, StreamKind};
+use crate::wire::{self, CloseCode, Frame, FrameDecoder, StreamKind, WireError};
 
 /// Payloads up to this size are copied into the batch buffer; larger ones are written as
 /// their own chunk.
@@ -308,6 +308,7 @@ async fn read_control(
     mut decoder: FrameDecoder,
     ends: StreamEnds,
 ) {
+    decoder.set_max_frame(shared.config.max_frame_bytes_by_priority[Priority::Control.index()]);
     let end = read_frames(
         &shared,
         &peer,
@@ -382,7 +383,8 @@ async fn read_stream(
             return;
         }
     };
-    let mut decoder = FrameDecoder::new(shared.config.max_frame_bytes);
+    let mut decoder =
+        FrameDecoder::new(shared.config.max_frame_bytes_by_priority[priority.index()]);
     match read_frames(&shared, &peer, &conn, priority, &mut recv, &mut decoder).await {
         StreamEnd::Finished => ends.send_modify(|done| *done |= 1 << priority.index()),
         StreamEnd::Goodbye { .. } | StreamEnd::Broken => {}
@@ -406,11 +408,21 @@ async fn read_frames(
             Ok(None) => return StreamEnd::Finished,
             Err(ReadFrameError::Read(_)) => return StreamEnd::Broken,
             Err(ReadFrameError::Wire(error)) => {
+                let code = match error {
+                    WireError::FrameTooLarge { .. } => {
+                        shared
+                            .limits
+                            .frames_too_large
+                            .fetch_add(1, Ordering::Relaxed);
+                        CloseCode::FrameTooLarge
+                    }
+                    _ => CloseCode::MalformedFrame,
+                };
                 violation(
                     shared,
                     peer,
                     conn,
-                    CloseCode::MalformedFrame,
+                    code,
                     format!("{priority} stream: {error}"),
                 );
                 return StreamEnd::Broken;

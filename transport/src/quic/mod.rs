@@ -16,6 +16,7 @@
 
 mod config;
 mod handshake;
+mod limits;
 mod link;
 mod peer;
 mod query;
@@ -35,6 +36,7 @@ use uuid::Uuid;
 
 pub use self::config::{ConfigError, QuicConfig};
 use self::handshake::Opened;
+pub use self::limits::LimitStats;
 use self::peer::{Peer, Stop};
 pub use self::query::QueryError;
 use self::query::QueryHandlers;
@@ -92,6 +94,7 @@ pub(crate) struct Shared {
     pub(crate) dial_permits: Semaphore,
     pub(crate) accept_permits: Semaphore,
     pub(crate) queries: QueryHandlers,
+    pub(crate) limits: Arc<limits::Limits>,
 }
 
 impl Shared {
@@ -296,6 +299,10 @@ impl QuicMessenger {
             dial_permits: Semaphore::new(config.max_concurrent_dials),
             accept_permits: Semaphore::new(config.max_concurrent_accepts),
             queries: QueryHandlers::default(),
+            limits: limits::Limits::new(
+                config.max_handshakes_per_address,
+                config.max_connections_per_address,
+            ),
             config,
             tls: tls.clone(),
             endpoint,
@@ -371,6 +378,11 @@ impl QuicMessenger {
     /// Counters of the shared UDP socket.
     pub fn socket_stats(&self) -> SocketStats {
         self.inner.socket.stats()
+    }
+
+    /// Counters of the limits on what peers may send or hold: each refusal or close.
+    pub fn limit_stats(&self) -> LimitStats {
+        self.inner.shared.limits.stats()
     }
 
     /// The dispatcher behind this messenger's subscriptions, for a messenger that shares
@@ -526,7 +538,13 @@ impl QuicMessenger {
         self.inner.shared.queries.serve(handler);
     }
 
-    fn encode<M: Message>(&self, message: &M) -> Result<Bytes, SendError> {
+    /// Encodes `message` for a frame of `priority` (`None`: a datagram, bounded by
+    /// QUIC itself and by `max_frame_bytes` here).
+    fn encode<M: Message>(
+        &self,
+        message: &M,
+        priority: Option<Priority>,
+    ) -> Result<Bytes, SendError> {
         if self.inner.closing.load(Ordering::Acquire) {
             return Err(SendError::Shutdown);
         }
@@ -535,7 +553,10 @@ impl QuicMessenger {
             source,
         })?;
         let size = wire::data_frame_len(u64::MAX, M::TAG, payload.len());
-        let max = self.inner.shared.config.max_frame_bytes;
+        let config = &self.inner.shared.config;
+        let max = priority.map_or(config.max_frame_bytes, |p| {
+            config.max_frame_bytes_by_priority[p.index()]
+        });
         if size > max {
             return Err(SendError::TooLarge {
                 tag: M::TAG,
@@ -627,8 +648,33 @@ impl Inner {
         Some(peer)
     }
 
+    /// Counts `conn` against its source address, or closes it with
+    /// `TOO_MANY_CONNECTIONS` if that address has its limit open.
+    fn connection_slot(&self, conn: &quinn::Connection) -> Option<limits::Slot> {
+        let remote = conn.remote_address();
+        let slot = self.shared.limits.open_connection(remote);
+        if slot.is_none() {
+            let code = CloseCode::TooManyConnections;
+            let reason = format!(
+                "{remote} has {} connections open already",
+                self.shared.config.max_connections_per_address
+            );
+            tracing::warn!(%remote, %reason, "refused incoming connection");
+            conn.close(code.varint(), reason.as_bytes());
+            self.shared
+                .emit(TransportEvent::IncomingRejected { remote, reason });
+        }
+        slot
+    }
+
     async fn handle_incoming(self: Arc<Self>, incoming: quinn::Incoming) {
         let shared = &self.shared;
+        let remote = incoming.remote_address();
+        // Checked before any TLS work: refusing costs one packet.
+        let Some(handshake_slot) = shared.limits.start_handshake(remote) else {
+            tracing::debug!(%remote, "refused a handshake: its address has its limit in progress");
+            return incoming.refuse();
+        };
         // The dialer gives up after its handshake timeout, so one that waited that long for
         // a permit is not worth the work any more: the dialer will try again. Counting from
         // arrival keeps a storm from being served stalest first.
@@ -644,9 +690,13 @@ impl Inner {
         };
         let opened = handshake::accept(shared, incoming, deadline).await;
         drop(permit);
+        drop(handshake_slot);
         let accepted = match opened {
             Ok(Opened::Peer(accepted)) => accepted,
             Ok(Opened::Query(asked)) => {
+                let Some(_slot) = self.connection_slot(&asked.conn) else {
+                    return;
+                };
                 return query::answer(shared, &shared.queries, asked).await;
             }
             Err((remote, error)) if error.is_noise() => {
@@ -662,6 +712,15 @@ impl Inner {
                 return;
             }
         };
+        let Some(slot) = self.connection_slot(&accepted.conn) else {
+            return;
+        };
+        // The slot is held for as long as the connection is open.
+        let conn = accepted.conn.clone();
+        tokio::spawn(async move {
+            conn.closed().await;
+            drop(slot);
+        });
         let member = accepted.hello.member.clone();
         let refuse = |code: CloseCode, reason: String| {
             let remote = accepted.conn.remote_address();
@@ -762,7 +821,7 @@ impl Messenger for QuicMessenger {
         if priority == Priority::Control && M::TAG >= Tag::FIRST_APPLICATION {
             return Err(SendError::ControlReserved(M::TAG));
         }
-        let payload = self.encode(message)?;
+        let payload = self.encode(message, Some(priority))?;
         let view = read(&self.inner.view);
         let resolve = |recipient: &MemberId| {
             view.member(recipient.uuid())
@@ -779,7 +838,7 @@ impl Messenger for QuicMessenger {
         if M::TAG >= Tag::FIRST_APPLICATION {
             return Err(SendError::ProtocolOnly(M::TAG));
         }
-        let payload = self.encode(message)?;
+        let payload = self.encode(message, Some(Priority::Control))?;
         let view = read(&self.inner.view);
         // The view's entry wins over whatever address the caller was told.
         let resolve = |recipient: &MemberId| {
@@ -794,7 +853,7 @@ impl Messenger for QuicMessenger {
         message: &M,
         recipients: &[MemberId],
     ) -> Result<SendOutcome, SendError> {
-        let payload = self.encode(message)?;
+        let payload = self.encode(message, None)?;
         let datagram = wire::encode_datagram(M::TAG, &payload);
         let local = self.inner.shared.local.uuid();
         let view = read(&self.inner.view);

@@ -1,0 +1,253 @@
+//! Limits on what a peer may send or hold, each exceeded on purpose: the offender alone is
+//! refused or cut off, with a named code, the refusal is counted, and members in good
+//! standing carry on.
+//!
+//! - a frame over its priority's limit (`max_frame_bytes_by_priority`): refused at the
+//!   sender as `SendError::TooLarge`; from a peer that sends it anyway, `FRAME_TOO_LARGE`;
+//! - handshakes in progress from one address (`max_handshakes_per_address`): QUIC's
+//!   `CONNECTION_REFUSED` before any TLS work;
+//! - connections open from one address (`max_connections_per_address`):
+//!   `TOO_MANY_CONNECTIONS`.
+
+use bytes::BytesMut;
+use cohort_tests::rogue::{close_code, establish, try_establish};
+use cohort_tests::{
+    Numbered, PATIENCE, TestCa, init_tracing, install_view, raw_client, receive, spawn_member,
+    spawn_with, within,
+};
+use cohort_transport::wire::{self, CloseCode};
+use cohort_transport::{Messenger, Priority, QuicConfig, SendError, Tag};
+
+fn message(index: u64, body: usize) -> Numbered {
+    Numbered {
+        sender: "x".into(),
+        stream: "high".into(),
+        index,
+        body: bytes::Bytes::from(vec![7u8; body]),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frame_over_its_prioritys_limit_is_refused_at_the_sender_and_cuts_off_a_peer_that_sends_it()
+ {
+    init_tracing();
+    let ca = TestCa::new();
+    let mut limits = [64 << 10; 4];
+    limits[Priority::Bulk.index()] = 1 << 20;
+    let config = QuicConfig {
+        max_frame_bytes: 1 << 20,
+        max_queued_bytes_per_destination: 4 << 20,
+        max_frame_bytes_by_priority: limits,
+        ..QuicConfig::default()
+    };
+    let a = spawn_with(&ca.tls("a"), "a", config.clone());
+    let b = spawn_with(&ca.tls("b"), "b", config);
+    install_view(1, &[&a, &b]);
+    let mut sub_b = b.subscribe::<Numbered>().expect("subscribe");
+    let to_b = std::slice::from_ref(b.local_member());
+
+    // 100 KB: over High's 64 KiB, under Bulk's 1 MiB.
+    let big = message(0, 100_000);
+    match a.send(&big, Priority::High, to_b) {
+        Err(SendError::TooLarge { max, .. }) => assert_eq!(max, 64 << 10),
+        other => panic!("a 100 KB High message was not refused: {other:?}"),
+    }
+    a.send(&big, Priority::Bulk, to_b)
+        .expect("the same on Bulk");
+    let got = receive(&mut sub_b, 1, PATIENCE).await;
+    assert_eq!(got[0].message.body.len(), 100_000);
+
+    // A peer that ignores the limit: its High frame announces 100 KB.
+    let mut events = b.events();
+    let client = raw_client(ca.certificate_pem(), Some(&ca.issue("rogue")));
+    let conn = client
+        .connect(b.local_addr(), "127.0.0.1")
+        .expect("connect")
+        .await
+        .expect("handshake");
+    let _control = establish(&conn, client.local_addr().expect("addr")).await;
+    let mut frame = BytesMut::from(&wire::stream_header(Priority::High)[..]);
+    wire::put_data_header(&mut frame, 1, Tag(0x2_0000), 100_000);
+    frame.extend_from_slice(&[0; 100_000]);
+    let mut stream = conn.open_uni().await.expect("data stream");
+    let _ = stream.write_all(&frame).await;
+    assert_eq!(close_code(&conn).await, Some(CloseCode::FrameTooLarge));
+    let reason = within("the violation event", PATIENCE, async {
+        loop {
+            if let Ok(cohort_transport::TransportEvent::ProtocolViolation { reason, .. }) =
+                events.recv().await
+            {
+                return reason;
+            }
+        }
+    })
+    .await;
+    assert!(reason.contains("FRAME_TOO_LARGE"), "{reason}");
+    assert_eq!(b.limit_stats().frames_too_large, 1);
+
+    // a and b carry on over their own connection.
+    for i in 1..=20 {
+        a.send(&message(i, 1000), Priority::High, to_b)
+            .expect("send");
+    }
+    let got = receive(&mut sub_b, 20, PATIENCE).await;
+    assert!(
+        got.iter()
+            .enumerate()
+            .all(|(i, e)| e.message.index == i as u64 + 1)
+    );
+    assert_eq!(
+        b.peer_stats(a.local_member())
+            .expect("b knows a")
+            .connections,
+        1
+    );
+    client.close(0u32.into(), b"done");
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_may_have_only_so_many_handshakes_in_progress() {
+    init_tracing();
+    let ca = TestCa::new();
+    let member = spawn_member(&ca, "member");
+    let limit = QuicConfig::default().max_handshakes_per_address;
+    let identity = ca.issue("rogue");
+    // One socket: each connection completes TLS but never says Hello, so the member holds
+    // its handshake open until the handshake timeout.
+    let rogue = raw_client(ca.certificate_pem(), Some(&identity));
+    let mut stalled = Vec::new();
+    for _ in 0..limit {
+        let conn = rogue
+            .connect(member.local_addr(), "127.0.0.1")
+            .expect("connect")
+            .await
+            .expect("TLS completes within the limit");
+        stalled.push(conn);
+    }
+    let refused = within(
+        "the handshake over the limit",
+        PATIENCE,
+        rogue
+            .connect(member.local_addr(), "127.0.0.1")
+            .expect("connect"),
+    )
+    .await;
+    match refused {
+        Err(quinn::ConnectionError::ConnectionClosed(close)) => {
+            assert_eq!(
+                close.error_code,
+                quinn::TransportErrorCode::CONNECTION_REFUSED
+            );
+        }
+        Err(other) => panic!("refused with {other}, not CONNECTION_REFUSED"),
+        Ok(_) => panic!("a handshake over the limit was accepted"),
+    }
+    assert_eq!(member.limit_stats().handshakes_refused, 1);
+
+    // Another address is not affected.
+    let other = raw_client(ca.certificate_pem(), Some(&identity));
+    let conn = other
+        .connect(member.local_addr(), "127.0.0.1")
+        .expect("connect")
+        .await
+        .expect("another address gets its handshake");
+    let _control = establish(&conn, other.local_addr().expect("addr")).await;
+    rogue.close(0u32.into(), b"giving up");
+    drop(stalled);
+    let again = raw_client(ca.certificate_pem(), Some(&identity));
+    let conn = again
+        .connect(member.local_addr(), "127.0.0.1")
+        .expect("connect")
+        .await
+        .expect("a fresh socket is a fresh address");
+    let _control = establish(&conn, again.local_addr().expect("addr")).await;
+    member.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_may_keep_only_so_many_connections_open() {
+    init_tracing();
+    let ca = TestCa::new();
+    let member = spawn_member(&ca, "member");
+    let friend = spawn_member(&ca, "friend");
+    install_view(1, &[&member, &friend]);
+    let mut sub = member.subscribe::<Numbered>().expect("subscribe");
+    let limit = QuicConfig::default().max_connections_per_address;
+    let rogue = raw_client(ca.certificate_pem(), Some(&ca.issue("rogue")));
+    let address = rogue.local_addr().expect("addr");
+    // Each connection says Hello as a different (made-up) member from the same address.
+    let mut open = Vec::new();
+    for _ in 0..limit {
+        let conn = rogue
+            .connect(member.local_addr(), "127.0.0.1")
+            .expect("connect")
+            .await
+            .expect("handshake");
+        let control = establish(&conn, address).await;
+        open.push((conn, control));
+    }
+    let conn = rogue
+        .connect(member.local_addr(), "127.0.0.1")
+        .expect("connect")
+        .await
+        .expect("TLS completes");
+    assert!(
+        !admitted(&conn, address).await,
+        "a Hello over the limit is not answered"
+    );
+    assert_eq!(close_code(&conn).await, Some(CloseCode::TooManyConnections));
+    assert_eq!(member.limit_stats().connections_refused, 1);
+    for (conn, _) in &open {
+        assert!(
+            conn.close_reason().is_none(),
+            "the ones within the limit stay open"
+        );
+    }
+
+    // Members in good standing are not affected.
+    for i in 0..10 {
+        friend
+            .send(
+                &message(i, 100),
+                Priority::Normal,
+                std::slice::from_ref(member.local_member()),
+            )
+            .expect("send");
+    }
+    receive(&mut sub, 10, PATIENCE).await;
+
+    // Closing one frees its slot: once the member has seen the close, the next Hello
+    // from the address is answered.
+    let (first, _) = open.remove(0);
+    first.close(0u32.into(), b"done");
+    within("a connection admitted after one closed", PATIENCE, async {
+        loop {
+            let conn = rogue
+                .connect(member.local_addr(), "127.0.0.1")
+                .expect("connect")
+                .await
+                .expect("handshake");
+            if admitted(&conn, address).await {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    member.shutdown().await;
+    friend.shutdown().await;
+}
+
+/// Says Hello on `conn` and tells whether the member answered it (true) or closed the
+/// connection instead (false).
+async fn admitted(conn: &quinn::Connection, address: std::net::SocketAddr) -> bool {
+    within(
+        "an answer to the Hello",
+        PATIENCE,
+        try_establish(conn, address),
+    )
+    .await
+    .is_ok()
+}

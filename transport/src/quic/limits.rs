@@ -1,0 +1,183 @@
+//! What one source address may hold at once: handshakes in progress and open
+//! connections. A peer over a limit is refused alone; every refusal is counted.
+//!
+//! ```text
+//! Incoming from A ─► Limits::start_handshake(A) ─► None: refused (QUIC CONNECTION_REFUSED)
+//!                      └─► HandshakeSlot, held through TLS + Hello
+//!   handshake done ─► Limits::open_connection(A) ─► None: closed with TOO_MANY_CONNECTIONS
+//!                      └─► ConnectionSlot, held until the connection closes
+//! ```
+//!
+//! The address is the source IP and port, which is what a member is known by: a member
+//! runs one dial to another at a time, plus a query now and then, so small limits never
+//! touch a well-behaved member, even with many members on one host. Many ports of one
+//! host are bounded together by `max_concurrent_accepts` and the handshake timeout.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crate::sync::lock;
+
+/// Counters of the limits on what peers may send or hold.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LimitStats {
+    /// Connections closed with `FRAME_TOO_LARGE`: a frame over its priority's limit.
+    pub frames_too_large: u64,
+    /// Incoming handshakes refused because their source address had
+    /// `max_handshakes_per_address` in progress.
+    pub handshakes_refused: u64,
+    /// Connections closed with `TOO_MANY_CONNECTIONS` because their source address had
+    /// `max_connections_per_address` open.
+    pub connections_refused: u64,
+}
+
+/// The per-address accounting and the counters.
+#[derive(Debug)]
+pub(crate) struct Limits {
+    max_handshakes: usize,
+    max_connections: usize,
+    held: Mutex<HashMap<SocketAddr, Held>>,
+    pub(crate) frames_too_large: AtomicU64,
+    handshakes_refused: AtomicU64,
+    connections_refused: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+struct Held {
+    handshakes: usize,
+    connections: usize,
+}
+
+impl Limits {
+    pub(crate) fn new(max_handshakes: usize, max_connections: usize) -> Arc<Self> {
+        Arc::new(Limits {
+            max_handshakes,
+            max_connections,
+            held: Mutex::new(HashMap::new()),
+            frames_too_large: AtomicU64::new(0),
+            handshakes_refused: AtomicU64::new(0),
+            connections_refused: AtomicU64::new(0),
+        })
+    }
+
+    /// A slot for one more handshake from `address`, or `None` (counted) if it has its
+    /// limit in progress.
+    pub(crate) fn start_handshake(self: &Arc<Self>, address: SocketAddr) -> Option<Slot> {
+        self.take(address, Kind::Handshake)
+    }
+
+    /// A slot for one more open connection from `address`, or `None` (counted).
+    pub(crate) fn open_connection(self: &Arc<Self>, address: SocketAddr) -> Option<Slot> {
+        self.take(address, Kind::Connection)
+    }
+
+    pub(crate) fn stats(&self) -> LimitStats {
+        LimitStats {
+            frames_too_large: self.frames_too_large.load(Ordering::Relaxed),
+            handshakes_refused: self.handshakes_refused.load(Ordering::Relaxed),
+            connections_refused: self.connections_refused.load(Ordering::Relaxed),
+        }
+    }
+
+    fn take(self: &Arc<Self>, address: SocketAddr, kind: Kind) -> Option<Slot> {
+        let mut held = lock(&self.held);
+        let entry = held.entry(address).or_default();
+        let (count, max, refused) = match kind {
+            Kind::Handshake => (
+                &mut entry.handshakes,
+                self.max_handshakes,
+                &self.handshakes_refused,
+            ),
+            Kind::Connection => (
+                &mut entry.connections,
+                self.max_connections,
+                &self.connections_refused,
+            ),
+        };
+        if *count >= max {
+            refused.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        *count += 1;
+        Some(Slot {
+            limits: self.clone(),
+            address,
+            kind,
+        })
+    }
+
+    fn release(&self, address: SocketAddr, kind: Kind) {
+        let mut held = lock(&self.held);
+        if let Some(entry) = held.get_mut(&address) {
+            match kind {
+                Kind::Handshake => entry.handshakes = entry.handshakes.saturating_sub(1),
+                Kind::Connection => entry.connections = entry.connections.saturating_sub(1),
+            }
+            if entry.handshakes == 0 && entry.connections == 0 {
+                held.remove(&address);
+            }
+        }
+    }
+
+    #[cfg(test)]
+    fn addresses_held(&self) -> usize {
+        lock(&self.held).len()
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Kind {
+    Handshake,
+    Connection,
+}
+
+/// One handshake or connection counted against its address until dropped.
+#[derive(Debug)]
+pub(crate) struct Slot {
+    limits: Arc<Limits>,
+    address: SocketAddr,
+    kind: Kind,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.limits.release(self.address, self.kind);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_address_is_limited_alone_and_slots_come_back() {
+        let limits = Limits::new(2, 1);
+        let a: SocketAddr = "127.0.0.1:1000".parse().expect("literal");
+        let b: SocketAddr = "127.0.0.1:1001".parse().expect("literal");
+        let first = limits.start_handshake(a).expect("1 of 2");
+        let second = limits.start_handshake(a).expect("2 of 2");
+        assert!(limits.start_handshake(a).is_none(), "a third is refused");
+        assert!(
+            limits.start_handshake(b).is_some(),
+            "another address is not"
+        );
+        let open = limits.open_connection(a).expect("1 of 1");
+        assert!(limits.open_connection(a).is_none());
+        drop(first);
+        assert!(limits.start_handshake(a).is_some(), "a slot came back");
+        drop((second, open));
+        assert_eq!(
+            limits.addresses_held(),
+            0,
+            "nothing is kept for idle addresses"
+        );
+        let stats = limits.stats();
+        assert_eq!(
+            (stats.handshakes_refused, stats.connections_refused),
+            (1, 1)
+        );
+    }
+}
