@@ -35,6 +35,11 @@ pub struct LegacyConfig {
     /// The largest message accepted; a larger one being reassembled is skipped and
     /// counted. Default 16 MiB.
     pub max_message_bytes: usize,
+    /// Bytes of messages being joined from their fragments, across every sender at once;
+    /// a message that would take it further is skipped and counted
+    /// (`LegacyStats::reassembly_over_budget`), and its sender's stream goes on. At least
+    /// `max_message_bytes`. Default 64 MiB.
+    pub max_reassembly_bytes: usize,
     /// Received messages waiting for their subscriber, in bytes per priority; while over
     /// it, new data of that priority is not acknowledged (the sender resends later).
     /// Default 16 MiB.
@@ -67,6 +72,7 @@ impl Default for LegacyConfig {
             window: 64,
             max_queued_bytes_per_destination: 64 << 20,
             max_message_bytes: 16 << 20,
+            max_reassembly_bytes: 64 << 20,
             max_pending_delivery_bytes: 16 << 20,
             subscription_capacity: 1024,
             ack_delay: Duration::from_millis(2),
@@ -99,6 +105,9 @@ impl LegacyConfig {
         }
         if self.max_message_bytes == 0 {
             return error("max_message_bytes", "must be more than zero");
+        }
+        if self.max_reassembly_bytes < self.max_message_bytes {
+            return error("max_reassembly_bytes", "must be at least max_message_bytes");
         }
         if self.max_queued_bytes_per_destination == 0 {
             return error("max_queued_bytes_per_destination", "must be more than zero");

@@ -28,7 +28,7 @@ use uuid::Uuid;
 
 use crate::config::LegacyConfig;
 use crate::packet::{AckHeader, DataHeader, Packet};
-use crate::stream::{Fragment, PushError, ReceiveStream, SendStream};
+use crate::stream::{Fragment, PushError, ReassemblyPool, ReceiveStream, SendStream};
 
 /// Departed members remembered so that their late packets are dropped.
 const DEPARTED_MEMORY: usize = 10_000;
@@ -69,6 +69,7 @@ pub(crate) struct CoreCounters {
     pub(crate) from_departed: u64,
     pub(crate) duplicates: u64,
     pub(crate) oversized: u64,
+    pub(crate) reassembly_over_budget: u64,
     pub(crate) dropped_out_of_window: u64,
     pub(crate) resent: u64,
     pub(crate) from_strangers: u64,
@@ -83,6 +84,8 @@ pub(crate) struct Core {
     peers: HashMap<Uuid, PeerState>,
     departed: HashSet<Uuid>,
     departed_order: VecDeque<Uuid>,
+    /// Memory of messages being joined, shared by every peer's receiving streams.
+    reassembly: ReassemblyPool,
     pub(crate) counters: CoreCounters,
 }
 
@@ -90,6 +93,7 @@ impl Core {
     pub(crate) fn new(local: MemberId, config: LegacyConfig) -> Self {
         Core {
             local,
+            reassembly: ReassemblyPool::new(config.max_reassembly_bytes),
             config,
             view: View::empty(),
             peers: HashMap::new(),
@@ -104,6 +108,7 @@ impl Core {
             return None;
         }
         let config = &self.config;
+        let pool = &self.reassembly;
         let state = self
             .peers
             .entry(member.uuid())
@@ -113,7 +118,7 @@ impl Core {
                     SendStream::new(config.window, config.max_queued_bytes_per_destination)
                 }),
                 receive: std::array::from_fn(|_| {
-                    ReceiveStream::new(config.window, config.max_message_bytes)
+                    ReceiveStream::new(config.window, config.max_message_bytes, pool.clone())
                 }),
                 ack_due: [None; 4],
                 last_heard: None,
@@ -272,6 +277,7 @@ impl Core {
         self.counters.broken_streams += u64::from(received.broken);
         self.counters.duplicates += u64::from(received.duplicate);
         self.counters.oversized += received.oversized;
+        self.counters.reassembly_over_budget += received.over_budget;
         self.counters.dropped_out_of_window += u64::from(received.dropped);
         delivered.extend(
             received

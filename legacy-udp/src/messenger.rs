@@ -89,6 +89,9 @@ pub struct LegacyStats {
     pub duplicates: u64,
     /// Messages over `max_message_bytes`: skipped.
     pub oversized: u64,
+    /// Messages skipped because joining them would have taken the memory of all messages
+    /// being joined over `max_reassembly_bytes`.
+    pub reassembly_over_budget: u64,
     /// Fragments sent again after their timer ran out.
     pub resent: u64,
     /// Messages delivered to subscriptions.
@@ -379,6 +382,7 @@ impl LegacyMessenger {
             from_departed: c.from_departed,
             duplicates: c.duplicates,
             oversized: c.oversized,
+            reassembly_over_budget: c.reassembly_over_budget,
             resent: c.resent,
             delivered: self.inner.delivered.load(Ordering::Relaxed),
             refused: self.inner.refused.load(Ordering::Relaxed),

@@ -13,9 +13,13 @@
 //! ```
 //!
 //! Memory is bounded on both sides: the sender by `max_queued_bytes`, the receiver by the
-//! window (fragments held out of order) and `max_message_bytes` (a message being joined).
+//! window (fragments held out of order), `max_message_bytes` (a message being joined) and,
+//! across every receiving stream of a member, the [`ReassemblyPool`] (all messages being
+//! joined at once: `max_reassembly_bytes`).
 
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -239,6 +243,9 @@ pub(crate) struct Received {
     pub(crate) duplicate: bool,
     /// Messages over `max_message_bytes`, skipped.
     pub(crate) oversized: u64,
+    /// Messages skipped because joining them would have taken the member's reassembly
+    /// memory over `max_reassembly_bytes`.
+    pub(crate) over_budget: u64,
     /// The fragment was too far ahead of the window: dropped unacknowledged.
     pub(crate) dropped: bool,
     /// Fragments were taken in order (what is acknowledged moved on).
@@ -249,12 +256,74 @@ pub(crate) struct Received {
     pub(crate) broken: bool,
 }
 
+/// The bytes of partly joined messages, shared by every receiving stream of a member:
+/// a message that would take it over its limit is skipped (its sender's stream goes on).
+#[derive(Clone, Debug)]
+pub(crate) struct ReassemblyPool {
+    used: Arc<AtomicUsize>,
+    max: usize,
+}
+
+impl ReassemblyPool {
+    pub(crate) fn new(max: usize) -> Self {
+        ReassemblyPool {
+            used: Arc::new(AtomicUsize::new(0)),
+            max,
+        }
+    }
+
+    /// Bytes reserved now.
+    #[cfg(test)]
+    pub(crate) fn used(&self) -> usize {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    fn reserve(&self) -> Reservation {
+        Reservation {
+            pool: self.clone(),
+            bytes: 0,
+        }
+    }
+}
+
+/// What one message being joined holds of the pool; given back when dropped.
+#[derive(Debug)]
+struct Reservation {
+    pool: ReassemblyPool,
+    bytes: usize,
+}
+
+impl Reservation {
+    /// Takes `more` bytes, or nothing if the pool would go over its limit.
+    fn grow(&mut self, more: usize) -> bool {
+        let max = self.pool.max;
+        let taken = self
+            .pool
+            .used
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |used| {
+                used.checked_add(more).filter(|total| *total <= max)
+            });
+        if taken.is_ok() {
+            self.bytes += more;
+        }
+        taken.is_ok()
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.pool.used.fetch_sub(self.bytes, Ordering::Relaxed);
+    }
+}
+
 /// A message being joined from its fragments.
 struct Partial {
     tag: u32,
     fragments: u32,
     next: u32,
     bytes: BytesMut,
+    /// Its share of the pool, as large as `bytes`.
+    reserved: Reservation,
     /// Too large: its fragments are consumed and thrown away.
     skipping: bool,
 }
@@ -266,16 +335,18 @@ pub(crate) struct ReceiveStream {
     partial: Option<Partial>,
     window: u64,
     max_message_bytes: usize,
+    pool: ReassemblyPool,
 }
 
 impl ReceiveStream {
-    pub(crate) fn new(window: usize, max_message_bytes: usize) -> Self {
+    pub(crate) fn new(window: usize, max_message_bytes: usize, pool: ReassemblyPool) -> Self {
         ReceiveStream {
             delivered: 0,
             held: BTreeMap::new(),
             partial: None,
             window: window.max(1) as u64,
             max_message_bytes,
+            pool,
         }
     }
 
@@ -316,6 +387,7 @@ impl ReceiveStream {
                 fragments: fragment.fragments,
                 next: 0,
                 bytes: BytesMut::new(),
+                reserved: self.pool.reserve(),
                 skipping,
             });
         }
@@ -342,8 +414,13 @@ impl ReceiveStream {
                 received.messages.push((fragment.tag, fragment.payload));
                 self.partial = None;
                 return;
-            } else {
+            } else if partial.reserved.grow(fragment.payload.len()) {
                 partial.bytes.extend_from_slice(&fragment.payload);
+            } else {
+                partial.skipping = true;
+                partial.bytes = BytesMut::new();
+                partial.reserved = self.pool.reserve();
+                received.over_budget += 1;
             }
         }
         if partial.next == partial.fragments {
@@ -381,7 +458,7 @@ mod tests {
     /// A lossy, reordering link between one sender and one receiver, driven to completion.
     fn run(messages: &[Bytes], loss_every: usize, window: usize) -> (Vec<Bytes>, u64) {
         let mut sender = SendStream::new(window, usize::MAX);
-        let mut receiver = ReceiveStream::new(window, 1 << 20);
+        let mut receiver = ReceiveStream::new(window, 1 << 20, ReassemblyPool::new(usize::MAX));
         for m in messages {
             sender.push(7, m.clone(), 100).expect("room");
         }
@@ -441,7 +518,7 @@ mod tests {
 
     #[test]
     fn duplicates_are_recognised_and_far_ahead_fragments_dropped() {
-        let mut receiver = ReceiveStream::new(4, 1000);
+        let mut receiver = ReceiveStream::new(4, 1000, ReassemblyPool::new(usize::MAX));
         let fragment = |seq| Fragment {
             seq,
             fragment: 0,
@@ -462,7 +539,7 @@ mod tests {
     #[test]
     fn an_oversized_message_is_skipped_and_the_stream_goes_on() {
         let mut sender = SendStream::new(1000, usize::MAX);
-        let mut receiver = ReceiveStream::new(1000, 250);
+        let mut receiver = ReceiveStream::new(1000, 250, ReassemblyPool::new(usize::MAX));
         sender
             .push(1, Bytes::from(vec![1u8; 1000]), 100)
             .expect("room");
@@ -499,5 +576,41 @@ mod tests {
         // One message larger than the bound still goes when the stream is empty.
         let mut empty = SendStream::new(4, 10);
         assert!(empty.push(1, Bytes::from(vec![0u8; 600]), 100).is_ok());
+    }
+    #[test]
+    fn messages_being_joined_share_one_memory_bound() {
+        let pool = ReassemblyPool::new(100);
+        let mut a = ReceiveStream::new(64, 1000, pool.clone());
+        let mut b = ReceiveStream::new(64, 1000, pool.clone());
+        let fragment = |seq: u64, index: u32| Fragment {
+            seq,
+            fragment: index,
+            fragments: 2,
+            tag: 7,
+            payload: Bytes::from(vec![index as u8; 40]),
+        };
+        assert!(a.on_data(fragment(1, 0)).messages.is_empty());
+        assert_eq!(pool.used(), 40);
+        assert!(b.on_data(fragment(1, 0)).messages.is_empty());
+        assert_eq!(pool.used(), 80);
+        // b's second fragment would take the pool to 120 of 100: b's message is skipped,
+        // and what it held is given back.
+        let skipped = b.on_data(fragment(2, 1));
+        assert_eq!((skipped.messages.len(), skipped.over_budget), (0, 1));
+        assert_eq!(pool.used(), 40);
+        // a's message still fits and completes; the pool is empty again.
+        let done = a.on_data(fragment(2, 1));
+        assert_eq!(done.messages.len(), 1);
+        assert_eq!(done.messages[0].1.len(), 80);
+        assert_eq!(pool.used(), 0);
+        // b's stream goes on: its next message arrives whole.
+        b.on_data(fragment(3, 0));
+        let next = b.on_data(fragment(4, 1));
+        assert_eq!(next.messages.len(), 1);
+        // A stream dropped halfway gives its share back.
+        a.on_data(fragment(3, 0));
+        assert_eq!(pool.used(), 40);
+        drop(a);
+        assert_eq!(pool.used(), 0);
     }
 }

@@ -14,6 +14,7 @@
 use std::fmt;
 
 use cohort_membership::{GmsStats, Member};
+use cohort_transport::quic::LimitStats;
 use cohort_transport::socket::SocketStats;
 use cohort_transport::{MemberId, PeerStats, Priority, View};
 use prometheus_client::collector::Collector;
@@ -33,6 +34,7 @@ struct Snapshot {
     view: View,
     gms: GmsStats,
     socket: SocketStats,
+    limits: LimitStats,
     peers: Vec<PeerStats>,
 }
 
@@ -51,6 +53,7 @@ impl Snapshot {
             view,
             gms: member.stats(),
             socket: messenger.socket_stats(),
+            limits: messenger.limit_stats(),
             peers,
         }
     }
@@ -188,6 +191,38 @@ impl Collector for Snapshot {
             ),
         ];
         for (name, help, value) in socket_counters {
+            counter(&mut out, name, help, value)?;
+        }
+
+        let l = &self.limits;
+        let limit_counters = [
+            (
+                "cohort_limit_frames_too_large",
+                "Connections closed with FRAME_TOO_LARGE (a frame over its priority's limit)",
+                l.frames_too_large,
+            ),
+            (
+                "cohort_limit_handshakes_refused",
+                "Handshakes refused: their address had max_handshakes_per_address in progress",
+                l.handshakes_refused,
+            ),
+            (
+                "cohort_limit_connections_refused",
+                "Connections closed with TOO_MANY_CONNECTIONS (max_connections_per_address)",
+                l.connections_refused,
+            ),
+            (
+                "cohort_limit_queries_rate_limited",
+                "Queries closed with RATE_LIMITED (max_queries_per_second_per_address)",
+                l.queries_rate_limited,
+            ),
+            (
+                "cohort_limit_join_requests_rate_limited",
+                "Join requests dropped (max_join_requests_per_second_per_address)",
+                g.join_requests_rate_limited,
+            ),
+        ];
+        for (name, help, value) in limit_counters {
             counter(&mut out, name, help, value)?;
         }
 

@@ -77,6 +77,14 @@ fn a_member_killed_with_sigkill_is_dropped_from_the_survivors_views() {
         Some(0.0),
         "{text}"
     );
+    for limit in [
+        "frames_too_large",
+        "handshakes_refused",
+        "queries_rate_limited",
+    ] {
+        let name = format!("cohort_limit_{limit}_total");
+        assert_eq!(value(&text, &name, &[]), Some(0.0), "{text}");
+    }
     for name in ["member-1", "member-2", "member-3"] {
         let peer = [("peer", name)];
         let control = [("peer", name), ("priority", "control")];

@@ -38,6 +38,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use cohort_transport::rate::RateLimiter;
 use cohort_transport::{MemberId, MemberKind, View, ViewId};
 use uuid::Uuid;
 
@@ -69,6 +70,11 @@ pub struct GmsConfig {
     /// Network-partition detection: a coordinator whose view change would remove as
     /// crashed at least half of the view's weight shuts its side down instead. Default on.
     pub partition_detection: bool,
+    /// Join requests taken per second from one address outside the cluster (the address
+    /// its member id names, which the certificate must name when endpoint identification
+    /// is on), with bursts of twice as many; more are dropped and counted. A joiner asks
+    /// once per `join_retry`. Default 10.
+    pub max_join_requests_per_second_per_address: u32,
 }
 
 impl Default for GmsConfig {
@@ -81,6 +87,7 @@ impl Default for GmsConfig {
             leave_timeout: Duration::from_secs(5),
             member_timeout: Duration::from_secs(1),
             partition_detection: true,
+            max_join_requests_per_second_per_address: 10,
         }
     }
 }
@@ -175,6 +182,9 @@ pub struct GmsStats {
     pub final_checks_failed: u64,
     /// Members removed as crashed by the views this member installed.
     pub members_removed: u64,
+    /// Join requests dropped because their address asked more often than
+    /// `max_join_requests_per_second_per_address`.
+    pub join_requests_rate_limited: u64,
     /// Times this member was forced out of the cluster (at most once per member).
     pub forced_disconnects: u64,
 }
@@ -211,6 +221,8 @@ struct Round {
 /// One member's membership state. See the module docs.
 pub struct Gms {
     me: MemberId,
+    /// Join requests from outside the cluster, per address.
+    join_limiter: RateLimiter,
     config: GmsConfig,
     authenticator: Arc<dyn Authenticator>,
     role: Role,
@@ -245,7 +257,9 @@ impl Gms {
     /// The state of a member that has not started yet.
     pub fn new(me: MemberId, config: GmsConfig, authenticator: Arc<dyn Authenticator>) -> Self {
         let member_timeout = config.member_timeout;
+        let join_rate = config.max_join_requests_per_second_per_address;
         Gms {
+            join_limiter: RateLimiter::new(join_rate, join_rate.saturating_mul(2)),
             me,
             config,
             authenticator,
@@ -470,6 +484,14 @@ impl Gms {
         if !self.hears_from(from, &message) {
             self.stats.dropped_from_non_members += 1;
             tracing::debug!(?from, "dropped a membership message from a non-member");
+            return;
+        }
+        if matches!(message, GmsMessage::JoinRequest { .. })
+            && !self.is_known(from)
+            && !self.join_limiter.allow(now, from.address())
+        {
+            self.stats.join_requests_rate_limited += 1;
+            tracing::debug!(?from, "dropped a join request: its address asks too often");
             return;
         }
         match message {
@@ -1112,9 +1134,14 @@ impl Gms {
         if let Role::Joining { coordinator, .. } = &self.role {
             return coordinator == from;
         }
-        self.in_view(from)
-            || self.prepared.as_ref().is_some_and(|v| v.contains(from))
-            || self.round.as_ref().is_some_and(|r| r.view.contains(from))
+        self.is_known(from)
+    }
+
+    /// True if `member` is in the view, or in a view being prepared.
+    fn is_known(&self, member: &MemberId) -> bool {
+        self.in_view(member)
+            || self.prepared.as_ref().is_some_and(|v| v.contains(member))
+            || self.round.as_ref().is_some_and(|r| r.view.contains(member))
     }
 
     fn view_id(&self) -> ViewId {
@@ -1512,5 +1539,39 @@ mod tests {
         // View 1 (founded), view 2 (the joiner), view 3 (without it).
         assert_eq!(stats.views_installed, 3);
         assert_eq!(stats.forced_disconnects, 0);
+    }
+    #[test]
+    fn join_requests_from_one_address_outside_the_cluster_are_rate_limited() {
+        let now = Instant::now();
+        let mut gms = Gms::new(member(1), GmsConfig::default(), Arc::new(AllowAll));
+        gms.found_cluster(now);
+        while gms.poll_output().is_some() {}
+        let per_second = GmsConfig::default().max_join_requests_per_second_per_address;
+        // One process floods join requests under ever new member ids from one address.
+        let flood = member(2).address();
+        for _ in 0..per_second * 5 {
+            let id = MemberId::new("flood", flood, MemberKind::Member);
+            let request = GmsMessage::JoinRequest {
+                member: id.clone(),
+                credentials: Credentials::default(),
+            };
+            gms.handle_message(now, &id, request);
+        }
+        let limited = gms.stats().join_requests_rate_limited;
+        assert_eq!(
+            limited,
+            u64::from(per_second * 3),
+            "all but the burst of twice the rate"
+        );
+        // Another address is heard at once, and the flooding one again a second later.
+        let other = member(3);
+        let request = |m: &MemberId| GmsMessage::JoinRequest {
+            member: m.clone(),
+            credentials: Credentials::default(),
+        };
+        gms.handle_message(now, &other, request(&other));
+        let later = MemberId::new("flood", flood, MemberKind::Member);
+        gms.handle_message(now + Duration::from_secs(1), &later, request(&later));
+        assert_eq!(gms.stats().join_requests_rate_limited, limited);
     }
 }

@@ -251,3 +251,56 @@ async fn admitted(conn: &quinn::Connection, address: std::net::SocketAddr) -> bo
     .await
     .is_ok()
 }
+
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct Ping;
+
+impl cohort_transport::Message for Ping {
+    const TAG: Tag = Tag(0xfe11);
+}
+
+impl cohort_transport::Query for Ping {
+    type Answer = u32;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queries_from_one_address_are_rate_limited_and_others_still_answered() {
+    init_tracing();
+    let ca = TestCa::new();
+    let member = spawn_member(&ca, "member");
+    member.serve::<Ping>(|_, _| 7);
+    let eager = spawn_member(&ca, "eager");
+    let per_second = QuicConfig::default().max_queries_per_second_per_address;
+    let started = std::time::Instant::now();
+    let (mut answered, mut refused) = (0u64, 0u64);
+    for _ in 0..(per_second * 4) {
+        match eager.query(member.local_addr(), &Ping).await {
+            Ok(7) => answered += 1,
+            Err(cohort_transport::QueryError::Refused { reason, .. }) => {
+                assert!(reason.contains("RATE_LIMITED"), "{reason}");
+                refused += 1;
+            }
+            other => panic!("unexpected outcome {other:?}"),
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    // The burst (twice the rate) plus what the bucket refilled meanwhile.
+    let allowed = f64::from(per_second) * (2.0 + elapsed) + 1.0;
+    assert!(
+        (answered as f64) <= allowed,
+        "{answered} answered in {elapsed:.2} s, at most {allowed:.0} allowed"
+    );
+    assert!(refused >= 1, "{answered} answered, none refused");
+    assert_eq!(member.limit_stats().queries_rate_limited, refused);
+    eprintln!("{answered} answered and {refused} refused in {elapsed:.2} s");
+
+    // Another address is answered meanwhile.
+    let patient = spawn_member(&ca, "patient");
+    assert_eq!(
+        patient.query(member.local_addr(), &Ping).await.ok(),
+        Some(7)
+    );
+    for m in [member, eager, patient] {
+        m.shutdown().await;
+    }
+}

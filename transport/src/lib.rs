@@ -21,6 +21,7 @@ pub mod message;
 pub mod messenger;
 pub mod priority;
 pub mod quic;
+pub mod rate;
 pub mod socket;
 mod sync;
 pub mod tls;

@@ -113,11 +113,14 @@ pub enum CloseCode {
     /// The peer's address already holds as many connections as this member accepts from one
     /// address (`QuicConfig::max_connections_per_address`).
     TooManyConnections,
+    /// The peer's address asked more often than this member answers
+    /// (`QuicConfig::max_queries_per_second_per_address`).
+    RateLimited,
 }
 
 impl CloseCode {
     /// Every code, for tests and lookups.
-    pub const ALL: [CloseCode; 13] = [
+    pub const ALL: [CloseCode; 14] = [
         CloseCode::Shutdown,
         CloseCode::DuplicateConnection,
         CloseCode::MalformedFrame,
@@ -131,6 +134,7 @@ impl CloseCode {
         CloseCode::QueryNotServed,
         CloseCode::FrameTooLarge,
         CloseCode::TooManyConnections,
+        CloseCode::RateLimited,
     ];
 
     /// The value sent in QUIC's CONNECTION_CLOSE frame.
@@ -149,6 +153,7 @@ impl CloseCode {
             CloseCode::QueryNotServed => 0x10a,
             CloseCode::FrameTooLarge => 0x10b,
             CloseCode::TooManyConnections => 0x10c,
+            CloseCode::RateLimited => 0x10d,
         }
     }
 
@@ -180,6 +185,7 @@ impl CloseCode {
             CloseCode::QueryNotServed => "QUERY_NOT_SERVED",
             CloseCode::FrameTooLarge => "FRAME_TOO_LARGE",
             CloseCode::TooManyConnections => "TOO_MANY_CONNECTIONS",
+            CloseCode::RateLimited => "RATE_LIMITED",
         }
     }
 }
@@ -674,6 +680,7 @@ mod tests {
         assert_eq!(CloseCode::QueryNotServed.value(), 0x10a);
         assert_eq!(CloseCode::FrameTooLarge.value(), 0x10b);
         assert_eq!(CloseCode::TooManyConnections.value(), 0x10c);
+        assert_eq!(CloseCode::RateLimited.value(), 0x10d);
         let mut decoder = FrameDecoder::new(64);
         decoder.push(&encode_answer(Tag(9), b"yes"));
         assert!(matches!(

@@ -164,6 +164,7 @@ impl Member {
             leave_timeout: config.leave_timeout,
             member_timeout: config.member_timeout,
             partition_detection: config.partition_detection,
+            ..GmsConfig::default()
         };
         let mut gms = Gms::new(me.clone(), gms_config, config.authenticator.clone());
         let coordinator = match decision {

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use cohort_legacy_udp::{Bridge, LegacyMessenger};
+use cohort_transport::quic::LimitStats;
 use cohort_transport::socket::{SocketFaults, SocketStats};
 use cohort_transport::{
     MemberId, Message, Messenger, PeerStats, Priority, Query, QueryError, QuicMessenger, SendError,
@@ -69,6 +70,15 @@ impl Transport {
             Transport::Quic(m) => m.socket_stats(),
             Transport::Legacy(m) => m.socket_stats(),
             Transport::Bridge(m) => m.quic().socket_stats(),
+        }
+    }
+
+    /// Counters of the QUIC side's limits (all zero on the legacy protocol alone).
+    pub fn limit_stats(&self) -> LimitStats {
+        match self {
+            Transport::Quic(m) => m.limit_stats(),
+            Transport::Legacy(_) => LimitStats::default(),
+            Transport::Bridge(m) => m.quic().limit_stats(),
         }
     }
 

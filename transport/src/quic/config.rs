@@ -36,8 +36,8 @@ pub struct QuicConfig {
     /// Largest frame, header included, sent or accepted, of any kind. Default 128 MiB.
     pub max_frame_bytes: usize,
     /// Largest data frame (one message, header included) sent or accepted per priority,
-    /// indexed by [`Priority::index`](crate::Priority::index); each at most
-    /// `max_frame_bytes`. A send over it is refused with `SendError::TooLarge`; a peer
+    /// indexed by [`Priority::index`](crate::Priority::index); each is capped at
+    /// `max_frame_bytes` (see [`QuicConfig::frame_limit`]). A send over it is refused with `SendError::TooLarge`; a peer
     /// that sends one anyway has its connection closed with `FRAME_TOO_LARGE`. Default
     /// control 1 MiB (membership messages; a view of 10,000 members is about 1 MiB),
     /// high, normal and bulk 128 MiB.
@@ -69,6 +69,10 @@ pub struct QuicConfig {
     /// answered); one more is closed with `TOO_MANY_CONNECTIONS` right after its
     /// handshake. Default 4.
     pub max_connections_per_address: usize,
+    /// Queries (discovery, final checks) answered per second from one source address,
+    /// with bursts of twice as many; more are closed with `RATE_LIMITED` unanswered. A
+    /// joiner asks each locator about once a second. Default 10.
+    pub max_queries_per_second_per_address: u32,
     /// Requested kernel send and receive buffer size of the UDP socket, in bytes (the kernel
     /// may cap it). Default 4 MiB.
     pub socket_buffer_bytes: usize,
@@ -101,6 +105,7 @@ impl Default for QuicConfig {
             max_concurrent_accepts: 64,
             max_handshakes_per_address: 4,
             max_connections_per_address: 4,
+            max_queries_per_second_per_address: 10,
             socket_buffer_bytes: 4 << 20,
             shutdown_timeout: Duration::from_secs(2),
             uuid: None,
@@ -130,19 +135,13 @@ pub enum ConfigError {
     /// smallest useful frame.
     #[error("max_frame_bytes ({0}) must be between 1 KiB and 4 GiB")]
     FrameLimit(usize),
-    /// A priority's frame limit is below the smallest useful frame or above
-    /// `max_frame_bytes`.
-    #[error(
-        "max_frame_bytes_by_priority[{priority}] ({limit}) must be between 1 KiB and \
-         max_frame_bytes ({max})"
-    )]
+    /// A priority's frame limit is below the smallest useful frame.
+    #[error("max_frame_bytes_by_priority[{priority}] ({limit}) must be at least 1 KiB")]
     PriorityFrameLimit {
         /// The priority.
         priority: crate::Priority,
         /// Its limit.
         limit: usize,
-        /// `max_frame_bytes`.
-        max: usize,
     },
     /// A message at the frame limit could never be queued.
     #[error(
@@ -163,6 +162,12 @@ pub enum ConfigError {
 }
 
 impl QuicConfig {
+    /// The largest data frame of `priority` sent or accepted: its
+    /// `max_frame_bytes_by_priority` entry, capped at `max_frame_bytes`.
+    pub fn frame_limit(&self, priority: crate::Priority) -> usize {
+        self.max_frame_bytes_by_priority[priority.index()].min(self.max_frame_bytes)
+    }
+
     pub(crate) fn validate(&self) -> Result<(), ConfigError> {
         for (value, name) in [
             (self.subscription_capacity, "subscription_capacity"),
@@ -203,12 +208,8 @@ impl QuicConfig {
         }
         for priority in crate::Priority::ALL {
             let limit = self.max_frame_bytes_by_priority[priority.index()];
-            if !(1024..=self.max_frame_bytes).contains(&limit) {
-                return Err(ConfigError::PriorityFrameLimit {
-                    priority,
-                    limit,
-                    max: self.max_frame_bytes,
-                });
+            if limit < 1024 {
+                return Err(ConfigError::PriorityFrameLimit { priority, limit });
             }
         }
         if self.max_queued_bytes_per_destination < self.max_frame_bytes {

@@ -6,6 +6,7 @@
 //!                      └─► HandshakeSlot, held through TLS + Hello
 //!   handshake done ─► Limits::open_connection(A) ─► None: closed with TOO_MANY_CONNECTIONS
 //!                      └─► ConnectionSlot, held until the connection closes
+//!   a query ─► Limits::allow_query(A) (token bucket) ─► false: closed with RATE_LIMITED
 //! ```
 //!
 //! The address is the source IP and port, which is what a member is known by: a member
@@ -18,6 +19,9 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use std::time::Instant;
+
+use crate::rate::RateLimiter;
 use crate::sync::lock;
 
 /// Counters of the limits on what peers may send or hold.
@@ -32,6 +36,9 @@ pub struct LimitStats {
     /// Connections closed with `TOO_MANY_CONNECTIONS` because their source address had
     /// `max_connections_per_address` open.
     pub connections_refused: u64,
+    /// Queries closed unanswered with `RATE_LIMITED`: their source address asked more
+    /// often than `max_queries_per_second_per_address`.
+    pub queries_rate_limited: u64,
 }
 
 /// The per-address accounting and the counters.
@@ -40,7 +47,9 @@ pub(crate) struct Limits {
     max_handshakes: usize,
     max_connections: usize,
     held: Mutex<HashMap<SocketAddr, Held>>,
+    queries: Mutex<RateLimiter>,
     pub(crate) frames_too_large: AtomicU64,
+    queries_rate_limited: AtomicU64,
     handshakes_refused: AtomicU64,
     connections_refused: AtomicU64,
 }
@@ -52,12 +61,21 @@ struct Held {
 }
 
 impl Limits {
-    pub(crate) fn new(max_handshakes: usize, max_connections: usize) -> Arc<Self> {
+    pub(crate) fn new(
+        max_handshakes: usize,
+        max_connections: usize,
+        queries_per_second: u32,
+    ) -> Arc<Self> {
         Arc::new(Limits {
             max_handshakes,
             max_connections,
             held: Mutex::new(HashMap::new()),
+            queries: Mutex::new(RateLimiter::new(
+                queries_per_second,
+                queries_per_second.saturating_mul(2),
+            )),
             frames_too_large: AtomicU64::new(0),
+            queries_rate_limited: AtomicU64::new(0),
             handshakes_refused: AtomicU64::new(0),
             connections_refused: AtomicU64::new(0),
         })
@@ -74,11 +92,21 @@ impl Limits {
         self.take(address, Kind::Connection)
     }
 
+    /// True if `address` may have one more query answered now; counted if not.
+    pub(crate) fn allow_query(&self, address: SocketAddr) -> bool {
+        let allowed = lock(&self.queries).allow(Instant::now(), address);
+        if !allowed {
+            self.queries_rate_limited.fetch_add(1, Ordering::Relaxed);
+        }
+        allowed
+    }
+
     pub(crate) fn stats(&self) -> LimitStats {
         LimitStats {
             frames_too_large: self.frames_too_large.load(Ordering::Relaxed),
             handshakes_refused: self.handshakes_refused.load(Ordering::Relaxed),
             connections_refused: self.connections_refused.load(Ordering::Relaxed),
+            queries_rate_limited: self.queries_rate_limited.load(Ordering::Relaxed),
         }
     }
 
@@ -154,7 +182,7 @@ mod tests {
 
     #[test]
     fn each_address_is_limited_alone_and_slots_come_back() {
-        let limits = Limits::new(2, 1);
+        let limits = Limits::new(2, 1, 10);
         let a: SocketAddr = "127.0.0.1:1000".parse().expect("literal");
         let b: SocketAddr = "127.0.0.1:1001".parse().expect("literal");
         let first = limits.start_handshake(a).expect("1 of 2");

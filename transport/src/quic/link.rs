@@ -308,7 +308,7 @@ async fn read_control(
     mut decoder: FrameDecoder,
     ends: StreamEnds,
 ) {
-    decoder.set_max_frame(shared.config.max_frame_bytes_by_priority[Priority::Control.index()]);
+    decoder.set_max_frame(shared.config.frame_limit(Priority::Control));
     let end = read_frames(
         &shared,
         &peer,
@@ -383,8 +383,7 @@ async fn read_stream(
             return;
         }
     };
-    let mut decoder =
-        FrameDecoder::new(shared.config.max_frame_bytes_by_priority[priority.index()]);
+    let mut decoder = FrameDecoder::new(shared.config.frame_limit(priority));
     match read_frames(&shared, &peer, &conn, priority, &mut recv, &mut decoder).await {
         StreamEnd::Finished => ends.send_modify(|done| *done |= 1 << priority.index()),
         StreamEnd::Goodbye { .. } | StreamEnd::Broken => {}

@@ -302,6 +302,7 @@ impl QuicMessenger {
             limits: limits::Limits::new(
                 config.max_handshakes_per_address,
                 config.max_connections_per_address,
+                config.max_queries_per_second_per_address,
             ),
             config,
             tls: tls.clone(),
@@ -554,9 +555,7 @@ impl QuicMessenger {
         })?;
         let size = wire::data_frame_len(u64::MAX, M::TAG, payload.len());
         let config = &self.inner.shared.config;
-        let max = priority.map_or(config.max_frame_bytes, |p| {
-            config.max_frame_bytes_by_priority[p.index()]
-        });
+        let max = priority.map_or(config.max_frame_bytes, |p| config.frame_limit(p));
         if size > max {
             return Err(SendError::TooLarge {
                 tag: M::TAG,

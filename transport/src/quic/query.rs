@@ -154,6 +154,10 @@ pub(crate) async fn ask<Q: Query>(
             address,
             tag: Q::TAG,
         },
+        Some(CloseCode::RateLimited) => QueryError::Refused {
+            address,
+            reason: format!("{}: asked too often", CloseCode::RateLimited),
+        },
         _ => QueryError::Connection {
             address,
             reason: error.to_string(),
@@ -208,6 +212,12 @@ pub(crate) async fn answer(shared: &Shared, handlers: &QueryHandlers, asked: Que
         payload,
     } = asked;
     let remote = conn.remote_address();
+    if !shared.limits.allow_query(remote) {
+        tracing::debug!(%remote, %tag, "query refused: its address asks too often");
+        let code = CloseCode::RateLimited;
+        conn.close(code.varint(), code.name().as_bytes());
+        return;
+    }
     let Some(handler) = handlers.handler(tag) else {
         tracing::debug!(%remote, %tag, "query for a tag not served");
         let code = CloseCode::QueryNotServed;
