@@ -217,6 +217,11 @@ impl Collector for Snapshot {
                 l.queries_rate_limited,
             ),
             (
+                "cohort_limit_from_non_members",
+                "Application messages dropped: their sender is not in the view",
+                l.from_non_members,
+            ),
+            (
                 "cohort_limit_join_requests_rate_limited",
                 "Join requests dropped (max_join_requests_per_second_per_address)",
                 g.join_requests_rate_limited,

@@ -16,12 +16,19 @@ pub async fn say_hello(
     address: SocketAddr,
     delivered: [u64; 4],
 ) -> (quinn::SendStream, quinn::RecvStream) {
+    let member = MemberId::new("rogue", address, MemberKind::Member);
+    say_hello_as(conn, member, delivered).await
+}
+
+/// Opens the control stream of a raw connection and says Hello as `member`, whoever
+/// that is.
+pub async fn say_hello_as(
+    conn: &quinn::Connection,
+    member: MemberId,
+    delivered: [u64; 4],
+) -> (quinn::SendStream, quinn::RecvStream) {
     let (mut control, recv) = conn.open_bi().await.expect("control stream");
-    let hello = wire::encode_hello(&Hello {
-        member: MemberId::new("rogue", address, MemberKind::Member),
-        delivered,
-    })
-    .expect("encode");
+    let hello = wire::encode_hello(&Hello { member, delivered }).expect("encode");
     control.write_all(&hello).await.expect("send Hello");
     (control, recv)
 }

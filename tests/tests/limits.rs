@@ -304,3 +304,36 @@ async fn queries_from_one_address_are_rate_limited_and_others_still_answered() {
         m.shutdown().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_cannot_open_more_streams_than_the_protocol_uses() {
+    init_tracing();
+    let ca = TestCa::new();
+    let member = spawn_member(&ca, "member");
+    let rogue = raw_client(ca.certificate_pem(), Some(&ca.issue("rogue")));
+    let conn = rogue
+        .connect(member.local_addr(), "127.0.0.1")
+        .expect("connect")
+        .await
+        .expect("handshake");
+    let _control = establish(&conn, rogue.local_addr().expect("addr")).await;
+    // One stream per data priority and the acknowledgement stream: four, held open.
+    let mut open = Vec::new();
+    for _ in 0..4 {
+        let mut stream = conn.open_uni().await.expect("within the limit");
+        stream
+            .write_all(&wire::stream_header(Priority::High))
+            .await
+            .expect("write");
+        open.push(stream);
+    }
+    // A fifth waits for credit the member never grants while the four stay open.
+    let fifth = tokio::time::timeout(std::time::Duration::from_secs(1), conn.open_uni()).await;
+    assert!(fifth.is_err(), "a fifth unidirectional stream was opened");
+    // The control stream is the one bidirectional stream in use, plus one spare.
+    let _spare = conn.open_bi().await.expect("the spare");
+    let third = tokio::time::timeout(std::time::Duration::from_secs(1), conn.open_bi()).await;
+    assert!(third.is_err(), "a third bidirectional stream was opened");
+    drop(open);
+    member.shutdown().await;
+}

@@ -536,6 +536,11 @@ impl Driver {
 
     /// Carries out what the `Gms` asked for.
     fn act(&mut self) -> Flow {
+        // A view being prepared: its new members may send application messages from now
+        // on, before this member acknowledges it (and so before they learn they are in).
+        if let Some(prepared) = self.gms.prepared() {
+            self.messenger.expect_view(prepared);
+        }
         let mut flow = Flow::Continue;
         while let Some(output) = self.gms.poll_output() {
             match output {

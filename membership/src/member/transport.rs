@@ -73,6 +73,16 @@ impl Transport {
         }
     }
 
+    /// A view being prepared, whose members may send application messages from now on
+    /// (see `QuicMessenger::expect_view`; the legacy side admits by its own rules).
+    pub fn expect_view(&self, view: &View) {
+        match self {
+            Transport::Quic(m) => m.expect_view(view),
+            Transport::Legacy(_) => {}
+            Transport::Bridge(m) => m.quic().expect_view(view),
+        }
+    }
+
     /// Counters of the QUIC side's limits (all zero on the legacy protocol alone).
     pub fn limit_stats(&self) -> LimitStats {
         match self {

@@ -39,6 +39,9 @@ pub struct LimitStats {
     /// Queries closed unanswered with `RATE_LIMITED`: their source address asked more
     /// often than `max_queries_per_second_per_address`.
     pub queries_rate_limited: u64,
+    /// Application messages (frames and datagrams) dropped because their sender is in
+    /// neither the installed view nor one being prepared.
+    pub from_non_members: u64,
 }
 
 /// The per-address accounting and the counters.
@@ -50,6 +53,7 @@ pub(crate) struct Limits {
     queries: Mutex<RateLimiter>,
     pub(crate) frames_too_large: AtomicU64,
     queries_rate_limited: AtomicU64,
+    from_non_members: AtomicU64,
     handshakes_refused: AtomicU64,
     connections_refused: AtomicU64,
 }
@@ -76,6 +80,7 @@ impl Limits {
             )),
             frames_too_large: AtomicU64::new(0),
             queries_rate_limited: AtomicU64::new(0),
+            from_non_members: AtomicU64::new(0),
             handshakes_refused: AtomicU64::new(0),
             connections_refused: AtomicU64::new(0),
         })
@@ -101,12 +106,17 @@ impl Limits {
         allowed
     }
 
+    pub(crate) fn count_from_non_member(&self) {
+        self.from_non_members.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub(crate) fn stats(&self) -> LimitStats {
         LimitStats {
             frames_too_large: self.frames_too_large.load(Ordering::Relaxed),
             handshakes_refused: self.handshakes_refused.load(Ordering::Relaxed),
             connections_refused: self.connections_refused.load(Ordering::Relaxed),
             queries_rate_limited: self.queries_rate_limited.load(Ordering::Relaxed),
+            from_non_members: self.from_non_members.load(Ordering::Relaxed),
         }
     }
 

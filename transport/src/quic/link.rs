@@ -443,8 +443,18 @@ async fn read_frames(
                         return StreamEnd::Broken;
                     }
                 }
+                let from = peer.member();
+                if !shared.accepts(from.uuid(), tag) {
+                    // Application data from outside the view (a member removed, or a
+                    // process never admitted): dropped, and its place in the stream taken
+                    // so the stream goes on.
+                    shared.limits.count_from_non_member();
+                    tracing::debug!(peer = %from, %tag, "dropped application data from a non-member");
+                    peer.commit(priority, seq);
+                    continue;
+                }
                 let inbound = Inbound {
-                    from: peer.member(),
+                    from,
                     delivery: Delivery::Reliable(priority),
                     payload,
                 };
@@ -483,6 +493,9 @@ async fn read_datagrams(shared: Arc<Shared>, peer: Arc<Peer>, conn: Connection) 
     while let Ok(datagram) = conn.read_datagram().await {
         peer.heard();
         match wire::decode_datagram(datagram) {
+            Ok((tag, _)) if !shared.accepts(peer.member().uuid(), tag) => {
+                shared.limits.count_from_non_member();
+            }
             Ok((tag, payload)) => {
                 peer.counters
                     .datagrams_received

@@ -95,12 +95,44 @@ pub(crate) struct Shared {
     pub(crate) accept_permits: Semaphore,
     pub(crate) queries: QueryHandlers,
     pub(crate) limits: Arc<limits::Limits>,
+    /// Who may send application messages here: the installed view's members, and those of
+    /// a view being prepared (see [`QuicMessenger::expect_view`]).
+    pub(crate) admitted: RwLock<Admitted>,
 }
 
 impl Shared {
     pub(crate) fn emit(&self, event: TransportEvent) {
         // No subscriber is not an error: events are for whoever listens.
         let _ = self.events.send(event);
+    }
+
+    /// True if `member` may send application messages (tags from
+    /// `Tag::FIRST_APPLICATION`) to this member; cohort's own protocols are always taken.
+    pub(crate) fn accepts(&self, member: Uuid, tag: Tag) -> bool {
+        tag < Tag::FIRST_APPLICATION || read(&self.admitted).members.contains(&member)
+    }
+}
+
+/// The members of the installed view and of a view being prepared.
+#[derive(Debug, Default)]
+pub(crate) struct Admitted {
+    installed: Option<View>,
+    expected: Option<View>,
+    members: HashSet<Uuid>,
+}
+
+impl Admitted {
+    fn update(&mut self) {
+        let installed_id = self.installed.as_ref().map(View::id);
+        if self.expected.as_ref().map(View::id) <= installed_id {
+            self.expected = None;
+        }
+        self.members = self
+            .installed
+            .iter()
+            .chain(&self.expected)
+            .flat_map(|v| v.members().iter().map(MemberId::uuid))
+            .collect();
     }
 }
 
@@ -299,6 +331,7 @@ impl QuicMessenger {
             dial_permits: Semaphore::new(config.max_concurrent_dials),
             accept_permits: Semaphore::new(config.max_concurrent_accepts),
             queries: QueryHandlers::default(),
+            admitted: RwLock::new(Admitted::default()),
             limits: limits::Limits::new(
                 config.max_handshakes_per_address,
                 config.max_connections_per_address,
@@ -384,6 +417,20 @@ impl QuicMessenger {
     /// Counters of the limits on what peers may send or hold: each refusal or close.
     pub fn limit_stats(&self) -> LimitStats {
         self.inner.shared.limits.stats()
+    }
+
+    /// A view being prepared (not yet installed): its members may send application
+    /// messages from now on. The membership layer calls this before it acknowledges a
+    /// prepared view, so a joiner, which learns it is in only after every member has
+    /// acknowledged, never finds its first messages refused. Installing a view with this
+    /// id or a later one replaces it.
+    pub fn expect_view(&self, view: &View) {
+        let mut admitted = write(&self.inner.shared.admitted);
+        let installed_id = admitted.installed.as_ref().map(View::id);
+        if Some(view.id()) > installed_id {
+            admitted.expected = Some(view.clone());
+            admitted.update();
+        }
     }
 
     /// The dispatcher behind this messenger's subscriptions, for a messenger that shares
@@ -721,14 +768,22 @@ impl Inner {
             drop(slot);
         });
         let member = accepted.hello.member.clone();
+        let remote = accepted.conn.remote_address();
         let refuse = |code: CloseCode, reason: String| {
-            let remote = accepted.conn.remote_address();
             tracing::warn!(%remote, ?member, %reason, "refused incoming connection");
             accepted.conn.close(code.varint(), code.name().as_bytes());
             shared.emit(TransportEvent::IncomingRejected { remote, reason });
         };
         if self.closing.load(Ordering::Acquire) {
             return refuse(CloseCode::Shutdown, "shutting down".into());
+        }
+        // A member dials from the port it listens on, so a Hello must come from the address
+        // it claims: no one speaks for another member.
+        if canonical(remote) != canonical(member.address()) {
+            return refuse(
+                CloseCode::IdentityRejected,
+                format!("{member:?} claims its address but connects from {remote}"),
+            );
         }
         if lock(&self.departed).set.contains(&member.uuid()) {
             return refuse(
@@ -794,6 +849,11 @@ impl Messenger for QuicMessenger {
 
     fn install_view(&self, view: View) {
         let local = self.inner.shared.local.uuid();
+        {
+            let mut admitted = write(&self.inner.shared.admitted);
+            admitted.installed = Some(view.clone());
+            admitted.update();
+        }
         let old = std::mem::replace(&mut *write(&self.inner.view), view.clone());
         let mut peers = lock(&self.inner.peers);
         let mut departed = lock(&self.inner.departed);
@@ -988,4 +1048,10 @@ fn transport_config(config: &QuicConfig) -> Result<quinn::TransportConfig, Confi
         .datagram_receive_buffer_size(Some(1 << 20))
         .datagram_send_buffer_size(1 << 20);
     Ok(transport)
+}
+
+/// `address` with an IPv4-mapped IPv6 address written as IPv4, so that a dual-stack socket
+/// compares equal to the address a member announced.
+fn canonical(address: SocketAddr) -> SocketAddr {
+    SocketAddr::new(address.ip().to_canonical(), address.port())
 }
