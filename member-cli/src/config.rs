@@ -4,8 +4,12 @@
 //! ```text
 //! FILE ─► toml::Table ─► each `--key value` flag written into it (`--ssl-ca` is `ssl.ca`)
 //!      ─► FileConfig (unknown keys refused, by name) ─► checked values
-//!      ─► Settings { member: MemberConfig, metrics_address }
+//!      ─► the files [ssl] names exist ─► Settings { member: MemberConfig, metrics_address }
 //! ```
+//!
+//! [`load`] reads a file and applies flags; [`parse`] takes the text alone. Both check every
+//! value before looking at the disk, so a mistake in the text is reported as such even when
+//! the certificate files are missing too.
 //!
 //! ```toml
 //! name = "node-1"
@@ -35,7 +39,8 @@ use serde::Deserialize;
 
 /// Why the configuration cannot be used. Each names the key (or file) at fault.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum ConfigError {
+#[non_exhaustive]
+pub enum ConfigError {
     /// The file could not be read.
     #[error("cannot read the config file {path}: {source}")]
     Read {
@@ -105,11 +110,11 @@ struct FileConfig {
 /// Everything the file and flags say: the member's configuration, and what the process
 /// around it does.
 #[derive(Debug)]
-pub(crate) struct Settings {
+pub struct Settings {
     /// The member.
-    pub(crate) member: MemberConfig,
+    pub member: MemberConfig,
     /// Where to serve metrics over HTTP (`metrics-address`), if anywhere.
-    pub(crate) metrics_address: Option<SocketAddr>,
+    pub metrics_address: Option<SocketAddr>,
 }
 
 /// The `[ssl]` table.
@@ -126,26 +131,52 @@ struct SslConfig {
 /// Reads `path` (if any), applies `flags` (`--key value` pairs, in order), and builds the
 /// member's settings. Relative file names in the file are taken relative to its
 /// directory; those given as flags, relative to the working directory.
-pub(crate) fn load(path: Option<&Path>, flags: &[String]) -> Result<Settings, ConfigError> {
-    let mut table = match path {
+pub fn load(path: Option<&Path>, flags: &[String]) -> Result<Settings, ConfigError> {
+    match path {
         Some(path) => {
             let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
                 path: path.to_owned(),
                 source,
             })?;
-            let table: toml::Table = toml::from_str(&text).map_err(|e| ConfigError::Parse {
-                origin: path.display().to_string(),
-                message: e.to_string(),
-            })?;
             let base = path.parent().map(Path::to_owned).unwrap_or_default();
-            absolutize_files(table, &base)
+            from_text(&text, &path.display().to_string(), &base, flags)
         }
-        None => toml::Table::new(),
-    };
+        None => from_table(toml::Table::new(), "the command line", flags),
+    }
+}
+
+/// Builds the member's settings from the text of a config file, as [`load`] does for a
+/// file without flags. Relative file names in the text are taken relative to `base` (the
+/// file's directory). Every value is parsed and checked before the files named in `[ssl]`
+/// are looked for.
+pub fn parse(text: &str, base: &Path) -> Result<Settings, ConfigError> {
+    from_text(text, "the configuration", base, &[])
+}
+
+/// The text of a config file (named `origin` in errors), then the flags.
+fn from_text(
+    text: &str,
+    origin: &str,
+    base: &Path,
+    flags: &[String],
+) -> Result<Settings, ConfigError> {
+    let table: toml::Table = toml::from_str(text).map_err(|e| ConfigError::Parse {
+        origin: origin.to_owned(),
+        message: e.to_string(),
+    })?;
+    from_table(absolutize_files(table, base), origin, flags)
+}
+
+/// A file's table (or an empty one), then the flags.
+fn from_table(
+    mut table: toml::Table,
+    origin: &str,
+    flags: &[String],
+) -> Result<Settings, ConfigError> {
     apply_flags(&mut table, flags)?;
     let file: FileConfig =
         FileConfig::deserialize(toml::Value::Table(table)).map_err(|e| ConfigError::Parse {
-            origin: path.map_or("the command line".into(), |p| p.display().to_string()),
+            origin: origin.to_owned(),
             message: e.to_string(),
         })?;
     build(file)
@@ -228,20 +259,8 @@ fn flag_value(key: &str, text: &str) -> toml::Value {
 }
 
 fn build(file: FileConfig) -> Result<Settings, ConfigError> {
-    let ssl = file
-        .ssl
-        .ok_or(ConfigError::Missing("[ssl] (ca, certificate, private-key)"))?;
-    let ca = readable("ssl.ca", ssl.ca)?;
-    let certificate = readable("ssl.certificate", ssl.certificate)?;
-    let private_key = readable("ssl.private-key", ssl.private_key)?;
-    let mut tls = TlsSettings::from_files(ca, certificate, private_key);
-    if let Some(required) = ssl.require_authentication {
-        tls.require_authentication = required;
-    }
-    if let Some(enabled) = ssl.endpoint_identification_enabled {
-        tls.endpoint_identification = enabled;
-    }
-    let mut config = MemberConfig::new(tls);
+    // The values first, the files `[ssl]` names last (the TLS settings are set then).
+    let mut config = MemberConfig::new(TlsSettings::from_files("", "", ""));
     config.name = file.name;
     if let Some(kind) = file.kind {
         config.kind = match kind.as_str() {
@@ -315,6 +334,20 @@ fn build(file: FileConfig) -> Result<Settings, ConfigError> {
         .metrics_address
         .map(|address| address_of("metrics-address", address))
         .transpose()?;
+    let ssl = file
+        .ssl
+        .ok_or(ConfigError::Missing("[ssl] (ca, certificate, private-key)"))?;
+    let ca = readable("ssl.ca", ssl.ca)?;
+    let certificate = readable("ssl.certificate", ssl.certificate)?;
+    let private_key = readable("ssl.private-key", ssl.private_key)?;
+    let mut tls = TlsSettings::from_files(ca, certificate, private_key);
+    if let Some(required) = ssl.require_authentication {
+        tls.require_authentication = required;
+    }
+    if let Some(enabled) = ssl.endpoint_identification_enabled {
+        tls.endpoint_identification = enabled;
+    }
+    config.tls = tls;
     Ok(Settings {
         member: config,
         metrics_address,
@@ -351,7 +384,7 @@ fn address_of(key: &'static str, text: String) -> Result<SocketAddr, ConfigError
 }
 
 /// `500ms`, `5s`, `2m`, or a plain number of seconds.
-pub(crate) fn duration_of(key: &'static str, text: String) -> Result<Duration, ConfigError> {
+fn duration_of(key: &'static str, text: String) -> Result<Duration, ConfigError> {
     let trimmed = text.trim();
     let (number, unit) = match trimmed.find(|c: char| !c.is_ascii_digit() && c != '.') {
         Some(at) => trimmed.split_at(at),
@@ -478,6 +511,21 @@ mod tests {
         assert!(missing.to_string().contains("nope.toml"), "{missing}");
         let flag = load(None, &["--name".to_owned()]).expect_err("no value");
         assert!(flag.to_string().contains("--name"), "{flag}");
+        std::fs::remove_dir_all(dir).expect("clean up");
+    }
+
+    #[test]
+    fn the_text_is_checked_before_the_files_it_names() {
+        let nowhere = Path::new("no-such-directory");
+        let text = format!("member-timeout = \"5x\"\n{SSL}");
+        let error = parse(&text, nowhere).expect_err("bad duration");
+        assert!(error.to_string().contains("member-timeout"), "{error}");
+        let error = parse(SSL, nowhere).expect_err("no certificate files there");
+        assert!(error.to_string().contains("ssl.ca"), "{error}");
+        let dir = dir("parse");
+        let settings = parse(&format!("name = \"n\"\n{SSL}"), &dir).expect("valid");
+        assert_eq!(settings.member.name.as_deref(), Some("n"));
+        assert_eq!(settings.metrics_address, None);
         std::fs::remove_dir_all(dir).expect("clean up");
     }
 

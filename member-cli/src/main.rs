@@ -16,7 +16,6 @@
 //! Logs go to stderr through tracing, filtered by `RUST_LOG` (default `warn`); views go to
 //! stdout.
 
-mod config;
 mod http;
 mod metrics;
 
@@ -26,6 +25,7 @@ use std::process::ExitCode;
 
 use std::net::SocketAddr;
 
+use cohort_member::config;
 use cohort_membership::messages::FindCoordinator;
 use cohort_membership::{Member, MembershipEvent};
 use cohort_transport::{MemberId, MemberKind, Messenger, QuicConfig, QuicMessenger, View};
