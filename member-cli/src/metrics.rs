@@ -13,6 +13,7 @@
 
 use std::fmt;
 
+use cohort_legacy_udp::LegacyStats;
 use cohort_membership::{GmsStats, Member};
 use cohort_transport::quic::LimitStats;
 use cohort_transport::socket::SocketStats;
@@ -35,6 +36,7 @@ struct Snapshot {
     gms: GmsStats,
     socket: SocketStats,
     limits: LimitStats,
+    legacy: Option<LegacyStats>,
     peers: Vec<PeerStats>,
 }
 
@@ -54,6 +56,7 @@ impl Snapshot {
             gms: member.stats(),
             socket: messenger.socket_stats(),
             limits: messenger.limit_stats(),
+            legacy: messenger.legacy_stats(),
             peers,
         }
     }
@@ -231,6 +234,9 @@ impl Collector for Snapshot {
             counter(&mut out, name, help, value)?;
         }
 
+        if let Some(legacy) = &self.legacy {
+            legacy_counters(&mut out, legacy)?;
+        }
         self.per_peer(&mut out)
     }
 }
@@ -366,6 +372,61 @@ impl Snapshot {
         }
         Ok(())
     }
+}
+
+/// The legacy protocol's counters, on a legacy member or a bridge.
+fn legacy_counters(out: &mut DescriptorEncoder, l: &LegacyStats) -> fmt::Result {
+    let counters = [
+        (
+            "cohort_legacy_malformed",
+            "Legacy datagrams that did not decode",
+            l.malformed,
+        ),
+        (
+            "cohort_legacy_address_mismatch",
+            "Legacy packets whose claimed sender is elsewhere on record",
+            l.address_mismatch,
+        ),
+        (
+            "cohort_legacy_from_departed",
+            "Legacy packets from members that left",
+            l.from_departed,
+        ),
+        (
+            "cohort_legacy_duplicates",
+            "Legacy fragments received again",
+            l.duplicates,
+        ),
+        (
+            "cohort_legacy_oversized",
+            "Legacy messages over max_message_bytes, skipped",
+            l.oversized,
+        ),
+        (
+            "cohort_legacy_reassembly_over_budget",
+            "Legacy messages skipped: joining them would exceed max_reassembly_bytes",
+            l.reassembly_over_budget,
+        ),
+        (
+            "cohort_legacy_resent",
+            "Legacy fragments sent again",
+            l.resent,
+        ),
+        (
+            "cohort_legacy_delivered",
+            "Legacy messages delivered",
+            l.delivered,
+        ),
+        (
+            "cohort_legacy_refused",
+            "Legacy packets refused after the upgrade",
+            l.refused,
+        ),
+    ];
+    for (name, help, value) in counters {
+        counter(out, name, help, value)?;
+    }
+    Ok(())
 }
 
 fn peer_labels(peer: &PeerStats) -> [(&'static str, String); 2] {

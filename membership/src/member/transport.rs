@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use cohort_legacy_udp::{Bridge, LegacyMessenger};
+use cohort_legacy_udp::{Bridge, LegacyMessenger, LegacyStats};
 use cohort_transport::quic::LimitStats;
 use cohort_transport::socket::{SocketFaults, SocketStats};
 use cohort_transport::{
@@ -80,6 +80,15 @@ impl Transport {
             Transport::Quic(m) => m.expect_view(view),
             Transport::Legacy(_) => {}
             Transport::Bridge(m) => m.quic().expect_view(view),
+        }
+    }
+
+    /// Counters of the legacy protocol (`None` on QUIC alone).
+    pub fn legacy_stats(&self) -> Option<LegacyStats> {
+        match self {
+            Transport::Quic(_) => None,
+            Transport::Legacy(m) => Some(m.stats()),
+            Transport::Bridge(m) => Some(m.legacy().stats()),
         }
     }
 
