@@ -86,7 +86,13 @@ for target in "${targets[@]}"; do
     failed+=("$target")
     cp "$log" "fuzz/artifacts/$target/run.log"
     echo "$target: FAILED (exit status $status); libFuzzer's report:"
-    tail -n 60 "$log"
+    # From the panic or sanitizer report on (the input, and how to reproduce it, follow).
+    report="$(sed -n '/panicked at\|==ERROR\|ERROR: libFuzzer\|ERROR: AddressSanitizer/,$p' "$log")"
+    if [ -n "$report" ]; then
+      printf '%s\n' "$report" | head -n 150
+    else
+      tail -n 60 "$log"
+    fi
     echo "(the whole log and the crashing input are in fuzz/artifacts/$target/)"
   fi
 done
