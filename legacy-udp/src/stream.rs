@@ -408,6 +408,7 @@ impl ReceiveStream {
             if partial.bytes.len() + fragment.payload.len() > self.max_message_bytes {
                 partial.skipping = true;
                 partial.bytes = BytesMut::new();
+                partial.reserved = self.pool.reserve();
                 received.oversized += 1;
             } else if partial.fragments == 1 {
                 // The common case: no copy.
@@ -611,6 +612,26 @@ mod tests {
         a.on_data(fragment(3, 0));
         assert_eq!(pool.used(), 40);
         drop(a);
+        assert_eq!(pool.used(), 0);
+    }
+    #[test]
+    fn a_message_skipped_as_oversized_gives_its_share_back_at_once() {
+        let pool = ReassemblyPool::new(1000);
+        let mut receiver = ReceiveStream::new(64, 50, pool.clone());
+        let fragment = |seq: u64, index: u32| Fragment {
+            seq,
+            fragment: index,
+            fragments: 3,
+            tag: 7,
+            payload: Bytes::from(vec![1u8; 40]),
+        };
+        receiver.on_data(fragment(1, 0));
+        assert_eq!(pool.used(), 40);
+        // 80 bytes would be over max_message_bytes (50): skipped, its bytes released
+        // before its last fragment arrives.
+        assert_eq!(receiver.on_data(fragment(2, 1)).oversized, 1);
+        assert_eq!(pool.used(), 0);
+        assert!(receiver.on_data(fragment(3, 2)).messages.is_empty());
         assert_eq!(pool.used(), 0);
     }
 }
