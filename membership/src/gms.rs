@@ -370,11 +370,7 @@ impl Gms {
                 ?member,
                 "final check failed while this member ran late: checking again"
             );
-            self.checking.insert(member.uuid(), (now, repeats + 1));
-            self.stats.final_checks += 1;
-            self.outputs.push_back(Output::Check {
-                member: member.clone(),
-            });
+            self.start_check(now, member.clone(), repeats + 1);
             return;
         }
         if alive {
@@ -809,10 +805,15 @@ impl Gms {
             .cloned()
             .collect();
         for member in due {
-            self.checking.insert(member.uuid(), (now, 0));
-            self.stats.final_checks += 1;
-            self.outputs.push_back(Output::Check { member });
+            self.start_check(now, member, 0);
         }
+    }
+
+    /// Asks the driver for a final check of `member` (the `repeats`th repeat), counted.
+    fn start_check(&mut self, now: Instant, member: MemberId, repeats: u32) {
+        self.checking.insert(member.uuid(), (now, repeats));
+        self.stats.final_checks += 1;
+        self.outputs.push_back(Output::Check { member });
     }
 
     /// True if a final check cleared `member` within twice the member timeout: suspicions

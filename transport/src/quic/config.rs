@@ -39,8 +39,8 @@ pub struct QuicConfig {
     /// indexed by [`Priority::index`](crate::Priority::index); each is capped at
     /// `max_frame_bytes` (see [`QuicConfig::frame_limit`]). A send over it is refused with `SendError::TooLarge`; a peer
     /// that sends one anyway has its connection closed with `FRAME_TOO_LARGE`. Default
-    /// control 1 MiB (membership messages; a view of 10,000 members is about 1 MiB),
-    /// high, normal and bulk 128 MiB.
+    /// control 1 MiB (membership messages, of which views are the largest), high, normal
+    /// and bulk 128 MiB.
     pub max_frame_bytes_by_priority: [usize; 4],
     /// Received messages buffered per subscription before the sending stream is held back.
     /// Default 1024.

@@ -3,9 +3,9 @@
 //!
 //! ```text
 //! Incoming from A ─► Limits::start_handshake(A) ─► None: refused (QUIC CONNECTION_REFUSED)
-//!                      └─► HandshakeSlot, held through TLS + Hello
+//!                      └─► a Slot, held through TLS + Hello
 //!   handshake done ─► Limits::open_connection(A) ─► None: closed with TOO_MANY_CONNECTIONS
-//!                      └─► ConnectionSlot, held until the connection closes
+//!                      └─► a Slot, held until the connection closes
 //!   a query ─► Limits::allow_query(A) (token bucket) ─► false: closed with RATE_LIMITED
 //! ```
 //!
@@ -18,7 +18,6 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-
 use std::time::Instant;
 
 use crate::rate::RateLimiter;
@@ -51,7 +50,7 @@ pub(crate) struct Limits {
     max_connections: usize,
     held: Mutex<HashMap<SocketAddr, Held>>,
     queries: Mutex<RateLimiter>,
-    pub(crate) frames_too_large: AtomicU64,
+    frames_too_large: AtomicU64,
     queries_rate_limited: AtomicU64,
     from_non_members: AtomicU64,
     handshakes_refused: AtomicU64,
@@ -104,6 +103,10 @@ impl Limits {
             self.queries_rate_limited.fetch_add(1, Ordering::Relaxed);
         }
         allowed
+    }
+
+    pub(crate) fn count_frame_too_large(&self) {
+        self.frames_too_large.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn count_from_non_member(&self) {

@@ -409,10 +409,7 @@ async fn read_frames(
             Err(ReadFrameError::Wire(error)) => {
                 let code = match error {
                     WireError::FrameTooLarge { .. } => {
-                        shared
-                            .limits
-                            .frames_too_large
-                            .fetch_add(1, Ordering::Relaxed);
+                        shared.limits.count_frame_too_large();
                         CloseCode::FrameTooLarge
                     }
                     _ => CloseCode::MalformedFrame,

@@ -113,25 +113,30 @@ impl Shared {
     }
 }
 
-/// The members of the installed view and of a view being prepared.
+/// The members of the installed view (kept in `Inner::view`) and of a view being
+/// prepared.
 #[derive(Debug, Default)]
 pub(crate) struct Admitted {
-    installed: Option<View>,
     expected: Option<View>,
     members: HashSet<Uuid>,
 }
 
 impl Admitted {
-    fn update(&mut self) {
-        let installed_id = self.installed.as_ref().map(View::id);
-        if self.expected.as_ref().map(View::id) <= installed_id {
+    /// Recomputes `members` from `installed` and the expected view, which is forgotten
+    /// once a view as new as it is installed.
+    fn update(&mut self, installed: &View) {
+        if self
+            .expected
+            .as_ref()
+            .is_some_and(|e| e.id() <= installed.id())
+        {
             self.expected = None;
         }
-        self.members = self
-            .installed
+        self.members = installed
+            .members()
             .iter()
-            .chain(&self.expected)
-            .flat_map(|v| v.members().iter().map(MemberId::uuid))
+            .chain(self.expected.iter().flat_map(View::members))
+            .map(MemberId::uuid)
             .collect();
     }
 }
@@ -425,11 +430,15 @@ impl QuicMessenger {
     /// acknowledged, never finds its first messages refused. Installing a view with this
     /// id or a later one replaces it.
     pub fn expect_view(&self, view: &View) {
-        let mut admitted = write(&self.inner.shared.admitted);
-        let installed_id = admitted.installed.as_ref().map(View::id);
-        if Some(view.id()) > installed_id {
+        // The driver announces its prepared view after every step: only a change costs.
+        if read(&self.inner.shared.admitted).expected.as_ref() == Some(view) {
+            return;
+        }
+        let installed = read(&self.inner.view);
+        if view.id() > installed.id() {
+            let mut admitted = write(&self.inner.shared.admitted);
             admitted.expected = Some(view.clone());
-            admitted.update();
+            admitted.update(&installed);
         }
     }
 
@@ -768,7 +777,6 @@ impl Inner {
             drop(slot);
         });
         let member = accepted.hello.member.clone();
-        let remote = accepted.conn.remote_address();
         let refuse = |code: CloseCode, reason: String| {
             tracing::warn!(%remote, ?member, %reason, "refused incoming connection");
             accepted.conn.close(code.varint(), code.name().as_bytes());
@@ -849,12 +857,11 @@ impl Messenger for QuicMessenger {
 
     fn install_view(&self, view: View) {
         let local = self.inner.shared.local.uuid();
-        {
-            let mut admitted = write(&self.inner.shared.admitted);
-            admitted.installed = Some(view.clone());
-            admitted.update();
-        }
-        let old = std::mem::replace(&mut *write(&self.inner.view), view.clone());
+        let old = {
+            let mut installed = write(&self.inner.view);
+            write(&self.inner.shared.admitted).update(&view);
+            std::mem::replace(&mut *installed, view.clone())
+        };
         let mut peers = lock(&self.inner.peers);
         let mut departed = lock(&self.inner.departed);
         for member in old.members() {
