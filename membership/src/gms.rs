@@ -92,6 +92,20 @@ impl Default for GmsConfig {
     }
 }
 
+/// What a final check found, reported with [`Gms::check_result`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CheckOutcome {
+    /// The suspect answered over a fresh connection, or something else arrived from it
+    /// while the check ran.
+    Alive,
+    /// No answer within the final-check timeout. Not proof of death: a pause, a lost
+    /// handshake or a one-way partition look the same.
+    NoAnswer,
+    /// The suspect's port refused the check's own datagrams (ICMP port unreachable): no
+    /// process listens there any more. Positive evidence of death.
+    Refused,
+}
+
 /// Something the driver must do or report.
 #[derive(Clone, Debug)]
 pub enum Output {
@@ -355,7 +369,8 @@ impl Gms {
     }
 
     /// The outcome of a final check asked for with [`Output::Check`].
-    pub fn check_result(&mut self, now: Instant, member: &MemberId, alive: bool) {
+    pub fn check_result(&mut self, now: Instant, member: &MemberId, outcome: CheckOutcome) {
+        let alive = outcome == CheckOutcome::Alive;
         let Some((started, repeats)) = self.checking.remove(&member.uuid()) else {
             return;
         };
@@ -1513,7 +1528,7 @@ mod tests {
         gms.unreachable(at, &other, "ICMP port unreachable");
         assert_eq!(checks(&mut gms), 0);
         // The check passes (the report was forged): more reports soon after are ignored...
-        gms.check_result(at, &other, true);
+        gms.check_result(at, &other, CheckOutcome::Alive);
         run_until(&mut gms, at + Duration::from_millis(500));
         gms.unreachable(at + Duration::from_millis(500), &other, "forged");
         assert_eq!(checks(&mut gms), 0);
@@ -1528,7 +1543,7 @@ mod tests {
         gms.unreachable(at, &member(9), "x");
         assert_eq!(gms.stats().unreachable_suspicions, 2);
         // The second check fails: removed in the next view.
-        gms.check_result(at + Duration::from_secs(3), &other, false);
+        gms.check_result(at + Duration::from_secs(3), &other, CheckOutcome::NoAnswer);
         run_until(&mut gms, at + Duration::from_millis(3200));
         let view = gms.view().expect("view");
         assert!(!view.contains(&other), "{view}");

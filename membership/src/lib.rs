@@ -25,7 +25,7 @@ pub mod messages;
 pub mod view_file;
 
 pub use auth::{AllowAll, Authenticator, Credentials, SharedSecret};
-pub use gms::{Gms, GmsConfig, GmsStats, MembershipEvent, Output};
+pub use gms::{CheckOutcome, Gms, GmsConfig, GmsStats, MembershipEvent, Output};
 pub use member::{ConfigError, Member, MemberConfig, Protocol, StartError, Transport};
 pub use messages::{
     DiscoveryAnswer, FinalCheck, FindCoordinator, GmsMessage, Heartbeat, JoinRejection,

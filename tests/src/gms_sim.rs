@@ -29,7 +29,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cohort_membership::{
-    Authenticator, Credentials, Gms, GmsConfig, GmsMessage, MembershipEvent, Output,
+    Authenticator, CheckOutcome, Credentials, Gms, GmsConfig, GmsMessage, MembershipEvent, Output,
 };
 use cohort_transport::{MemberId, MemberKind, ViewId};
 use uuid::Uuid;
@@ -135,8 +135,13 @@ impl Sim {
                         .index
                         .get(&member.uuid())
                         .is_some_and(|&j| !self.dead[j]);
+                    let outcome = if alive {
+                        CheckOutcome::Alive
+                    } else {
+                        CheckOutcome::NoAnswer
+                    };
                     let now = self.at();
-                    self.members[i].check_result(now, &member, alive);
+                    self.members[i].check_result(now, &member, outcome);
                 }
                 Output::Event(event) => self.check(i, event),
             }

@@ -34,18 +34,18 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use cohort_legacy_udp::{Bridge, LegacyMessenger};
-use cohort_transport::QuicMessenger;
 use cohort_transport::{
     MemberId, MemberKind, Message, Messenger, Priority, SendError, SendOutcome, SubscribeError,
     Subscription, TransportEvent, View,
 };
+use cohort_transport::{QueryError, QuicMessenger};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 pub use self::config::{ConfigError, MemberConfig, StartError};
 pub use self::transport::{Protocol, Transport};
-use crate::gms::{Gms, GmsConfig, GmsStats, MembershipEvent, Output};
+use crate::gms::{CheckOutcome, Gms, GmsConfig, GmsStats, MembershipEvent, Output};
 use crate::messages::{
     DiscoveryAnswer, FinalCheck, FindCoordinator, GmsMessage, Heartbeat, JoinRejection,
 };
@@ -383,7 +383,7 @@ struct Driver {
     coordinator: Option<MemberId>,
     join_timeout: Duration,
     final_check_timeout: Duration,
-    check_results: mpsc::UnboundedSender<(MemberId, bool)>,
+    check_results: mpsc::UnboundedSender<(MemberId, CheckOutcome)>,
     leaving: Option<oneshot::Sender<bool>>,
 }
 
@@ -392,7 +392,7 @@ struct Inputs {
     messages: Subscription<GmsMessage>,
     heartbeats: Subscription<Heartbeat>,
     commands: mpsc::Receiver<Command>,
-    checks: mpsc::UnboundedReceiver<(MemberId, bool)>,
+    checks: mpsc::UnboundedReceiver<(MemberId, CheckOutcome)>,
     transport: broadcast::Receiver<TransportEvent>,
 }
 
@@ -432,8 +432,8 @@ impl Driver {
                 Some(heartbeat) = inputs.heartbeats.recv() => {
                     self.gms.heard_from(&heartbeat.from, now());
                 }
-                Some((member, alive)) = inputs.checks.recv() => {
-                    self.gms.check_result(now(), &member, alive);
+                Some((member, outcome)) = inputs.checks.recv() => {
+                    self.gms.check_result(now(), &member, outcome);
                 }
                 event = inputs.transport.recv() => match event {
                     Ok(TransportEvent::Backlogged { member, queued_bytes }) => {
@@ -508,7 +508,12 @@ impl Driver {
                 let answer = messenger
                     .query_within(member.address(), &query, limit)
                     .await;
-                matches!(answer, Ok(uuid) if uuid == member.uuid())
+                match answer {
+                    Ok(uuid) if uuid == member.uuid() => CheckOutcome::Alive,
+                    // Nothing listens at its port any more: positive evidence of death.
+                    Err(QueryError::Unreachable(_)) => CheckOutcome::Refused,
+                    _ => CheckOutcome::NoAnswer,
+                }
             };
             let heard = async {
                 loop {
@@ -522,15 +527,19 @@ impl Driver {
             // arriving meanwhile settles it early; after a failed query, one that arrived
             // while it ran still counts, but there is no second wait.
             tokio::pin!(answered, heard);
-            let alive = tokio::select! {
-                ok = &mut answered => {
-                    ok || messenger.last_heard(&member).is_some_and(|at| at > started)
+            let outcome = tokio::select! {
+                outcome = &mut answered => {
+                    if messenger.last_heard(&member).is_some_and(|at| at > started) {
+                        CheckOutcome::Alive
+                    } else {
+                        outcome
+                    }
                 }
-                () = &mut heard => true,
+                () = &mut heard => CheckOutcome::Alive,
             };
-            tracing::debug!(?member, alive, took = ?started.elapsed(), "final check");
+            tracing::debug!(?member, ?outcome, took = ?started.elapsed(), "final check");
             // The driver may have stopped; then nobody needs the answer.
-            let _ = results.send((member.clone(), alive));
+            let _ = results.send((member.clone(), outcome));
         });
     }
 
