@@ -28,5 +28,6 @@ pub use auth::{AllowAll, Authenticator, Credentials, SharedSecret};
 pub use gms::{CheckOutcome, Gms, GmsConfig, GmsStats, MembershipEvent, Output};
 pub use member::{ConfigError, Member, MemberConfig, Protocol, StartError, Transport};
 pub use messages::{
-    DiscoveryAnswer, FinalCheck, FindCoordinator, GmsMessage, Heartbeat, JoinRejection,
+    Ballot, Decision, DiscoveryAnswer, FinalCheck, FindCoordinator, GmsMessage, Heartbeat,
+    JoinRejection, Proposal,
 };

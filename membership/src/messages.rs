@@ -1,9 +1,15 @@
 //! The membership protocol's messages. They travel on the Control priority under one stable
 //! tag; the variant order of [`GmsMessage`] and [`JoinRejection`] is part of the wire format
 //! (postcard encodes the variant index): append, never reorder.
+//!
+//! Membership protocol 2 (ballots and quorums, see [`Ballot`]) retired the three messages of
+//! the first protocol's view change (`PrepareView`, `PrepareAck`, `InstallView`): their
+//! indices stay reserved, and a member of protocol 2 drops them, counted, when it receives
+//! one. A cluster does not mix the two protocols.
 
 use cohort_transport::{MemberId, Message, ProtocolVersion, Query, Tag, View, ViewId};
 use serde::{Deserialize, Serialize};
+use uuid::Uuid;
 
 use crate::auth::Credentials;
 
@@ -27,17 +33,17 @@ pub enum GmsMessage {
         /// The leaving member.
         member: MemberId,
     },
-    /// Phase one: the coordinator proposes the next view.
+    /// Retired (protocol 1): the coordinator proposed the next view.
     PrepareView {
         /// The proposed view.
         view: View,
     },
-    /// A member has recorded the proposed view.
+    /// Retired (protocol 1): a member recorded the proposed view.
     PrepareAck {
         /// The proposed view's id.
         view_id: ViewId,
     },
-    /// Phase two: the coordinator installs the view.
+    /// Retired (protocol 1): the coordinator installed the view.
     InstallView {
         /// The view to install.
         view: View,
@@ -72,6 +78,108 @@ pub enum GmsMessage {
         /// Why, for people: the weights lost and held.
         reason: String,
     },
+    /// Phase 1a, from a proposer that is not the base view's coordinator on its first try
+    /// (a successor, or a coordinator trying again): promise `ballot` for the change from
+    /// view `base`, and say what you accepted for it.
+    Collect {
+        /// The installed view the change starts from.
+        base: ViewId,
+        /// The proposer's ballot.
+        ballot: Ballot,
+    },
+    /// Phase 1b: the sender promised `ballot` (it takes nothing lower for `base` from now
+    /// on) and reports the proposal it accepted for `base`, if any.
+    Promise {
+        /// The base view.
+        base: ViewId,
+        /// The ballot promised.
+        ballot: Ballot,
+        /// The highest-ballot proposal the sender accepted for `base`.
+        accepted: Option<(Ballot, Proposal)>,
+    },
+    /// Phase 2a: accept this proposal for the change from view `base`. Sent to the members
+    /// of the base view (they vote) and to the joiners in the proposal.
+    Propose {
+        /// The base view.
+        base: ViewId,
+        /// The proposer's ballot.
+        ballot: Ballot,
+        /// The next view.
+        proposal: Proposal,
+    },
+    /// Phase 2b: the sender accepted the proposal of `ballot` for `base`.
+    Accept {
+        /// The base view.
+        base: ViewId,
+        /// The ballot accepted.
+        ballot: Ballot,
+    },
+    /// A weighted majority of the base view accepted this proposal: install it. From its
+    /// proposer to the members of the new view and to the members it removes.
+    Decide {
+        /// What was decided.
+        decision: Decision,
+    },
+    /// A `Collect` or `Propose` the sender refused, and why: it promised a higher ballot,
+    /// or it has installed a newer view (then the proposer is behind and catches up).
+    Reject {
+        /// The base view of the refused message.
+        base: ViewId,
+        /// The refused ballot.
+        ballot: Ballot,
+        /// The ballot the sender promised for `base`, if higher.
+        promised: Option<Ballot>,
+        /// The sender's installed view.
+        installed: ViewId,
+    },
+    /// A member that heard of a newer view than its own asks for it (catch-up). Taken
+    /// from anyone: a member removed while cut off asks the members of its old view.
+    ViewQuery {
+        /// The asker's installed view.
+        have: ViewId,
+    },
+    /// The answer to [`GmsMessage::ViewQuery`]: the decision that made the answerer's
+    /// installed view. The asker installs the newest answer once members holding a
+    /// weighted majority of its own view have answered with newer views.
+    CurrentView {
+        /// The answerer's last decision.
+        decision: Decision,
+    },
+}
+
+/// Orders competing proposals for the change from one base view: by `round`, then by the
+/// proposer's uuid. Round 0 belongs to the base view's coordinator, which may propose in it
+/// without collecting promises first (nothing lower exists); every other proposal starts
+/// with a [`GmsMessage::Collect`] for a higher round.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Ballot {
+    /// The attempt: 0 for the base coordinator's first, higher for every later one.
+    pub round: u32,
+    /// Who proposes.
+    pub proposer: Uuid,
+}
+
+/// A proposed next view, with who left it gracefully and who was removed as crashed
+/// (both relative to the base view).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Proposal {
+    /// The next view (its id is the base view's plus one).
+    pub view: View,
+    /// Members of the base view that left gracefully.
+    pub left: Vec<MemberId>,
+    /// Members of the base view removed as crashed.
+    pub crashed: Vec<MemberId>,
+}
+
+/// A proposal that a weighted majority of its base view accepted.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Decision {
+    /// The view the change started from (0 for a cluster's founding view).
+    pub base: ViewId,
+    /// The ballot under which it was accepted.
+    pub ballot: Ballot,
+    /// The view it installs.
+    pub proposal: Proposal,
 }
 
 impl Message for GmsMessage {

@@ -210,7 +210,7 @@ fn wrong_credentials_older_versions_and_taken_names_are_refused_with_reasons() {
 }
 
 #[test]
-fn a_member_that_never_acknowledges_is_left_out_of_a_prepared_view_again() {
+fn a_member_that_never_accepts_is_checked_and_removed_after_the_view_it_was_silent_in() {
     let mut sim = Sim::new(3);
     let allow: Arc<dyn Authenticator> = Arc::new(AllowAll);
     let members = sim.form(4, &allow);
@@ -223,15 +223,17 @@ fn a_member_that_never_acknowledges_is_left_out_of_a_prepared_view_again() {
         Duration::from_secs(30),
         |s| s.members[joiner].is_member(),
     );
+    // The majority accepted the view with the joiner: it is decided at the prepare timeout
+    // with the silent member still in, which is then checked and removed in the next view.
     let live = [members[0], members[1], members[2], joiner];
     sim.run_until(
-        "every live member installs it",
+        "every live member installs a view with the joiner, without the dead member",
         Duration::from_secs(30),
         |s| {
             live.iter().all(|i| {
-                s.members[*i]
-                    .view()
-                    .is_some_and(|v| v.contains(s.members[joiner].me()))
+                s.members[*i].view().is_some_and(|v| {
+                    v.contains(s.members[joiner].me()) && !v.contains(s.members[members[3]].me())
+                })
             })
         },
     );

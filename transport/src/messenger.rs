@@ -115,6 +115,14 @@ pub enum TransportEvent {
         /// What the error said.
         reason: String,
     },
+    /// A member closed or refused this member's connection because this member is not in
+    /// its view (close code `REMOVED_FROM_VIEW`): it has installed a view without this
+    /// member, or never admitted it. From a member of this member's own view, that says
+    /// this member missed a view change that may have removed it.
+    RemovedBy {
+        /// The member that refused.
+        member: MemberId,
+    },
     /// A protocol was closed for good on this member: a bridge whose view has no member of
     /// that version left stops speaking it.
     ProtocolClosed {

@@ -431,6 +431,7 @@ impl Driver {
                 },
                 Some(heartbeat) = inputs.heartbeats.recv() => {
                     self.gms.heard_from(&heartbeat.from, now());
+                    self.gms.heard_view(now(), &heartbeat.from, heartbeat.message.view_id);
                 }
                 Some((member, outcome)) = inputs.checks.recv() => {
                     self.gms.check_result(now(), &member, outcome);
@@ -443,6 +444,7 @@ impl Driver {
                     Ok(TransportEvent::Unreachable { address, reason }) => {
                         self.on_unreachable(address, &reason);
                     }
+                    Ok(TransportEvent::RemovedBy { member }) => self.gms.refused_by(now(), &member),
                     _ => {}
                 },
                 () = tokio::time::sleep_until(timeout.unwrap_or(far)), if timeout.is_some() => {

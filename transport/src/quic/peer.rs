@@ -475,6 +475,9 @@ pub(crate) async fn drive(
                 link = go_up(&peer, &shared, dialed.into_parts(), true);
             }
             Event::Link(LinkEvent::Dialed(Err(error))) => {
+                if let DialError::Connection(closed) = &error {
+                    report_removal(&peer, &shared, closed);
+                }
                 link = Link::Idle;
                 failures = failures.saturating_add(1);
                 let wait = backoff(failures);
@@ -488,6 +491,7 @@ pub(crate) async fn drive(
                 }
             }
             Event::Link(LinkEvent::Closed(error)) => {
+                report_removal(&peer, &shared, &error);
                 peer.set_link(None);
                 std::mem::replace(&mut link, Link::Idle)
                     .retire(CloseCode::Shutdown)
@@ -504,6 +508,18 @@ pub(crate) async fn drive(
         }
     }
     peer.set_link(None);
+}
+
+/// The peer closed the connection because this member is not in its view: the membership
+/// layer is told, since it may have missed the view change that removed it.
+fn report_removal(peer: &Peer, shared: &Shared, error: &quinn::ConnectionError) {
+    if let quinn::ConnectionError::ApplicationClosed(close) = error
+        && close.error_code == CloseCode::RemovedFromView.varint()
+    {
+        shared.emit(TransportEvent::RemovedBy {
+            member: peer.member(),
+        });
+    }
 }
 
 fn backoff(failures: u32) -> Duration {

@@ -1,0 +1,2194 @@
+//! [`Gms`]: the membership protocol as a sans-IO state machine.
+//!
+//! Inputs are method calls with the current time (`found_cluster`, `join`, `leave`,
+//! `handle_message`, `handle_timeout`, and the driver's reports: signs of life, heartbeat
+//! view ids, final-check results, refusals); outputs are polled ([`Gms::poll_output`]:
+//! messages to send and events) together with the next deadline ([`Gms::poll_timeout`]). It
+//! never reads a clock, sleeps or does I/O, so the same code runs under tokio and in a
+//! deterministic simulation of thousands of members under every kind of fault.
+//!
+//! Each view change is one decree of single-decree Paxos over the base view's members
+//! ([`round`] proposes, [`vote`] accepts, [`quorum`] weighs):
+//!
+//! ```text
+//! joiner ──JoinRequest──► coordinator: authenticate, version gate, name check
+//!                          │ batched for `batch_interval` with leaves and removals
+//!                          ▼
+//!  round 0 (the base view's coordinator) │ round ≥ 1 (a successor, or any retry):
+//!                                        │   ──Collect──► base members ──Promise{accepted}──►
+//!                                        │   adopt the highest-ballot accepted proposal, if any
+//!          ──Propose──► base members and joiners ──Accept──► proposer
+//!  a weighted majority of the base view accepted, and everyone in the new view (or the
+//!  prepare timeout passed) ──Decide──► new view's members and the members it removes
+//! ```
+//!
+//! A member that hears of a newer view than its own (a heartbeat, a `Reject`, a refusal by
+//! a member of its view, a `Decide` it cannot vouch for) asks its view's members
+//! (`ViewQuery`) and installs the newest answer once a weighted majority of them answered:
+//! so a member removed while cut off learns it is out once the network lets it through.
+//!
+//! Failure detection ([`Detector`] for the ring and heartbeats):
+//!
+//! ```text
+//! silent neighbour, application, backlog, silent in a round ──Suspect──► coordinator + checker
+//! checker = coordinator of (view − suspects): Output::Check ──► check_result(outcome)
+//!   Alive ──Cleared──► those who suspected it      NoAnswer/Refused ──► removed next view
+//! removing the unanswered would leave no majority ──► ForcedDisconnect, NetworkPartition
+//!   to the members of this side
+//! ```
+//!
+//! A suspected coordinator is checked by its successor, which proposes once it found the
+//! old one dead; suspicions nobody settles within twice the member timeout are escalated to
+//! the checker itself.
+
+mod quorum;
+mod round;
+mod vote;
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cohort_transport::rate::RateLimiter;
+use cohort_transport::{MemberId, View, ViewId};
+use uuid::Uuid;
+
+use self::quorum::Quorum;
+use self::round::{Phase, Round};
+use self::vote::{Refusal, Vote};
+use crate::auth::{Authenticator, Credentials};
+use crate::detector::Detector;
+use crate::messages::{Ballot, Decision, GmsMessage, JoinRejection, Proposal};
+
+/// How often a failed final check is repeated because the checker ran late during it.
+const MAX_CHECK_REPEATS: u32 = 3;
+
+/// Timing of the membership protocol. Every field documents its unit and default.
+#[derive(Clone, Debug)]
+pub struct GmsConfig {
+    /// How long the coordinator collects joins, leaves and removals into one view change.
+    /// Default 100 ms.
+    pub batch_interval: Duration,
+    /// How long a proposer waits for every member of the next view to accept it. With a
+    /// weighted majority of the base view it then decides anyway and suspects the silent;
+    /// without one the round fails and is tried again with a higher ballot. Default 2 s.
+    pub prepare_timeout: Duration,
+    /// How often a joiner repeats its request while unanswered. Default 1 s.
+    pub join_retry: Duration,
+    /// How long a joiner tries before giving up (Geode's join-timeout). Default 30 s.
+    pub join_timeout: Duration,
+    /// How long a leaving member waits for the view without it. Default 5 s.
+    pub leave_timeout: Duration,
+    /// How long a watched member may stay silent before it is suspected; heartbeats go out
+    /// every fifth of it. Default 1 s.
+    pub member_timeout: Duration,
+    /// Network-partition detection: a coordinator whose view change would leave the
+    /// members that answer without a weighted majority shuts its side down instead.
+    /// Default on.
+    pub partition_detection: bool,
+    /// Join requests (and view queries) taken per second from one address outside the
+    /// cluster (the address its member id names, which the certificate must name when
+    /// endpoint identification is on), with bursts of twice as many; more are dropped and
+    /// counted. A joiner asks once per `join_retry`. Default 10.
+    pub max_join_requests_per_second_per_address: u32,
+}
+
+impl Default for GmsConfig {
+    fn default() -> Self {
+        GmsConfig {
+            batch_interval: Duration::from_millis(100),
+            prepare_timeout: Duration::from_secs(2),
+            join_retry: Duration::from_secs(1),
+            join_timeout: Duration::from_secs(30),
+            leave_timeout: Duration::from_secs(5),
+            member_timeout: Duration::from_secs(1),
+            partition_detection: true,
+            max_join_requests_per_second_per_address: 10,
+        }
+    }
+}
+
+/// What a final check found, reported with [`Gms::check_result`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CheckOutcome {
+    /// The suspect answered over a fresh connection, or something else arrived from it
+    /// while the check ran.
+    Alive,
+    /// No answer within the final-check timeout. Not proof of death: a pause, a lost
+    /// handshake or a one-way partition look the same.
+    NoAnswer,
+    /// The suspect's port refused the check's own datagrams (ICMP port unreachable): no
+    /// process listens there any more. Positive evidence of death: a proven-dead member's
+    /// weight no longer counts towards any quorum.
+    Refused,
+}
+
+/// Something the driver must do or report.
+#[derive(Clone, Debug)]
+pub enum Output {
+    /// Send `message` to each of `to` (Control priority).
+    Send {
+        /// Recipients; some may not be in the installed view yet (joiners) or any more
+        /// (members that left).
+        to: Vec<MemberId>,
+        /// The message.
+        message: GmsMessage,
+    },
+    /// Send a heartbeat datagram to each of `to`.
+    Heartbeat {
+        /// The watchers.
+        to: Vec<MemberId>,
+    },
+    /// Run a final check on `member` and report it with [`Gms::check_result`]: alive if it
+    /// answers over a fresh connection, or if anything at all is heard from it meanwhile.
+    Check {
+        /// The suspect.
+        member: MemberId,
+    },
+    /// Tell the application.
+    Event(MembershipEvent),
+}
+
+/// What happened to the membership, as this member saw it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum MembershipEvent {
+    /// A view was installed.
+    ViewInstalled {
+        /// The new view.
+        view: View,
+        /// Members new in it.
+        joined: Vec<MemberId>,
+        /// Members of the previous view that left gracefully.
+        left: Vec<MemberId>,
+        /// Members of the previous view that were removed as crashed.
+        crashed: Vec<MemberId>,
+    },
+    /// The coordinator refused this member's join.
+    JoinRejected {
+        /// The coordinator that refused.
+        by: MemberId,
+        /// Why.
+        reason: JoinRejection,
+    },
+    /// No answer to this member's join within the join timeout.
+    JoinTimedOut,
+    /// This member has left the cluster (its leave completed, or it stopped waiting).
+    Left,
+    /// A member of the view is suspected of having failed; a final check decides.
+    Suspect {
+        /// The suspect.
+        member: MemberId,
+        /// Why.
+        reason: String,
+    },
+    /// The cluster removed this member although it did not ask to leave (it was taken for
+    /// crashed), or this member's side of a partition lost its quorum. It is out for good;
+    /// a new start makes a new member.
+    ForcedDisconnect {
+        /// Why, for people.
+        reason: String,
+    },
+}
+
+/// Counters of the membership protocol.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct GmsStats {
+    /// Messages dropped because their sender was neither in the view nor in a view being
+    /// decided (a process outside the cluster may only ask to join or for the view), or
+    /// because they belong to the retired first protocol.
+    pub dropped_from_non_members: u64,
+    /// Suspicions raised because a member's address was reported unreachable (see
+    /// [`Gms::unreachable`]).
+    pub unreachable_suspicions: u64,
+    /// Views installed by this member.
+    pub views_installed: u64,
+    /// Members this member learned to suspect (raised here or told by others), each
+    /// reported once per suspicion as [`MembershipEvent::Suspect`].
+    pub suspicions: u64,
+    /// Final checks this member ran as the checker (a repeat after a stall counts again).
+    pub final_checks: u64,
+    /// Final checks whose suspect answered: the suspicion was cleared.
+    pub final_checks_passed: u64,
+    /// Final checks whose suspect did not answer: it is removed as crashed.
+    pub final_checks_failed: u64,
+    /// Members removed as crashed by the views this member installed.
+    pub members_removed: u64,
+    /// Join requests dropped because their address asked more often than
+    /// `max_join_requests_per_second_per_address`.
+    pub join_requests_rate_limited: u64,
+    /// Times this member was forced out of the cluster (at most once per member).
+    pub forced_disconnects: u64,
+    /// Rounds this member proposed that failed (no majority in time) or were outbid.
+    pub rounds_failed: u64,
+    /// Times this member heard of a newer view than its own and asked for it.
+    pub catch_ups: u64,
+}
+
+#[derive(Debug)]
+enum Role {
+    /// Not started.
+    Idle,
+    Joining {
+        coordinator: MemberId,
+        credentials: Credentials,
+        retry_at: Instant,
+        deadline: Instant,
+    },
+    Member,
+    Leaving {
+        deadline: Instant,
+    },
+    /// Out of the cluster for good.
+    Gone,
+}
+
+/// The answers to this member's `ViewQuery`, by answerer.
+#[derive(Debug, Default)]
+struct CatchUp {
+    answers: HashMap<Uuid, Decision>,
+}
+
+/// One member's membership state. See the module docs.
+pub struct Gms {
+    me: MemberId,
+    /// Join requests and view queries from outside the cluster, per address.
+    join_limiter: RateLimiter,
+    /// "You are behind" hints to senders outside the view, per address.
+    hint_limiter: RateLimiter,
+    config: GmsConfig,
+    authenticator: Arc<dyn Authenticator>,
+    role: Role,
+    view: Option<View>,
+    /// The decision that made the installed view: the answer to a catch-up query.
+    decided: Option<Decision>,
+    /// This member's vote on the change from its installed view.
+    vote: Vote,
+    /// A view proposed to this member while it joins (it does not vote yet).
+    joining_proposal: Option<View>,
+    /// The highest round this member proposed in, and for which base (each ballot carries
+    /// one proposal, so a retry takes a higher round).
+    tried: Option<(ViewId, u32)>,
+    /// Outbid by another proposer: this member proposes nothing before then.
+    outbid_until: Option<Instant>,
+    catch_up: Option<CatchUp>,
+    /// When this member last asked for a newer view (at most once per member timeout).
+    last_catch_up: Option<Instant>,
+    pending_joins: Vec<MemberId>,
+    pending_leaves: Vec<MemberId>,
+    pending_removals: Vec<MemberId>,
+    batch_at: Option<Instant>,
+    round: Option<Round>,
+    outputs: VecDeque<Output>,
+    stats: GmsStats,
+    detector: Detector,
+    /// Members of the view suspected by anyone, not yet cleared or removed.
+    suspects: HashMap<Uuid, MemberId>,
+    /// The suspicions this member raised itself (not only heard of).
+    own_suspicions: HashSet<Uuid>,
+    /// Suspects being checked, with when the check started and how often it was repeated
+    /// because this member itself ran late meanwhile.
+    checking: HashMap<Uuid, (Instant, u32)>,
+    /// Suspects this member's final check found dead, until a view without them installs.
+    dead: HashSet<Uuid>,
+    /// Of those, the ones whose port refused the check: they never vote again.
+    proven_dead: HashSet<Uuid>,
+    /// Since when suspicions have waited for a checker other than this member.
+    unresolved_since: Option<Instant>,
+    /// When the checker last cleared each member: a suspicion of it from another member
+    /// can arrive after the clearing (different senders, different connections).
+    cleared_at: HashMap<Uuid, Instant>,
+    /// Who told this member of each suspicion: they are told when it is cleared.
+    suspected_by: HashMap<Uuid, Vec<MemberId>>,
+}
+
+impl Gms {
+    /// The state of a member that has not started yet.
+    pub fn new(me: MemberId, config: GmsConfig, authenticator: Arc<dyn Authenticator>) -> Self {
+        let member_timeout = config.member_timeout;
+        let join_rate = config.max_join_requests_per_second_per_address;
+        Gms {
+            join_limiter: RateLimiter::new(join_rate, join_rate.saturating_mul(2)),
+            hint_limiter: RateLimiter::new(1, 2),
+            me,
+            config,
+            authenticator,
+            role: Role::Idle,
+            view: None,
+            decided: None,
+            vote: Vote::new(ViewId(0)),
+            joining_proposal: None,
+            tried: None,
+            outbid_until: None,
+            catch_up: None,
+            last_catch_up: None,
+            pending_joins: Vec::new(),
+            pending_leaves: Vec::new(),
+            pending_removals: Vec::new(),
+            batch_at: None,
+            round: None,
+            outputs: VecDeque::new(),
+            stats: GmsStats::default(),
+            detector: Detector::new(member_timeout),
+            suspects: HashMap::new(),
+            own_suspicions: HashSet::new(),
+            checking: HashMap::new(),
+            dead: HashSet::new(),
+            proven_dead: HashSet::new(),
+            unresolved_since: None,
+            cleared_at: HashMap::new(),
+            suspected_by: HashMap::new(),
+        }
+    }
+
+    /// This member.
+    pub fn me(&self) -> &MemberId {
+        &self.me
+    }
+
+    /// The installed view, once there is one.
+    pub fn view(&self) -> Option<&View> {
+        self.view.as_ref()
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> GmsStats {
+        self.stats
+    }
+
+    /// The newest view being decided that this member knows of (accepted by it, proposed
+    /// to it while joining, or proposed by it), if newer than the installed one. Its new
+    /// members may talk to this member before it is installed.
+    pub fn prepared(&self) -> Option<&View> {
+        let installed = self.view_id();
+        [
+            self.vote.accepted().map(|(_, p)| &p.view),
+            self.joining_proposal.as_ref(),
+            self.round
+                .as_ref()
+                .and_then(Round::proposal)
+                .map(|p| &p.view),
+        ]
+        .into_iter()
+        .flatten()
+        .filter(|v| v.id() > installed)
+        .max_by_key(|v| v.id())
+    }
+
+    /// True while this member is in the cluster and coordinates it: its view's coordinator,
+    /// or the successor of one that a final check found dead, and not outbid by another
+    /// proposer.
+    pub fn is_coordinator(&self) -> bool {
+        matches!(self.role, Role::Member) && self.coordinating() && self.outbid_until.is_none()
+    }
+
+    /// The members this one watches for signs of life.
+    pub fn watched(&self) -> &[MemberId] {
+        self.detector.watched()
+    }
+
+    /// A sign of life from `member` at `at`: a heartbeat, or any frame the transport
+    /// received from it.
+    pub fn heard_from(&mut self, member: &MemberId, at: Instant) {
+        self.detector.heard_from(member.uuid(), at);
+    }
+
+    /// `member` says (in a heartbeat) that it has installed view `view_id`. A member of this
+    /// view with a newer one means this member missed a view change: it asks for it. A
+    /// sender outside the view with an older one was removed, perhaps while cut off: it is
+    /// told that it is behind, so that it asks (at most once a second per address).
+    pub fn heard_view(&mut self, now: Instant, member: &MemberId, view_id: ViewId) {
+        if !self.is_member() || *member == self.me {
+            return;
+        }
+        let installed = self.view_id();
+        if self.in_view(member) {
+            if view_id > installed {
+                self.catch_up(now);
+            }
+        } else if view_id < installed
+            && view_id > ViewId(0)
+            && self.hint_limiter.allow(now, member.address())
+        {
+            self.send(
+                vec![member.clone()],
+                GmsMessage::Reject {
+                    base: view_id,
+                    ballot: Ballot {
+                        round: 0,
+                        proposer: member.uuid(),
+                    },
+                    promised: None,
+                    installed,
+                },
+            );
+        }
+    }
+
+    /// A member refused this member's connection because this member is not in its view
+    /// (the transport's `REMOVED_FROM_VIEW`). From a member of this member's view that is
+    /// proof of a newer view: this member asks for it, and learns whether it is still in.
+    pub fn refused_by(&mut self, now: Instant, member: &MemberId) {
+        if self.is_member() && self.in_view(member) && *member != self.me {
+            self.catch_up(now);
+        }
+    }
+
+    /// The application (or the transport, for a member too slow to take its messages)
+    /// suspects `member`: the coordinator and the checker are told, and the checker runs a
+    /// final check.
+    pub fn suspect(&mut self, now: Instant, member: &MemberId, reason: String) {
+        if !matches!(self.role, Role::Member) || !self.in_view(member) || *member == self.me {
+            return;
+        }
+        self.raise_suspicion(now, vec![member.clone()], reason);
+    }
+
+    /// The transport reports that datagrams to `member`'s address were refused (ICMP port
+    /// or host unreachable): a hint, never proof on its own, that its process died. It is
+    /// suspected at once, so the checker runs a final check now rather than after the
+    /// member timeout, and the check decides. A member suspected already, or cleared within
+    /// twice the member timeout, is left alone: forged reports cost at most one final
+    /// check per member per two member timeouts.
+    pub fn unreachable(&mut self, now: Instant, member: &MemberId, reason: &str) {
+        if !matches!(self.role, Role::Member)
+            || !self.in_view(member)
+            || *member == self.me
+            || self.suspects.contains_key(&member.uuid())
+            || self.dead.contains(&member.uuid())
+            || self.cleared_recently(member, now)
+        {
+            return;
+        }
+        self.stats.unreachable_suspicions += 1;
+        self.raise_suspicion(
+            now,
+            vec![member.clone()],
+            format!("{reason} from its address"),
+        );
+    }
+
+    /// The outcome of a final check asked for with [`Output::Check`].
+    pub fn check_result(&mut self, now: Instant, member: &MemberId, outcome: CheckOutcome) {
+        let Some((started, repeats)) = self.checking.remove(&member.uuid()) else {
+            return;
+        };
+        if !self.in_view(member) {
+            return;
+        }
+        // A check that failed while this member itself was stalled says more about this
+        // member than about the suspect: look again (a few times), as a stalled detector
+        // suspects nobody.
+        if outcome == CheckOutcome::NoAnswer
+            && repeats < MAX_CHECK_REPEATS
+            && self.detector.ran_late(started, now)
+        {
+            tracing::warn!(
+                ?member,
+                "final check failed while this member ran late: checking again"
+            );
+            self.start_check(now, member.clone(), repeats + 1);
+            return;
+        }
+        if outcome == CheckOutcome::Alive {
+            self.stats.final_checks_passed += 1;
+            tracing::info!(?member, "final check passed: suspicion cleared");
+            let told: Vec<MemberId> = self
+                .suspected_by
+                .remove(&member.uuid())
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|m| *m != self.me && self.in_view(m))
+                .collect();
+            self.clear(now, member);
+            self.send(
+                told,
+                GmsMessage::Cleared {
+                    member: member.clone(),
+                },
+            );
+            return;
+        }
+        self.stats.final_checks_failed += 1;
+        tracing::warn!(
+            ?member,
+            ?outcome,
+            "final check failed: removing the member as crashed"
+        );
+        self.dead.insert(member.uuid());
+        if outcome == CheckOutcome::Refused {
+            self.proven_dead.insert(member.uuid());
+        }
+        if !self.pending_removals.contains(member) {
+            self.pending_removals.push(member.clone());
+        }
+        // A crash is removed without waiting out the batch interval: the round starts
+        // once no other final check is running, which is what gathers crashes found
+        // together into one view change (joins batched meanwhile come along).
+        if self.round.is_none() {
+            self.batch_at = Some(now);
+        }
+    }
+
+    /// The coordinator a joining member is asking, until it is admitted or gives up.
+    pub fn joining_through(&self) -> Option<&MemberId> {
+        match &self.role {
+            Role::Joining { coordinator, .. } => Some(coordinator),
+            _ => None,
+        }
+    }
+
+    /// True while this member is in an installed view.
+    pub fn is_member(&self) -> bool {
+        matches!(self.role, Role::Member | Role::Leaving { .. })
+    }
+
+    /// Starts a new cluster with this member alone in view 1 (no coordinator answered).
+    pub fn found_cluster(&mut self, now: Instant) {
+        let me = self.me.clone().with_view_id(ViewId(1));
+        self.role = Role::Member;
+        let decision = Decision {
+            base: ViewId(0),
+            ballot: Ballot {
+                round: 0,
+                proposer: self.me.uuid(),
+            },
+            proposal: Proposal {
+                view: View::new(ViewId(1), [me]),
+                left: Vec::new(),
+                crashed: Vec::new(),
+            },
+        };
+        self.install(now, decision);
+    }
+
+    /// Asks `coordinator` to admit this member, repeating until answered or timed out.
+    pub fn join(&mut self, now: Instant, coordinator: MemberId, credentials: Credentials) {
+        self.send(
+            vec![coordinator.clone()],
+            GmsMessage::JoinRequest {
+                member: self.me.clone(),
+                credentials: credentials.clone(),
+            },
+        );
+        self.role = Role::Joining {
+            coordinator,
+            credentials,
+            retry_at: now + self.config.join_retry,
+            deadline: now + self.config.join_timeout,
+        };
+    }
+
+    /// Leaves the cluster gracefully. The coordinator installs the next view without
+    /// itself at once; any other member asks the coordinator.
+    pub fn leave(&mut self, now: Instant) {
+        if !matches!(self.role, Role::Member) {
+            return;
+        }
+        if self.coordinating() {
+            self.pending_leaves.push(self.me.clone());
+            self.batch_at = Some(now);
+            self.role = Role::Leaving {
+                deadline: now + self.config.leave_timeout,
+            };
+            self.handle_timeout(now);
+            return;
+        }
+        self.ask_to_leave();
+        self.role = Role::Leaving {
+            deadline: now + self.config.leave_timeout,
+        };
+    }
+
+    fn ask_to_leave(&mut self) {
+        if let Some(coordinator) = self.view.as_ref().and_then(View::coordinator).cloned() {
+            self.send(
+                vec![coordinator],
+                GmsMessage::LeaveRequest {
+                    member: self.me.clone(),
+                },
+            );
+        }
+    }
+
+    /// A message from `from` (as authenticated by the transport). From a process outside
+    /// the cluster only a join request or a view query is taken; anything else is dropped
+    /// and counted.
+    pub fn handle_message(&mut self, now: Instant, from: &MemberId, message: GmsMessage) {
+        if !self.hears_from(from, &message) {
+            self.stats.dropped_from_non_members += 1;
+            tracing::debug!(?from, "dropped a membership message from a non-member");
+            return;
+        }
+        if matches!(
+            message,
+            GmsMessage::JoinRequest { .. } | GmsMessage::ViewQuery { .. }
+        ) && !self.is_known(from)
+            && !self.join_limiter.allow(now, from.address())
+        {
+            self.stats.join_requests_rate_limited += 1;
+            tracing::debug!(
+                ?from,
+                "dropped a request from outside: its address asks too often"
+            );
+            return;
+        }
+        match message {
+            GmsMessage::JoinRequest {
+                member,
+                credentials,
+            } => self.on_join_request(now, from, member, &credentials),
+            GmsMessage::JoinRejected { reason } => {
+                if let Role::Joining { coordinator, .. } = &self.role
+                    && coordinator == from
+                {
+                    self.role = Role::Gone;
+                    self.event(MembershipEvent::JoinRejected {
+                        by: from.clone(),
+                        reason,
+                    });
+                }
+            }
+            GmsMessage::LeaveRequest { member } => {
+                // A member can only ask for its own removal.
+                if &member == from && self.coordinating() && self.in_view(&member) {
+                    if !self.pending_leaves.contains(&member) {
+                        self.pending_leaves.push(member);
+                    }
+                    self.schedule(now);
+                }
+            }
+            GmsMessage::NotCoordinator { coordinator } => self.redirected(now, from, coordinator),
+            GmsMessage::Suspect { members, reason } => self.on_suspect(now, from, members, &reason),
+            GmsMessage::Cleared { member } => {
+                self.clear(now, &member);
+            }
+            GmsMessage::NetworkPartition { reason } => {
+                if self.trusts_partition_notice(from) && matches!(self.role, Role::Member) {
+                    self.shut_down_for_partition(reason);
+                }
+            }
+            GmsMessage::Collect { base, ballot } => self.on_collect(from, base, ballot),
+            GmsMessage::Promise {
+                base,
+                ballot,
+                accepted,
+            } => self.on_promise(now, from, base, ballot, accepted),
+            GmsMessage::Propose {
+                base,
+                ballot,
+                proposal,
+            } => self.on_propose(from, base, ballot, proposal),
+            GmsMessage::Accept { base, ballot } => self.on_accept(now, from, base, ballot),
+            GmsMessage::Decide { decision } => self.on_decide(now, from, decision),
+            GmsMessage::Reject {
+                base,
+                ballot,
+                promised,
+                installed,
+            } => self.on_reject(now, from, base, ballot, promised, installed),
+            GmsMessage::ViewQuery { have } => self.on_view_query(from, have),
+            GmsMessage::CurrentView { decision } => self.on_current_view(now, from, decision),
+            GmsMessage::PrepareView { .. }
+            | GmsMessage::PrepareAck { .. }
+            | GmsMessage::InstallView { .. } => {
+                self.stats.dropped_from_non_members += 1;
+                tracing::debug!(?from, "dropped a message of the retired first protocol");
+            }
+        }
+    }
+
+    /// Time has passed: retries, timeouts, heartbeats, the end of a batching interval.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.detector.poll_timeout().is_some_and(|at| now >= at) {
+            self.detector_tick(now);
+        }
+        if self.outbid_until.is_some_and(|at| now >= at) {
+            self.outbid_until = None;
+        }
+        let coordinating = self.coordinating();
+        match &mut self.role {
+            Role::Joining {
+                coordinator,
+                credentials,
+                retry_at,
+                deadline,
+            } => {
+                if now >= *deadline {
+                    self.role = Role::Gone;
+                    self.event(MembershipEvent::JoinTimedOut);
+                    return;
+                }
+                if now >= *retry_at {
+                    *retry_at = now + self.config.join_retry;
+                    let (to, credentials) = (coordinator.clone(), credentials.clone());
+                    let member = self.me.clone();
+                    self.send(
+                        vec![to],
+                        GmsMessage::JoinRequest {
+                            member,
+                            credentials,
+                        },
+                    );
+                }
+                return;
+            }
+            Role::Leaving { deadline } if now >= *deadline && !coordinating => {
+                self.role = Role::Gone;
+                self.event(MembershipEvent::Left);
+                return;
+            }
+            // A member that asked to leave and then became the coordinator itself (the
+            // old one left too, or crashed): its request went to the old coordinator, so
+            // it takes its own leave in hand, as a coordinator that leaves does.
+            Role::Leaving { .. }
+                if coordinating
+                    && !self.pending_leaves.contains(&self.me)
+                    && self.round.is_none()
+                    && self.view.as_ref().is_some_and(|v| v.contains(&self.me)) =>
+            {
+                self.pending_leaves.push(self.me.clone());
+                self.batch_at = Some(now);
+            }
+            _ => {}
+        }
+        if let Some(round) = &self.round {
+            if now >= round.deadline {
+                self.round_deadline(now);
+            }
+            return;
+        }
+        if !self.coordinating() || self.outbid_until.is_some() {
+            return;
+        }
+        if self.batch_at.is_some_and(|at| now >= at) && self.checking.is_empty() {
+            self.batch_at = None;
+            self.start_round(now);
+        }
+    }
+
+    /// The next output to act on.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    /// When [`Gms::handle_timeout`] should next be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let coordinating = self.coordinating();
+        let role = match &self.role {
+            Role::Joining {
+                retry_at, deadline, ..
+            } => Some((*retry_at).min(*deadline)),
+            // A leaving coordinator finishes its round first; the round has its own deadline.
+            Role::Leaving { deadline } if !coordinating => Some(*deadline),
+            _ => None,
+        };
+        let round = self.round.as_ref().map(|r| r.deadline);
+        let batch = self.batch_at.filter(|_| {
+            coordinating
+                && self.round.is_none()
+                && self.checking.is_empty()
+                && self.outbid_until.is_none()
+        });
+        let detector = self.detector.poll_timeout();
+        [role, round, batch, detector, self.outbid_until]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    // ---- coordinator: proposing view changes ----
+
+    /// True while this member runs view changes: the coordinator, including one that is
+    /// leaving and still has to install the view without itself.
+    fn coordinating(&self) -> bool {
+        let coordinator = self
+            .view
+            .as_ref()
+            .and_then(|v| v.coordinator_among(|m| !self.dead.contains(&m.uuid())));
+        matches!(self.role, Role::Member | Role::Leaving { .. }) && coordinator == Some(&self.me)
+    }
+
+    fn schedule(&mut self, now: Instant) {
+        if self.batch_at.is_none() {
+            self.batch_at = Some(now + self.config.batch_interval);
+        }
+    }
+
+    /// Starts a round for the pending changes: round 0 straight to phase 2 when this
+    /// member is the base view's coordinator trying for the first time, else phase 1 with
+    /// a round higher than any it promised or tried.
+    fn start_round(&mut self, now: Instant) {
+        let Some(base) = self.view.clone() else {
+            return;
+        };
+        if self.vote.base() > base.id() {
+            // It voted on a newer base than it installed: it missed a decision.
+            self.catch_up(now);
+            return;
+        }
+        let leaving: Vec<MemberId> = take_in(&mut self.pending_leaves, &base);
+        let crashed: Vec<MemberId> = take_in(&mut self.pending_removals, &base);
+        if self.config.partition_detection {
+            let unanswered: Vec<MemberId> = crashed
+                .iter()
+                .filter(|m| !self.proven_dead.contains(&m.uuid()))
+                .cloned()
+                .collect();
+            if let Some(reason) = Quorum::new(&base, &self.proven_dead).lost_to(&unanswered) {
+                // This side is the minority: tell the members still here, and stop.
+                let survivors: Vec<MemberId> = others(&base, &self.me)
+                    .into_iter()
+                    .filter(|m| !crashed.contains(m))
+                    .collect();
+                self.send(
+                    survivors,
+                    GmsMessage::NetworkPartition {
+                        reason: reason.clone(),
+                    },
+                );
+                self.shut_down_for_partition(reason);
+                return;
+            }
+        }
+        let joiners: Vec<MemberId> = std::mem::take(&mut self.pending_joins)
+            .into_iter()
+            .filter(|m| !base.contains(m))
+            .collect();
+        if leaving.is_empty() && crashed.is_empty() && joiners.is_empty() {
+            return;
+        }
+        let tried = self
+            .tried
+            .filter(|(b, _)| *b == base.id())
+            .map(|(_, round)| round);
+        let first_try = tried.is_none() && self.vote.promised().is_none();
+        let round = if base.coordinator() == Some(&self.me) && first_try {
+            0
+        } else {
+            let promised = self.vote.promised().map_or(0, |b| b.round);
+            promised.max(tried.unwrap_or(0)) + 1
+        };
+        let ballot = Ballot {
+            round,
+            proposer: self.me.uuid(),
+        };
+        self.tried = Some((base.id(), round));
+        tracing::debug!(view = %base, round, joiners = joiners.len(), leaving = leaving.len(), crashed = crashed.len(), "starting a view change");
+        let mut round = Round {
+            base: base.clone(),
+            ballot,
+            phase: Phase::Collecting {
+                promises: HashMap::new(),
+            },
+            deadline: now + self.config.prepare_timeout,
+            joiners,
+            leaving,
+            crashed,
+        };
+        if ballot.round == 0 {
+            let proposal = own_proposal(&round);
+            round.phase = Phase::Proposing {
+                proposal,
+                accepted: HashSet::new(),
+                adopted: false,
+            };
+            self.round = Some(round);
+            self.propose(now);
+        } else {
+            match self.vote.collect(base.id(), ballot) {
+                Ok(accepted) => {
+                    round.phase = Phase::Collecting {
+                        promises: HashMap::from([(self.me.uuid(), accepted)]),
+                    };
+                }
+                Err(_) => {
+                    self.give_back(round);
+                    return;
+                }
+            }
+            self.round = Some(round);
+            self.send(
+                others(&base, &self.me),
+                GmsMessage::Collect {
+                    base: base.id(),
+                    ballot,
+                },
+            );
+            self.collected(now);
+        }
+    }
+
+    /// Phase 2 of the round: this member accepts its own proposal and asks for the rest.
+    fn propose(&mut self, now: Instant) {
+        let Some(round) = &self.round else {
+            return;
+        };
+        let Some(proposal) = round.proposal().cloned() else {
+            return;
+        };
+        let (base, ballot) = (round.base.id(), round.ballot);
+        let mut to = others(&round.base, &self.me);
+        to.extend(
+            proposal
+                .view
+                .members()
+                .iter()
+                .filter(|m| !round.base.contains(m))
+                .cloned(),
+        );
+        if self.vote.propose(base, ballot, proposal.clone()).is_err() {
+            if let Some(round) = self.round.take() {
+                self.give_back(round);
+            }
+            return;
+        }
+        let me = self.me.uuid();
+        if let Some(Round {
+            phase: Phase::Proposing { accepted, .. },
+            ..
+        }) = &mut self.round
+        {
+            accepted.insert(me);
+        }
+        self.send(
+            to,
+            GmsMessage::Propose {
+                base,
+                ballot,
+                proposal,
+            },
+        );
+        self.accepted(now, false);
+    }
+
+    /// Phase 1 done once a weighted majority promised: adopt the highest-ballot proposal
+    /// any of them accepted (it may have been decided), or propose this member's own.
+    fn collected(&mut self, now: Instant) {
+        let Some(round) = &mut self.round else {
+            return;
+        };
+        let Phase::Collecting { promises } = &round.phase else {
+            return;
+        };
+        let promised: HashSet<Uuid> = promises.keys().copied().collect();
+        if !Quorum::new(&round.base, &self.proven_dead).is_majority(&promised) {
+            return;
+        }
+        let newest = promises
+            .values()
+            .flatten()
+            .filter(|(_, p)| p.view.id() == ViewId(round.base.id().0 + 1))
+            .max_by_key(|(ballot, _)| *ballot)
+            .map(|(_, p)| p.clone());
+        let adopted = newest.is_some();
+        let proposal = newest.unwrap_or_else(|| own_proposal(round));
+        if adopted {
+            tracing::info!(view = %proposal.view, "carrying on a proposal found in phase 1");
+        }
+        round.phase = Phase::Proposing {
+            proposal,
+            accepted: HashSet::new(),
+            adopted,
+        };
+        self.propose(now);
+    }
+
+    /// Decides once a weighted majority of the base view accepted and either every member
+    /// of the new view did too or the deadline passed (`at_deadline`).
+    fn accepted(&mut self, now: Instant, at_deadline: bool) {
+        let Some(round) = &self.round else {
+            return;
+        };
+        let Phase::Proposing {
+            proposal, accepted, ..
+        } = &round.phase
+        else {
+            return;
+        };
+        let majority = Quorum::new(&round.base, &self.proven_dead).is_majority(accepted);
+        let everyone = proposal
+            .view
+            .members()
+            .iter()
+            .all(|m| accepted.contains(&m.uuid()));
+        if majority && (everyone || at_deadline) {
+            self.decide(now);
+        }
+    }
+
+    fn decide(&mut self, now: Instant) {
+        let Some(round) = self.round.take() else {
+            return;
+        };
+        let silent = round.silent();
+        let Round {
+            base,
+            ballot,
+            phase,
+            deadline,
+            joiners,
+            leaving,
+            crashed,
+        } = round;
+        let Phase::Proposing {
+            proposal, adopted, ..
+        } = phase
+        else {
+            return;
+        };
+        let decision = Decision {
+            base: base.id(),
+            ballot,
+            proposal: proposal.clone(),
+        };
+        // The members removed learn that they are out (one that was only slow must learn
+        // it, to rejoin); so do the members that left.
+        let mut recipients = others(&proposal.view, &self.me);
+        recipients.extend(
+            proposal
+                .left
+                .iter()
+                .chain(&proposal.crashed)
+                .filter(|m| **m != self.me)
+                .cloned(),
+        );
+        self.send(
+            recipients,
+            GmsMessage::Decide {
+                decision: decision.clone(),
+            },
+        );
+        if adopted {
+            // Its own changes were not in it: they are proposed next.
+            self.give_back(Round {
+                base,
+                ballot,
+                phase: Phase::Collecting {
+                    promises: HashMap::new(),
+                },
+                deadline,
+                joiners,
+                leaving,
+                crashed,
+            });
+        }
+        self.install(now, decision);
+        // Members of the new view that did not accept in time are checked (a busy member
+        // is not expelled for being slow; a dead joiner is removed in the next view).
+        let silent: Vec<MemberId> = silent
+            .into_iter()
+            .filter(|m| proposal.view.contains(m))
+            .collect();
+        if !silent.is_empty() && self.is_member() {
+            let reason = format!(
+                "did not accept view {} within {:?}",
+                proposal.view.id(),
+                self.config.prepare_timeout
+            );
+            self.raise_suspicion(now, silent, reason);
+        }
+        let more = !self.pending_joins.is_empty()
+            || !self.pending_leaves.is_empty()
+            || !self.pending_removals.is_empty();
+        if more && self.coordinating() {
+            self.schedule(now);
+        }
+    }
+
+    /// The round's deadline: decide with a majority, or give up and try again later (the
+    /// silent members of the base view are suspected and checked meanwhile, so a side cut
+    /// off from its majority finds out and stops).
+    fn round_deadline(&mut self, now: Instant) {
+        self.accepted(now, true);
+        let Some(round) = self.round.take() else {
+            return;
+        };
+        self.stats.rounds_failed += 1;
+        let silent: Vec<MemberId> = round
+            .silent()
+            .into_iter()
+            .filter(|m| round.base.contains(m))
+            .collect();
+        tracing::warn!(view = %round.base, silent = silent.len(), "no majority for the view change in time");
+        self.give_back(round);
+        if !silent.is_empty() && self.is_member() {
+            let reason = format!(
+                "did not answer a view change within {:?}",
+                self.config.prepare_timeout
+            );
+            self.raise_suspicion(now, silent, reason);
+        }
+        self.schedule(now);
+    }
+
+    /// Hands a round's own changes back to the pending lists (joiners that never answered
+    /// are dropped: they ask again if they are alive).
+    fn give_back(&mut self, round: Round) {
+        let answered = |m: &MemberId| match &round.phase {
+            Phase::Proposing { accepted, .. } => accepted.contains(&m.uuid()),
+            Phase::Collecting { .. } => true,
+        };
+        for joiner in round.joiners.iter().filter(|j| answered(j)) {
+            if !self.pending_joins.contains(joiner) {
+                self.pending_joins.push(joiner.clone());
+            }
+        }
+        for (list, pending) in [
+            (&round.leaving, &mut self.pending_leaves),
+            (&round.crashed, &mut self.pending_removals),
+        ] {
+            for member in list {
+                if !pending.contains(member) {
+                    pending.push(member.clone());
+                }
+            }
+        }
+    }
+
+    fn on_promise(
+        &mut self,
+        now: Instant,
+        from: &MemberId,
+        base: ViewId,
+        ballot: Ballot,
+        accepted: Option<(Ballot, Proposal)>,
+    ) {
+        let Some(round) = &mut self.round else {
+            return;
+        };
+        if round.base.id() != base || round.ballot != ballot || !round.base.contains(from) {
+            return;
+        }
+        if let Phase::Collecting { promises } = &mut round.phase {
+            promises.insert(from.uuid(), accepted);
+            self.collected(now);
+        }
+    }
+
+    fn on_accept(&mut self, now: Instant, from: &MemberId, base: ViewId, ballot: Ballot) {
+        let Some(round) = &mut self.round else {
+            return;
+        };
+        if round.base.id() != base || round.ballot != ballot {
+            return;
+        }
+        if let Phase::Proposing {
+            proposal, accepted, ..
+        } = &mut round.phase
+            && (round.base.contains(from) || proposal.view.contains(from))
+        {
+            accepted.insert(from.uuid());
+            self.accepted(now, false);
+        }
+    }
+
+    /// A voter refused this member's round: it is behind (catch up) or outbid (stand back
+    /// for a prepare timeout, then try again above the ballot that won, if still needed).
+    #[allow(clippy::too_many_arguments)]
+    fn on_reject(
+        &mut self,
+        now: Instant,
+        from: &MemberId,
+        base: ViewId,
+        ballot: Ballot,
+        promised: Option<Ballot>,
+        installed: ViewId,
+    ) {
+        if installed > self.view_id() && self.in_view(from) {
+            // Someone of this view has installed a newer one.
+            if let Some(round) = self.round.take() {
+                self.give_back(round);
+            }
+            self.catch_up(now);
+            return;
+        }
+        let ours = self
+            .round
+            .as_ref()
+            .is_some_and(|r| r.base.id() == base && r.ballot == ballot);
+        if let (true, Some(higher)) = (ours, promised.filter(|p| *p > ballot)) {
+            let round = self.round.take().expect("checked above");
+            tracing::info!(?higher, "outbid: standing back");
+            self.stats.rounds_failed += 1;
+            self.give_back(round);
+            self.outbid_until = Some(now + self.config.prepare_timeout);
+            self.batch_at = Some(now + self.config.prepare_timeout);
+        }
+    }
+
+    // ---- every member: voting and installing ----
+
+    fn on_collect(&mut self, from: &MemberId, base: ViewId, ballot: Ballot) {
+        if ballot.proposer != from.uuid() || !self.is_member() {
+            return;
+        }
+        let answer = match self.vote.collect(base, ballot) {
+            Ok(accepted) => GmsMessage::Promise {
+                base,
+                ballot,
+                accepted,
+            },
+            Err(refusal) => self.refusal(base, ballot, refusal),
+        };
+        self.send(vec![from.clone()], answer);
+    }
+
+    fn on_propose(&mut self, from: &MemberId, base: ViewId, ballot: Ballot, proposal: Proposal) {
+        if ballot.proposer != from.uuid() || proposal.view.id() != ViewId(base.0 + 1) {
+            return;
+        }
+        if matches!(self.role, Role::Joining { .. }) {
+            // A joiner does not vote; its answer tells the proposer it is there.
+            if proposal.view.contains(&self.me) {
+                self.joining_proposal = Some(proposal.view);
+                self.send(vec![from.clone()], GmsMessage::Accept { base, ballot });
+            }
+            return;
+        }
+        if !self.is_member() {
+            return;
+        }
+        let answer = match self.vote.propose(base, ballot, proposal) {
+            Ok(()) => GmsMessage::Accept { base, ballot },
+            Err(refusal) => self.refusal(base, ballot, refusal),
+        };
+        self.send(vec![from.clone()], answer);
+    }
+
+    fn refusal(&self, base: ViewId, ballot: Ballot, refusal: Refusal) -> GmsMessage {
+        GmsMessage::Reject {
+            base,
+            ballot,
+            promised: match refusal {
+                Refusal::Outbid(higher) => Some(higher),
+                Refusal::Stale => None,
+            },
+            installed: self.view_id(),
+        }
+    }
+
+    /// A decision is installed when this member can vouch for it: it accepted exactly that
+    /// proposal, or promised its ballot, or it comes from its view's coordinator in round 0
+    /// (or, for a joiner, from the coordinator it asked or the proposer, naming it). Any
+    /// other decision of a newer view is only a sign that this member is behind: it asks
+    /// its view's members, and a weighted majority of answers decides.
+    fn on_decide(&mut self, now: Instant, from: &MemberId, decision: Decision) {
+        if decision.proposal.view.id() <= self.view_id() {
+            return;
+        }
+        let by_proposer = decision.ballot.proposer == from.uuid();
+        let vouched = match &self.role {
+            Role::Joining { coordinator, .. } => {
+                decision.proposal.view.contains(&self.me)
+                    && (coordinator == from
+                        || (by_proposer && decision.proposal.view.contains(from)))
+            }
+            Role::Member | Role::Leaving { .. } => {
+                let accepted_it = self.vote.base() == decision.base
+                    && self
+                        .vote
+                        .accepted()
+                        .is_some_and(|(b, p)| *b == decision.ballot && *p == decision.proposal);
+                let promised_it = self.vote.base() == decision.base
+                    && self.vote.promised() == Some(decision.ballot);
+                let coordinator_round_0 = decision.base == self.view_id()
+                    && decision.ballot.round == 0
+                    && self.view.as_ref().and_then(View::coordinator) == Some(from);
+                by_proposer && (accepted_it || promised_it || coordinator_round_0)
+            }
+            Role::Idle | Role::Gone => false,
+        };
+        if vouched {
+            self.install(now, decision);
+        } else if self.is_member() && self.in_view(from) {
+            self.catch_up(now);
+        }
+    }
+
+    /// Asks every other member of this view for its newest view, at most once per member
+    /// timeout.
+    fn catch_up(&mut self, now: Instant) {
+        if !self.is_member()
+            || self
+                .last_catch_up
+                .is_some_and(|at| now.saturating_duration_since(at) < self.config.member_timeout)
+        {
+            return;
+        }
+        let Some(view) = self.view.clone() else {
+            return;
+        };
+        self.last_catch_up = Some(now);
+        self.stats.catch_ups += 1;
+        tracing::info!(view = %view, "heard of a newer view: asking for it");
+        self.catch_up.get_or_insert_with(CatchUp::default);
+        self.send(
+            others(&view, &self.me),
+            GmsMessage::ViewQuery { have: view.id() },
+        );
+    }
+
+    fn on_view_query(&mut self, from: &MemberId, have: ViewId) {
+        if let Some(decision) = &self.decided
+            && decision.proposal.view.id() > have
+            && self.is_member()
+        {
+            let decision = decision.clone();
+            self.send(vec![from.clone()], GmsMessage::CurrentView { decision });
+        }
+    }
+
+    /// An answer to this member's `ViewQuery`: once members holding a weighted majority of
+    /// this member's view answered with newer views, the newest answer is installed. (One
+    /// member alone, answering or not, cannot move another to a view of its making.)
+    fn on_current_view(&mut self, now: Instant, from: &MemberId, decision: Decision) {
+        let installed = self.view_id();
+        let (Some(catch_up), Some(view)) = (&mut self.catch_up, &self.view) else {
+            return;
+        };
+        if !view.contains(from) || decision.proposal.view.id() <= installed {
+            return;
+        }
+        catch_up.answers.insert(from.uuid(), decision);
+        let mut answered: HashSet<Uuid> = catch_up.answers.keys().copied().collect();
+        answered.insert(self.me.uuid());
+        if !Quorum::new(view, &self.proven_dead).is_majority(&answered) {
+            return;
+        }
+        let newest = catch_up
+            .answers
+            .values()
+            .max_by_key(|d| (d.proposal.view.id(), d.ballot))
+            .cloned();
+        self.catch_up = None;
+        if let Some(decision) = newest {
+            tracing::info!(view = %decision.proposal.view, "caught up");
+            if let Some(round) = self.round.take() {
+                self.give_back(round);
+            }
+            self.install(now, decision);
+        }
+    }
+
+    fn install(&mut self, now: Instant, decision: Decision) {
+        let view = decision.proposal.view.clone();
+        let previous = self.view.take();
+        let before: HashSet<Uuid> = previous
+            .iter()
+            .flat_map(|v| v.members().iter().map(MemberId::uuid))
+            .collect();
+        let joined: Vec<MemberId> = view
+            .members()
+            .iter()
+            .filter(|m| !before.contains(&m.uuid()))
+            .cloned()
+            .collect();
+        // Relative to this member's previous view (a member catching up may skip views):
+        // the departed that the decision says left, left; the others crashed.
+        let departed: Vec<MemberId> = previous
+            .iter()
+            .flat_map(|v| v.members().iter())
+            .filter(|m| !view.contains(m))
+            .cloned()
+            .collect();
+        let (left, crashed): (Vec<MemberId>, Vec<MemberId>) = departed
+            .into_iter()
+            .partition(|m| decision.proposal.left.contains(m));
+        let included = view.contains(&self.me);
+        let was_coordinating = self.coordinating();
+        self.view = Some(view.clone());
+        self.decided = Some(decision);
+        self.vote.installed(view.id());
+        self.joining_proposal = None;
+        self.outbid_until = None;
+        self.catch_up = None;
+        if let Some(round) = self.round.take_if(|r| r.base.id() < view.id()) {
+            self.give_back(round);
+        }
+        // Suspicions and checks about members no longer in the view are settled.
+        self.suspects.retain(|uuid, _| view.contains_uuid(*uuid));
+        self.own_suspicions.retain(|uuid| view.contains_uuid(*uuid));
+        self.checking.retain(|uuid, _| view.contains_uuid(*uuid));
+        self.dead.retain(|uuid| view.contains_uuid(*uuid));
+        self.proven_dead.retain(|uuid| view.contains_uuid(*uuid));
+        self.cleared_at.retain(|uuid, _| view.contains_uuid(*uuid));
+        self.suspected_by
+            .retain(|uuid, _| view.contains_uuid(*uuid));
+        if included {
+            self.detector.view_installed(now, &view, &self.me);
+        } else {
+            self.detector.stop();
+        }
+        if was_coordinating && !self.coordinating() {
+            self.hand_over(&view);
+        }
+        self.event(MembershipEvent::ViewInstalled {
+            view,
+            joined,
+            left,
+            crashed,
+        });
+        match (&self.role, included) {
+            (Role::Joining { .. }, true) => self.role = Role::Member,
+            (Role::Leaving { .. }, false) => {
+                self.role = Role::Gone;
+                self.event(MembershipEvent::Left);
+            }
+            (Role::Leaving { .. }, true) if !self.coordinating() => {
+                // A new coordinator may not know of the leave yet.
+                self.ask_to_leave();
+            }
+            (Role::Member, false) => {
+                self.role = Role::Gone;
+                self.round = None;
+                self.event(MembershipEvent::ForcedDisconnect {
+                    reason: format!("view {} removed this member as crashed", self.view_id()),
+                });
+            }
+            _ => {}
+        }
+        // The checker may have changed with the view (a new coordinator).
+        self.run_checks(now);
+    }
+
+    /// This member stopped coordinating (a locator joined and is preferred, or it left):
+    /// joiners still waiting are pointed to the new coordinator; leaves and removals it had
+    /// collected are dropped (members still in the view repeat a leave when it times out,
+    /// and failure detection finds crashed ones again).
+    fn hand_over(&mut self, view: &View) {
+        self.batch_at = None;
+        self.pending_leaves.clear();
+        self.pending_removals.clear();
+        let joiners = std::mem::take(&mut self.pending_joins);
+        if let Some(coordinator) = view.coordinator().cloned().filter(|c| *c != self.me) {
+            for joiner in joiners.into_iter().filter(|j| !view.contains(j)) {
+                let coordinator = coordinator.clone();
+                self.send(vec![joiner], GmsMessage::NotCoordinator { coordinator });
+            }
+        }
+    }
+
+    // ---- joins ----
+
+    fn on_join_request(
+        &mut self,
+        now: Instant,
+        from: &MemberId,
+        member: MemberId,
+        credentials: &Credentials,
+    ) {
+        // A member can only ask to admit itself, and only the coordinator admits; others
+        // point the joiner to the coordinator they know.
+        if &member != from {
+            return;
+        }
+        if !self.coordinating() || matches!(self.role, Role::Leaving { .. }) {
+            let coordinator = self.view.as_ref().and_then(View::coordinator).cloned();
+            if let Some(coordinator) = coordinator.filter(|c| *c != self.me) {
+                self.send(vec![member], GmsMessage::NotCoordinator { coordinator });
+            }
+            return;
+        }
+        let Some(view) = self.view.clone() else {
+            return;
+        };
+        if view.contains(&member) {
+            // Already admitted: the decision did not reach it. Say it again.
+            if let Some(decision) = self.decided.clone() {
+                self.send(vec![member], GmsMessage::Decide { decision });
+            }
+            return;
+        }
+        let in_round = self.round.as_ref().is_some_and(|r| r.involves(&member));
+        if in_round || self.pending_joins.contains(&member) {
+            // A retry of a join already on its way in.
+            return;
+        }
+        if let Some(reason) = self.refusal_of(&view, &member, credentials) {
+            tracing::info!(joiner = ?member, %reason, "join refused");
+            self.send(vec![member], GmsMessage::JoinRejected { reason });
+            return;
+        }
+        // Two live processes cannot share one UDP port: a joiner at the address of a member
+        // with its name is that member restarted, and the old incarnation is gone.
+        if let Some(old) = view.members().iter().find(|m| is_restart_of(&member, m))
+            && !self.pending_removals.contains(old)
+        {
+            tracing::info!(old = ?old, new = ?member, "member restarted: removing its old incarnation");
+            self.pending_removals.push(old.clone());
+        }
+        self.pending_joins.push(member);
+        self.schedule(now);
+    }
+
+    fn refusal_of(
+        &self,
+        view: &View,
+        member: &MemberId,
+        credentials: &Credentials,
+    ) -> Option<JoinRejection> {
+        if let Err(reason) = self.authenticator.authenticate(member, credentials) {
+            return Some(JoinRejection::Authentication(reason));
+        }
+        let newest = view.members().iter().map(MemberId::version).max();
+        if let Some(cluster) = newest.filter(|v| member.version() < *v) {
+            return Some(JoinRejection::VersionRefused {
+                joining: member.version(),
+                cluster,
+            });
+        }
+        let in_round = self.round.iter().flat_map(|r| &r.joiners);
+        let name_taken = view
+            .members()
+            .iter()
+            .chain(&self.pending_joins)
+            .chain(in_round)
+            .any(|m| m.name() == member.name() && m != member && !is_restart_of(member, m));
+        name_taken.then(|| JoinRejection::NameInUse(member.name().to_owned()))
+    }
+
+    /// Only the member this joiner asked may redirect it.
+    fn redirected(&mut self, now: Instant, from: &MemberId, coordinator: MemberId) {
+        if let Role::Joining {
+            coordinator: asked,
+            credentials,
+            retry_at,
+            ..
+        } = &mut self.role
+            && asked == from
+            && coordinator != self.me
+        {
+            *asked = coordinator.clone();
+            *retry_at = now + self.config.join_retry;
+            let credentials = credentials.clone();
+            let member = self.me.clone();
+            self.send(
+                vec![coordinator],
+                GmsMessage::JoinRequest {
+                    member,
+                    credentials,
+                },
+            );
+        }
+    }
+
+    // ---- failure detection ----
+
+    /// Who runs final checks: the coordinator of the view without the suspects (this member
+    /// never counts itself suspect), so that the successor checks a suspected coordinator.
+    fn checker(&self) -> Option<MemberId> {
+        let view = self.view.as_ref()?;
+        view.coordinator_among(|m| *m == self.me || !self.suspects.contains_key(&m.uuid()))
+            .cloned()
+    }
+
+    /// A partition notice is taken from the coordinator of this member's view, or from the
+    /// checker when this member itself suspects the coordinator: a member that merely says
+    /// it suspects the coordinator cannot make others shut down.
+    fn trusts_partition_notice(&self, from: &MemberId) -> bool {
+        let view = self.view.as_ref();
+        let coordinator = view.and_then(View::coordinator);
+        coordinator == Some(from)
+            || (self.checker().as_ref() == Some(from)
+                && coordinator.is_some_and(|c| self.own_suspicions.contains(&c.uuid())))
+    }
+
+    fn on_suspect(&mut self, now: Instant, from: &MemberId, members: Vec<MemberId>, reason: &str) {
+        if !self.is_member() {
+            return;
+        }
+        // A suspicion that overtook its own clearing is stale here; the checker itself
+        // always looks again.
+        let checking = self.checker().as_ref() == Some(&self.me);
+        let members = members
+            .into_iter()
+            .filter(|m| checking || !self.cleared_recently(m, now))
+            .collect::<Vec<MemberId>>();
+        for member in &members {
+            let by = self.suspected_by.entry(member.uuid()).or_default();
+            if !by.contains(from) {
+                by.push(from.clone());
+            }
+        }
+        self.note_suspects(members, reason);
+        self.run_checks(now);
+    }
+
+    fn detector_tick(&mut self, now: Instant) {
+        let tick = self.detector.tick(now);
+        if tick.paused {
+            tracing::warn!(member = ?self.me, "this member was paused: suspecting nobody this round");
+        }
+        if !tick.heartbeat_to.is_empty() {
+            self.outputs.push_back(Output::Heartbeat {
+                to: tick.heartbeat_to,
+            });
+        }
+        if !tick.suspects.is_empty() && matches!(self.role, Role::Member) {
+            let reason = format!("no sign of life for {:?}", self.config.member_timeout);
+            self.raise_suspicion(now, tick.suspects, reason);
+        }
+        if !tick.paused {
+            self.escalate(now);
+        }
+    }
+
+    /// Suspicions that nobody settles mean the checker itself is gone (or cut off from
+    /// this member, which for this side is the same): after twice the member timeout the
+    /// checker is suspected too, so the next member in line checks them all. This is how
+    /// the members on the far side of a partition from their checker get a checker again.
+    fn escalate(&mut self, now: Instant) {
+        let checker = self.checker();
+        let waiting = matches!(self.role, Role::Member)
+            && !self.suspects.is_empty()
+            && checker.as_ref().is_some_and(|c| *c != self.me);
+        if !waiting {
+            self.unresolved_since = None;
+            return;
+        }
+        let since = *self.unresolved_since.get_or_insert(now);
+        let patience = self.config.member_timeout * 2;
+        if now.saturating_duration_since(since) >= patience
+            && let Some(checker) = checker
+        {
+            self.unresolved_since = Some(now);
+            let reason = format!("left suspicions unsettled for {patience:?}");
+            // The next checker needs every open suspicion, not only the one of its
+            // predecessor.
+            let mut members: Vec<MemberId> = self.suspects.values().cloned().collect();
+            members.push(checker);
+            self.raise_suspicion(now, members, reason);
+        }
+    }
+
+    /// Tells the coordinator and the checker, and acts on it here too.
+    fn raise_suspicion(&mut self, now: Instant, members: Vec<MemberId>, reason: String) {
+        let Some(view) = self.view.clone() else {
+            return;
+        };
+        tracing::info!(suspects = ?members, %reason, "suspecting");
+        self.own_suspicions.extend(
+            members
+                .iter()
+                .filter(|m| view.contains(m))
+                .map(MemberId::uuid),
+        );
+        self.note_suspects(members.clone(), &reason);
+        // Told to the coordinator and to whoever checks now (the successor, when the
+        // coordinator is a suspect), not to everyone: a broadcast in a large view would
+        // connect every pair of members.
+        let mut told: Vec<MemberId> = Vec::new();
+        for member in [view.coordinator().cloned(), self.checker()]
+            .into_iter()
+            .flatten()
+        {
+            if member != self.me && !told.contains(&member) {
+                told.push(member);
+            }
+        }
+        self.send(told, GmsMessage::Suspect { members, reason });
+        self.run_checks(now);
+    }
+
+    fn note_suspects(&mut self, members: Vec<MemberId>, reason: &str) {
+        for member in members {
+            if member == self.me || !self.in_view(&member) {
+                continue;
+            }
+            if self
+                .suspects
+                .insert(member.uuid(), member.clone())
+                .is_none()
+            {
+                self.event(MembershipEvent::Suspect {
+                    member,
+                    reason: reason.to_owned(),
+                });
+            }
+        }
+    }
+
+    /// If this member is the checker, asks for a final check of every suspect not yet
+    /// checked.
+    fn run_checks(&mut self, now: Instant) {
+        if !self.is_member() || self.checker().as_ref() != Some(&self.me) {
+            return;
+        }
+        let due: Vec<MemberId> = self
+            .suspects
+            .values()
+            .filter(|m| !self.checking.contains_key(&m.uuid()) && !self.dead.contains(&m.uuid()))
+            .cloned()
+            .collect();
+        for member in due {
+            self.start_check(now, member, 0);
+        }
+    }
+
+    /// Asks the driver for a final check of `member` (the `repeats`th repeat), counted.
+    fn start_check(&mut self, now: Instant, member: MemberId, repeats: u32) {
+        self.checking.insert(member.uuid(), (now, repeats));
+        self.stats.final_checks += 1;
+        self.outputs.push_back(Output::Check { member });
+    }
+
+    /// True if a final check cleared `member` within twice the member timeout: suspicions
+    /// of it from then are stale (or forged) and settle nothing new.
+    fn cleared_recently(&self, member: &MemberId, now: Instant) -> bool {
+        let window = self.config.member_timeout * 2;
+        self.cleared_at
+            .get(&member.uuid())
+            .is_some_and(|at| now.saturating_duration_since(*at) <= window)
+    }
+
+    fn clear(&mut self, now: Instant, member: &MemberId) {
+        self.suspects.remove(&member.uuid());
+        self.own_suspicions.remove(&member.uuid());
+        self.cleared_at.insert(member.uuid(), now);
+        self.detector.cleared(member.uuid(), now);
+    }
+
+    fn shut_down_for_partition(&mut self, reason: String) {
+        tracing::error!(member = ?self.me, %reason, "shutting down");
+        self.role = Role::Gone;
+        self.round = None;
+        self.detector.stop();
+        self.event(MembershipEvent::ForcedDisconnect { reason });
+    }
+
+    // ---- every member ----
+
+    /// Whether a message from `from` is taken at all: a join request or a view query from
+    /// anyone; while joining, anything from the coordinator asked, and proposals and
+    /// decisions naming this member from their proposer; otherwise only from members of the
+    /// installed view or of a view being decided (an admitted joiner accepts before it is
+    /// installed).
+    fn hears_from(&self, from: &MemberId, message: &GmsMessage) -> bool {
+        if matches!(
+            message,
+            GmsMessage::JoinRequest { .. } | GmsMessage::ViewQuery { .. }
+        ) {
+            return true;
+        }
+        if let Role::Joining { coordinator, .. } = &self.role {
+            let names_me = |view: &View| view.contains(&self.me) && view.contains(from);
+            return coordinator == from
+                || match message {
+                    GmsMessage::Propose { proposal, .. } => names_me(&proposal.view),
+                    GmsMessage::Decide { decision } => names_me(&decision.proposal.view),
+                    _ => false,
+                };
+        }
+        self.is_known(from)
+    }
+
+    /// True if `member` is in the view, or in a view being decided.
+    fn is_known(&self, member: &MemberId) -> bool {
+        self.in_view(member)
+            || self.prepared().is_some_and(|v| v.contains(member))
+            || self.round.as_ref().is_some_and(|r| r.involves(member))
+    }
+
+    fn view_id(&self) -> ViewId {
+        self.view.as_ref().map_or(ViewId(0), View::id)
+    }
+
+    fn in_view(&self, member: &MemberId) -> bool {
+        self.view.as_ref().is_some_and(|v| v.contains(member))
+    }
+
+    fn send(&mut self, to: Vec<MemberId>, message: GmsMessage) {
+        if !to.is_empty() {
+            self.outputs.push_back(Output::Send { to, message });
+        }
+    }
+
+    fn event(&mut self, event: MembershipEvent) {
+        match &event {
+            MembershipEvent::ViewInstalled { crashed, .. } => {
+                self.stats.views_installed += 1;
+                self.stats.members_removed += crashed.len() as u64;
+            }
+            MembershipEvent::Suspect { .. } => self.stats.suspicions += 1,
+            MembershipEvent::ForcedDisconnect { .. } => self.stats.forced_disconnects += 1,
+            _ => {}
+        }
+        self.outputs.push_back(Output::Event(event));
+    }
+}
+
+impl std::fmt::Debug for Gms {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gms")
+            .field("me", &self.me)
+            .field("role", &self.role)
+            .field("view", &self.view.as_ref().map(View::id))
+            .finish()
+    }
+}
+
+/// The proposal of a round's own changes: the base view without its leavers and crashed
+/// members, with its joiners at the end.
+fn own_proposal(round: &Round) -> Proposal {
+    let next_id = ViewId(round.base.id().0 + 1);
+    let out: HashSet<Uuid> = round
+        .leaving
+        .iter()
+        .chain(&round.crashed)
+        .map(MemberId::uuid)
+        .collect();
+    let members = round
+        .base
+        .members()
+        .iter()
+        .filter(|m| !out.contains(&m.uuid()))
+        .cloned()
+        .chain(
+            round
+                .joiners
+                .iter()
+                .map(|j| j.clone().with_view_id(next_id)),
+        );
+    Proposal {
+        view: View::new(next_id, members),
+        left: round.leaving.clone(),
+        crashed: round.crashed.clone(),
+    }
+}
+
+/// True if `joiner` is `existing` restarted: same name, same address, new identity.
+fn is_restart_of(joiner: &MemberId, existing: &MemberId) -> bool {
+    joiner != existing && joiner.name() == existing.name() && joiner.address() == existing.address()
+}
+
+/// Every member of `view` but `me`.
+fn others(view: &View, me: &MemberId) -> Vec<MemberId> {
+    view.members()
+        .iter()
+        .filter(|m| *m != me)
+        .cloned()
+        .collect()
+}
+
+/// Removes and returns the entries of `pending` that are in `view`.
+fn take_in(pending: &mut Vec<MemberId>, view: &View) -> Vec<MemberId> {
+    let (inside, _outside): (Vec<_>, Vec<_>) = std::mem::take(pending)
+        .into_iter()
+        .partition(|m| view.contains(m));
+    inside
+}
+
+#[cfg(test)]
+mod tests {
+    use cohort_transport::MemberKind;
+
+    use super::*;
+    use crate::auth::AllowAll;
+
+    fn member(port: u16) -> MemberId {
+        let address = format!("127.0.0.1:{port}").parse().expect("literal");
+        MemberId::new(format!("m{port}"), address, MemberKind::Member)
+    }
+
+    /// Answers every proposal `gms` sent to `voter` as `voter` would: it accepts.
+    fn accept_as(gms: &mut Gms, voter: &MemberId, at: Instant) {
+        let proposals: Vec<(ViewId, Ballot)> = std::iter::from_fn(|| gms.poll_output())
+            .filter_map(|output| match output {
+                Output::Send {
+                    to,
+                    message: GmsMessage::Propose { base, ballot, .. },
+                } if to.contains(voter) => Some((base, ballot)),
+                _ => None,
+            })
+            .collect();
+        assert!(!proposals.is_empty(), "a view was proposed to {voter:?}");
+        for (base, ballot) in proposals {
+            gms.handle_message(at, voter, GmsMessage::Accept { base, ballot });
+        }
+    }
+
+    fn round_0(proposer: &MemberId) -> Ballot {
+        Ballot {
+            round: 0,
+            proposer: proposer.uuid(),
+        }
+    }
+
+    #[test]
+    fn a_non_member_may_only_ask_to_join_everything_else_is_dropped_and_counted() {
+        let now = Instant::now();
+        let mut gms = Gms::new(member(1), GmsConfig::default(), Arc::new(AllowAll));
+        gms.found_cluster(now);
+        while gms.poll_output().is_some() {}
+        let stranger = member(2);
+        let forged = View::new(ViewId(9), [stranger.clone()]);
+        let proposal = Proposal {
+            view: forged,
+            left: Vec::new(),
+            crashed: vec![gms.me().clone()],
+        };
+        let attempts = [
+            GmsMessage::Decide {
+                decision: Decision {
+                    base: ViewId(1),
+                    ballot: round_0(&stranger),
+                    proposal: proposal.clone(),
+                },
+            },
+            GmsMessage::Propose {
+                base: ViewId(1),
+                ballot: round_0(&stranger),
+                proposal,
+            },
+            GmsMessage::LeaveRequest {
+                member: stranger.clone(),
+            },
+            GmsMessage::Accept {
+                base: ViewId(1),
+                ballot: round_0(&stranger),
+            },
+        ];
+        for message in attempts {
+            gms.handle_message(now, &stranger, message);
+        }
+        assert_eq!(gms.stats().dropped_from_non_members, 4);
+        assert_eq!(gms.view().map(View::id), Some(ViewId(1)));
+        assert!(gms.poll_output().is_none(), "no answer to a non-member");
+
+        // A join request is heard, and admits it.
+        gms.handle_message(
+            now,
+            &stranger,
+            GmsMessage::JoinRequest {
+                member: stranger.clone(),
+                credentials: Credentials::default(),
+            },
+        );
+        gms.handle_timeout(now + Duration::from_secs(1));
+        accept_as(&mut gms, &stranger, now);
+        assert_eq!(gms.view().map(|v| v.contains(&stranger)), Some(true));
+        assert_eq!(gms.stats().dropped_from_non_members, 4);
+    }
+
+    #[test]
+    fn a_restarted_member_replaces_its_old_incarnation_instead_of_being_refused() {
+        let now = Instant::now();
+        let mut gms = Gms::new(member(1), GmsConfig::default(), Arc::new(AllowAll));
+        gms.found_cluster(now);
+        let old = member(2);
+        let join = |gms: &mut Gms, m: &MemberId, at: Instant| {
+            gms.handle_message(
+                at,
+                m,
+                GmsMessage::JoinRequest {
+                    member: m.clone(),
+                    credentials: Credentials::default(),
+                },
+            );
+            gms.handle_timeout(at + Duration::from_secs(1));
+            accept_as(gms, m, at);
+        };
+        join(&mut gms, &old, now);
+        assert!(gms.view().is_some_and(|v| v.contains(&old)));
+        // Same name and address, new identity: the old one is out, the new one in, at once.
+        let new = member(2);
+        join(&mut gms, &new, now + Duration::from_secs(2));
+        let view = gms.view().expect("view");
+        assert!(view.contains(&new) && !view.contains(&old), "{view}");
+        // Another process taking the name from elsewhere is still refused.
+        let mut thief = MemberId::new(
+            "m2",
+            "127.0.0.1:3".parse().expect("literal"),
+            MemberKind::Member,
+        );
+        thief = thief.with_uuid(uuid::Uuid::new_v4());
+        while gms.poll_output().is_some() {}
+        gms.handle_message(
+            now + Duration::from_secs(4),
+            &thief,
+            GmsMessage::JoinRequest {
+                member: thief.clone(),
+                credentials: Credentials::default(),
+            },
+        );
+        let refused = std::iter::from_fn(|| gms.poll_output()).any(|o| {
+            matches!(
+                o,
+                Output::Send {
+                    message: GmsMessage::JoinRejected {
+                        reason: JoinRejection::NameInUse(_)
+                    },
+                    ..
+                }
+            )
+        });
+        assert!(refused);
+    }
+
+    #[test]
+    fn a_leaving_member_that_becomes_coordinator_finishes_its_own_leave() {
+        let now = Instant::now();
+        let (a, b) = (member(1), member(2));
+        let mut coordinator = Gms::new(a.clone(), GmsConfig::default(), Arc::new(AllowAll));
+        coordinator.found_cluster(now);
+        coordinator.handle_message(
+            now,
+            &b,
+            GmsMessage::JoinRequest {
+                member: b.clone(),
+                credentials: Credentials::default(),
+            },
+        );
+        coordinator.handle_timeout(now + Duration::from_secs(1));
+        accept_as(&mut coordinator, &b, now);
+        let two = coordinator.view().cloned().expect("a view of two");
+        let mut leaver = Gms::new(b.clone(), GmsConfig::default(), Arc::new(AllowAll));
+        leaver.join(now, a.clone(), Credentials::default());
+        let decision = Decision {
+            base: ViewId(1),
+            ballot: round_0(&a),
+            proposal: Proposal {
+                view: two.clone(),
+                left: Vec::new(),
+                crashed: Vec::new(),
+            },
+        };
+        leaver.handle_message(now, &a, GmsMessage::Decide { decision });
+        assert!(leaver.is_member());
+        // b asks to leave; its request goes to a, which leaves at the same moment and
+        // installs the view without itself: b is alone, and the coordinator.
+        let at = now + Duration::from_secs(2);
+        leaver.leave(at);
+        let alone = View::new(ViewId(two.id().0 + 1), [b.clone()]);
+        let decision = Decision {
+            base: two.id(),
+            ballot: round_0(&a),
+            proposal: Proposal {
+                view: alone,
+                left: vec![a.clone()],
+                crashed: Vec::new(),
+            },
+        };
+        leaver.handle_message(at, &a, GmsMessage::Decide { decision });
+        let mut left = false;
+        let mut clock = at;
+        for _ in 0..200 {
+            clock += Duration::from_millis(50);
+            leaver.handle_timeout(clock);
+            while let Some(output) = leaver.poll_output() {
+                left |= matches!(output, Output::Event(MembershipEvent::Left));
+            }
+            if left {
+                break;
+            }
+        }
+        assert!(left, "the leave finished, by {:?}", clock - at);
+    }
+
+    #[test]
+    fn an_unreachable_hint_checks_at_once_and_forged_repeats_cost_nothing_more() {
+        let now = Instant::now();
+        let mut gms = Gms::new(member(1), GmsConfig::default(), Arc::new(AllowAll));
+        gms.found_cluster(now);
+        let other = member(2);
+        gms.handle_message(
+            now,
+            &other,
+            GmsMessage::JoinRequest {
+                member: other.clone(),
+                credentials: Credentials::default(),
+            },
+        );
+        gms.handle_timeout(now + Duration::from_secs(1));
+        accept_as(&mut gms, &other, now);
+        while gms.poll_output().is_some() {}
+        let checks = |gms: &mut Gms| {
+            std::iter::from_fn(|| gms.poll_output())
+                .filter(|o| matches!(o, Output::Check { member } if *member == other))
+                .count()
+        };
+        // Timers run as a driver would run them, so the detector never looks stalled; no
+        // heartbeat is missed yet (the first-contact grace is five member timeouts).
+        let mut clock = now;
+        let mut run_until = |gms: &mut Gms, until: Instant| {
+            while clock < until {
+                clock += Duration::from_millis(50);
+                gms.handle_timeout(clock);
+            }
+        };
+
+        // Long before any member timeout: the coordinator (the checker) checks at once.
+        let at = now + Duration::from_secs(1);
+        run_until(&mut gms, at);
+        while gms.poll_output().is_some() {}
+        gms.unreachable(at, &other, "ICMP port unreachable");
+        assert_eq!(checks(&mut gms), 1);
+        // Repeats while the check runs change nothing.
+        gms.unreachable(at, &other, "ICMP port unreachable");
+        assert_eq!(checks(&mut gms), 0);
+        // The check passes (the report was forged): more reports soon after are ignored...
+        gms.check_result(at, &other, CheckOutcome::Alive);
+        run_until(&mut gms, at + Duration::from_millis(500));
+        gms.unreachable(at + Duration::from_millis(500), &other, "forged");
+        assert_eq!(checks(&mut gms), 0);
+        // ...until twice the member timeout has passed.
+        run_until(&mut gms, at + Duration::from_secs(3));
+        gms.unreachable(at + Duration::from_secs(3), &other, "forged");
+        assert_eq!(checks(&mut gms), 1);
+        assert_eq!(gms.stats().unreachable_suspicions, 2);
+        // A report about this member itself, or a stranger, is nothing.
+        let me = gms.me().clone();
+        gms.unreachable(at, &me, "x");
+        gms.unreachable(at, &member(9), "x");
+        assert_eq!(gms.stats().unreachable_suspicions, 2);
+        // The second check fails: removed in the next view.
+        gms.check_result(at + Duration::from_secs(3), &other, CheckOutcome::NoAnswer);
+        run_until(&mut gms, at + Duration::from_millis(3200));
+        let view = gms.view().expect("view");
+        assert!(!view.contains(&other), "{view}");
+        // Every step was counted.
+        let stats = gms.stats();
+        assert_eq!((stats.final_checks, stats.final_checks_passed), (2, 1));
+        assert_eq!((stats.final_checks_failed, stats.members_removed), (1, 1));
+        assert_eq!(stats.suspicions, 2);
+        // View 1 (founded), view 2 (the joiner), view 3 (without it).
+        assert_eq!(stats.views_installed, 3);
+        assert_eq!(stats.forced_disconnects, 0);
+    }
+    #[test]
+    fn join_requests_from_one_address_outside_the_cluster_are_rate_limited() {
+        let now = Instant::now();
+        let mut gms = Gms::new(member(1), GmsConfig::default(), Arc::new(AllowAll));
+        gms.found_cluster(now);
+        while gms.poll_output().is_some() {}
+        let per_second = GmsConfig::default().max_join_requests_per_second_per_address;
+        // One process floods join requests under ever new member ids from one address.
+        let flood = member(2).address();
+        for _ in 0..per_second * 5 {
+            let id = MemberId::new("flood", flood, MemberKind::Member);
+            let request = GmsMessage::JoinRequest {
+                member: id.clone(),
+                credentials: Credentials::default(),
+            };
+            gms.handle_message(now, &id, request);
+        }
+        let limited = gms.stats().join_requests_rate_limited;
+        assert_eq!(
+            limited,
+            u64::from(per_second * 3),
+            "all but the burst of twice the rate"
+        );
+        // Another address is heard at once, and the flooding one again a second later.
+        let other = member(3);
+        let request = |m: &MemberId| GmsMessage::JoinRequest {
+            member: m.clone(),
+            credentials: Credentials::default(),
+        };
+        gms.handle_message(now, &other, request(&other));
+        let later = MemberId::new("flood", flood, MemberKind::Member);
+        gms.handle_message(now + Duration::from_secs(1), &later, request(&later));
+        assert_eq!(gms.stats().join_requests_rate_limited, limited);
+    }
+}
