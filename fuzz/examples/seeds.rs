@@ -16,7 +16,8 @@ use bytes::BytesMut;
 use cohort_fuzz::{MembershipInput, StreamInput};
 use cohort_legacy_udp::packet::{AckHeader, DataHeader, DatagramHeader, ExchangeHeader, Packet};
 use cohort_membership::{
-    Credentials, DiscoveryAnswer, FinalCheck, FindCoordinator, GmsMessage, Heartbeat, JoinRejection,
+    Ballot, Credentials, Decision, DiscoveryAnswer, FinalCheck, FindCoordinator, GmsMessage,
+    Heartbeat, JoinRejection, Proposal,
 };
 use cohort_transport::wire::{
     Hello, HelloAck, ack_stream_header, encode_ack, encode_answer, encode_datagram, encode_goodbye,
@@ -102,6 +103,22 @@ impl Cluster {
     }
 }
 
+/// The view change that admits the joiner, as its coordinator decides it in round 0.
+fn decision(c: &Cluster) -> Decision {
+    Decision {
+        base: ViewId(c.view.id().0 - 1),
+        ballot: Ballot {
+            round: 0,
+            proposer: c.locator.uuid(),
+        },
+        proposal: Proposal {
+            view: c.view.clone(),
+            left: vec![],
+            crashed: vec![],
+        },
+    }
+}
+
 fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>> {
     Ok(postcard::to_allocvec(value)?)
 }
@@ -142,16 +159,15 @@ fn wire_frames(c: &Cluster) -> Result<Vec<(&'static str, Vec<u8>)>> {
         member: c.locator.clone(),
         delivered: [3, 0, 7, 0],
     })?);
-    let prepare = GmsMessage::PrepareView {
-        view: c.view.clone(),
+    let decision = decision(c);
+    let propose = GmsMessage::Propose {
+        base: decision.base,
+        ballot: decision.ballot,
+        proposal: decision.proposal.clone(),
     };
-    data_frame(&mut acceptor, 4, GmsMessage::TAG, &encode(&prepare)?);
-    let install = GmsMessage::InstallView {
-        view: c.view.clone(),
-        left: vec![],
-        crashed: vec![c.joiner.clone()],
-    };
-    data_frame(&mut acceptor, 5, GmsMessage::TAG, &encode(&install)?);
+    data_frame(&mut acceptor, 4, GmsMessage::TAG, &encode(&propose)?);
+    let decide = GmsMessage::Decide { decision };
+    data_frame(&mut acceptor, 5, GmsMessage::TAG, &encode(&decide)?);
 
     // A data stream of the Normal priority carrying application messages.
     let mut data = BytesMut::new();
@@ -336,6 +352,18 @@ fn membership_messages(c: &Cluster) -> Result<Vec<(&'static str, Vec<u8>)>> {
                 crashed: vec![],
             })?,
         ),
+        (
+            "promise",
+            gms(GmsMessage::Promise {
+                base: ViewId(6),
+                ballot: Ballot {
+                    round: 2,
+                    proposer: c.node2.uuid(),
+                },
+                accepted: Some((decision(c).ballot, decision(c).proposal)),
+            })?,
+        ),
+        ("decide", gms(GmsMessage::Decide { decision: decision(c) })?),
         (
             "suspect",
             gms(GmsMessage::Suspect {

@@ -112,9 +112,17 @@ fuzz_target!(|data: &[u8]| {
         MembershipInput::Gms => {
             let delivery = Delivery::Reliable(Priority::Control);
             if let Some(message) = routes.deliver(&routes.gms, delivery, payload) {
-                if let GmsMessage::PrepareView { view } | GmsMessage::InstallView { view, .. } =
-                    &message
-                {
+                let view = match &message {
+                    GmsMessage::PrepareView { view } | GmsMessage::InstallView { view, .. } => {
+                        Some(view)
+                    }
+                    GmsMessage::Propose { proposal, .. } => Some(&proposal.view),
+                    GmsMessage::Decide { decision } | GmsMessage::CurrentView { decision } => {
+                        Some(&decision.proposal.view)
+                    }
+                    _ => None,
+                };
+                if let Some(view) = view {
                     // Views are shown in logs and asked for their coordinator.
                     let _ = (view.to_string(), view.coordinator(), view.elder());
                 }
