@@ -189,6 +189,17 @@ pub enum MembershipEvent {
         /// Why, for people.
         reason: String,
     },
+    /// After a forced disconnect, this process joined the cluster again by itself, as a
+    /// new member (a new uuid; auto-reconnect). Reported by [`Member`](crate::Member), not
+    /// by [`Gms`], whose life ends with the forced disconnect.
+    Reconnected {
+        /// The member that was forced out.
+        old: MemberId,
+        /// The member that joined in its place.
+        new: MemberId,
+        /// Why the old one was forced out.
+        reason: String,
+    },
 }
 
 /// Counters of the membership protocol.
@@ -1748,6 +1759,15 @@ impl Gms {
         self.own_suspicions.remove(&member.uuid());
         self.cleared_at.insert(member.uuid(), now);
         self.detector.cleared(member.uuid(), now);
+    }
+
+    /// Stops at once, as a member forced out does, telling nobody: for a driver that
+    /// learned this member's cluster must yield to another (see the discovery docs).
+    /// Reports [`MembershipEvent::ForcedDisconnect`] with `reason`.
+    pub fn disconnect(&mut self, reason: String) {
+        if self.is_member() {
+            self.shut_down_for_partition(reason);
+        }
     }
 
     fn shut_down_for_partition(&mut self, reason: String) {

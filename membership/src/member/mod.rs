@@ -650,7 +650,7 @@ impl Driver {
                 tracing::warn!(member = ?self.shared.me, %reason, "forced out of the cluster");
                 Flow::Stop
             }
-            MembershipEvent::Suspect { .. } => Flow::Continue,
+            MembershipEvent::Suspect { .. } | MembershipEvent::Reconnected { .. } => Flow::Continue,
         }
     }
 
