@@ -9,9 +9,10 @@
 //! Gms::poll_timeout ─► a timer; `step` runs the earliest delivery or timer
 //! ```
 //!
-//! Checked at every installation: every installer of view N agrees on its members, each
-//! member's view ids only grow, and no member appears in a view after the one that removed
-//! it. A violation panics: it is a protocol bug, never a measurement.
+//! Checked at every installation ([`Invariants`], shared with [`chaos`](crate::chaos)):
+//! every installer of view N agrees on its members, each member's view ids only grow, and
+//! no member appears in a view after one that removed it. A violation panics: it is a
+//! protocol bug, never a measurement.
 //!
 //! Heartbeats re-arm timers for ever, so the simulation never runs out of work: step it
 //! with [`Sim::run_until`] (or [`Sim::try_run_until`]), which bound the virtual time. A
@@ -31,8 +32,10 @@ use std::time::{Duration, Instant};
 use cohort_membership::{
     Authenticator, CheckOutcome, Credentials, Gms, GmsConfig, GmsMessage, MembershipEvent, Output,
 };
-use cohort_transport::{MemberId, MemberKind, ViewId};
+use cohort_transport::{MemberId, MemberKind};
 use uuid::Uuid;
+
+use crate::chaos::Invariants;
 
 /// `Gms` instances on a simulated network in virtual time. See the module docs.
 pub struct Sim {
@@ -50,12 +53,9 @@ pub struct Sim {
     timers: BinaryHeap<Reverse<(Duration, usize)>>,
     seq: u64,
     rng: u64,
-    /// Members of each view id, as the first member to install it saw it: its length is
-    /// the number of distinct views installed so far.
-    pub views: HashMap<ViewId, Vec<Uuid>>,
-    last_view: Vec<ViewId>,
-    /// For each member that is out, the first view without it.
-    removed_in: HashMap<Uuid, ViewId>,
+    /// Every installation so far, checked: [`Invariants::len`] is the number of distinct
+    /// views installed.
+    pub invariants: Invariants,
     events: Vec<(usize, MembershipEvent)>,
     /// Protocol messages sent, one per recipient (heartbeats are not counted).
     pub messages_sent: u64,
@@ -77,9 +77,7 @@ impl Sim {
             timers: BinaryHeap::new(),
             seq: 0,
             rng: seed | 1,
-            views: HashMap::new(),
-            last_view: Vec::new(),
-            removed_in: HashMap::new(),
+            invariants: Invariants::new(),
             events: Vec::new(),
             messages_sent: 0,
             views_installed: 0,
@@ -102,7 +100,6 @@ impl Sim {
         self.index.insert(me.uuid(), i);
         self.members.push(Gms::new(me, GmsConfig::default(), auth));
         self.dead.push(false);
-        self.last_view.push(ViewId(0));
         i
     }
 
@@ -183,35 +180,10 @@ impl Sim {
     fn check(&mut self, i: usize, event: MembershipEvent) {
         if let MembershipEvent::ViewInstalled { view, .. } = &event {
             self.views_installed += 1;
-            let uuids: Vec<Uuid> = view.members().iter().map(MemberId::uuid).collect();
-            let first = self.views.entry(view.id()).or_insert_with(|| uuids.clone());
-            assert_eq!(
-                first,
-                &uuids,
-                "every member installing view {} agrees on it",
-                view.id()
-            );
-            assert!(
-                view.id() > self.last_view[i],
-                "view ids only grow at member {i}"
-            );
-            self.last_view[i] = view.id();
-            for member in view.members() {
-                if let Some(out) = self.removed_in.get(&member.uuid()) {
-                    assert!(
-                        view.id() < *out,
-                        "{member:?} appears in view {} after leaving in view {out}",
-                        view.id()
-                    );
-                }
+            let me = self.members[i].me().clone();
+            if let Err(violation) = self.invariants.installed(&me, "", view) {
+                panic!("{violation}");
             }
-        }
-        if matches!(
-            event,
-            MembershipEvent::Left | MembershipEvent::ForcedDisconnect { .. }
-        ) {
-            let out = self.members[i].view().map_or(ViewId(0), |v| v.id());
-            self.removed_in.insert(self.members[i].me().uuid(), out);
         }
         self.events.push((i, event));
     }

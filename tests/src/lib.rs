@@ -6,7 +6,8 @@
 //! loopback port, and [`wait_until`] waits on a condition with a generous bound instead of
 //! sleeping for a guessed time. [`sim`] runs the same messenger on turmoil's simulated
 //! network instead, with seeded latency, loss and partitions; [`gms_sim`] runs the
-//! membership protocol alone (`Gms` state machines) in virtual time.
+//! membership protocol alone (`Gms` state machines) in virtual time, and [`chaos`] does
+//! the same under injected faults with its invariants checked after every step.
 
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -21,6 +22,7 @@ use cohort_transport::{
 };
 use serde::{Deserialize, Serialize};
 
+pub mod chaos;
 pub mod cluster;
 pub mod gms_sim;
 pub mod rogue;

@@ -249,16 +249,23 @@ enum Role {
     },
     Member,
     Leaving {
+        /// When it asks the coordinator again (a request can be lost, or reach a
+        /// coordinator that is replaced before it acts).
+        retry_at: Instant,
         deadline: Instant,
     },
     /// Out of the cluster for good.
     Gone,
 }
 
-/// The answers to this member's `ViewQuery`, by answerer.
+/// What the members of this member's view said since it heard of a newer view.
 #[derive(Debug, Default)]
 struct CatchUp {
+    /// Answers to its `ViewQuery`, by answerer.
     answers: HashMap<Uuid, Decision>,
+    /// Members that refused its connections as a non-member: each has installed a view
+    /// without it.
+    refusals: HashSet<Uuid>,
 }
 
 /// One member's membership state. See the module docs.
@@ -440,10 +447,20 @@ impl Gms {
     /// A member refused this member's connection because this member is not in its view
     /// (the transport's `REMOVED_FROM_VIEW`). From a member of this member's view that is
     /// proof of a newer view: this member asks for it, and learns whether it is still in.
+    ///
+    /// A member that removed this one refuses everything from it, the `ViewQuery` too, so
+    /// such refusals count like answers naming a view without it: once answers and
+    /// refusals come from members holding a weighted majority of this member's view, a
+    /// refusal among them means this member is out.
     pub fn refused_by(&mut self, now: Instant, member: &MemberId) {
-        if self.is_member() && self.in_view(member) && *member != self.me {
-            self.catch_up(now);
+        if !self.is_member() || !self.in_view(member) || *member == self.me {
+            return;
         }
+        self.catch_up(now);
+        if let Some(catch_up) = &mut self.catch_up {
+            catch_up.refusals.insert(member.uuid());
+        }
+        self.settle_catch_up(now);
     }
 
     /// The application (or the transport, for a member too slow to take its messages)
@@ -601,6 +618,7 @@ impl Gms {
             self.pending_leaves.push(self.me.clone());
             self.batch_at = Some(now);
             self.role = Role::Leaving {
+                retry_at: now + self.config.join_retry,
                 deadline: now + self.config.leave_timeout,
             };
             self.handle_timeout(now);
@@ -608,6 +626,7 @@ impl Gms {
         }
         self.ask_to_leave();
         self.role = Role::Leaving {
+            retry_at: now + self.config.join_retry,
             deadline: now + self.config.leave_timeout,
         };
     }
@@ -745,10 +764,14 @@ impl Gms {
                 }
                 return;
             }
-            Role::Leaving { deadline } if now >= *deadline && !coordinating => {
+            Role::Leaving { deadline, .. } if now >= *deadline && !coordinating => {
                 self.role = Role::Gone;
                 self.event(MembershipEvent::Left);
                 return;
+            }
+            Role::Leaving { retry_at, .. } if now >= *retry_at && !coordinating => {
+                *retry_at = now + self.config.join_retry;
+                self.ask_to_leave();
             }
             // A member that asked to leave and then became the coordinator itself (the
             // old one left too, or crashed): its request went to the old coordinator, so
@@ -792,7 +815,9 @@ impl Gms {
                 retry_at, deadline, ..
             } => Some((*retry_at).min(*deadline)),
             // A leaving coordinator finishes its round first; the round has its own deadline.
-            Role::Leaving { deadline } if !coordinating => Some(*deadline),
+            Role::Leaving {
+                retry_at, deadline, ..
+            } if !coordinating => Some((*retry_at).min(*deadline)),
             _ => None,
         };
         let round = self.round.as_ref().map(|r| r.deadline);
@@ -915,7 +940,9 @@ impl Gms {
                     };
                 }
                 Err(_) => {
+                    // It promised a higher ballot itself: another proposer is at work.
                     self.give_back(round);
+                    self.stand_back(now);
                     return;
                 }
             }
@@ -953,6 +980,7 @@ impl Gms {
             if let Some(round) = self.round.take() {
                 self.give_back(round);
             }
+            self.stand_back(now);
             return;
         }
         let me = self.me.uuid();
@@ -1219,14 +1247,21 @@ impl Gms {
             .round
             .as_ref()
             .is_some_and(|r| r.base.id() == base && r.ballot == ballot);
-        if let (true, Some(higher)) = (ours, promised.filter(|p| *p > ballot)) {
-            let round = self.round.take().expect("checked above");
+        if let (true, Some(higher)) = (ours, promised.filter(|p| *p > ballot))
+            && let Some(round) = self.round.take()
+        {
             tracing::info!(?higher, "outbid: standing back");
-            self.stats.rounds_failed += 1;
             self.give_back(round);
-            self.outbid_until = Some(now + self.config.prepare_timeout);
-            self.batch_at = Some(now + self.config.prepare_timeout);
+            self.stand_back(now);
         }
+    }
+
+    /// Another proposer holds a higher ballot: propose nothing for a prepare timeout (it
+    /// decides meanwhile, or is found dead), then try again above it if still needed.
+    fn stand_back(&mut self, now: Instant) {
+        self.stats.rounds_failed += 1;
+        self.outbid_until = Some(now + self.config.prepare_timeout);
+        self.batch_at = Some(now + self.config.prepare_timeout);
     }
 
     // ---- every member: voting and installing ----
@@ -1352,8 +1387,9 @@ impl Gms {
     }
 
     /// An answer to this member's `ViewQuery`: once members holding a weighted majority of
-    /// this member's view answered with newer views, the newest answer is installed. (One
-    /// member alone, answering or not, cannot move another to a view of its making.)
+    /// this member's view answered with newer views (or refused it), the newest answer is
+    /// installed. (One member alone, answering or not, cannot move another to a view of its
+    /// making.)
     fn on_current_view(&mut self, now: Instant, from: &MemberId, decision: Decision) {
         let installed = self.view_id();
         let (Some(catch_up), Some(view)) = (&mut self.catch_up, &self.view) else {
@@ -1363,7 +1399,15 @@ impl Gms {
             return;
         }
         catch_up.answers.insert(from.uuid(), decision);
+        self.settle_catch_up(now);
+    }
+
+    fn settle_catch_up(&mut self, now: Instant) {
+        let (Some(catch_up), Some(view)) = (&self.catch_up, &self.view) else {
+            return;
+        };
         let mut answered: HashSet<Uuid> = catch_up.answers.keys().copied().collect();
+        answered.extend(&catch_up.refusals);
         answered.insert(self.me.uuid());
         if !Quorum::new(view, &self.proven_dead).is_majority(&answered) {
             return;
@@ -1373,13 +1417,32 @@ impl Gms {
             .values()
             .max_by_key(|d| (d.proposal.view.id(), d.ballot))
             .cloned();
+        let refused = !catch_up.refusals.is_empty();
+        let base = view.id();
         self.catch_up = None;
-        if let Some(decision) = newest {
-            tracing::info!(view = %decision.proposal.view, "caught up");
-            if let Some(round) = self.round.take() {
-                self.give_back(round);
+        if let Some(round) = self.round.take() {
+            self.give_back(round);
+        }
+        match newest {
+            Some(decision) if !refused || !decision.proposal.view.contains(&self.me) => {
+                tracing::info!(view = %decision.proposal.view, "caught up");
+                self.install(now, decision);
             }
-            self.install(now, decision);
+            _ => {
+                // Refused by members that installed a view without this member, and no
+                // answer says which: out all the same.
+                let reason =
+                    format!("members of view {base} refuse this member: a newer view removed it");
+                tracing::warn!(member = ?self.me, %reason, "forced out");
+                let left = matches!(self.role, Role::Leaving { .. });
+                self.role = Role::Gone;
+                self.detector.stop();
+                self.event(if left {
+                    MembershipEvent::Left
+                } else {
+                    MembershipEvent::ForcedDisconnect { reason }
+                });
+            }
         }
     }
 

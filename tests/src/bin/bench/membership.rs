@@ -465,7 +465,7 @@ fn simulate(seed: u64) -> Result<SimOutcome, String> {
     sim.try_run_until("every member holds the full view", LIMIT, |s| {
         all_hold_views_of(s, &members, SIM_MEMBERS)
     })?;
-    let form_views = sim.views.len();
+    let form_views = sim.invariants.len();
     // Heartbeats flow for a while: a neighbour never heard from gets a longer grace.
     let settled = sim.now + Duration::from_secs(2);
     sim.try_run_until("heartbeats flow", LIMIT, |s| s.now >= settled)?;
@@ -475,14 +475,14 @@ fn simulate(seed: u64) -> Result<SimOutcome, String> {
         .copied()
         .filter(|i| !victims.contains(i))
         .collect();
-    let before = sim.views.len();
+    let before = sim.invariants.len();
     // No joins meanwhile: a view of exactly the survivors' count lacks every victim.
     sim.try_run_until("every crashed member is removed", LIMIT, |s| {
         all_hold_views_of(s, &live, live.len())
     })?;
     Ok(SimOutcome {
         form_views: form_views as f64,
-        crash_views: (sim.views.len() - before) as f64,
+        crash_views: (sim.invariants.len() - before) as f64,
         messages_per_member: sim.messages_sent as f64 / SIM_MEMBERS as f64,
     })
 }
