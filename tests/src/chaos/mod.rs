@@ -1,0 +1,68 @@
+//! Fault injection for the membership protocol alone: [`Chaos`] runs `Gms` state machines
+//! on a simulated network in virtual time, injects faults (scripted, or from a seeded
+//! random [`Plan`]), and checks the protocol's invariants after every step.
+//!
+//! ```text
+//! Gms::poll_output ─┬─ Send      ─► send hooks (crash part way through a broadcast)
+//!                   │               ─► transmit ─┐
+//!                   ├─ Heartbeat ─────► transmit ─┤  Links: cut / loss / extra delay /
+//!                   │                             │  duplication per directed link a→b
+//!                   │                             └► queue: Arrive after 0.2–3 ms (+ extra)
+//!                   ├─ Check     ─► answer by the truth ─► queue: Arrive(Answer) later
+//!                   └─ Event     ─► invariants 1–3 at ViewInstalled; an ending event
+//!                                   (left, forced out, refused, timed out) stops the member
+//! Gms::poll_timeout ─► queue: Timer (stale once the member moves its deadline)
+//!
+//! queue, earliest first ─► Arrive at a running member: handle_message / heard_from /
+//!                          check_result ─► drain its outputs, as above
+//!                          at a paused member: held in its inbox; crashed, stopped: lost
+//!                      ─► Timer of a running member: handle_timeout ─► drain
+//!                      ─► Resume: held timer and held arrivals queued at this instant
+//!                      ─► Lift / Flip: a link fault ends or changes phase
+//! after every step ─► invariant 4 (counted, or fatal if strict) ─► triggers whose
+//!                     condition now holds act (crash, crash mid-send, leave, pause)
+//! ```
+//!
+//! **Final checks** are answered as a driver's would be: `Alive` after 2–40 ms if the
+//! suspect runs (not paused) and both directions of the link are open, except for a
+//! seeded 2% that time out anyway; `Refused` after 1–5 ms if it crashed with its host up
+//! (port closed; a member that stopped has closed its port too); otherwise `NoAnswer`
+//! after the 400 ms final-check timeout. A paused checker gets its answer when it resumes.
+//!
+//! **Pauses** hold a member's timers and arrivals; on resuming, its held timer fires with
+//! the resume time as `now`, and its held arrivals are taken in order, late, each as a
+//! step of its own (the seed decides whether the timer or the arrivals go first).
+//! **Crashes** end deliveries and timers for good; what the member sent before is still
+//! delivered, unless it crashed mid-send ([`Action::CrashMidSend`]) or through a send hook
+//! ([`Chaos::crash_after_sending`]), which deliver to part of the recipients only.
+//!
+//! **Invariants**, checked after every step: the three of [`Invariants`] at every install
+//! (one set of members per view id, growing ids per member, no return after removal), and
+//! at most one live, unpaused coordinator per view id (counted unless
+//! [`ChaosConfig::strict_coordinators`]); after healing ([`Chaos::settled`]): removed
+//! members know they are out, and the live members hold one view of exactly themselves,
+//! with no leave pending and no joiner still waiting. A violation is a [`Failure`] with the
+//! seed, the plan, the faults as carried out, every member's state and the last steps.
+//!
+//! **Determinism**: identities, latencies, faults and answers all come from the seed
+//! ([`Rng`]), and the random decisions are keyed by what they decide rather than drawn in
+//! turn, so they do not depend on the order in which `Gms` emits outputs from its hash
+//! maps: a seed replays exactly ([`run_seed`]).
+//!
+//! The scenario tests of known defects and the random sweeps are in
+//! `tests/tests/gms_chaos.rs`; the benchmark prints `membership.chaos.*` from [`sweep`].
+
+mod invariants;
+mod net;
+mod plan;
+mod rng;
+mod world;
+
+pub use invariants::{Invariant, Invariants, Violation};
+pub use net::FaultId;
+pub use plan::{
+    FAULT_PHASE, Fate, Fault, HEAL_LIMIT, Plan, Report, SendKind, Sweep, Who, prepared_with,
+    run_plan, run_seed, sweep,
+};
+pub use rng::Rng;
+pub use world::{Action, Chaos, ChaosConfig, Death, Failure, Stats, view_weight};

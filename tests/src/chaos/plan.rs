@@ -1,0 +1,749 @@
+//! Random schedules: a [`Plan`] drawn from a seed, carried out on a [`Chaos`] world by
+//! [`run_plan`], and many seeds at once by [`sweep`].
+//!
+//! ```text
+//! seed ─► Plan::random: 5–10 members (a locator or two sometimes), a fault phase of
+//!         FAULT_PHASE, faults at seeded times (each with its own length)
+//!      ─► run_plan: form fault-free ─► crash budget = formed weight ─► each fault at its
+//!         time (roles such as "the coordinator" resolved then) ─► heal ─► until settled
+//!         and stable for STABLE, within HEAL_LIMIT
+//!      ─► Report, or the Failure with the plan attached
+//! ```
+
+use std::fmt;
+use std::ops::Range;
+use std::time::Duration;
+
+use cohort_membership::GmsMessage;
+use cohort_transport::{MemberId, MemberKind, View};
+
+use super::invariants::{Invariant, Violation};
+use super::rng::Rng;
+use super::world::{Action, Chaos, Failure, Stats, view_weight};
+
+/// How long the fault phase of a random plan lasts.
+pub const FAULT_PHASE: Range<Duration> = Duration::from_secs(10)..Duration::from_secs(20);
+/// Faults per second of the fault phase, on average.
+const FAULTS_PER_SECOND: f64 = 0.7;
+/// The bound on reaching one view after healing: a joiner that asked a dead coordinator
+/// gives up after its 30 s join timeout, the slowest way to settle.
+pub const HEAL_LIMIT: Duration = Duration::from_secs(60);
+/// How long the settled state must hold before a run counts as settled: a removal still
+/// under way would undo it.
+const STABLE: Duration = Duration::from_secs(3);
+/// How often the settled state is looked at after healing (the resolution of
+/// `heal_to_one_view`).
+const POLL: Duration = Duration::from_millis(10);
+
+/// A member a fault is aimed at, resolved when the fault happens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Who {
+    /// A member formed at the start, by index.
+    Member(usize),
+    /// Whoever coordinates then ([`Chaos::coordinator`]).
+    Coordinator,
+    /// Whoever would take over from it ([`Chaos::successor`]).
+    Successor,
+}
+
+impl fmt::Display for Who {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Who::Member(i) => write!(f, "member #{i}"),
+            Who::Coordinator => f.write_str("the coordinator"),
+            Who::Successor => f.write_str("the successor"),
+        }
+    }
+}
+
+/// Which message a crash-after-sending hook waits for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SendKind {
+    /// A `PrepareView` (protocol 1's first phase).
+    Prepare,
+    /// An `InstallView` (protocol 1's second phase).
+    Install,
+    /// Any message to two or more members: a phase of any view change protocol.
+    Broadcast,
+}
+
+impl SendKind {
+    fn matches(self, message: &GmsMessage, to: &[MemberId]) -> bool {
+        match self {
+            SendKind::Prepare => matches!(message, GmsMessage::PrepareView { .. }),
+            SendKind::Install => matches!(message, GmsMessage::InstallView { .. }),
+            SendKind::Broadcast => to.len() >= 2,
+        }
+    }
+}
+
+impl fmt::Display for SendKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SendKind::Prepare => "its PrepareView",
+            SendKind::Install => "its InstallView",
+            SendKind::Broadcast => "its next broadcast",
+        })
+    }
+}
+
+/// What becomes of a joiner.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fate {
+    /// Nothing happens to it.
+    Lives,
+    /// It crashes right after sending its join request (which is delivered).
+    DiesAfterRequest,
+    /// It crashes as soon as some member holds a prepared view with it.
+    DiesWhenPrepared,
+}
+
+/// One fault of a plan.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Fault {
+    /// One direction cut.
+    Cut {
+        /// Sender side.
+        from: Who,
+        /// Receiver side.
+        to: Who,
+        /// Until lifted.
+        lasting: Duration,
+    },
+    /// Both directions between two members cut (the coordinator and its successor, say).
+    CutBoth {
+        /// One end.
+        a: Who,
+        /// The other.
+        b: Who,
+        /// Until lifted.
+        lasting: Duration,
+    },
+    /// These formed members are cut off, both ways, from all the others.
+    Partition {
+        /// One side; the rest is the other.
+        side: Vec<usize>,
+        /// Until lifted.
+        lasting: Duration,
+    },
+    /// Both directions between two members cut and open alternately.
+    Flap {
+        /// One end.
+        a: Who,
+        /// The other.
+        b: Who,
+        /// Length of each phase.
+        period: Duration,
+        /// Until lifted.
+        lasting: Duration,
+    },
+    /// Random loss on one direction.
+    Loss {
+        /// Sender side.
+        from: Who,
+        /// Receiver side.
+        to: Who,
+        /// Probability of losing each transmission.
+        p: f64,
+        /// Until lifted.
+        lasting: Duration,
+    },
+    /// Extra delay, with reordering, both ways.
+    Delay {
+        /// One end.
+        a: Who,
+        /// The other.
+        b: Who,
+        /// Up to this much more.
+        extra: Duration,
+        /// Until lifted.
+        lasting: Duration,
+    },
+    /// Duplication, both ways.
+    Duplicate {
+        /// One end.
+        a: Who,
+        /// The other.
+        b: Who,
+        /// Probability of delivering each transmission twice.
+        p: f64,
+        /// Until lifted.
+        lasting: Duration,
+    },
+    /// A pause.
+    Pause {
+        /// Who stops.
+        who: Who,
+        /// For how long.
+        lasting: Duration,
+    },
+    /// A crash (host up or down as the seed says).
+    Crash {
+        /// Who.
+        who: Who,
+    },
+    /// A crash right after sending a kind of message to part of its recipients.
+    CrashAfterSending {
+        /// Who.
+        who: Who,
+        /// The message.
+        kind: SendKind,
+        /// The part of the recipients it reaches.
+        fraction: f64,
+    },
+    /// A crash while the coordinator of the moment holds a prepared view (a round under
+    /// way).
+    CrashMidRound {
+        /// Who.
+        who: Who,
+    },
+    /// A new member joins through the coordinator.
+    Join {
+        /// What becomes of it.
+        fate: Fate,
+    },
+    /// A graceful leave.
+    Leave {
+        /// Who.
+        who: Who,
+    },
+    /// A graceful leave asked while the coordinator of the moment holds a prepared view.
+    LeaveMidRound {
+        /// Who.
+        who: Who,
+    },
+}
+
+impl fmt::Display for Fault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Fault::Cut { from, to, lasting } => write!(f, "cut {from} → {to} for {lasting:?}"),
+            Fault::CutBoth { a, b, lasting } => write!(f, "cut {a} ↔ {b} for {lasting:?}"),
+            Fault::Partition { side, lasting } => {
+                let side: Vec<String> = side.iter().map(|i| format!("#{i}")).collect();
+                write!(f, "partition {{{}}} from the rest for {lasting:?}", side.join(", "))
+            }
+            Fault::Flap {
+                a,
+                b,
+                period,
+                lasting,
+            } => write!(f, "flap {a} ↔ {b} every {period:?} for {lasting:?}"),
+            Fault::Loss {
+                from,
+                to,
+                p,
+                lasting,
+            } => write!(f, "{:.0}% loss {from} → {to} for {lasting:?}", p * 100.0),
+            Fault::Delay {
+                a,
+                b,
+                extra,
+                lasting,
+            } => write!(f, "up to {extra:?} extra delay {a} ↔ {b} for {lasting:?}"),
+            Fault::Duplicate { a, b, p, lasting } => {
+                write!(f, "{:.0}% duplication {a} ↔ {b} for {lasting:?}", p * 100.0)
+            }
+            Fault::Pause { who, lasting } => write!(f, "pause {who} for {lasting:?}"),
+            Fault::Crash { who } => write!(f, "crash {who}"),
+            Fault::CrashAfterSending {
+                who,
+                kind,
+                fraction,
+            } => write!(
+                f,
+                "crash {who} after {kind} reaches {:.0}% of its recipients",
+                fraction * 100.0
+            ),
+            Fault::CrashMidRound { who } => {
+                write!(f, "crash {who} once the coordinator holds a prepared view")
+            }
+            Fault::Join { fate } => write!(f, "a new member joins ({fate:?})"),
+            Fault::Leave { who } => write!(f, "{who} leaves"),
+            Fault::LeaveMidRound { who } => {
+                write!(f, "{who} leaves once the coordinator holds a prepared view")
+            }
+        }
+    }
+}
+
+/// A random schedule: who forms the cluster, and the timed faults after it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Plan {
+    /// The seed of everything.
+    pub seed: u64,
+    /// The formed members' kinds, in index order.
+    pub kinds: Vec<MemberKind>,
+    /// How long the fault phase lasts.
+    pub fault_phase: Duration,
+    /// Faults by time from the start of the fault phase, in order.
+    pub faults: Vec<(Duration, Fault)>,
+}
+
+impl Plan {
+    /// The plan of `seed`; drawn before anything runs, so it does not depend on the
+    /// protocol.
+    pub fn random(seed: u64) -> Plan {
+        let mut rng = Rng::keyed(seed, &[0]);
+        let count = 5 + rng.index(6);
+        let locators = match rng.below(20) {
+            0..10 => 0,
+            10..17 => 1,
+            _ => 2,
+        };
+        let mut kinds = vec![MemberKind::Member; count];
+        for at in rng.sample(count, locators) {
+            kinds[at] = MemberKind::Locator;
+        }
+        let fault_phase = rng.within(&FAULT_PHASE);
+        let n = (fault_phase.as_secs_f64() * FAULTS_PER_SECOND).round() as usize;
+        let mut faults: Vec<(Duration, Fault)> = (0..n)
+            .map(|_| {
+                let at = rng.within(&(Duration::ZERO..fault_phase));
+                (at, random_fault(&mut rng, count))
+            })
+            .collect();
+        faults.sort_by_key(|(at, _)| *at);
+        Plan {
+            seed,
+            kinds,
+            fault_phase,
+            faults,
+        }
+    }
+
+    /// The plan, one line each, for people.
+    pub fn lines(&self) -> Vec<String> {
+        let kinds: Vec<String> = self
+            .kinds
+            .iter()
+            .enumerate()
+            .map(|(i, k)| format!("#{i} {k:?}"))
+            .collect();
+        let mut lines = vec![
+            format!("members: {}", kinds.join(", ")),
+            format!(
+                "fault phase of {:?} after forming, then healed",
+                self.fault_phase
+            ),
+        ];
+        lines.extend(
+            self.faults
+                .iter()
+                .map(|(at, fault)| format!("+{at:>12?}  {fault}")),
+        );
+        lines
+    }
+}
+
+/// One fault drawn from the mix, aimed at one of `count` formed members or a role.
+fn random_fault(rng: &mut Rng, count: usize) -> Fault {
+    let who = |rng: &mut Rng| match rng.below(10) {
+        0..3 => Who::Coordinator,
+        3 => Who::Successor,
+        _ => Who::Member(rng.index(count)),
+    };
+    let lasting = |rng: &mut Rng, range: Range<u64>| {
+        rng.within(&(Duration::from_millis(range.start)..Duration::from_millis(range.end)))
+    };
+    match rng.below(100) {
+        0..10 => Fault::Cut {
+            from: who(rng),
+            to: who(rng),
+            lasting: lasting(rng, 300..4_000),
+        },
+        10..15 => Fault::CutBoth {
+            a: Who::Coordinator,
+            b: Who::Successor,
+            lasting: lasting(rng, 500..5_000),
+        },
+        15..20 => Fault::CutBoth {
+            a: who(rng),
+            b: who(rng),
+            lasting: lasting(rng, 300..4_000),
+        },
+        20..30 => {
+            let size = 1 + rng.index(count / 2);
+            let mut side = rng.sample(count, size);
+            side.sort_unstable();
+            Fault::Partition {
+                side,
+                lasting: lasting(rng, 500..6_000),
+            }
+        }
+        30..36 => Fault::Flap {
+            a: who(rng),
+            b: who(rng),
+            period: lasting(rng, 100..1_500),
+            lasting: lasting(rng, 1_000..6_000),
+        },
+        36..44 => Fault::Loss {
+            from: who(rng),
+            to: who(rng),
+            p: 0.1 + rng.below(80) as f64 / 100.0,
+            lasting: lasting(rng, 500..6_000),
+        },
+        44..50 => Fault::Delay {
+            a: who(rng),
+            b: who(rng),
+            extra: lasting(rng, 10..500),
+            lasting: lasting(rng, 500..6_000),
+        },
+        50..56 => Fault::Duplicate {
+            a: who(rng),
+            b: who(rng),
+            p: 0.2 + rng.below(80) as f64 / 100.0,
+            lasting: lasting(rng, 500..6_000),
+        },
+        56..63 => Fault::Pause {
+            who: Who::Coordinator,
+            lasting: lasting(rng, 1_000..5_000),
+        },
+        63..69 => Fault::Pause {
+            who: who(rng),
+            lasting: lasting(rng, 200..3_000),
+        },
+        69..74 => Fault::Crash { who: who(rng) },
+        74..80 => Fault::CrashAfterSending {
+            who: who(rng),
+            kind: match rng.below(3) {
+                0 => SendKind::Prepare,
+                1 => SendKind::Install,
+                _ => SendKind::Broadcast,
+            },
+            fraction: rng.below(100) as f64 / 100.0,
+        },
+        80..84 => Fault::CrashMidRound { who: who(rng) },
+        84..94 => Fault::Join {
+            fate: match rng.below(10) {
+                0..6 => Fate::Lives,
+                6..8 => Fate::DiesAfterRequest,
+                _ => Fate::DiesWhenPrepared,
+            },
+        },
+        94..98 => Fault::Leave { who: who(rng) },
+        _ => Fault::LeaveMidRound { who: who(rng) },
+    }
+}
+
+/// What one random run did.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Report {
+    /// The seed.
+    pub seed: u64,
+    /// Members formed at the start.
+    pub members: usize,
+    /// Faults in the plan.
+    pub faults: usize,
+    /// Distinct view ids installed.
+    pub views: usize,
+    /// The world's counters.
+    pub stats: Stats,
+    /// Virtual time from healing until the live members settled in one view.
+    pub heal_to_one_view: Duration,
+    /// True if nobody was left in the cluster (every side shut down, or everyone left).
+    pub cluster_lost: bool,
+    /// Virtual time of the whole run.
+    pub virtual_time: Duration,
+}
+
+/// Runs the plan of `seed`: the replay of a failing seed is `run_seed(seed)`.
+pub fn run_seed(seed: u64) -> Result<Report, Failure> {
+    run_plan(&Plan::random(seed))
+}
+
+/// Runs `plan` (see the module docs); a failure carries the plan.
+pub fn run_plan(plan: &Plan) -> Result<Report, Failure> {
+    let mut chaos = Chaos::new(plan.seed);
+    carry_out(&mut chaos, plan).map_err(|mut failure| {
+        failure.plan = plan.lines();
+        failure
+    })
+}
+
+fn carry_out(chaos: &mut Chaos, plan: &Plan) -> Result<Report, Failure> {
+    let formed = chaos.form(&plan.kinds)?;
+    let view = chaos.newest_view();
+    chaos.set_crash_budget(view.as_ref().map_or(0, view_weight));
+    let start = chaos.now();
+    let mut joiners = 0;
+    for (at, fault) in &plan.faults {
+        chaos.run_for((start + *at).saturating_sub(chaos.now()))?;
+        chaos.note(format!("plan: {fault}"));
+        apply(chaos, &formed, fault, &mut joiners)?;
+    }
+    chaos.run_for((start + plan.fault_phase).saturating_sub(chaos.now()))?;
+    chaos.disarm();
+    chaos.heal();
+    let healed = chaos.now();
+    let heal_to_one_view = settle(chaos, healed)?;
+    let cluster_lost = chaos.newest_view().is_none();
+    Ok(Report {
+        seed: plan.seed,
+        members: formed.len(),
+        faults: plan.faults.len(),
+        views: chaos.invariants().len(),
+        stats: chaos.stats(),
+        heal_to_one_view,
+        cluster_lost,
+        virtual_time: chaos.now(),
+    })
+}
+
+/// Runs until [`Chaos::settled`] holds and keeps holding for [`STABLE`]; returns when it
+/// started to hold, from `healed`. Invariant 5 or 6 if that does not happen within
+/// [`HEAL_LIMIT`].
+fn settle(chaos: &mut Chaos, healed: Duration) -> Result<Duration, Failure> {
+    let deadline = healed + HEAL_LIMIT;
+    let mut since: Option<Duration> = None;
+    loop {
+        let verdict = chaos.settled();
+        let now = chaos.now();
+        match (&verdict, since) {
+            (Ok(()), Some(at)) if now - at >= STABLE => return Ok(at - healed),
+            (Ok(()), None) => since = Some(now),
+            (Ok(()), Some(_)) => {}
+            (Err(_), _) => since = None,
+        }
+        if now >= deadline {
+            return match (verdict, since) {
+                (Ok(()), Some(at)) => Ok(at - healed),
+                (Err(violation), _) => Err(chaos.failure(Violation::new(
+                    violation.invariant,
+                    format!("{:?} after healing: {}", HEAL_LIMIT, violation.detail),
+                ))),
+                (Ok(()), None) => Ok(now - healed),
+            };
+        }
+        chaos.run_for(POLL)?;
+    }
+}
+
+/// The live member `who` names now.
+fn resolve(chaos: &Chaos, formed: &[usize], who: Who) -> Option<usize> {
+    let i = match who {
+        Who::Member(k) => formed.get(k).copied(),
+        Who::Coordinator => chaos.coordinator(),
+        Who::Successor => chaos.successor(),
+    };
+    i.filter(|i| chaos.is_live(*i))
+}
+
+/// Carries out one fault of a plan; one whose targets are gone (or the same member twice)
+/// is skipped, and says so in the log.
+fn apply(chaos: &mut Chaos, formed: &[usize], fault: &Fault, joiners: &mut usize) -> Result<(), Failure> {
+    let one = |chaos: &Chaos, who: Who| resolve(chaos, formed, who);
+    let two = |chaos: &Chaos, a: Who, b: Who| {
+        let pair = (one(chaos, a)?, one(chaos, b)?);
+        (pair.0 != pair.1).then_some(pair)
+    };
+    let skipped = |chaos: &mut Chaos| chaos.note("skipped: its members are gone".to_owned());
+    match fault {
+        Fault::Cut { from, to, lasting } => match two(chaos, *from, *to) {
+            Some((a, b)) => {
+                let id = chaos.cut(a, b);
+                chaos.lift_after(id, *lasting);
+            }
+            None => skipped(chaos),
+        },
+        Fault::CutBoth { a, b, lasting } => match two(chaos, *a, *b) {
+            Some((a, b)) => {
+                let id = chaos.cut_both(a, b);
+                chaos.lift_after(id, *lasting);
+            }
+            None => skipped(chaos),
+        },
+        Fault::Partition { side, lasting } => {
+            let inside: Vec<usize> = side.iter().map(|k| formed[*k]).collect();
+            let outside: Vec<usize> = (0..chaos.len()).filter(|i| !inside.contains(i)).collect();
+            let id = chaos.partition(&[inside, outside]);
+            chaos.lift_after(id, *lasting);
+        }
+        Fault::Flap {
+            a,
+            b,
+            period,
+            lasting,
+        } => match two(chaos, *a, *b) {
+            Some((a, b)) => {
+                chaos.flap(a, b, *period, *lasting);
+            }
+            None => skipped(chaos),
+        },
+        Fault::Loss {
+            from,
+            to,
+            p,
+            lasting,
+        } => match two(chaos, *from, *to) {
+            Some((a, b)) => {
+                let id = chaos.loss(a, b, *p);
+                chaos.lift_after(id, *lasting);
+            }
+            None => skipped(chaos),
+        },
+        Fault::Delay {
+            a,
+            b,
+            extra,
+            lasting,
+        } => match two(chaos, *a, *b) {
+            Some((a, b)) => {
+                let id = chaos.delay(a, b, *extra);
+                chaos.lift_after(id, *lasting);
+            }
+            None => skipped(chaos),
+        },
+        Fault::Duplicate { a, b, p, lasting } => match two(chaos, *a, *b) {
+            Some((a, b)) => {
+                let id = chaos.duplicate(a, b, *p);
+                chaos.lift_after(id, *lasting);
+            }
+            None => skipped(chaos),
+        },
+        Fault::Pause { who, lasting } => match one(chaos, *who) {
+            Some(i) => chaos.pause(i, *lasting),
+            None => skipped(chaos),
+        },
+        Fault::Crash { who } => match one(chaos, *who) {
+            Some(i) => {
+                chaos.crash(i);
+            }
+            None => skipped(chaos),
+        },
+        Fault::CrashAfterSending {
+            who,
+            kind,
+            fraction,
+        } => match one(chaos, *who) {
+            Some(i) => {
+                let kind = *kind;
+                let label = kind.to_string();
+                chaos.crash_after_sending(i, &label, move |m, to| kind.matches(m, to), *fraction);
+            }
+            None => skipped(chaos),
+        },
+        Fault::CrashMidRound { who } => match (one(chaos, *who), chaos.coordinator()) {
+            (Some(i), Some(c)) => {
+                let label = format!("{} holds a prepared view", chaos.name(c));
+                chaos.when(&label, move |x| x.gms(c).prepared().is_some(), Action::Crash(i));
+            }
+            _ => skipped(chaos),
+        },
+        Fault::Join { fate } => {
+            let Some(via) = chaos.coordinator() else {
+                skipped(chaos);
+                return Ok(());
+            };
+            *joiners += 1;
+            let j = chaos.add(&format!("j{joiners}"), MemberKind::Member);
+            chaos.join(j, via)?;
+            match fate {
+                Fate::Lives => {}
+                Fate::DiesAfterRequest => {
+                    chaos.crash(j);
+                }
+                Fate::DiesWhenPrepared => {
+                    let me = chaos.id(j);
+                    let label = format!("a view with {me} is prepared");
+                    chaos.when(&label, move |x| prepared_with(x, &me), Action::Crash(j));
+                }
+            }
+        }
+        Fault::Leave { who } => match one(chaos, *who) {
+            Some(i) => chaos.leave(i)?,
+            None => skipped(chaos),
+        },
+        Fault::LeaveMidRound { who } => match (one(chaos, *who), chaos.coordinator()) {
+            (Some(i), Some(c)) => {
+                let label = format!("{} holds a prepared view", chaos.name(c));
+                chaos.when(&label, move |x| x.gms(c).prepared().is_some(), Action::Leave(i));
+            }
+            _ => skipped(chaos),
+        },
+    }
+    Ok(())
+}
+
+/// True if a live member other than `member` holds a prepared view with it.
+pub fn prepared_with(chaos: &Chaos, member: &MemberId) -> bool {
+    (0..chaos.len()).any(|k| {
+        chaos.is_live(k)
+            && chaos.gms(k).me() != member
+            && chaos.gms(k).prepared().is_some_and(|p: &View| p.contains(member))
+    })
+}
+
+/// The outcome of many seeds.
+#[derive(Debug, Default)]
+pub struct Sweep {
+    /// Seeds run.
+    pub schedules: u64,
+    /// The failing seeds, with what each broke.
+    pub failures: Vec<(u64, Violation)>,
+    /// The whole report of the first failure.
+    pub first_failure: Option<String>,
+    /// `heal_to_one_view` of each run that settled.
+    pub heal_times: Vec<Duration>,
+    /// Runs in which two members of one view id coordinated at once (invariant 4, not
+    /// fatal).
+    pub with_coordinator_overlap: u64,
+    /// Runs that ended with nobody in the cluster.
+    pub clusters_lost: u64,
+}
+
+impl Sweep {
+    /// How many failing seeds broke each invariant.
+    pub fn by_invariant(&self) -> Vec<(Invariant, usize)> {
+        let mut counts: std::collections::BTreeMap<Invariant, usize> = Default::default();
+        for (_, violation) in &self.failures {
+            *counts.entry(violation.invariant).or_default() += 1;
+        }
+        counts.into_iter().collect()
+    }
+
+    /// A few lines: the counts, and the first failing seeds per invariant.
+    pub fn summary(&self) -> String {
+        let mut out = format!(
+            "{} schedules, {} failed, {} with two coordinators of one view at once, {} with the cluster lost",
+            self.schedules,
+            self.failures.len(),
+            self.with_coordinator_overlap,
+            self.clusters_lost
+        );
+        for (invariant, count) in self.by_invariant() {
+            let seeds: Vec<String> = self
+                .failures
+                .iter()
+                .filter(|(_, v)| v.invariant == invariant)
+                .take(8)
+                .map(|(seed, _)| seed.to_string())
+                .collect();
+            out.push_str(&format!(
+                "\n  {invariant}: {count} (seeds {}…)",
+                seeds.join(", ")
+            ));
+        }
+        out
+    }
+}
+
+/// Runs every seed of `seeds`.
+pub fn sweep(seeds: Range<u64>) -> Sweep {
+    let mut sweep = Sweep::default();
+    for seed in seeds {
+        sweep.schedules += 1;
+        match run_seed(seed) {
+            Ok(report) => {
+                sweep.heal_times.push(report.heal_to_one_view);
+                sweep.with_coordinator_overlap += u64::from(report.stats.coordinator_overlaps > 0);
+                sweep.clusters_lost += u64::from(report.cluster_lost);
+            }
+            Err(failure) => {
+                sweep.first_failure.get_or_insert_with(|| failure.to_string());
+                sweep.failures.push((seed, failure.violation));
+            }
+        }
+    }
+    sweep
+}

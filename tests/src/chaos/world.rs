@@ -1,0 +1,1461 @@
+//! [`Chaos`]: `Gms` state machines on a faulty simulated network in virtual time, with the
+//! scripted fault API and the per-step invariant checks. See the [module docs](super).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::fmt;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cohort_membership::{
+    AllowAll, Authenticator, CheckOutcome, Credentials, Gms, GmsConfig, GmsMessage,
+    MembershipEvent, Output,
+};
+use cohort_transport::{MemberId, MemberKind, View, ViewId};
+use uuid::Uuid;
+
+use super::invariants::{Invariant, Invariants, Violation};
+use super::net::{Effect, FaultId, Links};
+use super::rng::Rng;
+
+/// More steps than this at one instant of virtual time is a spin (see [`Invariant::Spin`]).
+const SPIN_LIMIT: u64 = 20_000;
+/// Steps kept for a failure's report.
+const TRACE_LEN: usize = 80;
+/// Longest message text in a failure's trace.
+const TRACE_WIDTH: usize = 200;
+/// How long `form` lets heartbeats flow after everyone is in: a neighbour never heard
+/// from gets five member timeouts of grace instead of one, and faults should meet a
+/// cluster whose detectors are in their steady state.
+const SETTLE: Duration = Duration::from_secs(2);
+
+/// Tags of the keyed draws (see [`Rng::keyed`]), one per kind of decision.
+const DRAW_UUID: u64 = 1;
+const DRAW_LINK: u64 = 2;
+const DRAW_CHECK: u64 = 3;
+const DRAW_HOOK: u64 = 4;
+const DRAW_DEATH: u64 = 5;
+const DRAW_RESUME: u64 = 6;
+
+/// Timing and fault knobs of the simulated world.
+#[derive(Clone, Debug)]
+pub struct ChaosConfig {
+    /// Every member's protocol configuration.
+    pub gms: GmsConfig,
+    /// Latency of every transmission on a healthy link. Default 0.2–3 ms.
+    pub latency: Range<Duration>,
+    /// When a final check of a live, reachable member answers `Alive`. Default 2–40 ms.
+    pub alive_answer: Range<Duration>,
+    /// When a final check of a dead process whose host is up answers `Refused`. Default
+    /// 1–5 ms.
+    pub refused_answer: Range<Duration>,
+    /// When an unanswered final check reports `NoAnswer`. Default 400 ms (the driver's
+    /// `final_check_timeout`).
+    pub final_check_timeout: Duration,
+    /// Probability that a check of a live, reachable member times out anyway (a lost
+    /// handshake, a slow scheduler). Default 2%.
+    pub check_times_out: f64,
+    /// Makes invariant 4 (one coordinator per view id) fatal; otherwise it is only
+    /// counted ([`Stats::coordinator_overlaps`]), since a coordinator cut off or paused
+    /// cannot know yet that it was replaced.
+    pub strict_coordinators: bool,
+}
+
+impl Default for ChaosConfig {
+    fn default() -> Self {
+        ChaosConfig {
+            gms: GmsConfig::default(),
+            latency: Duration::from_micros(200)..Duration::from_millis(3),
+            alive_answer: Duration::from_millis(2)..Duration::from_millis(40),
+            refused_answer: Duration::from_millis(1)..Duration::from_millis(5),
+            final_check_timeout: Duration::from_millis(400),
+            check_times_out: 0.02,
+            strict_coordinators: false,
+        }
+    }
+}
+
+/// How a crashed process looks to a final check.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Death {
+    /// The host is up and its port closed: checks are refused (ICMP port unreachable)
+    /// within a few milliseconds.
+    PortClosed,
+    /// The host is gone too: checks time out.
+    HostDown,
+}
+
+/// Something a trigger does once its condition holds ([`Chaos::when`]).
+#[derive(Clone, Copy, Debug)]
+pub enum Action {
+    /// Crash the member (death drawn from the seed).
+    Crash(usize),
+    /// Crash the member, losing what it sent that is still in flight: a process dying
+    /// with messages in its send queues, so a broadcast reaches only those already served.
+    CrashMidSend(usize),
+    /// The member asks to leave.
+    Leave(usize),
+    /// Pause the member for this long.
+    Pause(usize, Duration),
+}
+
+/// Counters of one run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Events processed (deliveries, timers, resumes, fault changes).
+    pub steps: u64,
+    /// Protocol messages sent, one per recipient.
+    pub messages: u64,
+    /// Transmissions (messages and heartbeats) lost to cuts and loss.
+    pub dropped: u64,
+    /// Transmissions delivered twice.
+    pub duplicated: u64,
+    /// Final checks asked for.
+    pub checks: u64,
+    /// View installations, one per member per view.
+    pub installs: u64,
+    /// Distinct episodes of two or more live, unpaused members of one view id reporting
+    /// `is_coordinator()` at once (invariant 4 when not strict).
+    pub coordinator_overlaps: u64,
+}
+
+/// A broken invariant, with everything needed to understand and replay it.
+pub struct Failure {
+    /// The run's seed.
+    pub seed: u64,
+    /// Virtual time of the failure.
+    pub at: Duration,
+    /// What broke.
+    pub violation: Violation,
+    /// The planned schedule, for random runs (empty for scripted ones).
+    pub plan: Vec<String>,
+    /// Faults and commands as they were carried out, timed.
+    pub log: Vec<String>,
+    /// Every member's state at the failure.
+    pub members: Vec<String>,
+    /// The last steps before it.
+    pub trace: Vec<String>,
+}
+
+impl Failure {
+    /// Which invariant broke.
+    pub fn invariant(&self) -> Invariant {
+        self.violation.invariant
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "chaos seed {} failed at {:?} of virtual time: {}",
+            self.seed, self.at, self.violation
+        )?;
+        writeln!(
+            f,
+            "replay: COHORT_CHAOS_SEED={} cargo test -p cohort-tests --test gms_chaos \
+             replay_one_seed -- --nocapture",
+            self.seed
+        )?;
+        let sections = [
+            ("plan", &self.plan),
+            ("what was done", &self.log),
+            ("members at the failure", &self.members),
+            ("last steps", &self.trace),
+        ];
+        for (title, lines) in sections {
+            if lines.is_empty() {
+                continue;
+            }
+            writeln!(f, "{title}:")?;
+            for line in lines {
+                writeln!(f, "  {line}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+// Tests print a returned error with Debug: show the whole report.
+impl fmt::Debug for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl std::error::Error for Failure {}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Life {
+    Running,
+    /// Timers do not fire and arrivals are held until `until`.
+    Paused {
+        until: Duration,
+    },
+    Crashed(Death),
+    /// The `Gms` reported an ending event (left, forced out, refused, timed out), and the
+    /// process stopped as the `Member` driver does: its port is closed.
+    Stopped,
+}
+
+/// Something arriving at a member.
+#[derive(Clone, Debug)]
+enum Inbound {
+    Message { from: usize, message: GmsMessage },
+    Heartbeat { from: usize },
+    Answer { suspect: MemberId, outcome: CheckOutcome },
+}
+
+/// What the queue holds.
+#[derive(Debug)]
+enum Event {
+    Arrive { to: usize, inbound: Inbound },
+    /// A member's deadline, as armed; stale if the member has moved it since.
+    Timer { node: usize },
+    /// The end of a pause (ignored if the pause was extended).
+    Resume { node: usize },
+    /// The timed end of a link fault.
+    Lift { fault: FaultId },
+    /// A flapping fault changes phase, and again `period` later until `until`.
+    Flip {
+        fault: FaultId,
+        period: Duration,
+        until: Duration,
+    },
+}
+
+/// Why a member's outputs are being drained, for the reports.
+#[derive(Clone, Copy, Debug)]
+enum Cause {
+    Message(usize),
+    Timer,
+    Answer,
+    Command(&'static str),
+}
+
+struct Node {
+    gms: Gms,
+    life: Life,
+    /// The deadline a `Timer` event is queued for.
+    armed: Option<Duration>,
+    /// What arrived while paused, in order.
+    inbox: VecDeque<Inbound>,
+    events: Vec<(Duration, MembershipEvent)>,
+    /// When it asked to leave (as a member).
+    leave_asked: Option<Duration>,
+}
+
+type Condition = Box<dyn Fn(&Chaos) -> bool>;
+type SendPredicate = Box<dyn Fn(&GmsMessage, &[MemberId]) -> bool>;
+
+struct Trigger {
+    label: String,
+    condition: Condition,
+    action: Action,
+}
+
+struct SendHook {
+    node: usize,
+    label: String,
+    matches: SendPredicate,
+    fraction: f64,
+}
+
+/// One traced step, formatted only when a failure is reported.
+enum Traced {
+    Took {
+        to: usize,
+        inbound: Inbound,
+    },
+    Timer(usize),
+    Emitted(usize, MembershipEvent),
+    Note(String),
+}
+
+/// `Gms` instances on a faulty network in virtual time. See the [module docs](super).
+pub struct Chaos {
+    seed: u64,
+    config: ChaosConfig,
+    start: Instant,
+    now: Duration,
+    nodes: Vec<Node>,
+    index: HashMap<Uuid, usize>,
+    /// By (time, member, draw, insertion): members in index order at one instant, and the
+    /// arrivals of one instant in the order of their keyed draws, not of `Gms`'s outputs.
+    queue: BTreeMap<(Duration, usize, u64, u64), Event>,
+    seq: u64,
+    links: Links,
+    /// Per decision identity: how many draws it had (the last key part of keyed draws).
+    draws: HashMap<(u64, usize, usize), u64>,
+    invariants: Invariants,
+    triggers: Vec<Trigger>,
+    hooks: Vec<SendHook>,
+    /// With a budget, crashes stay below half of this weight in total.
+    crash_budget: Option<i64>,
+    crashed_weight: i64,
+    stats: Stats,
+    overlaps: BTreeSet<(ViewId, Vec<usize>)>,
+    first_overlap: Option<String>,
+    log: Vec<(Duration, String)>,
+    trace: VecDeque<(Duration, Traced)>,
+    /// Steps run at the current instant (for the spin guard).
+    same_instant: u64,
+}
+
+impl Chaos {
+    /// An empty world with the default configuration; everything random derives from
+    /// `seed`.
+    pub fn new(seed: u64) -> Self {
+        Chaos::with_config(seed, ChaosConfig::default())
+    }
+
+    /// An empty world with `config`.
+    pub fn with_config(seed: u64, config: ChaosConfig) -> Self {
+        Chaos {
+            seed,
+            config,
+            start: Instant::now(),
+            now: Duration::ZERO,
+            nodes: Vec::new(),
+            index: HashMap::new(),
+            queue: BTreeMap::new(),
+            seq: 0,
+            links: Links::default(),
+            draws: HashMap::new(),
+            invariants: Invariants::new(),
+            triggers: Vec::new(),
+            hooks: Vec::new(),
+            crash_budget: None,
+            crashed_weight: 0,
+            stats: Stats::default(),
+            overlaps: BTreeSet::new(),
+            first_overlap: None,
+            log: Vec::new(),
+            trace: VecDeque::new(),
+            same_instant: 0,
+        }
+    }
+
+    // ---- members ----
+
+    /// Adds a member (not started) that admits anyone; returns its index.
+    pub fn add(&mut self, name: &str, kind: MemberKind) -> usize {
+        self.add_with(name, kind, Arc::new(AllowAll))
+    }
+
+    /// Adds a member (not started) with its own authenticator; returns its index.
+    pub fn add_with(&mut self, name: &str, kind: MemberKind, auth: Arc<dyn Authenticator>) -> usize {
+        let i = self.nodes.len();
+        let address = SocketAddr::from(([127, 0, 0, 1], 20_000 + i as u16));
+        let mut rng = Rng::keyed(self.seed, &[DRAW_UUID, i as u64]);
+        let uuid = Uuid::from_u64_pair(rng.next_u64(), rng.next_u64());
+        let me = MemberId::new(name, address, kind).with_uuid(uuid);
+        self.index.insert(uuid, i);
+        self.nodes.push(Node {
+            gms: Gms::new(me, self.config.gms.clone(), auth),
+            life: Life::Running,
+            armed: None,
+            inbox: VecDeque::new(),
+            events: Vec::new(),
+            leave_asked: None,
+        });
+        i
+    }
+
+    /// Forms a cluster of these kinds, fault-free: members are named `m<i>`, locators
+    /// `loc<i>`; the first locator (else the first member) founds it and the others ask
+    /// it at once. Returns once every one holds the same full view and heartbeats have
+    /// flowed for a while.
+    pub fn form(&mut self, kinds: &[MemberKind]) -> Result<Vec<usize>, Failure> {
+        let members: Vec<usize> = kinds
+            .iter()
+            .map(|kind| {
+                let prefix = if *kind == MemberKind::Locator { "loc" } else { "m" };
+                let name = format!("{prefix}{}", self.nodes.len());
+                self.add(&name, *kind)
+            })
+            .collect();
+        let founder = kinds
+            .iter()
+            .position(|k| *k == MemberKind::Locator)
+            .map_or(members.first().copied(), |at| Some(members[at]));
+        let Some(founder) = founder else {
+            return Ok(members);
+        };
+        self.found(founder)?;
+        for &i in members.iter().filter(|i| **i != founder) {
+            self.join(i, founder)?;
+        }
+        self.run_until("the cluster forms", Duration::from_secs(30), |c| {
+            let Some(view) = c.gms(founder).view() else {
+                return false;
+            };
+            view.len() == members.len()
+                && members
+                    .iter()
+                    .all(|i| c.gms(*i).view().is_some_and(|v| v == view))
+        })?;
+        self.run_for(SETTLE)?;
+        self.note("formed".to_owned());
+        Ok(members)
+    }
+
+    /// Member `i` founds a cluster of itself.
+    pub fn found(&mut self, i: usize) -> Result<(), Failure> {
+        let now = self.at();
+        self.nodes[i].gms.found_cluster(now);
+        self.command(i, "founding")
+    }
+
+    /// Member `i` asks `via` to admit it.
+    pub fn join(&mut self, i: usize, via: usize) -> Result<(), Failure> {
+        let (now, to) = (self.at(), self.id(via));
+        self.note(format!("{} asks {} to join", self.name(i), self.name(via)));
+        self.nodes[i].gms.join(now, to, Credentials::default());
+        self.command(i, "joining")
+    }
+
+    /// Member `i` asks to leave (a no-op unless it is a member; a paused one is asked
+    /// when it resumes, as its application would).
+    pub fn leave(&mut self, i: usize) -> Result<(), Failure> {
+        if !self.is_running(i) || !self.gms(i).is_member() {
+            self.note(format!("{} cannot leave now", self.name(i)));
+            return Ok(());
+        }
+        self.note(format!("{} asks to leave", self.name(i)));
+        self.nodes[i].leave_asked = Some(self.now);
+        let now = self.at();
+        self.nodes[i].gms.leave(now);
+        self.command(i, "leaving")
+    }
+
+    /// Crashes member `i`, its host up or down as the seed says; false if the crash
+    /// budget spared it (see [`Chaos::set_crash_budget`]).
+    pub fn crash(&mut self, i: usize) -> bool {
+        let death = self.death(i);
+        self.crash_with(i, death)
+    }
+
+    /// Crashes member `i` as `death` says: no more deliveries or timers, ever. What it sent
+    /// is still delivered. False if the crash budget spared it.
+    pub fn crash_with(&mut self, i: usize, death: Death) -> bool {
+        if !self.is_live(i) {
+            return false;
+        }
+        if !self.crash_allowed(i) {
+            self.note(format!(
+                "{} spared: crashing it would take half the weight",
+                self.name(i)
+            ));
+            return false;
+        }
+        self.crashed_weight += self.weight_of(i);
+        let node = &mut self.nodes[i];
+        node.life = Life::Crashed(death);
+        node.inbox.clear();
+        let how = match death {
+            Death::PortClosed => "port closed",
+            Death::HostDown => "host down",
+        };
+        self.note(format!("{} crashes ({how})", self.name(i)));
+        true
+    }
+
+    /// Crashes member `i` and loses what it sent that is still in flight (see
+    /// [`Action::CrashMidSend`]). False if the crash budget spared it.
+    pub fn crash_mid_send(&mut self, i: usize) -> bool {
+        if !self.crash(i) {
+            return false;
+        }
+        let before = self.queue.len();
+        self.queue.retain(|_, event| {
+            !matches!(event, Event::Arrive { inbound: Inbound::Message { from, .. } | Inbound::Heartbeat { from }, .. } if *from == i)
+        });
+        let lost = before - self.queue.len();
+        self.note(format!("{lost} of its transmissions in flight are lost"));
+        true
+    }
+
+    /// Pauses member `i` for `lasting` (extends a pause under way): its timers do not fire
+    /// and what arrives is held; on resuming, the held timer fires late and the held
+    /// arrivals are taken in order, late, in an order the seed picks.
+    pub fn pause(&mut self, i: usize, lasting: Duration) {
+        let until = self.now + lasting;
+        let until = match self.nodes[i].life {
+            Life::Running => until,
+            Life::Paused { until: before } => before.max(until),
+            Life::Crashed(_) | Life::Stopped => return,
+        };
+        self.nodes[i].life = Life::Paused { until };
+        self.note(format!("{} paused for {lasting:?}", self.name(i)));
+        self.schedule(until, i, 0, Event::Resume { node: i });
+    }
+
+    /// Resumes member `i` now if it is paused.
+    pub fn resume(&mut self, i: usize) {
+        if !matches!(self.nodes[i].life, Life::Paused { .. }) {
+            return;
+        }
+        self.nodes[i].life = Life::Running;
+        let held = std::mem::take(&mut self.nodes[i].inbox);
+        let n = self.next_draw(DRAW_RESUME, i, i);
+        let timer_first = Rng::keyed(self.seed, &[DRAW_RESUME, i as u64, n]).chance(0.5);
+        self.note(format!(
+            "{} resumes: {} held arrivals, {} first",
+            self.name(i),
+            held.len(),
+            if timer_first { "its timer" } else { "the arrivals" }
+        ));
+        // Queued at this instant, in order, so each is a step of its own and checked.
+        self.nodes[i].armed = Some(self.now);
+        if timer_first {
+            self.schedule(self.now, i, 0, Event::Timer { node: i });
+        }
+        for inbound in held {
+            self.schedule(self.now, i, 0, Event::Arrive { to: i, inbound });
+        }
+        if !timer_first {
+            self.schedule(self.now, i, 0, Event::Timer { node: i });
+        }
+    }
+
+    // ---- links ----
+
+    /// Cuts `from`→`to` (one way) until lifted or healed.
+    pub fn cut(&mut self, from: usize, to: usize) -> FaultId {
+        self.link_fault(Effect::Cut, vec![(from, to)])
+    }
+
+    /// Cuts both directions between `a` and `b`.
+    pub fn cut_both(&mut self, a: usize, b: usize) -> FaultId {
+        self.link_fault(Effect::Cut, vec![(a, b), (b, a)])
+    }
+
+    /// Cuts every link, both ways, between members of different `sides`; members on no
+    /// side keep all their links.
+    pub fn partition(&mut self, sides: &[Vec<usize>]) -> FaultId {
+        let mut links = Vec::new();
+        for (s, side) in sides.iter().enumerate() {
+            for other in sides.iter().skip(s + 1) {
+                for &a in side {
+                    for &b in other {
+                        links.extend([(a, b), (b, a)]);
+                    }
+                }
+            }
+        }
+        self.link_fault(Effect::Cut, links)
+    }
+
+    /// Cuts member `i` off from every other member, both ways.
+    pub fn isolate(&mut self, i: usize) -> FaultId {
+        let links = (0..self.nodes.len())
+            .filter(|j| *j != i)
+            .flat_map(|j| [(i, j), (j, i)])
+            .collect();
+        self.link_fault(Effect::Cut, links)
+    }
+
+    /// Loses each transmission `from`→`to` with probability `p`.
+    pub fn loss(&mut self, from: usize, to: usize, p: f64) -> FaultId {
+        self.link_fault(Effect::Loss(p), vec![(from, to)])
+    }
+
+    /// Delays each transmission between `a` and `b` (both ways) by up to `extra` more, so
+    /// that later ones overtake earlier ones.
+    pub fn delay(&mut self, a: usize, b: usize, extra: Duration) -> FaultId {
+        self.link_fault(Effect::Delay(extra), vec![(a, b), (b, a)])
+    }
+
+    /// Delivers each transmission between `a` and `b` (both ways) twice with probability
+    /// `p`.
+    pub fn duplicate(&mut self, a: usize, b: usize, p: f64) -> FaultId {
+        self.link_fault(Effect::Duplicate(p), vec![(a, b), (b, a)])
+    }
+
+    /// Cuts and opens both directions between `a` and `b` alternately, every `period`,
+    /// for `lasting`; it starts cut.
+    pub fn flap(&mut self, a: usize, b: usize, period: Duration, lasting: Duration) -> FaultId {
+        let fault = self.link_fault(Effect::Cut, vec![(a, b), (b, a)]);
+        let until = self.now + lasting;
+        self.schedule(
+            self.now + period,
+            usize::MAX,
+            0,
+            Event::Flip {
+                fault,
+                period,
+                until,
+            },
+        );
+        self.lift_after(fault, lasting);
+        fault
+    }
+
+    /// Ends a link fault now.
+    pub fn lift(&mut self, fault: FaultId) {
+        if self.links.lift(fault) {
+            self.note(format!("link fault {} lifted", fault.0));
+        }
+    }
+
+    /// Ends a link fault `after` from now.
+    pub fn lift_after(&mut self, fault: FaultId, after: Duration) {
+        self.schedule(self.now + after, usize::MAX, 0, Event::Lift { fault });
+    }
+
+    /// Removes every fault: links open, paused members resume, armed triggers and hooks
+    /// are dropped.
+    pub fn heal(&mut self) {
+        self.links.clear();
+        self.triggers.clear();
+        self.hooks.clear();
+        self.note("heal: every link open, every trigger dropped".to_owned());
+        for i in 0..self.nodes.len() {
+            self.resume(i);
+        }
+    }
+
+    fn link_fault(&mut self, effect: Effect, links: Vec<(usize, usize)>) -> FaultId {
+        let names: Vec<String> = links
+            .iter()
+            .map(|(a, b)| format!("{}→{}", self.name(*a), self.name(*b)))
+            .collect();
+        let fault = self.links.add(effect, links);
+        self.note(format!("link fault {}: {effect} on {}", fault.0, names.join(" ")));
+        fault
+    }
+
+    // ---- triggers ----
+
+    /// Crashes member `i` right after it sends a message `predicate` accepts (given the
+    /// message and its recipients), delivered to `fraction` (0..=1) of its recipients
+    /// chosen by the seed: the member died part way through a broadcast. `label` names
+    /// the message in the log.
+    pub fn crash_after_sending(
+        &mut self,
+        i: usize,
+        label: &str,
+        predicate: impl Fn(&GmsMessage, &[MemberId]) -> bool + 'static,
+        fraction: f64,
+    ) {
+        self.note(format!(
+            "armed: {} crashes after sending {label} to {:.0}% of its recipients",
+            self.name(i),
+            fraction * 100.0
+        ));
+        self.hooks.push(SendHook {
+            node: i,
+            label: label.to_owned(),
+            matches: Box::new(predicate),
+            fraction,
+        });
+    }
+
+    /// Carries out `action` after the first step at whose end `condition` holds. `label`
+    /// names the condition in the log.
+    pub fn when(
+        &mut self,
+        label: &str,
+        condition: impl Fn(&Chaos) -> bool + 'static,
+        action: Action,
+    ) {
+        self.note(format!("armed: {action:?} when {label}"));
+        self.triggers.push(Trigger {
+            label: label.to_owned(),
+            condition: Box::new(condition),
+            action,
+        });
+    }
+
+    /// Drops the triggers and hooks that have not fired.
+    pub fn disarm(&mut self) {
+        let lapsed = self.triggers.len() + self.hooks.len();
+        self.triggers.clear();
+        self.hooks.clear();
+        if lapsed > 0 {
+            self.note(format!("{lapsed} triggers lapsed"));
+        }
+    }
+
+    /// Limits crashes (through [`Chaos::crash`] and the triggers and hooks) to a minority:
+    /// all of them together below half of `weight` (the formed view's), and the members
+    /// down in the newest view below half of its weight. A crash that would break this is
+    /// skipped and logged.
+    pub fn set_crash_budget(&mut self, weight: i64) {
+        self.crash_budget = Some(weight);
+    }
+
+    // ---- running ----
+
+    /// Runs the next event; false if nothing is left to do. The invariants are checked
+    /// after it.
+    pub fn step(&mut self) -> Result<bool, Failure> {
+        let Some(((at, ..), event)) = self.queue.pop_first() else {
+            return Ok(false);
+        };
+        if at > self.now {
+            self.now = at;
+            self.same_instant = 0;
+        }
+        self.same_instant += 1;
+        self.stats.steps += 1;
+        if self.same_instant > SPIN_LIMIT {
+            return Err(self.failure(Violation::new(
+                Invariant::Spin,
+                format!("{SPIN_LIMIT} steps at {at:?}"),
+            )));
+        }
+        self.run(event).map_err(|v| self.failure(v))?;
+        self.after_step().map_err(|v| self.failure(v))?;
+        Ok(true)
+    }
+
+    /// Runs every event up to `now + lasting`, then moves the clock there.
+    pub fn run_for(&mut self, lasting: Duration) -> Result<(), Failure> {
+        let until = self.now + lasting;
+        while self.queue.first_key_value().is_some_and(|((at, ..), _)| *at <= until) {
+            self.step()?;
+        }
+        self.now = self.now.max(until);
+        Ok(())
+    }
+
+    /// Steps until `done` holds (checked before every step); returns the virtual time it
+    /// took, or a [`Invariant::Deadline`] failure naming `what` if `limit` passes first.
+    pub fn run_until(
+        &mut self,
+        what: &str,
+        limit: Duration,
+        mut done: impl FnMut(&Chaos) -> bool,
+    ) -> Result<Duration, Failure> {
+        let started = self.now;
+        let deadline = started + limit;
+        while !done(self) {
+            let next = self.queue.first_key_value().map(|((at, ..), _)| *at);
+            if next.is_none_or(|at| at > deadline) {
+                self.now = self.now.max(deadline);
+                return Err(self.failure(Violation::new(
+                    Invariant::Deadline,
+                    format!("{what}: not within {limit:?}"),
+                )));
+            }
+            self.step()?;
+        }
+        Ok(self.now - started)
+    }
+
+    /// A failure of [`Invariant::Expectation`] unless `holds`.
+    pub fn expect(&self, holds: bool, what: impl Into<String>) -> Result<(), Failure> {
+        if holds {
+            return Ok(());
+        }
+        Err(self.failure(Violation::new(Invariant::Expectation, what)))
+    }
+
+    /// Adds a timed line to the log that failures print.
+    pub fn note(&mut self, line: String) {
+        self.traced(Traced::Note(line.clone()));
+        self.log.push((self.now, line));
+    }
+
+    // ---- looking ----
+
+    /// The seed everything derives from.
+    pub fn seed(&self) -> u64 {
+        self.seed
+    }
+
+    /// Virtual time since the start.
+    pub fn now(&self) -> Duration {
+        self.now
+    }
+
+    /// The current virtual time as the `Instant` the members are given.
+    pub fn at(&self) -> Instant {
+        self.start + self.now
+    }
+
+    /// How many members were ever added.
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// True before the first member is added.
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    /// Member `i`'s state machine.
+    pub fn gms(&self, i: usize) -> &Gms {
+        &self.nodes[i].gms
+    }
+
+    /// Member `i`'s identity.
+    pub fn id(&self, i: usize) -> MemberId {
+        self.gms(i).me().clone()
+    }
+
+    /// Member `i`'s name.
+    pub fn name(&self, i: usize) -> &str {
+        self.gms(i).me().name()
+    }
+
+    /// The index of the member with this identity.
+    pub fn index_of(&self, member: &MemberId) -> Option<usize> {
+        self.index.get(&member.uuid()).copied()
+    }
+
+    /// True unless member `i` crashed or stopped (a paused member is live).
+    pub fn is_live(&self, i: usize) -> bool {
+        matches!(self.nodes[i].life, Life::Running | Life::Paused { .. })
+    }
+
+    /// True if member `i` is live and not paused.
+    pub fn is_running(&self, i: usize) -> bool {
+        self.nodes[i].life == Life::Running
+    }
+
+    /// True if member `i` crashed.
+    pub fn is_crashed(&self, i: usize) -> bool {
+        matches!(self.nodes[i].life, Life::Crashed(_))
+    }
+
+    /// The events member `i` reported, oldest first.
+    pub fn events_of(&self, i: usize) -> impl Iterator<Item = &MembershipEvent> {
+        self.nodes[i].events.iter().map(|(_, e)| e)
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    /// Every install seen, as checked.
+    pub fn invariants(&self) -> &Invariants {
+        &self.invariants
+    }
+
+    /// The newest view a live member holds while in it.
+    pub fn newest_view(&self) -> Option<View> {
+        (0..self.nodes.len())
+            .filter(|i| self.is_live(*i) && self.gms(*i).is_member())
+            .filter_map(|i| self.gms(i).view())
+            .max_by_key(|v| v.id())
+            .cloned()
+    }
+
+    /// Who coordinates: the live member reporting `is_coordinator()` with the newest view,
+    /// else the live coordinator of the newest view.
+    pub fn coordinator(&self) -> Option<usize> {
+        let reporting = (0..self.nodes.len())
+            .filter(|i| self.is_live(*i) && self.gms(*i).is_coordinator())
+            .max_by_key(|i| self.gms(*i).view().map(View::id));
+        reporting.or_else(|| {
+            let view = self.newest_view()?;
+            self.index_of(view.coordinator()?)
+                .filter(|i| self.is_live(*i))
+        })
+    }
+
+    /// Who would take over from [`Chaos::coordinator`]: the coordinator of the newest view
+    /// without it.
+    pub fn successor(&self) -> Option<usize> {
+        let coordinator = self.coordinator().map(|i| self.id(i));
+        let view = self.newest_view()?;
+        let next = view.coordinator_among(|m| Some(m) != coordinator.as_ref())?;
+        self.index_of(next)
+    }
+
+    /// Invariants 5 and 6: every live member that some newer installed view left out
+    /// knows it is out; the live members that are members hold one view, made of exactly
+    /// them; nobody live is still joining, and every member that asked to leave is out.
+    pub fn settled(&self) -> Result<(), Violation> {
+        let members: Vec<usize> = (0..self.nodes.len())
+            .filter(|i| self.is_live(*i) && self.gms(*i).is_member())
+            .collect();
+        let mut removed = Vec::new();
+        let mut other = Vec::new();
+        for &i in &members {
+            let Some(view) = self.gms(i).view() else {
+                continue;
+            };
+            let newer = self.newer_view_without(i, view.id());
+            if let Some(out) = newer {
+                removed.push(format!(
+                    "{} still believes it is in (it holds view {}), but view {out} left it out",
+                    self.name(i),
+                    view.id()
+                ));
+            }
+        }
+        if let Some(newest) = self.newest_view() {
+            for &i in &members {
+                if self.gms(i).view() != Some(&newest) {
+                    let held = self.gms(i).view().map_or(ViewId(0), View::id);
+                    other.push(format!(
+                        "{} holds view {held}, not the newest, {newest}",
+                        self.name(i)
+                    ));
+                }
+            }
+            for member in newest.members() {
+                let i = self.index_of(member);
+                if i.is_none_or(|i| !members.contains(&i)) {
+                    let state = i.map_or("unknown", |i| self.life_word(i));
+                    other.push(format!("{newest} still holds {member} ({state})"));
+                }
+            }
+        }
+        for i in 0..self.nodes.len() {
+            if !self.is_live(i) {
+                continue;
+            }
+            if let Some(through) = self.gms(i).joining_through() {
+                other.push(format!("{} is still joining through {through}", self.name(i)));
+            }
+            if let Some(asked) = self.nodes[i].leave_asked {
+                other.push(format!(
+                    "{} asked to leave at {asked:?} and is still running",
+                    self.name(i)
+                ));
+            }
+        }
+        let invariant = if removed.is_empty() {
+            Invariant::OneViewAfterHeal
+        } else {
+            Invariant::RemovedLearnOut
+        };
+        removed.extend(other);
+        if removed.is_empty() {
+            Ok(())
+        } else {
+            Err(Violation::new(invariant, removed.join("; ")))
+        }
+    }
+
+    /// The id of an installed view newer than `than` that leaves member `i` out.
+    fn newer_view_without(&self, i: usize, than: ViewId) -> Option<ViewId> {
+        let uuid = self.id(i).uuid();
+        let newest = self.invariants.newest()?;
+        (than.0 + 1..=newest.0)
+            .map(ViewId)
+            .find(|id| {
+                self.invariants
+                    .members_of(*id)
+                    .is_some_and(|members| !members.contains(&uuid))
+            })
+    }
+
+    // ---- the machinery ----
+
+    fn run(&mut self, event: Event) -> Result<(), Violation> {
+        match event {
+            Event::Arrive { to, inbound } => match self.nodes[to].life {
+                Life::Running => self.take(to, inbound),
+                Life::Paused { .. } => {
+                    self.nodes[to].inbox.push_back(inbound);
+                    Ok(())
+                }
+                Life::Crashed(_) | Life::Stopped => Ok(()),
+            },
+            Event::Timer { node } => self.timer(node),
+            Event::Resume { node } => {
+                if matches!(self.nodes[node].life, Life::Paused { until } if until <= self.now) {
+                    self.resume(node);
+                }
+                Ok(())
+            }
+            Event::Lift { fault } => {
+                self.lift(fault);
+                Ok(())
+            }
+            Event::Flip {
+                fault,
+                period,
+                until,
+            } => {
+                if self.links.switch(fault).is_some() && self.now + period < until {
+                    let next = Event::Flip {
+                        fault,
+                        period,
+                        until,
+                    };
+                    self.schedule(self.now + period, usize::MAX, 0, next);
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Member `to` takes what arrived.
+    fn take(&mut self, to: usize, inbound: Inbound) -> Result<(), Violation> {
+        let now = self.at();
+        let cause = match &inbound {
+            Inbound::Message { from, message } => {
+                self.traced(Traced::Took {
+                    to,
+                    inbound: inbound.clone(),
+                });
+                let from_id = self.id(*from);
+                self.nodes[to]
+                    .gms
+                    .handle_message(now, &from_id, message.clone());
+                Cause::Message(*from)
+            }
+            Inbound::Heartbeat { from } => {
+                let from_id = self.id(*from);
+                self.nodes[to].gms.heard_from(&from_id, now);
+                // When `Gms` takes the view id a heartbeat carries (`heard_view`), it is
+                // called here with the sender's view id at sending, which
+                // `Chaos::heartbeat` then records in `Inbound::Heartbeat`.
+                Cause::Message(*from)
+            }
+            Inbound::Answer { suspect, outcome } => {
+                self.traced(Traced::Took {
+                    to,
+                    inbound: inbound.clone(),
+                });
+                self.nodes[to].gms.check_result(now, suspect, *outcome);
+                Cause::Answer
+            }
+        };
+        self.drain(to, cause)
+    }
+
+    fn timer(&mut self, node: usize) -> Result<(), Violation> {
+        if self.nodes[node].armed != Some(self.now) {
+            return Ok(());
+        }
+        self.nodes[node].armed = None;
+        if !self.is_running(node) {
+            // Paused: `resume` fires it. Crashed or stopped: never.
+            return Ok(());
+        }
+        let now = self.at();
+        if self.gms(node).poll_timeout().is_some_and(|t| t <= now) {
+            self.traced(Traced::Timer(node));
+            self.nodes[node].gms.handle_timeout(now);
+        }
+        self.drain(node, Cause::Timer)
+    }
+
+    fn command(&mut self, i: usize, what: &'static str) -> Result<(), Failure> {
+        self.drain(i, Cause::Command(what))
+            .map_err(|v| self.failure(v))?;
+        self.after_step().map_err(|v| self.failure(v))
+    }
+
+    /// Carries out member `i`'s outputs in order, as the `Member` driver does, then
+    /// re-arms its timer. An ending event stops the member (the driver stops there).
+    fn drain(&mut self, i: usize, cause: Cause) -> Result<(), Violation> {
+        while self.is_running(i) {
+            let Some(output) = self.nodes[i].gms.poll_output() else {
+                break;
+            };
+            match output {
+                Output::Send { to, message } => self.send(i, &to, message),
+                Output::Heartbeat { to } => self.heartbeat(i, &to),
+                Output::Check { member } => self.check(i, member),
+                Output::Event(event) => self.event(i, event, cause)?,
+            }
+        }
+        if self.is_running(i) {
+            self.arm(i);
+        }
+        Ok(())
+    }
+
+    fn arm(&mut self, i: usize) {
+        let Some(deadline) = self.gms(i).poll_timeout() else {
+            return;
+        };
+        // A deadline already past fires at once (the spin guard catches one that never
+        // moves).
+        let at = deadline
+            .saturating_duration_since(self.start)
+            .max(self.now);
+        if self.nodes[i].armed != Some(at) {
+            self.nodes[i].armed = Some(at);
+            self.schedule(at, i, 0, Event::Timer { node: i });
+        }
+    }
+
+    fn send(&mut self, i: usize, to: &[MemberId], message: GmsMessage) {
+        let recipients: Vec<usize> = to.iter().filter_map(|m| self.index_of(m)).collect();
+        let hook = self
+            .hooks
+            .iter()
+            .position(|h| h.node == i && (h.matches)(&message, to));
+        let Some(hook) = hook.map(|at| self.hooks.remove(at)) else {
+            for j in recipients {
+                self.stats.messages += 1;
+                self.transmit(i, j, Inbound::Message {
+                    from: i,
+                    message: message.clone(),
+                });
+            }
+            return;
+        };
+        let n = self.next_draw(DRAW_HOOK, i, i);
+        let count = (hook.fraction * recipients.len() as f64).round() as usize;
+        let mut chosen = Rng::keyed(self.seed, &[DRAW_HOOK, i as u64, n]).sample(recipients.len(), count);
+        chosen.sort_unstable();
+        let reached: Vec<usize> = chosen.into_iter().map(|k| recipients[k]).collect();
+        let crashes = self.crash_allowed(i);
+        let served = if crashes { &reached } else { &recipients };
+        for &j in served {
+            self.stats.messages += 1;
+            self.transmit(i, j, Inbound::Message {
+                from: i,
+                message: message.clone(),
+            });
+        }
+        let names = |list: &[usize]| -> String {
+            let names: Vec<&str> = list.iter().map(|j| self.name(*j)).collect();
+            names.join(", ")
+        };
+        let line = format!(
+            "{} sent {} to [{}] of [{}]",
+            self.name(i),
+            hook.label,
+            names(served),
+            names(&recipients)
+        );
+        self.note(line);
+        self.crash(i);
+    }
+
+    /// Heartbeats go through the same link faults as messages.
+    fn heartbeat(&mut self, i: usize, to: &[MemberId]) {
+        let recipients: Vec<usize> = to.iter().filter_map(|m| self.index_of(m)).collect();
+        for j in recipients {
+            self.transmit(i, j, Inbound::Heartbeat { from: i });
+        }
+    }
+
+    /// Queues one transmission `from`→`to` through the link's faults.
+    fn transmit(&mut self, from: usize, to: usize, inbound: Inbound) {
+        let link = self.links.link(from, to);
+        let n = self.next_draw(DRAW_LINK, from, to);
+        let mut rng = Rng::keyed(self.seed, &[DRAW_LINK, from as u64, to as u64, n]);
+        let lost = rng.chance(link.loss);
+        if link.cut || lost {
+            self.stats.dropped += 1;
+            return;
+        }
+        let copies = if rng.chance(link.duplicate) { 2 } else { 1 };
+        self.stats.duplicated += copies - 1;
+        for _ in 0..copies {
+            let delay = rng.within(&self.config.latency)
+                + rng.within(&(Duration::ZERO..link.extra_delay));
+            let key = rng.next_u64();
+            let event = Event::Arrive {
+                to,
+                inbound: inbound.clone(),
+            };
+            self.schedule(self.now + delay, to, key, event);
+        }
+    }
+
+    /// A final check of `suspect` by `checker`, answered as the module docs say.
+    fn check(&mut self, checker: usize, suspect: MemberId) {
+        self.stats.checks += 1;
+        let target = self.index_of(&suspect);
+        let j = target.unwrap_or(usize::MAX);
+        let n = self.next_draw(DRAW_CHECK, checker, j);
+        let mut rng = Rng::keyed(self.seed, &[DRAW_CHECK, checker as u64, j as u64, n]);
+        let timeout = (self.config.final_check_timeout, CheckOutcome::NoAnswer);
+        let (delay, outcome) = match target {
+            Some(j) if self.links.open_both(checker, j) => match self.nodes[j].life {
+                Life::Running if rng.chance(self.config.check_times_out) => timeout,
+                Life::Running => (rng.within(&self.config.alive_answer), CheckOutcome::Alive),
+                Life::Crashed(Death::PortClosed) | Life::Stopped => (
+                    rng.within(&self.config.refused_answer),
+                    CheckOutcome::Refused,
+                ),
+                Life::Paused { .. } | Life::Crashed(Death::HostDown) => timeout,
+            },
+            _ => timeout,
+        };
+        let key = rng.next_u64();
+        let event = Event::Arrive {
+            to: checker,
+            inbound: Inbound::Answer { suspect, outcome },
+        };
+        self.schedule(self.now + delay, checker, key, event);
+    }
+
+    fn event(&mut self, i: usize, event: MembershipEvent, cause: Cause) -> Result<(), Violation> {
+        if let MembershipEvent::ViewInstalled { view, .. } = &event {
+            self.stats.installs += 1;
+            let how = match cause {
+                Cause::Message(from) => format!("on a message from {}", self.name(from)),
+                Cause::Timer => "on a timer".to_owned(),
+                Cause::Answer => "on a final check's answer".to_owned(),
+                Cause::Command(what) => format!("when {what}"),
+            };
+            let me = self.id(i);
+            self.invariants.installed(&me, &how, view)?;
+        }
+        let ending = match &event {
+            MembershipEvent::Left => Some("left"),
+            MembershipEvent::ForcedDisconnect { .. } => Some("forced out"),
+            MembershipEvent::JoinRejected { .. } => Some("join refused"),
+            MembershipEvent::JoinTimedOut => Some("join timed out"),
+            _ => None,
+        };
+        if !matches!(event, MembershipEvent::Suspect { .. }) {
+            self.traced(Traced::Emitted(i, event.clone()));
+        }
+        self.nodes[i].events.push((self.now, event));
+        if let Some(ending) = ending {
+            self.nodes[i].life = Life::Stopped;
+            self.note(format!("{} stops: {ending}", self.name(i)));
+        }
+        Ok(())
+    }
+
+    /// Invariant 4 and the triggers, after every step.
+    fn after_step(&mut self) -> Result<(), Violation> {
+        self.coordinators()?;
+        let mut k = 0;
+        while k < self.triggers.len() {
+            if !(self.triggers[k].condition)(self) {
+                k += 1;
+                continue;
+            }
+            let trigger = self.triggers.remove(k);
+            self.note(format!("trigger: {}", trigger.label));
+            self.act(trigger.action)?;
+        }
+        Ok(())
+    }
+
+    fn act(&mut self, action: Action) -> Result<(), Violation> {
+        match action {
+            Action::Crash(i) => {
+                self.crash(i);
+            }
+            Action::CrashMidSend(i) => {
+                self.crash_mid_send(i);
+            }
+            Action::Pause(i, lasting) => self.pause(i, lasting),
+            Action::Leave(i) => {
+                if self.is_running(i) && self.gms(i).is_member() {
+                    self.nodes[i].leave_asked = Some(self.now);
+                    let now = self.at();
+                    self.nodes[i].gms.leave(now);
+                    self.note(format!("{} asks to leave", self.name(i)));
+                    self.drain(i, Cause::Command("leaving"))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Invariant 4: at most one live, unpaused member of each view id coordinates.
+    fn coordinators(&mut self) -> Result<(), Violation> {
+        let mut by_view: BTreeMap<ViewId, Vec<usize>> = BTreeMap::new();
+        for i in 0..self.nodes.len() {
+            if self.is_running(i) && self.gms(i).is_coordinator() {
+                let id = self.gms(i).view().map_or(ViewId(0), View::id);
+                by_view.entry(id).or_default().push(i);
+            }
+        }
+        for (id, list) in by_view {
+            if list.len() < 2 {
+                continue;
+            }
+            let names: Vec<&str> = list.iter().map(|i| self.name(*i)).collect();
+            let detail = format!("{} all coordinate view {id}", names.join(" and "));
+            if self.config.strict_coordinators {
+                return Err(Violation::new(Invariant::OneCoordinator, detail));
+            }
+            if self.overlaps.insert((id, list)) {
+                self.stats.coordinator_overlaps += 1;
+                self.first_overlap.get_or_insert(detail);
+            }
+        }
+        Ok(())
+    }
+
+    /// The first overlap of coordinators seen (invariant 4 when not strict).
+    pub fn first_coordinator_overlap(&self) -> Option<&str> {
+        self.first_overlap.as_deref()
+    }
+
+    fn schedule(&mut self, at: Duration, node: usize, key: u64, event: Event) {
+        self.seq += 1;
+        self.queue.insert((at, node, key, self.seq), event);
+    }
+
+    fn next_draw(&mut self, tag: u64, a: usize, b: usize) -> u64 {
+        let n = self.draws.entry((tag, a, b)).or_default();
+        *n += 1;
+        *n
+    }
+
+    fn death(&mut self, i: usize) -> Death {
+        let n = self.next_draw(DRAW_DEATH, i, i);
+        if Rng::keyed(self.seed, &[DRAW_DEATH, i as u64, n]).chance(0.5) {
+            Death::PortClosed
+        } else {
+            Death::HostDown
+        }
+    }
+
+    /// The weight of member `i` in the newest view (in the protocol's terms: member 10,
+    /// the oldest member of kind Member 5 more, locator 3, admin 0).
+    /// Zero outside that view: a joiner that dies takes no weight from the cluster.
+    fn weight_of(&self, i: usize) -> i64 {
+        let me = self.gms(i).me();
+        self.newest_view()
+            .filter(|view| view.contains(me))
+            .map_or(0, |view| weight(&view, me))
+    }
+
+    fn crash_allowed(&self, i: usize) -> bool {
+        let Some(budget) = self.crash_budget else {
+            return true;
+        };
+        let own = self.weight_of(i);
+        if (self.crashed_weight + own) * 2 >= budget {
+            return false;
+        }
+        let Some(view) = self.newest_view() else {
+            return true;
+        };
+        let down: i64 = view
+            .members()
+            .iter()
+            .filter(|m| self.index_of(m).is_none_or(|j| j == i || !self.is_live(j)))
+            .map(|m| weight(&view, m))
+            .sum();
+        down * 2 < view_weight(&view)
+    }
+
+    fn traced(&mut self, step: Traced) {
+        if self.trace.len() == TRACE_LEN {
+            self.trace.pop_front();
+        }
+        self.trace.push_back((self.now, step));
+    }
+
+    fn life_word(&self, i: usize) -> &'static str {
+        match self.nodes[i].life {
+            Life::Running => "running",
+            Life::Paused { .. } => "paused",
+            Life::Crashed(_) => "crashed",
+            Life::Stopped => "stopped",
+        }
+    }
+
+    /// A failure report of `violation` as things stand.
+    pub fn failure(&self, violation: Violation) -> Failure {
+        let members = (0..self.nodes.len())
+            .map(|i| {
+                let gms = self.gms(i);
+                let role = if gms.is_coordinator() {
+                    "coordinator"
+                } else if gms.is_member() {
+                    "member"
+                } else if gms.joining_through().is_some() {
+                    "joining"
+                } else {
+                    "out"
+                };
+                let view = gms.view().map_or("no view".to_owned(), View::to_string);
+                let prepared = gms
+                    .prepared()
+                    .map_or(String::new(), |p| format!(", prepared {p}"));
+                format!("{} {} {role}: {view}{prepared}", self.name(i), self.life_word(i))
+            })
+            .collect();
+        let trace = self
+            .trace
+            .iter()
+            .map(|(at, step)| format!("{at:>14?}  {}", self.describe(step)))
+            .collect();
+        Failure {
+            seed: self.seed,
+            at: self.now,
+            violation,
+            plan: Vec::new(),
+            log: self
+                .log
+                .iter()
+                .map(|(at, line)| format!("{at:>14?}  {line}"))
+                .collect(),
+            members,
+            trace,
+        }
+    }
+
+    fn describe(&self, step: &Traced) -> String {
+        match step {
+            Traced::Took {
+                to,
+                inbound: Inbound::Message { from, message },
+            } => format!(
+                "{} → {}: {}",
+                self.name(*from),
+                self.name(*to),
+                compact(&format!("{message:?}"))
+            ),
+            Traced::Took {
+                to,
+                inbound: Inbound::Answer { suspect, outcome },
+            } => format!("{}: final check of {suspect}: {outcome:?}", self.name(*to)),
+            Traced::Took {
+                to,
+                inbound: Inbound::Heartbeat { from },
+            } => format!("{} heard {}", self.name(*to), self.name(*from)),
+            Traced::Timer(i) => format!("{}: timer", self.name(*i)),
+            Traced::Emitted(i, MembershipEvent::ViewInstalled { view, .. }) => {
+                format!("{} installs {view}", self.name(*i))
+            }
+            Traced::Emitted(i, event) => {
+                format!("{}: {}", self.name(*i), compact(&format!("{event:?}")))
+            }
+            Traced::Note(line) => line.clone(),
+        }
+    }
+}
+
+/// The protocol's weight of `member` in `view` (see `Chaos::weight_of`).
+fn weight(view: &View, member: &MemberId) -> i64 {
+    let base = match member.kind() {
+        MemberKind::Locator => 3,
+        MemberKind::Admin => 0,
+        MemberKind::Member => 10,
+    };
+    let lead = view.members().iter().find(|m| m.kind() == MemberKind::Member);
+    base + if lead == Some(member) { 5 } else { 0 }
+}
+
+/// The protocol's weight of a whole view, for network-partition detection.
+pub fn view_weight(view: &View) -> i64 {
+    view.members().iter().map(|m| weight(view, m)).sum()
+}
+
+/// A message's Debug text, shortened: member ids by name only (`m1@127.0.0.1:20001(…)`
+/// becomes `m1`), and cut at [`TRACE_WIDTH`].
+fn compact(text: &str) -> String {
+    let mut out = String::new();
+    let mut skipping = false;
+    for c in text.chars() {
+        match (skipping, c) {
+            (false, '@') => skipping = true,
+            (true, ')') => skipping = false,
+            (true, _) => {}
+            (false, c) => out.push(c),
+        }
+        if out.len() >= TRACE_WIDTH {
+            out.push('…');
+            break;
+        }
+    }
+    out
+}
