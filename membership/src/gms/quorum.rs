@@ -15,20 +15,16 @@ use std::collections::HashSet;
 use cohort_transport::{MemberId, MemberKind, View};
 use uuid::Uuid;
 
-/// The weight of `member` in `view`: locator 3, admin 0, member 10, and 5 more for the lead
-/// member (the oldest member of kind Member), plus the member's own adjustment, never below
-/// zero.
-pub(crate) fn weight(view: &View, member: &MemberId) -> i64 {
+/// The weight of `member` when `lead` is the view's lead member (its oldest member of kind
+/// Member): locator 3, admin 0, member 10, and 5 more for the lead, plus the member's own
+/// adjustment, never below zero.
+fn weight(member: &MemberId, lead: Option<Uuid>) -> i64 {
     let base = match member.kind() {
         MemberKind::Locator => 3,
         MemberKind::Admin => 0,
         MemberKind::Member => 10,
     };
-    let lead = view
-        .members()
-        .iter()
-        .find(|m| m.kind() == MemberKind::Member);
-    let bonus = if lead == Some(member) { 5 } else { 0 };
+    let bonus = if lead == Some(member.uuid()) { 5 } else { 0 };
     (base + bonus + i64::from(member.attributes().weight_adjustment)).max(0)
 }
 
@@ -36,12 +32,22 @@ pub(crate) fn weight(view: &View, member: &MemberId) -> i64 {
 pub(crate) struct Quorum<'a> {
     view: &'a View,
     proven_dead: &'a HashSet<Uuid>,
+    lead: Option<Uuid>,
 }
 
 impl<'a> Quorum<'a> {
     /// The voters of `view`, less those in `proven_dead`.
     pub(crate) fn new(view: &'a View, proven_dead: &'a HashSet<Uuid>) -> Self {
-        Quorum { view, proven_dead }
+        let lead = view
+            .members()
+            .iter()
+            .find(|m| m.kind() == MemberKind::Member)
+            .map(MemberId::uuid);
+        Quorum {
+            view,
+            proven_dead,
+            lead,
+        }
     }
 
     fn voters(&self) -> impl Iterator<Item = &'a MemberId> + '_ {
@@ -51,20 +57,23 @@ impl<'a> Quorum<'a> {
             .filter(|m| !self.proven_dead.contains(&m.uuid()))
     }
 
+    /// The total weight of the voters in `of` (all voters when `of` is `None`).
+    fn weigh(&self, of: Option<&HashSet<Uuid>>) -> (i64, usize) {
+        self.voters()
+            .filter(|m| of.is_none_or(|set| set.contains(&m.uuid())))
+            .fold((0, 0), |(weight_sum, heads), m| {
+                (weight_sum + weight(m, self.lead), heads + 1)
+            })
+    }
+
     /// True if the members in `agreed` hold a strict majority of the weight of the view's
     /// voters. Where every voter weighs nothing (a view of admins), heads are counted.
     pub(crate) fn is_majority(&self, agreed: &HashSet<Uuid>) -> bool {
-        let total: i64 = self.voters().map(|m| weight(self.view, m)).sum();
+        let (total, heads) = self.weigh(None);
+        let (yes, yes_heads) = self.weigh(Some(agreed));
         if total == 0 {
-            let heads = self.voters().count();
-            let yes = self.voters().filter(|m| agreed.contains(&m.uuid())).count();
-            return heads > 0 && yes * 2 > heads;
+            return heads > 0 && yes_heads * 2 > heads;
         }
-        let yes: i64 = self
-            .voters()
-            .filter(|m| agreed.contains(&m.uuid()))
-            .map(|m| weight(self.view, m))
-            .sum();
         yes * 2 > total
     }
 
@@ -81,12 +90,8 @@ impl<'a> Quorum<'a> {
         if self.is_majority(&rest) {
             return None;
         }
-        let total: i64 = self.voters().map(|m| weight(self.view, m)).sum();
-        let lost: i64 = self
-            .voters()
-            .filter(|m| gone.contains(&m.uuid()))
-            .map(|m| weight(self.view, m))
-            .sum();
+        let (total, _) = self.weigh(None);
+        let (lost, _) = self.weigh(Some(&gone));
         Some(format!(
             "network partition: {} unreachable members of view {} weigh {lost} of its {total}; \
              this side no longer holds a quorum",
