@@ -266,6 +266,9 @@ struct CatchUp {
     /// Members that refused its connections as a non-member: each has installed a view
     /// without it.
     refusals: HashSet<Uuid>,
+    /// A partition notice this member could not take on trust: unless members holding a
+    /// weighted majority of its view answer by then, it shuts down for this reason.
+    probe: Option<(Instant, String)>,
 }
 
 /// One member's membership state. See the module docs.
@@ -694,11 +697,7 @@ impl Gms {
             GmsMessage::Cleared { member } => {
                 self.clear(now, &member);
             }
-            GmsMessage::NetworkPartition { reason } => {
-                if self.trusts_partition_notice(from) && matches!(self.role, Role::Member) {
-                    self.shut_down_for_partition(reason);
-                }
-            }
+            GmsMessage::NetworkPartition { reason } => self.on_partition_notice(now, from, reason),
             GmsMessage::Collect { base, ballot } => self.on_collect(from, base, ballot),
             GmsMessage::Promise {
                 base,
@@ -736,6 +735,16 @@ impl Gms {
         }
         if self.outbid_until.is_some_and(|at| now >= at) {
             self.outbid_until = None;
+        }
+        if let Some((deadline, reason)) = self.catch_up.as_ref().and_then(|c| c.probe.clone())
+            && now >= deadline
+        {
+            self.shut_down_for_partition(format!(
+                "{reason} (told by a member of this side; no majority of the view answered \
+                 within {:?})",
+                self.config.prepare_timeout
+            ));
+            return;
         }
         let coordinating = self.coordinating();
         match &mut self.role {
@@ -828,7 +837,12 @@ impl Gms {
                 && self.outbid_until.is_none()
         });
         let detector = self.detector.poll_timeout();
-        [role, round, batch, detector, self.outbid_until]
+        let probe = self
+            .catch_up
+            .as_ref()
+            .and_then(|c| c.probe.as_ref())
+            .map(|(at, _)| *at);
+        [role, round, batch, detector, self.outbid_until, probe]
             .into_iter()
             .flatten()
             .min()
@@ -1356,19 +1370,24 @@ impl Gms {
     /// Asks every other member of this view for its newest view, at most once per member
     /// timeout.
     fn catch_up(&mut self, now: Instant) {
-        if !self.is_member()
-            || self
-                .last_catch_up
-                .is_some_and(|at| now.saturating_duration_since(at) < self.config.member_timeout)
+        if self
+            .last_catch_up
+            .is_some_and(|at| now.saturating_duration_since(at) < self.config.member_timeout)
         {
             return;
         }
-        let Some(view) = self.view.clone() else {
+        self.ask_for_views(now);
+    }
+
+    /// Asks every other member of this view for its newest view (answered by every member
+    /// that is in a view: the answers also tell who can be reached).
+    fn ask_for_views(&mut self, now: Instant) {
+        let Some(view) = self.view.clone().filter(|_| self.is_member()) else {
             return;
         };
         self.last_catch_up = Some(now);
         self.stats.catch_ups += 1;
-        tracing::info!(view = %view, "heard of a newer view: asking for it");
+        tracing::info!(view = %view, "asking the view's members for their views");
         self.catch_up.get_or_insert_with(CatchUp::default);
         self.send(
             others(&view, &self.me),
@@ -1376,13 +1395,32 @@ impl Gms {
         );
     }
 
-    fn on_view_query(&mut self, from: &MemberId, have: ViewId) {
-        if let Some(decision) = &self.decided
-            && decision.proposal.view.id() > have
-            && self.is_member()
-        {
-            let decision = decision.clone();
+    fn on_view_query(&mut self, from: &MemberId, _have: ViewId) {
+        if let Some(decision) = self.decided.clone().filter(|_| self.is_member()) {
             self.send(vec![from.clone()], GmsMessage::CurrentView { decision });
+        }
+    }
+
+    /// A partition notice from the coordinator of this member's view (or from the checker,
+    /// when this member suspects the coordinator itself) is acted on at once. Any other is
+    /// checked: this member asks its view, and shuts down only if members holding a
+    /// weighted majority do not answer within a prepare timeout. So the members of a
+    /// minority stop together, and a forged notice costs one round of questions.
+    fn on_partition_notice(&mut self, now: Instant, from: &MemberId, reason: String) {
+        if !matches!(self.role, Role::Member) {
+            return;
+        }
+        if self.trusts_partition_notice(from) {
+            self.shut_down_for_partition(reason);
+            return;
+        }
+        if self.catch_up.as_ref().is_some_and(|c| c.probe.is_some()) {
+            return;
+        }
+        tracing::warn!(?from, %reason, "partition notice: checking whether a majority answers");
+        self.ask_for_views(now);
+        if let Some(catch_up) = &mut self.catch_up {
+            catch_up.probe = Some((now + self.config.prepare_timeout, reason));
         }
     }
 
@@ -1391,11 +1429,10 @@ impl Gms {
     /// installed. (One member alone, answering or not, cannot move another to a view of its
     /// making.)
     fn on_current_view(&mut self, now: Instant, from: &MemberId, decision: Decision) {
-        let installed = self.view_id();
         let (Some(catch_up), Some(view)) = (&mut self.catch_up, &self.view) else {
             return;
         };
-        if !view.contains(from) || decision.proposal.view.id() <= installed {
+        if !view.contains(from) {
             return;
         }
         catch_up.answers.insert(from.uuid(), decision);
@@ -1403,18 +1440,33 @@ impl Gms {
     }
 
     fn settle_catch_up(&mut self, now: Instant) {
-        let (Some(catch_up), Some(view)) = (&self.catch_up, &self.view) else {
+        let installed = self.view_id();
+        let (Some(catch_up), Some(view)) = (&mut self.catch_up, &self.view) else {
             return;
         };
-        let mut answered: HashSet<Uuid> = catch_up.answers.keys().copied().collect();
-        answered.extend(&catch_up.refusals);
-        answered.insert(self.me.uuid());
-        if !Quorum::new(view, &self.proven_dead).is_majority(&answered) {
+        let quorum = Quorum::new(view, &self.proven_dead);
+        let mut reached: HashSet<Uuid> = catch_up.answers.keys().copied().collect();
+        reached.extend(&catch_up.refusals);
+        reached.insert(self.me.uuid());
+        if catch_up.probe.is_some() && quorum.is_majority(&reached) {
+            tracing::info!("a majority of the view answered: the partition notice is refuted");
+            catch_up.probe = None;
+        }
+        let mut moved_on: HashSet<Uuid> = catch_up
+            .answers
+            .iter()
+            .filter(|(_, d)| d.proposal.view.id() > installed)
+            .map(|(uuid, _)| *uuid)
+            .collect();
+        moved_on.extend(&catch_up.refusals);
+        moved_on.insert(self.me.uuid());
+        if !quorum.is_majority(&moved_on) {
             return;
         }
         let newest = catch_up
             .answers
             .values()
+            .filter(|d| d.proposal.view.id() > installed)
             .max_by_key(|d| (d.proposal.view.id(), d.ballot))
             .cloned();
         let refused = !catch_up.refusals.is_empty();
