@@ -1,6 +1,14 @@
-//! Discovery rounds on the network: ask every target at once, let
-//! [`discovery::decide`](crate::discovery::decide) judge the answers, repeat until it says
-//! what to do or the join timeout passes.
+//! Discovery rounds on the network: ask every target at once, hand the answers (each with
+//! the address asked) to [`Discovery::decide`](crate::discovery::Discovery::decide), repeat
+//! until it says what to do or the join timeout passes. The founding rule itself lives in
+//! [`discovery`](crate::discovery); this file only does the asking and the waiting.
+//!
+//! ```text
+//! run ─► Discovery::new(me, electorate) ─► loop every `interval`:
+//!          ask_all(targets, each bounded by `limit` and the deadline) ─► Vec<Heard>
+//!          ─► decide ─► Join ─► Found::Cluster | Found ─► Found::Nothing | Wait(reason)
+//!        deadline ─► Failure::Silence(the last founding reason, else the last error)
+//! ```
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -10,12 +18,13 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use super::transport::Transport;
-use crate::discovery::{Decision, decide};
-use crate::messages::{DiscoveryAnswer, FindCoordinator};
+use crate::discovery::{Decision, Discovery, Heard, NoFounding};
+use crate::messages::FindCoordinator;
 
 /// Why discovery found nothing to join.
 pub(super) enum Failure {
-    /// Nobody answered with a cluster: the last failure seen, if any.
+    /// Nobody answered with a cluster: for a locator, why it did not found one (see
+    /// [`NoFounding`]); otherwise the last failure seen, if any.
     Silence(Option<String>),
     /// A member refused this member's protocol for good.
     Refused { by: SocketAddr, reason: String },
@@ -51,6 +60,13 @@ pub(super) fn targets(
 /// Asks `targets` every `interval` (each query bounded by `limit`) until a decision or
 /// `deadline`. A refusal ends it at once: a member that refuses this protocol for good
 /// will not change its mind.
+///
+/// The electorate (whose answers count towards founding) should be the configured
+/// locators; `Member::start` does not pass them apart from the members of its persisted
+/// view yet, so every target stands in for one. Without a persisted view (a first start)
+/// that is the exact rule; with one it is stricter, members of the persisted view counting
+/// as voters that never vote, except that a starting locator of the persisted view that is
+/// not configured votes.
 pub(super) async fn run(
     messenger: &Transport,
     me: &MemberId,
@@ -58,14 +74,23 @@ pub(super) async fn run(
     (interval, limit): (Duration, Duration),
     deadline: Instant,
 ) -> Result<Found, Failure> {
+    let mut discovery = Discovery::new(me.clone(), targets);
     let mut last_error = None;
-    for round in 0u32.. {
+    let mut unfounded: Option<NoFounding> = None;
+    loop {
         let started = Instant::now();
-        let answers = ask_all(messenger, me, targets, (limit, deadline), &mut last_error).await?;
-        match decide(me, round, &answers) {
+        let heard = ask_all(messenger, me, targets, (limit, deadline), &mut last_error).await?;
+        match discovery.decide(&heard) {
             Decision::Join { coordinator } => return Ok(Found::Cluster(coordinator)),
             Decision::Found => return Ok(Found::Nothing),
-            Decision::Wait => {}
+            Decision::Wait(reason) => {
+                if let Some(reason) = &reason
+                    && unfounded.as_ref() != Some(reason)
+                {
+                    tracing::info!(%reason, "not founding the cluster (yet)");
+                }
+                unfounded = reason.or(unfounded);
+            }
         }
         let next = started + interval;
         if next >= deadline {
@@ -73,7 +98,11 @@ pub(super) async fn run(
         }
         tokio::time::sleep_until(next).await;
     }
-    Err(Failure::Silence(last_error))
+    // Why no cluster was founded says more than the last network error: the operator's
+    // remedy is to start more locators, not to look for a broken link.
+    Err(Failure::Silence(
+        unfounded.map(|reason| reason.to_string()).or(last_error),
+    ))
 }
 
 async fn ask_all(
@@ -82,7 +111,7 @@ async fn ask_all(
     targets: &[SocketAddr],
     (limit, deadline): (Duration, Instant),
     last_error: &mut Option<String>,
-) -> Result<Vec<DiscoveryAnswer>, Failure> {
+) -> Result<Vec<Heard>, Failure> {
     let mut asking = JoinSet::new();
     for &address in targets {
         let messenger = messenger.clone();
@@ -94,10 +123,10 @@ async fn ask_all(
             (address, answer)
         });
     }
-    let mut answers = Vec::new();
+    let mut heard = Vec::new();
     while let Some(joined) = asking.join_next().await {
         match joined {
-            Ok((_, Ok(Ok(answer)))) => answers.push(answer),
+            Ok((asked, Ok(Ok(answer)))) => heard.push(Heard { asked, answer }),
             Ok((_, Ok(Err(QueryError::Refused { address, reason })))) => {
                 return Err(Failure::Refused {
                     by: address,
@@ -114,5 +143,5 @@ async fn ask_all(
             Err(error) => *last_error = Some(error.to_string()),
         }
     }
-    Ok(answers)
+    Ok(heard)
 }
