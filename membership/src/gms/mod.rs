@@ -296,6 +296,8 @@ pub struct Gms {
     catch_up: Option<CatchUp>,
     /// When this member last asked for a newer view (at most once per member timeout).
     last_catch_up: Option<Instant>,
+    /// A sign of a newer view came within that member timeout: ask again then.
+    catch_up_due: Option<Instant>,
     pending_joins: Vec<MemberId>,
     pending_leaves: Vec<MemberId>,
     pending_removals: Vec<MemberId>,
@@ -344,6 +346,7 @@ impl Gms {
             outbid_until: None,
             catch_up: None,
             last_catch_up: None,
+            catch_up_due: None,
             pending_joins: Vec::new(),
             pending_leaves: Vec::new(),
             pending_removals: Vec::new(),
@@ -736,6 +739,9 @@ impl Gms {
         if self.outbid_until.is_some_and(|at| now >= at) {
             self.outbid_until = None;
         }
+        if self.catch_up_due.is_some_and(|at| now >= at) {
+            self.ask_for_views(now);
+        }
         if let Some((deadline, reason)) = self.catch_up.as_ref().and_then(|c| c.probe.clone())
             && now >= deadline
         {
@@ -842,7 +848,15 @@ impl Gms {
             .as_ref()
             .and_then(|c| c.probe.as_ref())
             .map(|(at, _)| *at);
-        [role, round, batch, detector, self.outbid_until, probe]
+        [
+            role,
+            round,
+            batch,
+            detector,
+            self.outbid_until,
+            probe,
+            self.catch_up_due,
+        ]
             .into_iter()
             .flatten()
             .min()
@@ -1370,10 +1384,12 @@ impl Gms {
     /// Asks every other member of this view for its newest view, at most once per member
     /// timeout.
     fn catch_up(&mut self, now: Instant) {
-        if self
-            .last_catch_up
-            .is_some_and(|at| now.saturating_duration_since(at) < self.config.member_timeout)
+        if let Some(at) = self.last_catch_up
+            && now.saturating_duration_since(at) < self.config.member_timeout
         {
+            // Asked recently, perhaps before the others had moved on: ask again when the
+            // member timeout is up.
+            self.catch_up_due = Some(at + self.config.member_timeout);
             return;
         }
         self.ask_for_views(now);
@@ -1386,6 +1402,7 @@ impl Gms {
             return;
         };
         self.last_catch_up = Some(now);
+        self.catch_up_due = None;
         self.stats.catch_ups += 1;
         tracing::info!(view = %view, "asking the view's members for their views");
         self.catch_up.get_or_insert_with(CatchUp::default);
@@ -1530,6 +1547,7 @@ impl Gms {
         self.joining_proposal = None;
         self.outbid_until = None;
         self.catch_up = None;
+        self.catch_up_due = None;
         if let Some(round) = self.round.take_if(|r| r.base.id() < view.id()) {
             self.give_back(round);
         }
@@ -1577,6 +1595,13 @@ impl Gms {
         }
         // The checker may have changed with the view (a new coordinator).
         self.run_checks(now);
+        // Changes handed back by a round this view overtook are proposed next.
+        let pending = !self.pending_joins.is_empty()
+            || !self.pending_leaves.is_empty()
+            || !self.pending_removals.is_empty();
+        if pending && self.coordinating() && self.round.is_none() {
+            self.schedule(now);
+        }
     }
 
     /// This member stopped coordinating (a locator joined and is preferred, or it left):

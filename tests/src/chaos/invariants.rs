@@ -151,6 +151,19 @@ impl Invariants {
             how => format!("{} {how}", installer.name()),
         };
         let members: Vec<Uuid> = view.members().iter().map(MemberId::uuid).collect();
+        let first = self.views.get(&view.id());
+        if let Some(first) = first.filter(|first| first.members != members) {
+            return Err(Violation::new(
+                Invariant::OneViewPerId,
+                format!(
+                    "{by} installed view {} as {}, but {} installed it as {}",
+                    view.id(),
+                    self.list(&members),
+                    first.by,
+                    self.list(&first.members)
+                ),
+            ));
+        }
         let last = self.last.insert(installer.uuid(), view.id());
         if let Some(last) = last.filter(|last| *last >= view.id()) {
             return Err(Violation::new(
@@ -158,19 +171,7 @@ impl Invariants {
                 format!("{by} installed view {} after view {last}", view.id()),
             ));
         }
-        if let Some(first) = self.views.get(&view.id()) {
-            if first.members != members {
-                return Err(Violation::new(
-                    Invariant::OneViewPerId,
-                    format!(
-                        "{by} installed view {} as {}, but {} installed it as {}",
-                        view.id(),
-                        self.list(&members),
-                        first.by,
-                        self.list(&first.members)
-                    ),
-                ));
-            }
+        if first.is_some() {
             // Same members as before: nothing new for invariant 3.
             return Ok(());
         }
@@ -178,37 +179,53 @@ impl Invariants {
             self.present.entry(*uuid).or_default().insert(view.id());
         }
         self.views.insert(view.id(), FirstInstall { members, by });
-        self.no_return()
+        self.no_return(view.id())
     }
 
-    /// Invariant 3, after a new view id: a member's installed ids must be consecutive among
-    /// all installed ids, from its first to its last.
-    fn no_return(&self) -> Result<(), Violation> {
+    /// Invariant 3, once the first install of view `id` is recorded: a member's
+    /// installed ids must be consecutive among all installed ids, from its first to its
+    /// last. Checked incrementally (the invariant held before): a member of the new view
+    /// must have no installed view between its neighbouring ids and `id`, and the new view
+    /// must not fall strictly inside the span of a member it leaves out.
+    fn no_return(&self, id: ViewId) -> Result<(), Violation> {
+        for uuid in &self.views[&id].members {
+            let ids = &self.present[uuid];
+            if let Some(&before) = ids.range(..id).next_back()
+                && let Some((&gap, _)) = self.views.range(before..id).nth(1)
+            {
+                return Err(self.returned(*uuid, before, gap, id));
+            }
+            if let Some(&after) = ids.range(id..).nth(1)
+                && let Some((&gap, _)) = self.views.range(id..after).nth(1)
+            {
+                return Err(self.returned(*uuid, id, gap, after));
+            }
+        }
         for (uuid, ids) in &self.present {
-            let (Some(&low), Some(&high)) = (ids.first(), ids.last()) else {
-                continue;
-            };
-            if self.views.range(low..=high).count() == ids.len() {
+            if ids.contains(&id) {
                 continue;
             }
-            let Some(gap) = self.views.range(low..=high).map(|(id, _)| *id).find(|id| !ids.contains(id))
-            else {
-                continue;
-            };
-            let before = ids.range(..gap).next_back().copied().unwrap_or(low);
-            let after = ids.range(gap..).next().copied().unwrap_or(high);
-            return Err(Violation::new(
-                Invariant::NoReturn,
-                format!(
-                    "{} was in view {before} ({}), left out of view {gap} ({}), and is back in view {after} ({})",
-                    self.name(*uuid),
-                    self.views[&before].by,
-                    self.views[&gap].by,
-                    self.views[&after].by,
-                ),
-            ));
+            if let (Some(&before), Some(&after)) =
+                (ids.range(..id).next_back(), ids.range(id..).next())
+            {
+                return Err(self.returned(*uuid, before, id, after));
+            }
         }
         Ok(())
+    }
+
+    /// The violation of invariant 3 by `uuid`: in `before`, out of `gap`, back in `after`.
+    fn returned(&self, uuid: Uuid, before: ViewId, gap: ViewId, after: ViewId) -> Violation {
+        Violation::new(
+            Invariant::NoReturn,
+            format!(
+                "{} was in view {before} ({}), left out of view {gap} ({}), and is back in view {after} ({})",
+                self.name(uuid),
+                self.views[&before].by,
+                self.views[&gap].by,
+                self.views[&after].by,
+            ),
+        )
     }
 
     /// How many distinct view ids have been installed.
@@ -246,5 +263,83 @@ impl Invariants {
     fn list(&self, members: &[Uuid]) -> String {
         let names: Vec<String> = members.iter().map(|u| self.name(*u)).collect();
         format!("[{}]", names.join(", "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use cohort_transport::MemberKind;
+
+    use super::*;
+
+    fn members(n: u16) -> Vec<MemberId> {
+        (0..n)
+            .map(|i| {
+                let address = format!("127.0.0.1:{}", 1000 + i).parse().expect("literal");
+                MemberId::new(format!("m{i}"), address, MemberKind::Member)
+            })
+            .collect()
+    }
+
+    fn view(id: u64, of: &[&MemberId]) -> View {
+        View::new(ViewId(id), of.iter().map(|m| (*m).clone()))
+    }
+
+    #[test]
+    fn two_sets_of_members_under_one_id_and_a_shrinking_id_are_caught() {
+        let m = members(3);
+        let mut checks = Invariants::new();
+        checks
+            .installed(&m[0], "", &view(1, &[&m[0], &m[1]]))
+            .expect("first");
+        checks
+            .installed(&m[1], "", &view(1, &[&m[0], &m[1]]))
+            .expect("same");
+        let split = checks.installed(&m[2], "", &view(1, &[&m[0], &m[2]]));
+        assert_eq!(split.map_err(|v| v.invariant), Err(Invariant::OneViewPerId));
+        checks
+            .installed(&m[0], "", &view(3, &[&m[0], &m[1]]))
+            .expect("newer");
+        let back = checks.installed(&m[0], "", &view(2, &[&m[0], &m[1]]));
+        assert_eq!(back.map_err(|v| v.invariant), Err(Invariant::IdsGrow));
+    }
+
+    #[test]
+    fn a_member_back_after_a_view_without_it_is_caught_in_any_install_order() {
+        let m = members(3);
+        // In order: in view 1, out of view 2, back in view 3.
+        let mut checks = Invariants::new();
+        checks
+            .installed(&m[0], "", &view(1, &[&m[0], &m[1], &m[2]]))
+            .expect("1");
+        checks
+            .installed(&m[0], "", &view(2, &[&m[0], &m[1]]))
+            .expect("2");
+        let back = checks.installed(&m[1], "", &view(3, &[&m[0], &m[1], &m[2]]));
+        assert_eq!(back.map_err(|v| v.invariant), Err(Invariant::NoReturn));
+        // The view without it installed last, between the two with it.
+        let mut checks = Invariants::new();
+        checks
+            .installed(&m[0], "", &view(1, &[&m[0], &m[1], &m[2]]))
+            .expect("1");
+        checks
+            .installed(&m[1], "", &view(3, &[&m[0], &m[1], &m[2]]))
+            .expect("3");
+        let gap = checks.installed(&m[0], "", &view(2, &[&m[0], &m[1]]));
+        assert_eq!(gap.map_err(|v| v.invariant), Err(Invariant::NoReturn));
+        // Ids skipped by the protocol are no gap, and leaving for good is fine.
+        let mut checks = Invariants::new();
+        checks
+            .installed(&m[0], "", &view(1, &[&m[0], &m[1], &m[2]]))
+            .expect("1");
+        checks
+            .installed(&m[0], "", &view(4, &[&m[0], &m[1], &m[2]]))
+            .expect("4");
+        checks
+            .installed(&m[0], "", &view(5, &[&m[0], &m[1]]))
+            .expect("5");
+        checks.installed(&m[1], "", &view(6, &[&m[1]])).expect("6");
+        assert!(checks.ever_member(m[2].uuid()));
+        assert_eq!(checks.len(), 4);
     }
 }

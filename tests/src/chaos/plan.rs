@@ -15,14 +15,14 @@ use std::ops::Range;
 use std::time::Duration;
 
 use cohort_membership::GmsMessage;
-use cohort_transport::{MemberId, MemberKind, View};
+use cohort_transport::{MemberId, MemberKind};
 
 use super::invariants::{Invariant, Violation};
 use super::rng::Rng;
-use super::world::{Action, Chaos, Failure, Stats, view_weight};
+use super::world::{Action, Chaos, Failure, Reach, Stats, view_weight};
 
 /// How long the fault phase of a random plan lasts.
-pub const FAULT_PHASE: Range<Duration> = Duration::from_secs(10)..Duration::from_secs(20);
+pub const FAULT_PHASE: Range<Duration> = Duration::from_secs(10)..Duration::from_secs(25);
 /// Faults per second of the fault phase, on average.
 const FAULTS_PER_SECOND: f64 = 0.7;
 /// The bound on reaching one view after healing: a joiner that asked a dead coordinator
@@ -94,8 +94,9 @@ pub enum Fate {
     Lives,
     /// It crashes right after sending its join request (which is delivered).
     DiesAfterRequest,
-    /// It crashes as soon as some member holds a prepared view with it.
-    DiesWhenPrepared,
+    /// It crashes as the member it asked first sends it something (a proposed view, a
+    /// redirect): the answer finds it dead.
+    DiesWhenAnswered,
 }
 
 /// One fault of a plan.
@@ -192,7 +193,7 @@ pub enum Fault {
         fraction: f64,
     },
     /// A crash while the coordinator of the moment holds a prepared view (a round under
-    /// way).
+    /// way), losing what it sent that is still in flight.
     CrashMidRound {
         /// Who.
         who: Who,
@@ -221,7 +222,11 @@ impl fmt::Display for Fault {
             Fault::CutBoth { a, b, lasting } => write!(f, "cut {a} ↔ {b} for {lasting:?}"),
             Fault::Partition { side, lasting } => {
                 let side: Vec<String> = side.iter().map(|i| format!("#{i}")).collect();
-                write!(f, "partition {{{}}} from the rest for {lasting:?}", side.join(", "))
+                write!(
+                    f,
+                    "partition {{{}}} from the rest for {lasting:?}",
+                    side.join(", ")
+                )
             }
             Fault::Flap {
                 a,
@@ -343,25 +348,44 @@ fn random_fault(rng: &mut Rng, count: usize) -> Fault {
         3 => Who::Successor,
         _ => Who::Member(rng.index(count)),
     };
+    // Two ends that are not the same by construction (they may still resolve to one
+    // member, the coordinator named by its index, say: such a fault is skipped).
+    let two = |rng: &mut Rng| {
+        let a = who(rng);
+        let mut b = who(rng);
+        for _ in 0..8 {
+            if b != a {
+                break;
+            }
+            b = who(rng);
+        }
+        (a, b)
+    };
     let lasting = |rng: &mut Rng, range: Range<u64>| {
         rng.within(&(Duration::from_millis(range.start)..Duration::from_millis(range.end)))
     };
     match rng.below(100) {
-        0..10 => Fault::Cut {
-            from: who(rng),
-            to: who(rng),
-            lasting: lasting(rng, 300..4_000),
-        },
+        0..10 => {
+            let (from, to) = two(rng);
+            Fault::Cut {
+                from,
+                to,
+                lasting: lasting(rng, 300..4_000),
+            }
+        }
         10..15 => Fault::CutBoth {
             a: Who::Coordinator,
             b: Who::Successor,
             lasting: lasting(rng, 500..5_000),
         },
-        15..20 => Fault::CutBoth {
-            a: who(rng),
-            b: who(rng),
-            lasting: lasting(rng, 300..4_000),
-        },
+        15..20 => {
+            let (a, b) = two(rng);
+            Fault::CutBoth {
+                a,
+                b,
+                lasting: lasting(rng, 300..4_000),
+            }
+        }
         20..30 => {
             let size = 1 + rng.index(count / 2);
             let mut side = rng.sample(count, size);
@@ -371,30 +395,42 @@ fn random_fault(rng: &mut Rng, count: usize) -> Fault {
                 lasting: lasting(rng, 500..6_000),
             }
         }
-        30..36 => Fault::Flap {
-            a: who(rng),
-            b: who(rng),
-            period: lasting(rng, 100..1_500),
-            lasting: lasting(rng, 1_000..6_000),
-        },
-        36..44 => Fault::Loss {
-            from: who(rng),
-            to: who(rng),
-            p: 0.1 + rng.below(80) as f64 / 100.0,
-            lasting: lasting(rng, 500..6_000),
-        },
-        44..50 => Fault::Delay {
-            a: who(rng),
-            b: who(rng),
-            extra: lasting(rng, 10..500),
-            lasting: lasting(rng, 500..6_000),
-        },
-        50..56 => Fault::Duplicate {
-            a: who(rng),
-            b: who(rng),
-            p: 0.2 + rng.below(80) as f64 / 100.0,
-            lasting: lasting(rng, 500..6_000),
-        },
+        30..36 => {
+            let (a, b) = two(rng);
+            Fault::Flap {
+                a,
+                b,
+                period: lasting(rng, 100..1_500),
+                lasting: lasting(rng, 1_000..6_000),
+            }
+        }
+        36..44 => {
+            let (from, to) = two(rng);
+            Fault::Loss {
+                from,
+                to,
+                p: 0.1 + rng.below(80) as f64 / 100.0,
+                lasting: lasting(rng, 500..6_000),
+            }
+        }
+        44..50 => {
+            let (a, b) = two(rng);
+            Fault::Delay {
+                a,
+                b,
+                extra: lasting(rng, 10..500),
+                lasting: lasting(rng, 500..6_000),
+            }
+        }
+        50..56 => {
+            let (a, b) = two(rng);
+            Fault::Duplicate {
+                a,
+                b,
+                p: 0.2 + rng.below(80) as f64 / 100.0,
+                lasting: lasting(rng, 500..6_000),
+            }
+        }
         56..63 => Fault::Pause {
             who: Who::Coordinator,
             lasting: lasting(rng, 1_000..5_000),
@@ -418,7 +454,7 @@ fn random_fault(rng: &mut Rng, count: usize) -> Fault {
             fate: match rng.below(10) {
                 0..6 => Fate::Lives,
                 6..8 => Fate::DiesAfterRequest,
-                _ => Fate::DiesWhenPrepared,
+                _ => Fate::DiesWhenAnswered,
             },
         },
         94..98 => Fault::Leave { who: who(rng) },
@@ -439,12 +475,22 @@ pub struct Report {
     pub views: usize,
     /// The world's counters.
     pub stats: Stats,
-    /// Virtual time from healing until the live members settled in one view.
+    /// Virtual time from healing until the live members that are members hold one view
+    /// of exactly themselves ([`Chaos::one_view`]), for good.
     pub heal_to_one_view: Duration,
+    /// Virtual time from healing until besides no joiner is still waiting and no leave is
+    /// pending ([`Chaos::settled`]): a joiner that asked a dead coordinator waits out its
+    /// join timeout.
+    pub heal_to_settled: Duration,
     /// True if nobody was left in the cluster (every side shut down, or everyone left).
     pub cluster_lost: bool,
+    /// The first time two members of one view id coordinated at once, if they did
+    /// (invariant 4, counted in `stats`).
+    pub coordinator_overlap: Option<String>,
     /// Virtual time of the whole run.
     pub virtual_time: Duration,
+    /// The faults and commands as carried out ([`Chaos::log`]).
+    pub log: Vec<String>,
 }
 
 /// Runs the plan of `seed`: the replay of a failing seed is `run_seed(seed)`.
@@ -455,10 +501,7 @@ pub fn run_seed(seed: u64) -> Result<Report, Failure> {
 /// Runs `plan` (see the module docs); a failure carries the plan.
 pub fn run_plan(plan: &Plan) -> Result<Report, Failure> {
     let mut chaos = Chaos::new(plan.seed);
-    carry_out(&mut chaos, plan).map_err(|mut failure| {
-        failure.plan = plan.lines();
-        failure
-    })
+    carry_out(&mut chaos, plan).map_err(|failure| failure.with_plan(plan.lines()))
 }
 
 fn carry_out(chaos: &mut Chaos, plan: &Plan) -> Result<Report, Failure> {
@@ -476,7 +519,7 @@ fn carry_out(chaos: &mut Chaos, plan: &Plan) -> Result<Report, Failure> {
     chaos.disarm();
     chaos.heal();
     let healed = chaos.now();
-    let heal_to_one_view = settle(chaos, healed)?;
+    let settled = settle(chaos, healed)?;
     let cluster_lost = chaos.newest_view().is_none();
     Ok(Report {
         seed: plan.seed,
@@ -484,36 +527,58 @@ fn carry_out(chaos: &mut Chaos, plan: &Plan) -> Result<Report, Failure> {
         faults: plan.faults.len(),
         views: chaos.invariants().len(),
         stats: chaos.stats(),
-        heal_to_one_view,
+        heal_to_one_view: settled.one_view,
+        heal_to_settled: settled.settled,
         cluster_lost,
+        coordinator_overlap: chaos.first_coordinator_overlap().map(str::to_owned),
         virtual_time: chaos.now(),
+        log: chaos.log(),
     })
 }
 
-/// Runs until [`Chaos::settled`] holds and keeps holding for [`STABLE`]; returns when it
-/// started to hold, from `healed`. Invariant 5 or 6 if that does not happen within
-/// [`HEAL_LIMIT`].
-fn settle(chaos: &mut Chaos, healed: Duration) -> Result<Duration, Failure> {
+/// When, after healing, the run settled.
+struct Settled {
+    /// [`Chaos::one_view`] held from then on.
+    one_view: Duration,
+    /// [`Chaos::settled`] held from then on.
+    settled: Duration,
+}
+
+/// Runs until [`Chaos::settled`] holds and keeps holding for [`STABLE`]; returns since when
+/// it and [`Chaos::one_view`] held, from `healed`. Invariant 5 or 6 if that does not
+/// happen within [`HEAL_LIMIT`].
+fn settle(chaos: &mut Chaos, healed: Duration) -> Result<Settled, Failure> {
     let deadline = healed + HEAL_LIMIT;
-    let mut since: Option<Duration> = None;
+    let mut one_view_since: Option<Duration> = None;
+    let mut settled_since: Option<Duration> = None;
+    // Both verdicts stand while nothing they look at changes.
+    let mut seen = None;
     loop {
-        let verdict = chaos.settled();
+        if seen != Some(chaos.changes()) {
+            seen = Some(chaos.changes());
+            let now = chaos.now();
+            let since = |ok: bool, since: Option<Duration>| ok.then(|| since.unwrap_or(now));
+            one_view_since = since(chaos.one_view().is_ok(), one_view_since);
+            settled_since = since(chaos.settled().is_ok(), settled_since);
+        }
         let now = chaos.now();
-        match (&verdict, since) {
-            (Ok(()), Some(at)) if now - at >= STABLE => return Ok(at - healed),
-            (Ok(()), None) => since = Some(now),
-            (Ok(()), Some(_)) => {}
-            (Err(_), _) => since = None,
+        if let (Some(one_view), Some(settled)) = (one_view_since, settled_since)
+            && (now - settled >= STABLE || now >= deadline)
+        {
+            return Ok(Settled {
+                one_view: one_view - healed,
+                settled: settled - healed,
+            });
         }
         if now >= deadline {
-            return match (verdict, since) {
-                (Ok(()), Some(at)) => Ok(at - healed),
-                (Err(violation), _) => Err(chaos.failure(Violation::new(
-                    violation.invariant,
-                    format!("{:?} after healing: {}", HEAL_LIMIT, violation.detail),
-                ))),
-                (Ok(()), None) => Ok(now - healed),
-            };
+            let violation = chaos
+                .settled()
+                .err()
+                .unwrap_or_else(|| Violation::new(Invariant::OneViewAfterHeal, "unsettled"));
+            return Err(chaos.failure(Violation::new(
+                violation.invariant,
+                format!("{HEAL_LIMIT:?} after healing: {}", violation.detail),
+            )));
         }
         chaos.run_for(POLL)?;
     }
@@ -531,13 +596,20 @@ fn resolve(chaos: &Chaos, formed: &[usize], who: Who) -> Option<usize> {
 
 /// Carries out one fault of a plan; one whose targets are gone (or the same member twice)
 /// is skipped, and says so in the log.
-fn apply(chaos: &mut Chaos, formed: &[usize], fault: &Fault, joiners: &mut usize) -> Result<(), Failure> {
+fn apply(
+    chaos: &mut Chaos,
+    formed: &[usize],
+    fault: &Fault,
+    joiners: &mut usize,
+) -> Result<(), Failure> {
     let one = |chaos: &Chaos, who: Who| resolve(chaos, formed, who);
     let two = |chaos: &Chaos, a: Who, b: Who| {
         let pair = (one(chaos, a)?, one(chaos, b)?);
         (pair.0 != pair.1).then_some(pair)
     };
-    let skipped = |chaos: &mut Chaos| chaos.note("skipped: its members are gone".to_owned());
+    let skipped = |chaos: &mut Chaos| {
+        chaos.note("skipped: no such member now (gone, or one member twice)".to_owned());
+    };
     match fault {
         Fault::Cut { from, to, lasting } => match two(chaos, *from, *to) {
             Some((a, b)) => {
@@ -626,7 +698,11 @@ fn apply(chaos: &mut Chaos, formed: &[usize], fault: &Fault, joiners: &mut usize
         Fault::CrashMidRound { who } => match (one(chaos, *who), chaos.coordinator()) {
             (Some(i), Some(c)) => {
                 let label = format!("{} holds a prepared view", chaos.name(c));
-                chaos.when(&label, move |x| x.gms(c).prepared().is_some(), Action::Crash(i));
+                chaos.when(
+                    &label,
+                    move |x| x.gms(c).prepared().is_some(),
+                    Action::CrashMidSend(i),
+                );
             }
             _ => skipped(chaos),
         },
@@ -643,10 +719,17 @@ fn apply(chaos: &mut Chaos, formed: &[usize], fault: &Fault, joiners: &mut usize
                 Fate::DiesAfterRequest => {
                     chaos.crash(j);
                 }
-                Fate::DiesWhenPrepared => {
+                Fate::DiesWhenAnswered => {
                     let me = chaos.id(j);
-                    let label = format!("a view with {me} is prepared");
-                    chaos.when(&label, move |x| prepared_with(x, &me), Action::Crash(j));
+                    let label = format!("its first message to {me}");
+                    let to_joiner = move |_: &GmsMessage, to: &[MemberId]| to.contains(&me);
+                    chaos.after_sending(
+                        via,
+                        &label,
+                        to_joiner,
+                        Reach::Fraction(1.0),
+                        Action::Crash(j),
+                    );
                 }
             }
         }
@@ -657,21 +740,16 @@ fn apply(chaos: &mut Chaos, formed: &[usize], fault: &Fault, joiners: &mut usize
         Fault::LeaveMidRound { who } => match (one(chaos, *who), chaos.coordinator()) {
             (Some(i), Some(c)) => {
                 let label = format!("{} holds a prepared view", chaos.name(c));
-                chaos.when(&label, move |x| x.gms(c).prepared().is_some(), Action::Leave(i));
+                chaos.when(
+                    &label,
+                    move |x| x.gms(c).prepared().is_some(),
+                    Action::Leave(i),
+                );
             }
             _ => skipped(chaos),
         },
     }
     Ok(())
-}
-
-/// True if a live member other than `member` holds a prepared view with it.
-pub fn prepared_with(chaos: &Chaos, member: &MemberId) -> bool {
-    (0..chaos.len()).any(|k| {
-        chaos.is_live(k)
-            && chaos.gms(k).me() != member
-            && chaos.gms(k).prepared().is_some_and(|p: &View| p.contains(member))
-    })
 }
 
 /// The outcome of many seeds.
@@ -688,6 +766,8 @@ pub struct Sweep {
     /// Runs in which two members of one view id coordinated at once (invariant 4, not
     /// fatal).
     pub with_coordinator_overlap: u64,
+    /// The first coordinator overlap seen, and its seed.
+    pub coordinator_overlap_example: Option<(u64, String)>,
     /// Runs that ended with nobody in the cluster.
     pub clusters_lost: u64,
 }
@@ -711,6 +791,11 @@ impl Sweep {
             self.with_coordinator_overlap,
             self.clusters_lost
         );
+        if let Some((seed, overlap)) = &self.coordinator_overlap_example {
+            out.push_str(&format!(
+                "\n  invariant 4, first seen in seed {seed}: {overlap}"
+            ));
+        }
         for (invariant, count) in self.by_invariant() {
             let seeds: Vec<String> = self
                 .failures
@@ -736,12 +821,19 @@ pub fn sweep(seeds: Range<u64>) -> Sweep {
         match run_seed(seed) {
             Ok(report) => {
                 sweep.heal_times.push(report.heal_to_one_view);
-                sweep.with_coordinator_overlap += u64::from(report.stats.coordinator_overlaps > 0);
+                if let Some(overlap) = report.coordinator_overlap {
+                    sweep.with_coordinator_overlap += 1;
+                    sweep
+                        .coordinator_overlap_example
+                        .get_or_insert((seed, overlap));
+                }
                 sweep.clusters_lost += u64::from(report.cluster_lost);
             }
             Err(failure) => {
-                sweep.first_failure.get_or_insert_with(|| failure.to_string());
-                sweep.failures.push((seed, failure.violation));
+                sweep
+                    .first_failure
+                    .get_or_insert_with(|| failure.to_string());
+                sweep.failures.push((seed, failure.violation().clone()));
             }
         }
     }

@@ -9,8 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cohort_membership::{
-    AllowAll, Authenticator, CheckOutcome, Credentials, Gms, GmsConfig, GmsMessage,
-    MembershipEvent, Output,
+    AllowAll, CheckOutcome, Credentials, Gms, GmsConfig, GmsMessage, MembershipEvent, Output,
 };
 use cohort_transport::{MemberId, MemberKind, View, ViewId};
 use uuid::Uuid;
@@ -100,6 +99,24 @@ pub enum Action {
     Pause(usize, Duration),
 }
 
+/// Which recipients of a message a send hook lets it reach.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Reach {
+    /// This part (0..=1) of them, chosen by the seed.
+    Fraction(f64),
+    /// Only these members (by index), of those it was sent to.
+    Only(Vec<usize>),
+}
+
+impl fmt::Display for Reach {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Reach::Fraction(p) => write!(f, "{:.0}% of its recipients", p * 100.0),
+            Reach::Only(list) => write!(f, "only members {list:?}"),
+        }
+    }
+}
+
 /// Counters of one run.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
@@ -120,49 +137,77 @@ pub struct Stats {
     pub coordinator_overlaps: u64,
 }
 
-/// A broken invariant, with everything needed to understand and replay it.
-pub struct Failure {
-    /// The run's seed.
-    pub seed: u64,
-    /// Virtual time of the failure.
-    pub at: Duration,
-    /// What broke.
-    pub violation: Violation,
+/// A broken invariant, with everything needed to understand and replay it. Boxed: runs
+/// return it through every step.
+pub struct Failure(Box<Details>);
+
+struct Details {
+    seed: u64,
+    at: Duration,
+    violation: Violation,
     /// The planned schedule, for random runs (empty for scripted ones).
-    pub plan: Vec<String>,
-    /// Faults and commands as they were carried out, timed.
-    pub log: Vec<String>,
+    plan: Vec<String>,
+    log: Vec<String>,
     /// Every member's state at the failure.
-    pub members: Vec<String>,
+    members: Vec<String>,
     /// The last steps before it.
-    pub trace: Vec<String>,
+    trace: Vec<String>,
 }
 
 impl Failure {
+    /// The run's seed.
+    pub fn seed(&self) -> u64 {
+        self.0.seed
+    }
+
+    /// Virtual time of the failure.
+    pub fn at(&self) -> Duration {
+        self.0.at
+    }
+
+    /// What broke.
+    pub fn violation(&self) -> &Violation {
+        &self.0.violation
+    }
+
     /// Which invariant broke.
     pub fn invariant(&self) -> Invariant {
-        self.violation.invariant
+        self.0.violation.invariant
+    }
+
+    /// Faults and commands as they were carried out, timed.
+    pub fn log(&self) -> &[String] {
+        &self.0.log
+    }
+
+    /// The same failure, with the plan of the random run that found it.
+    pub fn with_plan(mut self, plan: Vec<String>) -> Failure {
+        self.0.plan = plan;
+        self
     }
 }
 
 impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let details = &self.0;
         writeln!(
             f,
             "chaos seed {} failed at {:?} of virtual time: {}",
-            self.seed, self.at, self.violation
+            details.seed, details.at, details.violation
         )?;
-        writeln!(
-            f,
-            "replay: COHORT_CHAOS_SEED={} cargo test -p cohort-tests --test gms_chaos \
-             replay_one_seed -- --nocapture",
-            self.seed
-        )?;
+        if !details.plan.is_empty() {
+            writeln!(
+                f,
+                "replay: COHORT_CHAOS_SEED={} cargo test -p cohort-tests --test gms_chaos \
+                 replay_one_seed -- --nocapture",
+                details.seed
+            )?;
+        }
         let sections = [
-            ("plan", &self.plan),
-            ("what was done", &self.log),
-            ("members at the failure", &self.members),
-            ("last steps", &self.trace),
+            ("plan", &details.plan),
+            ("what was done", &details.log),
+            ("members at the failure", &details.members),
+            ("last steps", &details.trace),
         ];
         for (title, lines) in sections {
             if lines.is_empty() {
@@ -202,21 +247,40 @@ enum Life {
 /// Something arriving at a member.
 #[derive(Clone, Debug)]
 enum Inbound {
-    Message { from: usize, message: GmsMessage },
-    Heartbeat { from: usize },
-    Answer { suspect: MemberId, outcome: CheckOutcome },
+    Message {
+        from: usize,
+        message: GmsMessage,
+    },
+    Heartbeat {
+        from: usize,
+        /// The view the sender held when it sent it, as a `Heartbeat` datagram says.
+        view_id: ViewId,
+    },
+    Answer {
+        suspect: MemberId,
+        outcome: CheckOutcome,
+    },
 }
 
 /// What the queue holds.
 #[derive(Debug)]
 enum Event {
-    Arrive { to: usize, inbound: Inbound },
+    Arrive {
+        to: usize,
+        inbound: Inbound,
+    },
     /// A member's deadline, as armed; stale if the member has moved it since.
-    Timer { node: usize },
+    Timer {
+        node: usize,
+    },
     /// The end of a pause (ignored if the pause was extended).
-    Resume { node: usize },
+    Resume {
+        node: usize,
+    },
     /// The timed end of a link fault.
-    Lift { fault: FaultId },
+    Lift {
+        fault: FaultId,
+    },
     /// A flapping fault changes phase, and again `period` later until `until`.
     Flip {
         fault: FaultId,
@@ -244,6 +308,8 @@ struct Node {
     events: Vec<(Duration, MembershipEvent)>,
     /// When it asked to leave (as a member).
     leave_asked: Option<Duration>,
+    /// `is_coordinator()` after its last input: the only time it can change.
+    coordinating: bool,
 }
 
 type Condition = Box<dyn Fn(&Chaos) -> bool>;
@@ -259,7 +325,8 @@ struct SendHook {
     node: usize,
     label: String,
     matches: SendPredicate,
-    fraction: f64,
+    reach: Reach,
+    action: Action,
 }
 
 /// One traced step, formatted only when a failure is reported.
@@ -268,7 +335,14 @@ enum Traced {
         to: usize,
         inbound: Inbound,
     },
+    /// A timer that did more than send heartbeats.
     Timer(usize),
+    /// A protocol message lost to a link fault.
+    Lost {
+        from: usize,
+        to: usize,
+        message: GmsMessage,
+    },
     Emitted(usize, MembershipEvent),
     Note(String),
 }
@@ -301,6 +375,11 @@ pub struct Chaos {
     trace: VecDeque<(Duration, Traced)>,
     /// Steps run at the current instant (for the spin guard).
     same_instant: u64,
+    /// Counts the changes that [`Chaos::settled`] depends on: events and lives.
+    changes: u64,
+    /// Set when some member's coordinating, view or life changed: invariant 4 is looked
+    /// at again after the step.
+    roles_changed: bool,
 }
 
 impl Chaos {
@@ -334,6 +413,8 @@ impl Chaos {
             log: Vec::new(),
             trace: VecDeque::new(),
             same_instant: 0,
+            changes: 0,
+            roles_changed: false,
         }
     }
 
@@ -341,11 +422,6 @@ impl Chaos {
 
     /// Adds a member (not started) that admits anyone; returns its index.
     pub fn add(&mut self, name: &str, kind: MemberKind) -> usize {
-        self.add_with(name, kind, Arc::new(AllowAll))
-    }
-
-    /// Adds a member (not started) with its own authenticator; returns its index.
-    pub fn add_with(&mut self, name: &str, kind: MemberKind, auth: Arc<dyn Authenticator>) -> usize {
         let i = self.nodes.len();
         let address = SocketAddr::from(([127, 0, 0, 1], 20_000 + i as u16));
         let mut rng = Rng::keyed(self.seed, &[DRAW_UUID, i as u64]);
@@ -353,12 +429,13 @@ impl Chaos {
         let me = MemberId::new(name, address, kind).with_uuid(uuid);
         self.index.insert(uuid, i);
         self.nodes.push(Node {
-            gms: Gms::new(me, self.config.gms.clone(), auth),
+            gms: Gms::new(me, self.config.gms.clone(), Arc::new(AllowAll)),
             life: Life::Running,
             armed: None,
             inbox: VecDeque::new(),
             events: Vec::new(),
             leave_asked: None,
+            coordinating: false,
         });
         i
     }
@@ -371,7 +448,11 @@ impl Chaos {
         let members: Vec<usize> = kinds
             .iter()
             .map(|kind| {
-                let prefix = if *kind == MemberKind::Locator { "loc" } else { "m" };
+                let prefix = if *kind == MemberKind::Locator {
+                    "loc"
+                } else {
+                    "m"
+                };
                 let name = format!("{prefix}{}", self.nodes.len());
                 self.add(&name, *kind)
             })
@@ -416,8 +497,7 @@ impl Chaos {
         self.command(i, "joining")
     }
 
-    /// Member `i` asks to leave (a no-op unless it is a member; a paused one is asked
-    /// when it resumes, as its application would).
+    /// Member `i` asks to leave (a no-op, logged, unless it is a running member).
     pub fn leave(&mut self, i: usize) -> Result<(), Failure> {
         if !self.is_running(i) || !self.gms(i).is_member() {
             self.note(format!("{} cannot leave now", self.name(i)));
@@ -425,6 +505,7 @@ impl Chaos {
         }
         self.note(format!("{} asks to leave", self.name(i)));
         self.nodes[i].leave_asked = Some(self.now);
+        self.changed();
         let now = self.at();
         self.nodes[i].gms.leave(now);
         self.command(i, "leaving")
@@ -454,6 +535,7 @@ impl Chaos {
         let node = &mut self.nodes[i];
         node.life = Life::Crashed(death);
         node.inbox.clear();
+        self.changed();
         let how = match death {
             Death::PortClosed => "port closed",
             Death::HostDown => "host down",
@@ -470,7 +552,7 @@ impl Chaos {
         }
         let before = self.queue.len();
         self.queue.retain(|_, event| {
-            !matches!(event, Event::Arrive { inbound: Inbound::Message { from, .. } | Inbound::Heartbeat { from }, .. } if *from == i)
+            !matches!(event, Event::Arrive { inbound: Inbound::Message { from, .. } | Inbound::Heartbeat { from, .. }, .. } if *from == i)
         });
         let lost = before - self.queue.len();
         self.note(format!("{lost} of its transmissions in flight are lost"));
@@ -479,7 +561,7 @@ impl Chaos {
 
     /// Pauses member `i` for `lasting` (extends a pause under way): its timers do not fire
     /// and what arrives is held; on resuming, the held timer fires late and the held
-    /// arrivals are taken in order, late, in an order the seed picks.
+    /// arrivals are taken in order, late (the seed picks which of the two goes first).
     pub fn pause(&mut self, i: usize, lasting: Duration) {
         let until = self.now + lasting;
         let until = match self.nodes[i].life {
@@ -488,6 +570,7 @@ impl Chaos {
             Life::Crashed(_) | Life::Stopped => return,
         };
         self.nodes[i].life = Life::Paused { until };
+        self.changed();
         self.note(format!("{} paused for {lasting:?}", self.name(i)));
         self.schedule(until, i, 0, Event::Resume { node: i });
     }
@@ -498,6 +581,7 @@ impl Chaos {
             return;
         }
         self.nodes[i].life = Life::Running;
+        self.changed();
         let held = std::mem::take(&mut self.nodes[i].inbox);
         let n = self.next_draw(DRAW_RESUME, i, i);
         let timer_first = Rng::keyed(self.seed, &[DRAW_RESUME, i as u64, n]).chance(0.5);
@@ -505,7 +589,11 @@ impl Chaos {
             "{} resumes: {} held arrivals, {} first",
             self.name(i),
             held.len(),
-            if timer_first { "its timer" } else { "the arrivals" }
+            if timer_first {
+                "its timer"
+            } else {
+                "the arrivals"
+            }
         ));
         // Queued at this instant, in order, so each is a step of its own and checked.
         self.nodes[i].armed = Some(self.now);
@@ -524,12 +612,13 @@ impl Chaos {
 
     /// Cuts `from`→`to` (one way) until lifted or healed.
     pub fn cut(&mut self, from: usize, to: usize) -> FaultId {
-        self.link_fault(Effect::Cut, vec![(from, to)])
+        let what = format!("{} → {}", self.name(from), self.name(to));
+        self.link_fault(Effect::Cut, vec![(from, to)], what)
     }
 
     /// Cuts both directions between `a` and `b`.
     pub fn cut_both(&mut self, a: usize, b: usize) -> FaultId {
-        self.link_fault(Effect::Cut, vec![(a, b), (b, a)])
+        self.link_fault(Effect::Cut, vec![(a, b), (b, a)], self.pair(a, b))
     }
 
     /// Cuts every link, both ways, between members of different `sides`; members on no
@@ -545,39 +634,49 @@ impl Chaos {
                 }
             }
         }
-        self.link_fault(Effect::Cut, links)
+        let sides: Vec<String> = sides
+            .iter()
+            .map(|side| {
+                let names: Vec<&str> = side.iter().map(|i| self.name(*i)).collect();
+                format!("{{{}}}", names.join(", "))
+            })
+            .collect();
+        self.link_fault(Effect::Cut, links, format!("between {}", sides.join(" | ")))
     }
 
-    /// Cuts member `i` off from every other member, both ways.
+    /// Cuts member `i` off from every other member added so far, both ways.
     pub fn isolate(&mut self, i: usize) -> FaultId {
         let links = (0..self.nodes.len())
             .filter(|j| *j != i)
             .flat_map(|j| [(i, j), (j, i)])
             .collect();
-        self.link_fault(Effect::Cut, links)
+        let what = format!("every link of {}", self.name(i));
+        self.link_fault(Effect::Cut, links, what)
     }
 
     /// Loses each transmission `from`→`to` with probability `p`.
     pub fn loss(&mut self, from: usize, to: usize, p: f64) -> FaultId {
-        self.link_fault(Effect::Loss(p), vec![(from, to)])
+        let what = format!("{} → {}", self.name(from), self.name(to));
+        self.link_fault(Effect::Loss(p), vec![(from, to)], what)
     }
 
     /// Delays each transmission between `a` and `b` (both ways) by up to `extra` more, so
     /// that later ones overtake earlier ones.
     pub fn delay(&mut self, a: usize, b: usize, extra: Duration) -> FaultId {
-        self.link_fault(Effect::Delay(extra), vec![(a, b), (b, a)])
+        self.link_fault(Effect::Delay(extra), vec![(a, b), (b, a)], self.pair(a, b))
     }
 
     /// Delivers each transmission between `a` and `b` (both ways) twice with probability
     /// `p`.
     pub fn duplicate(&mut self, a: usize, b: usize, p: f64) -> FaultId {
-        self.link_fault(Effect::Duplicate(p), vec![(a, b), (b, a)])
+        self.link_fault(Effect::Duplicate(p), vec![(a, b), (b, a)], self.pair(a, b))
     }
 
     /// Cuts and opens both directions between `a` and `b` alternately, every `period`,
     /// for `lasting`; it starts cut.
     pub fn flap(&mut self, a: usize, b: usize, period: Duration, lasting: Duration) -> FaultId {
-        let fault = self.link_fault(Effect::Cut, vec![(a, b), (b, a)]);
+        let what = format!("{}, flapping every {period:?}", self.pair(a, b));
+        let fault = self.link_fault(Effect::Cut, vec![(a, b), (b, a)], what);
         let until = self.now + lasting;
         self.schedule(
             self.now + period,
@@ -617,14 +716,14 @@ impl Chaos {
         }
     }
 
-    fn link_fault(&mut self, effect: Effect, links: Vec<(usize, usize)>) -> FaultId {
-        let names: Vec<String> = links
-            .iter()
-            .map(|(a, b)| format!("{}→{}", self.name(*a), self.name(*b)))
-            .collect();
+    fn link_fault(&mut self, effect: Effect, links: Vec<(usize, usize)>, what: String) -> FaultId {
         let fault = self.links.add(effect, links);
-        self.note(format!("link fault {}: {effect} on {}", fault.0, names.join(" ")));
+        self.note(format!("link fault {}: {effect}, {what}", fault.0));
         fault
+    }
+
+    fn pair(&self, a: usize, b: usize) -> String {
+        format!("{} ↔ {}", self.name(a), self.name(b))
     }
 
     // ---- triggers ----
@@ -640,16 +739,33 @@ impl Chaos {
         predicate: impl Fn(&GmsMessage, &[MemberId]) -> bool + 'static,
         fraction: f64,
     ) {
+        let reach = Reach::Fraction(fraction);
+        self.after_sending(i, label, predicate, reach, Action::Crash(i));
+    }
+
+    /// Carries out `action` right after member `i` sends a message `predicate` accepts,
+    /// which gets only as far as `reach` says (to all its recipients if the action is a
+    /// crash the budget does not allow). The action is taken before anything else
+    /// happens: a joiner crashed as its coordinator answers it is dead when the answer
+    /// arrives. The hook fires once.
+    pub fn after_sending(
+        &mut self,
+        i: usize,
+        label: &str,
+        predicate: impl Fn(&GmsMessage, &[MemberId]) -> bool + 'static,
+        reach: Reach,
+        action: Action,
+    ) {
         self.note(format!(
-            "armed: {} crashes after sending {label} to {:.0}% of its recipients",
-            self.name(i),
-            fraction * 100.0
+            "armed: {action:?} once {} sends {label} (reaching {reach})",
+            self.name(i)
         ));
         self.hooks.push(SendHook {
             node: i,
             label: label.to_owned(),
             matches: Box::new(predicate),
-            fraction,
+            reach,
+            action,
         });
     }
 
@@ -715,7 +831,11 @@ impl Chaos {
     /// Runs every event up to `now + lasting`, then moves the clock there.
     pub fn run_for(&mut self, lasting: Duration) -> Result<(), Failure> {
         let until = self.now + lasting;
-        while self.queue.first_key_value().is_some_and(|((at, ..), _)| *at <= until) {
+        while self
+            .queue
+            .first_key_value()
+            .is_some_and(|((at, ..), _)| *at <= until)
+        {
             self.step()?;
         }
         self.now = self.now.max(until);
@@ -827,6 +947,12 @@ impl Chaos {
         self.nodes[i].events.iter().map(|(_, e)| e)
     }
 
+    /// A count that moves whenever something [`Chaos::settled`] looks at may have changed
+    /// (an event, a crash, a pause): while it stands still, so does the verdict.
+    pub fn changes(&self) -> u64 {
+        self.changes
+    }
+
     /// The counters.
     pub fn stats(&self) -> Stats {
         self.stats
@@ -847,31 +973,65 @@ impl Chaos {
     }
 
     /// Who coordinates: the live member reporting `is_coordinator()` with the newest view,
-    /// else the live coordinator of the newest view.
+    /// else the member that will once the dead are found: the coordinator of the newest
+    /// view among its live members.
     pub fn coordinator(&self) -> Option<usize> {
         let reporting = (0..self.nodes.len())
             .filter(|i| self.is_live(*i) && self.gms(*i).is_coordinator())
             .max_by_key(|i| self.gms(*i).view().map(View::id));
-        reporting.or_else(|| {
-            let view = self.newest_view()?;
-            self.index_of(view.coordinator()?)
-                .filter(|i| self.is_live(*i))
-        })
+        reporting.or_else(|| self.coordinator_among(|_| true))
     }
 
     /// Who would take over from [`Chaos::coordinator`]: the coordinator of the newest view
-    /// without it.
+    /// among its live members but that one.
     pub fn successor(&self) -> Option<usize> {
-        let coordinator = self.coordinator().map(|i| self.id(i));
+        let coordinator = self.coordinator();
+        self.coordinator_among(|i| Some(i) != coordinator)
+    }
+
+    /// The coordinator of the newest view among its live members that `keep` accepts.
+    fn coordinator_among(&self, keep: impl Fn(usize) -> bool) -> Option<usize> {
         let view = self.newest_view()?;
-        let next = view.coordinator_among(|m| Some(m) != coordinator.as_ref())?;
+        let next = view
+            .coordinator_among(|m| self.index_of(m).is_some_and(|i| self.is_live(i) && keep(i)))?;
         self.index_of(next)
     }
 
-    /// Invariants 5 and 6: every live member that some newer installed view left out
-    /// knows it is out; the live members that are members hold one view, made of exactly
-    /// them; nobody live is still joining, and every member that asked to leave is out.
+    /// Invariants 5 and 6: [`Chaos::one_view`], and besides nobody live is still
+    /// joining, and every member that asked to leave is out.
     pub fn settled(&self) -> Result<(), Violation> {
+        let mut pending = Vec::new();
+        for i in (0..self.nodes.len()).filter(|i| self.is_live(*i)) {
+            if let Some(through) = self.gms(i).joining_through() {
+                pending.push(format!(
+                    "{} is still joining through {through}",
+                    self.name(i)
+                ));
+            }
+            if let Some(asked) = self.nodes[i].leave_asked {
+                pending.push(format!(
+                    "{} asked to leave at {asked:?} and is still running",
+                    self.name(i)
+                ));
+            }
+        }
+        match (self.one_view(), pending.is_empty()) {
+            (Ok(()), true) => Ok(()),
+            (Ok(()), false) => Err(Violation::new(
+                Invariant::OneViewAfterHeal,
+                pending.join("; "),
+            )),
+            (Err(violation), _) => {
+                pending.insert(0, violation.detail);
+                Err(Violation::new(violation.invariant, pending.join("; ")))
+            }
+        }
+    }
+
+    /// The members' side of invariants 5 and 6: every live member that a newer installed
+    /// view left out knows it is out (5), and the live members that are members hold one
+    /// view, made of exactly them (6).
+    pub fn one_view(&self) -> Result<(), Violation> {
         let members: Vec<usize> = (0..self.nodes.len())
             .filter(|i| self.is_live(*i) && self.gms(*i).is_member())
             .collect();
@@ -881,8 +1041,7 @@ impl Chaos {
             let Some(view) = self.gms(i).view() else {
                 continue;
             };
-            let newer = self.newer_view_without(i, view.id());
-            if let Some(out) = newer {
+            if let Some(out) = self.newer_view_without(i, view.id()) {
                 removed.push(format!(
                     "{} still believes it is in (it holds view {}), but view {out} left it out",
                     self.name(i),
@@ -908,20 +1067,6 @@ impl Chaos {
                 }
             }
         }
-        for i in 0..self.nodes.len() {
-            if !self.is_live(i) {
-                continue;
-            }
-            if let Some(through) = self.gms(i).joining_through() {
-                other.push(format!("{} is still joining through {through}", self.name(i)));
-            }
-            if let Some(asked) = self.nodes[i].leave_asked {
-                other.push(format!(
-                    "{} asked to leave at {asked:?} and is still running",
-                    self.name(i)
-                ));
-            }
-        }
         let invariant = if removed.is_empty() {
             Invariant::OneViewAfterHeal
         } else {
@@ -939,13 +1084,11 @@ impl Chaos {
     fn newer_view_without(&self, i: usize, than: ViewId) -> Option<ViewId> {
         let uuid = self.id(i).uuid();
         let newest = self.invariants.newest()?;
-        (than.0 + 1..=newest.0)
-            .map(ViewId)
-            .find(|id| {
-                self.invariants
-                    .members_of(*id)
-                    .is_some_and(|members| !members.contains(&uuid))
-            })
+        (than.0 + 1..=newest.0).map(ViewId).find(|id| {
+            self.invariants
+                .members_of(*id)
+                .is_some_and(|members| !members.contains(&uuid))
+        })
     }
 
     // ---- the machinery ----
@@ -1004,12 +1147,10 @@ impl Chaos {
                     .handle_message(now, &from_id, message.clone());
                 Cause::Message(*from)
             }
-            Inbound::Heartbeat { from } => {
+            Inbound::Heartbeat { from, view_id } => {
                 let from_id = self.id(*from);
                 self.nodes[to].gms.heard_from(&from_id, now);
-                // When `Gms` takes the view id a heartbeat carries (`heard_view`), it is
-                // called here with the sender's view id at sending, which
-                // `Chaos::heartbeat` then records in `Inbound::Heartbeat`.
+                self.nodes[to].gms.heard_view(now, &from_id, *view_id);
                 Cause::Message(*from)
             }
             Inbound::Answer { suspect, outcome } => {
@@ -1033,11 +1174,10 @@ impl Chaos {
             // Paused: `resume` fires it. Crashed or stopped: never.
             return Ok(());
         }
+        // Armed at its deadline, or at a resume (where nothing may be due: `Gms` takes an
+        // early call as a no-op, as a driver's spurious wake-up).
         let now = self.at();
-        if self.gms(node).poll_timeout().is_some_and(|t| t <= now) {
-            self.traced(Traced::Timer(node));
-            self.nodes[node].gms.handle_timeout(now);
-        }
+        self.nodes[node].gms.handle_timeout(now);
         self.drain(node, Cause::Timer)
     }
 
@@ -1050,12 +1190,18 @@ impl Chaos {
     /// Carries out member `i`'s outputs in order, as the `Member` driver does, then
     /// re-arms its timer. An ending event stops the member (the driver stops there).
     fn drain(&mut self, i: usize, cause: Cause) -> Result<(), Violation> {
+        // Heartbeat ticks are most of the timers: only those that did more are traced.
+        let mut untraced_timer = matches!(cause, Cause::Timer);
         while self.is_running(i) {
             let Some(output) = self.nodes[i].gms.poll_output() else {
                 break;
             };
+            if untraced_timer && !matches!(output, Output::Heartbeat { .. }) {
+                untraced_timer = false;
+                self.traced(Traced::Timer(i));
+            }
             match output {
-                Output::Send { to, message } => self.send(i, &to, message),
+                Output::Send { to, message } => self.send(i, &to, message)?,
                 Output::Heartbeat { to } => self.heartbeat(i, &to),
                 Output::Check { member } => self.check(i, member),
                 Output::Event(event) => self.event(i, event, cause)?,
@@ -1064,7 +1210,18 @@ impl Chaos {
         if self.is_running(i) {
             self.arm(i);
         }
+        let coordinating = self.gms(i).is_coordinator();
+        if self.nodes[i].coordinating != coordinating {
+            self.nodes[i].coordinating = coordinating;
+            self.roles_changed = true;
+        }
         Ok(())
+    }
+
+    /// Something [`Chaos::settled`] or invariant 4 depends on changed.
+    fn changed(&mut self) {
+        self.changes += 1;
+        self.roles_changed = true;
     }
 
     fn arm(&mut self, i: usize) {
@@ -1073,16 +1230,14 @@ impl Chaos {
         };
         // A deadline already past fires at once (the spin guard catches one that never
         // moves).
-        let at = deadline
-            .saturating_duration_since(self.start)
-            .max(self.now);
+        let at = deadline.saturating_duration_since(self.start).max(self.now);
         if self.nodes[i].armed != Some(at) {
             self.nodes[i].armed = Some(at);
             self.schedule(at, i, 0, Event::Timer { node: i });
         }
     }
 
-    fn send(&mut self, i: usize, to: &[MemberId], message: GmsMessage) {
+    fn send(&mut self, i: usize, to: &[MemberId], message: GmsMessage) -> Result<(), Violation> {
         let recipients: Vec<usize> = to.iter().filter_map(|m| self.index_of(m)).collect();
         let hook = self
             .hooks
@@ -1091,26 +1246,47 @@ impl Chaos {
         let Some(hook) = hook.map(|at| self.hooks.remove(at)) else {
             for j in recipients {
                 self.stats.messages += 1;
-                self.transmit(i, j, Inbound::Message {
-                    from: i,
-                    message: message.clone(),
-                });
+                self.transmit(
+                    i,
+                    j,
+                    Inbound::Message {
+                        from: i,
+                        message: message.clone(),
+                    },
+                );
             }
-            return;
+            return Ok(());
         };
-        let n = self.next_draw(DRAW_HOOK, i, i);
-        let count = (hook.fraction * recipients.len() as f64).round() as usize;
-        let mut chosen = Rng::keyed(self.seed, &[DRAW_HOOK, i as u64, n]).sample(recipients.len(), count);
-        chosen.sort_unstable();
-        let reached: Vec<usize> = chosen.into_iter().map(|k| recipients[k]).collect();
-        let crashes = self.crash_allowed(i);
-        let served = if crashes { &reached } else { &recipients };
+        let reached: Vec<usize> = match &hook.reach {
+            Reach::Fraction(fraction) => {
+                let n = self.next_draw(DRAW_HOOK, i, i);
+                let count = (fraction * recipients.len() as f64).round() as usize;
+                let mut rng = Rng::keyed(self.seed, &[DRAW_HOOK, i as u64, n]);
+                let mut chosen = rng.sample(recipients.len(), count);
+                chosen.sort_unstable();
+                chosen.into_iter().map(|k| recipients[k]).collect()
+            }
+            Reach::Only(only) => recipients
+                .iter()
+                .copied()
+                .filter(|j| only.contains(j))
+                .collect(),
+        };
+        let spared = match hook.action {
+            Action::Crash(j) | Action::CrashMidSend(j) => !self.crash_allowed(j),
+            Action::Leave(_) | Action::Pause(..) => false,
+        };
+        let served = if spared { &recipients } else { &reached };
         for &j in served {
             self.stats.messages += 1;
-            self.transmit(i, j, Inbound::Message {
-                from: i,
-                message: message.clone(),
-            });
+            self.transmit(
+                i,
+                j,
+                Inbound::Message {
+                    from: i,
+                    message: message.clone(),
+                },
+            );
         }
         let names = |list: &[usize]| -> String {
             let names: Vec<&str> = list.iter().map(|j| self.name(*j)).collect();
@@ -1124,14 +1300,15 @@ impl Chaos {
             names(&recipients)
         );
         self.note(line);
-        self.crash(i);
+        self.act(hook.action)
     }
 
     /// Heartbeats go through the same link faults as messages.
     fn heartbeat(&mut self, i: usize, to: &[MemberId]) {
         let recipients: Vec<usize> = to.iter().filter_map(|m| self.index_of(m)).collect();
+        let view_id = self.nodes[i].gms.view().map_or(ViewId(0), View::id);
         for j in recipients {
-            self.transmit(i, j, Inbound::Heartbeat { from: i });
+            self.transmit(i, j, Inbound::Heartbeat { from: i, view_id });
         }
     }
 
@@ -1143,13 +1320,16 @@ impl Chaos {
         let lost = rng.chance(link.loss);
         if link.cut || lost {
             self.stats.dropped += 1;
+            if let Inbound::Message { message, .. } = inbound {
+                self.traced(Traced::Lost { from, to, message });
+            }
             return;
         }
         let copies = if rng.chance(link.duplicate) { 2 } else { 1 };
         self.stats.duplicated += copies - 1;
         for _ in 0..copies {
-            let delay = rng.within(&self.config.latency)
-                + rng.within(&(Duration::ZERO..link.extra_delay));
+            let delay =
+                rng.within(&self.config.latency) + rng.within(&(Duration::ZERO..link.extra_delay));
             let key = rng.next_u64();
             let event = Event::Arrive {
                 to,
@@ -1210,6 +1390,7 @@ impl Chaos {
             self.traced(Traced::Emitted(i, event.clone()));
         }
         self.nodes[i].events.push((self.now, event));
+        self.changed();
         if let Some(ending) = ending {
             self.nodes[i].life = Life::Stopped;
             self.note(format!("{} stops: {ending}", self.name(i)));
@@ -1245,6 +1426,7 @@ impl Chaos {
             Action::Leave(i) => {
                 if self.is_running(i) && self.gms(i).is_member() {
                     self.nodes[i].leave_asked = Some(self.now);
+                    self.changed();
                     let now = self.at();
                     self.nodes[i].gms.leave(now);
                     self.note(format!("{} asks to leave", self.name(i)));
@@ -1255,11 +1437,15 @@ impl Chaos {
         Ok(())
     }
 
-    /// Invariant 4: at most one live, unpaused member of each view id coordinates.
+    /// Invariant 4: at most one live, unpaused member of each view id coordinates. Looked
+    /// at only when some member's role, view or life changed.
     fn coordinators(&mut self) -> Result<(), Violation> {
+        if !std::mem::take(&mut self.roles_changed) {
+            return Ok(());
+        }
         let mut by_view: BTreeMap<ViewId, Vec<usize>> = BTreeMap::new();
         for i in 0..self.nodes.len() {
-            if self.is_running(i) && self.gms(i).is_coordinator() {
+            if self.is_running(i) && self.nodes[i].coordinating {
                 let id = self.gms(i).view().map_or(ViewId(0), View::id);
                 by_view.entry(id).or_default().push(i);
             }
@@ -1269,7 +1455,7 @@ impl Chaos {
                 continue;
             }
             let names: Vec<&str> = list.iter().map(|i| self.name(*i)).collect();
-            let detail = format!("{} all coordinate view {id}", names.join(" and "));
+            let detail = format!("{} coordinate view {id} at once", names.join(" and "));
             if self.config.strict_coordinators {
                 return Err(Violation::new(Invariant::OneCoordinator, detail));
             }
@@ -1352,6 +1538,14 @@ impl Chaos {
         }
     }
 
+    /// The faults and commands carried out so far, one timed line each.
+    pub fn log(&self) -> Vec<String> {
+        self.log
+            .iter()
+            .map(|(at, line)| format!("{at:>14?}  {line}"))
+            .collect()
+    }
+
     /// A failure report of `violation` as things stand.
     pub fn failure(&self, violation: Violation) -> Failure {
         let members = (0..self.nodes.len())
@@ -1370,7 +1564,11 @@ impl Chaos {
                 let prepared = gms
                     .prepared()
                     .map_or(String::new(), |p| format!(", prepared {p}"));
-                format!("{} {} {role}: {view}{prepared}", self.name(i), self.life_word(i))
+                format!(
+                    "{} {} {role}: {view}{prepared}",
+                    self.name(i),
+                    self.life_word(i)
+                )
             })
             .collect();
         let trace = self
@@ -1378,19 +1576,15 @@ impl Chaos {
             .iter()
             .map(|(at, step)| format!("{at:>14?}  {}", self.describe(step)))
             .collect();
-        Failure {
+        Failure(Box::new(Details {
             seed: self.seed,
             at: self.now,
             violation,
             plan: Vec::new(),
-            log: self
-                .log
-                .iter()
-                .map(|(at, line)| format!("{at:>14?}  {line}"))
-                .collect(),
+            log: self.log(),
             members,
             trace,
-        }
+        }))
     }
 
     fn describe(&self, step: &Traced) -> String {
@@ -1410,9 +1604,19 @@ impl Chaos {
             } => format!("{}: final check of {suspect}: {outcome:?}", self.name(*to)),
             Traced::Took {
                 to,
-                inbound: Inbound::Heartbeat { from },
-            } => format!("{} heard {}", self.name(*to), self.name(*from)),
+                inbound: Inbound::Heartbeat { from, view_id },
+            } => format!(
+                "{} heard {} (view {view_id})",
+                self.name(*to),
+                self.name(*from)
+            ),
             Traced::Timer(i) => format!("{}: timer", self.name(*i)),
+            Traced::Lost { from, to, message } => format!(
+                "{} → {} lost: {}",
+                self.name(*from),
+                self.name(*to),
+                compact(&format!("{message:?}"))
+            ),
             Traced::Emitted(i, MembershipEvent::ViewInstalled { view, .. }) => {
                 format!("{} installs {view}", self.name(*i))
             }
@@ -1431,7 +1635,10 @@ fn weight(view: &View, member: &MemberId) -> i64 {
         MemberKind::Admin => 0,
         MemberKind::Member => 10,
     };
-    let lead = view.members().iter().find(|m| m.kind() == MemberKind::Member);
+    let lead = view
+        .members()
+        .iter()
+        .find(|m| m.kind() == MemberKind::Member);
     base + if lead == Some(member) { 5 } else { 0 }
 }
 

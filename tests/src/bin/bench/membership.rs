@@ -38,12 +38,18 @@
 //!   the full view; after heartbeats flowed for a while 10% of them, chosen by the seed,
 //!   crash — views installed until every survivor's view lacks them all; and protocol
 //!   messages sent over both phases (one per recipient, heartbeats not counted) per member.
+//! - `membership.chaos.schedules`, `.violations` (count): random fault schedules of
+//!   [`cohort_tests::chaos`] over a fixed range of seeds (5–10 members formed, 10–25 s of
+//!   faults, then healed), and how many of them broke an invariant.
+//! - `membership.heal_to_one_view.p99` (s): over those schedules that settled, the virtual
+//!   time from healing until every live member holds one view of exactly the live members.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use cohort_membership::{AllowAll, Authenticator, MemberConfig};
 use cohort_tests::Cluster;
+use cohort_tests::chaos;
 use cohort_tests::cluster::same_view;
 use cohort_tests::gms_sim::Sim;
 use cohort_transport::{MemberId, MemberKind, View};
@@ -73,6 +79,8 @@ struct Counts {
     settle: Duration,
     /// Simulation seeds.
     seeds: Vec<u64>,
+    /// Seeds of the random fault schedules.
+    chaos_seeds: std::ops::Range<u64>,
 }
 
 impl Counts {
@@ -85,6 +93,7 @@ impl Counts {
                 idle_window: Duration::from_secs(1),
                 settle: Duration::from_secs(1),
                 seeds: vec![1, 2, 3],
+                chaos_seeds: 0..100,
             }
         } else {
             Counts {
@@ -94,6 +103,7 @@ impl Counts {
                 idle_window: Duration::from_secs(4),
                 settle: Duration::from_secs(3),
                 seeds: vec![1, 2, 3, 4, 5],
+                chaos_seeds: 0..2000,
             }
         }
     }
@@ -104,7 +114,8 @@ pub(crate) async fn run(quick: bool, report: &mut Report) -> Result<(), String> 
     let counts = Counts::new(quick);
     forming_and_joining(&counts, report).await?;
     idle_and_crashes(&counts, report).await?;
-    simulation(&counts, report).await
+    simulation(&counts, report).await?;
+    chaos_schedules(&counts, report).await
 }
 
 /// `form.n10`, `form.n50`, `form_views.n50`, then `join_one.n50` on the last cluster of 50.
@@ -453,6 +464,38 @@ async fn simulation(counts: &Counts, report: &mut Report) -> Result<(), String> 
         "membership.sim1000.msgs_per_member",
         "msgs",
         messages,
+    ));
+    Ok(())
+}
+
+/// `chaos.schedules`, `chaos.violations`, `heal_to_one_view.p99`: one sweep over the seed
+/// range, on a blocking thread. A violation is a finding to fix, not a failure of the
+/// benchmark: it is counted, and the failing seeds are listed on standard error (each
+/// replays with `COHORT_CHAOS_SEED`, see `tests/tests/gms_chaos.rs`).
+async fn chaos_schedules(counts: &Counts, report: &mut Report) -> Result<(), String> {
+    let seeds = counts.chaos_seeds.clone();
+    let sweep = tokio::task::spawn_blocking(move || chaos::sweep(seeds))
+        .await
+        .map_err(|error| format!("chaos schedules: {}", panic_message(error)))?;
+    if !sweep.failures.is_empty() {
+        eprintln!("chaos: {}", sweep.summary());
+    }
+    let heal: Vec<f64> = sweep.heal_times.iter().map(Duration::as_secs_f64).collect();
+    let count = |n: usize| vec![n as f64];
+    report.add(Figure::new(
+        "membership.chaos.schedules",
+        "count",
+        count(sweep.schedules as usize),
+    ));
+    report.add(Figure::new(
+        "membership.chaos.violations",
+        "count",
+        count(sweep.failures.len()),
+    ));
+    report.add(Figure::new(
+        "membership.heal_to_one_view.p99",
+        "s",
+        vec![percentile(&heal, 0.99)],
     ));
     Ok(())
 }

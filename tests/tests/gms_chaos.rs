@@ -1,0 +1,328 @@
+//! The membership protocol under injected faults ([`cohort_tests::chaos`]): one scenario
+//! per known way to break a view change, then random schedules by the thousand. Every
+//! invariant is checked after every step; a failure prints its seed, plan, the faults as
+//! carried out and the last steps, and `COHORT_CHAOS_SEED=<seed>` replays one seed with
+//! `replay_one_seed`.
+
+use std::cell::Cell;
+use std::ops::Range;
+use std::time::Duration;
+
+use cohort_membership::{GmsConfig, MembershipEvent};
+use cohort_tests::chaos::{Action, Chaos, Death, Failure, Invariant, Reach, run_seed, sweep};
+use cohort_transport::{MemberId, MemberKind};
+
+const MEMBER: MemberKind = MemberKind::Member;
+
+fn member_timeout() -> Duration {
+    GmsConfig::default().member_timeout
+}
+
+/// True if every live member of `among` holds one view, and it leaves out `gone`.
+fn agreed_without(chaos: &Chaos, among: &[usize], gone: &MemberId) -> bool {
+    let live: Vec<usize> = among
+        .iter()
+        .copied()
+        .filter(|i| chaos.is_live(*i))
+        .collect();
+    let Some(first) = live.first().and_then(|i| chaos.gms(*i).view()) else {
+        return false;
+    };
+    !first.contains(gone) && live.iter().all(|i| chaos.gms(*i).view() == Some(first))
+}
+
+/// Heals, then waits (bounded) until the live members settle in one view (invariants 5
+/// and 6).
+fn heal_and_settle(chaos: &mut Chaos, limit: Duration) -> Result<(), Failure> {
+    chaos.heal();
+    let outcome = chaos.run_until("settled after healing", limit, |c| c.settled().is_ok());
+    match (outcome, chaos.settled()) {
+        (Ok(_), _) => Ok(()),
+        // Out of time: what is not settled says more than the deadline.
+        (Err(failure), Err(violation)) if failure.invariant() == Invariant::Deadline => {
+            Err(chaos.failure(violation))
+        }
+        (Err(failure), _) => Err(failure),
+    }
+}
+
+/// a. The coordinator prepares a view admitting a joiner, which dies before it answers: a
+/// round must not wait on it for ever. A leave asked after the prepare timeout completes
+/// within two member timeouts, and a crash after it is still removed.
+#[test]
+fn a_joiner_dying_in_a_prepared_view_does_not_block_later_leaves_and_removals()
+-> Result<(), Failure> {
+    let mut chaos = Chaos::new(0xa1);
+    let members = chaos.form(&[MEMBER; 5])?;
+    let coordinator = chaos.coordinator().expect("a coordinator");
+    let joiner = chaos.add("joiner", MEMBER);
+    let id = chaos.id(joiner);
+    chaos.after_sending(
+        coordinator,
+        "its first message to the joiner",
+        move |_, to| to.contains(&id),
+        Reach::Fraction(1.0),
+        Action::Crash(joiner),
+    );
+    chaos.join(joiner, coordinator)?;
+    chaos.run_until("the joiner dies", Duration::from_secs(5), |c| {
+        c.is_crashed(joiner)
+    })?;
+    chaos.run_for(GmsConfig::default().prepare_timeout + member_timeout())?;
+
+    let leaver = members[3];
+    let others: Vec<usize> = members.iter().copied().filter(|i| *i != leaver).collect();
+    chaos.leave(leaver)?;
+    let gone = chaos.id(leaver);
+    chaos.run_until(
+        "the leave installs at every other member",
+        member_timeout() * 2,
+        |c| agreed_without(c, &others, &gone),
+    )?;
+
+    let victim = members[4];
+    let rest: Vec<usize> = others.iter().copied().filter(|i| *i != victim).collect();
+    chaos.crash_with(victim, Death::HostDown);
+    let gone = chaos.id(victim);
+    chaos.run_until(
+        "the crashed member is removed",
+        member_timeout() * 10,
+        |c| agreed_without(c, &rest, &gone),
+    )?;
+    Ok(())
+}
+
+/// b. A member asks to leave, and the coordinator pauses for three member timeouts right
+/// after proposing the view without it; its successor takes over. When the old
+/// coordinator wakes, the acknowledgements held meanwhile arrive late: one view per id
+/// everywhere, the leaver never back once a view went without it, and the old
+/// coordinator ends up out or agreeing with the others.
+#[test]
+fn a_coordinator_paused_mid_round_wakes_to_a_successor_without_splitting_views()
+-> Result<(), Failure> {
+    let mut chaos = Chaos::new(0xb0);
+    let members = chaos.form(&[MEMBER; 5])?;
+    let coordinator = chaos.coordinator().expect("a coordinator");
+    let successor = chaos.successor().expect("a successor");
+    let leaver = *members
+        .iter()
+        .find(|i| ![coordinator, successor].contains(i))
+        .expect("a third member");
+    chaos.after_sending(
+        coordinator,
+        "its first broadcast after the leave",
+        |_, to| to.len() >= 2,
+        Reach::Fraction(1.0),
+        Action::Pause(coordinator, member_timeout() * 3),
+    );
+    chaos.leave(leaver)?;
+    chaos.run_until("the coordinator pauses", Duration::from_secs(5), |c| {
+        !c.is_running(coordinator)
+    })?;
+    chaos.run_until("the old coordinator wakes", member_timeout() * 4, |c| {
+        c.is_running(coordinator)
+    })?;
+    heal_and_settle(&mut chaos, Duration::from_secs(40))?;
+    let agreeing = chaos.gms(coordinator).view() == chaos.gms(successor).view();
+    chaos.expect(
+        !chaos.gms(coordinator).is_member() || agreeing,
+        "the old coordinator is out, or agrees with the others",
+    )
+}
+
+/// c. In a cluster of seven only the link between the coordinator and its successor is
+/// cut, both ways: each can take the other for dead, but the five members that hear both
+/// must not let them install two different views under one id.
+#[test]
+fn a_cut_between_coordinator_and_successor_alone_does_not_split_a_view_id() -> Result<(), Failure> {
+    let mut chaos = Chaos::new(0xc3);
+    chaos.form(&[MEMBER; 7])?;
+    let coordinator = chaos.coordinator().expect("a coordinator");
+    let successor = chaos.successor().expect("a successor");
+    let cut = chaos.cut_both(coordinator, successor);
+    chaos.run_for(member_timeout() * 8)?;
+    chaos.lift(cut);
+    heal_and_settle(&mut chaos, Duration::from_secs(40))
+}
+
+/// d. In a cluster of seven, a member cut off both ways for five seconds is removed by
+/// the others (too few escalations for it to find the others all dead itself); once the
+/// links heal it learns that it is out, within five member timeouts.
+#[test]
+fn a_member_removed_while_cut_off_learns_it_is_out_after_healing() -> Result<(), Failure> {
+    let mut chaos = Chaos::new(0xd4);
+    let members = chaos.form(&[MEMBER; 7])?;
+    let outcast = members[3];
+    let rest: Vec<usize> = members.iter().copied().filter(|i| *i != outcast).collect();
+    let gone = chaos.id(outcast);
+    let isolated = chaos.isolate(outcast);
+    let cut_at = chaos.now();
+    chaos.run_until("the others remove it", Duration::from_secs(5), |c| {
+        agreed_without(c, &rest, &gone)
+    })?;
+    chaos.run_for((cut_at + Duration::from_secs(5)).saturating_sub(chaos.now()))?;
+    chaos.lift(isolated);
+    chaos.run_until(
+        "the removed member learns it is out",
+        member_timeout() * 5,
+        |c| !c.gms(outcast).is_member(),
+    )?;
+    heal_and_settle(&mut chaos, Duration::from_secs(40))
+}
+
+/// e. A member leaves; the coordinator crashes right after sending the view without it
+/// (its second broadcast after the leave: the proposal, then the decision), which
+/// reaches neither its successor nor the leaver. The successor must carry on from that
+/// view: the leaver, still waiting for its leave, never appears in a later view.
+#[test]
+fn a_view_delivered_to_some_before_its_coordinator_crashed_is_not_undone() -> Result<(), Failure> {
+    let mut chaos = Chaos::new(0xe5);
+    let members = chaos.form(&[MEMBER; 5])?;
+    let view = chaos.newest_view().expect("a view");
+    let coordinator = chaos.coordinator().expect("a coordinator");
+    let successor = chaos.successor().expect("a successor");
+    let last = view.members().last().expect("members");
+    let leaver = chaos.index_of(last).expect("a known member");
+    let reached: Vec<usize> = members
+        .iter()
+        .copied()
+        .filter(|i| ![coordinator, successor, leaver].contains(i))
+        .collect();
+    let broadcasts = Cell::new(0);
+    chaos.after_sending(
+        coordinator,
+        "its second broadcast after the leave",
+        move |_, to| {
+            broadcasts.set(broadcasts.get() + usize::from(to.len() >= 2));
+            to.len() >= 2 && broadcasts.get() == 2
+        },
+        Reach::Only(reached),
+        Action::Crash(coordinator),
+    );
+    chaos.leave(leaver)?;
+    chaos.run_until("the coordinator crashes", Duration::from_secs(5), |c| {
+        c.is_crashed(coordinator)
+    })?;
+    let gone = chaos.id(leaver);
+    let survivors: Vec<usize> = members
+        .iter()
+        .copied()
+        .filter(|i| ![coordinator, leaver].contains(i))
+        .collect();
+    chaos.run_until(
+        "the survivors agree on a view without the leaver",
+        Duration::from_secs(20),
+        |c| agreed_without(c, &survivors, &gone),
+    )?;
+    heal_and_settle(&mut chaos, Duration::from_secs(40))
+}
+
+/// f. One locator and two members; the lead member (weight 15 of 28) crashes with its
+/// host up, so every final check of it is refused: that is proof of death, not a
+/// partition, and the two survivors install the view without it instead of shutting
+/// down.
+#[test]
+fn a_refused_lead_member_is_removed_without_forcing_the_survivors_out() -> Result<(), Failure> {
+    let mut chaos = Chaos::new(0xf6);
+    let members = chaos.form(&[MemberKind::Locator, MEMBER, MEMBER])?;
+    let view = chaos.newest_view().expect("a view");
+    let lead = view
+        .members()
+        .iter()
+        .find(|m| m.kind() == MEMBER)
+        .and_then(|m| chaos.index_of(m))
+        .expect("a lead member");
+    let survivors: Vec<usize> = members.iter().copied().filter(|i| *i != lead).collect();
+    chaos.crash_with(lead, Death::PortClosed);
+    let gone = chaos.id(lead);
+    chaos.run_until(
+        "the survivors install a view without the lead member",
+        member_timeout() * 10,
+        |c| agreed_without(c, &survivors, &gone) && survivors.iter().all(|i| c.is_live(*i)),
+    )?;
+    let forced = survivors.iter().any(|i| {
+        chaos
+            .events_of(*i)
+            .any(|e| matches!(e, MembershipEvent::ForcedDisconnect { .. }))
+    });
+    chaos.expect(!forced, "no survivor was forced out")
+}
+
+/// Runs `seeds` and fails with a summary (and the first failure in full) if any broke an
+/// invariant.
+fn random_schedules(seeds: Range<u64>) {
+    let outcome = sweep(seeds);
+    println!("{}", outcome.summary());
+    if let Some(first) = &outcome.first_failure {
+        eprintln!("first failure:\n{first}");
+    }
+    assert!(outcome.failures.is_empty(), "{}", outcome.summary());
+}
+
+// 2,000 seeds in four tests, so that they run in parallel.
+
+#[test]
+fn random_schedules_0_to_500() {
+    random_schedules(0..500);
+}
+
+#[test]
+fn random_schedules_500_to_1000() {
+    random_schedules(500..1000);
+}
+
+#[test]
+fn random_schedules_1000_to_1500() {
+    random_schedules(1000..1500);
+}
+
+#[test]
+fn random_schedules_1500_to_2000() {
+    random_schedules(1500..2000);
+}
+
+/// `COHORT_CHAOS_SEED=<seed>` replays that seed, printing its report or its failure;
+/// without it there is nothing to do.
+#[test]
+fn replay_one_seed() -> Result<(), Failure> {
+    let Ok(seed) = std::env::var("COHORT_CHAOS_SEED") else {
+        println!("set COHORT_CHAOS_SEED to replay one seed");
+        return Ok(());
+    };
+    let seed: u64 = seed.trim().parse().expect("COHORT_CHAOS_SEED is a number");
+    let report = run_seed(seed)?;
+    for line in &report.log {
+        println!("{line}");
+    }
+    println!("{report:#?}");
+    Ok(())
+}
+
+/// The same seed gives the same run, whatever order `Gms` emits its outputs in (only the
+/// order of members inside a message's list may differ, which the comparison leaves out).
+#[test]
+fn a_seed_replays_exactly() {
+    let outcome = |seed: u64| match run_seed(seed) {
+        Ok(report) => format!("{report:?}"),
+        Err(failure) => format!(
+            "{:?} {} {:?}",
+            failure.at(),
+            failure.violation(),
+            failure.log()
+        ),
+    };
+    for seed in [3, 11, 12] {
+        assert_eq!(
+            outcome(seed),
+            outcome(seed),
+            "seed {seed} ran differently twice"
+        );
+    }
+}
+
+/// 100,000 seeds: `cargo test --release -p cohort-tests --test gms_chaos -- --ignored`.
+#[test]
+#[ignore = "a soak of 100,000 seeds, for a release build"]
+fn soak_100_000_random_schedules() {
+    random_schedules(0..100_000);
+}
