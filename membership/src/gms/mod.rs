@@ -118,8 +118,9 @@ pub enum CheckOutcome {
     /// handshake or a one-way partition look the same.
     NoAnswer,
     /// The suspect's port refused the check's own datagrams (ICMP port unreachable): no
-    /// process listens there any more. Positive evidence of death: a proven-dead member's
-    /// weight no longer counts towards any quorum.
+    /// process listens there any more. Positive evidence of death, logged as such; in
+    /// quorums it counts like [`CheckOutcome::NoAnswer`] (a dead member's weight cannot be
+    /// given up without risking two views: see the quorum rules in the architecture notes).
     Refused,
 }
 
@@ -315,8 +316,6 @@ pub struct Gms {
     checking: HashMap<Uuid, (Instant, u32)>,
     /// Suspects this member's final check found dead, until a view without them installs.
     dead: HashSet<Uuid>,
-    /// Of those, the ones whose port refused the check: they never vote again.
-    proven_dead: HashSet<Uuid>,
     /// Since when suspicions have waited for a checker other than this member.
     unresolved_since: Option<Instant>,
     /// When the checker last cleared each member: a suspicion of it from another member
@@ -359,7 +358,6 @@ impl Gms {
             own_suspicions: HashSet::new(),
             checking: HashMap::new(),
             dead: HashSet::new(),
-            proven_dead: HashSet::new(),
             unresolved_since: None,
             cleared_at: HashMap::new(),
             suspected_by: HashMap::new(),
@@ -551,9 +549,6 @@ impl Gms {
             "final check failed: removing the member as crashed"
         );
         self.dead.insert(member.uuid());
-        if outcome == CheckOutcome::Refused {
-            self.proven_dead.insert(member.uuid());
-        }
         if !self.pending_removals.contains(member) {
             self.pending_removals.push(member.clone());
         }
@@ -857,9 +852,9 @@ impl Gms {
             probe,
             self.catch_up_due,
         ]
-            .into_iter()
-            .flatten()
-            .min()
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     // ---- coordinator: proposing view changes ----
@@ -895,12 +890,7 @@ impl Gms {
         let leaving: Vec<MemberId> = take_in(&mut self.pending_leaves, &base);
         let crashed: Vec<MemberId> = take_in(&mut self.pending_removals, &base);
         if self.config.partition_detection {
-            let unanswered: Vec<MemberId> = crashed
-                .iter()
-                .filter(|m| !self.proven_dead.contains(&m.uuid()))
-                .cloned()
-                .collect();
-            if let Some(reason) = Quorum::new(&base, &self.proven_dead).lost_to(&unanswered) {
+            if let Some(reason) = Quorum::new(&base).lost_to(&crashed) {
                 // This side is the minority: tell the members still here, and stop.
                 let survivors: Vec<MemberId> = others(&base, &self.me)
                     .into_iter()
@@ -1040,7 +1030,7 @@ impl Gms {
             return;
         };
         let promised: HashSet<Uuid> = promises.keys().copied().collect();
-        if !Quorum::new(&round.base, &self.proven_dead).is_majority(&promised) {
+        if !Quorum::new(&round.base).is_majority(&promised) {
             return;
         }
         let newest = promises
@@ -1074,7 +1064,7 @@ impl Gms {
         else {
             return;
         };
-        let majority = Quorum::new(&round.base, &self.proven_dead).is_majority(accepted);
+        let majority = Quorum::new(&round.base).is_majority(accepted);
         let everyone = proposal
             .view
             .members()
@@ -1461,7 +1451,7 @@ impl Gms {
         let (Some(catch_up), Some(view)) = (&mut self.catch_up, &self.view) else {
             return;
         };
-        let quorum = Quorum::new(view, &self.proven_dead);
+        let quorum = Quorum::new(view);
         let mut reached: HashSet<Uuid> = catch_up.answers.keys().copied().collect();
         reached.extend(&catch_up.refusals);
         reached.insert(self.me.uuid());
@@ -1556,7 +1546,6 @@ impl Gms {
         self.own_suspicions.retain(|uuid| view.contains_uuid(*uuid));
         self.checking.retain(|uuid, _| view.contains_uuid(*uuid));
         self.dead.retain(|uuid| view.contains_uuid(*uuid));
-        self.proven_dead.retain(|uuid| view.contains_uuid(*uuid));
         self.cleared_at.retain(|uuid, _| view.contains_uuid(*uuid));
         self.suspected_by
             .retain(|uuid, _| view.contains_uuid(*uuid));

@@ -1,24 +1,31 @@
-//! Weights and weighted majorities: whose agreement installs a view, and when one side of a
-//! partition has lost its quorum.
+//! Weights and weighted majorities: whose agreement decides a view change, and when one
+//! side of a partition has lost its quorum.
 //!
-//! Every member of a view has a weight (locator 3, admin 0, member 10, and 5 more for the
-//! lead member, plus its own adjustment). A view change installs only once members holding
-//! a strict majority of the base view's weight accepted it, so two sides of a partition, or
-//! an old and a new coordinator, can never both install. Members proven dead (their port
-//! refused a final check: no process listens there, so they can never vote again) are left
-//! out of the total: a cluster of one locator and two members survives the crash of any one
-//! of them when the crash is proven, though not when it only goes silent, which a partition
-//! looks like.
+//! A view change is decided only once members holding a strict majority of the base view's
+//! *quorum weight* accepted it. Any fixed rule that gives every member of a view a weight,
+//! computed from the view alone, makes a safe quorum system: two strict majorities of one
+//! view always share a member, so two sides of a partition, or an old and a new
+//! coordinator, can never both decide. The quorum weight is Geode's partition weight
+//! (locator 3, admin 0, member 10, and 5 more for the lead member, plus the member's own
+//! adjustment), with one change: in a view of three or more members that carry weight, no
+//! member outweighs all the others together, since that member's crash would leave the rest
+//! unable to decide anything. (With the plain weights, a locator and two members lose their
+//! quorum when the lead member crashes: 13 of 28.)
+//!
+//! A member proven dead (its port refused a final check) is not left out of the total. It
+//! would be tempting, since it can never vote again, but the proposal it may have accepted
+//! before it died is then lost: with a, b, c, d of seven members deciding a view and a, b, c
+//! dying, a majority of the rest could decide another view while d, alive, holds the first.
 
 use std::collections::HashSet;
 
 use cohort_transport::{MemberId, MemberKind, View};
 use uuid::Uuid;
 
-/// The weight of `member` when `lead` is the view's lead member (its oldest member of kind
-/// Member): locator 3, admin 0, member 10, and 5 more for the lead, plus the member's own
-/// adjustment, never below zero.
-fn weight(member: &MemberId, lead: Option<Uuid>) -> i64 {
+/// Geode's weight of `member` when `lead` is the view's lead member (its oldest member of
+/// kind Member): locator 3, admin 0, member 10, and 5 more for the lead, plus the member's
+/// own adjustment, never below zero.
+fn partition_weight(member: &MemberId, lead: Option<Uuid>) -> i64 {
     let base = match member.kind() {
         MemberKind::Locator => 3,
         MemberKind::Admin => 0,
@@ -28,46 +35,51 @@ fn weight(member: &MemberId, lead: Option<Uuid>) -> i64 {
     (base + bonus + i64::from(member.attributes().weight_adjustment)).max(0)
 }
 
-/// The members of one view whose votes decide its successor.
+/// The members of one view whose votes decide its successor, with their quorum weights.
 pub(crate) struct Quorum<'a> {
     view: &'a View,
-    proven_dead: &'a HashSet<Uuid>,
-    lead: Option<Uuid>,
+    /// Quorum weight by member, in view order.
+    weights: Vec<(Uuid, i64)>,
 }
 
 impl<'a> Quorum<'a> {
-    /// The voters of `view`, less those in `proven_dead`.
-    pub(crate) fn new(view: &'a View, proven_dead: &'a HashSet<Uuid>) -> Self {
+    /// The voters of `view` and their quorum weights (see the module docs).
+    pub(crate) fn new(view: &'a View) -> Self {
         let lead = view
             .members()
             .iter()
             .find(|m| m.kind() == MemberKind::Member)
             .map(MemberId::uuid);
-        Quorum {
-            view,
-            proven_dead,
-            lead,
-        }
-    }
-
-    fn voters(&self) -> impl Iterator<Item = &'a MemberId> + '_ {
-        self.view
+        let mut weights: Vec<(Uuid, i64)> = view
             .members()
             .iter()
-            .filter(|m| !self.proven_dead.contains(&m.uuid()))
+            .map(|m| (m.uuid(), partition_weight(m, lead)))
+            .collect();
+        let total: i64 = weights.iter().map(|(_, w)| w).sum();
+        let weighty = weights.iter().filter(|(_, w)| *w > 0).count();
+        if weighty >= 3 {
+            // Only one member can outweigh all the others together; it is capped just
+            // below their sum, so it cannot decide alone and they can decide without it.
+            for (_, weight) in &mut weights {
+                *weight = (*weight).min(total - *weight - 1);
+            }
+        }
+        Quorum { view, weights }
     }
 
-    /// The total weight of the voters in `of` (all voters when `of` is `None`).
+    /// The total quorum weight of the members in `of` (all members when `of` is `None`),
+    /// and how many they are.
     fn weigh(&self, of: Option<&HashSet<Uuid>>) -> (i64, usize) {
-        self.voters()
-            .filter(|m| of.is_none_or(|set| set.contains(&m.uuid())))
-            .fold((0, 0), |(weight_sum, heads), m| {
-                (weight_sum + weight(m, self.lead), heads + 1)
+        self.weights
+            .iter()
+            .filter(|(uuid, _)| of.is_none_or(|set| set.contains(uuid)))
+            .fold((0, 0), |(sum, heads), (_, weight)| {
+                (sum + weight, heads + 1)
             })
     }
 
-    /// True if the members in `agreed` hold a strict majority of the weight of the view's
-    /// voters. Where every voter weighs nothing (a view of admins), heads are counted.
+    /// True if the members in `agreed` hold a strict majority of the view's quorum weight.
+    /// Where every member weighs nothing (a view of admins), heads are counted.
     pub(crate) fn is_majority(&self, agreed: &HashSet<Uuid>) -> bool {
         let (total, heads) = self.weigh(None);
         let (yes, yes_heads) = self.weigh(Some(agreed));
@@ -77,14 +89,15 @@ impl<'a> Quorum<'a> {
         yes * 2 > total
     }
 
-    /// Why this side has lost its quorum, if removing `crashed` (found dead by final
-    /// checks that were not answered, so perhaps only cut off) leaves the rest of the
-    /// voters with no strict majority.
+    /// Why this side has lost its quorum, if removing `crashed` (members found dead by
+    /// final checks, which a partition looks like) leaves the rest without a strict
+    /// majority.
     pub(crate) fn lost_to(&self, crashed: &[MemberId]) -> Option<String> {
         let gone: HashSet<Uuid> = crashed.iter().map(MemberId::uuid).collect();
         let rest: HashSet<Uuid> = self
-            .voters()
-            .map(MemberId::uuid)
+            .weights
+            .iter()
+            .map(|(uuid, _)| *uuid)
             .filter(|u| !gone.contains(u))
             .collect();
         if self.is_majority(&rest) {
@@ -112,50 +125,51 @@ mod tests {
         MemberId::new(format!("m{port}"), address, kind)
     }
 
+    fn set(members: &[&MemberId]) -> HashSet<Uuid> {
+        members.iter().map(|m| m.uuid()).collect()
+    }
+
     #[test]
-    fn a_locator_and_two_members_survive_a_proven_crash_of_the_lead_but_not_its_silence() {
+    fn a_locator_and_two_members_survive_any_one_crash_and_no_one_decides_alone() {
         let locator = member(1, MemberKind::Locator);
         let lead = member(2, MemberKind::Member);
         let other = member(3, MemberKind::Member);
         let view = View::new(ViewId(3), [locator.clone(), lead.clone(), other.clone()]);
-        let survivors: HashSet<Uuid> = [locator.uuid(), other.uuid()].into();
-        let nobody = HashSet::new();
-        // 3 + 10 of 28: silence could be a partition, so no quorum.
-        assert!(!Quorum::new(&view, &nobody).is_majority(&survivors));
-        assert!(
-            Quorum::new(&view, &nobody)
-                .lost_to(std::slice::from_ref(&lead))
-                .is_some()
-        );
-        // Its port refused the check: it can never vote again, 13 of 13.
-        let proven: HashSet<Uuid> = [lead.uuid()].into();
-        assert!(Quorum::new(&view, &proven).is_majority(&survivors));
-        assert!(Quorum::new(&view, &proven).lost_to(&[]).is_none());
+        let quorum = Quorum::new(&view);
+        // Plain weights 3 + 15 + 10: the lead alone would hold 15 of 28. Capped at 12 of 25.
+        assert!(quorum.is_majority(&set(&[&locator, &other])));
+        assert!(quorum.is_majority(&set(&[&locator, &lead])));
+        assert!(quorum.is_majority(&set(&[&lead, &other])));
+        for alone in [&locator, &lead, &other] {
+            assert!(!quorum.is_majority(&set(&[alone])), "{alone:?} alone");
+        }
+        assert!(quorum.lost_to(std::slice::from_ref(&lead)).is_none());
+        let reason = quorum
+            .lost_to(&[lead.clone(), other.clone()])
+            .expect("lost");
+        assert!(reason.contains("weigh 22 of its 25"), "{reason}");
     }
 
     #[test]
-    fn half_is_not_a_majority_and_admins_count_by_heads() {
+    fn half_is_not_a_majority_two_members_follow_the_lead_and_admins_count_by_heads() {
         let a = member(1, MemberKind::Member);
         let b = member(2, MemberKind::Member);
         let c = member(3, MemberKind::Member);
         let d = member(4, MemberKind::Member);
-        // a is the lead (15); b, c, d weigh 10: 45 in all.
+        // a is the lead (15); b, c, d weigh 10: 45 in all, nobody capped.
         let view = View::new(ViewId(2), [a.clone(), b.clone(), c.clone(), d.clone()]);
-        let nobody = HashSet::new();
-        let quorum = Quorum::new(&view, &nobody);
-        assert!(quorum.is_majority(&[a.uuid(), b.uuid()].into()), "25 of 45");
-        assert!(
-            !quorum.is_majority(&[c.uuid(), d.uuid()].into()),
-            "20 of 45"
-        );
+        let quorum = Quorum::new(&view);
+        assert!(quorum.is_majority(&set(&[&a, &b])), "25 of 45");
+        assert!(!quorum.is_majority(&set(&[&c, &d])), "20 of 45");
+        // Two members: one of them has to win a split, and it is the lead (Geode's rule).
+        let pair = View::new(ViewId(2), [a.clone(), b.clone()]);
+        assert!(Quorum::new(&pair).is_majority(&set(&[&a])));
+        assert!(!Quorum::new(&pair).is_majority(&set(&[&b])));
         let admins = View::new(
             ViewId(2),
             [member(5, MemberKind::Admin), member(6, MemberKind::Admin)],
         );
         let one: HashSet<Uuid> = [admins.members()[0].uuid()].into();
-        assert!(
-            !Quorum::new(&admins, &nobody).is_majority(&one),
-            "1 of 2 heads"
-        );
+        assert!(!Quorum::new(&admins).is_majority(&one), "1 of 2 heads");
     }
 }
