@@ -424,28 +424,35 @@ impl Gms {
         if !self.is_member() || *member == self.me {
             return;
         }
-        let installed = self.view_id();
         if self.in_view(member) {
-            if view_id > installed {
+            if view_id > self.view_id() {
                 self.catch_up(now);
             }
-        } else if view_id < installed
-            && view_id > ViewId(0)
-            && self.hint_limiter.allow(now, member.address())
-        {
-            self.send(
-                vec![member.clone()],
-                GmsMessage::Reject {
-                    base: view_id,
-                    ballot: Ballot {
-                        round: 0,
-                        proposer: member.uuid(),
-                    },
-                    promised: None,
-                    installed,
-                },
-            );
+        } else if view_id < self.view_id() && view_id > ViewId(0) {
+            self.hint_newer_view(now, member, view_id);
         }
+    }
+
+    /// Tells `member`, which is not in this member's view, which view this member holds
+    /// (a `Reject` naming it), at most once a second per address: a member removed while
+    /// it could not hear learns this way that it is behind, and asks its old view.
+    fn hint_newer_view(&mut self, now: Instant, member: &MemberId, its_view: ViewId) {
+        if !self.is_member() || !self.hint_limiter.allow(now, member.address()) {
+            return;
+        }
+        let installed = self.view_id();
+        self.send(
+            vec![member.clone()],
+            GmsMessage::Reject {
+                base: its_view,
+                ballot: Ballot {
+                    round: 0,
+                    proposer: member.uuid(),
+                },
+                promised: None,
+                installed,
+            },
+        );
     }
 
     /// A member refused this member's connection because this member is not in its view
@@ -650,6 +657,10 @@ impl Gms {
         if !self.hears_from(from, &message) {
             self.stats.dropped_from_non_members += 1;
             tracing::debug!(?from, "dropped a membership message from a non-member");
+            if !matches!(message, GmsMessage::Reject { .. }) {
+                // Perhaps a member this view removed that has not heard yet.
+                self.hint_newer_view(now, from, ViewId(0));
+            }
             return;
         }
         if matches!(
