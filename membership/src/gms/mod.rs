@@ -270,6 +270,10 @@ struct CatchUp {
     /// A partition notice this member could not take on trust: unless members holding a
     /// weighted majority of its view answer by then, it shuts down for this reason.
     probe: Option<(Instant, String)>,
+    /// When answers from fewer than a majority may still show that this member is out: if
+    /// the majority stays silent that long, this member could not take part in any
+    /// decision anyway.
+    patience: Option<Instant>,
 }
 
 /// One member's membership state. See the module docs.
@@ -748,6 +752,14 @@ impl Gms {
         if self.catch_up_due.is_some_and(|at| now >= at) {
             self.ask_for_views(now);
         }
+        if self
+            .catch_up
+            .as_ref()
+            .and_then(|c| c.patience)
+            .is_some_and(|at| now >= at)
+        {
+            self.catch_up_patience_ran_out(now);
+        }
         if let Some((deadline, reason)) = self.catch_up.as_ref().and_then(|c| c.probe.clone())
             && now >= deadline
         {
@@ -849,11 +861,12 @@ impl Gms {
                 && self.outbid_until.is_none()
         });
         let detector = self.detector.poll_timeout();
-        let probe = self
-            .catch_up
-            .as_ref()
-            .and_then(|c| c.probe.as_ref())
-            .map(|(at, _)| *at);
+        let probe = self.catch_up.as_ref().and_then(|c| {
+            [c.probe.as_ref().map(|(at, _)| *at), c.patience]
+                .into_iter()
+                .flatten()
+                .min()
+        });
         [
             role,
             round,
@@ -1406,7 +1419,11 @@ impl Gms {
         self.catch_up_due = None;
         self.stats.catch_ups += 1;
         tracing::info!(view = %view, "asking the view's members for their views");
-        self.catch_up.get_or_insert_with(CatchUp::default);
+        let patience = now + self.config.prepare_timeout;
+        self.catch_up
+            .get_or_insert_with(CatchUp::default)
+            .patience
+            .get_or_insert(patience);
         self.send(
             others(&view, &self.me),
             GmsMessage::ViewQuery { have: view.id() },
@@ -1488,7 +1505,38 @@ impl Gms {
             .max_by_key(|d| (d.proposal.view.id(), d.ballot))
             .cloned();
         let refused = !catch_up.refusals.is_empty();
-        let base = view.id();
+        self.conclude_catch_up(now, newest, refused);
+    }
+
+    /// The majority of this member's view stayed silent for a prepare timeout after it
+    /// asked: an answer or a refusal showing a newer view without this member is then
+    /// enough to go out (one member alone can still push another out of a cluster it cannot
+    /// decide anything in, but never into a view of its making).
+    fn catch_up_patience_ran_out(&mut self, now: Instant) {
+        let installed = self.view_id();
+        let Some(catch_up) = &mut self.catch_up else {
+            return;
+        };
+        catch_up.patience = None;
+        let newest = catch_up
+            .answers
+            .values()
+            .filter(|d| d.proposal.view.id() > installed && !d.proposal.view.contains(&self.me))
+            .max_by_key(|d| (d.proposal.view.id(), d.ballot))
+            .cloned();
+        let refused = !catch_up.refusals.is_empty();
+        if newest.is_some() || refused {
+            tracing::warn!(
+                "no majority of the view answers, and a newer view leaves this member out"
+            );
+            self.conclude_catch_up(now, newest, refused);
+        }
+    }
+
+    /// Installs the newest view answered, or, refused by members that installed a view
+    /// without this member, goes out.
+    fn conclude_catch_up(&mut self, now: Instant, newest: Option<Decision>, refused: bool) {
+        let base = self.view_id();
         self.catch_up = None;
         if let Some(round) = self.round.take() {
             self.give_back(round);
