@@ -1530,6 +1530,23 @@ impl Gms {
                 "no majority of the view answers, and a newer view leaves this member out"
             );
             self.conclude_catch_up(now, newest, refused);
+            return;
+        }
+        let mut reached: HashSet<Uuid> = catch_up.answers.keys().copied().collect();
+        reached.insert(self.me.uuid());
+        if let Some(view) = &self.view
+            && !Quorum::new(view).is_majority(&reached)
+            && matches!(self.role, Role::Member)
+        {
+            // Cut off from its majority: this side can decide nothing, as a coordinator
+            // losing its quorum finds.
+            let reason = format!(
+                "network partition: members holding a majority of view {} did not answer \
+                 within {:?}; this side no longer holds a quorum",
+                view.id(),
+                self.config.prepare_timeout
+            );
+            self.shut_down_for_partition(reason);
         }
     }
 
