@@ -1312,6 +1312,20 @@ impl Gms {
         if ballot.proposer != from.uuid() || !self.is_member() {
             return;
         }
+        // A member that installed the decision of this base tells it as what it accepted:
+        // it is the one value a proposer for this base may propose.
+        if let Some(decided) = self.decided.as_ref().filter(|d| d.base == base) {
+            let accepted = Some((decided.ballot, decided.proposal.clone()));
+            self.send(
+                vec![from.clone()],
+                GmsMessage::Promise {
+                    base,
+                    ballot,
+                    accepted,
+                },
+            );
+            return;
+        }
         let answer = match self.vote.collect(base, ballot) {
             Ok(accepted) => GmsMessage::Promise {
                 base,
@@ -1336,6 +1350,15 @@ impl Gms {
             return;
         }
         if !self.is_member() {
+            return;
+        }
+        if self
+            .decided
+            .as_ref()
+            .is_some_and(|d| d.base == base && d.proposal == proposal)
+        {
+            // The decided value proposed again, by a proposer that missed the decision.
+            self.send(vec![from.clone()], GmsMessage::Accept { base, ballot });
             return;
         }
         let answer = match self.vote.propose(base, ballot, proposal) {
