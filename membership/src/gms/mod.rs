@@ -907,8 +907,10 @@ impl Gms {
             return;
         };
         if self.vote.base() > base.id() {
-            // It voted on a newer base than it installed: it missed a decision.
+            // It voted on a newer base than it installed: it missed a decision. It asks,
+            // and tries again later with what it has pending.
             self.catch_up(now);
+            self.batch_at = Some(now + self.config.member_timeout);
             return;
         }
         let leaving: Vec<MemberId> = take_in(&mut self.pending_leaves, &base);
@@ -1442,11 +1444,14 @@ impl Gms {
         self.catch_up_due = None;
         self.stats.catch_ups += 1;
         tracing::info!(view = %view, "asking the view's members for their views");
-        let patience = now + self.config.prepare_timeout;
-        self.catch_up
-            .get_or_insert_with(CatchUp::default)
-            .patience
-            .get_or_insert(patience);
+        // Answers count within one episode of questions, which ends when the patience
+        // runs out: answers from before may come from members since gone.
+        let catch_up = self.catch_up.get_or_insert_with(CatchUp::default);
+        if catch_up.patience.is_none() {
+            catch_up.answers.clear();
+            catch_up.refusals.clear();
+            catch_up.patience = Some(now + self.config.prepare_timeout);
+        }
         self.send(
             others(&view, &self.me),
             GmsMessage::ViewQuery { have: view.id() },
@@ -1559,7 +1564,7 @@ impl Gms {
         reached.insert(self.me.uuid());
         if let Some(view) = &self.view
             && !Quorum::new(view).is_majority(&reached)
-            && matches!(self.role, Role::Member)
+            && self.is_member()
         {
             // Cut off from its majority: this side can decide nothing, as a coordinator
             // losing its quorum finds.
@@ -1998,12 +2003,18 @@ impl Gms {
         }
     }
 
+    /// Out of the cluster for `reason`; a member that was leaving anyway has left.
     fn shut_down_for_partition(&mut self, reason: String) {
         tracing::error!(member = ?self.me, %reason, "shutting down");
+        let leaving = matches!(self.role, Role::Leaving { .. });
         self.role = Role::Gone;
         self.round = None;
         self.detector.stop();
-        self.event(MembershipEvent::ForcedDisconnect { reason });
+        self.event(if leaving {
+            MembershipEvent::Left
+        } else {
+            MembershipEvent::ForcedDisconnect { reason }
+        });
     }
 
     // ---- every member ----
@@ -2069,10 +2080,42 @@ impl Gms {
 
 impl std::fmt::Debug for Gms {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let round = self.round.as_ref().map(|r| {
+            let phase = match r.phase {
+                Phase::Collecting { .. } => "collecting",
+                Phase::Proposing { .. } => "proposing",
+            };
+            (r.base.id(), r.ballot.round, phase)
+        });
         f.debug_struct("Gms")
             .field("me", &self.me)
             .field("role", &self.role)
             .field("view", &self.view.as_ref().map(View::id))
+            .field(
+                "vote",
+                &(self.vote.base(), self.vote.promised().map(|b| b.round)),
+            )
+            .field("round", &round)
+            .field("batch_at", &self.batch_at.is_some())
+            .field("outbid", &self.outbid_until.is_some())
+            .field(
+                "pending",
+                &(
+                    self.pending_joins.len(),
+                    self.pending_leaves.len(),
+                    self.pending_removals.len(),
+                ),
+            )
+            .field("suspects", &self.suspects.len())
+            .field("checking", &self.checking.len())
+            .field("dead", &self.dead.len())
+            .field(
+                "catch_up",
+                &self
+                    .catch_up
+                    .as_ref()
+                    .map(|c| (c.answers.len(), c.refusals.len(), c.probe.is_some())),
+            )
             .finish()
     }
 }

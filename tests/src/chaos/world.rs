@@ -1564,8 +1564,13 @@ impl Chaos {
                 let prepared = gms
                     .prepared()
                     .map_or(String::new(), |p| format!(", prepared {p}"));
+                let state = if gms.is_member() {
+                    format!("\n      {gms:?}")
+                } else {
+                    String::new()
+                };
                 format!(
-                    "{} {} {role}: {view}{prepared}",
+                    "{} {} {role}: {view}{prepared}{state}",
                     self.name(i),
                     self.life_word(i)
                 )
