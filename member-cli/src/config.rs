@@ -18,6 +18,7 @@
 //! locators = ["127.0.0.1:10334"]
 //! member-timeout = "1s"                 # ms, s or m
 //! enable-network-partition-detection = true
+//! disable-auto-reconnect = false        # true: stay out once forced out of the cluster
 //! transport = "quic"                    # quic, legacy or bridge
 //! metrics-address = "127.0.0.1:9464"    # optional: serve /metrics (Prometheus) here
 //!
@@ -99,6 +100,7 @@ struct FileConfig {
     join_timeout: Option<String>,
     leave_timeout: Option<String>,
     enable_network_partition_detection: Option<bool>,
+    disable_auto_reconnect: Option<bool>,
     working_dir: Option<PathBuf>,
     transport: Option<String>,
     security_username: Option<String>,
@@ -305,6 +307,10 @@ fn build(file: FileConfig) -> Result<Settings, ConfigError> {
     if let Some(enabled) = file.enable_network_partition_detection {
         config.partition_detection = enabled;
     }
+    // Geode's name says what turns it off; the member's setting says what is on.
+    if let Some(disabled) = file.disable_auto_reconnect {
+        config.auto_reconnect = !disabled;
+    }
     if let Some(dir) = file.working_dir {
         config.working_dir = dir;
     }
@@ -442,6 +448,7 @@ mod tests {
             "name = \"node-1\"\nkind = \"locator\"\nbind-address = \"127.0.0.1:10334\"\n\
              locators = [\"127.0.0.1:10334\"]\nmember-timeout = \"2s\"\n\
              final-check-timeout = \"300ms\"\nenable-network-partition-detection = false\n\
+             disable-auto-reconnect = true\n\
              transport = \"bridge\"\nsecurity-username = \"admin\"\n\
              metrics-address = \"127.0.0.1:9464\"\n{SSL}\
              require-authentication = true\nendpoint-identification-enabled = true\n"
@@ -470,6 +477,7 @@ mod tests {
         assert_eq!(config.member_timeout, Duration::from_secs(60));
         assert_eq!(config.final_check_timeout, Duration::from_millis(300));
         assert!(!config.partition_detection);
+        assert!(!config.auto_reconnect);
         assert_eq!(config.protocol, Protocol::Bridge);
         assert!(config.tls.endpoint_identification);
         assert_eq!(
@@ -501,6 +509,10 @@ mod tests {
                 format!("metrics-address = \"9464\"\n{SSL}"),
                 "metrics-address",
             ),
+            (
+                format!("disable-auto-reconnect = \"yes\"\n{SSL}"),
+                "disable-auto-reconnect",
+            ),
         ];
         for (text, named) in cases {
             let path = write(&dir, "member.toml", &text);
@@ -525,6 +537,7 @@ mod tests {
         let dir = dir("parse");
         let settings = parse(&format!("name = \"n\"\n{SSL}"), &dir).expect("valid");
         assert_eq!(settings.member.name.as_deref(), Some("n"));
+        assert!(settings.member.auto_reconnect, "on unless disabled");
         assert_eq!(settings.metrics_address, None);
         std::fs::remove_dir_all(dir).expect("clean up");
     }

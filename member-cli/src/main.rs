@@ -7,7 +7,9 @@
 //!   ─► with metrics-address: serves GET /metrics (http), answered by this loop from
 //!      the member's counters (metrics)
 //!   ─► SIGTERM or SIGINT ─► leave gracefully ─► exit 0
-//!      forced out of the cluster (network partition) ─► exit 1
+//!      forced out of the cluster (removed while alive, or a network partition) ─► logged;
+//!      the member rejoins by itself as a new member ("reconnected as ...") and runs on;
+//!      with disable-auto-reconnect = true ─► exit 1
 //! cohort-member status --config member.toml [--locator ADDR]
 //!   ─► a one-shot discovery query (mutual TLS, the config's certificate) to the locator
 //!   ─► prints its view: members, kind, version, address, coordinator, elder
@@ -45,7 +47,8 @@ flag: --name node-2, --member-timeout 2s, --locators 10.0.0.1:10334,10.0.0.2:103
 config keys (Geode's names where Geode has one):
   name, kind (member | locator | admin), bind-address, advertise-address, locators,
   member-timeout, final-check-timeout, join-timeout, leave-timeout (e.g. 500ms, 5s, 2m),
-  enable-network-partition-detection, working-dir, transport (quic | legacy | bridge),
+  enable-network-partition-detection, disable-auto-reconnect (true: exit once forced
+  out instead of rejoining), working-dir, transport (quic | legacy | bridge),
   security-username, security-password,
   metrics-address (serve Prometheus metrics at http://ADDRESS/metrics),
   [ssl] ca, certificate, private-key, require-authentication,
@@ -55,8 +58,8 @@ status asks a locator (the config's first, or --locator) for its current view ov
 QUIC with the config's certificate, and prints it.
 
 exit status: 0 after a graceful leave (or a status printed), 1 when the member could not
-start or was forced out (or the locator did not answer), 2 for a bad command line or
-configuration.
+start, or was forced out with disable-auto-reconnect (or the locator did not answer), 2 for
+a bad command line or configuration.
 ";
 
 /// What the command line asks for.
@@ -207,6 +210,7 @@ async fn run(settings: config::Settings) -> Result<(), String> {
         }
         None => None,
     };
+    let auto_reconnect = settings.member.auto_reconnect;
     let member = Member::start(settings.member)
         .await
         .map_err(|e| format!("could not join the cluster: {e}"))?;
@@ -228,9 +232,21 @@ async fn run(settings: config::Settings) -> Result<(), String> {
                     printed = view.id();
                     println!("{}", describe(&view, Some((&left, &crashed))));
                 }
-                Ok(MembershipEvent::ForcedDisconnect { reason }) => {
+                Ok(MembershipEvent::ForcedDisconnect { reason }) if !auto_reconnect => {
                     println!("forced out of the cluster: {reason}");
                     return Err(format!("forced out of the cluster: {reason}"));
+                }
+                Ok(MembershipEvent::ForcedDisconnect { reason }) => {
+                    // The member rejoins by itself once it reaches the cluster again.
+                    println!("forced out of the cluster: {reason}; reconnecting");
+                }
+                Ok(MembershipEvent::Reconnected { old, new, .. }) => {
+                    // The name stays; the uuid says it is a new member.
+                    println!(
+                        "reconnected as {new} ({}), a new member in place of {}",
+                        new.uuid(),
+                        old.uuid()
+                    );
                 }
                 Ok(MembershipEvent::Suspect { member, reason }) => {
                     println!("suspect: {member} ({reason})");

@@ -34,6 +34,7 @@ struct Snapshot {
     me: MemberId,
     view: View,
     gms: GmsStats,
+    reconnects: u64,
     socket: SocketStats,
     limits: LimitStats,
     legacy: Option<LegacyStats>,
@@ -54,6 +55,7 @@ impl Snapshot {
             me: member.id().clone(),
             view,
             gms: member.stats(),
+            reconnects: member.reconnects(),
             socket: messenger.socket_stats(),
             limits: messenger.limit_stats(),
             legacy: messenger.legacy_stats(),
@@ -154,6 +156,11 @@ impl Collector for Snapshot {
                 "cohort_forced_disconnects",
                 "Times this member was forced out of the cluster",
                 g.forced_disconnects,
+            ),
+            (
+                "cohort_reconnects",
+                "Times this member rejoined the cluster by itself after being forced out",
+                self.reconnects,
             ),
             (
                 "cohort_dropped_from_non_members",

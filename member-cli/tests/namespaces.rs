@@ -250,9 +250,16 @@ fn a_namespace_cut_off_is_forced_out_and_the_majority_goes_on_without_it() {
         &setup.config_at("member-2", "member", bind(1), timeouts),
         "member-2",
     );
+    // Cut off for good below: with auto-reconnect it would wait to rejoin; without, it
+    // exits, which is what this test looks for.
     let mut member_3 = Process::spawn_in(
         Some(&lab.ns("c")),
-        &setup.config_at("member-3", "member", bind(2), timeouts),
+        &setup.config_at(
+            "member-3",
+            "member",
+            bind(2),
+            &format!("{timeouts}disable-auto-reconnect = true\n"),
+        ),
         "member-3",
     );
     let everyone = [&locator, &member_1, &member_2, &member_3];

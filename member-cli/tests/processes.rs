@@ -1,6 +1,8 @@
 //! Real processes: a locator and three members, each a `cohort-member` process with its own
 //! config file and certificate; one is killed with SIGKILL, the survivors' views drop it
-//! (and the locator's metrics count it), and the rest leave on SIGTERM.
+//! (and the locator's metrics count it), and the rest leave on SIGTERM. Another member is
+//! stopped (SIGSTOP) until the others remove it, then continued: it is told it is out and
+//! rejoins by itself, and the process runs on.
 
 mod common;
 
@@ -148,6 +150,97 @@ fn a_member_killed_with_sigkill_is_dropped_from_the_survivors_views() {
     assert!(!text.contains("peer=\"member-3\""), "{text}");
 
     for mut process in members.into_iter().chain(std::iter::once(locator)) {
+        let status = process.terminate();
+        assert!(status.success(), "{} exited with {status}", process.name);
+        assert!(
+            process.printed(|l| l == "left"),
+            "{} left gracefully",
+            process.name
+        );
+    }
+}
+
+/// Sends `signal` (`-STOP`, `-CONT`) to `process`.
+fn signal(process: &Process, signal: &str) {
+    let status = Command::new("kill")
+        .args([signal, &process.child.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill {signal} {}", process.name);
+}
+
+#[test]
+fn a_member_stopped_until_it_is_removed_rejoins_by_itself_and_runs_on() {
+    let setup = Setup::new("reconnect");
+    let locator = Process::spawn(&setup.config("locator-1", "locator"), "locator-1");
+    locator.wait_for("its first view", view_of(1));
+    // member-1 first, so that it is the lead member (weight 15): the locator and member-1
+    // keep a quorum without member-2.
+    let member_1 = Process::spawn(&setup.config("member-1", "member"), "member-1");
+    member_1.wait_for("a view of two", view_of(2));
+    let extra = "metrics-address = \"127.0.0.1:0\"\n";
+    let member_2 = Process::spawn(&setup.config_with("member-2", "member", extra), "member-2");
+    for process in [&locator, &member_1, &member_2] {
+        process.wait_for("a view of all three", view_of(3));
+    }
+    let metrics = member_2
+        .find(|line| {
+            line.strip_prefix("metrics at http://")?
+                .strip_suffix("/metrics")?
+                .parse::<SocketAddr>()
+                .ok()
+        })
+        .expect("member-2 printed its metrics address");
+
+    // Stopped, as a process paused far beyond the member timeout: the others remove it.
+    signal(&member_2, "-STOP");
+    for process in [&locator, &member_1] {
+        process.wait_for("a view without member-2", |l| {
+            l.trim() == "crashed: member-2"
+        });
+    }
+    signal(&member_2, "-CONT");
+    member_2.wait_for("that it was forced out", |l| {
+        l.starts_with("forced out of the cluster: ") && l.ends_with("; reconnecting")
+    });
+    member_2.wait_for("that it is back", |l| {
+        l.starts_with("reconnected as member-2 (")
+    });
+    // A view of three again, after the one that removed it.
+    for process in [&locator, &member_1, &member_2] {
+        let deadline = std::time::Instant::now() + common::PATIENCE;
+        while !process
+            .transcript()
+            .iter()
+            .skip_while(|l| l.trim() != "crashed: member-2")
+            .any(|l| l.starts_with("view ") && l.contains(": 3 member(s)"))
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{} printed no view of three after member-2's removal: {:?}",
+                process.name,
+                process.transcript()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+    let text = scrape(metrics);
+    assert_eq!(
+        value(&text, "cohort_reconnects_total", &[]),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        value(&text, "cohort_forced_disconnects_total", &[]),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        value(&text, "cohort_view_members", &[]),
+        Some(3.0),
+        "{text}"
+    );
+    for mut process in [member_2, member_1, locator] {
         let status = process.terminate();
         assert!(status.success(), "{} exited with {status}", process.name);
         assert!(

@@ -6,6 +6,11 @@
 //! restarted as the same process would be: same name, same address, same working directory,
 //! a new identity. Locators get fixed ports (reserved before anything starts) so that every
 //! node can list them; members take ephemeral ports.
+//!
+//! A node's own fault rules ([`Cluster::faults`]) belong to its current messenger: a node
+//! that reconnects after being forced out gets a new messenger, with no rules. To keep a
+//! node cut off across its reconnects, put the rules on the other side of the cut, at every
+//! other node ([`Cluster::cut_off`]; [`Cluster::partition`] puts them on both sides).
 
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, UdpSocket};
@@ -126,7 +131,8 @@ impl Cluster {
     }
 
     /// Starts these configurations at once; returns each node's outcome by name. Nodes
-    /// that started are kept.
+    /// that started are kept. A node restarted this way waits (bounded) for its old socket
+    /// to be freed, as with [`Cluster::restart`].
     pub async fn start_all(
         &mut self,
         configs: Vec<MemberConfig>,
@@ -134,7 +140,7 @@ impl Cluster {
         let mut starting = JoinSet::new();
         for config in configs {
             starting.spawn(async move {
-                let result = Member::start(config.clone()).await;
+                let result = start_when_free(&config).await;
                 (config, result)
             });
         }
@@ -272,9 +278,61 @@ impl Cluster {
             .collect()
     }
 
-    /// Node `name`'s socket faults (see [`SocketFaults`]).
-    pub fn faults(&self, name: &str) -> &SocketFaults {
-        self.member(name).messenger().faults()
+    /// Node `name`'s socket faults (see [`SocketFaults`]): those of its current messenger.
+    pub fn faults(&self, name: &str) -> SocketFaults {
+        self.member(name).messenger().faults().clone()
+    }
+
+    /// Drops all traffic between node `name` and every other running node, both ways, at
+    /// the other nodes' sockets, so that the cut holds whatever messenger `name` runs
+    /// (through its reconnects) until [`Cluster::heal_all`].
+    pub fn cut_off(&self, name: &str) {
+        let address = self.member(name).address();
+        for other in self.running().iter().filter(|n| *n != name) {
+            self.faults(other).blackhole(address);
+        }
+    }
+
+    /// Removes every fault rule of every running node's current messenger.
+    pub fn heal_all(&self) {
+        for name in self.running() {
+            self.faults(&name).heal();
+        }
+    }
+
+    /// Starts `config` as a process of its own (a thread with its own runtime) without
+    /// waiting for it to be admitted: for a joiner that is ended while it joins.
+    pub fn spawn_joiner(&self, config: MemberConfig) -> Joiner {
+        let name = config.name.clone().unwrap_or_default();
+        let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name(format!("joiner-{name}"))
+            .spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("build a joiner runtime");
+                runtime.block_on(async move {
+                    let start = Member::start(config);
+                    tokio::pin!(start);
+                    let admitted = tokio::select! {
+                        result = &mut start => result.ok(),
+                        _ = &mut stop_rx => None,
+                    };
+                    // Admitted before it was ended: a member until then.
+                    if let Some(member) = admitted {
+                        let _ = stop_rx.await;
+                        drop(member);
+                    }
+                });
+                // Dropping the runtime drops every task and socket of the process unpolled:
+                // nothing more is sent, and the port closes.
+            })
+            .expect("spawn a joiner thread");
+        Joiner {
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        }
     }
 
     /// Stops node `name` as a crash would: no leave, no goodbye. Its configuration is kept
@@ -344,18 +402,7 @@ impl Cluster {
         name: &str,
         config: MemberConfig,
     ) -> Result<&Member, StartError> {
-        let deadline = tokio::time::Instant::now() + PATIENCE;
-        let member = loop {
-            match Member::start(config.clone()).await {
-                Err(StartError::Bind(BindError::Socket { source, .. }))
-                    if source.kind() == std::io::ErrorKind::AddrInUse
-                        && tokio::time::Instant::now() < deadline =>
-                {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-                other => break other?,
-            }
-        };
+        let member = start_when_free(&config).await?;
         let node = self.nodes.get_mut(name).expect("checked above");
         node.config = config;
         node.member = Some(member);
@@ -405,6 +452,57 @@ impl Drop for Cluster {
             }
         }
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Starts a member from `config`, waiting (bounded) while its address is still held by a
+/// stopped node's socket: a restart reuses the address, and a stopped socket's last handle
+/// may go a moment after the node stopped.
+async fn start_when_free(config: &MemberConfig) -> Result<Member, StartError> {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        match Member::start(config.clone()).await {
+            Err(StartError::Bind(BindError::Socket { source, .. }))
+                if source.kind() == std::io::ErrorKind::AddrInUse
+                    && tokio::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// A process started with [`Cluster::spawn_joiner`]; dropping it ends it too.
+#[must_use = "dropping a Joiner ends its process at once"]
+pub struct Joiner {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Joiner {
+    /// Ends the process as SIGKILL would: its runtime is dropped with every task on it, so
+    /// it sends nothing more and its port closes. Returns once its thread has ended.
+    pub async fn end(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            // Joining blocks: not on this runtime's threads.
+            let joined = tokio::task::spawn_blocking(move || thread.join()).await;
+            assert!(matches!(joined, Ok(Ok(()))), "the joiner's thread panicked");
+        }
+    }
+}
+
+impl Drop for Joiner {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
     }
 }
 

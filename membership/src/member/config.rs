@@ -93,6 +93,15 @@ pub struct MemberConfig {
     /// Legacy protocol tuning, for [`Protocol::Legacy`] and [`Protocol::Bridge`]. Its
     /// identity fields are taken from the fields above. Default [`LegacyConfig::default`].
     pub legacy: LegacyConfig,
+    /// Whether a member forced out of the cluster (removed while alive, or on the side of
+    /// a partition that lost its quorum) joins again by itself, as Geode's members do
+    /// unless `disable-auto-reconnect` is set. It rejoins as a new member (a new uuid, the
+    /// same name and address) once a locator or a member of its last view answers with a
+    /// view, trying with capped exponential backoff from `discovery_interval` until it is
+    /// back or the [`Member`](super::Member) leaves or is dropped; the application is told
+    /// with [`MembershipEvent::Reconnected`](crate::MembershipEvent::Reconnected). Off, a
+    /// member forced out stays stopped. Default `true`.
+    pub auto_reconnect: bool,
 }
 
 impl MemberConfig {
@@ -120,6 +129,7 @@ impl MemberConfig {
             transport: QuicConfig::default(),
             protocol: Protocol::Quic,
             legacy: LegacyConfig::default(),
+            auto_reconnect: true,
         }
     }
 
@@ -142,6 +152,16 @@ impl MemberConfig {
             return Err(ConfigError::EmptyName);
         }
         Ok(())
+    }
+
+    /// The configuration a reconnect binds with: the address of the incarnation `me`, so
+    /// that the member keeps its address when `bind` asked for any free port.
+    pub(crate) fn for_reconnect(&self, me: &MemberId) -> MemberConfig {
+        let mut config = self.clone();
+        if config.bind.port() == 0 {
+            config.bind.set_port(me.address().port());
+        }
+        config
     }
 
     /// The version this member announces: v1 on the legacy protocol alone.
@@ -189,6 +209,7 @@ impl fmt::Debug for MemberConfig {
             .field("working_dir", &self.working_dir)
             .field("version", &self.version)
             .field("protocol", &self.protocol)
+            .field("auto_reconnect", &self.auto_reconnect)
             .finish_non_exhaustive()
     }
 }

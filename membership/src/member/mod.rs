@@ -5,9 +5,10 @@
 //!                                      ─► serve FindCoordinator (discovery answers)
 //!                                          and FinalCheck (this member's uuid)
 //!               ─► discovery rounds (discover.rs) ─► Gms::join(coordinator) or found_cluster
-//!               ─► driver task ◄── GmsMessage and Heartbeat subscriptions, Gms timers,
-//!                                  commands (leave, suspect), transport events (backlog,
-//!                                  unreachable address), final-check results
+//!               ─► supervisor task (reconnect.rs) runs one driver per incarnation:
+//!                  driver ◄── GmsMessage and Heartbeat subscriptions, Gms timers,
+//!                             commands (leave, suspect), transport events (backlog,
+//!                             unreachable address), final-check results
 //!                      │ before each timer: the transport's last-heard times of the
 //!                      │ watched members ─► Gms::heard_from
 //!                      │ Gms outputs:
@@ -18,25 +19,35 @@
 //!                      │               few round trips once the port refuses the query)
 //!                      └─ Event     ─► view installed: messenger.install_view, view watch,
 //!                                      persisted view file (locators), event broadcast
+//!                  ForcedDisconnect (auto_reconnect on) ─► the old messenger shut down and
+//!                      released ─► a new uuid bound to the same address ─► discovery with
+//!                      backoff ─► a new Gms joins ─► Reconnected{old, new, reason}
 //! ```
 //!
 //! `start` returns once the driver reports this member in a view, or the reason it never
 //! will be. The driver owns the `Gms`; everything the application reads (view, events,
-//! counters) is published by it into shared state, so no call on a `Member` waits for it.
+//! counters, the current identity and messenger) is published into state shared with the
+//! `Member`, so no call on a `Member` waits for it. One `Member` value lives through any
+//! number of incarnations: its view watch, event broadcast and (with auto-reconnect) the
+//! application's subscriptions are the member's, not the incarnation's.
 
 mod config;
 mod discover;
+mod identities;
+mod reconnect;
+mod relay;
 mod transport;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
-use cohort_legacy_udp::{Bridge, LegacyMessenger};
+use cohort_legacy_udp::{Bridge, LegacyBindError, LegacyMessenger};
 use cohort_transport::{
-    MemberId, MemberKind, Message, Messenger, Priority, SendError, SendOutcome, SubscribeError,
-    Subscription, TransportEvent, View,
+    BindError, ClusterTls, MemberId, MemberKind, Message, Messenger, Priority, SendError,
+    SendOutcome, SubscribeError, Subscription, TransportEvent, View,
 };
 use cohort_transport::{QueryError, QuicMessenger};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
@@ -44,6 +55,9 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 pub use self::config::{ConfigError, MemberConfig, StartError};
+use self::identities::Identities;
+use self::reconnect::Life;
+use self::relay::Relays;
 pub use self::transport::{Protocol, Transport};
 use crate::gms::{CheckOutcome, Gms, GmsConfig, GmsStats, MembershipEvent, Output};
 use crate::messages::{
@@ -55,38 +69,104 @@ use crate::view_file;
 const EVENT_CAPACITY: usize = 1024;
 /// How often a joiner repeats an unanswered join request.
 const JOIN_RETRY: Duration = Duration::from_secs(1);
+/// How long a member forced out that will reconnect lets its messenger flush before it is
+/// dropped: the members it was talking to have removed it and refuse what it sends.
+const RELEASE_FLUSH: Duration = Duration::from_millis(250);
 
 /// One member of a cluster: in a view from the moment [`Member::start`] returns until it
 /// leaves, is removed, or is dropped.
 ///
-/// Dropping a `Member` stops it at once, like a crash (no leave, no flush); call
-/// [`Member::leave`] to go gracefully.
+/// Removed while alive, or on the side of a partition that lost its quorum, it is told with
+/// [`MembershipEvent::ForcedDisconnect`]; with [`MemberConfig::auto_reconnect`] (the default)
+/// it then joins again by itself as a new member (a new uuid, the same name and address),
+/// and says so with [`MembershipEvent::Reconnected`]. The same `Member` value goes on
+/// working across that: [`Member::id`] and [`Member::messenger`] return the current
+/// incarnation's, the view watch and event stream carry on, and subscriptions made with
+/// [`Member::subscribe`] receive what is sent to the new member.
+///
+/// Dropping a `Member` stops it at once, like a crash (no leave, no flush, no more reconnect
+/// attempts); call [`Member::leave`] to go gracefully.
 pub struct Member {
     shared: Arc<Shared>,
-    messenger: Transport,
+    slot: Arc<Slot>,
+    /// The application's subscriptions, when they must outlive an incarnation.
+    relays: Option<Arc<Relays>>,
     commands: mpsc::Sender<Command>,
-    driver: JoinHandle<()>,
+    supervisor: JoinHandle<()>,
     leave_timeout: Duration,
 }
 
-/// What the driver publishes for the application and for discovery answers.
+/// What the driver publishes for the application and for discovery answers. It holds no
+/// messenger: the messengers' query handlers hold it, and a messenger must be released
+/// entirely for its port to be bound again.
 struct Shared {
-    me: MemberId,
-    /// The installed view; empty until this member is in one.
+    /// Every identity this member has had; the newest is the current one.
+    ids: Identities,
+    /// The installed view; empty until this member is in one. After a forced disconnect,
+    /// the last view installed, until the new incarnation installs one.
     view: watch::Sender<View>,
-    /// True from admission until the member leaves or is removed.
+    /// True from admission until the member leaves or is removed (and again from the
+    /// admission of a new incarnation).
     active: watch::Sender<bool>,
     events: broadcast::Sender<MembershipEvent>,
+    /// Summed over every incarnation.
     stats: Mutex<GmsStats>,
+    /// Times this member rejoined by itself.
+    reconnects: AtomicU64,
 }
 
 impl Shared {
+    fn new(me: MemberId) -> Self {
+        Shared {
+            ids: Identities::new(me),
+            view: watch::Sender::new(View::empty()),
+            active: watch::Sender::new(false),
+            events: broadcast::Sender::new(EVENT_CAPACITY),
+            stats: Mutex::new(GmsStats::default()),
+            reconnects: AtomicU64::new(0),
+        }
+    }
+
+    fn me(&self) -> &MemberId {
+        self.ids.current()
+    }
+
+    fn stats(&self) -> GmsStats {
+        *self.stats.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     fn discovery_answer(&self) -> DiscoveryAnswer {
         let view = Some(self.view.borrow().clone()).filter(|_| *self.active.borrow());
         DiscoveryAnswer {
-            responder: self.me.clone(),
+            responder: self.me().clone(),
             view,
         }
+    }
+}
+
+/// The current incarnation's messenger (between incarnations, a stand-in: see
+/// [`Transport::stand_in`]).
+struct Slot(RwLock<Transport>);
+
+impl Slot {
+    fn get(&self) -> Transport {
+        self.0
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Runs `f` on the messenger without cloning it (the send path).
+    fn with<T>(&self, f: impl FnOnce(&Transport) -> T) -> T {
+        f(&self.0.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// Puts `messenger` in place; returns the one it replaces.
+    fn replace(&self, messenger: Transport) -> Transport {
+        std::mem::replace(
+            &mut self.0.write().unwrap_or_else(PoisonError::into_inner),
+            messenger,
+        )
     }
 }
 
@@ -103,36 +183,17 @@ impl Member {
         config.validate()?;
         let deadline = Instant::now() + config.join_timeout;
         let tls = config.tls.load()?;
-        let messenger = match config.protocol {
-            Protocol::Quic => Transport::Quic(QuicMessenger::bind(config.quic(), &tls)?),
-            Protocol::Legacy => Transport::Legacy(LegacyMessenger::bind(config.legacy())?),
-            Protocol::Bridge => {
-                let quic = QuicMessenger::bind(config.quic(), &tls)?;
-                Transport::Bridge(Bridge::new(quic, config.legacy())?)
-            }
-        };
+        let messenger = bind(&config, &tls)?;
         let me = messenger.local_member().clone();
-        let subscription = messenger
-            .subscribe::<GmsMessage>()
-            .map_err(|_| StartError::Stopped)?;
-        let heartbeats = messenger
-            .subscribe::<Heartbeat>()
-            .map_err(|_| StartError::Stopped)?;
-        let transport_events = messenger.events();
-        let shared = Arc::new(Shared {
-            me: me.clone(),
-            view: watch::Sender::new(View::empty()),
-            active: watch::Sender::new(false),
-            events: broadcast::Sender::new(EVENT_CAPACITY),
-            stats: Mutex::new(GmsStats::default()),
+        let shared = Arc::new(Shared::new(me.clone()));
+        let inputs = attach(&shared, &messenger)?;
+        let slot = Arc::new(Slot(RwLock::new(messenger.clone())));
+        let relays = config.auto_reconnect.then(|| {
+            Arc::new(Relays::new(
+                config.transport.subscription_capacity,
+                tokio::runtime::Handle::current(),
+            ))
         });
-        let answering = shared.clone();
-        messenger.serve::<FindCoordinator>(move |query, from| {
-            tracing::trace!(asker = ?query.asker, %from, "discovery query");
-            answering.discovery_answer()
-        });
-        let uuid = me.uuid();
-        messenger.serve::<FinalCheck>(move |_, _| uuid);
 
         let view_file = (config.kind == MemberKind::Locator && config.persist_view)
             .then(|| view_file::path_for(&config.working_dir, me.address().port()));
@@ -156,17 +217,12 @@ impl Member {
         .await;
 
         let now = Instant::now();
-        let gms_config = GmsConfig {
-            batch_interval: config.batch_interval,
-            prepare_timeout: config.member_timeout * 2,
-            join_retry: JOIN_RETRY,
-            join_timeout: deadline.saturating_duration_since(now),
-            leave_timeout: config.leave_timeout,
-            member_timeout: config.member_timeout,
-            partition_detection: config.partition_detection,
-            ..GmsConfig::default()
-        };
-        let mut gms = Gms::new(me.clone(), gms_config, config.authenticator.clone());
+        let join_timeout = deadline.saturating_duration_since(now);
+        let mut gms = Gms::new(
+            me.clone(),
+            gms_config(&config, join_timeout),
+            config.authenticator.clone(),
+        );
         let coordinator = match decision {
             Ok(discover::Found::Cluster(coordinator)) => {
                 tracing::info!(member = ?me, ?coordinator, "joining");
@@ -198,46 +254,42 @@ impl Member {
 
         let (commands, command_rx) = mpsc::channel(8);
         let (started, started_rx) = oneshot::channel();
-        let (check_results, check_rx) = mpsc::unbounded_channel();
-        let driver = Driver {
-            gms,
-            messenger: messenger.clone(),
+        let mut driver = Driver::new(gms, messenger, &inputs, shared.clone(), &config);
+        driver.view_file = view_file.clone();
+        driver.started = Some(started);
+        driver.coordinator = coordinator;
+        let life = Life {
+            config: config.for_reconnect(&me),
+            tls,
             shared: shared.clone(),
+            slot: slot.clone(),
+            relays: relays.clone(),
             view_file,
-            started: Some(started),
-            coordinator,
-            join_timeout: config.join_timeout,
-            final_check_timeout: config.final_check_timeout,
-            check_results,
-            leaving: None,
         };
-        let inputs = Inputs {
-            messages: subscription,
-            heartbeats,
-            commands: command_rx,
-            checks: check_rx,
-            transport: transport_events,
-        };
-        let driver = tokio::spawn(driver.run(inputs));
+        let supervisor = tokio::spawn(reconnect::supervise(life, driver, inputs, command_rx));
         match started_rx.await {
             Ok(Ok(())) => Ok(Member {
                 shared,
-                messenger,
+                slot,
+                relays,
                 commands,
-                driver,
+                supervisor,
                 leave_timeout: config.leave_timeout,
             }),
             Ok(Err(error)) => {
-                let _ = driver.await;
+                let _ = supervisor.await;
                 Err(error)
             }
             Err(_) => Err(StartError::Stopped),
         }
     }
 
-    /// This member's identity.
+    /// This member's current identity. A reconnect makes a new one (a new uuid, the same
+    /// name and address; see [`MembershipEvent::Reconnected`]), from the moment its messenger
+    /// is bound, before it is admitted. A reference taken earlier keeps reading the identity
+    /// it was taken from.
     pub fn id(&self) -> &MemberId {
-        &self.shared.me
+        self.shared.me()
     }
 
     /// The installed view.
@@ -255,18 +307,21 @@ impl Member {
         self.shared.events.subscribe()
     }
 
-    /// True from admission until this member leaves or is removed.
+    /// True from admission until this member leaves or is removed, and again once a
+    /// reconnect has admitted it.
     pub fn is_active(&self) -> bool {
         *self.shared.active.borrow()
     }
 
-    /// Counters of the membership protocol.
+    /// Counters of the membership protocol, summed over every incarnation of this member.
     pub fn stats(&self) -> GmsStats {
-        *self
-            .shared
-            .stats
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        self.shared.stats()
+    }
+
+    /// Times this member rejoined the cluster by itself after being forced out (each one
+    /// reported as [`MembershipEvent::Reconnected`]).
+    pub fn reconnects(&self) -> u64 {
+        self.shared.reconnects.load(Ordering::Relaxed)
     }
 
     /// Sends an application message to members of the view, reliably and in order per
@@ -277,7 +332,7 @@ impl Member {
         priority: Priority,
         recipients: &[MemberId],
     ) -> Result<SendOutcome, SendError> {
-        self.messenger.send(message, priority, recipients)
+        self.slot.with(|m| m.send(message, priority, recipients))
     }
 
     /// Sends an unreliable application message. See [`Messenger::send_datagram`].
@@ -286,12 +341,18 @@ impl Member {
         message: &M,
         recipients: &[MemberId],
     ) -> Result<SendOutcome, SendError> {
-        self.messenger.send_datagram(message, recipients)
+        self.slot.with(|m| m.send_datagram(message, recipients))
     }
 
-    /// Subscribes to application messages of type `M`, from every priority.
+    /// Subscribes to application messages of type `M`, from every priority. With
+    /// auto-reconnect on, the subscription is the member's: after a reconnect it receives
+    /// what is sent to the new incarnation, and it ends (`None`) only once the member has
+    /// stopped for good (see the `relay` module for what that costs).
     pub fn subscribe<M: Message>(&self) -> Result<Subscription<M>, SubscribeError> {
-        self.messenger.subscribe::<M>()
+        match &self.relays {
+            Some(relays) => relays.subscribe::<M>(|| self.slot.get()),
+            None => self.slot.with(|m| m.subscribe::<M>()),
+        }
     }
 
     /// Reports `member` as suspect (the application finds it sick): the coordinator runs a
@@ -302,20 +363,26 @@ impl Member {
         let _ = self.commands.send(command).await;
     }
 
-    /// The messenger underneath: transport events, per-peer statistics, fault injection.
-    pub fn messenger(&self) -> &Transport {
-        &self.messenger
+    /// The current incarnation's messenger: transport events, per-peer statistics, fault
+    /// injection. A reconnect replaces it with a new one (and its fault rules, counters and
+    /// events start afresh); between the old one's release and the new one's bind, this is
+    /// a stand-in that holds no socket and is shut down. Do not keep a clone across a
+    /// reconnect: it holds the old socket, and the new messenger cannot bind the same port
+    /// until it is dropped (the reconnect waits for that, and warns).
+    pub fn messenger(&self) -> Transport {
+        self.slot.get()
     }
 
-    /// The address other members dial.
+    /// The address other members dial (the same for every incarnation).
     pub fn address(&self) -> SocketAddr {
-        self.shared.me.address()
+        self.shared.me().address()
     }
 
     /// Leaves the cluster gracefully: the coordinator installs a view without this member
     /// (a leaving coordinator installs it itself, and the next oldest takes over), then the
     /// messenger flushes and shuts down. Returns true if the view without this member
-    /// arrived within the leave timeout.
+    /// arrived within the leave timeout. A member forced out and not yet back stops trying
+    /// to reconnect, and returns false.
     pub async fn leave(mut self) -> bool {
         let (reply, confirmed) = oneshot::channel();
         // The protocol bounds the leave by the leave timeout; this bounds it whatever the
@@ -330,14 +397,17 @@ impl Member {
         let confirmed = tokio::time::timeout(bound, asked)
             .await
             .unwrap_or_else(|_| {
-                tracing::warn!(member = ?self.shared.me, ?bound, "leave did not finish: stopping");
+                tracing::warn!(member = ?self.shared.me(), ?bound, "leave did not finish: stopping");
                 false
             });
         // The driver shuts the messenger down (flushing) before it ends.
-        if tokio::time::timeout(bound, &mut self.driver).await.is_err() {
-            self.driver.abort();
+        if tokio::time::timeout(bound, &mut self.supervisor)
+            .await
+            .is_err()
+        {
+            self.supervisor.abort();
         }
-        self.messenger.shutdown().await;
+        self.messenger().shutdown().await;
         confirmed
     }
 
@@ -350,84 +420,224 @@ impl Member {
     /// `messenger().faults().isolate()` instead.
     pub async fn kill(mut self) {
         // Silent first (crash isolates the socket), so the driver cannot say goodbye.
-        self.messenger.crash();
-        self.driver.abort();
-        let _ = (&mut self.driver).await;
+        self.messenger().crash();
+        self.supervisor.abort();
+        let _ = (&mut self.supervisor).await;
     }
 }
 
 impl Drop for Member {
     fn drop(&mut self) {
-        self.driver.abort();
+        self.supervisor.abort();
     }
 }
 
 impl std::fmt::Debug for Member {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Member")
-            .field("id", &self.shared.me)
+            .field("id", self.shared.me())
             .field("view", &self.shared.view.borrow().id())
             .finish()
     }
 }
 
-/// The task that owns the `Gms`.
+/// Binds the messenger `config` asks for, at `config.bind`.
+fn bind(config: &MemberConfig, tls: &ClusterTls) -> Result<Transport, StartError> {
+    Ok(match config.protocol {
+        Protocol::Quic => Transport::Quic(QuicMessenger::bind(config.quic(), tls)?),
+        Protocol::Legacy => Transport::Legacy(LegacyMessenger::bind(config.legacy())?),
+        Protocol::Bridge => {
+            let quic = QuicMessenger::bind(config.quic(), tls)?;
+            Transport::Bridge(Bridge::new(quic, config.legacy())?)
+        }
+    })
+}
+
+/// True if binding failed only because the port is still taken (by the previous
+/// incarnation's socket, until its last handle is gone).
+fn port_in_use(error: &StartError) -> bool {
+    let source = match error {
+        StartError::Bind(BindError::Socket { source, .. })
+        | StartError::LegacyBind(LegacyBindError::Socket { source, .. }) => source,
+        _ => return false,
+    };
+    source.kind() == std::io::ErrorKind::AddrInUse
+}
+
+/// Puts a new messenger to work for `shared`'s current identity: answers discovery and
+/// final checks, and subscribes the driver's inputs.
+fn attach(shared: &Arc<Shared>, messenger: &Transport) -> Result<Inputs, StartError> {
+    let messages = messenger
+        .subscribe::<GmsMessage>()
+        .map_err(|_| StartError::Stopped)?;
+    let heartbeats = messenger
+        .subscribe::<Heartbeat>()
+        .map_err(|_| StartError::Stopped)?;
+    let transport = messenger.events();
+    let answering = shared.clone();
+    messenger.serve::<FindCoordinator>(move |query, from| {
+        tracing::trace!(asker = ?query.asker, %from, "discovery query");
+        answering.discovery_answer()
+    });
+    // Each messenger answers with the uuid of its own incarnation.
+    let uuid = messenger.local_member().uuid();
+    messenger.serve::<FinalCheck>(move |_, _| uuid);
+    let (check_results, checks) = mpsc::unbounded_channel();
+    Ok(Inputs {
+        messages,
+        heartbeats,
+        checks,
+        check_results,
+        transport,
+    })
+}
+
+/// The protocol's settings, from the member's.
+fn gms_config(config: &MemberConfig, join_timeout: Duration) -> GmsConfig {
+    GmsConfig {
+        batch_interval: config.batch_interval,
+        prepare_timeout: config.member_timeout * 2,
+        join_retry: JOIN_RETRY,
+        join_timeout,
+        leave_timeout: config.leave_timeout,
+        member_timeout: config.member_timeout,
+        partition_detection: config.partition_detection,
+        ..GmsConfig::default()
+    }
+}
+
+/// `a + b`, counter by counter: the counters of every incarnation so far.
+fn add(a: GmsStats, b: GmsStats) -> GmsStats {
+    // Destructured in full, so that a new counter cannot be forgotten here.
+    let GmsStats {
+        dropped_from_non_members,
+        unreachable_suspicions,
+        views_installed,
+        suspicions,
+        final_checks,
+        final_checks_passed,
+        final_checks_failed,
+        members_removed,
+        join_requests_rate_limited,
+        forced_disconnects,
+        rounds_failed,
+        catch_ups,
+    } = b;
+    GmsStats {
+        dropped_from_non_members: a.dropped_from_non_members + dropped_from_non_members,
+        unreachable_suspicions: a.unreachable_suspicions + unreachable_suspicions,
+        views_installed: a.views_installed + views_installed,
+        suspicions: a.suspicions + suspicions,
+        final_checks: a.final_checks + final_checks,
+        final_checks_passed: a.final_checks_passed + final_checks_passed,
+        final_checks_failed: a.final_checks_failed + final_checks_failed,
+        members_removed: a.members_removed + members_removed,
+        join_requests_rate_limited: a.join_requests_rate_limited + join_requests_rate_limited,
+        forced_disconnects: a.forced_disconnects + forced_disconnects,
+        rounds_failed: a.rounds_failed + rounds_failed,
+        catch_ups: a.catch_ups + catch_ups,
+    }
+}
+
+/// The task that owns the `Gms` of one incarnation.
 struct Driver {
     gms: Gms,
+    /// This incarnation.
+    me: MemberId,
     messenger: Transport,
     shared: Arc<Shared>,
     view_file: Option<PathBuf>,
-    /// Told once: admitted, or why not.
+    /// Told once: admitted, or why not (the first incarnation only: `start` waits on it).
     started: Option<oneshot::Sender<Result<(), StartError>>>,
+    /// The member this one replaces and why it was forced out, until this one is admitted
+    /// and says so with `Reconnected`.
+    reconnected: Option<(MemberId, String)>,
+    admitted: bool,
     /// The coordinator the join went to (for the error if it times out).
     coordinator: Option<MemberId>,
     join_timeout: Duration,
     final_check_timeout: Duration,
+    /// How long a member forced out that will reconnect gives its messenger to close.
+    release_timeout: Option<Duration>,
+    /// The counters of the incarnations before this one.
+    base: GmsStats,
     check_results: mpsc::UnboundedSender<(MemberId, CheckOutcome)>,
     leaving: Option<oneshot::Sender<bool>>,
 }
 
-/// What the driver listens to.
+/// What the driver listens to, besides the member's commands.
 struct Inputs {
     messages: Subscription<GmsMessage>,
     heartbeats: Subscription<Heartbeat>,
-    commands: mpsc::Receiver<Command>,
     checks: mpsc::UnboundedReceiver<(MemberId, CheckOutcome)>,
+    /// Cloned into each final-check task.
+    check_results: mpsc::UnboundedSender<(MemberId, CheckOutcome)>,
     transport: broadcast::Receiver<TransportEvent>,
 }
 
-/// Whether the driver goes on after handling the outputs.
-enum Flow {
-    Continue,
-    Stop,
+/// How an incarnation's driver ended.
+enum Ending {
+    /// Forced out of the cluster: the member it was, and why.
+    ForcedOut { me: MemberId, reason: String },
+    /// Never admitted: the join was refused or timed out.
+    NotAdmitted,
+    /// Left, dropped, or its messenger stopped: nothing more to do.
+    Finished,
 }
 
 impl Driver {
-    async fn run(mut self, mut inputs: Inputs) {
+    fn new(
+        gms: Gms,
+        messenger: Transport,
+        inputs: &Inputs,
+        shared: Arc<Shared>,
+        config: &MemberConfig,
+    ) -> Self {
+        Driver {
+            me: messenger.local_member().clone(),
+            gms,
+            messenger,
+            base: shared.stats(),
+            shared,
+            view_file: None,
+            started: None,
+            reconnected: None,
+            admitted: false,
+            coordinator: None,
+            join_timeout: config.join_timeout,
+            final_check_timeout: config.final_check_timeout,
+            // Its peers removed it, so a flush has no one to reach: bounded, not waited out.
+            release_timeout: config.auto_reconnect.then_some(RELEASE_FLUSH),
+            check_results: inputs.check_results.clone(),
+            leaving: None,
+        }
+    }
+
+    async fn run(mut self, mut inputs: Inputs, commands: &mut mpsc::Receiver<Command>) -> Ending {
         let far = Instant::now() + Duration::from_secs(86_400);
-        loop {
-            if let Flow::Stop = self.act() {
-                break;
+        let ending = loop {
+            if let Some(ending) = self.act() {
+                break ending;
             }
             let timeout = self.gms.poll_timeout().map(Instant::from_std);
             tokio::select! {
-                command = inputs.commands.recv() => match command {
+                command = commands.recv() => match command {
                     Some(Command::Leave(reply)) => {
                         if self.gms.is_member() {
                             self.leaving = Some(reply);
                             self.gms.leave(now());
                         } else {
                             let _ = reply.send(false);
-                            break;
+                            break Ending::Finished;
                         }
                     }
                     Some(Command::Suspect(member, reason)) => self.gms.suspect(now(), &member, reason),
                     // The Member was dropped: it stops as a crash would.
-                    None => break,
+                    None => break Ending::Finished,
                 },
                 envelope = inputs.messages.recv() => match envelope {
                     Some(envelope) => self.gms.handle_message(now(), &envelope.from, envelope.message),
-                    None => break,
+                    None => break Ending::Finished,
                 },
                 Some(heartbeat) = inputs.heartbeats.recv() => {
                     self.gms.heard_from(&heartbeat.from, now());
@@ -452,12 +662,19 @@ impl Driver {
                     self.gms.handle_timeout(now());
                 }
             }
-        }
+        };
         if self.started.is_some() {
             self.report_start(Err(StartError::Stopped));
         }
         self.shared.active.send_replace(false);
-        self.messenger.shutdown().await;
+        match (&ending, self.release_timeout) {
+            (Ending::ForcedOut { .. }, Some(limit)) => {
+                // Dropping the messenger after the limit stops whatever is left of it.
+                let _ = tokio::time::timeout(limit, self.messenger.shutdown()).await;
+            }
+            _ => self.messenger.shutdown().await,
+        }
+        ending
     }
 
     /// Anything the transport received from a watched member counts, not only heartbeats:
@@ -545,14 +762,14 @@ impl Driver {
         });
     }
 
-    /// Carries out what the `Gms` asked for.
-    fn act(&mut self) -> Flow {
+    /// Carries out what the `Gms` asked for; says how the driver ends, if it does.
+    fn act(&mut self) -> Option<Ending> {
         // A view being prepared: its new members may send application messages from now
         // on, before this member acknowledges it (and so before they learn they are in).
         if let Some(prepared) = self.gms.prepared() {
             self.messenger.expect_view(prepared);
         }
-        let mut flow = Flow::Continue;
+        let mut ending = None;
         while let Some(output) = self.gms.poll_output() {
             match output {
                 Output::Send { to, message } => self.send(&to, &message),
@@ -567,11 +784,24 @@ impl Driver {
                 }
                 Output::Check { member } => self.final_check(member),
                 Output::Event(event) => {
-                    if let Flow::Stop = self.on_event(&event) {
-                        flow = Flow::Stop;
+                    if let Some(end) = self.on_event(&event) {
+                        ending = Some(end);
                     }
                     // No subscriber is not an error: events are for whoever listens.
                     let _ = self.shared.events.send(event);
+                    if self.admitted
+                        && let Some((old, reason)) = self.reconnected.take()
+                    {
+                        // After the view that admitted it, so that a listener sees the
+                        // member in a view when it hears of the reconnect.
+                        self.shared.reconnects.fetch_add(1, Ordering::Relaxed);
+                        tracing::info!(?old, new = ?self.me, "reconnected");
+                        let _ = self.shared.events.send(MembershipEvent::Reconnected {
+                            old,
+                            new: self.me.clone(),
+                            reason,
+                        });
+                    }
                 }
             }
         }
@@ -579,8 +809,8 @@ impl Driver {
             .shared
             .stats
             .lock()
-            .unwrap_or_else(PoisonError::into_inner) = self.gms.stats();
-        flow
+            .unwrap_or_else(PoisonError::into_inner) = add(self.base, self.gms.stats());
+        ending
     }
 
     fn send(&self, to: &[MemberId], message: &GmsMessage) {
@@ -596,7 +826,7 @@ impl Driver {
         }
     }
 
-    fn on_event(&mut self, event: &MembershipEvent) -> Flow {
+    fn on_event(&mut self, event: &MembershipEvent) -> Option<Ending> {
         match event {
             MembershipEvent::ViewInstalled { view, .. } => {
                 self.messenger.install_view(view.clone());
@@ -606,13 +836,14 @@ impl Driver {
                 {
                     tracing::warn!(%error, "could not persist the view");
                 }
-                let admitted = view.contains(&self.shared.me);
+                let admitted = view.contains(&self.me);
                 self.shared.active.send_replace(admitted);
                 if admitted {
-                    tracing::info!(member = ?self.shared.me, %view, "view installed");
+                    self.admitted = true;
+                    tracing::info!(member = ?self.me, %view, "view installed");
                     self.report_start(Ok(()));
                 }
-                Flow::Continue
+                None
             }
             MembershipEvent::JoinRejected { by, reason } => {
                 let error = match reason.clone() {
@@ -625,32 +856,41 @@ impl Driver {
                     }
                     JoinRejection::NameInUse(name) => StartError::NameInUse(name),
                 };
+                if self.started.is_none() {
+                    tracing::warn!(member = ?self.me, %error, "not admitted");
+                }
                 self.report_start(Err(error));
-                Flow::Stop
+                Some(Ending::NotAdmitted)
             }
             MembershipEvent::JoinTimedOut => {
                 let error = StartError::JoinTimedOut {
                     coordinator: self.coordinator_asked(),
                     waited: self.join_timeout,
                 };
+                if self.started.is_none() {
+                    tracing::warn!(member = ?self.me, %error, "not admitted");
+                }
                 self.report_start(Err(error));
-                Flow::Stop
+                Some(Ending::NotAdmitted)
             }
             MembershipEvent::Left => {
                 // Before the event goes out: whoever sees it sees an inactive member.
                 self.shared.active.send_replace(false);
-                let confirmed = !self.gms.view().is_some_and(|v| v.contains(&self.shared.me));
+                let confirmed = !self.gms.view().is_some_and(|v| v.contains(&self.me));
                 if let Some(reply) = self.leaving.take() {
                     let _ = reply.send(confirmed);
                 }
-                Flow::Stop
+                Some(Ending::Finished)
             }
             MembershipEvent::ForcedDisconnect { reason } => {
                 self.shared.active.send_replace(false);
-                tracing::warn!(member = ?self.shared.me, %reason, "forced out of the cluster");
-                Flow::Stop
+                tracing::warn!(member = ?self.me, %reason, "forced out of the cluster");
+                Some(Ending::ForcedOut {
+                    me: self.me.clone(),
+                    reason: reason.clone(),
+                })
             }
-            MembershipEvent::Suspect { .. } | MembershipEvent::Reconnected { .. } => Flow::Continue,
+            MembershipEvent::Suspect { .. } | MembershipEvent::Reconnected { .. } => None,
         }
     }
 
@@ -659,7 +899,7 @@ impl Driver {
             .joining_through()
             .or(self.coordinator.as_ref())
             .cloned()
-            .unwrap_or_else(|| self.shared.me.clone())
+            .unwrap_or_else(|| self.me.clone())
     }
 
     fn report_start(&mut self, result: Result<(), StartError>) {

@@ -1,17 +1,28 @@
 //! [`Transport`]: the messenger a member runs on, chosen by [`Protocol`]: QUIC, the legacy
 //! protocol (an old member), or both through a [`Bridge`] (a member upgraded while old
 //! members remain). The membership protocol is the same on each; only this differs.
+//!
+//! Also the stand-in a reconnecting member shows between two incarnations
+//! ([`Transport::stand_in`]): the old messenger must be gone before its port can be bound
+//! again, and a messenger on a [`Detached`] socket (no port at all) takes its place.
 
+use std::io::{self, IoSliceMut};
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use cohort_legacy_udp::{Bridge, LegacyMessenger, LegacyStats};
 use cohort_transport::quic::LimitStats;
 use cohort_transport::socket::{SocketFaults, SocketStats};
 use cohort_transport::{
-    MemberId, Message, Messenger, PeerStats, Priority, Query, QueryError, QuicMessenger, SendError,
-    SendOutcome, SubscribeError, Subscription, TransportEvent, View,
+    BindError, ClusterTls, MemberId, Message, Messenger, PeerStats, Priority, Query, QueryError,
+    QuicConfig, QuicMessenger, SendError, SendOutcome, SubscribeError, Subscription,
+    TransportEvent, View,
 };
+use quinn::udp::{RecvMeta, Transmit};
+use quinn::{AsyncUdpSocket, UdpPoller};
 use tokio::sync::broadcast;
 use tokio::time::Instant;
 
@@ -50,6 +61,30 @@ macro_rules! each {
 }
 
 impl Transport {
+    /// A messenger with the identity of `of` that holds no socket and is shut down: sends
+    /// fail with [`SendError::Shutdown`], nothing arrives, its counters stay at zero. A
+    /// reconnecting member shows it from the moment its old messenger is released (so that
+    /// the port can be bound again) until the new one is bound. `config` gives the tuning;
+    /// its identity fields are replaced by those of `of`.
+    pub(crate) async fn stand_in(
+        of: &MemberId,
+        mut config: QuicConfig,
+        tls: &ClusterTls,
+    ) -> Result<Transport, BindError> {
+        config.name = of.name().to_owned();
+        config.kind = of.kind();
+        config.version = of.version();
+        config.bind = of.address();
+        config.advertise = Some(of.address());
+        config.uuid = Some(of.uuid());
+        let socket = Arc::new(Detached {
+            address: of.address(),
+        });
+        let messenger = QuicMessenger::bind_with_socket(config, tls, socket)?;
+        messenger.shutdown().await;
+        Ok(Transport::Quic(messenger))
+    }
+
     /// The address of the member's socket.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_member().address()
@@ -187,5 +222,47 @@ impl Messenger for Transport {
 
     async fn shutdown(&self) {
         each!(self, m => m.shutdown().await)
+    }
+}
+
+/// A socket that is not there: what is sent goes nowhere, nothing is ever received. For
+/// [`Transport::stand_in`], which must not hold the port its member is about to bind again.
+#[derive(Debug)]
+struct Detached {
+    /// The address it claims to be bound to (the member's own).
+    address: SocketAddr,
+}
+
+impl AsyncUdpSocket for Detached {
+    fn create_io_poller(self: Arc<Self>) -> Pin<Box<dyn UdpPoller>> {
+        Box::pin(AlwaysWritable)
+    }
+
+    fn try_send(&self, _: &Transmit<'_>) -> io::Result<()> {
+        Ok(())
+    }
+
+    fn poll_recv(
+        &self,
+        _: &mut Context<'_>,
+        _: &mut [IoSliceMut<'_>],
+        _: &mut [RecvMeta],
+    ) -> Poll<io::Result<usize>> {
+        // Never ready, so never woken: nothing will arrive.
+        Poll::Pending
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        Ok(self.address)
+    }
+}
+
+/// A detached socket never pushes back.
+#[derive(Debug)]
+struct AlwaysWritable;
+
+impl UdpPoller for AlwaysWritable {
+    fn poll_writable(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
     }
 }
