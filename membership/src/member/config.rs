@@ -15,6 +15,7 @@ use cohort_legacy_udp::{LegacyBindError, LegacyConfig};
 
 use super::transport::Protocol;
 use crate::auth::{AllowAll, Authenticator, Credentials};
+use crate::discovery::NoFounding;
 
 /// Settings of one member. [`MemberConfig::new`] takes the TLS settings (there is no
 /// default for those: every cluster has its own CA) and fills every other field with its
@@ -285,6 +286,20 @@ pub enum StartError {
         waited: Duration,
         /// The last failure seen, if any.
         last_error: Option<String>,
+    },
+    /// A locator heard of no cluster to join within the join timeout, and could not
+    /// justify founding one (see [`NoFounding`]): fewer than a strict majority of its
+    /// configured locators (itself included) answered, or the locator that is to found
+    /// never did. Nothing was founded, so a locator cut off from the others never starts a
+    /// second cluster. The remedy: start a majority of the configured locators (they find
+    /// each other and one founds); or check the locator named as founder; or, for a
+    /// deliberate cluster of one locator, configure this locator with no other locator.
+    #[error("no cluster to join or to found within the join timeout of {waited:?}: {reason}")]
+    NotFounded {
+        /// The join timeout.
+        waited: Duration,
+        /// Why this locator did not found the cluster.
+        reason: NoFounding,
     },
     /// A coordinator was found but did not admit this member within the join timeout.
     #[error("the coordinator {coordinator} did not admit this member within {waited:?}")]

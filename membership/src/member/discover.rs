@@ -7,7 +7,7 @@
 //! run ─► Discovery::new(me, electorate) ─► loop every `interval`:
 //!          ask_all(targets, each bounded by `limit` and the deadline) ─► Vec<Heard>
 //!          ─► decide ─► Join ─► Found::Cluster | Found ─► Found::Nothing | Wait(reason)
-//!        deadline ─► Failure::Silence(the last founding reason, else the last error)
+//!        deadline ─► Failure::Unfounded(the last founding reason), else Silence(last error)
 //! ```
 
 use std::net::SocketAddr;
@@ -23,9 +23,10 @@ use crate::messages::FindCoordinator;
 
 /// Why discovery found nothing to join.
 pub(super) enum Failure {
-    /// Nobody answered with a cluster: for a locator, why it did not found one (see
-    /// [`NoFounding`]); otherwise the last failure seen, if any.
+    /// Nobody answered with a cluster: the last failure seen, if any.
     Silence(Option<String>),
+    /// A locator heard of no cluster and could not justify founding one.
+    Unfounded(NoFounding),
     /// A member refused this member's protocol for good.
     Refused { by: SocketAddr, reason: String },
 }
@@ -58,23 +59,18 @@ pub(super) fn targets(
 }
 
 /// Asks `targets` every `interval` (each query bounded by `limit`) until a decision or
-/// `deadline`. A refusal ends it at once: a member that refuses this protocol for good
-/// will not change its mind.
-///
-/// The electorate (whose answers count towards founding) should be the configured
-/// locators; `Member::start` does not pass them apart from the members of its persisted
-/// view yet, so every target stands in for one. Without a persisted view (a first start)
-/// that is the exact rule; with one it is stricter, members of the persisted view counting
-/// as voters that never vote, except that a starting locator of the persisted view that is
-/// not configured votes.
+/// `deadline`; `locators` (as configured) are the electorate whose answers count towards
+/// founding. A refusal ends it at once: a member that refuses this protocol for good will
+/// not change its mind.
 pub(super) async fn run(
     messenger: &Transport,
     me: &MemberId,
+    locators: &[SocketAddr],
     targets: &[SocketAddr],
     (interval, limit): (Duration, Duration),
     deadline: Instant,
 ) -> Result<Found, Failure> {
-    let mut discovery = Discovery::new(me.clone(), targets);
+    let mut discovery = Discovery::new(me.clone(), locators);
     let mut last_error = None;
     let mut unfounded: Option<NoFounding> = None;
     loop {
@@ -100,9 +96,10 @@ pub(super) async fn run(
     }
     // Why no cluster was founded says more than the last network error: the operator's
     // remedy is to start more locators, not to look for a broken link.
-    Err(Failure::Silence(
-        unfounded.map(|reason| reason.to_string()).or(last_error),
-    ))
+    Err(match unfounded {
+        Some(reason) => Failure::Unfounded(reason),
+        None => Failure::Silence(last_error),
+    })
 }
 
 async fn ask_all(

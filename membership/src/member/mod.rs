@@ -207,6 +207,7 @@ impl Member {
         let decision = discover::run(
             &messenger,
             &me,
+            &config.locators,
             &targets,
             (
                 config.discovery_interval,
@@ -244,6 +245,13 @@ impl Member {
                     locators: targets,
                     waited: config.join_timeout,
                     last_error,
+                });
+            }
+            Err(discover::Failure::Unfounded(reason)) => {
+                messenger.shutdown().await;
+                return Err(StartError::NotFounded {
+                    waited: config.join_timeout,
+                    reason,
                 });
             }
             Err(discover::Failure::Refused { by, reason }) => {

@@ -123,6 +123,7 @@ impl Life {
                 let round = discover::run(
                     &messenger,
                     &me,
+                    &self.config.locators,
                     &targets,
                     (delay, self.config.transport.handshake_timeout),
                     started + delay,
@@ -133,7 +134,7 @@ impl Life {
                         return Ending::Finished;
                     }
                     Ok(Ok(Found::Cluster(coordinator))) => break coordinator,
-                    Ok(Ok(Found::Nothing) | Err(Failure::Silence(_))) => {}
+                    Ok(Ok(Found::Nothing) | Err(Failure::Silence(_) | Failure::Unfounded(_))) => {}
                     Ok(Err(Failure::Refused { by, reason })) => {
                         tracing::warn!(member = ?me, %by, %reason, "refused while reconnecting");
                     }
