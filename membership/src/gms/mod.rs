@@ -8,7 +8,7 @@
 //! deterministic simulation of thousands of members under every kind of fault.
 //!
 //! Each view change is one decree of single-decree Paxos over the base view's members
-//! ([`round`] proposes, [`vote`] accepts, [`quorum`] weighs):
+//! (`gms/round.rs` proposes, `gms/vote.rs` accepts, `gms/quorum.rs` weighs):
 //!
 //! ```text
 //! joiner ──JoinRequest──► coordinator: authenticate, version gate, name check
@@ -184,8 +184,9 @@ pub enum MembershipEvent {
         reason: String,
     },
     /// The cluster removed this member although it did not ask to leave (it was taken for
-    /// crashed), or this member's side of a partition lost its quorum. It is out for good;
-    /// a new start makes a new member.
+    /// crashed), or this member's side of a partition lost its quorum. This incarnation is
+    /// out for good: it can only come back as a new member (a new uuid), which
+    /// [`Member`](crate::Member) does by itself unless auto-reconnect is off.
     ForcedDisconnect {
         /// Why, for people.
         reason: String,
@@ -1079,9 +1080,13 @@ impl Gms {
     }
 
     /// Decides once a weighted majority of the base view accepted and either every member
-    /// of the new view did too or the deadline passed (`at_deadline`).
+    /// of the new view did too or the deadline passed (`at_deadline`). Once every member of
+    /// the base view in the new view accepted, joiners get half a member timeout more: a
+    /// joiner that died after asking must not hold up the view change (and the leaves and
+    /// removals behind it) for a whole prepare timeout.
     fn accepted(&mut self, now: Instant, at_deadline: bool) {
-        let Some(round) = &self.round else {
+        let joiner_grace = self.config.member_timeout / 2;
+        let Some(round) = &mut self.round else {
             return;
         };
         let Phase::Proposing {
@@ -1091,13 +1096,17 @@ impl Gms {
             return;
         };
         let majority = Quorum::new(&round.base).is_majority(accepted);
-        let everyone = proposal
-            .view
-            .members()
-            .iter()
-            .all(|m| accepted.contains(&m.uuid()));
+        let (mut everyone, mut voters) = (true, true);
+        for member in proposal.view.members() {
+            if !accepted.contains(&member.uuid()) {
+                everyone = false;
+                voters &= !round.base.contains(member);
+            }
+        }
         if majority && (everyone || at_deadline) {
             self.decide(now);
+        } else if majority && voters {
+            round.deadline = round.deadline.min(now + joiner_grace);
         }
     }
 
