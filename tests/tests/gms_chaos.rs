@@ -320,9 +320,22 @@ fn a_seed_replays_exactly() {
     }
 }
 
-/// 100,000 seeds: `cargo test --release -p cohort-tests --test gms_chaos -- --ignored`.
+/// 100,000 seeds, on two threads: `cargo test --release -p cohort-tests --test gms_chaos
+/// -- --ignored soak` (CI runs it so).
 #[test]
 #[ignore = "a soak of 100,000 seeds, for a release build"]
 fn soak_100_000_random_schedules() {
-    random_schedules(0..100_000);
+    std::thread::scope(|scope| {
+        let halves = [0..50_000, 50_000..100_000].map(|seeds| scope.spawn(|| sweep(seeds)));
+        let mut failed = false;
+        for half in halves {
+            let outcome = half.join().expect("a soak thread finished");
+            println!("{}", outcome.summary());
+            if let Some(first) = &outcome.first_failure {
+                eprintln!("first failure:\n{first}");
+            }
+            failed |= !outcome.failures.is_empty();
+        }
+        assert!(!failed, "the soak found violations (summaries above)");
+    });
 }
