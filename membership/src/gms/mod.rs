@@ -305,6 +305,13 @@ pub struct Gms {
     /// A sign of a newer view came within that member timeout: ask again then.
     catch_up_due: Option<Instant>,
     pending_joins: Vec<MemberId>,
+    /// When each pending joiner last asked: a joiner that stopped asking (it gave up, or it
+    /// was admitted and removed meanwhile) is not proposed.
+    join_asked: HashMap<Uuid, Instant>,
+    /// Every member of every view this member installed, and every member such a view
+    /// removed: a uuid that was in a view never comes back (a stale join request of one
+    /// would otherwise admit it again). 16 bytes per member ever seen.
+    former: HashSet<Uuid>,
     pending_leaves: Vec<MemberId>,
     pending_removals: Vec<MemberId>,
     batch_at: Option<Instant>,
@@ -352,6 +359,8 @@ impl Gms {
             last_catch_up: None,
             catch_up_due: None,
             pending_joins: Vec::new(),
+            join_asked: HashMap::new(),
+            former: HashSet::new(),
             pending_leaves: Vec::new(),
             pending_removals: Vec::new(),
             batch_at: None,
@@ -933,10 +942,18 @@ impl Gms {
                 return;
             }
         }
+        let fresh = self.config.join_retry * 3;
         let joiners: Vec<MemberId> = std::mem::take(&mut self.pending_joins)
             .into_iter()
-            .filter(|m| !base.contains(m))
+            .filter(|m| !base.contains(m) && !self.former.contains(&m.uuid()))
+            .filter(|m| {
+                self.join_asked
+                    .get(&m.uuid())
+                    .is_some_and(|at| now.saturating_duration_since(*at) <= fresh)
+            })
             .collect();
+        self.join_asked
+            .retain(|uuid, _| joiners.iter().any(|j| j.uuid() == *uuid));
         if leaving.is_empty() && crashed.is_empty() && joiners.is_empty() {
             return;
         }
@@ -1644,6 +1661,13 @@ impl Gms {
             .partition(|m| decision.proposal.left.contains(m));
         let included = view.contains(&self.me);
         let was_coordinating = self.coordinating();
+        self.former.extend(
+            view.members()
+                .iter()
+                .chain(&decision.proposal.left)
+                .chain(&decision.proposal.crashed)
+                .map(MemberId::uuid),
+        );
         self.view = Some(view.clone());
         self.decided = Some(decision);
         self.vote.installed(view.id());
@@ -1754,6 +1778,11 @@ impl Gms {
             }
             return;
         }
+        if self.former.contains(&member.uuid()) {
+            // Removed since it asked: a uuid never comes back.
+            return;
+        }
+        self.join_asked.insert(member.uuid(), now);
         let in_round = self.round.as_ref().is_some_and(|r| r.involves(&member));
         if in_round || self.pending_joins.contains(&member) {
             // A retry of a join already on its way in.
