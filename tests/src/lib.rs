@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 
 pub mod chaos;
 pub mod cluster;
+pub mod events;
 pub mod gms_sim;
 pub mod rogue;
 pub mod sim;

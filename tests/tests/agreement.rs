@@ -4,14 +4,12 @@
 //! membership wherever it was installed, and that members forced out come back by
 //! themselves (auto-reconnect) once the network lets them.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use cohort_membership::MembershipEvent;
+use cohort_tests::events::EventLog;
 use cohort_tests::{Cluster, Numbered, PATIENCE, init_tracing, receive};
-use cohort_transport::{
-    MemberId, MemberKind, Messenger, Priority, SendError, TransportEvent, ViewId,
-};
+use cohort_transport::{MemberId, MemberKind, Messenger, Priority, SendError, TransportEvent};
 use tokio::sync::broadcast;
 use tokio::time::Instant;
 
@@ -21,75 +19,6 @@ const MEMBER_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long a member that can reach the cluster again may take to be back in its view:
 /// the reconnect's longest backoff step (3 s) plus a join, with room for a loaded machine.
 const BACK_WITHIN: Duration = Duration::from_secs(12);
-
-/// Every membership event of the nodes it watches, collected in the background, to check
-/// that no view id ever named two memberships.
-struct ViewLog {
-    receivers: Vec<(String, broadcast::Receiver<MembershipEvent>)>,
-    seen: Vec<(String, MembershipEvent)>,
-}
-
-impl ViewLog {
-    /// Watches every running node of `cluster` from now on.
-    fn new(cluster: &Cluster) -> ViewLog {
-        let receivers = cluster
-            .running()
-            .into_iter()
-            .map(|name| {
-                let events = cluster.member(&name).events();
-                (name, events)
-            })
-            .collect();
-        ViewLog {
-            receivers,
-            seen: Vec::new(),
-        }
-    }
-
-    /// Takes in what arrived so far.
-    fn collect(&mut self) -> &[(String, MembershipEvent)] {
-        for (name, receiver) in &mut self.receivers {
-            loop {
-                match receiver.try_recv() {
-                    Ok(event) => self.seen.push((name.clone(), event)),
-                    Err(broadcast::error::TryRecvError::Lagged(n)) => {
-                        panic!("{name}'s events lagged by {n}: the log would miss views")
-                    }
-                    Err(_) => break,
-                }
-            }
-        }
-        &self.seen
-    }
-
-    /// Panics if two nodes installed different memberships under one view id; returns how
-    /// many view ids were seen.
-    fn assert_one_membership_per_view_id(&mut self) -> usize {
-        let mut by_id: BTreeMap<ViewId, (String, Vec<MemberId>)> = BTreeMap::new();
-        for (name, event) in self.collect() {
-            let MembershipEvent::ViewInstalled { view, .. } = event else {
-                continue;
-            };
-            let members = view.members().to_vec();
-            match by_id.get(&view.id()) {
-                Some((first, theirs)) => assert!(
-                    same_members(theirs, &members),
-                    "view {} is {theirs:?} at {first} and {members:?} at {name}",
-                    view.id()
-                ),
-                None => {
-                    by_id.insert(view.id(), (name.clone(), members));
-                }
-            }
-        }
-        by_id.len()
-    }
-}
-
-/// Same members (uuids, which is what identity is) in the same order.
-fn same_members(a: &[MemberId], b: &[MemberId]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.uuid() == y.uuid())
-}
 
 /// Waits (bounded) for the first event on `events` that `pick` maps to something.
 async fn next_event<T>(
@@ -205,7 +134,7 @@ async fn a_member_cut_off_and_removed_is_told_it_is_out_and_rejoins_by_itself() 
     cluster.start(4).await;
     cluster.agreed_view(5, PATIENCE).await;
     heartbeats_flowing(&cluster).await;
-    let mut log = ViewLog::new(&cluster);
+    let mut log = EventLog::new(&cluster);
     let victim = "member-3";
     let old = cluster.member(victim).id().clone();
     let mut events = cluster.member(victim).events();
@@ -278,7 +207,7 @@ async fn a_minority_cut_off_by_a_partition_shuts_down_and_rejoins_once_it_heals(
     }
     cluster.agreed_view(7, PATIENCE).await;
     heartbeats_flowing(&cluster).await;
-    let mut log = ViewLog::new(&cluster);
+    let mut log = EventLog::new(&cluster);
     // Locator 3 + lead 15 + 10 + 10 = 38 of 68: the side of four keeps its quorum.
     let majority = ["locator-1", "member-1", "member-2", "member-3"];
     let minority = ["member-4", "member-5", "member-6"];
@@ -329,7 +258,7 @@ async fn a_joiner_that_dies_after_asking_does_not_hold_up_a_later_leave() {
     let mut cluster = Cluster::new(1);
     cluster.start(3).await;
     cluster.agreed_view(4, PATIENCE).await;
-    let mut log = ViewLog::new(&cluster);
+    let mut log = EventLog::new(&cluster);
     let coordinator = cluster.member("locator-1").messenger();
     let mut transport = coordinator.events();
 
@@ -394,7 +323,7 @@ async fn a_stalled_coordinator_is_replaced_told_it_is_out_and_rejoins() {
     heartbeats_flowing(&cluster).await;
     let old = cluster.member("locator-1").id().clone();
     assert_eq!(view.coordinator(), Some(&old));
-    let mut log = ViewLog::new(&cluster);
+    let mut log = EventLog::new(&cluster);
     let mut events = cluster.member("locator-1").events();
     let others = ["member-1", "member-2", "member-3", "member-4"];
 
@@ -437,7 +366,7 @@ async fn with_auto_reconnect_off_a_member_forced_out_stays_out() {
         .member("loner")
         .subscribe::<Numbered>()
         .expect("subscribe");
-    let mut log = ViewLog::new(&cluster);
+    let mut log = EventLog::new(&cluster);
 
     cluster.cut_off("loner");
     let reason = next_event(&mut events, "forced disconnect", PATIENCE, forced_out).await;

@@ -4,43 +4,20 @@
 use std::time::Duration;
 
 use cohort_membership::MembershipEvent;
+use cohort_tests::events::EventLog;
 use cohort_tests::{Cluster, PATIENCE, init_tracing};
 use cohort_transport::{MemberId, MemberKind};
-use tokio::sync::broadcast;
 use tokio::time::Instant;
 
-/// Every membership event of every running node from now on, collected in the background.
-struct Recorder {
-    receivers: Vec<(String, broadcast::Receiver<MembershipEvent>)>,
-    seen: Vec<(String, MembershipEvent)>,
+/// What the tests here read from an [`EventLog`].
+trait Readings {
+    /// Suspicions of `member` reported by anyone.
+    fn suspicions_of(&mut self, member: &MemberId) -> usize;
+    /// Every removal as crashed and every forced disconnect, for people.
+    fn removals(&mut self) -> Vec<String>;
 }
 
-impl Recorder {
-    fn new(cluster: &Cluster) -> Recorder {
-        let receivers = cluster
-            .running()
-            .into_iter()
-            .map(|name| {
-                let events = cluster.member(&name).events();
-                (name, events)
-            })
-            .collect();
-        Recorder {
-            receivers,
-            seen: Vec::new(),
-        }
-    }
-
-    /// Takes in whatever arrived so far.
-    fn collect(&mut self) -> &[(String, MembershipEvent)] {
-        for (name, receiver) in &mut self.receivers {
-            while let Ok(event) = receiver.try_recv() {
-                self.seen.push((name.clone(), event));
-            }
-        }
-        &self.seen
-    }
-
+impl Readings for EventLog {
     fn suspicions_of(&mut self, member: &MemberId) -> usize {
         self.collect()
             .iter()
@@ -172,7 +149,7 @@ async fn a_member_whose_process_ends_is_removed_well_inside_the_member_timeout()
     let mut cluster = cluster_with_slow_timeout(5, "doomed").await;
     let timeout = member_timeout(&cluster);
     let victim = cluster.member("doomed").id().clone();
-    let mut recorder = Recorder::new(&cluster);
+    let mut recorder = EventLog::new(&cluster);
     cluster.end_process("doomed").await;
     let survivors = cluster.running();
     // Heartbeats to it go out every fifth of the member timeout and are refused at once.
@@ -198,7 +175,7 @@ async fn forged_unreachable_errors_about_a_live_member_leave_it_in_the_view() {
     let cluster = cluster_with_slow_timeout(4, "target").await;
     let view = cluster.agreed_view(6, PATIENCE).await;
     let target = cluster.member("target").id().clone();
-    let mut recorder = Recorder::new(&cluster);
+    let mut recorder = EventLog::new(&cluster);
     // Every datagram any other member sends to it is answered by a forged ICMP error, the
     // final checks' datagrams included.
     for name in cluster.running().iter().filter(|n| *n != "target") {
@@ -251,7 +228,7 @@ async fn a_member_whose_datagrams_are_all_dropped_is_checked_but_never_removed()
     let mut cluster = Cluster::new(1);
     cluster.start(4).await;
     let view = cluster.agreed_view(5, PATIENCE).await;
-    let mut recorder = Recorder::new(&cluster);
+    let mut recorder = EventLog::new(&cluster);
     let quiet = cluster.member("member-2").id().clone();
     cluster.faults("member-2").drop_quic_datagrams(true);
     // Heartbeats gone: it is suspected again and again, and each final check over a fresh
@@ -280,7 +257,7 @@ async fn a_member_paused_for_half_the_member_timeout_stays_and_suspects_nobody()
         .await
         .expect("sleeper starts");
     let view = cluster.agreed_view(5, PATIENCE).await;
-    let mut recorder = Recorder::new(&cluster);
+    let mut recorder = EventLog::new(&cluster);
     let timeout = member_timeout(&cluster);
     for _ in 0..3 {
         cluster.stall("sleeper", timeout / 2);
@@ -307,7 +284,7 @@ async fn application_suspicion_keeps_a_healthy_member_and_removes_a_blackholed_o
     let mut cluster = Cluster::tuned(1, |config| config.member_timeout = Duration::from_secs(60));
     cluster.start(4).await;
     let view = cluster.agreed_view(5, PATIENCE).await;
-    let mut recorder = Recorder::new(&cluster);
+    let mut recorder = EventLog::new(&cluster);
 
     let healthy = cluster.member("member-3").id().clone();
     cluster
@@ -424,7 +401,7 @@ async fn ten_members_under_a_cpu_hog_for_five_minutes_see_no_false_removal() {
     let mut cluster = Cluster::new(1);
     cluster.start(9).await;
     let view = cluster.agreed_view(10, PATIENCE).await;
-    let mut recorder = Recorder::new(&cluster);
+    let mut recorder = EventLog::new(&cluster);
     let length = Duration::from_secs(300);
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let hogs: Vec<_> = (0..2)
