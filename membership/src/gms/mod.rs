@@ -573,6 +573,25 @@ impl Gms {
         if !self.pending_removals.contains(member) {
             self.pending_removals.push(member.clone());
         }
+        // A checker that does not coordinate (it took over the checks because a member
+        // suspected the one in line) hands the finding to the member that coordinates once
+        // the dead are gone, which checks for itself: it may never have heard of it.
+        let successor = self
+            .view
+            .as_ref()
+            .and_then(|v| v.coordinator_among(|m| !self.dead.contains(&m.uuid())))
+            .filter(|c| **c != self.me)
+            .cloned();
+        if let Some(successor) = successor {
+            let reason = format!("a final check by {} found no answer", self.me.name());
+            self.send(
+                vec![successor],
+                GmsMessage::Suspect {
+                    members: vec![member.clone()],
+                    reason,
+                },
+            );
+        }
         // A crash is removed without waiting out the batch interval: the round starts
         // once no other final check is running, which is what gathers crashes found
         // together into one view change (joins batched meanwhile come along).

@@ -59,9 +59,10 @@ impl fmt::Display for Who {
 /// Which message a crash-after-sending hook waits for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SendKind {
-    /// A `PrepareView` (protocol 1's first phase).
+    /// A proposal of a view change: `Collect` or `Propose` (protocol 2), `PrepareView`
+    /// (protocol 1).
     Prepare,
-    /// An `InstallView` (protocol 1's second phase).
+    /// A decided view: `Decide` (protocol 2), `InstallView` (protocol 1).
     Install,
     /// Any message to two or more members: a phase of any view change protocol.
     Broadcast,
@@ -70,8 +71,16 @@ pub enum SendKind {
 impl SendKind {
     fn matches(self, message: &GmsMessage, to: &[MemberId]) -> bool {
         match self {
-            SendKind::Prepare => matches!(message, GmsMessage::PrepareView { .. }),
-            SendKind::Install => matches!(message, GmsMessage::InstallView { .. }),
+            SendKind::Prepare => matches!(
+                message,
+                GmsMessage::Collect { .. }
+                    | GmsMessage::Propose { .. }
+                    | GmsMessage::PrepareView { .. }
+            ),
+            SendKind::Install => matches!(
+                message,
+                GmsMessage::Decide { .. } | GmsMessage::InstallView { .. }
+            ),
             SendKind::Broadcast => to.len() >= 2,
         }
     }
@@ -80,8 +89,8 @@ impl SendKind {
 impl fmt::Display for SendKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            SendKind::Prepare => "its PrepareView",
-            SendKind::Install => "its InstallView",
+            SendKind::Prepare => "its proposal",
+            SendKind::Install => "its decision",
             SendKind::Broadcast => "its next broadcast",
         })
     }
