@@ -3,8 +3,8 @@
 //! - [`member`]: [`Member`], the public front door: it binds the messenger, finds the
 //!   cluster through its locators, joins it, and drives [`Gms`] on tokio.
 //! - [`gms`]: [`Gms`], the membership protocol as a sans-IO state machine (Geode's model):
-//!   authenticated joins through the coordinator, batching, two-phase view installation,
-//!   graceful leave. Time is passed in and outputs are polled; it never reads a clock or
+//!   authenticated joins through the coordinator, batching, view changes decided by a
+//!   weighted majority of the view they replace (one Paxos decree each), graceful leave. Time is passed in and outputs are polled; it never reads a clock or
 //!   does I/O, so a test can run a thousand members deterministically in virtual time.
 //! - [`detector`]: the failure detector (heartbeats around the view ring, suspicion after
 //!   the member timeout, pause awareness), owned by [`Gms`].

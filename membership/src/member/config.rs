@@ -59,9 +59,11 @@ pub struct MemberConfig {
     /// a member gone silent is then out of every view within 1.5 s.
     pub final_check_timeout: Duration,
     /// Network-partition detection (Geode's `enable-network-partition-detection`): a
-    /// coordinator that would remove as crashed at least half of its view's weight in one
-    /// change shuts its side down instead. Weights: member 10, lead member +5, locator 3,
-    /// admin 0, plus each member's `weight_adjustment`. Default on.
+    /// coordinator whose removals would leave the rest without a strict weighted majority
+    /// of its view shuts its side down instead (such a side could decide no view change
+    /// anyway). Weights: member 10, lead member +5, locator 3, admin 0, plus each member's
+    /// `weight_adjustment`; in a view of three or more, no member outweighs all the others
+    /// together. Default on.
     pub partition_detection: bool,
     /// How long `start` tries to get into a view, discovery included (Geode's
     /// `join-timeout`). Default 24 s.
