@@ -239,6 +239,44 @@ pub struct GmsStats {
     pub catch_ups: u64,
 }
 
+/// Counter by counter: a member's counters over several incarnations (auto-reconnect).
+impl std::ops::Add for GmsStats {
+    type Output = GmsStats;
+
+    fn add(self, b: GmsStats) -> GmsStats {
+        let a = self;
+        // Destructured in full, so that a new counter cannot be forgotten here.
+        let GmsStats {
+            dropped_from_non_members,
+            unreachable_suspicions,
+            views_installed,
+            suspicions,
+            final_checks,
+            final_checks_passed,
+            final_checks_failed,
+            members_removed,
+            join_requests_rate_limited,
+            forced_disconnects,
+            rounds_failed,
+            catch_ups,
+        } = b;
+        GmsStats {
+            dropped_from_non_members: a.dropped_from_non_members + dropped_from_non_members,
+            unreachable_suspicions: a.unreachable_suspicions + unreachable_suspicions,
+            views_installed: a.views_installed + views_installed,
+            suspicions: a.suspicions + suspicions,
+            final_checks: a.final_checks + final_checks,
+            final_checks_passed: a.final_checks_passed + final_checks_passed,
+            final_checks_failed: a.final_checks_failed + final_checks_failed,
+            members_removed: a.members_removed + members_removed,
+            join_requests_rate_limited: a.join_requests_rate_limited + join_requests_rate_limited,
+            forced_disconnects: a.forced_disconnects + forced_disconnects,
+            rounds_failed: a.rounds_failed + rounds_failed,
+            catch_ups: a.catch_ups + catch_ups,
+        }
+    }
+}
+
 #[derive(Debug)]
 enum Role {
     /// Not started.

@@ -514,39 +514,6 @@ fn gms_config(config: &MemberConfig, join_timeout: Duration) -> GmsConfig {
     }
 }
 
-/// `a + b`, counter by counter: the counters of every incarnation so far.
-fn add(a: GmsStats, b: GmsStats) -> GmsStats {
-    // Destructured in full, so that a new counter cannot be forgotten here.
-    let GmsStats {
-        dropped_from_non_members,
-        unreachable_suspicions,
-        views_installed,
-        suspicions,
-        final_checks,
-        final_checks_passed,
-        final_checks_failed,
-        members_removed,
-        join_requests_rate_limited,
-        forced_disconnects,
-        rounds_failed,
-        catch_ups,
-    } = b;
-    GmsStats {
-        dropped_from_non_members: a.dropped_from_non_members + dropped_from_non_members,
-        unreachable_suspicions: a.unreachable_suspicions + unreachable_suspicions,
-        views_installed: a.views_installed + views_installed,
-        suspicions: a.suspicions + suspicions,
-        final_checks: a.final_checks + final_checks,
-        final_checks_passed: a.final_checks_passed + final_checks_passed,
-        final_checks_failed: a.final_checks_failed + final_checks_failed,
-        members_removed: a.members_removed + members_removed,
-        join_requests_rate_limited: a.join_requests_rate_limited + join_requests_rate_limited,
-        forced_disconnects: a.forced_disconnects + forced_disconnects,
-        rounds_failed: a.rounds_failed + rounds_failed,
-        catch_ups: a.catch_ups + catch_ups,
-    }
-}
-
 /// The task that owns the `Gms` of one incarnation.
 struct Driver {
     gms: Gms,
@@ -817,7 +784,7 @@ impl Driver {
             .shared
             .stats
             .lock()
-            .unwrap_or_else(PoisonError::into_inner) = add(self.base, self.gms.stats());
+            .unwrap_or_else(PoisonError::into_inner) = self.base + self.gms.stats();
         ending
     }
 
