@@ -276,18 +276,21 @@ async fn a_member_with_no_reachable_locator_gives_up_after_the_join_timeout() {
 /// All 502 members share this process's two runtime threads, so every one of them sees its
 /// own timers run late (hundreds of "paused" ticks per second in a debug build): a load no
 /// member process of its own ever has. The member timeout is raised to 10 s so that this
-/// tests the join storm, not failure detection on a runtime 500 times oversubscribed.
+/// tests the join storm, not failure detection on a runtime 500 times oversubscribed. On a
+/// machine whose cores are also busy with other work, the storm takes minutes rather than
+/// the usual 15-25 s (each join is a round of protocol 2, decided by a majority of runtimes
+/// that are all late): the join timeout and the wait for one view leave room for that.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "load test: a few hundred members on one machine"]
 async fn five_hundred_members_started_at_once_end_in_one_view() {
     init_tracing();
     let mut cluster = Cluster::tuned(2, |config| {
-        config.join_timeout = Duration::from_secs(60);
+        config.join_timeout = Duration::from_secs(240);
         config.member_timeout = Duration::from_secs(10);
     });
     let started = tokio::time::Instant::now();
     cluster.start(500).await;
-    let view = cluster.agreed_view(502, Duration::from_secs(60)).await;
+    let view = cluster.agreed_view(502, Duration::from_secs(180)).await;
     println!(
         "502 nodes in view {} after {:?}",
         view.id(),
