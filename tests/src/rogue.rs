@@ -77,3 +77,43 @@ pub async fn close_code(conn: &quinn::Connection) -> Option<CloseCode> {
         other => panic!("expected an application close, got {other}"),
     }
 }
+
+/// A bare QUIC endpoint that both accepts and dials with a member's TLS, outside any
+/// messenger: tests use it to play a member by hand (answer a dial, lose a connection
+/// without telling, dial again from the same address).
+pub fn raw_member_endpoint(tls: &cohort_transport::ClusterTls) -> quinn::Endpoint {
+    let server = quinn::ServerConfig::with_crypto(tls.server_crypto());
+    let bind = SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, 0));
+    let mut endpoint = quinn::Endpoint::server(server, bind).expect("member endpoint");
+    endpoint.set_default_client_config(quinn::ClientConfig::new(tls.client_crypto()));
+    endpoint
+}
+
+/// Answers the Hello on an accepted raw connection with a HelloAck as `me`; returns the
+/// control streams and the Hello.
+pub async fn answer_hello(
+    conn: &quinn::Connection,
+    me: &MemberId,
+) -> (quinn::SendStream, quinn::RecvStream, Hello) {
+    let answering = async {
+        let (mut send, mut recv) = conn.accept_bi().await.expect("control stream");
+        let mut decoder = FrameDecoder::new(1 << 20);
+        let hello = loop {
+            match decoder.next_frame().expect("a well-formed frame") {
+                Some(Frame::Hello(hello)) => break hello,
+                Some(other) => panic!("{other:?} instead of Hello"),
+                None => {}
+            }
+            let chunk = recv.read_chunk(4096, true).await.expect("read");
+            decoder.push(&chunk.expect("the control stream goes on").bytes);
+        };
+        let ack = wire::encode_hello_ack(&wire::HelloAck {
+            member: me.clone(),
+            delivered: [0; 4],
+        })
+        .expect("encode");
+        send.write_all(&ack).await.expect("send HelloAck");
+        (send, recv, hello)
+    };
+    within("the Hello of a dial", PATIENCE, answering).await
+}

@@ -73,6 +73,21 @@ pub struct QuicConfig {
     /// with bursts of twice as many; more are closed with `RATE_LIMITED` unanswered. A
     /// joiner asks each locator about once a second. Default 10.
     pub max_queries_per_second_per_address: u32,
+    /// Peers kept at once for members outside the view (joiners, and whoever else says
+    /// Hello with a certificate from the cluster CA); a Hello that would create one more
+    /// is closed with `TOO_MANY_CONNECTIONS`, and a send to one more is reported as not in
+    /// the view. Default 1024, room for many members starting at once.
+    pub max_peers_outside_view: usize,
+    /// A peer outside the view from which nothing (no frame, no acknowledgement) has
+    /// arrived for this long is forgotten: its connection is closed with `RESET`, its
+    /// queued messages dropped and its dials stopped. Its sequence positions are
+    /// remembered, so that talking again later starts where it left off. A joiner asks
+    /// once a second, so it is never forgotten while it waits. Default 30 s.
+    pub outside_view_peer_timeout: Duration,
+    /// Of the `max_concurrent_dials`, how many may go to members outside the view at once:
+    /// the rest stay free for members of the view and for queries (final checks), however
+    /// many dials outside the view never complete. Default 2.
+    pub max_dials_outside_view: usize,
     /// Requested kernel send and receive buffer size of the UDP socket, in bytes (the kernel
     /// may cap it). Default 4 MiB.
     pub socket_buffer_bytes: usize,
@@ -106,6 +121,9 @@ impl Default for QuicConfig {
             max_handshakes_per_address: 4,
             max_connections_per_address: 4,
             max_queries_per_second_per_address: 10,
+            max_peers_outside_view: 1024,
+            outside_view_peer_timeout: Duration::from_secs(30),
+            max_dials_outside_view: 2,
             socket_buffer_bytes: 4 << 20,
             shutdown_timeout: Duration::from_secs(2),
             uuid: None,
@@ -156,6 +174,14 @@ pub enum ConfigError {
     /// Other members could not dial an unspecified address.
     #[error("bind address {0} is unspecified: set `advertise` to the address members dial")]
     Unadvertisable(SocketAddr),
+    /// Dials outside the view could take every dial permit.
+    #[error("max_dials_outside_view ({outside}) must be less than max_concurrent_dials ({all})")]
+    OutsideDialsTakeAll {
+        /// `max_dials_outside_view`.
+        outside: usize,
+        /// `max_concurrent_dials`.
+        all: usize,
+    },
     /// The idle timeout is beyond what QUIC can encode.
     #[error("idle_timeout {0:?} is too long")]
     IdleTimeoutTooLong(Duration),
@@ -183,6 +209,8 @@ impl QuicConfig {
             ),
             (self.socket_buffer_bytes, "socket_buffer_bytes"),
             (self.bulk_in_flight_bytes, "bulk_in_flight_bytes"),
+            (self.max_peers_outside_view, "max_peers_outside_view"),
+            (self.max_dials_outside_view, "max_dials_outside_view"),
         ] {
             if value == 0 {
                 return Err(ConfigError::Zero(name));
@@ -192,6 +220,7 @@ impl QuicConfig {
             (self.keep_alive_interval, "keep_alive_interval"),
             (self.idle_timeout, "idle_timeout"),
             (self.handshake_timeout, "handshake_timeout"),
+            (self.outside_view_peer_timeout, "outside_view_peer_timeout"),
         ] {
             if value.is_zero() {
                 return Err(ConfigError::ZeroDuration(name));
@@ -201,6 +230,12 @@ impl QuicConfig {
             return Err(ConfigError::KeepAliveTooLong {
                 keep_alive: self.keep_alive_interval,
                 idle: self.idle_timeout,
+            });
+        }
+        if self.max_dials_outside_view >= self.max_concurrent_dials {
+            return Err(ConfigError::OutsideDialsTakeAll {
+                outside: self.max_dials_outside_view,
+                all: self.max_concurrent_dials,
             });
         }
         if !(1024..=u32::MAX as usize).contains(&self.max_frame_bytes) {

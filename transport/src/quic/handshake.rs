@@ -208,6 +208,19 @@ pub(crate) async fn dial(
     delivered: [u64; 4],
     slot: Arc<Mutex<Option<Connection>>>,
 ) -> Result<Dialed, DialError> {
+    // Dials that never complete (a joiner that vanished) hold their permit for the whole
+    // handshake timeout: those outside the view queue for a few permits of their own
+    // first, so members of the view and final checks always find dial permits free.
+    let outside_permit = match shared.in_view(member.uuid()) {
+        true => None,
+        false => Some(
+            shared
+                .outside_dial_permits
+                .acquire()
+                .await
+                .map_err(|_| DialError::Closed)?,
+        ),
+    };
     let permit = shared
         .dial_permits
         .acquire()
@@ -225,7 +238,7 @@ pub(crate) async fn dial(
     let conn = tokio::time::timeout_at(deadline, connecting)
         .await
         .map_err(|_| DialError::Timeout)??;
-    drop(permit);
+    drop((permit, outside_permit));
     *lock(&slot) = Some(conn.clone());
 
     let hello = wire::encode_hello(&Hello {
@@ -304,11 +317,13 @@ fn connection_lost(_conn: &Connection, error: ConnectionError) -> DialError {
     }
 }
 
-/// Completes an incoming connection up to a checked Hello. On failure the connection is
-/// closed with the matching code and the error says why.
+/// Completes an incoming connection, whose first packet arrived at `arrived`, up to a
+/// checked Hello. On failure the connection is closed with the matching code and the
+/// error says why.
 pub(crate) async fn accept(
     shared: &Shared,
     incoming: quinn::Incoming,
+    arrived: Instant,
     deadline: Instant,
 ) -> Result<Opened, (SocketAddr, AcceptError)> {
     let remote = incoming.remote_address();
@@ -317,7 +332,7 @@ pub(crate) async fn accept(
         Ok(Err(error)) => return Err((remote, AcceptError::Connection(error))),
         Err(_) => return Err((remote, AcceptError::Timeout)),
     };
-    match hello(shared, &conn, deadline).await {
+    match hello(shared, &conn, arrived, deadline).await {
         Ok(accepted) => Ok(accepted),
         Err(error) => {
             let code = error.close_code();
@@ -330,6 +345,7 @@ pub(crate) async fn accept(
 async fn hello(
     shared: &Shared,
     conn: &Connection,
+    arrived: Instant,
     deadline: Instant,
 ) -> Result<Opened, AcceptError> {
     let exchange = async {
@@ -381,6 +397,7 @@ async fn hello(
         recv,
         decoder,
         hello,
+        arrived,
     }))
 }
 
@@ -396,6 +413,7 @@ pub(crate) async fn answer(
         recv,
         decoder,
         hello,
+        ..
     } = accepted;
     let ack = wire::encode_hello_ack(&HelloAck {
         member: shared.local.clone(),

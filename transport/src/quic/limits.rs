@@ -41,6 +41,9 @@ pub struct LimitStats {
     /// Application messages (frames and datagrams) dropped because their sender is in
     /// neither the installed view nor one being prepared.
     pub from_non_members: u64,
+    /// Hellos closed with `TOO_MANY_CONNECTIONS`, and sends reported as not in the view,
+    /// because `max_peers_outside_view` peers outside the view exist already.
+    pub peers_outside_view_refused: u64,
 }
 
 /// The per-address accounting and the counters.
@@ -55,6 +58,7 @@ pub(crate) struct Limits {
     from_non_members: AtomicU64,
     handshakes_refused: AtomicU64,
     connections_refused: AtomicU64,
+    peers_outside_view_refused: AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -82,6 +86,7 @@ impl Limits {
             from_non_members: AtomicU64::new(0),
             handshakes_refused: AtomicU64::new(0),
             connections_refused: AtomicU64::new(0),
+            peers_outside_view_refused: AtomicU64::new(0),
         })
     }
 
@@ -113,6 +118,11 @@ impl Limits {
         self.from_non_members.fetch_add(1, Ordering::Relaxed);
     }
 
+    pub(crate) fn count_peer_outside_view_refused(&self) {
+        self.peers_outside_view_refused
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
     pub(crate) fn stats(&self) -> LimitStats {
         LimitStats {
             frames_too_large: self.frames_too_large.load(Ordering::Relaxed),
@@ -120,6 +130,7 @@ impl Limits {
             connections_refused: self.connections_refused.load(Ordering::Relaxed),
             queries_rate_limited: self.queries_rate_limited.load(Ordering::Relaxed),
             from_non_members: self.from_non_members.load(Ordering::Relaxed),
+            peers_outside_view_refused: self.peers_outside_view_refused.load(Ordering::Relaxed),
         }
     }
 

@@ -38,6 +38,8 @@ const INLINE_PAYLOAD_MAX: usize = 4096;
 pub(crate) struct Established {
     conn: Connection,
     dialed_by_us: bool,
+    /// When the Hello exchange completed.
+    up_since: tokio::time::Instant,
     /// One per priority, in [`Priority::ALL`] order; each returns its stream when it ends
     /// gracefully.
     writers: Vec<JoinHandle<Option<SendStream>>>,
@@ -95,6 +97,7 @@ impl Established {
         Established {
             conn,
             dialed_by_us,
+            up_since: tokio::time::Instant::now(),
             writers,
             readers,
         }
@@ -102,6 +105,11 @@ impl Established {
 
     pub(crate) fn dialed_by_us(&self) -> bool {
         self.dialed_by_us
+    }
+
+    /// When the Hello exchange completed.
+    pub(crate) fn up_since(&self) -> tokio::time::Instant {
+        self.up_since
     }
 
     pub(crate) async fn closed(&self) -> ConnectionError {

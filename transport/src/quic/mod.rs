@@ -11,6 +11,7 @@
 //! send ─► view check ─► Peer::enqueue ─► writer tasks ─► QUIC streams ─► peer's readers ─► Dispatcher
 //! endpoint.accept ─► handshake::accept (TLS, Hello) ─► Peer driver decides ─► link::Established
 //! install_view ─► departed peers stopped: connection closed (REMOVED_FROM_VIEW), queues freed
+//! quiet peers outside the view ─► forgotten, positions kept (see `outsiders`)
 //! socket error queue (ICMP) ─► TransportEvent::Unreachable (see `crate::unreachable`)
 //! ```
 
@@ -18,6 +19,7 @@ mod config;
 mod handshake;
 mod limits;
 mod link;
+mod outsiders;
 mod peer;
 mod query;
 mod queue;
@@ -37,6 +39,7 @@ use uuid::Uuid;
 pub use self::config::{ConfigError, QuicConfig};
 use self::handshake::Opened;
 pub use self::limits::LimitStats;
+use self::outsiders::{Forgotten, NoPeer};
 use self::peer::{Peer, Stop};
 pub use self::query::QueryError;
 use self::query::QueryHandlers;
@@ -92,6 +95,9 @@ pub(crate) struct Shared {
     pub(crate) dispatcher: Arc<Dispatcher>,
     pub(crate) events: broadcast::Sender<TransportEvent>,
     pub(crate) dial_permits: Semaphore,
+    /// Taken before a dial permit by dials to members outside the view, so that those
+    /// never hold more than `max_dials_outside_view` of the dial permits.
+    pub(crate) outside_dial_permits: Semaphore,
     pub(crate) accept_permits: Semaphore,
     pub(crate) queries: QueryHandlers,
     pub(crate) limits: Arc<limits::Limits>,
@@ -109,7 +115,12 @@ impl Shared {
     /// True if `member` may send application messages (tags from
     /// `Tag::FIRST_APPLICATION`) to this member; cohort's own protocols are always taken.
     pub(crate) fn accepts(&self, member: Uuid, tag: Tag) -> bool {
-        tag < Tag::FIRST_APPLICATION || read(&self.admitted).members.contains(&member)
+        tag < Tag::FIRST_APPLICATION || self.in_view(member)
+    }
+
+    /// True if `member` is in the installed view or in one being prepared.
+    pub(crate) fn in_view(&self, member: Uuid) -> bool {
+        read(&self.admitted).members.contains(&member)
     }
 }
 
@@ -172,6 +183,8 @@ struct Inner {
     view: RwLock<View>,
     peers: Mutex<HashMap<Uuid, PeerEntry>>,
     departed: Mutex<Departed>,
+    /// What peers outside the view that were forgotten left behind (see `outsiders`).
+    forgotten: Mutex<Forgotten>,
     local_peer: Arc<Peer>,
     closing: AtomicBool,
     tasks: Mutex<Vec<JoinHandle<()>>>,
@@ -179,6 +192,8 @@ struct Inner {
     /// task reading it, which runs until the messenger stops.
     error_queue: Option<Arc<ErrorQueue>>,
     error_queue_task: Mutex<Option<JoinHandle<()>>>,
+    /// The task forgetting quiet peers outside the view; runs until the messenger stops.
+    outsiders_task: Mutex<Option<JoinHandle<()>>>,
     unreachable: Arc<UnreachableReports>,
 }
 
@@ -330,10 +345,12 @@ impl QuicMessenger {
             local.clone(),
             config.max_queued_bytes_per_destination,
             usize::MAX,
+            None,
         );
         let shared = Arc::new(Shared {
             local,
             dial_permits: Semaphore::new(config.max_concurrent_dials),
+            outside_dial_permits: Semaphore::new(config.max_dials_outside_view),
             accept_permits: Semaphore::new(config.max_concurrent_accepts),
             queries: QueryHandlers::default(),
             admitted: RwLock::new(Admitted::default()),
@@ -356,6 +373,7 @@ impl QuicMessenger {
             view: RwLock::new(View::empty()),
             peers: Mutex::new(HashMap::new()),
             departed: Mutex::new(Departed::default()),
+            forgotten: Mutex::new(Forgotten::default()),
             local_peer,
             closing: AtomicBool::new(false),
             tasks: Mutex::new(Vec::new()),
@@ -365,8 +383,12 @@ impl QuicMessenger {
                     .map(|queue| tokio::spawn(queue.run(unreachable.clone()))),
             ),
             error_queue,
+            outsiders_task: Mutex::new(None),
             unreachable,
         });
+        *lock(&inner.outsiders_task) = Some(tokio::spawn(outsiders::forget_quiet_outsiders(
+            Arc::downgrade(&inner),
+        )));
         let mut tasks = vec![tokio::spawn(accept_loop(inner.clone()))];
         for priority in Priority::ALL {
             tasks.push(tokio::spawn(deliver_locally(
@@ -669,23 +691,42 @@ impl QuicMessenger {
 }
 
 impl Inner {
-    /// The peer for `member`, created on first use; `None` once the member has departed
-    /// or the messenger is closing (checked under the lock `install_view` and `abort` hold,
-    /// so neither can be overtaken).
-    fn peer_for(self: &Arc<Self>, member: &MemberId) -> Option<Arc<Peer>> {
+    /// The peer for `member`, created on first use (resuming what a forgotten peer of it
+    /// left behind); none once the member has departed or the messenger is closing
+    /// (checked under the lock `install_view` and `abort` hold, so neither can be
+    /// overtaken), nor beyond `max_peers_outside_view` peers outside the view.
+    fn peer_for(self: &Arc<Self>, member: &MemberId) -> Result<Arc<Peer>, NoPeer> {
+        let uuid = member.uuid();
         let mut peers = lock(&self.peers);
-        if let Some(entry) = peers.get(&member.uuid()) {
-            return Some(entry.peer.clone());
+        if let Some(entry) = peers.get(&uuid) {
+            return Ok(entry.peer.clone());
         }
-        if self.closing.load(Ordering::Acquire) || lock(&self.departed).set.contains(&member.uuid())
-        {
-            return None;
+        if self.closing.load(Ordering::Acquire) {
+            return Err(NoPeer::Closing);
+        }
+        if lock(&self.departed).set.contains(&uuid) {
+            return Err(NoPeer::Departed);
         }
         let config = &self.shared.config;
+        {
+            let admitted = read(&self.shared.admitted);
+            if !admitted.members.contains(&uuid) {
+                let outside = peers
+                    .keys()
+                    .filter(|known| !admitted.members.contains(known))
+                    .count();
+                if outside >= config.max_peers_outside_view {
+                    self.shared.limits.count_peer_outside_view_refused();
+                    return Err(NoPeer::Full);
+                }
+            }
+        }
+        let resumed = lock(&self.forgotten).resume(uuid)?;
         let (peer, incoming, stop) = Peer::new(
             member.clone(),
             config.max_queued_bytes_per_destination,
             config.bulk_in_flight_bytes,
+            resumed,
         );
         let driver = tokio::spawn(peer::drive(
             peer.clone(),
@@ -694,13 +735,13 @@ impl Inner {
             stop,
         ));
         peers.insert(
-            member.uuid(),
+            uuid,
             PeerEntry {
                 peer: peer.clone(),
                 driver,
             },
         );
-        Some(peer)
+        Ok(peer)
     }
 
     /// Counts `conn` against its source address, or closes it with
@@ -733,7 +774,8 @@ impl Inner {
         // The dialer gives up after its handshake timeout, so one that waited that long for
         // a permit is not worth the work any more: the dialer will try again. Counting from
         // arrival keeps a storm from being served stalest first.
-        let deadline = tokio::time::Instant::now() + shared.config.handshake_timeout;
+        let arrived = tokio::time::Instant::now();
+        let deadline = arrived + shared.config.handshake_timeout;
         let permit = match tokio::time::timeout_at(deadline, shared.accept_permits.acquire()).await
         {
             Ok(Ok(permit)) => permit,
@@ -743,7 +785,7 @@ impl Inner {
                 return incoming.ignore();
             }
         };
-        let opened = handshake::accept(shared, incoming, deadline).await;
+        let opened = handshake::accept(shared, incoming, arrived, deadline).await;
         drop(permit);
         drop(handshake_slot);
         let accepted = match opened {
@@ -808,12 +850,41 @@ impl Inner {
                 format!("{member:?} claims an address other than its view entry {address}"),
             );
         }
-        let Some(peer) = self.peer_for(&member) else {
-            return refuse(
-                CloseCode::RemovedFromView,
-                format!("{member:?} has left the view"),
-            );
+        let peer = match self.peer_for(&member) {
+            Ok(peer) => peer,
+            Err(NoPeer::Departed) => {
+                return refuse(
+                    CloseCode::RemovedFromView,
+                    format!("{member:?} has left the view"),
+                );
+            }
+            Err(NoPeer::Closing) => return refuse(CloseCode::Shutdown, "shutting down".into()),
+            Err(NoPeer::Full) => {
+                return refuse(
+                    CloseCode::TooManyConnections,
+                    format!(
+                        "{member:?} is outside the view, and {} peers outside it exist already",
+                        shared.config.max_peers_outside_view
+                    ),
+                );
+            }
+            Err(NoPeer::BeingForgotten) => {
+                return refuse(
+                    CloseCode::Reset,
+                    format!("{member:?} is being forgotten; dial again"),
+                );
+            }
         };
+        // The uuid alone does not make the member: a peer outside the view was created by
+        // a Hello from (or a send to) one address, and a Hello from another address with
+        // the same uuid is someone else taking over its connection.
+        let recorded = peer.member().address();
+        if canonical(recorded) != canonical(member.address()) {
+            return refuse(
+                CloseCode::IdentityRejected,
+                format!("{member:?} claims the uuid of the member at {recorded}"),
+            );
+        }
         if let Err(accepted) = peer.offer(accepted).await {
             let code = CloseCode::Shutdown;
             accepted.conn.close(code.varint(), code.name().as_bytes());
@@ -840,6 +911,9 @@ impl Inner {
             task.abort();
         }
         if let Some(task) = lock(&self.error_queue_task).take() {
+            task.abort();
+        }
+        if let Some(task) = lock(&self.outsiders_task).take() {
             task.abort();
         }
         self.shared.dispatcher.close();
@@ -891,7 +965,7 @@ impl Messenger for QuicMessenger {
         let view = read(&self.inner.view);
         let resolve = |recipient: &MemberId| {
             view.member(recipient.uuid())
-                .and_then(|member| self.inner.peer_for(member))
+                .and_then(|member| self.inner.peer_for(member).ok())
         };
         Ok(self.queue_for(recipients, priority, M::TAG, &payload, resolve))
     }
@@ -909,7 +983,7 @@ impl Messenger for QuicMessenger {
         // The view's entry wins over whatever address the caller was told.
         let resolve = |recipient: &MemberId| {
             let member = view.member(recipient.uuid()).unwrap_or(recipient);
-            self.inner.peer_for(member)
+            self.inner.peer_for(member).ok()
         };
         Ok(self.queue_for(recipients, Priority::Control, M::TAG, &payload, resolve))
     }
@@ -936,7 +1010,7 @@ impl Messenger for QuicMessenger {
             }
             let Some(peer) = view
                 .member(recipient.uuid())
-                .and_then(|member| self.inner.peer_for(member))
+                .and_then(|member| self.inner.peer_for(member).ok())
             else {
                 outcome.not_in_view.push(recipient.clone());
                 continue;

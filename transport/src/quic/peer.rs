@@ -37,7 +37,7 @@ use tokio::time::Instant;
 use super::Shared;
 use super::handshake::{self, DialError, LinkParts};
 use super::link::Established;
-use super::queue::{Batch, OverBound, SendWindow};
+use super::queue::{Batch, Numbering, OverBound, SendWindow};
 use crate::member::MemberId;
 use crate::message::Tag;
 use crate::messenger::TransportEvent;
@@ -71,6 +71,9 @@ pub(crate) struct Accepted {
     pub(crate) recv: RecvStream,
     pub(crate) decoder: FrameDecoder,
     pub(crate) hello: Hello,
+    /// When the connection's first packet arrived: a dial started before ours came up
+    /// crossed it, one started after replaces it.
+    pub(crate) arrived: Instant,
 }
 
 #[derive(Default)]
@@ -118,8 +121,28 @@ pub(crate) struct Peer {
     /// When anything (frame or datagram) last arrived from the peer, in nanoseconds after
     /// `created` plus one (0: never). An atomic, not a lock: every received frame sets it.
     heard: AtomicU64,
+    /// When the peer was last seen in the view (installed or prepared), in the same
+    /// units as `heard`: a peer outside the view is forgotten once it has been neither
+    /// heard nor in the view for `outside_view_peer_timeout`.
+    in_view: AtomicU64,
     created: Instant,
     pub(crate) counters: PeerCounters,
+}
+
+/// What a forgotten peer leaves behind, so that talking to it again later starts where
+/// it left off: what was delivered from it, and how our frames to it were numbered.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Positions {
+    delivered: [u64; 4],
+    sent: [Numbering; 4],
+}
+
+impl Positions {
+    /// True if nothing was ever delivered from the peer or sent to it: a new peer starts
+    /// out just the same, so there is nothing to remember.
+    pub(crate) fn is_fresh(&self) -> bool {
+        *self == Positions::default()
+    }
 }
 
 /// What a received sequence number means.
@@ -134,17 +157,24 @@ pub(crate) enum Received {
 }
 
 impl Peer {
-    /// A peer and the receiving ends its driver needs.
+    /// A peer and the receiving ends its driver needs; `resumed` is what a forgotten
+    /// peer of the same member left behind.
     pub(crate) fn new(
         member: MemberId,
         queue_limit: usize,
         bulk_in_flight: usize,
+        resumed: Option<Positions>,
     ) -> (Arc<Peer>, mpsc::Receiver<Accepted>, watch::Receiver<Stop>) {
         let (incoming, incoming_rx) = mpsc::channel(4);
         let (stop, stop_rx) = watch::channel(Stop::Run);
+        let resumed = resumed.unwrap_or_default();
         let peer = Arc::new(Peer {
             member: RwLock::new(member),
-            window: Mutex::new(SendWindow::new(queue_limit, bulk_in_flight)),
+            window: Mutex::new(SendWindow::resume(
+                queue_limit,
+                bulk_in_flight,
+                resumed.sent,
+            )),
             writer_wake: Default::default(),
             driver_wake: Notify::new(),
             want_connection: AtomicBool::new(false),
@@ -153,11 +183,12 @@ impl Peer {
             stop,
             link: Mutex::new(None),
             receive_lanes: Default::default(),
-            delivered: Default::default(),
+            delivered: resumed.delivered.map(AtomicU64::new),
             ack_pending: AtomicBool::new(false),
             ack_wake: Notify::new(),
             backlogged: AtomicBool::new(false),
             heard: AtomicU64::new(0),
+            in_view: AtomicU64::new(0),
             created: Instant::now(),
             counters: PeerCounters::default(),
         });
@@ -311,13 +342,45 @@ impl Peer {
 
     /// Records a sign of life: something arrived from the peer just now.
     pub(crate) fn heard(&self) {
-        let since = u64::try_from(self.created.elapsed().as_nanos()).unwrap_or(u64::MAX - 1);
-        self.heard.store(since + 1, Ordering::Relaxed);
+        self.heard.store(self.now_mark(), Ordering::Relaxed);
     }
 
     /// When something last arrived from the peer.
     pub(crate) fn last_heard(&self) -> Option<Instant> {
-        match self.heard.load(Ordering::Relaxed) {
+        self.instant(self.heard.load(Ordering::Relaxed))
+    }
+
+    /// Records that the peer is in the view (installed or prepared) just now.
+    pub(crate) fn seen_in_view(&self) {
+        self.in_view.store(self.now_mark(), Ordering::Relaxed);
+    }
+
+    /// Since when nothing has kept the peer: neither heard from nor in the view.
+    pub(crate) fn quiet_since(&self) -> Instant {
+        let latest = self
+            .heard
+            .load(Ordering::Relaxed)
+            .max(self.in_view.load(Ordering::Relaxed));
+        self.instant(latest).unwrap_or(self.created)
+    }
+
+    /// What to remember of this peer once it is forgotten. Call after its driver ended,
+    /// so that nothing is delivered or written after.
+    pub(crate) fn positions(&self) -> Positions {
+        Positions {
+            delivered: self.delivered(),
+            sent: lock(&self.window).numbering(),
+        }
+    }
+
+    /// Now, as a mark for `heard` or `in_view`: nanoseconds after `created`, plus one
+    /// (0 means never).
+    fn now_mark(&self) -> u64 {
+        u64::try_from(self.created.elapsed().as_nanos()).unwrap_or(u64::MAX - 1) + 1
+    }
+
+    fn instant(&self, mark: u64) -> Option<Instant> {
+        match mark {
             0 => None,
             since => Some(self.created + Duration::from_nanos(since - 1)),
         }
@@ -571,11 +634,19 @@ fn go_up(peer: &Arc<Peer>, shared: &Arc<Shared>, parts: LinkParts, dialed_by_us:
 }
 
 /// The simultaneous-dial rule: keep `accepted` unless our own dial wins over it.
+///
+/// A member dials only when it has no connection to us, so its Hello means either that
+/// the two dials crossed or that it lost the connection without its close reaching us
+/// (ours then still looks up until the idle timeout). A crossed dial started before the
+/// peer answered ours, so its first packet arrived before ours came up; a dial that
+/// started after ours was up means the peer lost ours, and takes its place at once.
 async fn decide(peer: &Arc<Peer>, shared: &Arc<Shared>, link: Link, accepted: Accepted) -> Link {
     let our_dials_win = shared.local.uuid() < accepted.hello.member.uuid();
     let ours_in_play = match &link {
         Link::Dialing { .. } => true,
-        Link::Up(established) => established.dialed_by_us(),
+        Link::Up(established) => {
+            established.dialed_by_us() && accepted.arrived < established.up_since()
+        }
         Link::Idle => false,
     };
     if ours_in_play {
@@ -675,7 +746,7 @@ mod tests {
             "127.0.0.1:1".parse().expect("literal"),
             MemberKind::Member,
         );
-        let (peer, _incoming, _stop) = Peer::new(member, 1 << 20, usize::MAX);
+        let (peer, _incoming, _stop) = Peer::new(member, 1 << 20, usize::MAX, None);
         assert_eq!(peer.check(Priority::High, 1), Received::Next);
         // Not committed yet (the subscriber does not have it): a resent copy is still next.
         assert_eq!(peer.check(Priority::High, 1), Received::Next);

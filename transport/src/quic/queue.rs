@@ -15,6 +15,12 @@
 //! connection resends what the peer's Hello says it has not delivered. A lane may also cap
 //! its unacknowledged bytes (Bulk does), so a bulk transfer cannot fill the connection's
 //! buffers ahead of urgent traffic.
+//!
+//! A peer outside the view that is forgotten leaves its [`Numbering`] behind. A window
+//! resumed from it numbers new frames from what the peer acknowledged, and its first
+//! restart moves them past whatever the peer says it delivered (frames the forgotten
+//! window wrote but never saw acknowledged may have arrived), so that the peer sees
+//! neither a duplicate nor a gap.
 
 use std::collections::VecDeque;
 
@@ -51,9 +57,24 @@ pub(crate) struct OverBound {
     pub(crate) queued_bytes: usize,
 }
 
+/// One lane's sequence numbers, kept when its window is forgotten.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Numbering {
+    /// The highest sequence number the peer acknowledged delivering.
+    pub(crate) acked: u64,
+    /// The highest sequence number ever given to a frame.
+    pub(crate) highest: u64,
+}
+
 #[derive(Debug)]
 struct Lane {
     next_seq: u64,
+    /// The highest sequence number the peer acknowledged delivering.
+    acked: u64,
+    /// Resumed from a forgotten window: numbers up to this one were given out before,
+    /// and the peer may have delivered any of them. Zero once the first restart has
+    /// moved the queued frames past what the peer delivered.
+    reused_upto: u64,
     queued: VecDeque<OutFrame>,
     unacked: VecDeque<OutFrame>,
     unacked_bytes: usize,
@@ -61,13 +82,22 @@ struct Lane {
 }
 
 impl Lane {
-    fn new(in_flight_limit: usize) -> Self {
+    fn new(in_flight_limit: usize, resumed: Numbering) -> Self {
         Lane {
-            next_seq: 1,
+            next_seq: resumed.acked + 1,
+            acked: resumed.acked,
+            reused_upto: resumed.highest,
             queued: VecDeque::new(),
             unacked: VecDeque::new(),
             unacked_bytes: 0,
             in_flight_limit,
+        }
+    }
+
+    fn numbering(&self) -> Numbering {
+        Numbering {
+            acked: self.acked,
+            highest: (self.next_seq - 1).max(self.reused_upto),
         }
     }
 }
@@ -82,17 +112,29 @@ pub(crate) struct SendWindow {
 impl SendWindow {
     /// A window holding at most `limit` bytes, with Bulk's unacknowledged bytes capped at
     /// `bulk_in_flight`.
+    #[cfg(test)]
     pub(crate) fn new(limit: usize, bulk_in_flight: usize) -> Self {
+        Self::resume(limit, bulk_in_flight, [Numbering::default(); 4])
+    }
+
+    /// A window for a peer forgotten earlier, numbering on from what it left behind.
+    pub(crate) fn resume(limit: usize, bulk_in_flight: usize, numbering: [Numbering; 4]) -> Self {
         SendWindow {
             lanes: Priority::ALL.map(|p| {
-                Lane::new(match p {
+                let in_flight_limit = match p {
                     Priority::Bulk => bulk_in_flight,
                     _ => usize::MAX,
-                })
+                };
+                Lane::new(in_flight_limit, numbering[p.index()])
             }),
             accounted_bytes: 0,
             limit,
         }
+    }
+
+    /// Per priority, what a window resumed later must know.
+    pub(crate) fn numbering(&self) -> [Numbering; 4] {
+        self.lanes.each_ref().map(Lane::numbering)
     }
 
     /// Queues a message, or refuses it if the account would exceed the bound. An empty
@@ -167,16 +209,18 @@ impl SendWindow {
             }
         }
         lane.unacked_bytes -= in_flight;
+        lane.acked = lane.acked.max(upto.min(lane.next_seq - 1));
         self.accounted_bytes -= in_flight + requeued;
         in_flight + requeued
     }
 
-    /// True if `delivered` claims nothing beyond what was sent on each priority.
+    /// True if `delivered` claims nothing beyond what was sent on each priority (by this
+    /// window or the forgotten one it resumed).
     pub(crate) fn plausible(&self, delivered: [u64; 4]) -> bool {
         self.lanes
             .iter()
             .zip(delivered)
-            .all(|(lane, position)| position < lane.next_seq)
+            .all(|(lane, position)| position <= lane.numbering().highest)
     }
 
     /// A new connection: the peer has delivered up to `delivered` per priority. Forgets
@@ -185,6 +229,10 @@ impl SendWindow {
     pub(crate) fn restart(&mut self, delivered: [u64; 4]) -> usize {
         let mut resent = 0;
         for priority in Priority::ALL {
+            if self.lanes[priority.index()].reused_upto > 0 {
+                self.renumber_after(priority, delivered[priority.index()]);
+                continue;
+            }
             self.ack(priority, delivered[priority.index()]);
             let lane = &mut self.lanes[priority.index()];
             resent += lane.unacked.len();
@@ -194,6 +242,24 @@ impl SendWindow {
             }
         }
         resent
+    }
+
+    /// The first restart of a resumed lane: the peer delivered up to `delivered` (at least
+    /// what it acknowledged), so the frames queued since resuming take the numbers after
+    /// it. Nothing of a resumed lane was written before its first restart.
+    fn renumber_after(&mut self, priority: Priority, delivered: u64) {
+        let lane = &mut self.lanes[priority.index()];
+        let base = delivered.max(lane.acked);
+        let mut accounted = self.accounted_bytes;
+        for (frame, seq) in lane.queued.iter_mut().zip(base + 1..) {
+            accounted -= frame.wire_len();
+            frame.seq = seq;
+            accounted += frame.wire_len();
+        }
+        lane.next_seq = base + 1 + lane.queued.len() as u64;
+        lane.acked = base;
+        lane.reused_upto = 0;
+        self.accounted_bytes = accounted;
     }
 
     /// Drops everything (the destination left the view).
@@ -299,6 +365,46 @@ mod tests {
         w.ack(Priority::Normal, 6);
         assert!(w.is_empty());
         assert!(w.plausible([0, 0, 6, 0]) && !w.plausible([0, 0, 7, 0]));
+    }
+
+    #[test]
+    fn a_resumed_window_numbers_on_past_whatever_the_peer_delivered() {
+        let mut w = SendWindow::new(1 << 20, usize::MAX);
+        for _ in 0..5 {
+            w.push(Priority::Control, Tag(1), payload(10))
+                .expect("room");
+        }
+        w.take_batch(Priority::Control, usize::MAX).expect("queued");
+        w.ack(Priority::Control, 2);
+        // Forgotten with 3 to 5 written but unacknowledged, then resumed.
+        let left = w.numbering();
+        assert_eq!(
+            left[0],
+            Numbering {
+                acked: 2,
+                highest: 5
+            }
+        );
+        for (delivered, first) in [(2, 3), (4, 5), (5, 6)] {
+            let mut resumed = SendWindow::resume(1 << 20, usize::MAX, left);
+            resumed
+                .push(Priority::Control, Tag(1), payload(10))
+                .expect("room");
+            resumed
+                .push(Priority::Control, Tag(1), payload(10))
+                .expect("room");
+            assert!(resumed.plausible([delivered, 0, 0, 0]));
+            assert!(!resumed.plausible([6, 0, 0, 0]), "never given out");
+            assert_eq!(resumed.restart([delivered, 0, 0, 0]), 0);
+            let batch = resumed
+                .take_batch(Priority::Control, usize::MAX)
+                .expect("queued");
+            assert_eq!(seqs(&batch), [first, first + 1], "delivered {delivered}");
+            // Renumbered once only: later restarts resend as usual.
+            assert_eq!(resumed.restart([first, 0, 0, 0]), 1);
+            resumed.ack(Priority::Control, first + 1);
+            assert!(resumed.is_empty());
+        }
     }
 
     #[test]
