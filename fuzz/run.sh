@@ -23,7 +23,7 @@ shift
 case "$seconds" in
   '' | *[!0-9]*) echo "$usage" >&2; exit 2 ;;
 esac
-all_targets=(wire_frames wire_datagram handshake legacy_packet membership_messages config_file)
+all_targets=(wire_frames wire_datagram handshake legacy_packet membership_messages config_file tls_ca_file)
 if [ "$#" -gt 0 ]; then
   targets=("$@")
 else

@@ -1,5 +1,6 @@
 //! Writes the fuzz targets' seed corpora: real frames, datagrams, legacy packets,
-//! membership messages and config files, made with cohort's own encoders.
+//! membership messages and config files, made with cohort's own encoders, and the
+//! certificates of `fixtures/tls/` (made once with `cohort-certs`) as CA files and as DER.
 //!
 //! ```text
 //! cargo run --manifest-path fuzz/Cargo.toml --example seeds [-- DIR]
@@ -44,6 +45,7 @@ fn main() -> Result {
         ("legacy_packet", legacy_packet(&cluster)?),
         ("membership_messages", membership_messages(&cluster)?),
         ("config_file", config_file()),
+        ("tls_ca_file", tls_ca_file()?),
     ];
     for (target, files) in seeds {
         write(&dir.join(target), &files)?;
@@ -363,7 +365,12 @@ fn membership_messages(c: &Cluster) -> Result<Vec<(&'static str, Vec<u8>)>> {
                 accepted: Some((decision(c).ballot, decision(c).proposal)),
             })?,
         ),
-        ("decide", gms(GmsMessage::Decide { decision: decision(c) })?),
+        (
+            "decide",
+            gms(GmsMessage::Decide {
+                decision: decision(c),
+            })?,
+        ),
         (
             "suspect",
             gms(GmsMessage::Suspect {
@@ -429,4 +436,50 @@ fn config_file() -> Vec<(&'static str, Vec<u8>)> {
         ("locator.toml", locator.into_bytes()),
         ("bridge.toml", bridge.into_bytes()),
     ]
+}
+
+/// The CA file's seeds: byte 0 odd, the file's text; even, one certificate's DER.
+fn tls_ca_file() -> Result<Vec<(&'static str, Vec<u8>)>> {
+    let fixtures = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/tls");
+    let ca = std::fs::read_to_string(fixtures.join("ca.pem"))?;
+    let node = std::fs::read_to_string(fixtures.join("node.pem"))?;
+    let text = |pem: &str| [&[1u8][..], pem.as_bytes()].concat();
+    let der = |pem: &str| -> Result<Vec<u8>> { Ok([vec![0u8], pem_der(pem)?].concat()) };
+    Ok(vec![
+        ("ca-file", text(&ca)),
+        ("member-given-as-ca", text(&node)),
+        ("ca-and-member", text(&format!("{ca}{node}"))),
+        ("ca-der", der(&ca)?),
+        ("member-der", der(&node)?),
+    ])
+}
+
+/// The DER of a PEM text's first section (base64 between the BEGIN and END lines).
+fn pem_der(pem: &str) -> Result<Vec<u8>> {
+    let body: String = pem
+        .lines()
+        .skip_while(|line| !line.starts_with("-----BEGIN"))
+        .skip(1)
+        .take_while(|line| !line.starts_with("-----END"))
+        .collect();
+    let value = |c: u8| -> Result<u32> {
+        Ok(match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return Err(format!("not base64: {c:#x}").into()),
+        }
+        .into())
+    };
+    let mut out = Vec::new();
+    for chunk in body.trim_end_matches('=').as_bytes().chunks(4) {
+        let mut bits = 0u32;
+        for (i, c) in chunk.iter().enumerate() {
+            bits |= value(*c)? << (18 - 6 * i);
+        }
+        out.extend_from_slice(&bits.to_be_bytes()[1..chunk.len()]);
+    }
+    Ok(out)
 }

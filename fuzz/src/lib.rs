@@ -12,6 +12,7 @@
 //! | `legacy_packet`       | `packet::Packet::decode` of the legacy protocol                  |
 //! | `membership_messages` | membership messages through the `Dispatcher`, queries, answers   |
 //! | `config_file`         | `cohort_member::config::parse`                                   |
+//! | `tls_ca_file`         | `tls::der_is_ca` (the DER reader), and a CA file's text through `TlsSettings::load` |
 //!
 //! A panic in any of them, for any input, is a finding.
 

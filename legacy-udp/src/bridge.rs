@@ -141,6 +141,15 @@ impl Bridge {
         }
     }
 
+    /// A view being prepared: its members may send application messages from now on, over
+    /// either protocol (see [`QuicMessenger::expect_view`]).
+    pub fn expect_view(&self, view: &View) {
+        self.quic.expect_view(view);
+        if self.legacy_open() {
+            self.legacy.expect_view(view);
+        }
+    }
+
     /// When anything last arrived from `member`, on the protocol it speaks.
     pub fn last_heard(&self, member: &MemberId) -> Option<Instant> {
         if speaks_legacy(member) {

@@ -35,10 +35,13 @@ pub struct LegacyConfig {
     /// The largest message accepted; a larger one being reassembled is skipped and
     /// counted. Default 16 MiB.
     pub max_message_bytes: usize,
-    /// Bytes of messages being joined from their fragments, across every sender at once;
-    /// a message that would take it further is skipped and counted
-    /// (`LegacyStats::reassembly_over_budget`), and its sender's stream goes on. At least
-    /// `max_message_bytes`. Default 64 MiB.
+    /// Bytes of messages being joined from their fragments, across every sender at once.
+    /// A message is given the memory it can need at its first fragment; one that finds too
+    /// little free waits its turn with that fragment unacknowledged (counted in
+    /// `LegacyStats::reassembly_over_budget`; its sender resends it), and nothing is
+    /// skipped for want of memory. One sender's messages take at most `max_message_bytes`
+    /// of it together, so one member cannot hold it all. At least `max_message_bytes`.
+    /// Default 64 MiB.
     pub max_reassembly_bytes: usize,
     /// Received messages waiting for their subscriber, in bytes per priority; while over
     /// it, new data of that priority is not acknowledged (the sender resends later).

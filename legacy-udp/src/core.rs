@@ -15,20 +15,27 @@
 //! from that member's address on record, and on a bridge (itself v2) a member of v2 or
 //! later never speaks the legacy protocol (its QUIC connection is authenticated and this is
 //! not).
-//! Strangers (joiners) may send only on the Control priority, at most [`MAX_STRANGERS`] at
-//! a time, and are forgotten after [`STRANGER_TTL`] without a view holding them.
+//! Members of the installed view, or of a view being prepared ([`Core::expect_view`]), may
+//! send anything. Everyone else is a stranger, also once on record (a joiner that sent its
+//! join request): strangers may send only cohort's own protocol messages (tags below
+//! `Tag::FIRST_APPLICATION`) on the Control priority, as on QUIC; at most [`MAX_STRANGERS`]
+//! are kept at a time, and they are forgotten after [`STRANGER_TTL`] without a view
+//! holding them. What a stranger may not send is dropped unacknowledged: a joiner admitted
+//! meanwhile gets it through when its sender resends it.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use cohort_transport::{MemberId, Priority, ProtocolVersion, View};
+use cohort_transport::{MemberId, Priority, ProtocolVersion, Tag, View};
 use uuid::Uuid;
 
 use crate::config::LegacyConfig;
 use crate::packet::{AckHeader, DataHeader, Packet};
-use crate::stream::{Fragment, PushError, ReassemblyPool, ReceiveStream, SendStream};
+use crate::stream::{
+    Fragment, PushError, ReassemblyPool, ReceiveStream, Received, SendStream, SenderShare,
+};
 
 /// Departed members remembered so that their late packets are dropped.
 const DEPARTED_MEMORY: usize = 10_000;
@@ -81,6 +88,9 @@ pub(crate) struct Core {
     local: MemberId,
     config: LegacyConfig,
     view: View,
+    /// A view being prepared, whose members are admitted already (see
+    /// [`Core::expect_view`]).
+    expected: Option<View>,
     peers: HashMap<Uuid, PeerState>,
     departed: HashSet<Uuid>,
     departed_order: VecDeque<Uuid>,
@@ -96,6 +106,7 @@ impl Core {
             reassembly: ReassemblyPool::new(config.max_reassembly_bytes),
             config,
             view: View::empty(),
+            expected: None,
             peers: HashMap::new(),
             departed: HashSet::new(),
             departed_order: VecDeque::new(),
@@ -117,9 +128,19 @@ impl Core {
                 send: std::array::from_fn(|_| {
                     SendStream::new(config.window, config.max_queued_bytes_per_destination)
                 }),
-                receive: std::array::from_fn(|_| {
-                    ReceiveStream::new(config.window, config.max_message_bytes, pool.clone())
-                }),
+                receive: {
+                    // One sender's messages being joined take at most one largest message's
+                    // worth of the shared memory, whatever the priority.
+                    let share = SenderShare::new(config.max_message_bytes);
+                    std::array::from_fn(|_| {
+                        ReceiveStream::new(
+                            config.window,
+                            config.max_message_bytes,
+                            pool.clone(),
+                            share.clone(),
+                        )
+                    })
+                },
                 ack_due: [None; 4],
                 last_heard: None,
                 departing_until: None,
@@ -129,39 +150,63 @@ impl Core {
         Some(state)
     }
 
-    /// Whether a packet naming `sender` may be taken from `from` (see the module docs).
-    fn admits(&mut self, sender: &MemberId, from: SocketAddr, priority: Priority) -> bool {
-        let on_record = self
+    /// Whether a packet naming `sender`, of `priority` and carrying a message with `tag`,
+    /// may be taken from `from` (see the module docs).
+    fn admits(
+        &mut self,
+        sender: &MemberId,
+        from: SocketAddr,
+        priority: Priority,
+        tag: u32,
+    ) -> bool {
+        let uuid = sender.uuid();
+        let expected = self.expected.as_ref();
+        let admitted = self
             .view
-            .member(sender.uuid())
-            .or_else(|| self.peers.get(&sender.uuid()).map(|p| &p.member));
-        match on_record {
-            Some(member) if member.address() != from => {
-                self.counters.address_mismatch += 1;
-                false
-            }
-            Some(member)
-                if member.version() >= ProtocolVersion::QUIC
-                    && self.local.version() >= ProtocolVersion::QUIC =>
-            {
-                // Two members of v2 talk over QUIC, authenticated: on a bridge, legacy
-                // packets in a v2 member's name are forged.
-                self.counters.address_mismatch += 1;
-                false
-            }
-            Some(_) => true,
-            None if sender.address() != from => {
-                self.counters.address_mismatch += 1;
-                false
-            }
-            None => {
-                let strangers = self.peers.len().saturating_sub(self.view.len());
-                let welcome = priority == Priority::Control && strangers < MAX_STRANGERS;
-                if !welcome {
-                    self.counters.from_strangers += 1;
-                }
-                welcome
-            }
+            .member(uuid)
+            .or_else(|| expected.and_then(|view| view.member(uuid)));
+        // A peer on record but in neither view is still a stranger (a joiner, or one that
+        // merely sent a join request): its record pins its address, nothing more.
+        let on_record = admitted.or_else(|| self.peers.get(&uuid).map(|p| &p.member));
+        let claimed = on_record.unwrap_or(sender);
+        if claimed.address() != from {
+            self.counters.address_mismatch += 1;
+            return false;
+        }
+        if claimed.version() >= ProtocolVersion::QUIC
+            && self.local.version() >= ProtocolVersion::QUIC
+        {
+            // Two members of v2 talk over QUIC, authenticated: on a bridge, legacy packets
+            // in a v2 member's name are forged.
+            self.counters.address_mismatch += 1;
+            return false;
+        }
+        if admitted.is_some() {
+            return true;
+        }
+        if self.departed.contains(&uuid) {
+            self.counters.from_departed += 1;
+            return false;
+        }
+        // What membership needs before admission is a join request and the answers of a
+        // view change, all cohort protocol messages on Control; application messages come
+        // only from members, as on QUIC (`Shared::accepts` there).
+        let known = on_record.is_some();
+        let strangers = self.peers.len().saturating_sub(self.view.len());
+        let welcome = priority == Priority::Control
+            && tag < Tag::FIRST_APPLICATION.0
+            && (known || strangers < MAX_STRANGERS);
+        if !welcome {
+            self.counters.from_strangers += 1;
+        }
+        welcome
+    }
+
+    /// A view being prepared: its members are admitted as members of the installed view
+    /// are, until a view as new as it is installed.
+    pub(crate) fn expect_view(&mut self, view: &View) {
+        if view.id() > self.view.id() {
+            self.expected = Some(view.clone());
         }
     }
 
@@ -194,7 +239,15 @@ impl Core {
         from: SocketAddr,
         now: Instant,
     ) -> bool {
-        if !self.view.contains_uuid(sender.uuid()) || !self.admits(sender, from, Priority::Normal) {
+        let uuid = sender.uuid();
+        let member = self.view.contains_uuid(uuid)
+            || self
+                .expected
+                .as_ref()
+                .is_some_and(|v| v.contains_uuid(uuid));
+        // Datagrams are taken from members only, so `admits` checks just the address and
+        // the version here; priority and tag are not a stranger's.
+        if !member || !self.admits(sender, from, Priority::Normal, 0) {
             return false;
         }
         if let Some(peer) = self.peers.get_mut(&sender.uuid()) {
@@ -243,7 +296,7 @@ impl Core {
             self.counters.oversized += 1;
             return;
         }
-        if !self.admits(&header.sender, from, priority) || !accept(priority) {
+        if !self.admits(&header.sender, from, priority, header.tag) || !accept(priority) {
             return;
         }
         let ack_delay = self.config.ack_delay;
@@ -266,30 +319,48 @@ impl Core {
         } else if !received.dropped || received.consumed {
             due.get_or_insert(now + ack_delay);
         }
-        if received.broken {
-            tracing::warn!(
-                sender = ?peer.member,
-                ?priority,
-                "legacy stream out of step with its sender: a message was lost"
-            );
+        let member = peer.member.clone();
+        record(&mut self.counters, &member, priority, received, delivered);
+        if self.reassembly.blocked() > 0 {
+            self.resume_blocked(now, &accept, delivered);
         }
-        let from = peer.member.clone();
-        self.counters.broken_streams += u64::from(received.broken);
-        self.counters.duplicates += u64::from(received.duplicate);
-        self.counters.oversized += received.oversized;
-        self.counters.reassembly_over_budget += received.over_budget;
-        self.counters.dropped_out_of_window += u64::from(received.dropped);
-        delivered.extend(
-            received
-                .messages
-                .into_iter()
-                .map(|(tag, payload)| Delivered {
-                    from: from.clone(),
-                    priority,
-                    tag,
-                    payload,
-                }),
-        );
+    }
+
+    /// Streams stopped for want of reassembly memory go on where there is room now (what
+    /// the last packet completed, or a peer forgotten, may have freed some).
+    fn resume_blocked(
+        &mut self,
+        now: Instant,
+        accept: &impl Fn(Priority) -> bool,
+        delivered: &mut Vec<Delivered>,
+    ) {
+        let ack_delay = self.config.ack_delay;
+        // Each pass serves at least one stream or ends; a stream served may free room for
+        // one already passed over, hence the loop.
+        let mut progress = true;
+        while progress && self.reassembly.blocked() > 0 {
+            progress = false;
+            for peer in self.peers.values_mut() {
+                for priority in Priority::ALL {
+                    let i = priority.index();
+                    if !peer.receive[i].is_blocked() || !accept(priority) {
+                        continue;
+                    }
+                    let received = peer.receive[i].resume();
+                    if received.consumed {
+                        progress = true;
+                        peer.ack_due[i].get_or_insert(now + ack_delay);
+                    }
+                    record(
+                        &mut self.counters,
+                        &peer.member,
+                        priority,
+                        received,
+                        delivered,
+                    );
+                }
+            }
+        }
     }
 
     fn on_ack(&mut self, from: SocketAddr, header: AckHeader, now: Instant) {
@@ -386,6 +457,13 @@ impl Core {
     /// Peers in neither (joiners not admitted yet) are left alone.
     pub(crate) fn install_view(&mut self, previous: &View, view: &View, now: Instant) {
         self.view = view.clone();
+        if self
+            .expected
+            .as_ref()
+            .is_some_and(|expected| expected.id() <= view.id())
+        {
+            self.expected = None;
+        }
         let until = now + self.config.shutdown_timeout;
         let mut gone = Vec::new();
         for member in previous.members() {
@@ -397,6 +475,10 @@ impl Core {
                 && peer.departing_until.is_none()
             {
                 peer.departing_until = Some(until);
+                // Nothing more is taken from it: what it had half sent gives its memory
+                // back now, rather than when its queue has drained.
+                peer.receive.iter_mut().for_each(ReceiveStream::clear);
+                peer.ack_due = [None; 4];
             }
         }
         for uuid in gone {
@@ -422,6 +504,39 @@ impl Core {
             .values()
             .all(|p| p.send.iter().all(SendStream::is_idle))
     }
+}
+
+/// Counts what a receiving stream did and hands on the messages it completed.
+fn record(
+    counters: &mut CoreCounters,
+    member: &MemberId,
+    priority: Priority,
+    received: Received,
+    delivered: &mut Vec<Delivered>,
+) {
+    if received.broken {
+        tracing::warn!(
+            sender = ?member,
+            ?priority,
+            "legacy stream out of step with its sender: a message was lost"
+        );
+    }
+    counters.broken_streams += u64::from(received.broken);
+    counters.duplicates += u64::from(received.duplicate);
+    counters.oversized += received.oversized;
+    counters.reassembly_over_budget += received.over_budget;
+    counters.dropped_out_of_window += u64::from(received.dropped);
+    delivered.extend(
+        received
+            .messages
+            .into_iter()
+            .map(|(tag, payload)| Delivered {
+                from: member.clone(),
+                priority,
+                tag,
+                payload,
+            }),
+    );
 }
 
 #[cfg(test)]
@@ -574,6 +689,79 @@ mod tests {
         assert!(core.counters.from_strangers >= 10);
         core.handle_timeout(now + STRANGER_TTL + Duration::from_secs(1));
         assert!(core.peers.is_empty(), "strangers are forgotten");
+    }
+
+    #[test]
+    fn a_stranger_on_record_stays_a_stranger_until_a_view_holds_it() {
+        let me = member(1, ProtocolVersion::LEGACY);
+        let mut core = Core::new(me.clone(), LegacyConfig::default());
+        let now = Instant::now();
+        let view = View::new(ViewId(1), [me.clone()]);
+        core.install_view(&View::empty(), &view, now);
+        let joiner = member(2, ProtocolVersion::LEGACY);
+        let with_tag = |priority, seq, tag| {
+            let Packet::Data(mut header, payload) = data(&joiner, &me, priority, seq) else {
+                unreachable!("built as data")
+            };
+            header.tag = tag;
+            Packet::Data(header, payload)
+        };
+        let app = Tag::FIRST_APPLICATION.0;
+        // Its join request puts it on record.
+        assert_eq!(
+            feed(
+                &mut core,
+                joiner.address(),
+                with_tag(Priority::Control, 1, 0x100),
+                now
+            ),
+            1
+        );
+        // Application messages stay refused, on every priority.
+        for priority in Priority::ALL {
+            let seq = if priority == Priority::Control { 2 } else { 1 };
+            assert_eq!(
+                feed(
+                    &mut core,
+                    joiner.address(),
+                    with_tag(priority, seq, app),
+                    now
+                ),
+                0
+            );
+        }
+        assert_eq!(core.counters.from_strangers, 4);
+        // Unacknowledged: nothing of them was consumed.
+        assert_eq!(
+            core.peers[&joiner.uuid()].receive[Priority::Normal.index()].ack(),
+            (0, 0)
+        );
+        // A view being prepared admits it; so does the view once installed.
+        let next = View::new(ViewId(2), [me.clone(), joiner.clone()]);
+        core.expect_view(&next);
+        assert_eq!(
+            feed(
+                &mut core,
+                joiner.address(),
+                with_tag(Priority::Normal, 1, app),
+                now
+            ),
+            1
+        );
+        core.install_view(&view, &next, now);
+        assert!(
+            core.expected.is_none(),
+            "the installed view replaces the expected one"
+        );
+        assert_eq!(
+            feed(
+                &mut core,
+                joiner.address(),
+                with_tag(Priority::High, 1, app),
+                now
+            ),
+            1
+        );
     }
 
     #[test]

@@ -85,12 +85,17 @@ pub struct LegacyStats {
     pub address_mismatch: u64,
     /// Packets from members that left the view: dropped.
     pub from_departed: u64,
+    /// Packets refused from senders in no view (joiners, strangers): anything but cohort's
+    /// own protocols on the Control priority, or more strangers than are kept at once.
+    /// Dropped unacknowledged.
+    pub from_strangers: u64,
     /// Fragments received again (an acknowledgement was lost): dropped, acknowledged again.
     pub duplicates: u64,
     /// Messages over `max_message_bytes`: skipped.
     pub oversized: u64,
-    /// Messages skipped because joining them would have taken the memory of all messages
-    /// being joined over `max_reassembly_bytes`.
+    /// Times a message had to wait for the memory of messages being joined
+    /// (`max_reassembly_bytes`, or its sender's share of it): its first fragment was held
+    /// back unacknowledged until others were complete. Nothing is skipped for it.
     pub reassembly_over_budget: u64,
     /// Fragments sent again after their timer ran out.
     pub resent: u64,
@@ -343,6 +348,14 @@ impl LegacyMessenger {
         self.inner.abort();
     }
 
+    /// A view being prepared (not yet installed): its members may send application
+    /// messages from now on, as on QUIC (`QuicMessenger::expect_view`). Installing a view
+    /// with this id or a later one replaces it. Until then, a member not in the installed
+    /// view is a stranger, limited to cohort's own protocol messages on Control.
+    pub fn expect_view(&self, view: &View) {
+        self.inner.core().expect_view(view);
+    }
+
     /// True once [`LegacyMessenger::retire`] was called.
     pub fn is_retired(&self) -> bool {
         self.inner
@@ -380,6 +393,7 @@ impl LegacyMessenger {
             for_someone_else: c.for_someone_else,
             address_mismatch: c.address_mismatch,
             from_departed: c.from_departed,
+            from_strangers: c.from_strangers,
             duplicates: c.duplicates,
             oversized: c.oversized,
             reassembly_over_budget: c.reassembly_over_budget,

@@ -15,11 +15,21 @@
 //! Memory is bounded on both sides: the sender by `max_queued_bytes`, the receiver by the
 //! window (fragments held out of order), `max_message_bytes` (a message being joined) and,
 //! across every receiving stream of a member, the [`ReassemblyPool`] (all messages being
-//! joined at once: `max_reassembly_bytes`).
+//! joined at once: `max_reassembly_bytes`, at most `max_message_bytes` of it per sender).
+//!
+//! ```text
+//! first fragment of a message, next in order ─► ReassemblyPool::reserve(whole message)
+//!    granted ─► joined; completes as its fragments arrive, memory given back
+//!    refused ─► the stream stops before it: not consumed, so not acknowledged (the sender
+//!               resends it); fragments behind it are held (window) ─► ReceiveStream::resume
+//!               once a message completes or a stream goes: first come, first served
+//! ```
+//!
+//! So no message is skipped for want of memory: what is acknowledged is delivered.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -243,77 +253,160 @@ pub(crate) struct Received {
     pub(crate) duplicate: bool,
     /// Messages over `max_message_bytes`, skipped.
     pub(crate) oversized: u64,
-    /// Messages skipped because joining them would have taken the member's reassembly
-    /// memory over `max_reassembly_bytes`.
+    /// The stream stopped before a message's first fragment: joining it needs more of the
+    /// reassembly memory than is free now (or than its sender's share has left). That
+    /// fragment is kept, unacknowledged, and the stream goes on once there is room.
     pub(crate) over_budget: u64,
     /// The fragment was too far ahead of the window: dropped unacknowledged.
     pub(crate) dropped: bool,
     /// Fragments were taken in order (what is acknowledged moved on).
     pub(crate) consumed: bool,
     /// A fragment did not fit the message being joined (the sender numbers fragments of
-    /// a message consecutively, so only a broken or confused sender does this): that
-    /// message is lost. Counted and reported, never silent.
+    /// a message consecutively, and cuts all but the last as long as the first, so only a
+    /// broken or confused sender does this): that message is lost. Counted and reported,
+    /// never silent.
     pub(crate) broken: bool,
 }
 
-/// The bytes of partly joined messages, shared by every receiving stream of a member:
-/// a message that would take it over its limit is skipped (its sender's stream goes on).
+/// The memory of partly joined messages, shared by every receiving stream of a member.
+///
+/// A message is given all the memory it can need when its first fragment is taken in, or
+/// it waits: so a message once started always completes as its fragments arrive, and no
+/// message is ever skipped for want of memory. Messages that wait are served first come,
+/// first served (a large one is not overtaken for ever by small ones), and one sender's
+/// streams together hold at most its [`SenderShare`], so one member cannot take all of it.
 #[derive(Clone, Debug)]
 pub(crate) struct ReassemblyPool {
-    used: Arc<AtomicUsize>,
+    state: Arc<Mutex<PoolState>>,
+}
+
+#[derive(Debug)]
+struct PoolState {
+    used: usize,
     max: usize,
+    /// Streams waiting for room in the pool, by id, in the order they started waiting.
+    waiting: VecDeque<u64>,
+    /// Streams stopped before a first fragment, for the pool or for their sender's share.
+    blocked: usize,
+    next_id: u64,
 }
 
 impl ReassemblyPool {
     pub(crate) fn new(max: usize) -> Self {
         ReassemblyPool {
-            used: Arc::new(AtomicUsize::new(0)),
-            max,
+            state: Arc::new(Mutex::new(PoolState {
+                used: 0,
+                max,
+                waiting: VecDeque::new(),
+                blocked: 0,
+                next_id: 0,
+            })),
         }
+    }
+
+    fn state(&self) -> MutexGuard<'_, PoolState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Bytes reserved now.
     #[cfg(test)]
     pub(crate) fn used(&self) -> usize {
-        self.used.load(Ordering::Relaxed)
+        self.state().used
     }
 
-    fn reserve(&self) -> Reservation {
-        Reservation {
-            pool: self.clone(),
-            bytes: 0,
+    /// How many receiving streams wait for memory: while any does, their owner should
+    /// call [`ReceiveStream::resume`] on them after anything that may have freed some.
+    pub(crate) fn blocked(&self) -> usize {
+        self.state().blocked
+    }
+
+    fn stream_id(&self) -> u64 {
+        let mut state = self.state();
+        state.next_id += 1;
+        state.next_id
+    }
+
+    /// `bytes` for stream `id`, whose sender holds `share`, or `None`: then the stream
+    /// waits (in line for the pool, unless its own sender's share is what is short).
+    fn reserve(&self, id: u64, share: &SenderShare, bytes: usize) -> Option<Reservation> {
+        let mut state = self.state();
+        if share.used.load(Ordering::Relaxed) + bytes > share.max {
+            // Its own sender's other messages are in the way: they complete without help
+            // from anyone else, so this one does not hold up the line meanwhile.
+            state.waiting.retain(|waiting| *waiting != id);
+            return None;
+        }
+        let turn = state.waiting.front().is_none_or(|first| *first == id);
+        if turn && state.used + bytes <= state.max {
+            state.used += bytes;
+            if state.waiting.front() == Some(&id) {
+                state.waiting.pop_front();
+            }
+            share.used.fetch_add(bytes, Ordering::Relaxed);
+            return Some(Reservation {
+                pool: self.clone(),
+                share: share.clone(),
+                bytes,
+            });
+        }
+        if !state.waiting.contains(&id) {
+            state.waiting.push_back(id);
+        }
+        None
+    }
+
+    fn set_blocked(&self, id: u64, blocked: bool) {
+        let mut state = self.state();
+        if blocked {
+            state.blocked += 1;
+        } else {
+            state.blocked -= 1;
+            state.waiting.retain(|waiting| *waiting != id);
         }
     }
 }
 
-/// What one message being joined holds of the pool; given back when dropped.
+/// What one sender's receiving streams may hold of the pool together: at most
+/// `max_message_bytes`, one largest message being joined at a time.
+#[derive(Clone, Debug)]
+pub(crate) struct SenderShare {
+    used: Arc<AtomicUsize>,
+    max: usize,
+}
+
+impl SenderShare {
+    pub(crate) fn new(max: usize) -> Self {
+        SenderShare {
+            used: Arc::new(AtomicUsize::new(0)),
+            max,
+        }
+    }
+}
+
+/// What one message being joined holds of the pool and of its sender's share; given back
+/// when dropped.
 #[derive(Debug)]
 struct Reservation {
     pool: ReassemblyPool,
+    share: SenderShare,
     bytes: usize,
-}
-
-impl Reservation {
-    /// Takes `more` bytes, or nothing if the pool would go over its limit.
-    fn grow(&mut self, more: usize) -> bool {
-        let max = self.pool.max;
-        let taken = self
-            .pool
-            .used
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |used| {
-                used.checked_add(more).filter(|total| *total <= max)
-            });
-        if taken.is_ok() {
-            self.bytes += more;
-        }
-        taken.is_ok()
-    }
 }
 
 impl Drop for Reservation {
     fn drop(&mut self) {
-        self.pool.used.fetch_sub(self.bytes, Ordering::Relaxed);
+        self.pool.state().used -= self.bytes;
+        self.share.used.fetch_sub(self.bytes, Ordering::Relaxed);
     }
+}
+
+/// How a message starts, decided at its first fragment.
+enum Start {
+    /// One fragment: handed on as it is, no memory taken.
+    Single,
+    /// Certainly over `max_message_bytes`: its fragments are consumed and thrown away.
+    Oversized,
+    /// Joined into memory reserved for the whole message.
+    Join(Reservation),
 }
 
 /// A message being joined from its fragments.
@@ -322,9 +415,9 @@ struct Partial {
     fragments: u32,
     next: u32,
     bytes: BytesMut,
-    /// Its share of the pool, as large as `bytes`.
-    reserved: Reservation,
-    /// Too large: its fragments are consumed and thrown away.
+    /// Its share of the pool, as large as the whole message can be (`None` once skipping).
+    reserved: Option<Reservation>,
+    /// Too large or broken: its fragments are consumed and thrown away.
     skipping: bool,
 }
 
@@ -336,17 +429,30 @@ pub(crate) struct ReceiveStream {
     window: u64,
     max_message_bytes: usize,
     pool: ReassemblyPool,
+    share: SenderShare,
+    /// This stream's place in the pool's line.
+    id: u64,
+    /// Stopped before the next fragment (a first one), waiting for memory.
+    blocked: bool,
 }
 
 impl ReceiveStream {
-    pub(crate) fn new(window: usize, max_message_bytes: usize, pool: ReassemblyPool) -> Self {
+    pub(crate) fn new(
+        window: usize,
+        max_message_bytes: usize,
+        pool: ReassemblyPool,
+        share: SenderShare,
+    ) -> Self {
         ReceiveStream {
             delivered: 0,
             held: BTreeMap::new(),
             partial: None,
             window: window.max(1) as u64,
             max_message_bytes,
+            id: pool.stream_id(),
             pool,
+            share,
+            blocked: false,
         }
     }
 
@@ -362,32 +468,111 @@ impl ReceiveStream {
             return received;
         }
         self.held.insert(fragment.seq, fragment);
-        while let Some(next) = self.held.remove(&(self.delivered + 1)) {
-            self.delivered += 1;
-            received.consumed = true;
-            self.join(next, &mut received);
+        self.advance(&mut received);
+        received
+    }
+
+    /// True while stopped before a first fragment, waiting for memory.
+    pub(crate) fn is_blocked(&self) -> bool {
+        self.blocked
+    }
+
+    /// Goes on from where the stream stopped for memory, if there is room now.
+    pub(crate) fn resume(&mut self) -> Received {
+        let mut received = Received::default();
+        if self.blocked {
+            self.advance(&mut received);
         }
         received
     }
 
-    fn join(&mut self, fragment: Fragment, received: &mut Received) {
-        if fragment.fragment == 0 {
+    /// Forgets what is held and being joined (its sender left), giving the memory back.
+    /// What was delivered stays delivered.
+    pub(crate) fn clear(&mut self) {
+        self.held.clear();
+        self.partial = None;
+        self.unblock();
+    }
+
+    fn unblock(&mut self) {
+        if self.blocked {
+            self.blocked = false;
+            self.pool.set_blocked(self.id, false);
+        }
+    }
+
+    /// Takes in held fragments in order, stopping before a first fragment whose message
+    /// cannot get its memory yet.
+    fn advance(&mut self, received: &mut Received) {
+        while let Some(next) = self.held.get(&(self.delivered + 1)) {
+            let start = if next.fragment == 0 {
+                match self.start(next.fragments, next.payload.len()) {
+                    Some(start) => Some(start),
+                    None => {
+                        if !self.blocked {
+                            self.blocked = true;
+                            self.pool.set_blocked(self.id, true);
+                            received.over_budget += 1;
+                        }
+                        return;
+                    }
+                }
+            } else {
+                None
+            };
+            let Some(next) = self.held.remove(&(self.delivered + 1)) else {
+                break;
+            };
+            self.delivered += 1;
+            received.consumed = true;
+            self.join(next, start, received);
+        }
+        self.unblock();
+    }
+
+    /// How a message of `fragments` whose first fragment has `first` bytes starts, or
+    /// `None` if the memory it needs is not to be had now.
+    fn start(&self, fragments: u32, first: usize) -> Option<Start> {
+        let fragments = fragments as usize;
+        if fragments <= 1 {
+            return Some(Start::Single);
+        }
+        // Every fragment but the last is as long as the first, and the last holds at least
+        // a byte (only an empty message has an empty fragment, and it has one fragment).
+        let at_least = (fragments - 1).saturating_mul(first).saturating_add(1);
+        if fragments > self.max_message_bytes.max(1) || at_least > self.max_message_bytes {
+            return Some(Start::Oversized);
+        }
+        let at_most = fragments.saturating_mul(first).min(self.max_message_bytes);
+        self.pool
+            .reserve(self.id, &self.share, at_most)
+            .map(Start::Join)
+    }
+
+    fn join(&mut self, fragment: Fragment, start: Option<Start>, received: &mut Received) {
+        if let Some(start) = start {
             if self.partial.is_some() {
                 // A new message before the last one was complete.
                 received.broken = true;
             }
-            // Every fragment carries at least one byte (the last may carry none only for an
-            // empty message, which has one fragment).
-            let skipping = fragment.fragments as usize > self.max_message_bytes.max(1);
-            if skipping {
-                received.oversized += 1;
-            }
+            let (bytes, reserved, skipping) = match start {
+                Start::Single => (BytesMut::new(), None, false),
+                Start::Oversized => {
+                    received.oversized += 1;
+                    (BytesMut::new(), None, true)
+                }
+                Start::Join(reservation) => (
+                    BytesMut::with_capacity(reservation.bytes),
+                    Some(reservation),
+                    false,
+                ),
+            };
             self.partial = Some(Partial {
                 tag: fragment.tag,
                 fragments: fragment.fragments,
                 next: 0,
-                bytes: BytesMut::new(),
-                reserved: self.pool.reserve(),
+                bytes,
+                reserved,
                 skipping,
             });
         }
@@ -405,23 +590,26 @@ impl ReceiveStream {
         }
         partial.next += 1;
         if !partial.skipping {
-            if partial.bytes.len() + fragment.payload.len() > self.max_message_bytes {
+            let length = partial.bytes.len() + fragment.payload.len();
+            let room = partial.reserved.as_ref().map_or(0, |r| r.bytes);
+            if length > self.max_message_bytes {
                 partial.skipping = true;
                 partial.bytes = BytesMut::new();
-                partial.reserved = self.pool.reserve();
+                partial.reserved = None;
                 received.oversized += 1;
             } else if partial.fragments == 1 {
                 // The common case: no copy.
                 received.messages.push((fragment.tag, fragment.payload));
                 self.partial = None;
                 return;
-            } else if partial.reserved.grow(fragment.payload.len()) {
-                partial.bytes.extend_from_slice(&fragment.payload);
-            } else {
+            } else if length > room {
+                // A fragment longer than the first: not how messages are cut.
                 partial.skipping = true;
                 partial.bytes = BytesMut::new();
-                partial.reserved = self.pool.reserve();
-                received.over_budget += 1;
+                partial.reserved = None;
+                received.broken = true;
+            } else {
+                partial.bytes.extend_from_slice(&fragment.payload);
             }
         }
         if partial.next == partial.fragments {
@@ -452,6 +640,12 @@ impl ReceiveStream {
     }
 }
 
+impl Drop for ReceiveStream {
+    fn drop(&mut self) {
+        self.unblock();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -459,7 +653,12 @@ mod tests {
     /// A lossy, reordering link between one sender and one receiver, driven to completion.
     fn run(messages: &[Bytes], loss_every: usize, window: usize) -> (Vec<Bytes>, u64) {
         let mut sender = SendStream::new(window, usize::MAX);
-        let mut receiver = ReceiveStream::new(window, 1 << 20, ReassemblyPool::new(usize::MAX));
+        let mut receiver = ReceiveStream::new(
+            window,
+            1 << 20,
+            ReassemblyPool::new(usize::MAX),
+            SenderShare::new(usize::MAX),
+        );
         for m in messages {
             sender.push(7, m.clone(), 100).expect("room");
         }
@@ -519,7 +718,8 @@ mod tests {
 
     #[test]
     fn duplicates_are_recognised_and_far_ahead_fragments_dropped() {
-        let mut receiver = ReceiveStream::new(4, 1000, ReassemblyPool::new(usize::MAX));
+        let mut receiver = stream(&ReassemblyPool::new(usize::MAX), 1000);
+        receiver.window = 4;
         let fragment = |seq| Fragment {
             seq,
             fragment: 0,
@@ -540,7 +740,8 @@ mod tests {
     #[test]
     fn an_oversized_message_is_skipped_and_the_stream_goes_on() {
         let mut sender = SendStream::new(1000, usize::MAX);
-        let mut receiver = ReceiveStream::new(1000, 250, ReassemblyPool::new(usize::MAX));
+        let mut receiver = stream(&ReassemblyPool::new(usize::MAX), 250);
+        receiver.window = 1000;
         sender
             .push(1, Bytes::from(vec![1u8; 1000]), 100)
             .expect("room");
@@ -578,46 +779,116 @@ mod tests {
         let mut empty = SendStream::new(4, 10);
         assert!(empty.push(1, Bytes::from(vec![0u8; 600]), 100).is_ok());
     }
-    #[test]
-    fn messages_being_joined_share_one_memory_bound() {
-        let pool = ReassemblyPool::new(100);
-        let mut a = ReceiveStream::new(64, 1000, pool.clone());
-        let mut b = ReceiveStream::new(64, 1000, pool.clone());
-        let fragment = |seq: u64, index: u32| Fragment {
+    /// A receiving stream with its own sender's share, unbounded.
+    fn stream(pool: &ReassemblyPool, max_message: usize) -> ReceiveStream {
+        ReceiveStream::new(64, max_message, pool.clone(), SenderShare::new(usize::MAX))
+    }
+
+    fn two_of_40(seq: u64, index: u32) -> Fragment {
+        Fragment {
             seq,
             fragment: index,
             fragments: 2,
             tag: 7,
             payload: Bytes::from(vec![index as u8; 40]),
-        };
-        assert!(a.on_data(fragment(1, 0)).messages.is_empty());
-        assert_eq!(pool.used(), 40);
-        assert!(b.on_data(fragment(1, 0)).messages.is_empty());
+        }
+    }
+
+    #[test]
+    fn a_message_waits_for_memory_and_nothing_acknowledged_is_lost() {
+        let pool = ReassemblyPool::new(100);
+        let (mut a, mut b) = (stream(&pool, 1000), stream(&pool, 1000));
+        // a's first fragment takes the memory for all of a's message (2 x 40).
+        assert!(a.on_data(two_of_40(1, 0)).consumed);
         assert_eq!(pool.used(), 80);
-        // b's second fragment would take the pool to 120 of 100: b's message is skipped,
-        // and what it held is given back.
-        let skipped = b.on_data(fragment(2, 1));
-        assert_eq!((skipped.messages.len(), skipped.over_budget), (0, 1));
-        assert_eq!(pool.used(), 40);
-        // a's message still fits and completes; the pool is empty again.
-        let done = a.on_data(fragment(2, 1));
-        assert_eq!(done.messages.len(), 1);
+        // b's would take the pool to 160 of 100: b stops before it, unacknowledged, and
+        // keeps what arrives behind it.
+        let waiting = b.on_data(two_of_40(1, 0));
+        assert_eq!((waiting.consumed, waiting.over_budget), (false, 1));
+        assert!(b.is_blocked() && pool.blocked() == 1);
+        assert!(b.on_data(two_of_40(2, 1)).messages.is_empty());
+        assert_eq!(
+            b.ack(),
+            (0, 0b1),
+            "only the fragment behind is acknowledged"
+        );
+        assert!(b.resume().messages.is_empty(), "still no room");
+        // a's message completes and gives its memory back; b goes on from where it stopped.
+        let done = a.on_data(two_of_40(2, 1));
         assert_eq!(done.messages[0].1.len(), 80);
         assert_eq!(pool.used(), 0);
-        // b's stream goes on: its next message arrives whole.
-        b.on_data(fragment(3, 0));
-        let next = b.on_data(fragment(4, 1));
-        assert_eq!(next.messages.len(), 1);
-        // A stream dropped halfway gives its share back.
-        a.on_data(fragment(3, 0));
-        assert_eq!(pool.used(), 40);
+        let resumed = b.resume();
+        assert!(resumed.consumed);
+        assert_eq!(resumed.messages.len(), 1);
+        assert_eq!(b.ack(), (2, 0));
+        assert!(!b.is_blocked() && pool.blocked() == 0);
+        // A stream dropped halfway gives its memory back.
+        a.on_data(two_of_40(3, 0));
+        assert_eq!(pool.used(), 80);
         drop(a);
         assert_eq!(pool.used(), 0);
     }
+
     #[test]
-    fn a_message_skipped_as_oversized_gives_its_share_back_at_once() {
+    fn messages_waiting_for_memory_are_served_in_turn() {
+        let pool = ReassemblyPool::new(100);
+        let (mut a, mut big, mut small) = (
+            stream(&pool, 1000),
+            stream(&pool, 1000),
+            stream(&pool, 1000),
+        );
+        a.on_data(two_of_40(1, 0));
+        // big needs 100 (2 x 50) and waits; small (2 x 10) would fit, but comes after it.
+        let first = Fragment {
+            seq: 1,
+            fragment: 0,
+            fragments: 2,
+            tag: 7,
+            payload: Bytes::from(vec![0u8; 50]),
+        };
+        assert_eq!(big.on_data(first).over_budget, 1);
+        let tiny = Fragment {
+            seq: 1,
+            fragment: 0,
+            fragments: 2,
+            tag: 7,
+            payload: Bytes::from(vec![0u8; 10]),
+        };
+        assert_eq!(
+            small.on_data(tiny).over_budget,
+            1,
+            "not ahead of the one waiting"
+        );
+        a.on_data(two_of_40(2, 1));
+        assert!(
+            small.resume().over_budget == 0 && small.is_blocked(),
+            "big is first"
+        );
+        assert!(big.resume().consumed);
+        assert_eq!(pool.used(), 100);
+    }
+
+    #[test]
+    fn one_sender_holds_at_most_its_share() {
         let pool = ReassemblyPool::new(1000);
-        let mut receiver = ReceiveStream::new(64, 50, pool.clone());
+        let share = SenderShare::new(100);
+        let mut high = ReceiveStream::new(64, 100, pool.clone(), share.clone());
+        let mut normal = ReceiveStream::new(64, 100, pool.clone(), share);
+        let mut other = stream(&pool, 100);
+        high.on_data(two_of_40(1, 0));
+        // The same sender's second message waits for its first, though the pool has room;
+        // another sender's does not.
+        assert_eq!(normal.on_data(two_of_40(1, 0)).over_budget, 1);
+        assert!(other.on_data(two_of_40(1, 0)).consumed);
+        high.on_data(two_of_40(2, 1));
+        assert!(normal.resume().consumed);
+        assert_eq!(pool.used(), 160);
+    }
+
+    #[test]
+    fn a_message_certainly_too_large_is_skipped_without_taking_memory() {
+        let pool = ReassemblyPool::new(1000);
+        let mut receiver = stream(&pool, 50);
         let fragment = |seq: u64, index: u32| Fragment {
             seq,
             fragment: index,
@@ -625,13 +896,36 @@ mod tests {
             tag: 7,
             payload: Bytes::from(vec![1u8; 40]),
         };
-        receiver.on_data(fragment(1, 0));
-        assert_eq!(pool.used(), 40);
-        // 80 bytes would be over max_message_bytes (50): skipped, its bytes released
-        // before its last fragment arrives.
-        assert_eq!(receiver.on_data(fragment(2, 1)).oversized, 1);
+        // At least 81 bytes (two of 40 and one more) is over max_message_bytes (50).
+        assert_eq!(receiver.on_data(fragment(1, 0)).oversized, 1);
         assert_eq!(pool.used(), 0);
+        assert!(receiver.on_data(fragment(2, 1)).messages.is_empty());
         assert!(receiver.on_data(fragment(3, 2)).messages.is_empty());
+        let after = Fragment {
+            fragments: 2,
+            payload: Bytes::from(vec![1u8; 20]),
+            ..fragment(4, 0)
+        };
+        assert!(receiver.on_data(after).consumed, "the stream goes on");
+        let last = Fragment {
+            fragments: 2,
+            payload: Bytes::from(vec![1u8; 20]),
+            ..fragment(5, 1)
+        };
+        assert_eq!(receiver.on_data(last).messages.len(), 1);
+    }
+
+    #[test]
+    fn a_fragment_longer_than_its_first_breaks_only_its_message() {
+        let pool = ReassemblyPool::new(1000);
+        let mut receiver = stream(&pool, 1000);
+        receiver.on_data(two_of_40(1, 0));
+        let long = Fragment {
+            payload: Bytes::from(vec![1u8; 41]),
+            ..two_of_40(2, 1)
+        };
+        let received = receiver.on_data(long);
+        assert!(received.broken && received.messages.is_empty());
         assert_eq!(pool.used(), 0);
     }
 }

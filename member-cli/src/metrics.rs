@@ -400,6 +400,11 @@ fn legacy_counters(out: &mut DescriptorEncoder, l: &LegacyStats) -> fmt::Result 
             l.from_departed,
         ),
         (
+            "cohort_legacy_from_strangers",
+            "Legacy packets refused from senders in no view",
+            l.from_strangers,
+        ),
+        (
             "cohort_legacy_duplicates",
             "Legacy fragments received again",
             l.duplicates,
@@ -411,7 +416,7 @@ fn legacy_counters(out: &mut DescriptorEncoder, l: &LegacyStats) -> fmt::Result 
         ),
         (
             "cohort_legacy_reassembly_over_budget",
-            "Legacy messages skipped: joining them would exceed max_reassembly_bytes",
+            "Legacy messages that waited for reassembly memory (first fragment held back)",
             l.reassembly_over_budget,
         ),
         (

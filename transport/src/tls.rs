@@ -895,6 +895,15 @@ fn format_utc(seconds: u64) -> String {
     format!("{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}Z")
 }
 
+/// Whether a DER certificate's basic constraints make it a CA: `Some(false)` when the
+/// extension is absent or says no, `None` when the DER cannot be read. This is the reader
+/// [`TlsSettings::load`] applies to each certificate of the CA file; it is public for the
+/// fuzz target only.
+#[doc(hidden)]
+pub fn der_is_ca(certificate: &[u8]) -> Option<bool> {
+    der::is_ca(certificate)
+}
+
 /// Just enough DER reading to find a certificate's basic constraints, which rustls does
 /// not expose for trust anchors.
 mod der {

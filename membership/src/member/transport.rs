@@ -109,13 +109,9 @@ impl Transport {
     }
 
     /// A view being prepared, whose members may send application messages from now on
-    /// (see `QuicMessenger::expect_view`; the legacy side admits by its own rules).
+    /// (see `QuicMessenger::expect_view`; the legacy protocol follows the same rule).
     pub fn expect_view(&self, view: &View) {
-        match self {
-            Transport::Quic(m) => m.expect_view(view),
-            Transport::Legacy(_) => {}
-            Transport::Bridge(m) => m.quic().expect_view(view),
-        }
+        each!(self, m => m.expect_view(view))
     }
 
     /// Counters of the legacy protocol (`None` on QUIC alone).
