@@ -671,7 +671,7 @@ mod tests {
             // Deliver in reverse (reordering), dropping every `loss_every`-th.
             for fragment in out.into_iter().rev() {
                 sent += 1;
-                if loss_every > 0 && sent % loss_every == 0 {
+                if loss_every > 0 && sent.is_multiple_of(loss_every) {
                     continue;
                 }
                 let received = receiver.on_data(fragment);

@@ -97,13 +97,13 @@ impl Dispatcher {
     /// Subscribes to messages of type `M`. One subscription per tag; dropping it frees the tag.
     pub fn subscribe<M: Message>(self: &Arc<Self>) -> Result<Subscription<M>, SubscribeError> {
         let mut routes = lock(&self.routes);
-        if let Some(existing) = routes.get(&M::TAG) {
-            if !existing.tx.is_closed() {
-                return Err(SubscribeError::AlreadySubscribed {
-                    tag: M::TAG,
-                    existing: existing.type_name,
-                });
-            }
+        if let Some(existing) = routes.get(&M::TAG)
+            && !existing.tx.is_closed()
+        {
+            return Err(SubscribeError::AlreadySubscribed {
+                tag: M::TAG,
+                existing: existing.type_name,
+            });
         }
         let (tx, rx) = mpsc::channel(self.capacity);
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);

@@ -4,7 +4,8 @@
 //! is the oldest eligible member: the oldest locator if the view has one, else the oldest
 //! non-admin member. The elder (for distributed locking) is the oldest non-admin member.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::fmt;
 use std::sync::Arc;
 
@@ -28,23 +29,84 @@ impl fmt::Display for ViewId {
 
 /// One membership view. Cheap to clone (shared). Two views are equal if they have the same
 /// id and the same members (by uuid) in the same order.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// Membership tests are O(1): a view keeps the place of each uuid beside the list, since
+/// `Gms` asks "is this sender a member?" of every message, and with 10,000 members a linear
+/// scan was most of the work of a view change. On the wire a view is its id and its member
+/// list only ([`ViewWire`]); a decoded view is rebuilt by [`View::new`], so a list that names
+/// a member twice keeps its first place there too.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(from = "ViewWire", into = "ViewWire")]
 pub struct View {
     id: ViewId,
     members: Arc<[MemberId]>,
+    /// The index in `members` of each member's uuid.
+    places: Arc<HashMap<Uuid, usize>>,
+    /// The indices in `members` of the locators, oldest first: finding the coordinator
+    /// must not scan a view of 10,000 members that holds no locator.
+    locators: Arc<[usize]>,
 }
+
+/// A view as it is encoded: the fields `View` had before it kept an index, in the same order,
+/// so the bytes are unchanged.
+#[derive(Serialize, Deserialize)]
+struct ViewWire {
+    id: ViewId,
+    members: Vec<MemberId>,
+}
+
+impl From<ViewWire> for View {
+    fn from(wire: ViewWire) -> Self {
+        View::new(wire.id, wire.members)
+    }
+}
+
+impl From<View> for ViewWire {
+    fn from(view: View) -> Self {
+        ViewWire {
+            id: view.id,
+            members: view.members.to_vec(),
+        }
+    }
+}
+
+impl PartialEq for View {
+    fn eq(&self, other: &Self) -> bool {
+        // `MemberId`s are equal by uuid; the index follows from the list.
+        self.id == other.id && self.members == other.members
+    }
+}
+
+impl Eq for View {}
 
 impl View {
     /// A view with these members, oldest first. A member listed twice keeps its first place.
     pub fn new(id: ViewId, members: impl IntoIterator<Item = MemberId>) -> Self {
-        let mut seen = HashSet::new();
+        let mut places = HashMap::new();
         let members: Vec<MemberId> = members
             .into_iter()
-            .filter(|m| seen.insert(m.uuid()))
+            .filter(|m| {
+                let next = places.len();
+                match places.entry(m.uuid()) {
+                    Entry::Occupied(_) => false,
+                    Entry::Vacant(slot) => {
+                        slot.insert(next);
+                        true
+                    }
+                }
+            })
+            .collect();
+        let locators: Vec<usize> = members
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| m.kind() == MemberKind::Locator)
+            .map(|(place, _)| place)
             .collect();
         View {
             id,
             members: members.into(),
+            places: Arc::new(places),
+            locators: locators.into(),
         }
     }
 
@@ -75,7 +137,7 @@ impl View {
 
     /// True if the member with this uuid is in the view.
     pub fn contains_uuid(&self, uuid: Uuid) -> bool {
-        self.members.iter().any(|m| m.uuid() == uuid)
+        self.places.contains_key(&uuid)
     }
 
     /// True if the member is in the view.
@@ -85,24 +147,21 @@ impl View {
 
     /// The view's entry for a uuid.
     pub fn member(&self, uuid: Uuid) -> Option<&MemberId> {
-        self.members.iter().find(|m| m.uuid() == uuid)
+        self.places.get(&uuid).map(|&place| &self.members[place])
     }
 
     /// The oldest eligible member: the oldest locator, else the oldest non-admin member.
     pub fn coordinator(&self) -> Option<&MemberId> {
-        self.members
-            .iter()
-            .find(|m| m.kind() == MemberKind::Locator)
-            .or_else(|| self.elder())
+        self.coordinator_among(|_| true)
     }
 
     /// The member that would coordinate if only the members `keep` accepts were left: what
     /// [`View::coordinator`] becomes once suspected or crashed members are gone.
     pub fn coordinator_among(&self, keep: impl Fn(&MemberId) -> bool) -> Option<&MemberId> {
-        self.members
+        self.locators
             .iter()
-            .filter(|m| keep(m))
-            .find(|m| m.kind() == MemberKind::Locator)
+            .map(|&place| &self.members[place])
+            .find(|m| keep(m))
             .or_else(|| {
                 self.members
                     .iter()

@@ -167,10 +167,10 @@ impl Departed {
     fn insert(&mut self, uuid: Uuid) {
         if self.set.insert(uuid) {
             self.order.push_back(uuid);
-            if self.order.len() > DEPARTED_MEMORY {
-                if let Some(oldest) = self.order.pop_front() {
-                    self.set.remove(&oldest);
-                }
+            if self.order.len() > DEPARTED_MEMORY
+                && let Some(oldest) = self.order.pop_front()
+            {
+                self.set.remove(&oldest);
             }
         }
     }

@@ -38,6 +38,8 @@
 //!   the full view; after heartbeats flowed for a while 10% of them, chosen by the seed,
 //!   crash — views installed until every survivor's view lacks them all; and protocol
 //!   messages sent over both phases (one per recipient, heartbeats not counted) per member.
+//! - `membership.sim10000.form_views`, `.crash100_views`, `.msgs_per_member`: the same at
+//!   10,000 members, of which 1% (100) crash at once; one seed (a few minutes of CPU).
 //! - `membership.chaos.schedules`, `.violations` (count): random fault schedules of
 //!   [`cohort_tests::chaos`] over a fixed range of seeds (5–10 members formed, 10–25 s of
 //!   faults, then healed), and how many of them broke an invariant.
@@ -63,8 +65,12 @@ const LIMIT: Duration = Duration::from_secs(30);
 const POLL: Duration = Duration::from_millis(2);
 /// The cluster size of the crash and idle figures.
 const CRASH_CLUSTER: usize = 20;
-/// The cluster size of the simulation.
-const SIM_MEMBERS: usize = 1000;
+/// The simulations: members, the share of them that crash at once (in percent), and the
+/// figures' prefix.
+const SIMULATIONS: [(usize, usize, &str, &str); 2] = [
+    (1000, 10, "membership.sim1000", "crash10_views"),
+    (10_000, 1, "membership.sim10000", "crash100_views"),
+];
 
 /// How much of everything to run.
 struct Counts {
@@ -77,8 +83,9 @@ struct Counts {
     idle_window: Duration,
     /// Quiet time before the first idle window (connections set up, views settled).
     settle: Duration,
-    /// Simulation seeds.
+    /// Simulation seeds of the 1,000-member run, and of the 10,000-member one.
     seeds: Vec<u64>,
+    large_seeds: Vec<u64>,
     /// Seeds of the random fault schedules.
     chaos_seeds: std::ops::Range<u64>,
 }
@@ -93,6 +100,7 @@ impl Counts {
                 idle_window: Duration::from_secs(1),
                 settle: Duration::from_secs(1),
                 seeds: vec![1, 2, 3],
+                large_seeds: vec![1],
                 chaos_seeds: 0..100,
             }
         } else {
@@ -103,6 +111,7 @@ impl Counts {
                 idle_window: Duration::from_secs(4),
                 settle: Duration::from_secs(3),
                 seeds: vec![1, 2, 3, 4, 5],
+                large_seeds: vec![1],
                 chaos_seeds: 0..2000,
             }
         }
@@ -442,29 +451,41 @@ struct SimOutcome {
     messages_per_member: f64,
 }
 
-/// `sim1000.form_views`, `.crash10_views`, `.msgs_per_member`: one seed per repetition,
-/// each on a blocking thread (the simulation is pure computation).
+/// `sim1000.*` and `sim10000.*` (form views, crash views, messages per member): one seed
+/// per repetition, each on a blocking thread (the simulation is pure computation).
 async fn simulation(counts: &Counts, report: &mut Report) -> Result<(), String> {
-    let (mut form, mut crash, mut messages) = (Vec::new(), Vec::new(), Vec::new());
-    for &seed in &counts.seeds {
-        let outcome = tokio::task::spawn_blocking(move || simulate(seed))
-            .await
-            .map_err(|error| format!("simulation seed {seed}: {}", panic_message(error)))??;
-        form.push(outcome.form_views);
-        crash.push(outcome.crash_views);
-        messages.push(outcome.messages_per_member);
+    for (size, crash_percent, prefix, crash_name) in SIMULATIONS {
+        let seeds = if size > 1000 {
+            &counts.large_seeds
+        } else {
+            &counts.seeds
+        };
+        let (mut form, mut crash, mut messages) = (Vec::new(), Vec::new(), Vec::new());
+        for &seed in seeds {
+            let outcome = tokio::task::spawn_blocking(move || simulate(seed, size, crash_percent))
+                .await
+                .map_err(|error| {
+                    format!(
+                        "simulation of {size}, seed {seed}: {}",
+                        panic_message(error)
+                    )
+                })??;
+            form.push(outcome.form_views);
+            crash.push(outcome.crash_views);
+            messages.push(outcome.messages_per_member);
+        }
+        report.add(Figure::new(format!("{prefix}.form_views"), "views", form));
+        report.add(Figure::new(
+            format!("{prefix}.{crash_name}"),
+            "views",
+            crash,
+        ));
+        report.add(Figure::new(
+            format!("{prefix}.msgs_per_member"),
+            "msgs",
+            messages,
+        ));
     }
-    report.add(Figure::new("membership.sim1000.form_views", "views", form));
-    report.add(Figure::new(
-        "membership.sim1000.crash10_views",
-        "views",
-        crash,
-    ));
-    report.add(Figure::new(
-        "membership.sim1000.msgs_per_member",
-        "msgs",
-        messages,
-    ));
     Ok(())
 }
 
@@ -501,18 +522,22 @@ async fn chaos_schedules(counts: &Counts, report: &mut Report) -> Result<(), Str
 }
 
 /// 1,000 members form, heartbeats flow, 10% crash and are removed (see the module docs).
-fn simulate(seed: u64) -> Result<SimOutcome, String> {
+fn simulate(seed: u64, size: usize, crash_percent: usize) -> Result<SimOutcome, String> {
     let mut sim = Sim::new(seed);
     let allow: Arc<dyn Authenticator> = Arc::new(AllowAll);
-    let members = sim.try_form(SIM_MEMBERS, &allow, Duration::from_secs(60))?;
-    sim.try_run_until("every member holds the full view", LIMIT, |s| {
-        all_hold_views_of(s, &members, SIM_MEMBERS)
-    })?;
+    // Forming 10,000 members takes longer than the suite's usual bound, in virtual time.
+    let limit = LIMIT * (size / 1000).max(1) as u32;
+    let members = sim.try_form(size, &allow, limit)?;
+    sim.try_run_until(
+        "every member holds the full view",
+        limit,
+        all_hold_views_of(&members, size),
+    )?;
     let form_views = sim.invariants.len();
     // Heartbeats flow for a while: a neighbour never heard from gets a longer grace.
     let settled = sim.now + Duration::from_secs(2);
     sim.try_run_until("heartbeats flow", LIMIT, |s| s.now >= settled)?;
-    let victims = crash_tenth(&mut sim, &members);
+    let victims = crash_some(&mut sim, &members, crash_percent);
     let live: Vec<usize> = members
         .iter()
         .copied()
@@ -520,22 +545,24 @@ fn simulate(seed: u64) -> Result<SimOutcome, String> {
         .collect();
     let before = sim.invariants.len();
     // No joins meanwhile: a view of exactly the survivors' count lacks every victim.
-    sim.try_run_until("every crashed member is removed", LIMIT, |s| {
-        all_hold_views_of(s, &live, live.len())
-    })?;
+    sim.try_run_until(
+        "every crashed member is removed",
+        LIMIT,
+        all_hold_views_of(&live, live.len()),
+    )?;
     Ok(SimOutcome {
         form_views: form_views as f64,
         crash_views: (sim.invariants.len() - before) as f64,
-        messages_per_member: sim.messages_sent as f64 / SIM_MEMBERS as f64,
+        messages_per_member: sim.messages_sent as f64 / size as f64,
     })
 }
 
-/// Crashes a seeded choice of a tenth of `members` (the coordinator may be among them);
+/// Crashes a seeded choice of `percent`% of `members` (the coordinator may be among them);
 /// returns their indices.
-fn crash_tenth(sim: &mut Sim, members: &[usize]) -> Vec<usize> {
+fn crash_some(sim: &mut Sim, members: &[usize], percent: usize) -> Vec<usize> {
     let mut pool = members.to_vec();
     let mut victims = Vec::new();
-    while victims.len() < members.len() / 10 && !pool.is_empty() {
+    while victims.len() < members.len() * percent / 100 && !pool.is_empty() {
         let pick = (sim.random() % pool.len() as u64) as usize;
         let victim = pool.swap_remove(pick);
         sim.dead[victim] = true;
@@ -544,11 +571,20 @@ fn crash_tenth(sim: &mut Sim, members: &[usize]) -> Vec<usize> {
     victims
 }
 
-/// True when every one of `members` holds a view of `size`.
-fn all_hold_views_of(sim: &Sim, members: &[usize], size: usize) -> bool {
-    members
-        .iter()
-        .all(|&i| sim.members[i].view().is_some_and(|v| v.len() == size))
+/// A condition for [`Sim::try_run_until`]: every one of `members` holds a view of `size`.
+/// It looks only after an installation, since with 10,000 members a scan at every step
+/// would be most of the work.
+fn all_hold_views_of(members: &[usize], size: usize) -> impl FnMut(&Sim) -> bool + '_ {
+    let mut looked_at = None;
+    move |sim| {
+        if looked_at == Some(sim.views_installed) {
+            return false;
+        }
+        looked_at = Some(sim.views_installed);
+        members
+            .iter()
+            .all(|&i| sim.members[i].view().is_some_and(|v| v.len() == size))
+    }
 }
 
 /// The panic message of a failed blocking task, if it has one.
