@@ -975,10 +975,11 @@ impl Gms {
         };
         if self.vote.base() > base.id() {
             // It voted on a newer base than it installed: it missed a decision. It asks,
-            // and tries again later with what it has pending.
+            // and runs its round all the same: phase 1 on its own base finds the decided
+            // proposal (this member kept its own vote on it), so the round can only decide
+            // it again. Waiting for the answers instead would wait for ever if the members
+            // that installed the decision are all gone (chaos seed 2577).
             self.catch_up(now);
-            self.batch_at = Some(now + self.config.member_timeout);
-            return;
         }
         let leaving: Vec<MemberId> = take_in(&mut self.pending_leaves, &base);
         let crashed: Vec<MemberId> = take_in(&mut self.pending_removals, &base);
@@ -1018,11 +1019,12 @@ impl Gms {
             .tried
             .filter(|(b, _)| *b == base.id())
             .map(|(_, round)| round);
-        let first_try = tried.is_none() && self.vote.promised().is_none();
+        let promised = self.vote.promised_for(base.id());
+        let first_try = tried.is_none() && promised.is_none();
         let round = if base.coordinator() == Some(&self.me) && first_try {
             0
         } else {
-            let promised = self.vote.promised().map_or(0, |b| b.round);
+            let promised = promised.map_or(0, |b| b.round);
             promised.max(tried.unwrap_or(0)) + 1
         };
         let ballot = Ballot {
@@ -1466,7 +1468,7 @@ impl Gms {
     }
 
     /// A decision is installed when this member can vouch for it: it accepted exactly that
-    /// proposal, or promised its ballot, or it comes from its view's coordinator in round 0
+    /// proposal for its base (under any ballot), or promised its ballot, or it comes from its view's coordinator in round 0
     /// (or, for a joiner, from the coordinator it asked or the proposer, naming it). Any
     /// other decision of a newer view is only a sign that this member is behind: it asks
     /// its view's members, and a weighted majority of answers decides.
@@ -1482,13 +1484,19 @@ impl Gms {
                         || (by_proposer && decision.proposal.view.contains(from)))
             }
             Role::Member | Role::Leaving { .. } => {
-                let accepted_it = self.vote.base() == decision.base
-                    && self
-                        .vote
-                        .accepted()
-                        .is_some_and(|(b, p)| *b == decision.ballot && *p == decision.proposal);
-                let promised_it = self.vote.base() == decision.base
-                    && self.vote.promised() == Some(decision.ballot);
+                // The proposal it accepted for this base, under whatever ballot: once a
+                // proposal is decided, every higher ballot carries the same one (Paxos), so
+                // a member that accepted it under a later proposer's higher ballot, after
+                // the first had decided, must take that decision too. Requiring the ballot
+                // as well left such members asking a majority that had not installed it
+                // either, for ever (chaos seed 13090). Geode's members likewise compare the
+                // view they are told to install with the one they prepared, not who
+                // prepared it.
+                let accepted_it = self
+                    .vote
+                    .accepted_for(decision.base)
+                    .is_some_and(|(_, p)| *p == decision.proposal);
+                let promised_it = self.vote.promised_for(decision.base) == Some(decision.ballot);
                 let coordinator_round_0 = decision.base == self.view_id()
                     && decision.ballot.round == 0
                     && self.view.as_ref().and_then(View::coordinator) == Some(from);
@@ -1579,6 +1587,20 @@ impl Gms {
             return;
         };
         if !view.contains(from) {
+            return;
+        }
+        // The decision of this member's own base, of the very proposal it accepted: it can
+        // vouch for that one as if the proposer had told it (see `on_decide`). Waiting for
+        // a majority that moved on instead waits for ever when the decision reached only a
+        // minority before its proposer died, and the rest of the majority that accepted it
+        // is waiting too (chaos seeds 34624 and 52518).
+        let vouched = decision.base == view.id()
+            && self
+                .vote
+                .accepted_for(decision.base)
+                .is_some_and(|(_, p)| *p == decision.proposal);
+        if vouched {
+            self.conclude_catch_up(now, Some(decision), false);
             return;
         }
         catch_up.answers.insert(from.uuid(), decision);

@@ -7,10 +7,19 @@
 //! anything for a base older than the installed view                             ─► Reject{installed}
 //! ```
 //!
-//! A message for a newer base than the one voted on resets the vote: a proposal for base k
-//! exists only once view k was decided, so nothing older can be decided any more. A member
-//! behind its cluster (it missed view k's decision) may so vote on base k before it installs
-//! view k, which is safe: what a vote promises depends on no view.
+//! A message for a newer base than the installed view is voted on as well: a proposal for
+//! base k exists only once view k was decided, and a member behind its cluster (it missed
+//! view k's decision) may so vote on base k before it installs view k, which is safe: what a
+//! vote promises depends on no view. What it promised and accepted for the older bases it
+//! has not seen decided is kept, per base, until it installs a newer view: those decrees
+//! are decided, but the members still on them may need this member's acceptance to learn
+//! their value. (Forgetting it broke liveness, chaos seed 2577: the one member of the
+//! majority that had voted ahead refused the successor's phase 1 for the base everyone else
+//! was still on, as stale, and the decision made there, whose only installers had died,
+//! could never be found again. Geode's members likewise keep their prepared view until they
+//! install a newer one, and answer a new coordinator's view query with it.)
+
+use std::collections::BTreeMap;
 
 use cohort_transport::ViewId;
 
@@ -19,59 +28,86 @@ use crate::messages::{Ballot, Proposal};
 /// Why a vote was refused, for the proposer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Refusal {
-    /// The base is older than what this member has installed or voted on.
+    /// The base is older than what this member has installed.
     Stale,
     /// A higher ballot was promised for this base.
     Outbid(Ballot),
 }
 
-/// The state of one member's vote on the change from one base view.
-#[derive(Debug)]
-pub(crate) struct Vote {
-    base: ViewId,
+/// One acceptor's state for the change from one base view.
+#[derive(Clone, Debug, Default)]
+struct Decree {
     promised: Option<Ballot>,
     accepted: Option<(Ballot, Proposal)>,
+}
+
+/// The state of one member's votes on the changes from its installed view and from any
+/// newer base it was asked about.
+#[derive(Debug)]
+pub(crate) struct Vote {
+    /// The installed view: older bases are refused.
+    installed: ViewId,
+    /// Per base, from the installed view on.
+    decrees: BTreeMap<ViewId, Decree>,
 }
 
 impl Vote {
     /// No vote yet on the change from `base`.
     pub(crate) fn new(base: ViewId) -> Self {
         Vote {
-            base,
-            promised: None,
-            accepted: None,
+            installed: base,
+            decrees: BTreeMap::new(),
         }
     }
 
-    /// The base view voted on.
+    /// The newest base voted on (the installed view if none newer).
     pub(crate) fn base(&self) -> ViewId {
-        self.base
+        self.decrees
+            .keys()
+            .next_back()
+            .copied()
+            .unwrap_or(self.installed)
+            .max(self.installed)
     }
 
-    /// The highest ballot promised for the base.
+    fn newest(&self) -> Option<&Decree> {
+        self.decrees.get(&self.base())
+    }
+
+    /// The highest ballot promised for the newest base.
     pub(crate) fn promised(&self) -> Option<Ballot> {
-        self.promised
+        self.newest().and_then(|d| d.promised)
     }
 
-    /// The proposal accepted for the base, with its ballot.
+    /// The proposal accepted for the newest base, with its ballot.
     pub(crate) fn accepted(&self) -> Option<&(Ballot, Proposal)> {
-        self.accepted.as_ref()
+        self.newest().and_then(|d| d.accepted.as_ref())
     }
 
-    /// A view newer than the base was installed: vote on the change from it from now on.
+    /// The highest ballot promised for `base`.
+    pub(crate) fn promised_for(&self, base: ViewId) -> Option<Ballot> {
+        self.decrees.get(&base).and_then(|d| d.promised)
+    }
+
+    /// The proposal accepted for `base`, with its ballot.
+    pub(crate) fn accepted_for(&self, base: ViewId) -> Option<&(Ballot, Proposal)> {
+        self.decrees.get(&base).and_then(|d| d.accepted.as_ref())
+    }
+
+    /// View `view` was installed: votes on older bases are over.
     pub(crate) fn installed(&mut self, view: ViewId) {
-        if view > self.base {
-            *self = Vote::new(view);
+        if view > self.installed {
+            self.installed = view;
+            self.decrees.retain(|base, _| *base >= view);
         }
     }
 
-    /// Brings the vote to `base`, or refuses a base already left behind.
-    fn on_base(&mut self, base: ViewId) -> Result<(), Refusal> {
-        if base < self.base {
+    /// The decree of `base`, or a refusal of a base already left behind.
+    fn on_base(&mut self, base: ViewId) -> Result<&mut Decree, Refusal> {
+        if base < self.installed {
             return Err(Refusal::Stale);
         }
-        self.installed(base);
-        Ok(())
+        Ok(self.decrees.entry(base).or_default())
     }
 
     /// Phase 1: promises `ballot` for `base` and returns what was accepted for it.
@@ -80,12 +116,12 @@ impl Vote {
         base: ViewId,
         ballot: Ballot,
     ) -> Result<Option<(Ballot, Proposal)>, Refusal> {
-        self.on_base(base)?;
-        match self.promised {
+        let decree = self.on_base(base)?;
+        match decree.promised {
             Some(promised) if promised > ballot => Err(Refusal::Outbid(promised)),
             _ => {
-                self.promised = Some(ballot);
-                Ok(self.accepted.clone())
+                decree.promised = Some(ballot);
+                Ok(decree.accepted.clone())
             }
         }
     }
@@ -97,12 +133,12 @@ impl Vote {
         ballot: Ballot,
         proposal: Proposal,
     ) -> Result<(), Refusal> {
-        self.on_base(base)?;
-        match self.promised {
+        let decree = self.on_base(base)?;
+        match decree.promised {
             Some(promised) if promised > ballot => Err(Refusal::Outbid(promised)),
             _ => {
-                self.promised = Some(ballot);
-                self.accepted = Some((ballot, proposal));
+                decree.promised = Some(ballot);
+                decree.accepted = Some((ballot, proposal));
                 Ok(())
             }
         }
@@ -153,21 +189,32 @@ mod tests {
     }
 
     #[test]
-    fn a_newer_base_resets_the_vote_and_an_older_one_is_refused() {
+    fn a_newer_base_keeps_the_vote_on_the_installed_one_until_a_newer_view_installs() {
         let mut vote = Vote::new(ViewId(4));
-        vote.collect(ViewId(4), ballot(3, 9)).expect("promised");
-        // Base 6 exists only once 5 was decided: the vote on base 4 is over.
+        vote.propose(ViewId(4), ballot(3, 9), proposal(5))
+            .expect("accepted");
+        // Base 6 exists only once 5 was decided; this member missed it and votes ahead.
         assert_eq!(vote.collect(ViewId(6), ballot(0, 1)), Ok(None));
         assert_eq!(vote.base(), ViewId(6));
+        // The members still on base 4 may need what it accepted there.
+        assert_eq!(
+            vote.collect(ViewId(4), ballot(5, 2)),
+            Ok(Some((ballot(3, 9), proposal(5))))
+        );
+        assert_eq!(
+            vote.propose(ViewId(4), ballot(4, 9), proposal(5)),
+            Err(Refusal::Outbid(ballot(5, 2)))
+        );
+        assert_eq!(
+            vote.accepted_for(ViewId(4)),
+            Some(&(ballot(3, 9), proposal(5)))
+        );
+        vote.installed(ViewId(5));
         assert_eq!(
             vote.propose(ViewId(4), ballot(9, 9), proposal(5)),
             Err(Refusal::Stale)
         );
-        vote.installed(ViewId(5));
-        assert_eq!(
-            vote.base(),
-            ViewId(6),
-            "installing an older view changes nothing"
-        );
+        assert_eq!(vote.base(), ViewId(6), "the vote on base 6 stays");
+        assert_eq!(vote.promised(), Some(ballot(0, 1)));
     }
 }
