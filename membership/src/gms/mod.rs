@@ -983,22 +983,22 @@ impl Gms {
         }
         let leaving: Vec<MemberId> = take_in(&mut self.pending_leaves, &base);
         let crashed: Vec<MemberId> = take_in(&mut self.pending_removals, &base);
-        if self.config.partition_detection {
-            if let Some(reason) = Quorum::new(&base).lost_to(&crashed) {
-                // This side is the minority: tell the members still here, and stop.
-                let survivors: Vec<MemberId> = others(&base, &self.me)
-                    .into_iter()
-                    .filter(|m| !crashed.contains(m))
-                    .collect();
-                self.send(
-                    survivors,
-                    GmsMessage::NetworkPartition {
-                        reason: reason.clone(),
-                    },
-                );
-                self.shut_down_for_partition(reason);
-                return;
-            }
+        if self.config.partition_detection
+            && let Some(reason) = Quorum::new(&base).lost_to(&crashed)
+        {
+            // This side is the minority: tell the members still here, and stop.
+            let survivors: Vec<MemberId> = others(&base, &self.me)
+                .into_iter()
+                .filter(|m| !crashed.contains(m))
+                .collect();
+            self.send(
+                survivors,
+                GmsMessage::NetworkPartition {
+                    reason: reason.clone(),
+                },
+            );
+            self.shut_down_for_partition(reason);
+            return;
         }
         let fresh = self.config.join_retry * 3;
         let joiners: Vec<MemberId> = std::mem::take(&mut self.pending_joins)
