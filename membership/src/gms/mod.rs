@@ -325,6 +325,9 @@ pub struct Gms {
     config: GmsConfig,
     authenticator: Arc<dyn Authenticator>,
     role: Role,
+    /// Members of this member's view refused it because a newer view, which it never
+    /// received, removed it: it is out although its installed view still lists it.
+    refused_by_newer_view: bool,
     view: Option<View>,
     /// The decision that made the installed view: the answer to a catch-up query.
     decided: Option<Decision>,
@@ -387,6 +390,7 @@ impl Gms {
             config,
             authenticator,
             role: Role::Idle,
+            refused_by_newer_view: false,
             view: None,
             decided: None,
             vote: Vote::new(ViewId(0)),
@@ -649,6 +653,13 @@ impl Gms {
     /// True while this member is in an installed view.
     pub fn is_member(&self) -> bool {
         matches!(self.role, Role::Member | Role::Leaving { .. })
+    }
+
+    /// True once this member knows it is out of the cluster's view: its installed view no
+    /// longer lists it, or members of that view refused it because a newer view removed
+    /// it (a leaver whose removal reached it only that way has left all the same).
+    pub fn is_out_of_view(&self) -> bool {
+        self.refused_by_newer_view || !self.view.as_ref().is_some_and(|v| v.contains(&self.me))
     }
 
     /// Starts a new cluster with this member alone in view 1 (no coordinator answered).
@@ -1704,6 +1715,7 @@ impl Gms {
                 tracing::warn!(member = ?self.me, %reason, "forced out");
                 let left = matches!(self.role, Role::Leaving { .. });
                 self.role = Role::Gone;
+                self.refused_by_newer_view = true;
                 self.detector.stop();
                 self.event(if left {
                     MembershipEvent::Left

@@ -851,7 +851,7 @@ impl Driver {
             MembershipEvent::Left => {
                 // Before the event goes out: whoever sees it sees an inactive member.
                 self.shared.active.send_replace(false);
-                let confirmed = !self.gms.view().is_some_and(|v| v.contains(&self.me));
+                let confirmed = self.gms.is_out_of_view();
                 if let Some(reply) = self.leaving.take() {
                     let _ = reply.send(confirmed);
                 }

@@ -8,8 +8,8 @@
 //!
 //! Prints a readable table (median, min, max of at least 3 repetitions per figure), then
 //! one line per figure, exactly `BENCH <name> <value> <unit>` (the median), and with
-//! `--json` writes the same figures to FILE. `--quick` uses small counts (under a minute in
-//! all). Exit status: 0, or 2 for a bad command line, 1 if a run failed.
+//! `--json` writes the same figures to FILE. `--quick` uses small counts (a few minutes in
+//! all, most of it the one 10,000-member simulation). Exit status: 0, or 2 for a bad command line, 1 if a run failed.
 //!
 //! - `report`: figures, repetitions, the table, the BENCH lines and the JSON.
 //! - `transport`: cohort's messenger against raw quinn and a TCP+TLS messenger.
@@ -27,7 +27,7 @@ use report::Report;
 
 const USAGE: &str = "usage: bench SUITE [--quick] [--json FILE]
   SUITE   transport | membership | all
-  --quick small counts (the whole run in under a minute)
+  --quick small counts (a few minutes, most of it the 10,000-member simulation)
   --json  also write the figures to FILE as JSON";
 
 /// What the command line asked for.
