@@ -33,7 +33,7 @@ impl fmt::Display for ViewId {
 /// Membership tests are O(1): a view keeps the place of each uuid beside the list, since
 /// `Gms` asks "is this sender a member?" of every message, and with 10,000 members a linear
 /// scan was most of the work of a view change. On the wire a view is its id and its member
-/// list only ([`ViewWire`]); a decoded view is rebuilt by [`View::new`], so a list that names
+/// list only; a decoded view is rebuilt by [`View::new`], so a list that names
 /// a member twice keeps its first place there too.
 #[derive(Clone, Serialize, Deserialize)]
 #[serde(from = "ViewWire", into = "ViewWire")]
