@@ -784,14 +784,19 @@ mod tests {
         ReceiveStream::new(64, max_message, pool.clone(), SenderShare::new(usize::MAX))
     }
 
-    fn two_of_40(seq: u64, index: u32) -> Fragment {
+    /// Fragment `index` of a two-fragment message numbered `seq`, `len` bytes long.
+    fn one_of_two(seq: u64, index: u32, len: usize) -> Fragment {
         Fragment {
             seq,
             fragment: index,
             fragments: 2,
             tag: 7,
-            payload: Bytes::from(vec![index as u8; 40]),
+            payload: Bytes::from(vec![index as u8; len]),
         }
+    }
+
+    fn two_of_40(seq: u64, index: u32) -> Fragment {
+        one_of_two(seq, index, 40)
     }
 
     #[test]
@@ -839,23 +844,9 @@ mod tests {
         );
         a.on_data(two_of_40(1, 0));
         // big needs 100 (2 x 50) and waits; small (2 x 10) would fit, but comes after it.
-        let first = Fragment {
-            seq: 1,
-            fragment: 0,
-            fragments: 2,
-            tag: 7,
-            payload: Bytes::from(vec![0u8; 50]),
-        };
-        assert_eq!(big.on_data(first).over_budget, 1);
-        let tiny = Fragment {
-            seq: 1,
-            fragment: 0,
-            fragments: 2,
-            tag: 7,
-            payload: Bytes::from(vec![0u8; 10]),
-        };
+        assert_eq!(big.on_data(one_of_two(1, 0, 50)).over_budget, 1);
         assert_eq!(
-            small.on_data(tiny).over_budget,
+            small.on_data(one_of_two(1, 0, 10)).over_budget,
             1,
             "not ahead of the one waiting"
         );

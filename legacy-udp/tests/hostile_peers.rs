@@ -89,6 +89,18 @@ impl Raw {
             .expect("send on loopback");
     }
 
+    /// Sends `message` whole (one fragment) to `to`, as number `seq` on `priority`.
+    async fn send_whole<M: Message>(
+        &self,
+        to: &MemberId,
+        priority: Priority,
+        seq: u64,
+        message: &M,
+    ) {
+        self.data(to, priority, seq, 0, 1, M::TAG, encode(message))
+            .await;
+    }
+
     /// Waits until `to` acknowledges everything up to `seq` on `priority`.
     async fn acknowledged(&self, priority: Priority, seq: u64) {
         let deadline = Instant::now() + PATIENCE;
@@ -139,15 +151,7 @@ async fn a_stranger_that_was_heard_once_still_cannot_deliver_application_message
     // What a joiner sends is taken: a protocol message on Control.
     let stranger = Raw::bind("stranger").await;
     stranger
-        .data(
-            &me,
-            Priority::Control,
-            1,
-            0,
-            1,
-            Knock::TAG,
-            encode(&Knock(1)),
-        )
+        .send_whole(&me, Priority::Control, 1, &Knock(1))
         .await;
     let knock = timeout(PATIENCE, knocks.recv())
         .await
@@ -164,27 +168,11 @@ async fn a_stranger_that_was_heard_once_still_cannot_deliver_application_message
         (1, Priority::Bulk),
     ] {
         stranger
-            .data(
-                &me,
-                priority,
-                seq,
-                0,
-                1,
-                Note::TAG,
-                encode(&Note(b"forged".to_vec())),
-            )
+            .send_whole(&me, priority, seq, &Note(b"forged".to_vec()))
             .await;
     }
     stranger
-        .data(
-            &me,
-            Priority::Control,
-            2,
-            0,
-            1,
-            Note::TAG,
-            encode(&Note(b"forged".to_vec())),
-        )
+        .send_whole(&me, Priority::Control, 2, &Note(b"forged".to_vec()))
         .await;
     let refused = Instant::now() + PATIENCE;
     while target.stats().from_strangers < 4 {
@@ -227,15 +215,7 @@ async fn a_stranger_may_not_send_application_messages_on_control() {
     // Its first packet at all, on Control but with an application tag: refused, and the
     // stranger is not put on record by it.
     stranger
-        .data(
-            &me,
-            Priority::Control,
-            1,
-            0,
-            1,
-            Note::TAG,
-            encode(&Note(b"forged".to_vec())),
-        )
+        .send_whole(&me, Priority::Control, 1, &Note(b"forged".to_vec()))
         .await;
     let refused = Instant::now() + PATIENCE;
     while target.stats().from_strangers < 1 {
@@ -249,15 +229,7 @@ async fn a_stranger_may_not_send_application_messages_on_control() {
     // The same sequence number with a protocol message is taken: the refused one was not
     // consumed, so nothing is out of step.
     stranger
-        .data(
-            &me,
-            Priority::Control,
-            1,
-            0,
-            1,
-            Knock::TAG,
-            encode(&Knock(7)),
-        )
+        .send_whole(&me, Priority::Control, 1, &Knock(7))
         .await;
     let knock = timeout(PATIENCE, knocks.recv())
         .await

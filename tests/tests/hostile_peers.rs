@@ -29,6 +29,7 @@ use cohort_transport::{
     MemberId, MemberKind, Message, Messenger, QuicConfig, QuicMessenger, Tag, TransportEvent,
 };
 use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast;
 use uuid::Uuid;
 
 /// A membership-range message (below `Tag::FIRST_APPLICATION`): what a process outside
@@ -159,10 +160,32 @@ async fn a_peer_outside_the_view_that_never_answers_is_given_up() {
         || member.peer_stats(&vanished).is_none(),
     )
     .await;
-    // No more dials to it once it is forgotten (one may have been under way).
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    while events.try_recv().is_ok() {}
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    // No more dials to it once it is forgotten. The window to look in is the member's own,
+    // not a sleep: a second vanished peer, sent to only now, is dialed, its dial fails
+    // after the handshake timeout (by then any dial to the first that was under way has
+    // ended too), and it is forgotten in turn. The first must not be dialed after that
+    // failure.
+    let (_witness_socket, witness_address) = silent_address().await;
+    let witness = MemberId::new("witness", witness_address, MemberKind::Member);
+    send_until_taken(&member, Probe(2), std::slice::from_ref(&witness)).await;
+    within("the witness's dial fails", PATIENCE, async {
+        loop {
+            match events.recv().await {
+                Ok(TransportEvent::DialFailed { member, .. })
+                    if member.uuid() == witness.uuid() =>
+                {
+                    break;
+                }
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => panic!("the member stopped"),
+            }
+        }
+    })
+    .await;
+    wait_until("the witness is given up", Duration::from_secs(5), || {
+        member.peer_stats(&witness).is_none()
+    })
+    .await;
     let mut dials = 0;
     while let Ok(event) = events.try_recv() {
         if matches!(event, TransportEvent::DialFailed { ref member, .. } if member.uuid() == vanished.uuid())
@@ -287,8 +310,24 @@ async fn dials_to_peers_outside_the_view_cannot_hold_back_a_final_check_or_a_vie
     checker
         .send_outside_view(&Probe(0), &vanished)
         .expect("send");
-    // Let those dials take their permits first.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Those dials take their permits first: wait until as many vanished joiners as there
+    // are permits for dials outside the view have received a handshake's first packet.
+    let permits = QuicConfig::default().max_dials_outside_view;
+    let mut dialed = vec![false; sockets.len()];
+    wait_until(
+        "dials outside the view hold their permits",
+        PATIENCE,
+        || {
+            let mut buf = [0u8; 1500];
+            for (socket, dialed) in sockets.iter().zip(dialed.iter_mut()) {
+                while socket.try_recv_from(&mut buf).is_ok() {
+                    *dialed = true;
+                }
+            }
+            dialed.iter().filter(|d| **d).count() >= permits
+        },
+    )
+    .await;
 
     let started = Instant::now();
     let answer = checker
@@ -426,8 +465,12 @@ async fn after_a_one_way_connection_loss_the_smaller_member_takes_the_new_dial_a
 
     // The larger member loses the connection; its close never reaches the smaller one.
     smaller.faults().block_from(larger.address());
+    let dropped_before = smaller.faults().dropped();
     first.close(CloseCode::Reset.varint(), b"lost");
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    wait_until("the close is lost on its way", PATIENCE, || {
+        smaller.faults().dropped() > dropped_before
+    })
+    .await;
     smaller.faults().heal();
 
     // It dials again, as it must to send anything: answered at once, not refused with
