@@ -232,6 +232,11 @@ impl Collector for Snapshot {
                 l.from_non_members,
             ),
             (
+                "cohort_limit_peers_outside_view_refused",
+                "Peers refused: max_peers_outside_view peers outside the view exist already",
+                l.peers_outside_view_refused,
+            ),
+            (
                 "cohort_limit_join_requests_rate_limited",
                 "Join requests dropped (max_join_requests_per_second_per_address)",
                 g.join_requests_rate_limited,

@@ -83,6 +83,7 @@ fn a_member_killed_with_sigkill_is_dropped_from_the_survivors_views() {
         "frames_too_large",
         "handshakes_refused",
         "queries_rate_limited",
+        "peers_outside_view_refused",
     ] {
         let name = format!("cohort_limit_{limit}_total");
         assert_eq!(value(&text, &name, &[]), Some(0.0), "{text}");
