@@ -13,10 +13,10 @@ use bytes::BytesMut;
 use cohort_tests::rogue::{close_code, establish, try_establish};
 use cohort_tests::{
     Numbered, PATIENCE, TestCa, init_tracing, install_view, raw_client, receive, spawn_member,
-    spawn_with, within,
+    spawn_with, wait_until, within,
 };
 use cohort_transport::wire::{self, CloseCode};
-use cohort_transport::{Messenger, Priority, QuicConfig, SendError, Tag};
+use cohort_transport::{Message, Messenger, Priority, QuicConfig, SendError, Tag};
 
 fn message(index: u64, body: usize) -> Numbered {
     Numbered {
@@ -255,7 +255,7 @@ async fn admitted(conn: &quinn::Connection, address: std::net::SocketAddr) -> bo
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 struct Ping;
 
-impl cohort_transport::Message for Ping {
+impl Message for Ping {
     const TAG: Tag = Tag(0xfe11);
 }
 
@@ -335,5 +335,114 @@ async fn a_peer_cannot_open_more_streams_than_the_protocol_uses() {
     let third = tokio::time::timeout(std::time::Duration::from_secs(1), conn.open_bi()).await;
     assert!(third.is_err(), "a third bidirectional stream was opened");
     drop(open);
+    member.shutdown().await;
+}
+
+/// A membership-range message (below `Tag::FIRST_APPLICATION`), as a joiner would send
+/// on Control.
+#[derive(Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct Knock(u64);
+
+impl Message for Knock {
+    const TAG: Tag = Tag(0xfe21);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_frame_over_the_handshake_limit_is_refused_at_once() {
+    init_tracing();
+    let ca = TestCa::new();
+    let member = spawn_member(&ca, "member");
+    let stranger = raw_client(ca.certificate_pem(), Some(&ca.issue("stranger")));
+    let conn = stranger
+        .connect(member.local_addr(), "127.0.0.1")
+        .expect("connect")
+        .await
+        .expect("handshake");
+    // A first frame announcing 1 MiB (within max_frame_bytes, far over what a Hello or a
+    // query needs), then nothing: refused on its length, not held until the Hello timeout.
+    let (mut send, _recv) = conn.open_bi().await.expect("stream");
+    let mut header = (1u32 << 20).to_le_bytes().to_vec();
+    header.extend_from_slice(&[1, 1]);
+    send.write_all(&header).await.expect("write");
+    let started = std::time::Instant::now();
+    assert_eq!(close_code(&conn).await, Some(CloseCode::FrameTooLarge));
+    assert!(
+        started.elapsed() < QuicConfig::default().handshake_timeout,
+        "refused only after {:?}",
+        started.elapsed()
+    );
+    assert_eq!(member.limit_stats().frames_too_large, 1);
+
+    // The asking side refuses to send a query no member would take.
+    #[derive(Debug, serde::Serialize, serde::Deserialize)]
+    struct Big(Vec<u8>);
+    impl Message for Big {
+        const TAG: Tag = Tag(0xfe22);
+    }
+    impl cohort_transport::Query for Big {
+        type Answer = u8;
+    }
+    let asker = spawn_member(&ca, "asker");
+    let answer = asker
+        .query_within(
+            member.local_addr(),
+            &Big(vec![0; wire::HANDSHAKE_FRAME_LIMIT]),
+            PATIENCE,
+        )
+        .await;
+    assert!(
+        matches!(answer, Err(cohort_transport::QueryError::TooLarge { max, .. }) if max == wire::HANDSHAKE_FRAME_LIMIT),
+        "{answer:?}"
+    );
+    asker.shutdown().await;
+    member.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_outside_the_view_may_speak_only_on_control() {
+    init_tracing();
+    let ca = TestCa::new();
+    let member = spawn_member(&ca, "member");
+    install_view(1, &[&member]);
+    let mut knocks = member.subscribe::<Knock>().expect("subscribe");
+    let stranger = raw_client(ca.certificate_pem(), Some(&ca.issue("stranger")));
+    let conn = stranger
+        .connect(member.local_addr(), "127.0.0.1")
+        .expect("connect")
+        .await
+        .expect("handshake");
+    let (mut control, _recv) = establish(&conn, stranger.local_addr().expect("addr")).await;
+
+    // A protocol message on Normal: not Control, so dropped (and counted), not delivered.
+    let payload = postcard::to_allocvec(&Knock(1)).expect("encode");
+    let mut normal = BytesMut::from(&wire::stream_header(Priority::Normal)[..]);
+    wire::put_data_header(&mut normal, 1, Knock::TAG, payload.len());
+    normal.extend_from_slice(&payload);
+    let mut stream = conn.open_uni().await.expect("data stream");
+    stream.write_all(&normal).await.expect("write");
+    // The same on Control is delivered: it comes after, so the Normal one was dropped.
+    let mut on_control = BytesMut::new();
+    let payload = postcard::to_allocvec(&Knock(2)).expect("encode");
+    wire::put_data_header(&mut on_control, 1, Knock::TAG, payload.len());
+    on_control.extend_from_slice(&payload);
+    control.write_all(&on_control).await.expect("write");
+    let got = receive(&mut knocks, 1, PATIENCE).await;
+    assert_eq!(got[0].message, Knock(2));
+    wait_until("the Normal frame is counted as dropped", PATIENCE, || {
+        member.limit_stats().from_non_members == 1
+    })
+    .await;
+    assert!(
+        knocks.try_recv().is_none(),
+        "the Normal frame was delivered"
+    );
+
+    // A Normal frame over Control's limit (under Normal's own): cut off on its length,
+    // before any of it is held.
+    let control_limit = QuicConfig::default().frame_limit(Priority::Control);
+    let mut big = BytesMut::new();
+    wire::put_data_header(&mut big, 2, Tag(0x2_0000), control_limit + 1);
+    stream.write_all(&big).await.expect("write");
+    assert_eq!(close_code(&conn).await, Some(CloseCode::FrameTooLarge));
     member.shutdown().await;
 }

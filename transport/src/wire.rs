@@ -459,11 +459,22 @@ pub fn decode_datagram(mut datagram: Bytes) -> Result<(Tag, Bytes), WireError> {
     Ok((tag, datagram))
 }
 
+/// How far ahead of the bytes received a [`FrameDecoder`] reserves memory for a frame.
+pub const RESERVE_AHEAD: usize = 64 << 10;
+
+/// The frame limit before a peer is known: the first frame on a connection (a Hello, a
+/// HelloAck, a query). Each of those is far smaller; a member's limits for data frames
+/// apply only once its Hello is accepted. (A query's answer may be larger, up to
+/// `max_frame_bytes`: a view, from a member the asker chose to ask.)
+pub const HANDSHAKE_FRAME_LIMIT: usize = 64 << 10;
+
 /// Splits a byte stream into frames.
 ///
 /// Feed it whatever the stream yields with [`FrameDecoder::push`]; take complete frames
 /// with [`FrameDecoder::next_frame`]. The announced length is checked against the limit
-/// before any of the body is buffered, so a hostile length cannot make it allocate.
+/// before any of the body is buffered, and memory is reserved only
+/// [`RESERVE_AHEAD`] ahead of the bytes that arrived, so a hostile length cannot make it
+/// allocate.
 #[derive(Debug)]
 pub struct FrameDecoder {
     buf: BytesMut,
@@ -513,8 +524,12 @@ impl FrameDecoder {
             });
         }
         if self.buf.len() < total {
-            // Reserve once for the whole frame so a large message is not re-grown many times.
-            self.buf.reserve(total - self.buf.len());
+            // Memory is taken as the body's bytes arrive, at most RESERVE_AHEAD ahead of
+            // them: a hostile length within the limit, followed by nothing, costs a peer
+            // that little, not the whole announced frame. (The buffer still grows by
+            // doubling, so a large message is copied only a few times.)
+            self.buf
+                .reserve((total - self.buf.len()).min(RESERVE_AHEAD));
             return Ok(None);
         }
         let mut frame = self.buf.split_to(total).freeze();
@@ -743,6 +758,33 @@ mod tests {
             }
             assert_eq!(decoder.buffered(), 0);
         }
+    }
+
+    #[test]
+    fn memory_for_a_frame_is_taken_as_its_bytes_arrive() {
+        // A 100 MiB frame within a 128 MiB limit, announced and then sent slowly.
+        let mut decoder = FrameDecoder::new(128 << 20);
+        let mut frame = BytesMut::new();
+        put_data_header(&mut frame, 1, Tag(0x2_0000), 100 << 20);
+        decoder.push(&frame);
+        assert!(decoder.next_frame().expect("within the limit").is_none());
+        assert!(
+            decoder.buf.capacity() <= 2 * RESERVE_AHEAD,
+            "{} bytes reserved for {} received",
+            decoder.buf.capacity(),
+            decoder.buffered()
+        );
+        let chunk = vec![7u8; 1 << 20];
+        for _ in 0..3 {
+            decoder.push(&chunk);
+            assert!(decoder.next_frame().expect("within the limit").is_none());
+        }
+        assert!(
+            decoder.buf.capacity() <= 2 * decoder.buffered() + RESERVE_AHEAD,
+            "{} bytes reserved for {} received",
+            decoder.buf.capacity(),
+            decoder.buffered()
+        );
     }
 
     #[test]

@@ -132,6 +132,7 @@ impl AcceptError {
     fn close_code(&self) -> CloseCode {
         match self {
             AcceptError::Timeout => CloseCode::HelloTimeout,
+            AcceptError::Wire(WireError::FrameTooLarge { .. }) => CloseCode::FrameTooLarge,
             AcceptError::Wire(_) => CloseCode::MalformedFrame,
             AcceptError::UnexpectedFrame(_) | AcceptError::Stream(_) => {
                 CloseCode::ProtocolViolation
@@ -252,7 +253,7 @@ pub(crate) async fn dial(
         send.write_all(&hello)
             .await
             .map_err(|e| write_error(&conn, e))?;
-        let mut decoder = FrameDecoder::new(shared.config.max_frame_bytes);
+        let mut decoder = FrameDecoder::new(wire::HANDSHAKE_FRAME_LIMIT);
         match read_frame(&mut recv, &mut decoder).await {
             Ok(Some(Frame::HelloAck(ack))) => Ok((send, recv, decoder, ack)),
             Ok(Some(other)) => Err(DialError::UnexpectedFrame(frame_name(&other))),
@@ -336,6 +337,9 @@ pub(crate) async fn accept(
         Ok(accepted) => Ok(accepted),
         Err(error) => {
             let code = error.close_code();
+            if code == CloseCode::FrameTooLarge {
+                shared.limits.count_frame_too_large();
+            }
             conn.close(code.varint(), code.name().as_bytes());
             Err((remote, error))
         }
@@ -350,7 +354,7 @@ async fn hello(
 ) -> Result<Opened, AcceptError> {
     let exchange = async {
         let (send, mut recv) = conn.accept_bi().await?;
-        let mut decoder = FrameDecoder::new(shared.config.max_frame_bytes);
+        let mut decoder = FrameDecoder::new(wire::HANDSHAKE_FRAME_LIMIT);
         match read_frame(&mut recv, &mut decoder).await {
             Ok(Some(Frame::Hello(hello))) => Ok(Ok((send, recv, decoder, hello))),
             Ok(Some(Frame::Query { tag, payload })) => Ok(Err(Opened::Query(QueryAsked {

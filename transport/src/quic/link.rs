@@ -391,7 +391,7 @@ async fn read_stream(
             return;
         }
     };
-    let mut decoder = FrameDecoder::new(shared.config.frame_limit(priority));
+    let mut decoder = FrameDecoder::new(shared.frame_limit_for(peer.member().uuid(), priority));
     match read_frames(&shared, &peer, &conn, priority, &mut recv, &mut decoder).await {
         StreamEnd::Finished => ends.send_modify(|done| *done |= 1 << priority.index()),
         StreamEnd::Goodbye { .. } | StreamEnd::Broken => {}
@@ -410,6 +410,8 @@ async fn read_frames(
     // replaced finishes (or is cancelled) before the new one checks sequence numbers.
     let _lane = peer.receive_lane(priority).await;
     loop {
+        // Looked up per frame: a joiner's limit rises once its view is being prepared.
+        decoder.set_max_frame(shared.frame_limit_for(peer.member().uuid(), priority));
         let frame = match read_frame(recv, decoder).await {
             Ok(Some(frame)) => frame,
             Ok(None) => return StreamEnd::Finished,
@@ -449,10 +451,11 @@ async fn read_frames(
                     }
                 }
                 let from = peer.member();
-                if !shared.accepts(from.uuid(), tag) {
-                    // Application data from outside the view (a member removed, or a
-                    // process never admitted): dropped, and its place in the stream taken
-                    // so the stream goes on.
+                if !shared.accepts_on(from.uuid(), priority, tag) {
+                    // Application data from outside the view, or anything from outside it
+                    // on a priority other than Control (a member removed, or a process
+                    // never admitted): dropped, and its place in the stream taken so the
+                    // stream goes on.
                     shared.limits.count_from_non_member();
                     tracing::debug!(peer = %from, %tag, "dropped application data from a non-member");
                     peer.commit(priority, seq);

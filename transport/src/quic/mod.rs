@@ -118,6 +118,25 @@ impl Shared {
         tag < Tag::FIRST_APPLICATION || self.in_view(member)
     }
 
+    /// True if `member` may send a frame tagged `tag` on its `priority` stream: members of
+    /// the view on every priority, anyone else only cohort's own protocols on Control (a
+    /// joiner's requests, a removed member asking what happened).
+    pub(crate) fn accepts_on(&self, member: Uuid, priority: Priority, tag: Tag) -> bool {
+        self.in_view(member) || (priority == Priority::Control && tag < Tag::FIRST_APPLICATION)
+    }
+
+    /// The largest frame `member` may send on its `priority` stream: the priority's limit
+    /// for members of the view; Control's for anyone else, whose frames on the other
+    /// priorities are dropped anyway ([`Shared::accepts_on`]) and must not make this member
+    /// hold up to `max_frame_bytes` first.
+    pub(crate) fn frame_limit_for(&self, member: Uuid, priority: Priority) -> usize {
+        if self.in_view(member) {
+            self.config.frame_limit(priority)
+        } else {
+            self.config.frame_limit(Priority::Control)
+        }
+    }
+
     /// True if `member` is in the installed view or in one being prepared.
     pub(crate) fn in_view(&self, member: Uuid) -> bool {
         read(&self.admitted).members.contains(&member)

@@ -85,6 +85,17 @@ pub enum QueryError {
         /// The answerer's reason.
         reason: String,
     },
+    /// The query is larger than any member takes before it knows the asker
+    /// ([`wire::HANDSHAKE_FRAME_LIMIT`]); nothing was sent.
+    #[error("the query with tag {tag} is {size} bytes, over the limit of {max} for queries")]
+    TooLarge {
+        /// The query's tag.
+        tag: Tag,
+        /// Its frame's size.
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
     /// The answer was malformed.
     #[error("malformed answer from {address}: {reason}")]
     Malformed {
@@ -132,6 +143,14 @@ pub(crate) async fn ask<Q: Query>(
     limit: Duration,
 ) -> Result<Q::Answer, QueryError> {
     let payload = postcard::to_allocvec(query).map_err(QueryError::Encode)?;
+    let frame = wire::encode_query(Q::TAG, &payload);
+    if frame.len() > wire::HANDSHAKE_FRAME_LIMIT {
+        return Err(QueryError::TooLarge {
+            tag: Q::TAG,
+            size: frame.len(),
+            max: wire::HANDSHAKE_FRAME_LIMIT,
+        });
+    }
     let permit = shared
         .dial_permits
         .acquire()
@@ -172,12 +191,10 @@ pub(crate) async fn ask<Q: Query>(
         let (mut send, mut recv) = conn.open_bi().await.map_err(lost)?;
         let _ = send.set_priority(Priority::Control.stream_priority());
         let stream_error = |reason: String| QueryError::Connection { address, reason };
-        send.write_all(&wire::encode_query(Q::TAG, &payload))
-            .await
-            .map_err(|e| match e {
-                quinn::WriteError::ConnectionLost(e) => lost(e),
-                other => stream_error(other.to_string()),
-            })?;
+        send.write_all(&frame).await.map_err(|e| match e {
+            quinn::WriteError::ConnectionLost(e) => lost(e),
+            other => stream_error(other.to_string()),
+        })?;
         let _ = send.finish();
         let mut decoder = FrameDecoder::new(shared.config.max_frame_bytes);
         let malformed = |reason: String| QueryError::Malformed { address, reason };
