@@ -1,0 +1,243 @@
+//! What `leave()` returns, decided on real `Gms` instances exchanging their messages by
+//! hand in virtual time, with the transport's one relevant habit modelled: a member that
+//! installed a view without another closes its connection to it, and refuses its dials,
+//! with `REMOVED_FROM_VIEW` (the other's driver hears `RemovedBy`: `Gms::refused_by`).
+
+use std::collections::{HashSet, VecDeque};
+use std::time::Instant;
+
+use uuid::Uuid;
+
+use super::*;
+use crate::auth::{AllowAll, Credentials};
+
+const TICK: Duration = Duration::from_millis(10);
+
+/// Whether the network loses a message from one member (by index) to another.
+type Loss = fn(usize, usize, &GmsMessage) -> bool;
+
+struct Net {
+    gms: Vec<Gms>,
+    start: Instant,
+    now: Duration,
+    /// Messages in flight, delivered in order before the clock moves on.
+    queue: VecDeque<(usize, usize, GmsMessage)>,
+    /// By member: the members of any view it installed.
+    seen: Vec<HashSet<usize>>,
+    /// By member: those it installed a view without, which its transport refuses.
+    departed: Vec<HashSet<usize>>,
+    events: Vec<Vec<MembershipEvent>>,
+    /// By member: what `leave()` was answered when its `Gms` reported `Left`.
+    confirmed: Vec<Option<bool>>,
+    lose: Loss,
+}
+
+impl Net {
+    fn new(count: u128) -> Self {
+        let gms = (1..=count)
+            .map(|n| {
+                let address = SocketAddr::from(([127, 0, 0, 1], 20_000 + n as u16));
+                let me = MemberId::new(format!("m{n}"), address, MemberKind::Member)
+                    .with_uuid(Uuid::from_u128(n));
+                Gms::new(me, GmsConfig::default(), Arc::new(AllowAll))
+            })
+            .collect::<Vec<_>>();
+        let n = gms.len();
+        Net {
+            gms,
+            start: Instant::now(),
+            now: Duration::ZERO,
+            queue: VecDeque::new(),
+            seen: vec![HashSet::new(); n],
+            departed: vec![HashSet::new(); n],
+            events: vec![Vec::new(); n],
+            confirmed: vec![None; n],
+            lose: |_, _, _| false,
+        }
+    }
+
+    fn at(&self) -> Instant {
+        self.start + self.now
+    }
+
+    fn id(&self, i: usize) -> MemberId {
+        self.gms[i].me().clone()
+    }
+
+    fn index(&self, member: &MemberId) -> Option<usize> {
+        self.gms.iter().position(|g| g.me().uuid() == member.uuid())
+    }
+
+    fn indices(&self, members: &[MemberId]) -> Vec<usize> {
+        members.iter().filter_map(|m| self.index(m)).collect()
+    }
+
+    /// Acts on member `i`'s outputs, as the driver does.
+    fn drain(&mut self, i: usize) {
+        let at = self.at();
+        while let Some(output) = self.gms[i].poll_output() {
+            match output {
+                Output::Send { to, message } => {
+                    for j in self.indices(&to) {
+                        if !(self.lose)(i, j, &message) {
+                            self.queue.push_back((i, j, message.clone()));
+                        }
+                    }
+                }
+                Output::Heartbeat { to } => {
+                    let from = self.id(i);
+                    for j in self.indices(&to) {
+                        if !self.departed[j].contains(&i) {
+                            self.gms[j].heard_from(&from, at);
+                        }
+                    }
+                }
+                Output::Check { member } => {
+                    self.gms[i].check_result(at, &member, CheckOutcome::Alive);
+                }
+                Output::Event(event) => {
+                    if let MembershipEvent::ViewInstalled { view, .. } = &event {
+                        let members: HashSet<usize> = view
+                            .members()
+                            .iter()
+                            .filter_map(|m| self.index(m))
+                            .collect();
+                        self.seen[i].extend(&members);
+                        let gone: Vec<usize> = self.seen[i].difference(&members).copied().collect();
+                        let me = self.id(i);
+                        for j in gone {
+                            if self.departed[i].insert(j) {
+                                // The messenger closes its connection to the departed.
+                                self.gms[j].refused_by(at, &me);
+                            }
+                        }
+                    }
+                    if event == MembershipEvent::Left {
+                        self.confirmed[i] = Some(leave_confirmed(&self.gms[i]));
+                    }
+                    self.events[i].push(event);
+                }
+            }
+        }
+    }
+
+    /// Delivers what is in flight, then moves the clock on by a tick and runs the
+    /// timers due.
+    fn step(&mut self) {
+        while let Some((from, to, message)) = self.queue.pop_front() {
+            let (at, sender) = (self.at(), self.id(from));
+            if self.departed[to].contains(&from) {
+                // Its dial is refused: the sender's driver hears `RemovedBy`.
+                let refuser = self.id(to);
+                self.gms[from].refused_by(at, &refuser);
+                self.drain(from);
+            } else {
+                self.gms[to].handle_message(at, &sender, message);
+                self.drain(to);
+            }
+        }
+        self.now += TICK;
+        let at = self.at();
+        for i in 0..self.gms.len() {
+            if self.gms[i].poll_timeout().is_some_and(|t| t <= at) {
+                self.gms[i].handle_timeout(at);
+            }
+            self.drain(i);
+        }
+    }
+
+    fn run_until(&mut self, what: &str, limit: Duration, done: impl Fn(&Net) -> bool) {
+        let deadline = self.now + limit;
+        while !done(self) {
+            assert!(
+                self.now <= deadline,
+                "{what}: not within {limit:?} of virtual time"
+            );
+            self.step();
+        }
+    }
+
+    /// Member 0 founds a cluster and the others join it; all then hold one view.
+    fn form(&mut self) {
+        let at = self.at();
+        self.gms[0].found_cluster(at);
+        self.drain(0);
+        let coordinator = self.id(0);
+        for i in 1..self.gms.len() {
+            self.gms[i].join(at, coordinator.clone(), Credentials::default());
+            self.drain(i);
+        }
+        let size = self.gms.len();
+        self.run_until("all hold one view of all", Duration::from_secs(5), |n| {
+            let views: HashSet<_> = n.gms.iter().map(|g| g.view().map(View::id)).collect();
+            views.len() == 1 && n.gms[0].view().is_some_and(|v| v.len() == size)
+        });
+    }
+
+    fn leave(&mut self, i: usize) {
+        let at = self.at();
+        self.gms[i].leave(at);
+        self.drain(i);
+    }
+}
+
+/// The coordinator's round installs the view without the leaver everywhere but at the
+/// leaver, whose `Decide` is lost; the leaver learns it is out only from its view's
+/// members refusing it. It has left, and `leave()` says so (it said false, the leaver's
+/// installed view still listing it).
+#[test]
+fn a_leaver_that_misses_its_decide_and_is_refused_by_the_new_view_confirms_its_leave() {
+    let (coordinator, other, leaver) = (0, 1, 2);
+    let mut net = Net::new(3);
+    net.form();
+    assert!(net.gms[coordinator].is_coordinator());
+    net.lose = |_, to, message| to == 2 && matches!(message, GmsMessage::Decide { .. });
+    let asked = net.now;
+    net.leave(leaver);
+    // Well within the leave timeout: the leave must not end by giving up.
+    let limit = GmsConfig::default().leave_timeout / 2;
+    net.run_until("the leaver reports Left", limit, |n| {
+        n.confirmed[leaver].is_some()
+    });
+
+    let me = net.id(leaver);
+    for i in [coordinator, other] {
+        let view = net.gms[i].view().expect("a view");
+        assert!(!view.contains(&me), "{view} removed the leaver");
+    }
+    // Only the refusals told it: its installed view still lists it.
+    let held = net.gms[leaver].view().expect("a view").clone();
+    assert!(
+        held.contains(&me),
+        "the leaver never installed the new view"
+    );
+    assert!(
+        net.events[leaver].contains(&MembershipEvent::Left),
+        "{:?}",
+        net.events[leaver]
+    );
+    assert_eq!(
+        net.confirmed[leaver],
+        Some(true),
+        "leave() must say the leave is confirmed: refused by the view that removed it \
+         {:?} after asking, holding {held}",
+        net.now - asked
+    );
+}
+
+/// A leave that nobody answered ends at the leave timeout with `Left`, unconfirmed.
+#[test]
+fn a_leave_that_times_out_is_not_confirmed() {
+    let leaver = 2;
+    let mut net = Net::new(3);
+    net.form();
+    net.lose = |from, _, _| from == 2;
+    net.leave(leaver);
+    let limit = GmsConfig::default().leave_timeout + Duration::from_secs(1);
+    net.run_until("the leave times out", limit, |n| {
+        n.confirmed[leaver].is_some()
+    });
+    assert_eq!(net.confirmed[leaver], Some(false));
+    let me = net.id(leaver);
+    assert!(net.gms[0].view().is_some_and(|v| v.contains(&me)));
+}
