@@ -146,6 +146,7 @@ fn wire_frames(c: &Cluster) -> Result<Vec<(&'static str, Vec<u8>)>> {
     dialer.extend_from_slice(&encode_hello(&Hello {
         member: c.joiner.clone(),
         delivered: [0, 0, 0, 0],
+        limits: None,
     })?);
     let join = GmsMessage::JoinRequest {
         member: c.joiner.clone(),
@@ -160,6 +161,7 @@ fn wire_frames(c: &Cluster) -> Result<Vec<(&'static str, Vec<u8>)>> {
     acceptor.extend_from_slice(&encode_hello_ack(&HelloAck {
         member: c.locator.clone(),
         delivered: [3, 0, 7, 0],
+        limits: None,
     })?);
     let decision = decision(c);
     let propose = GmsMessage::Propose {
@@ -229,6 +231,7 @@ fn handshake(c: &Cluster) -> Result<Vec<(&'static str, Vec<u8>)>> {
         out.extend_from_slice(&encode(&Hello {
             member: member.clone(),
             delivered,
+            limits: None,
         })?);
         Ok(out)
     };
@@ -236,6 +239,7 @@ fn handshake(c: &Cluster) -> Result<Vec<(&'static str, Vec<u8>)>> {
     ack.extend_from_slice(&encode(&HelloAck {
         member: c.node1.clone(),
         delivered: [9, 1, 0, u64::MAX],
+        limits: None,
     })?);
     Ok(vec![
         ("hello-joiner", hello(&c.joiner, [0; 4])?),

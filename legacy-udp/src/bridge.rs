@@ -243,6 +243,7 @@ impl Bridge {
 fn merge(mut a: SendOutcome, b: SendOutcome) -> SendOutcome {
     a.not_in_view.extend(b.not_in_view);
     a.backlogged.extend(b.backlogged);
+    a.too_large.extend(b.too_large);
     a
 }
 

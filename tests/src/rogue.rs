@@ -28,7 +28,12 @@ pub async fn say_hello_as(
     delivered: [u64; 4],
 ) -> (quinn::SendStream, quinn::RecvStream) {
     let (mut control, recv) = conn.open_bi().await.expect("control stream");
-    let hello = wire::encode_hello(&Hello { member, delivered }).expect("encode");
+    let hello = wire::encode_hello(&Hello {
+        member,
+        delivered,
+        limits: None,
+    })
+    .expect("encode");
     control.write_all(&hello).await.expect("send Hello");
     (control, recv)
 }
@@ -110,6 +115,7 @@ pub async fn answer_hello(
         let ack = wire::encode_hello_ack(&wire::HelloAck {
             member: me.clone(),
             delivered: [0; 4],
+            limits: None,
         })
         .expect("encode");
         send.write_all(&ack).await.expect("send HelloAck");

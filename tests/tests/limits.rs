@@ -446,3 +446,66 @@ async fn a_peer_outside_the_view_may_speak_only_on_control() {
     assert_eq!(close_code(&conn).await, Some(CloseCode::FrameTooLarge));
     member.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_over_the_receivers_limit_is_refused_by_its_sender() {
+    init_tracing();
+    let ca = TestCa::new();
+    // b takes at most 64 KiB on High; a, with the defaults, would send 128 MiB.
+    let mut limits = QuicConfig::default().max_frame_bytes_by_priority;
+    limits[Priority::High.index()] = 64 << 10;
+    let small_high = QuicConfig {
+        max_frame_bytes_by_priority: limits,
+        ..QuicConfig::default()
+    };
+    let a = spawn_member(&ca, "a");
+    let b = spawn_with(&ca.tls("b"), "b", small_high);
+    install_view(1, &[&a, &b]);
+    let mut sub_b = b.subscribe::<Numbered>().expect("subscribe");
+    let mut events = a.events();
+    let to_b = std::slice::from_ref(b.local_member());
+
+    // Queued before b has said what it takes (no connection yet): not sent when it has,
+    // reported, and the message behind it goes on.
+    let outcome = a
+        .send(&message(0, 100_000), Priority::High, to_b)
+        .expect("send");
+    assert!(outcome.is_complete(), "{outcome:?}");
+    a.send(&message(1, 1000), Priority::High, to_b)
+        .expect("send");
+    let got = receive(&mut sub_b, 1, PATIENCE).await;
+    assert_eq!(got[0].message.index, 1);
+    let (tag, max) = within("the report of the message not sent", PATIENCE, async {
+        loop {
+            if let Ok(cohort_transport::TransportEvent::TooLargeForPeer {
+                member, tag, max, ..
+            }) = events.recv().await
+            {
+                assert_eq!(member.uuid(), b.local_member().uuid());
+                return (tag, max);
+            }
+        }
+    })
+    .await;
+    assert_eq!((tag, max), (Numbered::TAG, 64 << 10));
+
+    // Once b has said so, the same send is refused for b at once.
+    let outcome = a
+        .send(&message(2, 100_000), Priority::High, to_b)
+        .expect("send");
+    assert_eq!(outcome.too_large, vec![b.local_member().clone()]);
+    a.send(&message(3, 1000), Priority::High, to_b)
+        .expect("send");
+    let got = receive(&mut sub_b, 1, PATIENCE).await;
+    assert_eq!(got[0].message.index, 3);
+    assert_eq!(b.limit_stats().frames_too_large, 0, "b never had to refuse");
+    assert_eq!(
+        a.peer_stats(b.local_member())
+            .expect("a knows b")
+            .connections,
+        1,
+        "one connection throughout"
+    );
+    a.shutdown().await;
+    b.shutdown().await;
+}

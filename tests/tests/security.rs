@@ -133,6 +133,7 @@ async fn a_client_with_a_foreign_or_missing_certificate_is_refused_and_named() {
             let hello = wire::encode_hello(&Hello {
                 member: MemberId::new("rogue", client.local_addr().ok()?, MemberKind::Member),
                 delivered: [0; 4],
+                limits: None,
             })
             .ok()?;
             send.write_all(&hello).await.ok()?;

@@ -24,12 +24,16 @@ pub struct SendOutcome {
     /// Recipients whose queue is over its byte bound: the message was refused for them
     /// (never silently dropped), and a [`TransportEvent::Backlogged`] was raised.
     pub backlogged: Vec<MemberId>,
+    /// Recipients that said, when they connected, that they take no frame this large on
+    /// this priority (their `max_frame_bytes_by_priority` is smaller than this member's):
+    /// refused for them, as [`SendError::TooLarge`] refuses it for everyone.
+    pub too_large: Vec<MemberId>,
 }
 
 impl SendOutcome {
     /// True if the message was accepted for every recipient.
     pub fn is_complete(&self) -> bool {
-        self.not_in_view.is_empty() && self.backlogged.is_empty()
+        self.not_in_view.is_empty() && self.backlogged.is_empty() && self.too_large.is_empty()
     }
 }
 
@@ -98,6 +102,21 @@ pub enum TransportEvent {
         remote: SocketAddr,
         /// Why; names the certificate problem when TLS refused it.
         reason: String,
+    },
+    /// A message queued for `member` before it said what it takes (on connecting) turned
+    /// out larger than its limit for the priority: it was not sent (the peer would have
+    /// closed the connection, and the message would have been sent again on the next,
+    /// for ever). Sends after the peer said so are refused at once
+    /// ([`SendOutcome::too_large`]).
+    TooLargeForPeer {
+        /// The peer.
+        member: MemberId,
+        /// The message's tag.
+        tag: Tag,
+        /// Its frame's size in bytes.
+        size: usize,
+        /// The peer's limit for the priority.
+        max: usize,
     },
     /// A peer broke the protocol; its connection was closed with the named code.
     ProtocolViolation {

@@ -197,6 +197,11 @@ impl fmt::Display for CloseCode {
 }
 
 /// The dialer's greeting, first on the control stream.
+///
+/// On the wire: the postcard encoding of `member` and `delivered`, then, if present, that
+/// of `limits`. A build that predates `limits` reads the first part and ignores the rest
+/// (postcard leaves trailing bytes alone); a Hello without the trailer decodes with
+/// `limits: None`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Hello {
     /// Who is dialing.
@@ -204,15 +209,67 @@ pub struct Hello {
     /// Per priority (indexed by [`Priority::index`]), the highest sequence number the dialer
     /// has delivered from the acceptor, so the acceptor resends only what is missing.
     pub delivered: [u64; 4],
+    /// The largest frames the dialer takes, so that the acceptor refuses bigger ones at
+    /// its sender instead of sending them to be refused. `None` from older builds.
+    #[serde(skip)]
+    pub limits: Option<ReceiverLimits>,
 }
 
-/// The acceptor's answer when it keeps the connection.
+/// The acceptor's answer when it keeps the connection; laid out on the wire as [`Hello`].
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct HelloAck {
     /// Who accepted.
     pub member: MemberId,
     /// Per priority, the highest sequence number the acceptor has delivered from the dialer.
     pub delivered: [u64; 4],
+    /// The largest frames the acceptor takes. `None` from older builds.
+    #[serde(skip)]
+    pub limits: Option<ReceiverLimits>,
+}
+
+/// What a member takes from a member of its view: per priority (indexed by
+/// [`Priority::index`]), the largest data frame, header included. A frame over it closes
+/// the connection with `FRAME_TOO_LARGE`, so a sender that knows these refuses it first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReceiverLimits {
+    /// Per priority, the largest frame in bytes.
+    pub frame_bytes: [u64; 4],
+}
+
+impl ReceiverLimits {
+    /// The largest frame the receiver takes on `priority`.
+    pub fn frame_limit(&self, priority: Priority) -> usize {
+        usize::try_from(self.frame_bytes[priority.index()]).unwrap_or(usize::MAX)
+    }
+}
+
+/// Postcard-encodes a greeting: its body, then its limits if it has them.
+fn encode_greeting<T: Serialize>(
+    kind: FrameKind,
+    body: &T,
+    limits: Option<&ReceiverLimits>,
+) -> Result<Bytes, postcard::Error> {
+    let mut bytes = postcard::to_allocvec(body)?;
+    if let Some(limits) = limits {
+        bytes.extend_from_slice(&postcard::to_allocvec(limits)?);
+    }
+    let mut buf = BytesMut::with_capacity(FRAME_HEADER_LEN + bytes.len());
+    put_frame_header(&mut buf, kind, bytes.len());
+    buf.extend_from_slice(&bytes);
+    Ok(buf.freeze())
+}
+
+/// Decodes a greeting's body and, if bytes follow it, its limits.
+fn decode_greeting<T: serde::de::DeserializeOwned>(
+    body: &[u8],
+    what: &'static str,
+) -> Result<(T, Option<ReceiverLimits>), WireError> {
+    let (greeting, rest) = postcard::take_from_bytes::<T>(body).map_err(|e| body_error(what, e))?;
+    if rest.is_empty() {
+        return Ok((greeting, None));
+    }
+    let limits = postcard::from_bytes(rest).map_err(|e| body_error(what, e))?;
+    Ok((greeting, Some(limits)))
 }
 
 /// A decoded frame.
@@ -307,12 +364,12 @@ pub enum WireError {
 
 /// Encodes a Hello frame.
 pub fn encode_hello(hello: &Hello) -> Result<Bytes, postcard::Error> {
-    encode_postcard(FrameKind::Hello, hello)
+    encode_greeting(FrameKind::Hello, hello, hello.limits.as_ref())
 }
 
 /// Encodes a HelloAck frame.
 pub fn encode_hello_ack(ack: &HelloAck) -> Result<Bytes, postcard::Error> {
-    encode_postcard(FrameKind::HelloAck, ack)
+    encode_greeting(FrameKind::HelloAck, ack, ack.limits.as_ref())
 }
 
 /// Encodes a Goodbye frame.
@@ -354,14 +411,6 @@ fn encode_tagged(kind: FrameKind, tag: Tag, payload: &[u8]) -> Bytes {
     buf.extend_from_slice(&scratch[..n]);
     buf.extend_from_slice(payload);
     buf.freeze()
-}
-
-fn encode_postcard<T: Serialize>(kind: FrameKind, value: &T) -> Result<Bytes, postcard::Error> {
-    let body = postcard::to_allocvec(value)?;
-    let mut buf = BytesMut::with_capacity(FRAME_HEADER_LEN + body.len());
-    put_frame_header(&mut buf, kind, body.len());
-    buf.extend_from_slice(&body);
-    Ok(buf.freeze())
 }
 
 /// Appends a data frame's header (everything before the payload) to `buf`.
@@ -459,6 +508,13 @@ pub fn decode_datagram(mut datagram: Bytes) -> Result<(Tag, Bytes), WireError> {
     Ok((tag, datagram))
 }
 
+/// The tag of a data frame that stands in for a message its sender did not send because
+/// the receiver said it takes no frame that large (the message was queued before the
+/// receiver said so). It has no payload; the receiver takes its sequence number and
+/// delivers nothing, so the stream goes on. (An older receiver finds no subscriber for
+/// the tag and drops it the same way.)
+pub const TOO_LARGE_STAND_IN: Tag = Tag(0x0001);
+
 /// How far ahead of the bytes received a [`FrameDecoder`] reserves memory for a frame.
 pub const RESERVE_AHEAD: usize = 64 << 10;
 
@@ -545,12 +601,14 @@ impl FrameDecoder {
 
 fn decode_body(kind: u8, mut body: Bytes) -> Result<Frame, WireError> {
     match FrameKind::from_wire(kind) {
-        Some(FrameKind::Hello) => postcard::from_bytes(&body)
-            .map(Frame::Hello)
-            .map_err(|e| body_error("Hello", e)),
-        Some(FrameKind::HelloAck) => postcard::from_bytes(&body)
-            .map(Frame::HelloAck)
-            .map_err(|e| body_error("HelloAck", e)),
+        Some(FrameKind::Hello) => {
+            let (hello, limits) = decode_greeting::<Hello>(&body, "Hello")?;
+            Ok(Frame::Hello(Hello { limits, ..hello }))
+        }
+        Some(FrameKind::HelloAck) => {
+            let (ack, limits) = decode_greeting::<HelloAck>(&body, "HelloAck")?;
+            Ok(Frame::HelloAck(HelloAck { limits, ..ack }))
+        }
         Some(FrameKind::Data) => {
             let seq = take_varint(&mut body, "data sequence number")?;
             let tag = take_tag(&mut body, "data tag")?;
@@ -711,6 +769,79 @@ mod tests {
         ));
     }
 
+    /// A Hello as a build before receiver limits laid it out, for the compatibility tests.
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct HelloBeforeLimits {
+        member: MemberId,
+        delivered: [u64; 4],
+    }
+
+    #[test]
+    fn receiver_limits_ride_after_the_greeting_and_older_builds_read_around_them() {
+        let member = MemberId::new(
+            "a",
+            "127.0.0.1:9".parse().expect("literal"),
+            MemberKind::Member,
+        );
+        let limits = ReceiverLimits {
+            frame_bytes: [1 << 20, 64 << 10, 128 << 20, 300],
+        };
+        let hello = Hello {
+            member: member.clone(),
+            delivered: [1, 2, 3, 4],
+            limits: Some(limits),
+        };
+        let frame = encode_hello(&hello).expect("encode");
+        let body = &frame[FRAME_HEADER_LEN..];
+        // The trailer is the limits' postcard varints, after the old greeting's bytes: a
+        // change to them breaks members of other versions.
+        let old = postcard::to_allocvec(&HelloBeforeLimits {
+            member: member.clone(),
+            delivered: [1, 2, 3, 4],
+        })
+        .expect("encode");
+        assert_eq!(&body[..old.len()], &old[..]);
+        assert_eq!(
+            &body[old.len()..],
+            &[
+                0x80, 0x80, 0x40, 0x80, 0x80, 0x04, 0x80, 0x80, 0x80, 0x40, 0xac, 0x02
+            ]
+        );
+        // An older build reads the greeting and leaves the trailer alone.
+        let read_by_old: HelloBeforeLimits = postcard::from_bytes(body).expect("old decode");
+        assert_eq!(read_by_old.delivered, [1, 2, 3, 4]);
+        // This build reads both.
+        let mut decoder = FrameDecoder::new(HANDSHAKE_FRAME_LIMIT);
+        decoder.push(&frame);
+        match decoder.next_frame() {
+            Ok(Some(Frame::Hello(got))) => assert_eq!(got.limits, Some(limits)),
+            other => panic!("{other:?}"),
+        }
+        // A HelloAck from an older build: no trailer, no limits.
+        let mut old_ack = BytesMut::new();
+        put_frame_header(&mut old_ack, FrameKind::HelloAck, old.len());
+        old_ack.extend_from_slice(&old);
+        let mut decoder = FrameDecoder::new(HANDSHAKE_FRAME_LIMIT);
+        decoder.push(&old_ack);
+        match decoder.next_frame() {
+            Ok(Some(Frame::HelloAck(got))) => {
+                assert_eq!((got.delivered, got.limits), ([1, 2, 3, 4], None));
+            }
+            other => panic!("{other:?}"),
+        }
+        // A trailer that is not limits is an error naming the frame, not a panic.
+        let mut bad = BytesMut::new();
+        put_frame_header(&mut bad, FrameKind::Hello, old.len() + 1);
+        bad.extend_from_slice(&old);
+        bad.extend_from_slice(&[0xff]);
+        let mut decoder = FrameDecoder::new(HANDSHAKE_FRAME_LIMIT);
+        decoder.push(&bad);
+        assert!(matches!(
+            decoder.next_frame(),
+            Err(WireError::Body { what: "Hello", .. })
+        ));
+    }
+
     #[test]
     fn frames_split_anywhere_decode_the_same() {
         let member = MemberId::new(
@@ -723,6 +854,7 @@ mod tests {
             &encode_hello(&Hello {
                 member: member.clone(),
                 delivered: [1, 2, 3, 4],
+                limits: None,
             })
             .expect("encode"),
         );

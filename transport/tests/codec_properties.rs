@@ -61,6 +61,7 @@ impl Sent {
                 &encode_hello(&Hello {
                     member: member.clone(),
                     delivered: *delivered,
+                    limits: None,
                 })
                 .expect("a Hello encodes"),
             ),
@@ -68,6 +69,7 @@ impl Sent {
                 &encode_hello_ack(&HelloAck {
                     member: member.clone(),
                     delivered: *delivered,
+                    limits: None,
                 })
                 .expect("a HelloAck encodes"),
             ),

@@ -194,6 +194,13 @@ impl QuicConfig {
         self.max_frame_bytes_by_priority[priority.index()].min(self.max_frame_bytes)
     }
 
+    /// What this member tells each peer in its Hello or HelloAck that it takes.
+    pub(crate) fn receiver_limits(&self) -> crate::wire::ReceiverLimits {
+        crate::wire::ReceiverLimits {
+            frame_bytes: crate::Priority::ALL.map(|p| self.frame_limit(p) as u64),
+        }
+    }
+
     pub(crate) fn validate(&self) -> Result<(), ConfigError> {
         for (value, name) in [
             (self.subscription_capacity, "subscription_capacity"),

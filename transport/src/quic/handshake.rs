@@ -27,6 +27,8 @@ pub(crate) struct LinkParts {
     pub(crate) decoder: FrameDecoder,
     /// Per priority, what the peer says it has delivered from us: resending starts after it.
     pub(crate) peer_delivered: [u64; 4],
+    /// What the peer says it takes (`None` from older builds).
+    pub(crate) peer_limits: Option<wire::ReceiverLimits>,
 }
 
 /// Our dial, answered by the peer.
@@ -245,6 +247,7 @@ pub(crate) async fn dial(
     let hello = wire::encode_hello(&Hello {
         member: shared.local.clone(),
         delivered,
+        limits: Some(shared.config.receiver_limits()),
     })?;
     let exchange = async {
         let (mut send, mut recv) = conn.open_bi().await?;
@@ -293,6 +296,7 @@ pub(crate) async fn dial(
             control_recv: recv,
             decoder,
             peer_delivered: ack.delivered,
+            peer_limits: ack.limits,
         },
     })
 }
@@ -422,6 +426,7 @@ pub(crate) async fn answer(
     let ack = wire::encode_hello_ack(&HelloAck {
         member: shared.local.clone(),
         delivered: peer.delivered(),
+        limits: Some(shared.config.receiver_limits()),
     })
     .map_err(|e| e.to_string())?;
     let _ = send.set_priority(Priority::Control.stream_priority());
@@ -432,6 +437,7 @@ pub(crate) async fn answer(
         control_recv: recv,
         decoder,
         peer_delivered: hello.delivered,
+        peer_limits: hello.limits,
     })
 }
 

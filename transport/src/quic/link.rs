@@ -26,7 +26,7 @@ use super::handshake::{LinkParts, ReadFrameError, read_frame};
 use super::peer::{Peer, Received};
 use super::queue::Batch;
 use crate::dispatch::Inbound;
-use crate::message::Delivery;
+use crate::message::{Delivery, Tag};
 use crate::messenger::TransportEvent;
 use crate::priority::Priority;
 use crate::wire::{self, CloseCode, Frame, FrameDecoder, StreamKind, WireError};
@@ -71,7 +71,13 @@ impl Established {
                 } else {
                     None
                 };
-                tokio::spawn(write_loop(peer.clone(), conn.clone(), priority, stream))
+                tokio::spawn(write_loop(
+                    shared.clone(),
+                    peer.clone(),
+                    conn.clone(),
+                    priority,
+                    stream,
+                ))
             })
             .collect();
         let (ends, _) = watch::channel(0u8);
@@ -181,6 +187,7 @@ impl Drop for Established {
 /// the peer stops gracefully. What was taken stays in the window as unacknowledged, so a
 /// failed write loses nothing: the next connection resends it.
 async fn write_loop(
+    shared: Arc<Shared>,
     peer: Arc<Peer>,
     conn: Connection,
     priority: Priority,
@@ -198,12 +205,23 @@ async fn write_loop(
             },
         };
         let mut chunks = Vec::with_capacity(2);
-        encode_batch(&batch, &mut chunks);
+        let too_large = encode_batch(&batch, peer.frame_limit(priority), &mut chunks);
         if let Err(error) = send.write_all_chunks(&mut chunks).await {
             tracing::debug!(peer = %peer.member(), %priority, %error, "write failed");
             return None;
         }
         peer.count_written(priority, &batch);
+        for (tag, size) in too_large {
+            let member = peer.member();
+            let max = peer.frame_limit(priority);
+            tracing::warn!(%member, %priority, %tag, size, max, "message not sent: over the peer's frame limit");
+            shared.emit(TransportEvent::TooLargeForPeer {
+                member,
+                tag,
+                size,
+                max,
+            });
+        }
     }
     // Stopping gracefully with nothing left: hand the stream to `flush`, which ends it.
     stream
@@ -279,9 +297,19 @@ async fn open_data_stream(conn: &Connection, priority: Priority) -> Result<SendS
     Ok(send)
 }
 
-fn encode_batch(batch: &Batch, chunks: &mut Vec<Bytes>) {
+/// Encodes `batch` into `chunks`. A frame over `limit` (what the peer takes) goes as a
+/// [`wire::TOO_LARGE_STAND_IN`] with its sequence number instead; returned, by tag and
+/// size, for reporting.
+fn encode_batch(batch: &Batch, limit: usize, chunks: &mut Vec<Bytes>) -> Vec<(Tag, usize)> {
+    let mut too_large = Vec::new();
     let mut buf = BytesMut::with_capacity(batch.bytes.min(64 * 1024));
     for frame in &batch.frames {
+        let size = wire::data_frame_len(frame.seq, frame.tag, frame.payload.len());
+        if size > limit {
+            wire::put_data_header(&mut buf, frame.seq, wire::TOO_LARGE_STAND_IN, 0);
+            too_large.push((frame.tag, size));
+            continue;
+        }
         wire::put_data_header(&mut buf, frame.seq, frame.tag, frame.payload.len());
         if frame.payload.len() <= INLINE_PAYLOAD_MAX {
             buf.extend_from_slice(&frame.payload);
@@ -293,6 +321,7 @@ fn encode_batch(batch: &Batch, chunks: &mut Vec<Bytes>) {
     if !buf.is_empty() {
         chunks.push(buf.freeze());
     }
+    too_large
 }
 
 /// Bit `i` set: the peer's data stream of priority index `i` has been read to its end.
@@ -449,6 +478,12 @@ async fn read_frames(
                         violation(shared, peer, conn, CloseCode::ProtocolViolation, reason);
                         return StreamEnd::Broken;
                     }
+                }
+                if tag == wire::TOO_LARGE_STAND_IN {
+                    // A message its sender held back as too large for us: nothing to
+                    // deliver, but its place in the stream is taken.
+                    peer.commit(priority, seq);
+                    continue;
                 }
                 let from = peer.member();
                 if !shared.accepts_on(from.uuid(), priority, tag) {

@@ -684,6 +684,10 @@ impl QuicMessenger {
                 outcome.not_in_view.push(recipient.clone());
                 continue;
             };
+            if wire::data_frame_len(u64::MAX, tag, payload.len()) > peer.frame_limit(priority) {
+                outcome.too_large.push(recipient.clone());
+                continue;
+            }
             if !self.enqueue(&peer, priority, tag, payload.clone()) {
                 outcome.backlogged.push(recipient.clone());
             }

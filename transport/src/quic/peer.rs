@@ -25,7 +25,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -43,7 +43,7 @@ use crate::message::Tag;
 use crate::messenger::TransportEvent;
 use crate::priority::Priority;
 use crate::sync::{lock, read};
-use crate::wire::{CloseCode, FrameDecoder, Hello};
+use crate::wire::{CloseCode, FrameDecoder, Hello, ReceiverLimits};
 
 /// Largest batch a writer takes from a queue for one stream write.
 const MAX_BATCH_BYTES: usize = 1 << 20;
@@ -126,6 +126,9 @@ pub(crate) struct Peer {
     /// heard nor in the view for `outside_view_peer_timeout`.
     in_view: AtomicU64,
     created: Instant,
+    /// Per priority, the largest frame the peer said (in its Hello or HelloAck) it takes;
+    /// `usize::MAX` until it said so, or if its build predates saying so.
+    frame_limits: [AtomicUsize; 4],
     pub(crate) counters: PeerCounters,
 }
 
@@ -190,6 +193,7 @@ impl Peer {
             heard: AtomicU64::new(0),
             in_view: AtomicU64::new(0),
             created: Instant::now(),
+            frame_limits: [usize::MAX; 4].map(AtomicUsize::new),
             counters: PeerCounters::default(),
         });
         (peer, incoming_rx, stop_rx)
@@ -197,6 +201,20 @@ impl Peer {
 
     pub(crate) fn member(&self) -> MemberId {
         read(&self.member).clone()
+    }
+
+    /// The largest frame of `priority` the peer takes, as far as this member knows.
+    pub(crate) fn frame_limit(&self, priority: Priority) -> usize {
+        self.frame_limits[priority.index()].load(Ordering::Acquire)
+    }
+
+    /// Records what the peer said it takes (each new connection says it again: its
+    /// configuration may have changed meanwhile).
+    fn set_frame_limits(&self, limits: Option<ReceiverLimits>) {
+        for priority in Priority::ALL {
+            let limit = limits.map_or(usize::MAX, |l| l.frame_limit(priority));
+            self.frame_limits[priority.index()].store(limit, Ordering::Release);
+        }
     }
 
     /// Queues a message; wakes its writer and, if need be, the driver to dial.
@@ -605,6 +623,8 @@ fn start_dial(peer: &Arc<Peer>, shared: &Arc<Shared>) -> Link {
 /// order: once the tasks run, traffic flows, and anyone who sees it must already see the
 /// connection (stats, the PeerConnected event).
 fn go_up(peer: &Arc<Peer>, shared: &Arc<Shared>, parts: LinkParts, dialed_by_us: bool) -> Link {
+    // Before any writer starts: what they write is held to these.
+    peer.set_frame_limits(parts.peer_limits);
     // Every earlier connection's writers have stopped (links are retired before this), so
     // the window can be rewound safely.
     if !peer.restart_sending(parts.peer_delivered) {
