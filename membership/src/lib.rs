@@ -29,5 +29,5 @@ pub use gms::{CheckOutcome, Gms, GmsConfig, GmsStats, MembershipEvent, Output};
 pub use member::{ConfigError, Member, MemberConfig, Protocol, StartError, Transport};
 pub use messages::{
     Ballot, Decision, DiscoveryAnswer, FinalCheck, FindCoordinator, GmsMessage, Heartbeat,
-    JoinRejection, Proposal,
+    JoinRejection, LeaseMessage, Proposal,
 };

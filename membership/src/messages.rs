@@ -6,6 +6,9 @@
 //! the first protocol's view change (`PrepareView`, `PrepareAck`, `InstallView`): their
 //! indices stay reserved, and a member of protocol 2 drops them, counted, when it receives
 //! one. A cluster does not mix the two protocols.
+//!
+//! The coordinator lease ([`LeaseMessage`]) travels under a tag of its own, so that
+//! members of older builds of protocol 2 drop it without a warning per message.
 
 use cohort_transport::{MemberId, Message, ProtocolVersion, Query, Tag, View, ViewId};
 use serde::{Deserialize, Serialize};
@@ -184,6 +187,46 @@ pub struct Decision {
 
 impl Message for GmsMessage {
     const TAG: Tag = Tag(0x0100);
+}
+
+/// The coordinator lease (see the lease rule in `gms/lease.rs`): a member that coordinates
+/// asks the members of its installed view for a lease every `GmsConfig::lease_interval`,
+/// and believes it coordinates only while grants from a weighted majority of that view
+/// cover it. Sent on the Control priority, one message per recipient.
+///
+/// Its own type under its own tag, not variants appended to [`GmsMessage`]: an older build
+/// of protocol 2 subscribes to no such tag, so its dispatcher drops these messages and
+/// counts them (`DispatchStats::unknown_tags`, with a warning only at the 1st, 2nd, 4th,
+/// 8th... drop), where a [`GmsMessage`] it could not decode would cost a warning each. An
+/// older member never grants, so while older builds hold a weighted majority of the view
+/// no member believes it coordinates; the protocol itself does not depend on leases.
+///
+/// The variant order is part of the wire format (postcard encodes the variant index):
+/// append, never reorder.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LeaseMessage {
+    /// From a member that coordinates view `view_id`: grant me a lease. `seq` numbers the
+    /// asker's requests, so that it knows which of its send times a grant answers.
+    Request {
+        /// The asker's installed view.
+        view_id: ViewId,
+        /// The asker's request number.
+        seq: u64,
+    },
+    /// The answer to [`LeaseMessage::Request`]: the sender has granted the asker a lease
+    /// for the lease duration from when it received the request, and will grant no other
+    /// member one before that ends.
+    Grant {
+        /// The view the request named (the grantor's installed view).
+        view_id: ViewId,
+        /// The request granted.
+        seq: u64,
+    },
+}
+
+impl Message for LeaseMessage {
+    // 0x0104 is reserved for another membership message.
+    const TAG: Tag = Tag(0x0105);
 }
 
 /// A heartbeat, sent as a datagram to the members watching the sender.

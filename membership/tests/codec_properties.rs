@@ -12,13 +12,13 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use cohort_membership::{
-    Ballot, Credentials, Decision, DiscoveryAnswer, FindCoordinator, GmsMessage, Heartbeat,
-    JoinRejection, Proposal,
+    Ballot, Credentials, Decision, DiscoveryAnswer, FinalCheck, FindCoordinator, GmsMessage,
+    Heartbeat, JoinRejection, LeaseMessage, Proposal,
 };
 use cohort_transport::dispatch::{Dispatcher, Inbound, Routed};
 use cohort_transport::{
-    Delivery, MemberAttributes, MemberId, MemberKind, Message, Priority, ProtocolVersion, View,
-    ViewId,
+    Delivery, MemberAttributes, MemberId, MemberKind, Message, Priority, ProtocolVersion, Tag,
+    View, ViewId,
 };
 use proptest::prelude::*;
 use uuid::Uuid;
@@ -427,6 +427,69 @@ fn every_membership_message_keeps_its_wire_index() {
         let bytes = postcard::to_allocvec(&message).expect("a message encodes");
         assert_eq!(bytes[0], index, "{message:?}");
     }
+}
+
+/// The coordinator lease is a message type of its own under tag 0x0105, apart from every
+/// other membership tag (an older build of protocol 2 has no subscriber for it and drops it,
+/// counted, instead of failing to decode a `GmsMessage`); its bytes are fixed.
+#[test]
+fn the_lease_keeps_its_own_tag_and_its_bytes() {
+    assert_eq!(LeaseMessage::TAG, Tag(0x0105));
+    let others = [
+        GmsMessage::TAG,
+        FindCoordinator::TAG,
+        Heartbeat::TAG,
+        FinalCheck::TAG,
+        Tag(0x0104),
+    ];
+    assert!(!others.contains(&LeaseMessage::TAG));
+    let request = LeaseMessage::Request {
+        view_id: ViewId(7),
+        seq: 300,
+    };
+    let grant = LeaseMessage::Grant {
+        view_id: ViewId(7),
+        seq: 300,
+    };
+    // Variant index, then the view id and the sequence number as postcard varints.
+    let request_bytes = postcard::to_allocvec(&request).expect("a request encodes");
+    assert_eq!(request_bytes, [0x00, 0x07, 0xac, 0x02]);
+    let grant_bytes = postcard::to_allocvec(&grant).expect("a grant encodes");
+    assert_eq!(grant_bytes, [0x01, 0x07, 0xac, 0x02]);
+    for message in [request, grant] {
+        let received = through_dispatcher(&message, Delivery::Reliable(Priority::Control));
+        assert_eq!(received, message);
+    }
+}
+
+/// What an older build does with a lease message: its dispatcher has no subscriber for the
+/// tag, so the message is dropped and counted, and its membership messages are untouched.
+#[test]
+fn a_dispatcher_without_a_lease_subscriber_drops_it_counted() {
+    let dispatcher: Arc<Dispatcher> = Dispatcher::new(4);
+    let mut membership = dispatcher.subscribe::<GmsMessage>().expect("a free tag");
+    let from = MemberId::new(
+        "newer",
+        "127.0.0.1:10401".parse().expect("literal"),
+        MemberKind::Member,
+    );
+    let lease = LeaseMessage::Request {
+        view_id: ViewId(3),
+        seq: 1,
+    };
+    let payload = postcard::to_allocvec(&lease).expect("a request encodes");
+    let inbound = Inbound {
+        from,
+        delivery: Delivery::Reliable(Priority::Control),
+        payload: Bytes::from(payload),
+    };
+    assert_eq!(
+        dispatcher.try_deliver(LeaseMessage::TAG, inbound),
+        Routed::NoSubscriber
+    );
+    assert_eq!(dispatcher.stats().unknown_tags, 1);
+    assert!(membership.try_recv().is_none());
+    assert_eq!(membership.decode_failures(), 0);
 }
 
 proptest! {

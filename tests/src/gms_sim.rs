@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! Gms::poll_output ─┬─ Send      ─► delivered after 0.2–2.2 ms (seeded), counted
+//!                   ├─ Lease     ─► delivered the same way to handle_lease, counted apart
 //!                   ├─ Heartbeat ─► heard_from at once on every live recipient (not counted)
 //!                   ├─ Check     ─► answered at once with the truth (`dead[i]`)
 //!                   └─ Event     ─► invariants checked, then kept
@@ -30,12 +31,20 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cohort_membership::{
-    Authenticator, CheckOutcome, Credentials, Gms, GmsConfig, GmsMessage, MembershipEvent, Output,
+    Authenticator, CheckOutcome, Credentials, Gms, GmsConfig, GmsMessage, LeaseMessage,
+    MembershipEvent, Output,
 };
 use cohort_transport::{MemberId, MemberKind};
 use uuid::Uuid;
 
 use crate::chaos::Invariants;
+
+/// What a transmission in flight carries.
+#[derive(Clone, Debug)]
+enum Carried {
+    Gms(GmsMessage),
+    Lease(LeaseMessage),
+}
 
 /// `Gms` instances on a simulated network in virtual time. See the module docs.
 pub struct Sim {
@@ -49,7 +58,7 @@ pub struct Sim {
     /// Crashed members: they get no deliveries or timers, and final checks find them dead.
     pub dead: Vec<bool>,
     messages: BinaryHeap<Reverse<(Duration, u64)>>,
-    in_flight: HashMap<u64, (MemberId, usize, GmsMessage)>,
+    in_flight: HashMap<u64, (MemberId, usize, Carried)>,
     timers: BinaryHeap<Reverse<(Duration, usize)>>,
     seq: u64,
     rng: u64,
@@ -57,8 +66,11 @@ pub struct Sim {
     /// views installed.
     pub invariants: Invariants,
     events: Vec<(usize, MembershipEvent)>,
-    /// Protocol messages sent, one per recipient (heartbeats are not counted).
+    /// Protocol messages sent, one per recipient (heartbeats and lease messages are not
+    /// counted).
     pub messages_sent: u64,
+    /// Coordinator-lease messages sent (requests and grants), one per recipient.
+    pub lease_messages_sent: u64,
     /// View installations, one per member per view.
     pub views_installed: u64,
 }
@@ -80,6 +92,7 @@ impl Sim {
             invariants: Invariants::new(),
             events: Vec::new(),
             messages_sent: 0,
+            lease_messages_sent: 0,
             views_installed: 0,
         }
     }
@@ -124,7 +137,8 @@ impl Sim {
     fn drain(&mut self, i: usize) {
         while let Some(output) = self.members[i].poll_output() {
             match output {
-                Output::Send { to, message } => self.send(i, to, message),
+                Output::Send { to, message } => self.send(i, to, Carried::Gms(message)),
+                Output::Lease { to, message } => self.send(i, to, Carried::Lease(message)),
                 Output::Heartbeat { to } => self.heartbeat(i, to),
                 Output::Check { member } => {
                     // The final check answers with the truth: a dead member is dead.
@@ -149,12 +163,15 @@ impl Sim {
     }
 
     /// Queues `message` from member `i` to each recipient the simulation knows.
-    fn send(&mut self, i: usize, to: Vec<MemberId>, message: GmsMessage) {
+    fn send(&mut self, i: usize, to: Vec<MemberId>, message: Carried) {
         for recipient in to {
             let Some(&j) = self.index.get(&recipient.uuid()) else {
                 continue;
             };
-            self.messages_sent += 1;
+            match message {
+                Carried::Gms(_) => self.messages_sent += 1,
+                Carried::Lease(_) => self.lease_messages_sent += 1,
+            }
             let at = self.now + self.latency();
             self.seq += 1;
             self.messages.push(Reverse((at, self.seq)));
@@ -211,7 +228,10 @@ impl Sim {
         };
         if !self.dead[to] {
             let now = self.at();
-            self.members[to].handle_message(now, &from, message);
+            match message {
+                Carried::Gms(message) => self.members[to].handle_message(now, &from, message),
+                Carried::Lease(message) => self.members[to].handle_lease(now, &from, message),
+            }
             self.drain(to);
         }
         true

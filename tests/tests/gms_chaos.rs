@@ -9,7 +9,9 @@ use std::ops::Range;
 use std::time::Duration;
 
 use cohort_membership::{GmsConfig, MembershipEvent};
-use cohort_tests::chaos::{Action, Chaos, Death, Failure, Invariant, Reach, run_seed, sweep};
+use cohort_tests::chaos::{
+    Action, Chaos, ChaosConfig, Death, Failure, Invariant, Reach, run_seed, sweep,
+};
 use cohort_transport::{MemberId, MemberKind};
 
 const MEMBER: MemberKind = MemberKind::Member;
@@ -141,6 +143,40 @@ fn a_cut_between_coordinator_and_successor_alone_does_not_split_a_view_id() -> R
     let successor = chaos.successor().expect("a successor");
     let cut = chaos.cut_both(coordinator, successor);
     chaos.run_for(member_timeout() * 8)?;
+    chaos.lift(cut);
+    heal_and_settle(&mut chaos, Duration::from_secs(40))
+}
+
+/// l. In a cluster of seven only the link between the coordinator and its successor is
+/// cut, both ways: the successor takes the coordinator for dead and takes over while the
+/// coordinator, alive and heard by everyone else, still coordinates. With invariant 4
+/// fatal, at no step do two running members believe they coordinate one view id; and the
+/// belief does not stay empty: a member of a newer view comes to believe it coordinates.
+#[test]
+fn a_coordinator_and_its_successor_cut_apart_never_both_believe_they_coordinate()
+-> Result<(), Failure> {
+    let config = ChaosConfig {
+        strict_coordinators: true,
+        ..ChaosConfig::default()
+    };
+    let mut chaos = Chaos::with_config(0x1ea5e, config);
+    chaos.form(&[MEMBER; 7])?;
+    let coordinator = chaos.coordinator().expect("a coordinator");
+    let successor = chaos.successor().expect("a successor");
+    let formed = chaos.newest_view().expect("a view").id();
+    let cut = chaos.cut_both(coordinator, successor);
+    chaos.run_until(
+        "a member of a newer view believes it coordinates",
+        member_timeout() * 10,
+        |c| {
+            (0..c.len()).any(|i| {
+                c.is_running(i)
+                    && c.gms(i).is_coordinator(c.at())
+                    && c.gms(i).view().is_some_and(|v| v.id() > formed)
+            })
+        },
+    )?;
+    chaos.run_for(member_timeout() * 4)?;
     chaos.lift(cut);
     heal_and_settle(&mut chaos, Duration::from_secs(40))
 }

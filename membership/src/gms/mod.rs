@@ -41,6 +41,7 @@
 //! old one dead; suspicions nobody settles within twice the member timeout are escalated to
 //! the checker itself.
 
+mod lease;
 mod quorum;
 mod round;
 mod vote;
@@ -53,12 +54,13 @@ use cohort_transport::rate::RateLimiter;
 use cohort_transport::{MemberId, View, ViewId};
 use uuid::Uuid;
 
+use self::lease::Lease;
 use self::quorum::Quorum;
 use self::round::{Phase, Round};
 use self::vote::{Refusal, Vote};
 use crate::auth::{Authenticator, Credentials};
 use crate::detector::Detector;
-use crate::messages::{Ballot, Decision, GmsMessage, JoinRejection, Proposal};
+use crate::messages::{Ballot, Decision, GmsMessage, JoinRejection, LeaseMessage, Proposal};
 
 /// How often a failed final check is repeated because the checker ran late during it.
 const MAX_CHECK_REPEATS: u32 = 3;
@@ -91,6 +93,18 @@ pub struct GmsConfig {
     /// endpoint identification is on), with bursts of twice as many; more are dropped and
     /// counted. A joiner asks once per `join_retry`. Default 10.
     pub max_join_requests_per_second_per_address: u32,
+    /// How often a member that coordinates asks its view's members for the coordinator
+    /// lease ([`Gms::is_coordinator`]); shorter than `lease_duration`, so that a lost
+    /// request or two do not let the lease lapse. Each interval costs the coordinator one
+    /// request to every other member and their grants. Default a third of the default
+    /// member timeout (the `Member` driver uses a third of its configured one).
+    pub lease_interval: Duration,
+    /// How long a coordinator lease lasts, counted by the asker from when it sent the
+    /// request and by each grantor from when it received it: a grantor grants no other
+    /// member a lease for that long, so after a coordinator is cut off its successor
+    /// believes it coordinates at most this much later. Default the default member
+    /// timeout (the `Member` driver uses its configured one).
+    pub lease_duration: Duration,
 }
 
 impl Default for GmsConfig {
@@ -104,6 +118,8 @@ impl Default for GmsConfig {
             member_timeout: Duration::from_secs(1),
             partition_detection: true,
             max_join_requests_per_second_per_address: 10,
+            lease_interval: Duration::from_secs(1) / 3,
+            lease_duration: Duration::from_secs(1),
         }
     }
 }
@@ -139,6 +155,14 @@ pub enum Output {
     Heartbeat {
         /// The watchers.
         to: Vec<MemberId>,
+    },
+    /// Send a coordinator-lease message to each of `to` (Control priority) under its own
+    /// tag; the answers go to [`Gms::handle_lease`].
+    Lease {
+        /// Recipients, all members of the installed view.
+        to: Vec<MemberId>,
+        /// The message.
+        message: LeaseMessage,
     },
     /// Run a final check on `member` and report it with [`Gms::check_result`]: alive if it
     /// answers over a fresh connection, or if anything at all is heard from it meanwhile.
@@ -376,12 +400,16 @@ pub struct Gms {
     cleared_at: HashMap<Uuid, Instant>,
     /// Who told this member of each suspicion: they are told when it is cleared.
     suspected_by: HashMap<Uuid, Vec<MemberId>>,
+    /// The coordinator lease: the one this member asks for while it coordinates, and the
+    /// grant it gave (see `gms/lease.rs`).
+    lease: Lease,
 }
 
 impl Gms {
     /// The state of a member that has not started yet.
     pub fn new(me: MemberId, config: GmsConfig, authenticator: Arc<dyn Authenticator>) -> Self {
         let member_timeout = config.member_timeout;
+        let lease = Lease::new(config.lease_interval, config.lease_duration);
         let join_rate = config.max_join_requests_per_second_per_address;
         Gms {
             join_limiter: RateLimiter::new(join_rate, join_rate.saturating_mul(2)),
@@ -417,6 +445,7 @@ impl Gms {
             unresolved_since: None,
             cleared_at: HashMap::new(),
             suspected_by: HashMap::new(),
+            lease,
         }
     }
 
@@ -454,11 +483,91 @@ impl Gms {
         .max_by_key(|v| v.id())
     }
 
-    /// True while this member is in the cluster and coordinates it: its view's coordinator,
-    /// or the successor of one that a final check found dead, and not outbid by another
-    /// proposer.
-    pub fn is_coordinator(&self) -> bool {
-        matches!(self.role, Role::Member) && self.coordinating() && self.outbid_until.is_none()
+    /// True while this member is in the cluster and coordinates it at `now`: its view's
+    /// coordinator, or the successor of one that a final check found dead, not outbid by
+    /// another proposer, and holding the coordinator lease for its view (grants from
+    /// members holding a weighted majority of it; see [`GmsConfig::lease_duration`]).
+    ///
+    /// At most one member is coordinator of a given view id at any instant, provided the
+    /// members' clocks run at the same rate (their readings need not agree): a member paused
+    /// or cut off stops believing when its lease ends, before its successor can get one.
+    /// Just after a view change nobody may be coordinator for a moment, until grants for
+    /// the new view come back. The protocol's own safety does not depend on this.
+    pub fn is_coordinator(&self, now: Instant) -> bool {
+        self.coordinator_until().is_some_and(|until| until > now)
+    }
+
+    /// Until when [`Gms::is_coordinator`] holds unless another input changes it: the end
+    /// of the lease while this member coordinates and holds one (perhaps already past),
+    /// else `None`. For a driver that publishes the belief to readers on other threads.
+    pub fn coordinator_until(&self) -> Option<Instant> {
+        if !matches!(self.role, Role::Member) || !self.coordinating() || self.outbid_until.is_some()
+        {
+            return None;
+        }
+        self.lease.held_until(self.view_id())
+    }
+
+    /// A coordinator-lease message from `from` (as authenticated by the transport). Only
+    /// members of the installed view are heard. A request for this member's installed
+    /// view is granted unless it granted another member a lease that is still running; a
+    /// grant counts towards the lease this member asked for.
+    pub fn handle_lease(&mut self, now: Instant, from: &MemberId, message: LeaseMessage) {
+        if !self.is_member() || *from == self.me || !self.in_view(from) {
+            return;
+        }
+        match message {
+            LeaseMessage::Request { view_id, seq } => {
+                if view_id == self.view_id()
+                    && !self.is_out_of_view()
+                    && self.lease.grant(now, from.uuid())
+                {
+                    self.outputs.push_back(Output::Lease {
+                        to: vec![from.clone()],
+                        message: LeaseMessage::Grant { view_id, seq },
+                    });
+                }
+            }
+            LeaseMessage::Grant { view_id, seq } => {
+                let installed = self.view_id();
+                self.lease.granted_by(installed, from.uuid(), view_id, seq);
+            }
+        }
+    }
+
+    /// Asks for the coordinator lease if this member coordinates and a request is due; a
+    /// member that does not coordinate asks for nothing. Called at every timeout and
+    /// wherever this member may have begun to coordinate (a view installed, a final check
+    /// that found its coordinator dead), so that a new coordinator asks at once.
+    fn lease_tick(&mut self, now: Instant) {
+        if !self.asks_for_lease() {
+            self.lease.stop_asking();
+            return;
+        }
+        if !self.lease.due(now) {
+            return;
+        }
+        let Some(view) = self.view.clone() else {
+            return;
+        };
+        let seq = self.lease.request(now, self.me.uuid(), &view);
+        let to = others(&view, &self.me);
+        if !to.is_empty() {
+            self.outputs.push_back(Output::Lease {
+                to,
+                message: LeaseMessage::Request {
+                    view_id: view.id(),
+                    seq,
+                },
+            });
+        }
+    }
+
+    /// True while this member should hold the coordinator lease: a member (not leaving)
+    /// that coordinates. Outbid or not: it may coordinate again once the other proposer is
+    /// done, and a lease it holds by then saves the wait.
+    fn asks_for_lease(&self) -> bool {
+        matches!(self.role, Role::Member) && self.coordinating()
     }
 
     /// The members this one watches for signs of life.
@@ -640,6 +749,8 @@ impl Gms {
         if self.round.is_none() {
             self.batch_at = Some(now);
         }
+        // The coordinator may be the one found dead: its successor asks for the lease now.
+        self.lease_tick(now);
     }
 
     /// The coordinator a joining member is asking, until it is admitted or gives up.
@@ -827,6 +938,7 @@ impl Gms {
         if self.outbid_until.is_some_and(|at| now >= at) {
             self.outbid_until = None;
         }
+        self.lease_tick(now);
         if self.catch_up_due.is_some_and(|at| now >= at) {
             self.ask_for_views(now);
         }
@@ -939,6 +1051,7 @@ impl Gms {
                 && self.outbid_until.is_none()
         });
         let detector = self.detector.poll_timeout();
+        let lease = self.lease.next_request().filter(|_| self.asks_for_lease());
         let probe = self.catch_up.as_ref().and_then(|c| {
             [c.probe.as_ref().map(|(at, _)| *at), c.patience]
                 .into_iter()
@@ -953,6 +1066,7 @@ impl Gms {
             self.outbid_until,
             probe,
             self.catch_up_due,
+            lease,
         ]
         .into_iter()
         .flatten()
@@ -1819,6 +1933,9 @@ impl Gms {
         if pending && self.coordinating() && self.round.is_none() {
             self.schedule(now);
         }
+        // A lease is for one view: a coordinator of the new one asks again at once.
+        self.lease.stop_asking();
+        self.lease_tick(now);
     }
 
     /// This member stopped coordinating (a locator joined and is preferred, or it left):
@@ -2239,6 +2356,15 @@ impl std::fmt::Debug for Gms {
             .field("checking", &self.checking.len())
             .field("dead", &self.dead.len())
             .field(
+                "lease",
+                &(
+                    self.coordinator_until(),
+                    self.lease
+                        .granted_to()
+                        .map(|(uuid, until)| (uuid.as_u64_pair().0, until)),
+                ),
+            )
+            .field(
                 "catch_up",
                 &self
                     .catch_up
@@ -2591,6 +2717,142 @@ mod tests {
         assert_eq!(stats.views_installed, 3);
         assert_eq!(stats.forced_disconnects, 0);
     }
+    #[test]
+    fn the_coordinator_believes_only_while_a_majority_grants_its_lease() {
+        let now = Instant::now();
+        let (b, c) = (member(2), member(3));
+        let mut gms = Gms::new(member(1), GmsConfig::default(), Arc::new(AllowAll));
+        gms.found_cluster(now);
+        // Alone, its own grant is a majority of its view.
+        assert!(gms.is_coordinator(now));
+        for m in [&b, &c] {
+            gms.handle_message(
+                now,
+                m,
+                GmsMessage::JoinRequest {
+                    member: m.clone(),
+                    credentials: Credentials::default(),
+                },
+            );
+        }
+        let at = now + Duration::from_secs(1);
+        gms.handle_timeout(at);
+        let proposals: Vec<(ViewId, Ballot)> = std::iter::from_fn(|| gms.poll_output())
+            .filter_map(|output| match output {
+                Output::Send {
+                    message: GmsMessage::Propose { base, ballot, .. },
+                    ..
+                } => Some((base, ballot)),
+                _ => None,
+            })
+            .collect();
+        for (base, ballot) in proposals {
+            for m in [&b, &c] {
+                gms.handle_message(at, m, GmsMessage::Accept { base, ballot });
+            }
+        }
+        let view = gms.view().cloned().expect("a view");
+        assert_eq!(view.len(), 3, "{view}");
+        // A new view: no lease for it until grants come back (its own weighs 15 of 35).
+        assert!(!gms.is_coordinator(at));
+        let requests: Vec<(Vec<MemberId>, ViewId, u64)> = std::iter::from_fn(|| gms.poll_output())
+            .filter_map(|output| match output {
+                Output::Lease {
+                    to,
+                    message: LeaseMessage::Request { view_id, seq },
+                } => Some((to, view_id, seq)),
+                _ => None,
+            })
+            .collect();
+        let [(to, view_id, seq)] = &requests[..] else {
+            panic!("one lease request: {requests:?}");
+        };
+        assert!(to.contains(&b) && to.contains(&c) && to.len() == 2);
+        assert_eq!(*view_id, view.id());
+        let (view_id, seq) = (*view_id, *seq);
+        // A grant for another request, or from a stranger, counts for nothing.
+        let later = at + Duration::from_millis(5);
+        gms.handle_lease(later, &b, LeaseMessage::Grant { view_id, seq: 0 });
+        gms.handle_lease(later, &member(9), LeaseMessage::Grant { view_id, seq });
+        assert!(!gms.is_coordinator(later));
+        gms.handle_lease(later, &b, LeaseMessage::Grant { view_id, seq });
+        assert!(gms.is_coordinator(later));
+        // The lease runs from the request, not from the grant, and lapses unrenewed.
+        let duration = GmsConfig::default().lease_duration;
+        assert!(gms.is_coordinator(at + duration - Duration::from_millis(1)));
+        assert!(!gms.is_coordinator(at + duration));
+        // It granted itself: another member asking is not answered while that runs.
+        while gms.poll_output().is_some() {}
+        gms.handle_lease(later, &b, LeaseMessage::Request { view_id, seq: 1 });
+        assert!(gms.poll_output().is_none());
+        // Renewal goes out every lease interval, before the lease ends.
+        let interval = GmsConfig::default().lease_interval;
+        assert_eq!(gms.poll_timeout().map(|t| t <= at + interval), Some(true));
+    }
+
+    #[test]
+    fn a_member_grants_one_asker_at_a_time_and_only_for_its_own_view() {
+        let now = Instant::now();
+        let (a, b) = (member(1), member(2));
+        let mut coordinator = Gms::new(a.clone(), GmsConfig::default(), Arc::new(AllowAll));
+        coordinator.found_cluster(now);
+        coordinator.handle_message(
+            now,
+            &b,
+            GmsMessage::JoinRequest {
+                member: b.clone(),
+                credentials: Credentials::default(),
+            },
+        );
+        coordinator.handle_timeout(now + Duration::from_secs(1));
+        accept_as(&mut coordinator, &b, now);
+        let two = coordinator.view().cloned().expect("a view of two");
+        let mut grantor = Gms::new(b.clone(), GmsConfig::default(), Arc::new(AllowAll));
+        grantor.join(now, a.clone(), Credentials::default());
+        let decision = Decision {
+            base: ViewId(1),
+            ballot: round_0(&a),
+            proposal: Proposal {
+                view: two.clone(),
+                left: Vec::new(),
+                crashed: Vec::new(),
+            },
+        };
+        grantor.handle_message(now, &a, GmsMessage::Decide { decision });
+        assert!(grantor.is_member());
+        while grantor.poll_output().is_some() {}
+        let grants = |gms: &mut Gms| -> Vec<(Vec<MemberId>, u64)> {
+            std::iter::from_fn(|| gms.poll_output())
+                .filter_map(|output| match output {
+                    Output::Lease {
+                        to,
+                        message: LeaseMessage::Grant { seq, .. },
+                    } => Some((to, seq)),
+                    _ => None,
+                })
+                .collect()
+        };
+        let t = now + Duration::from_secs(2);
+        let request = |seq| LeaseMessage::Request {
+            view_id: two.id(),
+            seq,
+        };
+        // Another view id is refused, and so is a stranger.
+        let stale = LeaseMessage::Request {
+            view_id: ViewId(1),
+            seq: 1,
+        };
+        grantor.handle_lease(t, &a, stale);
+        grantor.handle_lease(t, &member(9), request(1));
+        assert!(grants(&mut grantor).is_empty());
+        grantor.handle_lease(t, &a, request(2));
+        assert_eq!(grants(&mut grantor), vec![(vec![a.clone()], 2)]);
+        // Renewed for the same asker.
+        let duration = GmsConfig::default().lease_duration;
+        grantor.handle_lease(t + duration / 2, &a, request(3));
+        assert_eq!(grants(&mut grantor), vec![(vec![a.clone()], 3)]);
+    }
+
     #[test]
     fn join_requests_from_one_address_outside_the_cluster_are_rate_limited() {
         let now = Instant::now();

@@ -6,13 +6,14 @@
 //!                                          and FinalCheck (this member's uuid)
 //!               ─► discovery rounds (discover.rs) ─► Gms::join(coordinator) or found_cluster
 //!               ─► supervisor task (reconnect.rs) runs one driver per incarnation:
-//!                  driver ◄── GmsMessage and Heartbeat subscriptions, Gms timers,
+//!                  driver ◄── GmsMessage, LeaseMessage and Heartbeat subscriptions, Gms timers,
 //!                             commands (leave, suspect), transport events (backlog,
 //!                             unreachable address), final-check results
 //!                      │ before each timer: the transport's last-heard times of the
 //!                      │ watched members ─► Gms::heard_from
 //!                      │ Gms outputs:
 //!                      ├─ Send      ─► messenger.send_outside_view (Control priority)
+//!                      ├─ Lease     ─► messenger.send_outside_view (Control, own tag)
 //!                      ├─ Heartbeat ─► messenger.send_datagram
 //!                      ├─ Check     ─► task: FinalCheck query over a fresh connection, or
 //!                      │               any sign of life, within final_check_timeout (a
@@ -26,7 +27,8 @@
 //!
 //! `start` returns once the driver reports this member in a view, or the reason it never
 //! will be. The driver owns the `Gms`; everything the application reads (view, events,
-//! counters, the current identity and messenger) is published into state shared with the
+//! counters, the end of its coordinator lease, the current identity and messenger) is
+//! published after every input into state shared with the
 //! `Member`, so no call on a `Member` waits for it. One `Member` value lives through any
 //! number of incarnations: its view watch, event broadcast and (with auto-reconnect) the
 //! application's subscriptions are the member's, not the incarnation's.
@@ -62,6 +64,7 @@ pub use self::transport::{Protocol, Transport};
 use crate::gms::{CheckOutcome, Gms, GmsConfig, GmsStats, MembershipEvent, Output};
 use crate::messages::{
     DiscoveryAnswer, FinalCheck, FindCoordinator, GmsMessage, Heartbeat, JoinRejection,
+    LeaseMessage,
 };
 use crate::view_file;
 
@@ -113,6 +116,9 @@ struct Shared {
     stats: Mutex<GmsStats>,
     /// Times this member rejoined by itself.
     reconnects: AtomicU64,
+    /// Until when this incarnation holds the coordinator lease while it coordinates
+    /// (`Gms::coordinator_until`); `None` when it does not coordinate.
+    coordinator_until: Mutex<Option<std::time::Instant>>,
 }
 
 impl Shared {
@@ -124,6 +130,7 @@ impl Shared {
             events: broadcast::Sender::new(EVENT_CAPACITY),
             stats: Mutex::new(GmsStats::default()),
             reconnects: AtomicU64::new(0),
+            coordinator_until: Mutex::new(None),
         }
     }
 
@@ -321,6 +328,22 @@ impl Member {
         *self.shared.active.borrow()
     }
 
+    /// True only while this member coordinates the cluster and holds the coordinator lease
+    /// from members holding a weighted majority of its view: given clocks that run at the
+    /// same rate (their readings need not agree), at most one member at a time is
+    /// coordinator of a given view id, however the network or the processes stall. An
+    /// application can run singleton duties under it, checking again before each step. Just
+    /// after a view change, and for up to the member timeout after a coordinator was cut
+    /// off, nobody is.
+    pub fn is_coordinator(&self) -> bool {
+        let until = *self
+            .shared
+            .coordinator_until
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        until.is_some_and(|until| until > now())
+    }
+
     /// Counters of the membership protocol, summed over every incarnation of this member.
     pub fn stats(&self) -> GmsStats {
         self.shared.stats()
@@ -481,6 +504,9 @@ fn attach(shared: &Arc<Shared>, messenger: &Transport) -> Result<Inputs, StartEr
     let heartbeats = messenger
         .subscribe::<Heartbeat>()
         .map_err(|_| StartError::Stopped)?;
+    let leases = messenger
+        .subscribe::<LeaseMessage>()
+        .map_err(|_| StartError::Stopped)?;
     let transport = messenger.events();
     let answering = shared.clone();
     messenger.serve::<FindCoordinator>(move |query, from| {
@@ -494,6 +520,7 @@ fn attach(shared: &Arc<Shared>, messenger: &Transport) -> Result<Inputs, StartEr
     Ok(Inputs {
         messages,
         heartbeats,
+        leases,
         checks,
         check_results,
         transport,
@@ -510,6 +537,8 @@ fn gms_config(config: &MemberConfig, join_timeout: Duration) -> GmsConfig {
         leave_timeout: config.leave_timeout,
         member_timeout: config.member_timeout,
         partition_detection: config.partition_detection,
+        lease_interval: config.member_timeout / 3,
+        lease_duration: config.member_timeout,
         ..GmsConfig::default()
     }
 }
@@ -544,6 +573,7 @@ struct Driver {
 struct Inputs {
     messages: Subscription<GmsMessage>,
     heartbeats: Subscription<Heartbeat>,
+    leases: Subscription<LeaseMessage>,
     checks: mpsc::UnboundedReceiver<(MemberId, CheckOutcome)>,
     /// Cloned into each final-check task.
     check_results: mpsc::UnboundedSender<(MemberId, CheckOutcome)>,
@@ -614,6 +644,9 @@ impl Driver {
                     Some(envelope) => self.gms.handle_message(now(), &envelope.from, envelope.message),
                     None => break Ending::Finished,
                 },
+                Some(lease) = inputs.leases.recv() => {
+                    self.gms.handle_lease(now(), &lease.from, lease.message);
+                }
                 Some(heartbeat) = inputs.heartbeats.recv() => {
                     self.gms.heard_from(&heartbeat.from, now());
                     self.gms.heard_view(now(), &heartbeat.from, heartbeat.message.view_id);
@@ -642,6 +675,7 @@ impl Driver {
             self.report_start(Err(StartError::Stopped));
         }
         self.shared.active.send_replace(false);
+        self.publish_coordinator(None);
         match (&ending, self.release_timeout) {
             (Ending::ForcedOut { .. }, Some(limit)) => {
                 // Dropping the messenger after the limit stops whatever is left of it.
@@ -748,6 +782,7 @@ impl Driver {
         while let Some(output) = self.gms.poll_output() {
             match output {
                 Output::Send { to, message } => self.send(&to, &message),
+                Output::Lease { to, message } => self.send(&to, &message),
                 Output::Heartbeat { to } => {
                     let view_id = self
                         .gms
@@ -785,10 +820,19 @@ impl Driver {
             .stats
             .lock()
             .unwrap_or_else(PoisonError::into_inner) = self.base + self.gms.stats();
+        self.publish_coordinator(self.gms.coordinator_until());
         ending
     }
 
-    fn send(&self, to: &[MemberId], message: &GmsMessage) {
+    fn publish_coordinator(&self, until: Option<std::time::Instant>) {
+        *self
+            .shared
+            .coordinator_until
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = until;
+    }
+
+    fn send<M: Message>(&self, to: &[MemberId], message: &M) {
         match self.messenger.send_outside_view(message, to) {
             Ok(outcome) if !outcome.is_complete() => {
                 tracing::debug!(

@@ -30,7 +30,7 @@ pub enum Invariant {
     /// 3: no member appears in a view after a view that removed it.
     NoReturn,
     /// 4: at most one live, unpaused member with installed view id N reports
-    /// `is_coordinator()` (fatal only with `ChaosConfig::strict_coordinators`).
+    /// `is_coordinator(now)` (fatal with `ChaosConfig::strict_coordinators`, the default).
     OneCoordinator,
     /// 5, after healing: every removed member stops believing it is in.
     RemovedLearnOut,

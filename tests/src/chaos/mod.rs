@@ -13,13 +13,14 @@
 //!                                   (left, forced out, refused, timed out) stops the member
 //! Gms::poll_timeout ─► queue: Timer (stale once the member moves its deadline)
 //!
-//! queue, earliest first ─► Arrive at a running member: handle_message / heard_from /
-//!                          check_result ─► drain its outputs, as above
+//! queue, earliest first ─► Arrive at a running member: handle_message / handle_lease /
+//!                          heard_from / check_result ─► drain its outputs, as above
 //!                          at a paused member: held in its inbox; crashed, stopped: lost
 //!                      ─► Timer of a running member: handle_timeout ─► drain
 //!                      ─► Resume: held timer and held arrivals queued at this instant
 //!                      ─► Lift / Flip: a link fault ends or changes phase
-//! after every step ─► invariant 4 (counted, or fatal if strict) ─► triggers whose
+//! after every step ─► invariant 4: is_coordinator(now) of every running member (fatal;
+//!                     counted instead unless strict) ─► triggers whose
 //!                     condition now holds act (crash, crash mid-send, leave, pause)
 //! ```
 //!
@@ -38,8 +39,9 @@
 //!
 //! **Invariants**, checked after every step: the three of [`Invariants`] at every install
 //! (one set of members per view id, growing ids per member, no return after removal), and
-//! at most one live, unpaused coordinator per view id (counted unless
-//! [`ChaosConfig::strict_coordinators`]); after healing ([`Chaos::settled`]): removed
+//! at most one running member per view id for which `Gms::is_coordinator(now)` holds at the
+//! current virtual time (the coordinator lease; fatal with
+//! [`ChaosConfig::strict_coordinators`], the default, else counted); after healing ([`Chaos::settled`]): removed
 //! members know they are out, and the live members hold one view of exactly themselves,
 //! with no leave pending and no joiner still waiting. A violation is a [`Failure`] with the
 //! seed, the plan, the faults as carried out, every member's state and the last steps.

@@ -9,7 +9,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cohort_membership::{
-    AllowAll, CheckOutcome, Credentials, Gms, GmsConfig, GmsMessage, MembershipEvent, Output,
+    AllowAll, CheckOutcome, Credentials, Gms, GmsConfig, GmsMessage, LeaseMessage, MembershipEvent,
+    Output,
 };
 use cohort_transport::{MemberId, MemberKind, View, ViewId};
 use uuid::Uuid;
@@ -36,6 +37,9 @@ const DRAW_CHECK: u64 = 3;
 const DRAW_HOOK: u64 = 4;
 const DRAW_DEATH: u64 = 5;
 const DRAW_RESUME: u64 = 6;
+/// Lease traffic draws its link faults apart from the protocol's messages and heartbeats,
+/// so that adding it left the fate of every other transmission of a seed as it was.
+const DRAW_LEASE: u64 = 7;
 
 /// Timing and fault knobs of the simulated world.
 #[derive(Clone, Debug)]
@@ -56,8 +60,9 @@ pub struct ChaosConfig {
     /// handshake, a slow scheduler). Default 2%.
     pub check_times_out: f64,
     /// Makes invariant 4 (one coordinator per view id) fatal; otherwise it is only
-    /// counted ([`Stats::coordinator_overlaps`]), since a coordinator cut off or paused
-    /// cannot know yet that it was replaced.
+    /// counted ([`Stats::coordinator_overlaps`]). Default on: belief is the coordinator
+    /// lease (`Gms::is_coordinator(now)`), asked after every step at the current virtual
+    /// time of every running member.
     pub strict_coordinators: bool,
 }
 
@@ -70,7 +75,7 @@ impl Default for ChaosConfig {
             refused_answer: Duration::from_millis(1)..Duration::from_millis(5),
             final_check_timeout: Duration::from_millis(400),
             check_times_out: 0.02,
-            strict_coordinators: false,
+            strict_coordinators: true,
         }
     }
 }
@@ -124,7 +129,10 @@ pub struct Stats {
     pub steps: u64,
     /// Protocol messages sent, one per recipient.
     pub messages: u64,
-    /// Transmissions (messages and heartbeats) lost to cuts and loss.
+    /// Coordinator-lease messages sent (requests and grants), one per recipient; not in
+    /// `messages`.
+    pub lease_messages: u64,
+    /// Transmissions (messages, lease messages and heartbeats) lost to cuts and loss.
     pub dropped: u64,
     /// Transmissions delivered twice.
     pub duplicated: u64,
@@ -133,7 +141,7 @@ pub struct Stats {
     /// View installations, one per member per view.
     pub installs: u64,
     /// Distinct episodes of two or more live, unpaused members of one view id reporting
-    /// `is_coordinator()` at once (invariant 4 when not strict).
+    /// `is_coordinator(now)` at once (invariant 4 when not strict).
     pub coordinator_overlaps: u64,
 }
 
@@ -256,6 +264,10 @@ enum Inbound {
         /// The view the sender held when it sent it, as a `Heartbeat` datagram says.
         view_id: ViewId,
     },
+    Lease {
+        from: usize,
+        message: LeaseMessage,
+    },
     Answer {
         suspect: MemberId,
         outcome: CheckOutcome,
@@ -308,8 +320,6 @@ struct Node {
     events: Vec<(Duration, MembershipEvent)>,
     /// When it asked to leave (as a member).
     leave_asked: Option<Duration>,
-    /// `is_coordinator()` after its last input: the only time it can change.
-    coordinating: bool,
 }
 
 type Condition = Box<dyn Fn(&Chaos) -> bool>;
@@ -377,9 +387,6 @@ pub struct Chaos {
     same_instant: u64,
     /// Counts the changes that [`Chaos::settled`] depends on: events and lives.
     changes: u64,
-    /// Set when some member's coordinating, view or life changed: invariant 4 is looked
-    /// at again after the step.
-    roles_changed: bool,
 }
 
 impl Chaos {
@@ -414,7 +421,6 @@ impl Chaos {
             trace: VecDeque::new(),
             same_instant: 0,
             changes: 0,
-            roles_changed: false,
         }
     }
 
@@ -435,7 +441,6 @@ impl Chaos {
             inbox: VecDeque::new(),
             events: Vec::new(),
             leave_asked: None,
-            coordinating: false,
         });
         i
     }
@@ -552,7 +557,7 @@ impl Chaos {
         }
         let before = self.queue.len();
         self.queue.retain(|_, event| {
-            !matches!(event, Event::Arrive { inbound: Inbound::Message { from, .. } | Inbound::Heartbeat { from, .. }, .. } if *from == i)
+            !matches!(event, Event::Arrive { inbound: Inbound::Message { from, .. } | Inbound::Heartbeat { from, .. } | Inbound::Lease { from, .. }, .. } if *from == i)
         });
         let lost = before - self.queue.len();
         self.note(format!("{lost} of its transmissions in flight are lost"));
@@ -972,12 +977,12 @@ impl Chaos {
             .cloned()
     }
 
-    /// Who coordinates: the live member reporting `is_coordinator()` with the newest view,
+    /// Who coordinates: the live member reporting `is_coordinator(now)` with the newest view,
     /// else the member that will once the dead are found: the coordinator of the newest
     /// view among its live members.
     pub fn coordinator(&self) -> Option<usize> {
         let reporting = (0..self.nodes.len())
-            .filter(|i| self.is_live(*i) && self.gms(*i).is_coordinator())
+            .filter(|i| self.is_live(*i) && self.gms(*i).is_coordinator(self.at()))
             .max_by_key(|i| self.gms(*i).view().map(View::id));
         reporting.or_else(|| self.coordinator_among(|_| true))
     }
@@ -1153,6 +1158,27 @@ impl Chaos {
                 self.nodes[to].gms.heard_view(now, &from_id, *view_id);
                 Cause::Message(*from)
             }
+            Inbound::Lease { from, message } => {
+                let from_id = self.id(*from);
+                let before = self.gms(to).coordinator_until();
+                self.nodes[to].gms.handle_lease(now, &from_id, *message);
+                // Lease traffic is most of the steps: only a lease won or extended is
+                // traced, as what decides invariant 4.
+                if let Some(until) = self
+                    .gms(to)
+                    .coordinator_until()
+                    .filter(|until| Some(*until) != before)
+                {
+                    let view = self.gms(to).view().map_or(ViewId(0), View::id);
+                    let left = until.saturating_duration_since(now);
+                    let line = format!(
+                        "{} holds the lease for view {view} for {left:?} more",
+                        self.name(to)
+                    );
+                    self.traced(Traced::Note(line));
+                }
+                Cause::Message(*from)
+            }
             Inbound::Answer { suspect, outcome } => {
                 self.traced(Traced::Took {
                     to,
@@ -1196,13 +1222,15 @@ impl Chaos {
             let Some(output) = self.nodes[i].gms.poll_output() else {
                 break;
             };
-            if untraced_timer && !matches!(output, Output::Heartbeat { .. }) {
+            if untraced_timer && !matches!(output, Output::Heartbeat { .. } | Output::Lease { .. })
+            {
                 untraced_timer = false;
                 self.traced(Traced::Timer(i));
             }
             match output {
                 Output::Send { to, message } => self.send(i, &to, message)?,
                 Output::Heartbeat { to } => self.heartbeat(i, &to),
+                Output::Lease { to, message } => self.lease(i, &to, message),
                 Output::Check { member } => self.check(i, member),
                 Output::Event(event) => self.event(i, event, cause)?,
             }
@@ -1210,18 +1238,12 @@ impl Chaos {
         if self.is_running(i) {
             self.arm(i);
         }
-        let coordinating = self.gms(i).is_coordinator();
-        if self.nodes[i].coordinating != coordinating {
-            self.nodes[i].coordinating = coordinating;
-            self.roles_changed = true;
-        }
         Ok(())
     }
 
-    /// Something [`Chaos::settled`] or invariant 4 depends on changed.
+    /// Something [`Chaos::settled`] depends on changed.
     fn changed(&mut self) {
         self.changes += 1;
-        self.roles_changed = true;
     }
 
     fn arm(&mut self, i: usize) {
@@ -1312,11 +1334,24 @@ impl Chaos {
         }
     }
 
+    /// Lease messages go through the same link faults as messages and heartbeats.
+    fn lease(&mut self, i: usize, to: &[MemberId], message: LeaseMessage) {
+        let recipients: Vec<usize> = to.iter().filter_map(|m| self.index_of(m)).collect();
+        for j in recipients {
+            self.stats.lease_messages += 1;
+            self.transmit(i, j, Inbound::Lease { from: i, message });
+        }
+    }
+
     /// Queues one transmission `from`→`to` through the link's faults.
     fn transmit(&mut self, from: usize, to: usize, inbound: Inbound) {
         let link = self.links.link(from, to);
-        let n = self.next_draw(DRAW_LINK, from, to);
-        let mut rng = Rng::keyed(self.seed, &[DRAW_LINK, from as u64, to as u64, n]);
+        let tag = match inbound {
+            Inbound::Lease { .. } => DRAW_LEASE,
+            _ => DRAW_LINK,
+        };
+        let n = self.next_draw(tag, from, to);
+        let mut rng = Rng::keyed(self.seed, &[tag, from as u64, to as u64, n]);
         let lost = rng.chance(link.loss);
         if link.cut || lost {
             self.stats.dropped += 1;
@@ -1437,15 +1472,15 @@ impl Chaos {
         Ok(())
     }
 
-    /// Invariant 4: at most one live, unpaused member of each view id coordinates. Looked
-    /// at only when some member's role, view or life changed.
+    /// Invariant 4: at most one live, unpaused member of each view id coordinates, asked of
+    /// every running member at the current virtual time after every step. A lease only
+    /// begins at a step and only ends with time, so two leases that overlap at all do so
+    /// at the step that began the later one: looking after every step misses none.
     fn coordinators(&mut self) -> Result<(), Violation> {
-        if !std::mem::take(&mut self.roles_changed) {
-            return Ok(());
-        }
+        let now = self.at();
         let mut by_view: BTreeMap<ViewId, Vec<usize>> = BTreeMap::new();
         for i in 0..self.nodes.len() {
-            if self.is_running(i) && self.nodes[i].coordinating {
+            if self.is_running(i) && self.gms(i).is_coordinator(now) {
                 let id = self.gms(i).view().map_or(ViewId(0), View::id);
                 by_view.entry(id).or_default().push(i);
             }
@@ -1551,7 +1586,7 @@ impl Chaos {
         let members = (0..self.nodes.len())
             .map(|i| {
                 let gms = self.gms(i);
-                let role = if gms.is_coordinator() {
+                let role = if gms.is_coordinator(self.at()) {
                     "coordinator"
                 } else if gms.is_member() {
                     "member"
@@ -1615,6 +1650,10 @@ impl Chaos {
                 self.name(*to),
                 self.name(*from)
             ),
+            Traced::Took {
+                to,
+                inbound: Inbound::Lease { from, message },
+            } => format!("{} → {}: {message:?}", self.name(*from), self.name(*to)),
             Traced::Timer(i) => format!("{}: timer", self.name(*i)),
             Traced::Lost { from, to, message } => format!(
                 "{} → {} lost: {}",
