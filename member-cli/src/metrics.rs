@@ -217,6 +217,16 @@ impl Collector for Snapshot {
                 l.handshakes_refused,
             ),
             (
+                "cohort_limit_host_handshakes_refused",
+                "Handshakes refused: their host had max_handshakes_per_host in progress while accept permits ran short",
+                l.host_handshakes_refused,
+            ),
+            (
+                "cohort_limit_handshakes_retried",
+                "Handshakes asked to prove their address (QUIC Retry) while accept permits ran short",
+                l.handshakes_retried,
+            ),
+            (
                 "cohort_limit_connections_refused",
                 "Connections closed with TOO_MANY_CONNECTIONS (max_connections_per_address)",
                 l.connections_refused,

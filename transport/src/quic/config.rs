@@ -60,6 +60,17 @@ pub struct QuicConfig {
     /// members at once from running hundreds of mutual-TLS handshakes in parallel, which
     /// then time out together. Default 64.
     pub max_concurrent_accepts: usize,
+    /// Incoming handshakes worked on at once, besides `max_concurrent_accepts`, for
+    /// members of the installed view only (known by the address they dial from): a flood
+    /// of handshakes from elsewhere cannot keep the view's members, and their final
+    /// checks, waiting. Default 16.
+    pub max_concurrent_accepts_for_view: usize,
+    /// Incoming handshakes in progress at once from one host (IP address, over all its
+    /// ports) outside the view, enforced while fewer than half of `max_concurrent_accepts`
+    /// are free (a flood, or a start of many members at once: then a host waits for its
+    /// own handshakes to finish, and other hosts get their turn). Default 32: half the
+    /// accept permits, so one host cannot take them all.
+    pub max_handshakes_per_host: usize,
     /// Incoming handshakes in progress at once from one source address (IP and port:
     /// what a member is known by); more are refused (QUIC `CONNECTION_REFUSED`) before
     /// any TLS work. A member dials another once at a time, plus a query now and then.
@@ -118,6 +129,8 @@ impl Default for QuicConfig {
             handshake_timeout: Duration::from_secs(5),
             max_concurrent_dials: 8,
             max_concurrent_accepts: 64,
+            max_concurrent_accepts_for_view: 16,
+            max_handshakes_per_host: 32,
             max_handshakes_per_address: 4,
             max_connections_per_address: 4,
             max_queries_per_second_per_address: 10,
@@ -206,6 +219,11 @@ impl QuicConfig {
             (self.subscription_capacity, "subscription_capacity"),
             (self.max_concurrent_dials, "max_concurrent_dials"),
             (self.max_concurrent_accepts, "max_concurrent_accepts"),
+            (
+                self.max_concurrent_accepts_for_view,
+                "max_concurrent_accepts_for_view",
+            ),
+            (self.max_handshakes_per_host, "max_handshakes_per_host"),
             (
                 self.max_handshakes_per_address,
                 "max_handshakes_per_address",

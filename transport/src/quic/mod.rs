@@ -99,6 +99,9 @@ pub(crate) struct Shared {
     /// never hold more than `max_dials_outside_view` of the dial permits.
     pub(crate) outside_dial_permits: Semaphore,
     pub(crate) accept_permits: Semaphore,
+    /// Accept permits only members of the view (by the address they dial from) may take,
+    /// once `accept_permits` are all taken.
+    pub(crate) view_accept_permits: Semaphore,
     pub(crate) queries: QueryHandlers,
     pub(crate) limits: Arc<limits::Limits>,
     /// Who may send application messages here: the installed view's members, and those of
@@ -141,6 +144,12 @@ impl Shared {
     pub(crate) fn in_view(&self, member: Uuid) -> bool {
         read(&self.admitted).members.contains(&member)
     }
+
+    /// True if a member of the installed view, or of one being prepared, is at `address`
+    /// (what a handshake is known by before any TLS: a claim, proved only later).
+    pub(crate) fn is_view_address(&self, address: SocketAddr) -> bool {
+        read(&self.admitted).addresses.contains(&canonical(address))
+    }
 }
 
 /// The members of the installed view (kept in `Inner::view`) and of a view being
@@ -149,6 +158,8 @@ impl Shared {
 pub(crate) struct Admitted {
     expected: Option<View>,
     members: HashSet<Uuid>,
+    /// The addresses of `members`: what an incoming handshake is known by before TLS.
+    addresses: HashSet<SocketAddr>,
 }
 
 impl Admitted {
@@ -162,12 +173,14 @@ impl Admitted {
         {
             self.expected = None;
         }
-        self.members = installed
-            .members()
-            .iter()
-            .chain(self.expected.iter().flat_map(View::members))
-            .map(MemberId::uuid)
-            .collect();
+        let members = || {
+            installed
+                .members()
+                .iter()
+                .chain(self.expected.iter().flat_map(View::members))
+        };
+        self.members = members().map(MemberId::uuid).collect();
+        self.addresses = members().map(|m| canonical(m.address())).collect();
     }
 }
 
@@ -371,10 +384,12 @@ impl QuicMessenger {
             dial_permits: Semaphore::new(config.max_concurrent_dials),
             outside_dial_permits: Semaphore::new(config.max_dials_outside_view),
             accept_permits: Semaphore::new(config.max_concurrent_accepts),
+            view_accept_permits: Semaphore::new(config.max_concurrent_accepts_for_view),
             queries: QueryHandlers::default(),
             admitted: RwLock::new(Admitted::default()),
             limits: limits::Limits::new(
                 config.max_handshakes_per_address,
+                config.max_handshakes_per_host,
                 config.max_connections_per_address,
                 config.max_queries_per_second_per_address,
             ),
@@ -789,9 +804,23 @@ impl Inner {
     async fn handle_incoming(self: Arc<Self>, incoming: quinn::Incoming) {
         let shared = &self.shared;
         let remote = incoming.remote_address();
+        // Accept permits running short means a flood, or many members starting at once.
+        // Then a source that has not proved its address yet is asked to (a QUIC Retry:
+        // stateless, one packet, no permit held), so a flood of Initials from forged or
+        // silent addresses costs nothing; and one host outside the view may hold only so
+        // many handshakes, so that other hosts get their turn.
+        let short =
+            shared.accept_permits.available_permits() < shared.config.max_concurrent_accepts / 2;
+        if short && !incoming.remote_address_validated() && incoming.may_retry() {
+            shared.limits.count_retried();
+            // Fails only if a Retry is not allowed here, which may_retry ruled out.
+            let _ = incoming.retry();
+            return;
+        }
+        let of_view = shared.is_view_address(remote);
         // Checked before any TLS work: refusing costs one packet.
-        let Some(handshake_slot) = shared.limits.start_handshake(remote) else {
-            tracing::debug!(%remote, "refused a handshake: its address has its limit in progress");
+        let Some(handshake_slot) = shared.limits.start_handshake(remote, short && !of_view) else {
+            tracing::debug!(%remote, "refused a handshake: its address or host has its limit in progress");
             return incoming.refuse();
         };
         // The dialer gives up after its handshake timeout, so one that waited that long for
@@ -799,8 +828,18 @@ impl Inner {
         // arrival keeps a storm from being served stalest first.
         let arrived = tokio::time::Instant::now();
         let deadline = arrived + shared.config.handshake_timeout;
-        let permit = match tokio::time::timeout_at(deadline, shared.accept_permits.acquire()).await
-        {
+        let acquired = async {
+            match shared.accept_permits.try_acquire() {
+                Ok(permit) => Ok(permit),
+                // A member of the view waits for whichever pool frees a permit first.
+                Err(_) if of_view => tokio::select! {
+                    permit = shared.accept_permits.acquire() => permit,
+                    permit = shared.view_accept_permits.acquire() => permit,
+                },
+                Err(_) => shared.accept_permits.acquire().await,
+            }
+        };
+        let permit = match tokio::time::timeout_at(deadline, acquired).await {
             Ok(Ok(permit)) => permit,
             Ok(Err(_)) => return incoming.refuse(),
             Err(_) => {
