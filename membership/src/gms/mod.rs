@@ -33,8 +33,8 @@
 //! silent neighbour, application, backlog, silent in a round ──Suspect──► coordinator + checker
 //! checker = coordinator of (view − suspects): Output::Check ──► check_result(outcome)
 //!   Alive ──Cleared──► those who suspected it      NoAnswer/Refused ──► removed next view
-//! removing the unanswered would leave no majority ──► ForcedDisconnect, NetworkPartition
-//!   to the members of this side
+//! removing the unanswered would leave no majority ──► those heard from since are checked
+//!   once more ──► still none: ForcedDisconnect, NetworkPartition to the members of this side
 //! ```
 //!
 //! A suspected coordinator is checked by its successor, which proposes once it found the
@@ -393,6 +393,12 @@ pub struct Gms {
     checking: HashMap<Uuid, (Instant, u32)>,
     /// Suspects this member's final check found dead, until a view without them installs.
     dead: HashSet<Uuid>,
+    /// Members found dead that this member heard from since (a message, a heartbeat): the
+    /// finding may be stale (see [`Gms::confirm_findings`]).
+    heard_since_dead: HashSet<Uuid>,
+    /// Members checked again before their findings could shut this side down, until
+    /// cleared or a view installs: each finding is checked again once.
+    rechecked: HashSet<Uuid>,
     /// Since when suspicions have waited for a checker other than this member.
     unresolved_since: Option<Instant>,
     /// When the checker last cleared each member: a suspicion of it from another member
@@ -442,6 +448,8 @@ impl Gms {
             own_suspicions: HashSet::new(),
             checking: HashMap::new(),
             dead: HashSet::new(),
+            heard_since_dead: HashSet::new(),
+            rechecked: HashSet::new(),
             unresolved_since: None,
             cleared_at: HashMap::new(),
             suspected_by: HashMap::new(),
@@ -588,6 +596,9 @@ impl Gms {
     pub fn heard_view(&mut self, now: Instant, member: &MemberId, view_id: ViewId) {
         if !self.is_member() || *member == self.me {
             return;
+        }
+        if self.dead.contains(&member.uuid()) {
+            self.heard_since_dead.insert(member.uuid());
         }
         if self.in_view(member) {
             if view_id > self.view_id() {
@@ -869,6 +880,9 @@ impl Gms {
             );
             return;
         }
+        if self.dead.contains(&from.uuid()) {
+            self.heard_since_dead.insert(from.uuid());
+        }
         match message {
             GmsMessage::JoinRequest {
                 member,
@@ -1108,9 +1122,27 @@ impl Gms {
         }
         let leaving: Vec<MemberId> = take_in(&mut self.pending_leaves, &base);
         let crashed: Vec<MemberId> = take_in(&mut self.pending_removals, &base);
-        if self.config.partition_detection
-            && let Some(reason) = Quorum::new(&base).lost_to(&crashed)
-        {
+        let lost = self
+            .config
+            .partition_detection
+            .then(|| Quorum::new(&base).lost_to(&crashed))
+            .flatten();
+        let rechecked = match lost {
+            Some(_) => self.confirm_findings(now, &crashed),
+            None => Vec::new(),
+        };
+        if !rechecked.is_empty() {
+            // Findings that make this side a minority are checked again before it gives up
+            // if their members were heard from since: a pause or a cut that ended since,
+            // with the finding carried through a failed round or an installed view, must
+            // not shut down a side that holds a quorum now. The round is weighed again once
+            // the checks are done.
+            self.pending_leaves.extend(leaving);
+            let standing = crashed.into_iter().filter(|m| !rechecked.contains(m));
+            self.pending_removals.extend(standing);
+            return;
+        }
+        if let Some(reason) = lost {
             // This side is the minority: tell the members still here, and stop.
             let survivors: Vec<MemberId> = others(&base, &self.me)
                 .into_iter()
@@ -1888,6 +1920,9 @@ impl Gms {
         self.own_suspicions.retain(|uuid| view.contains_uuid(*uuid));
         self.checking.retain(|uuid, _| view.contains_uuid(*uuid));
         self.dead.retain(|uuid| view.contains_uuid(*uuid));
+        self.rechecked.clear();
+        self.heard_since_dead
+            .retain(|uuid| view.contains_uuid(*uuid));
         self.cleared_at.retain(|uuid, _| view.contains_uuid(*uuid));
         self.suspected_by
             .retain(|uuid, _| view.contains_uuid(*uuid));
@@ -2224,6 +2259,42 @@ impl Gms {
         self.outputs.push_back(Output::Check { member });
     }
 
+    /// Before the findings in `crashed` shut this side down for want of a quorum, the
+    /// members among them heard from since they were found dead, and not checked again
+    /// since, are checked again (they stay suspects, and the checks' results decide).
+    /// Returns them; none if no finding is in doubt. A minority whose members across the
+    /// cut still reach it (a one-way cut) is delayed by one final check.
+    fn confirm_findings(&mut self, now: Instant, crashed: &[MemberId]) -> Vec<MemberId> {
+        let unconfirmed: Vec<MemberId> = crashed
+            .iter()
+            .filter(|m| {
+                self.dead.contains(&m.uuid())
+                    && self.heard_since_dead.contains(&m.uuid())
+                    && !self.rechecked.contains(&m.uuid())
+            })
+            .cloned()
+            .collect();
+        if unconfirmed.is_empty() {
+            return unconfirmed;
+        }
+        tracing::warn!(
+            members = ?unconfirmed,
+            "this side would lose its quorum: checking again the members found dead but heard from since"
+        );
+        for member in &unconfirmed {
+            let uuid = member.uuid();
+            self.dead.remove(&uuid);
+            self.heard_since_dead.remove(&uuid);
+            self.rechecked.insert(uuid);
+            self.suspects.entry(uuid).or_insert_with(|| member.clone());
+        }
+        self.run_checks(now);
+        // The round is tried again once no check runs (a crash found meanwhile sets it
+        // too): the findings that stand are still pending.
+        self.batch_at = Some(now);
+        unconfirmed
+    }
+
     /// True if a final check cleared `member` within twice the member timeout: suspicions
     /// of it from then are stale (or forged) and settle nothing new.
     fn cleared_recently(&self, member: &MemberId, now: Instant) -> bool {
@@ -2234,6 +2305,7 @@ impl Gms {
     }
 
     fn clear(&mut self, now: Instant, member: &MemberId) {
+        self.rechecked.remove(&member.uuid());
         self.suspects.remove(&member.uuid());
         self.own_suspicions.remove(&member.uuid());
         self.cleared_at.insert(member.uuid(), now);

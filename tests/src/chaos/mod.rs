@@ -63,8 +63,10 @@ mod world;
 pub use invariants::{Invariant, Invariants, Violation};
 pub use net::FaultId;
 pub use plan::{
-    FAULT_PHASE, Fate, Fault, HEAL_LIMIT, Plan, Report, SendKind, Sweep, Who, run_plan, run_seed,
-    sweep,
+    FAULT_PHASE, Fate, Fault, HEAL_LIMIT, LostClass, Plan, RECENT, Report, SendKind, Sweep, Who,
+    run_plan, run_seed, sweep,
 };
 pub use rng::Rng;
-pub use world::{Action, Chaos, ChaosConfig, Death, Failure, Reach, Stats, view_weight};
+pub use world::{
+    Action, Chaos, ChaosConfig, Death, Failure, Reach, Stats, Stop, quorum_weights, view_weight,
+};

@@ -19,7 +19,7 @@ use cohort_transport::{MemberId, MemberKind};
 
 use super::invariants::{Invariant, Violation};
 use super::rng::Rng;
-use super::world::{Action, Chaos, Failure, Reach, Stats, view_weight};
+use super::world::{Action, Chaos, Death, Failure, Reach, Stats, Stop, view_weight};
 
 /// How long the fault phase of a random plan lasts.
 pub const FAULT_PHASE: Range<Duration> = Duration::from_secs(10)..Duration::from_secs(25);
@@ -500,6 +500,75 @@ pub struct Report {
     pub virtual_time: Duration,
     /// The faults and commands as carried out ([`Chaos::log`]).
     pub log: Vec<String>,
+    /// Virtual time of healing.
+    pub healed: Duration,
+    /// Every member that stopped, as it stood then ([`Chaos::stops`]).
+    pub stops: Vec<Stop>,
+    /// How each member ended, by name: crashed, stopped (and why), or still running.
+    pub fates: Vec<String>,
+}
+
+/// A final check's timeout and a little more: a check begun before a link fault or a pause
+/// ended may still report it, as the simulation answers a check as things stand when it
+/// begins.
+pub const RECENT: Duration = Duration::from_millis(500);
+
+/// Why nobody was left in the cluster, judged from how each member stood when it shut
+/// down for a partition ([`Stop`]), worst first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum LostClass {
+    /// A member shut down for a partition after healing, every link open, although the
+    /// live members of its view held a majority of its weight (and had for longer than
+    /// [`RECENT`]).
+    AfterHealing,
+    /// A member shut down for a partition although itself and the live, running members
+    /// it reached both ways held a majority of its view's weight, and had for longer than
+    /// [`RECENT`].
+    StoppedWithQuorum,
+    /// As [`LostClass::StoppedWithQuorum`], but a link fault or a pause began or ended
+    /// within [`RECENT`] before: findings of final checks begun before that change.
+    QuorumJustRegained,
+    /// A member shut down for a partition without a reachable majority, but it would have
+    /// had one had the members proven dead (port closed) not counted as lost.
+    RefusedCountedAsLost,
+    /// Every member that shut down for a partition lacked a reachable majority even
+    /// without the members proven dead: crashes, cuts, pauses and the members stopped
+    /// already took it.
+    Minority,
+    /// Nobody shut down for a partition: the members left (or were removed by members
+    /// that left).
+    Left,
+}
+
+impl LostClass {
+    /// The class of one shutdown for a partition, or `None` for any other ending.
+    pub fn of_stop(stop: &Stop, healed: Duration) -> Option<LostClass> {
+        if stop.ending != "forced out" || !stop.reason.starts_with("network partition") {
+            return None;
+        }
+        let recent = stop.since_fault_change <= RECENT;
+        Some(if stop.had_quorum() && recent {
+            LostClass::QuorumJustRegained
+        } else if stop.had_quorum() && stop.at >= healed {
+            LostClass::AfterHealing
+        } else if stop.had_quorum() {
+            LostClass::StoppedWithQuorum
+        } else if (stop.reachable + stop.refused) * 2 > stop.total {
+            LostClass::RefusedCountedAsLost
+        } else {
+            LostClass::Minority
+        })
+    }
+
+    /// The class of a run whose cluster was lost: that of its worst shutdown.
+    pub fn of(report: &Report) -> LostClass {
+        report
+            .stops
+            .iter()
+            .filter_map(|stop| LostClass::of_stop(stop, report.healed))
+            .min()
+            .unwrap_or(LostClass::Left)
+    }
 }
 
 /// Runs the plan of `seed`: the replay of a failing seed is `run_seed(seed)`.
@@ -530,6 +599,7 @@ fn carry_out(chaos: &mut Chaos, plan: &Plan) -> Result<Report, Failure> {
     let healed = chaos.now();
     let settled = settle(chaos, healed)?;
     let cluster_lost = chaos.newest_view().is_none();
+    let fates = (0..chaos.len()).map(|i| fate(chaos, i, healed)).collect();
     Ok(Report {
         seed: plan.seed,
         members: formed.len(),
@@ -542,7 +612,46 @@ fn carry_out(chaos: &mut Chaos, plan: &Plan) -> Result<Report, Failure> {
         coordinator_overlap: chaos.first_coordinator_overlap().map(str::to_owned),
         virtual_time: chaos.now(),
         log: chaos.log(),
+        healed,
+        stops: chaos.stops().to_vec(),
+        fates,
     })
+}
+
+/// How member `i` ended: "m3 crashed (port closed)", "m4 forced out at 12.3s: <reason>",
+/// with how it stood then and, for a shutdown for a partition, its [`LostClass`].
+fn fate(chaos: &Chaos, i: usize, healed: Duration) -> String {
+    let name = chaos.name(i);
+    if let Some(death) = chaos.death_of(i) {
+        let how = match death {
+            Death::PortClosed => "port closed",
+            Death::HostDown => "host down",
+        };
+        return format!("{name} crashed ({how})");
+    }
+    if let Some(stop) = chaos.stops().iter().find(|s| s.member == i) {
+        let reason = if stop.reason.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", stop.reason)
+        };
+        let class = LostClass::of_stop(stop, healed).map_or(String::new(), |c| format!(" {c:?}"));
+        let when = if stop.at >= healed {
+            "after healing"
+        } else {
+            "before healing"
+        };
+        return format!(
+            "{name} {} at {:?} ({when}){reason} [{stop}]{class}",
+            stop.ending, stop.at
+        );
+    }
+    let role = if chaos.gms(i).is_member() {
+        "member"
+    } else {
+        "not a member"
+    };
+    format!("{name} live, {role}")
 }
 
 /// When, after healing, the run settled.
@@ -779,6 +888,8 @@ pub struct Sweep {
     pub coordinator_overlap_example: Option<(u64, String)>,
     /// Runs that ended with nobody in the cluster.
     pub clusters_lost: u64,
+    /// Those runs, by seed, with why ([`LostClass`]) and how each member ended.
+    pub lost: Vec<(u64, LostClass, Vec<String>)>,
 }
 
 impl Sweep {
@@ -830,6 +941,10 @@ pub fn sweep(seeds: Range<u64>) -> Sweep {
         match run_seed(seed) {
             Ok(report) => {
                 sweep.heal_times.push(report.heal_to_one_view);
+                if report.cluster_lost {
+                    let class = LostClass::of(&report);
+                    sweep.lost.push((seed, class, report.fates.clone()));
+                }
                 if let Some(overlap) = report.coordinator_overlap {
                     sweep.with_coordinator_overlap += 1;
                     sweep

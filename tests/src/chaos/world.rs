@@ -145,6 +145,64 @@ pub struct Stats {
     pub coordinator_overlaps: u64,
 }
 
+/// How a member stood when it stopped (an ending event: left, forced out, join refused or
+/// timed out), for telling a minority that had to stop from one that need not have: the
+/// members of its view then, weighed with the protocol's quorum weights (a member that
+/// outweighs all the others together is capped below their sum).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stop {
+    /// Virtual time.
+    pub at: Duration,
+    /// Which member.
+    pub member: usize,
+    /// The ending: "left", "forced out", "join refused", "join timed out".
+    pub ending: &'static str,
+    /// The reason a forced disconnect gave (empty for the other endings).
+    pub reason: String,
+    /// The view it held (0 if none).
+    pub view: ViewId,
+    /// That view's quorum weight.
+    pub total: i64,
+    /// The weight of its members that were live (running or paused), itself included.
+    pub live: i64,
+    /// The weight of itself and the live, running members it reached both ways then.
+    pub reachable: i64,
+    /// The weight of its members that had crashed with their port closed (final checks
+    /// refused: positive evidence of death).
+    pub refused: i64,
+    /// The weight of its members that had crashed with their host down.
+    pub host_down: i64,
+    /// The weight of its members that had stopped already.
+    pub stopped: i64,
+    /// How long before a link fault or a pause last began or ended.
+    pub since_fault_change: Duration,
+}
+
+impl Stop {
+    /// True if itself and the members it reached held a strict majority of its view.
+    pub fn had_quorum(&self) -> bool {
+        self.total > 0 && self.reachable * 2 > self.total
+    }
+}
+
+impl fmt::Display for Stop {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "view {}: of weight {}, {} live, {} reachable, {} crashed (port closed), {} crashed \
+             (host down), {} stopped; {:?} after the last change of link faults or pauses",
+            self.view,
+            self.total,
+            self.live,
+            self.reachable,
+            self.refused,
+            self.host_down,
+            self.stopped,
+            self.since_fault_change
+        )
+    }
+}
+
 /// A broken invariant, with everything needed to understand and replay it. Boxed: runs
 /// return it through every step.
 pub struct Failure(Box<Details>);
@@ -382,6 +440,10 @@ pub struct Chaos {
     overlaps: BTreeSet<(ViewId, Vec<usize>)>,
     first_overlap: Option<String>,
     log: Vec<(Duration, String)>,
+    /// Every member that stopped, as it stood then.
+    stops: Vec<Stop>,
+    /// When a link fault or a pause last began or ended.
+    faults_changed: Duration,
     trace: VecDeque<(Duration, Traced)>,
     /// Steps run at the current instant (for the spin guard).
     same_instant: u64,
@@ -418,6 +480,8 @@ impl Chaos {
             overlaps: BTreeSet::new(),
             first_overlap: None,
             log: Vec::new(),
+            stops: Vec::new(),
+            faults_changed: Duration::ZERO,
             trace: VecDeque::new(),
             same_instant: 0,
             changes: 0,
@@ -575,6 +639,7 @@ impl Chaos {
             Life::Crashed(_) | Life::Stopped => return,
         };
         self.nodes[i].life = Life::Paused { until };
+        self.faults_changed = self.now;
         self.changed();
         self.note(format!("{} paused for {lasting:?}", self.name(i)));
         self.schedule(until, i, 0, Event::Resume { node: i });
@@ -586,6 +651,7 @@ impl Chaos {
             return;
         }
         self.nodes[i].life = Life::Running;
+        self.faults_changed = self.now;
         self.changed();
         let held = std::mem::take(&mut self.nodes[i].inbox);
         let n = self.next_draw(DRAW_RESUME, i, i);
@@ -700,6 +766,7 @@ impl Chaos {
     /// Ends a link fault now.
     pub fn lift(&mut self, fault: FaultId) {
         if self.links.lift(fault) {
+            self.faults_changed = self.now;
             self.note(format!("link fault {} lifted", fault.0));
         }
     }
@@ -713,6 +780,7 @@ impl Chaos {
     /// are dropped.
     pub fn heal(&mut self) {
         self.links.clear();
+        self.faults_changed = self.now;
         self.triggers.clear();
         self.hooks.clear();
         self.note("heal: every link open, every trigger dropped".to_owned());
@@ -723,6 +791,7 @@ impl Chaos {
 
     fn link_fault(&mut self, effect: Effect, links: Vec<(usize, usize)>, what: String) -> FaultId {
         let fault = self.links.add(effect, links);
+        self.faults_changed = self.now;
         self.note(format!("link fault {}: {effect}, {what}", fault.0));
         fault
     }
@@ -947,6 +1016,14 @@ impl Chaos {
         matches!(self.nodes[i].life, Life::Crashed(_))
     }
 
+    /// How member `i` died, if it crashed.
+    pub fn death_of(&self, i: usize) -> Option<Death> {
+        match self.nodes[i].life {
+            Life::Crashed(death) => Some(death),
+            _ => None,
+        }
+    }
+
     /// The events member `i` reported, oldest first.
     pub fn events_of(&self, i: usize) -> impl Iterator<Item = &MembershipEvent> {
         self.nodes[i].events.iter().map(|(_, e)| e)
@@ -956,6 +1033,54 @@ impl Chaos {
     /// (an event, a crash, a pause): while it stands still, so does the verdict.
     pub fn changes(&self) -> u64 {
         self.changes
+    }
+
+    /// Every member that stopped so far, as it stood then, in order.
+    pub fn stops(&self) -> &[Stop] {
+        &self.stops
+    }
+
+    /// How member `i` stands now, about to stop with `ending` (see [`Stop`]).
+    fn standing(&self, i: usize, ending: &'static str) -> Stop {
+        let reason = match self.nodes[i].events.last() {
+            Some((_, MembershipEvent::ForcedDisconnect { reason })) => reason.clone(),
+            _ => String::new(),
+        };
+        let mut stop = Stop {
+            at: self.now,
+            member: i,
+            ending,
+            reason,
+            view: self.gms(i).view().map_or(ViewId(0), View::id),
+            total: 0,
+            live: 0,
+            reachable: 0,
+            refused: 0,
+            host_down: 0,
+            stopped: 0,
+            since_fault_change: self.now - self.faults_changed,
+        };
+        let Some(view) = self.gms(i).view() else {
+            return stop;
+        };
+        for (member, weight) in quorum_weights(view) {
+            stop.total += weight;
+            let Some(j) = self.index_of(&member) else {
+                continue;
+            };
+            match self.nodes[j].life {
+                Life::Running | Life::Paused { .. } => {
+                    stop.live += weight;
+                    if j == i || (self.is_running(j) && self.links.open_both(i, j)) {
+                        stop.reachable += weight;
+                    }
+                }
+                Life::Crashed(Death::PortClosed) => stop.refused += weight,
+                Life::Crashed(Death::HostDown) => stop.host_down += weight,
+                Life::Stopped => stop.stopped += weight,
+            }
+        }
+        stop
     }
 
     /// The counters.
@@ -1124,7 +1249,11 @@ impl Chaos {
                 period,
                 until,
             } => {
-                if self.links.switch(fault).is_some() && self.now + period < until {
+                let switched = self.links.switch(fault).is_some();
+                if switched {
+                    self.faults_changed = self.now;
+                }
+                if switched && self.now + period < until {
                     let next = Event::Flip {
                         fault,
                         period,
@@ -1427,8 +1556,10 @@ impl Chaos {
         self.nodes[i].events.push((self.now, event));
         self.changed();
         if let Some(ending) = ending {
+            let stop = self.standing(i, ending);
             self.nodes[i].life = Life::Stopped;
-            self.note(format!("{} stops: {ending}", self.name(i)));
+            self.note(format!("{} stops: {ending} ({stop})", self.name(i)));
+            self.stops.push(stop);
         }
         Ok(())
     }
@@ -1689,6 +1820,24 @@ fn weight(view: &View, member: &MemberId) -> i64 {
 /// The protocol's weight of a whole view, for network-partition detection.
 pub fn view_weight(view: &View) -> i64 {
     view.members().iter().map(|m| weight(view, m)).sum()
+}
+
+/// The protocol's quorum weights of `view`'s members: [`weight`], except that in a view of
+/// three or more members with weight, a member outweighing all the others together is
+/// capped just below their sum (as `Quorum` does).
+pub fn quorum_weights(view: &View) -> Vec<(MemberId, i64)> {
+    let mut weights: Vec<(MemberId, i64)> = view
+        .members()
+        .iter()
+        .map(|m| (m.clone(), weight(view, m)))
+        .collect();
+    let total: i64 = weights.iter().map(|(_, w)| w).sum();
+    if weights.iter().filter(|(_, w)| *w > 0).count() >= 3 {
+        for (_, w) in &mut weights {
+            *w = (*w).min(total - *w - 1);
+        }
+    }
+    weights
 }
 
 /// A message's Debug text, shortened: member ids by name only (`m1@127.0.0.1:20001(…)`
