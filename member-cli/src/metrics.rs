@@ -148,6 +148,11 @@ impl Collector for Snapshot {
                 g.final_checks_failed,
             ),
             (
+                "cohort_final_checks_out",
+                "Final checks the suspect answered saying it is out of the cluster",
+                g.final_checks_out,
+            ),
+            (
                 "cohort_members_removed",
                 "Members removed as crashed by installed views",
                 g.members_removed,

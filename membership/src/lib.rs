@@ -11,8 +11,8 @@
 //! - [`discovery`]: deciding from locators' answers whom to join, or whether to found the
 //!   cluster (how locators started together agree on one founder).
 //! - [`view_file`]: the view a locator persists to find the cluster again after a restart.
-//! - [`messages`]: what members say to each other ([`GmsMessage`], one stable tag) and the
-//!   discovery query.
+//! - [`messages`]: what members say to each other ([`GmsMessage`], one stable tag), the
+//!   heartbeat, and the discovery and final-check queries.
 //! - [`auth`]: the pluggable [`Authenticator`] that judges joiners' credentials.
 //!
 
@@ -29,5 +29,5 @@ pub use gms::{CheckOutcome, Gms, GmsConfig, GmsStats, MembershipEvent, Output};
 pub use member::{ConfigError, Member, MemberConfig, Protocol, StartError, Transport};
 pub use messages::{
     Ballot, Decision, DiscoveryAnswer, FinalCheck, FindCoordinator, GmsMessage, Heartbeat,
-    JoinRejection, LeaseMessage, Proposal,
+    JoinRejection, LeaseMessage, Proposal, Standing, ViewCheck, ViewCheckAnswer,
 };

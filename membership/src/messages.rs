@@ -7,6 +7,21 @@
 //! indices stay reserved, and a member of protocol 2 drops them, counted, when it receives
 //! one. A cluster does not mix the two protocols.
 //!
+//! Beside them travel a heartbeat datagram ([`Heartbeat`], tag `0x0102`, carrying the
+//! sender's view id) and three one-shot queries, each a fresh connection of its own:
+//! discovery ([`FindCoordinator`], `0x0101`) and two final checks. [`ViewCheck`] (tag `0x0104`) is the one a
+//! checker asks first: it names the checker and its view id, and the answer gives the
+//! answerer's view id and [`Standing`], so that either side learns of a newer view from the
+//! other, and a suspect that is out says so. [`FinalCheck`] (tag `0x0103`, unchanged) is
+//! the fallback for a build that answers `ViewCheck` with "not served":
+//!
+//! ```text
+//! checker ─ViewCheck{uuid, checker, view_id}─► suspect: heard_view(checker, view_id)
+//!         ◄─ViewCheckAnswer{uuid, view_id, standing}─┘
+//!   Member ─► alive, heard_view(suspect, view_id)   Joining ─► alive   Out ─► removed
+//!   not served ─► FinalCheck{uuid} ─► its uuid (a member or joiner) ─► alive
+//! ```
+//!
 //! The coordinator lease ([`LeaseMessage`]) travels under a tag of its own, so that
 //! members of older builds of protocol 2 drop it without a warning per message.
 
@@ -243,6 +258,10 @@ impl Message for Heartbeat {
 /// A final check: asked of a suspect over a fresh connection of its own (a query), so it
 /// does not depend on the state of the suspect's existing connection. Answered with the
 /// answerer's uuid: a restarted process at the same address is not the suspect.
+///
+/// Asked only of a suspect that does not serve [`ViewCheck`] (an older build). A process
+/// answers with its uuid only while it is a member or joining; once out it answers with
+/// the nil uuid, which names no member, so no checker takes it for alive.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct FinalCheck {
     /// The member checked.
@@ -255,6 +274,54 @@ impl Message for FinalCheck {
 
 impl Query for FinalCheck {
     type Answer = uuid::Uuid;
+}
+
+/// A final check that says who asks and which view it holds (see the module docs), asked
+/// of a suspect over a fresh connection of its own like [`FinalCheck`]. The suspect hears
+/// of the checker's view from it; its answer, [`ViewCheckAnswer`], gives its own.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ViewCheck {
+    /// The member checked.
+    pub uuid: Uuid,
+    /// The member that checks.
+    pub checker: MemberId,
+    /// The checker's installed view.
+    pub view_id: ViewId,
+}
+
+impl Message for ViewCheck {
+    const TAG: Tag = Tag(0x0104);
+}
+
+impl Query for ViewCheck {
+    type Answer = ViewCheckAnswer;
+}
+
+/// The answer to [`ViewCheck`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ViewCheckAnswer {
+    /// Whom the answer is about: the member checked, if the answering process is or was
+    /// that member (a process that reconnected answers for its former identities), and
+    /// otherwise the answerer's own identity, which tells the checker that another
+    /// process holds the suspect's address now.
+    pub uuid: Uuid,
+    /// The view the answering process installed last (0 before it had one).
+    pub view_id: ViewId,
+    /// Where that member stands.
+    pub standing: Standing,
+}
+
+/// Where a member stands in its cluster, as it answers a [`ViewCheck`]. The variant order
+/// is part of the wire format: append, never reorder.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Standing {
+    /// In its installed view, as a member or while it leaves.
+    Member,
+    /// Not admitted yet: starting up or joining.
+    Joining,
+    /// Out for good: it left, was removed, was forced out or shut down, or was never
+    /// admitted.
+    Out,
 }
 
 /// Discovery: a process starting up asks a locator (or any member) who coordinates the

@@ -5,7 +5,8 @@
 //! messages (join requests and refusals, prepared and installed views, suspicions,
 //! heartbeats), and with postcard alone for the discovery query and its answer, as the
 //! query handler and the asker decode them. Checked: what comes out is what went in, member
-//! ids equal in every detail (not only by uuid).
+//! ids equal in every detail (not only by uuid). The final checks' tags and bytes are
+//! pinned for fixed values.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
@@ -13,7 +14,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use cohort_membership::{
     Ballot, Credentials, Decision, DiscoveryAnswer, FinalCheck, FindCoordinator, GmsMessage,
-    Heartbeat, JoinRejection, LeaseMessage, Proposal,
+    Heartbeat, JoinRejection, LeaseMessage, Proposal, Standing, ViewCheck, ViewCheckAnswer,
 };
 use cohort_transport::dispatch::{Dispatcher, Inbound, Routed};
 use cohort_transport::{
@@ -528,5 +529,59 @@ proptest! {
             (Some(sent), Some(received)) => prop_assert!(same_view(sent, received)),
             (sent, received) => prop_assert!(false, "view {:?} came back as {:?}", sent, received),
         }
+    }
+}
+
+/// A value's postcard bytes, as a messenger sends them.
+fn bytes<T: serde::Serialize>(value: &T) -> Vec<u8> {
+    postcard::to_allocvec(value).expect("a value encodes")
+}
+
+/// The final checks' tags and bytes are a promise to other builds: `FinalCheck` (0x0103)
+/// is what a build without `ViewCheck` asks and answers, so neither may ever change, and
+/// `ViewCheck` (0x0104) is pinned from its first release on.
+#[test]
+fn final_checks_keep_their_tags_and_bytes() {
+    assert_eq!(FinalCheck::TAG, Tag(0x0103));
+    assert_eq!(ViewCheck::TAG, Tag(0x0104));
+    let suspect = Uuid::from_u128(1);
+    // A uuid is its length (16) and its bytes, big-endian.
+    let uuid = |last: u8| [&[16u8][..], &[0; 15], &[last]].concat();
+    assert_eq!(bytes(&FinalCheck { uuid: suspect }), uuid(1));
+    assert_eq!(bytes(&uuid::Uuid::from_u128(3)), uuid(3), "its answer");
+
+    let checker = MemberId::new(
+        "c",
+        "127.0.0.1:7000".parse().expect("literal"),
+        MemberKind::Member,
+    )
+    .with_uuid(Uuid::from_u128(2))
+    .with_version(ProtocolVersion::QUIC);
+    let query = ViewCheck {
+        uuid: suspect,
+        checker,
+        view_id: ViewId(5),
+    };
+    let checker_bytes = [
+        &uuid(2)[..],
+        &[1, b'c'],         // name
+        &[0, 127, 0, 0, 1], // address: V4, the IP
+        &[216, 54],         // port 7000, a varint
+        &[0, 2, 0],         // kind Member, version 2, no view id
+        &[0, 0, 0],         // attributes: no groups, no direct channel port, weight +0
+    ]
+    .concat();
+    let expected = [&uuid(1)[..], &checker_bytes, &[5]].concat();
+    assert_eq!(bytes(&query), expected);
+
+    let answer = ViewCheckAnswer {
+        uuid: suspect,
+        view_id: ViewId(6),
+        standing: Standing::Out,
+    };
+    assert_eq!(bytes(&answer), [&uuid(1)[..], &[6, 2]].concat());
+    let standings = [Standing::Member, Standing::Joining, Standing::Out];
+    for (index, standing) in standings.into_iter().enumerate() {
+        assert_eq!(bytes(&standing), [index as u8], "{standing:?}");
     }
 }

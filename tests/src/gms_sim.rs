@@ -5,7 +5,8 @@
 //! Gms::poll_output ─┬─ Send      ─► delivered after 0.2–2.2 ms (seeded), counted
 //!                   ├─ Lease     ─► delivered the same way to handle_lease, counted apart
 //!                   ├─ Heartbeat ─► heard_from at once on every live recipient (not counted)
-//!                   ├─ Check     ─► answered at once with the truth (`dead[i]`)
+//!                   ├─ Check     ─► answered at once with the truth (`dead[i]`: no
+//!                   │               answer; out of the cluster: out; otherwise alive)
 //!                   └─ Event     ─► invariants checked, then kept
 //! Gms::poll_timeout ─► a timer; `step` runs the earliest delivery or timer
 //! ```
@@ -32,7 +33,7 @@ use std::time::{Duration, Instant};
 
 use cohort_membership::{
     Authenticator, CheckOutcome, Credentials, Gms, GmsConfig, GmsMessage, LeaseMessage,
-    MembershipEvent, Output,
+    MembershipEvent, Output, Standing,
 };
 use cohort_transport::{MemberId, MemberKind};
 use uuid::Uuid;
@@ -141,15 +142,13 @@ impl Sim {
                 Output::Lease { to, message } => self.send(i, to, Carried::Lease(message)),
                 Output::Heartbeat { to } => self.heartbeat(i, to),
                 Output::Check { member } => {
-                    // The final check answers with the truth: a dead member is dead.
-                    let alive = self
-                        .index
-                        .get(&member.uuid())
-                        .is_some_and(|&j| !self.dead[j]);
-                    let outcome = if alive {
-                        CheckOutcome::Alive
-                    } else {
-                        CheckOutcome::NoAnswer
+                    // The final check answers with the truth: a dead member is dead, and a
+                    // live one says whether it is out.
+                    let live = self.index.get(&member.uuid()).filter(|&&j| !self.dead[j]);
+                    let outcome = match live.map(|&j| self.members[j].standing()) {
+                        None => CheckOutcome::NoAnswer,
+                        Some(Standing::Out) => CheckOutcome::Out,
+                        Some(Standing::Member | Standing::Joining) => CheckOutcome::Alive,
                     };
                     let now = self.at();
                     self.members[i].check_result(now, &member, outcome);

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use cohort_membership::MembershipEvent;
+use cohort_membership::{MembershipEvent, Standing, ViewCheck};
 use cohort_tests::events::EventLog;
 use cohort_tests::{Cluster, Numbered, PATIENCE, init_tracing, receive};
 use cohort_transport::{MemberId, MemberKind, Messenger, Priority, SendError, TransportEvent};
@@ -167,6 +167,26 @@ async fn a_member_cut_off_and_removed_is_told_it_is_out_and_rejoins_by_itself() 
     println!(
         "removed {removed:?} after the cut; forced out ({reason}); back {back:?} after the heal"
     );
+
+    // Checked at its address, the process answers for each of its identities: the old one
+    // is out for good, the new one a member of the view.
+    let checker = cluster.member("member-1");
+    for (asked, standing) in [(&old, Standing::Out), (&new, Standing::Member)] {
+        let query = ViewCheck {
+            uuid: asked.uuid(),
+            checker: checker.id().clone(),
+            view_id: view.id(),
+        };
+        let answer = checker
+            .messenger()
+            .query_within(new.address(), &query, PATIENCE)
+            .await
+            .expect("the reconnected member answers");
+        assert_eq!(
+            (answer.uuid, answer.view_id, answer.standing),
+            (asked.uuid(), view.id(), standing)
+        );
+    }
 
     // The subscription made before carries over: messages to the new member reach it, and
     // it can send.

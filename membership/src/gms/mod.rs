@@ -22,17 +22,18 @@
 //!  prepare timeout passed) ──Decide──► new view's members and the members it removes
 //! ```
 //!
-//! A member that hears of a newer view than its own (a heartbeat, a `Reject`, a refusal by
-//! a member of its view, a `Decide` it cannot vouch for) asks its view's members
-//! (`ViewQuery`) and installs the newest answer once a weighted majority of them answered:
-//! so a member removed while cut off learns it is out once the network lets it through.
+//! A member that hears of a newer view than its own (a heartbeat, a final check asked of it
+//! or answered to it, a `Reject`, a refusal by a member of its view, a `Decide` it cannot
+//! vouch for) asks its view's members (`ViewQuery`) and installs the newest answer once a
+//! weighted majority of them answered: so a member removed while cut off learns it is out
+//! once the network lets it through.
 //!
 //! Failure detection ([`Detector`] for the ring and heartbeats):
 //!
 //! ```text
 //! silent neighbour, application, backlog, silent in a round ──Suspect──► coordinator + checker
 //! checker = coordinator of (view − suspects): Output::Check ──► check_result(outcome)
-//!   Alive ──Cleared──► those who suspected it      NoAnswer/Refused ──► removed next view
+//!   Alive ──Cleared──► those who suspected it   NoAnswer/Refused/Out ──► removed next view
 //! removing the unanswered would leave no majority ──► those heard from since are checked
 //!   once more ──► still none: ForcedDisconnect, NetworkPartition to the members of this side
 //! ```
@@ -60,7 +61,9 @@ use self::round::{Phase, Round};
 use self::vote::{Refusal, Vote};
 use crate::auth::{Authenticator, Credentials};
 use crate::detector::Detector;
-use crate::messages::{Ballot, Decision, GmsMessage, JoinRejection, LeaseMessage, Proposal};
+use crate::messages::{
+    Ballot, Decision, GmsMessage, JoinRejection, LeaseMessage, Proposal, Standing,
+};
 
 /// How often a failed final check is repeated because the checker ran late during it.
 const MAX_CHECK_REPEATS: u32 = 3;
@@ -138,6 +141,13 @@ pub enum CheckOutcome {
     /// quorums it counts like [`CheckOutcome::NoAnswer`] (a dead member's weight cannot be
     /// given up without risking two views: see the quorum rules in the architecture notes).
     Refused,
+    /// The suspect answered that it is out of the cluster (it left, was removed, was forced
+    /// out or shut down, or was never admitted; a process that reconnected answers so for
+    /// its former identity). Positive evidence that it is no longer a member: removed as
+    /// crashed, like [`CheckOutcome::Refused`], and counted apart
+    /// ([`GmsStats::final_checks_out`]). In quorums it counts like
+    /// [`CheckOutcome::NoAnswer`], for the same reason.
+    Out,
 }
 
 /// Something the driver must do or report.
@@ -165,7 +175,9 @@ pub enum Output {
         message: LeaseMessage,
     },
     /// Run a final check on `member` and report it with [`Gms::check_result`]: alive if it
-    /// answers over a fresh connection, or if anything at all is heard from it meanwhile.
+    /// answers over a fresh connection as a member or joiner, or if anything at all is
+    /// heard from it meanwhile; out if it answers that it is out. The view id a member
+    /// answers with goes to [`Gms::heard_view`].
     Check {
         /// The suspect.
         member: MemberId,
@@ -250,6 +262,9 @@ pub struct GmsStats {
     pub final_checks_passed: u64,
     /// Final checks whose suspect did not answer: it is removed as crashed.
     pub final_checks_failed: u64,
+    /// Final checks whose suspect answered that it is out of the cluster: it is removed as
+    /// crashed.
+    pub final_checks_out: u64,
     /// Members removed as crashed by the views this member installed.
     pub members_removed: u64,
     /// Join requests dropped because their address asked more often than
@@ -278,6 +293,7 @@ impl std::ops::Add for GmsStats {
             final_checks,
             final_checks_passed,
             final_checks_failed,
+            final_checks_out,
             members_removed,
             join_requests_rate_limited,
             forced_disconnects,
@@ -292,6 +308,7 @@ impl std::ops::Add for GmsStats {
             final_checks: a.final_checks + final_checks,
             final_checks_passed: a.final_checks_passed + final_checks_passed,
             final_checks_failed: a.final_checks_failed + final_checks_failed,
+            final_checks_out: a.final_checks_out + final_checks_out,
             members_removed: a.members_removed + members_removed,
             join_requests_rate_limited: a.join_requests_rate_limited + join_requests_rate_limited,
             forced_disconnects: a.forced_disconnects + forced_disconnects,
@@ -589,7 +606,8 @@ impl Gms {
         self.detector.heard_from(member.uuid(), at);
     }
 
-    /// `member` says (in a heartbeat) that it has installed view `view_id`. A member of this
+    /// `member` says (in a heartbeat, or in a final check it asked of this member or
+    /// answered for it) that it has installed view `view_id`. A member of this
     /// view with a newer one means this member missed a view change: it asks for it. A
     /// sender outside the view with an older one was removed, perhaps while cut off: it is
     /// told that it is behind, so that it asks (at most once a second per address).
@@ -725,12 +743,20 @@ impl Gms {
             );
             return;
         }
-        self.stats.final_checks_failed += 1;
-        tracing::warn!(
-            ?member,
-            ?outcome,
-            "final check failed: removing the member as crashed"
-        );
+        if outcome == CheckOutcome::Out {
+            self.stats.final_checks_out += 1;
+            tracing::warn!(
+                ?member,
+                "final check: the member says it is out of the cluster: removing it"
+            );
+        } else {
+            self.stats.final_checks_failed += 1;
+            tracing::warn!(
+                ?member,
+                ?outcome,
+                "final check failed: removing the member as crashed"
+            );
+        }
         self.dead.insert(member.uuid());
         if !self.pending_removals.contains(member) {
             self.pending_removals.push(member.clone());
@@ -775,6 +801,16 @@ impl Gms {
     /// True while this member is in an installed view.
     pub fn is_member(&self) -> bool {
         matches!(self.role, Role::Member | Role::Leaving { .. })
+    }
+
+    /// Where this member stands, as it answers a final check: in its view (a member, or
+    /// leaving), not admitted yet (not started, or joining), or out for good.
+    pub fn standing(&self) -> Standing {
+        match self.role {
+            Role::Member | Role::Leaving { .. } => Standing::Member,
+            Role::Idle | Role::Joining { .. } => Standing::Joining,
+            Role::Gone => Standing::Out,
+        }
     }
 
     /// True once this member knows it is out of the cluster's view: its installed view no
@@ -2789,6 +2825,41 @@ mod tests {
         assert_eq!(stats.views_installed, 3);
         assert_eq!(stats.forced_disconnects, 0);
     }
+
+    #[test]
+    fn a_suspect_that_answers_it_is_out_is_removed_and_counted_apart() {
+        let now = Instant::now();
+        let mut gms = Gms::new(member(1), GmsConfig::default(), Arc::new(AllowAll));
+        assert_eq!(gms.standing(), Standing::Joining, "not started");
+        gms.found_cluster(now);
+        assert_eq!(gms.standing(), Standing::Member);
+        let other = member(2);
+        gms.handle_message(
+            now,
+            &other,
+            GmsMessage::JoinRequest {
+                member: other.clone(),
+                credentials: Credentials::default(),
+            },
+        );
+        gms.handle_timeout(now + Duration::from_secs(1));
+        accept_as(&mut gms, &other, now);
+        while gms.poll_output().is_some() {}
+
+        let at = now + Duration::from_secs(1);
+        gms.suspect(at, &other, "the application finds it sick".into());
+        let checked = std::iter::from_fn(|| gms.poll_output())
+            .any(|o| matches!(o, Output::Check { member } if member == other));
+        assert!(checked, "the coordinator checks the suspect");
+        gms.check_result(at, &other, CheckOutcome::Out);
+        gms.handle_timeout(at + Duration::from_millis(200));
+        let view = gms.view().expect("view");
+        assert!(!view.contains(&other), "{view}");
+        let stats = gms.stats();
+        assert_eq!((stats.final_checks, stats.final_checks_out), (1, 1));
+        assert_eq!((stats.final_checks_failed, stats.members_removed), (0, 1));
+    }
+
     #[test]
     fn the_coordinator_believes_only_while_a_majority_grants_its_lease() {
         let now = Instant::now();

@@ -4,6 +4,7 @@
 //! Member::start ─► Identities::new(first id)
 //! each reconnect ─► push(new id)            (the supervisor task: the only writer)
 //! Member::id ─► current(): the newest, as a reference valid for as long as the Member
+//! a final check of a uuid ─► contains(uuid): was it ever this member's?
 //! ```
 //!
 //! [`Member::id`](super::Member::id) hands out `&MemberId`, so an identity must stay where it
@@ -16,6 +17,7 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use cohort_transport::MemberId;
+use uuid::Uuid;
 
 /// Chunks of `1, 2, 4, ...` identities after the first: room for 2^40 reconnects.
 const CHUNKS: usize = 40;
@@ -48,6 +50,17 @@ impl Identities {
                 .and_then(OnceLock::get)
                 .unwrap_or(&self.first),
         }
+    }
+
+    /// True if `uuid` is, or was, one of this member's identities. Linear in the number of
+    /// reconnects, which stays small.
+    pub(super) fn contains(&self, uuid: Uuid) -> bool {
+        self.first.uuid() == uuid
+            || (0..self.added.load(Ordering::Acquire)).any(|n| {
+                self.cell(n)
+                    .and_then(OnceLock::get)
+                    .is_some_and(|id| id.uuid() == uuid)
+            })
     }
 
     /// Appends `id`, which becomes the current identity. One writer only (the supervisor):
@@ -122,5 +135,7 @@ mod tests {
         for (n, expected) in all.iter().enumerate() {
             assert_eq!(ids.cell(n).and_then(OnceLock::get), Some(expected));
         }
+        assert!(ids.contains(first.uuid()) && all.iter().all(|id| ids.contains(id.uuid())));
+        assert!(!ids.contains(id(101).uuid()), "never this member's");
     }
 }

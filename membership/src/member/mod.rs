@@ -2,24 +2,30 @@
 //!
 //! ```text
 //! Member::start ─► Transport (QUIC, legacy or bridge, by MemberConfig::protocol)
-//!                                      ─► serve FindCoordinator (discovery answers)
-//!                                          and FinalCheck (this member's uuid)
+//!                                      ─► serve FindCoordinator (discovery answers),
+//!                                          ViewCheck (the standing the driver published,
+//!                                          and the checker's view id ─► the driver) and
+//!                                          FinalCheck (this member's uuid, unless out)
 //!               ─► discovery rounds (discover.rs) ─► Gms::join(coordinator) or found_cluster
 //!               ─► supervisor task (reconnect.rs) runs one driver per incarnation:
 //!                  driver ◄── GmsMessage, LeaseMessage and Heartbeat subscriptions, Gms timers,
 //!                             commands (leave, suspect), transport events (backlog,
-//!                             unreachable address), final-check results
+//!                             unreachable address), final-check results, the view ids
+//!                             of the members that checked this one ─► Gms::heard_view
 //!                      │ before each timer: the transport's last-heard times of the
 //!                      │ watched members ─► Gms::heard_from
 //!                      │ Gms outputs:
 //!                      ├─ Send      ─► messenger.send_outside_view (Control priority)
 //!                      ├─ Lease     ─► messenger.send_outside_view (Control, own tag)
 //!                      ├─ Heartbeat ─► messenger.send_datagram
-//!                      ├─ Check     ─► task: FinalCheck query over a fresh connection, or
+//!                      ├─ Check     ─► task: ViewCheck query over a fresh connection (or
+//!                      │               FinalCheck, if the suspect does not serve it), or
 //!                      │               any sign of life, within final_check_timeout (a
-//!                      │               few round trips once the port refuses the query)
+//!                      │               few round trips once the port refuses the query);
+//!                      │               a member's answer carries its view id ─► heard_view
 //!                      └─ Event     ─► view installed: messenger.install_view, view watch,
 //!                                      persisted view file (locators), event broadcast
+//!                  after each input: Gms::standing published for the query handlers
 //!                  ForcedDisconnect (auto_reconnect on) ─► the old messenger shut down and
 //!                      released ─► a new uuid bound to the same address ─► discovery with
 //!                      backoff ─► a new Gms joins ─► Reconnected{old, new, reason}
@@ -49,12 +55,13 @@ use std::time::Duration;
 use cohort_legacy_udp::{Bridge, LegacyBindError, LegacyMessenger};
 use cohort_transport::{
     BindError, ClusterTls, MemberId, MemberKind, Message, Messenger, Priority, SendError,
-    SendOutcome, SubscribeError, Subscription, TransportEvent, View,
+    SendOutcome, SubscribeError, Subscription, TransportEvent, View, ViewId,
 };
 use cohort_transport::{QueryError, QuicMessenger};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
+use uuid::Uuid;
 
 pub use self::config::{ConfigError, MemberConfig, StartError};
 use self::identities::Identities;
@@ -64,7 +71,7 @@ pub use self::transport::{Protocol, Transport};
 use crate::gms::{CheckOutcome, Gms, GmsConfig, GmsStats, MembershipEvent, Output};
 use crate::messages::{
     DiscoveryAnswer, FinalCheck, FindCoordinator, GmsMessage, Heartbeat, JoinRejection,
-    LeaseMessage,
+    LeaseMessage, Standing, ViewCheck, ViewCheckAnswer,
 };
 use crate::view_file;
 
@@ -75,6 +82,13 @@ const JOIN_RETRY: Duration = Duration::from_secs(1);
 /// How long a member forced out that will reconnect lets its messenger flush before it is
 /// dropped: the members it was talking to have removed it and refuse what it sends.
 const RELEASE_FLUSH: Duration = Duration::from_millis(250);
+/// Checkers' view ids waiting for the driver; more are dropped. Each only hints at a newer
+/// view, and the driver asks for one at most once per member timeout anyway.
+const CHECKERS_HEARD: usize = 64;
+
+/// A final check's result for the driver: the suspect, the outcome, and the view id it
+/// answered with as a member.
+type CheckReport = (MemberId, CheckOutcome, Option<ViewId>);
 
 /// One member of a cluster: in a view from the moment [`Member::start`] returns until it
 /// leaves, is removed, or is dropped.
@@ -119,11 +133,14 @@ struct Shared {
     /// Until when this incarnation holds the coordinator lease while it coordinates
     /// (`Gms::coordinator_until`); `None` when it does not coordinate.
     coordinator_until: Mutex<Option<std::time::Instant>>,
+    /// The standing of the identity named, as its driver last published it.
+    standing: Mutex<(Uuid, Standing)>,
 }
 
 impl Shared {
     fn new(me: MemberId) -> Self {
         Shared {
+            standing: Mutex::new((me.uuid(), Standing::Joining)),
             ids: Identities::new(me),
             view: watch::Sender::new(View::empty()),
             active: watch::Sender::new(false),
@@ -147,6 +164,40 @@ impl Shared {
         DiscoveryAnswer {
             responder: self.me().clone(),
             view,
+        }
+    }
+
+    /// The driver of incarnation `uuid` says where it stands now.
+    fn publish_standing(&self, uuid: Uuid, standing: Standing) {
+        *self.standing.lock().unwrap_or_else(PoisonError::into_inner) = (uuid, standing);
+    }
+
+    /// Where this member's identity `uuid` stands: the current one as its driver last
+    /// published (joining until it has), any earlier one out for good (it was forced out or
+    /// never admitted, and this member came back as a new one).
+    fn standing_of(&self, uuid: Uuid) -> Standing {
+        if uuid != self.me().uuid() {
+            return Standing::Out;
+        }
+        match *self.standing.lock().unwrap_or_else(PoisonError::into_inner) {
+            (of, standing) if of == uuid => standing,
+            _ => Standing::Joining,
+        }
+    }
+
+    /// The answer to a final check of `asked`: where that identity stands, if it is or was
+    /// this member's; otherwise where the current one stands, which tells the checker that
+    /// another process holds the suspect's address.
+    fn check_answer(&self, asked: Uuid) -> ViewCheckAnswer {
+        let uuid = if self.ids.contains(asked) {
+            asked
+        } else {
+            self.me().uuid()
+        };
+        ViewCheckAnswer {
+            uuid,
+            view_id: self.view.borrow().id(),
+            standing: self.standing_of(uuid),
         }
     }
 }
@@ -496,7 +547,7 @@ fn port_in_use(error: &StartError) -> bool {
 }
 
 /// Puts a new messenger to work for `shared`'s current identity: answers discovery and
-/// final checks, and subscribes the driver's inputs.
+/// final checks, and subscribes the driver's inputs (a checker's view id among them).
 fn attach(shared: &Arc<Shared>, messenger: &Transport) -> Result<Inputs, StartError> {
     let messages = messenger
         .subscribe::<GmsMessage>()
@@ -513,9 +564,21 @@ fn attach(shared: &Arc<Shared>, messenger: &Transport) -> Result<Inputs, StartEr
         tracing::trace!(asker = ?query.asker, %from, "discovery query");
         answering.discovery_answer()
     });
-    // Each messenger answers with the uuid of its own incarnation.
+    let (checker_views, checked_by) = mpsc::channel(CHECKERS_HEARD);
+    let answering = shared.clone();
+    messenger.serve::<ViewCheck>(move |query, _| {
+        // A full queue drops the hint: see CHECKERS_HEARD.
+        let _ = checker_views.try_send((query.checker, query.view_id));
+        answering.check_answer(query.uuid)
+    });
+    // Each messenger answers with the uuid of its own incarnation, and only while that is
+    // a member or joining: the nil uuid names nobody, so an older checker finds it gone.
     let uuid = messenger.local_member().uuid();
-    messenger.serve::<FinalCheck>(move |_, _| uuid);
+    let answering = shared.clone();
+    messenger.serve::<FinalCheck>(move |_, _| match answering.standing_of(uuid) {
+        Standing::Member | Standing::Joining => uuid,
+        Standing::Out => Uuid::nil(),
+    });
     let (check_results, checks) = mpsc::unbounded_channel();
     Ok(Inputs {
         messages,
@@ -523,6 +586,7 @@ fn attach(shared: &Arc<Shared>, messenger: &Transport) -> Result<Inputs, StartEr
         leases,
         checks,
         check_results,
+        checked_by,
         transport,
     })
 }
@@ -565,7 +629,7 @@ struct Driver {
     release_timeout: Option<Duration>,
     /// The counters of the incarnations before this one.
     base: GmsStats,
-    check_results: mpsc::UnboundedSender<(MemberId, CheckOutcome)>,
+    check_results: mpsc::UnboundedSender<CheckReport>,
     leaving: Option<oneshot::Sender<bool>>,
 }
 
@@ -574,9 +638,11 @@ struct Inputs {
     messages: Subscription<GmsMessage>,
     heartbeats: Subscription<Heartbeat>,
     leases: Subscription<LeaseMessage>,
-    checks: mpsc::UnboundedReceiver<(MemberId, CheckOutcome)>,
+    checks: mpsc::UnboundedReceiver<CheckReport>,
     /// Cloned into each final-check task.
-    check_results: mpsc::UnboundedSender<(MemberId, CheckOutcome)>,
+    check_results: mpsc::UnboundedSender<CheckReport>,
+    /// The members that checked this one, with the view ids their checks named.
+    checked_by: mpsc::Receiver<(MemberId, ViewId)>,
     transport: broadcast::Receiver<TransportEvent>,
 }
 
@@ -651,8 +717,14 @@ impl Driver {
                     self.gms.heard_from(&heartbeat.from, now());
                     self.gms.heard_view(now(), &heartbeat.from, heartbeat.message.view_id);
                 }
-                Some((member, outcome)) = inputs.checks.recv() => {
+                Some((member, outcome, view_id)) = inputs.checks.recv() => {
                     self.gms.check_result(now(), &member, outcome);
+                    if let Some(view_id) = view_id {
+                        self.gms.heard_view(now(), &member, view_id);
+                    }
+                }
+                Some((checker, view_id)) = inputs.checked_by.recv() => {
+                    self.gms.heard_view(now(), &checker, view_id);
                 }
                 event = inputs.transport.recv() => match event {
                     Ok(TransportEvent::Backlogged { member, queued_bytes }) => {
@@ -676,6 +748,7 @@ impl Driver {
         }
         self.shared.active.send_replace(false);
         self.publish_coordinator(None);
+        self.shared.publish_standing(self.me.uuid(), Standing::Out);
         match (&ending, self.release_timeout) {
             (Ending::ForcedOut { .. }, Some(limit)) => {
                 // Dropping the messenger after the limit stops whatever is left of it.
@@ -715,11 +788,14 @@ impl Driver {
         }
     }
 
-    /// Runs a final check on `member` in a task of its own: alive if it answers a
-    /// `FinalCheck` query over a fresh connection with its own uuid, or if anything arrives
-    /// from it meanwhile; crashed if neither happens within the final-check timeout
-    /// (counted from when the query's handshake starts: a checker busy with other dials
-    /// must not declare anyone dead for its own backlog). When its port refuses the query
+    /// Runs a final check on `member` in a task of its own: a `ViewCheck` query over a
+    /// fresh connection, naming this member and its view. Alive if it answers with its own
+    /// uuid as a member (its view id goes to `Gms::heard_view`) or joiner, or if anything
+    /// arrives from it meanwhile; out if it answers that it is out; crashed if nothing
+    /// comes within the final-check timeout (counted from when the query's handshake
+    /// starts: a checker busy with other dials must not declare anyone dead for its own
+    /// backlog). A suspect that does not serve `ViewCheck` (an older build) is asked
+    /// `FinalCheck` within what is left of the timeout. When its port refuses the query
     /// (ICMP), the query itself gives up after a few round trips
     /// ([`QuicMessenger::query_within`](cohort_transport::QuicMessenger::query_within)): a
     /// live member answers within that even if the error was forged.
@@ -727,20 +803,37 @@ impl Driver {
         let messenger = self.messenger.clone();
         let results = self.check_results.clone();
         let limit = self.final_check_timeout;
+        let query = ViewCheck {
+            uuid: member.uuid(),
+            checker: self.me.clone(),
+            view_id: self.gms.view().map_or(ViewId(0), View::id),
+        };
         tokio::spawn(async move {
             let started = Instant::now();
             let answered = async {
-                let query = FinalCheck {
-                    uuid: member.uuid(),
-                };
                 let answer = messenger
                     .query_within(member.address(), &query, limit)
                     .await;
                 match answer {
-                    Ok(uuid) if uuid == member.uuid() => CheckOutcome::Alive,
+                    Ok(answer) => verdict(&member, &answer),
+                    // An older build serves only FinalCheck (a rolling upgrade): ask that,
+                    // within what is left of the timeout.
+                    Err(QueryError::NotServed { .. }) => {
+                        let left = limit.saturating_sub(started.elapsed());
+                        let query = FinalCheck {
+                            uuid: member.uuid(),
+                        };
+                        let outcome =
+                            match messenger.query_within(member.address(), &query, left).await {
+                                Ok(uuid) if uuid == member.uuid() => CheckOutcome::Alive,
+                                Err(QueryError::Unreachable(_)) => CheckOutcome::Refused,
+                                _ => CheckOutcome::NoAnswer,
+                            };
+                        (outcome, None)
+                    }
                     // Nothing listens at its port any more: positive evidence of death.
-                    Err(QueryError::Unreachable(_)) => CheckOutcome::Refused,
-                    _ => CheckOutcome::NoAnswer,
+                    Err(QueryError::Unreachable(_)) => (CheckOutcome::Refused, None),
+                    Err(_) => (CheckOutcome::NoAnswer, None),
                 }
             };
             let heard = async {
@@ -753,21 +846,23 @@ impl Driver {
             };
             // The query bounds itself (from when its handshake starts). A sign of life
             // arriving meanwhile settles it early; after a failed query, one that arrived
-            // while it ran still counts, but there is no second wait.
+            // while it ran still counts, but there is no second wait. An answer that the
+            // suspect is out stands: what it sent before saying so proves nothing.
             tokio::pin!(answered, heard);
-            let outcome = tokio::select! {
-                outcome = &mut answered => {
-                    if messenger.last_heard(&member).is_some_and(|at| at > started) {
-                        CheckOutcome::Alive
-                    } else {
-                        outcome
+            let (outcome, view_id) = tokio::select! {
+                answer = &mut answered => match answer {
+                    (CheckOutcome::NoAnswer | CheckOutcome::Refused, _)
+                        if messenger.last_heard(&member).is_some_and(|at| at > started) =>
+                    {
+                        (CheckOutcome::Alive, None)
                     }
-                }
-                () = &mut heard => CheckOutcome::Alive,
+                    answer => answer,
+                },
+                () = &mut heard => (CheckOutcome::Alive, None),
             };
-            tracing::debug!(?member, ?outcome, took = ?started.elapsed(), "final check");
+            tracing::debug!(?member, ?outcome, ?view_id, took = ?started.elapsed(), "final check");
             // The driver may have stopped; then nobody needs the answer.
-            let _ = results.send((member.clone(), outcome));
+            let _ = results.send((member.clone(), outcome, view_id));
         });
     }
 
@@ -821,6 +916,8 @@ impl Driver {
             .lock()
             .unwrap_or_else(PoisonError::into_inner) = self.base + self.gms.stats();
         self.publish_coordinator(self.gms.coordinator_until());
+        self.shared
+            .publish_standing(self.me.uuid(), self.gms.standing());
         ending
     }
 
@@ -938,6 +1035,21 @@ fn leave_confirmed(gms: &Gms) -> bool {
 
 fn now() -> std::time::Instant {
     Instant::now().into_std()
+}
+
+/// What a suspect's answer to a [`ViewCheck`] says of it, and the view id of one that is a
+/// member. An answer about another uuid comes from another process at its address (it
+/// restarted): the suspect did not answer.
+fn verdict(suspect: &MemberId, answer: &ViewCheckAnswer) -> (CheckOutcome, Option<ViewId>) {
+    if answer.uuid != suspect.uuid() {
+        return (CheckOutcome::NoAnswer, None);
+    }
+    match answer.standing {
+        Standing::Member => (CheckOutcome::Alive, Some(answer.view_id)),
+        // Admitted in a view it has not installed yet: alive, and it knows no newer view.
+        Standing::Joining => (CheckOutcome::Alive, None),
+        Standing::Out => (CheckOutcome::Out, None),
+    }
 }
 
 #[cfg(test)]

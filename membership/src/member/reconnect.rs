@@ -7,7 +7,8 @@
 //! reconnect ─► Backoff: discovery_interval, ×2 per try up to BACKOFF_CAP, 75-100% jitter
 //!   ─► release: a stand-in (no socket) takes the slot, the old messenger is dropped
 //!   ─► bind the same address again (retried while the port is being released): a new uuid
-//!      ─► identity pushed, FindCoordinator and FinalCheck served, subscriptions relayed
+//!      ─► identity pushed, FindCoordinator, ViewCheck and FinalCheck served, subscriptions
+//!         relayed (the old identity is answered "out" from now on)
 //!   ─► one discovery round per backoff step (locators and the members of the last view),
 //!      never founding ─► Join(coordinator)
 //!   ─► a new Gms joins ─► a new driver: admitted ─► Reconnected{old, new, reason}

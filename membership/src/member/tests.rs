@@ -247,3 +247,78 @@ fn a_leave_that_times_out_is_not_confirmed() {
     let me = net.id(leaver);
     assert!(net.gms[0].view().is_some_and(|v| v.contains(&me)));
 }
+
+/// What a final check answers, and what its answer means to the checker.
+mod view_checks {
+    use super::super::*;
+
+    fn member(port: u16) -> MemberId {
+        let address = format!("127.0.0.1:{port}").parse().expect("literal");
+        MemberId::new("m", address, MemberKind::Member)
+    }
+
+    #[test]
+    fn a_final_check_is_answered_for_the_identity_asked_about() {
+        let first = member(1);
+        let shared = Shared::new(first.clone());
+        let answer = shared.check_answer(first.uuid());
+        assert_eq!(
+            (answer.uuid, answer.standing),
+            (first.uuid(), Standing::Joining)
+        );
+        shared.publish_standing(first.uuid(), Standing::Member);
+        shared
+            .view
+            .send_replace(View::new(ViewId(4), [first.clone()]));
+        let answer = shared.check_answer(first.uuid());
+        assert_eq!(
+            (answer.uuid, answer.view_id, answer.standing),
+            (first.uuid(), ViewId(4), Standing::Member)
+        );
+
+        // Forced out, and back as a new member: the old identity is out for good, the new
+        // one joins, and a uuid never this member's gets the current one's answer.
+        shared.publish_standing(first.uuid(), Standing::Out);
+        let second = member(1);
+        shared.ids.push(second.clone());
+        assert_eq!(shared.check_answer(first.uuid()).standing, Standing::Out);
+        let answer = shared.check_answer(second.uuid());
+        assert_eq!(
+            (answer.uuid, answer.standing),
+            (second.uuid(), Standing::Joining)
+        );
+        let stranger = member(2);
+        assert_eq!(shared.check_answer(stranger.uuid()).uuid, second.uuid());
+    }
+
+    #[test]
+    fn only_an_answer_about_the_suspect_counts_and_it_says_how_it_stands() {
+        let suspect = member(1);
+        let answer = |uuid, standing| ViewCheckAnswer {
+            uuid,
+            view_id: ViewId(7),
+            standing,
+        };
+        let cases = [
+            (
+                answer(suspect.uuid(), Standing::Member),
+                (CheckOutcome::Alive, Some(ViewId(7))),
+            ),
+            (
+                answer(suspect.uuid(), Standing::Joining),
+                (CheckOutcome::Alive, None),
+            ),
+            (
+                answer(suspect.uuid(), Standing::Out),
+                (CheckOutcome::Out, None),
+            ),
+            (
+                answer(member(1).uuid(), Standing::Member),
+                (CheckOutcome::NoAnswer, None),
+            ),
+        ];
+        for (answer, expected) in cases {
+            assert_eq!(verdict(&suspect, &answer), expected, "{answer:?}");
+        }
+    }
+}

@@ -8,13 +8,14 @@
 //!                   ├─ Heartbeat ─────► transmit ─┤  Links: cut / loss / extra delay /
 //!                   │                             │  duplication per directed link a→b
 //!                   │                             └► queue: Arrive after 0.2–3 ms (+ extra)
-//!                   ├─ Check     ─► answer by the truth ─► queue: Arrive(Answer) later
+//!                   ├─ Check     ─► answer by the truth ─► queue: Arrive(Answer) later,
+//!                   │               and Arrive(Checked) at the suspect halfway
 //!                   └─ Event     ─► invariants 1–3 at ViewInstalled; an ending event
 //!                                   (left, forced out, refused, timed out) stops the member
 //! Gms::poll_timeout ─► queue: Timer (stale once the member moves its deadline)
 //!
 //! queue, earliest first ─► Arrive at a running member: handle_message / handle_lease /
-//!                          heard_from / check_result ─► drain its outputs, as above
+//!                          heard_from / check_result / heard_view ─► drain its outputs
 //!                          at a paused member: held in its inbox; crashed, stopped: lost
 //!                      ─► Timer of a running member: handle_timeout ─► drain
 //!                      ─► Resume: held timer and held arrivals queued at this instant
@@ -24,11 +25,15 @@
 //!                     condition now holds act (crash, crash mid-send, leave, pause)
 //! ```
 //!
-//! **Final checks** are answered as a driver's would be: `Alive` after 2–40 ms if the
-//! suspect runs (not paused) and both directions of the link are open, except for a
-//! seeded 2% that time out anyway; `Refused` after 1–5 ms if it crashed with its host up
-//! (port closed; a member that stopped has closed its port too); otherwise `NoAnswer`
-//! after the 400 ms final-check timeout. A paused checker gets its answer when it resumes.
+//! **Final checks** are answered as a driver's would be (its `ViewCheck` query): if both
+//! directions of the link are open, after 2–40 ms by a suspect that runs (not paused) as
+//! it stands (`Alive` as a member, with its view id, which the checker's `heard_view`
+//! takes; `Alive` while joining; `Out` once out), except for a seeded 2% that time out
+//! anyway, and `Out` from a member that stopped (its process, back as a new member, says
+//! so); `Refused` after 1–5 ms if it crashed with its host up (port closed); otherwise
+//! `NoAnswer` after the 400 ms final-check timeout. The query reaches a running or paused
+//! suspect halfway, and its `heard_view` takes the checker's view id (a paused one when
+//! it resumes). A paused checker gets its answer when it resumes.
 //!
 //! **Pauses** hold a member's timers and arrivals; on resuming, its held timer fires with
 //! the resume time as `now`, and its held arrivals are taken in order, late, each as a

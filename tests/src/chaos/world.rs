@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use cohort_membership::{
     AllowAll, CheckOutcome, Credentials, Gms, GmsConfig, GmsMessage, LeaseMessage, MembershipEvent,
-    Output,
+    Output, Standing,
 };
 use cohort_transport::{MemberId, MemberKind, View, ViewId};
 use uuid::Uuid;
@@ -48,7 +48,8 @@ pub struct ChaosConfig {
     pub gms: GmsConfig,
     /// Latency of every transmission on a healthy link. Default 0.2–3 ms.
     pub latency: Range<Duration>,
-    /// When a final check of a live, reachable member answers `Alive`. Default 2–40 ms.
+    /// When a final check of a live, reachable member answers (`Alive`, or `Out` from a
+    /// member that is out). Default 2–40 ms.
     pub alive_answer: Range<Duration>,
     /// When a final check of a dead process whose host is up answers `Refused`. Default
     /// 1–5 ms.
@@ -306,7 +307,8 @@ enum Life {
     },
     Crashed(Death),
     /// The `Gms` reported an ending event (left, forced out, refused, timed out), and the
-    /// process stopped as the `Member` driver does: its port is closed.
+    /// process stopped as the `Member` driver does. A final check of it is answered "out",
+    /// as the process does once it came back as a new member (auto-reconnect).
     Stopped,
 }
 
@@ -329,6 +331,13 @@ enum Inbound {
     Answer {
         suspect: MemberId,
         outcome: CheckOutcome,
+        /// The view the suspect held, if it answered as a member (a `ViewCheckAnswer`).
+        view_id: Option<ViewId>,
+    },
+    /// A final check's query reaching its suspect, with the checker's view (a `ViewCheck`).
+    Checked {
+        by: usize,
+        view_id: ViewId,
     },
 }
 
@@ -621,7 +630,7 @@ impl Chaos {
         }
         let before = self.queue.len();
         self.queue.retain(|_, event| {
-            !matches!(event, Event::Arrive { inbound: Inbound::Message { from, .. } | Inbound::Heartbeat { from, .. } | Inbound::Lease { from, .. }, .. } if *from == i)
+            !matches!(event, Event::Arrive { inbound: Inbound::Message { from, .. } | Inbound::Heartbeat { from, .. } | Inbound::Lease { from, .. } | Inbound::Checked { by: from, .. }, .. } if *from == i)
         });
         let lost = before - self.queue.len();
         self.note(format!("{lost} of its transmissions in flight are lost"));
@@ -1308,13 +1317,29 @@ impl Chaos {
                 }
                 Cause::Message(*from)
             }
-            Inbound::Answer { suspect, outcome } => {
+            Inbound::Answer {
+                suspect,
+                outcome,
+                view_id,
+            } => {
                 self.traced(Traced::Took {
                     to,
                     inbound: inbound.clone(),
                 });
                 self.nodes[to].gms.check_result(now, suspect, *outcome);
+                if let Some(view_id) = view_id {
+                    self.nodes[to].gms.heard_view(now, suspect, *view_id);
+                }
                 Cause::Answer
+            }
+            Inbound::Checked { by, view_id } => {
+                self.traced(Traced::Took {
+                    to,
+                    inbound: inbound.clone(),
+                });
+                let by_id = self.id(*by);
+                self.nodes[to].gms.heard_view(now, &by_id, *view_id);
+                Cause::Message(*by)
             }
         };
         self.drain(to, cause)
@@ -1503,30 +1528,68 @@ impl Chaos {
         }
     }
 
-    /// A final check of `suspect` by `checker`, answered as the module docs say.
+    /// A final check of `suspect` by `checker`, answered as the module docs say: the query
+    /// reaches a suspect that runs (or is paused) with the checker's view id, and the
+    /// answer of a member carries its own.
     fn check(&mut self, checker: usize, suspect: MemberId) {
         self.stats.checks += 1;
         let target = self.index_of(&suspect);
         let j = target.unwrap_or(usize::MAX);
         let n = self.next_draw(DRAW_CHECK, checker, j);
         let mut rng = Rng::keyed(self.seed, &[DRAW_CHECK, checker as u64, j as u64, n]);
-        let timeout = (self.config.final_check_timeout, CheckOutcome::NoAnswer);
-        let (delay, outcome) = match target {
+        let timeout = (
+            self.config.final_check_timeout,
+            CheckOutcome::NoAnswer,
+            None,
+        );
+        // Whether the query reaches a process that takes it, now or once its pause ends.
+        let mut reached = false;
+        let (delay, outcome, view_id) = match target {
             Some(j) if self.links.open_both(checker, j) => match self.nodes[j].life {
                 Life::Running if rng.chance(self.config.check_times_out) => timeout,
-                Life::Running => (rng.within(&self.config.alive_answer), CheckOutcome::Alive),
-                Life::Crashed(Death::PortClosed) | Life::Stopped => (
+                Life::Running => {
+                    reached = true;
+                    let (outcome, view_id) = answer_of(&self.nodes[j].gms);
+                    (rng.within(&self.config.alive_answer), outcome, view_id)
+                }
+                Life::Crashed(Death::PortClosed) => (
                     rng.within(&self.config.refused_answer),
                     CheckOutcome::Refused,
+                    None,
                 ),
-                Life::Paused { .. } | Life::Crashed(Death::HostDown) => timeout,
+                Life::Stopped => (
+                    rng.within(&self.config.alive_answer),
+                    CheckOutcome::Out,
+                    None,
+                ),
+                Life::Paused { .. } => {
+                    reached = true;
+                    timeout
+                }
+                Life::Crashed(Death::HostDown) => timeout,
             },
             _ => timeout,
         };
+        if reached {
+            let key = rng.next_u64();
+            let view_id = self.nodes[checker].gms.view().map_or(ViewId(0), View::id);
+            let event = Event::Arrive {
+                to: j,
+                inbound: Inbound::Checked {
+                    by: checker,
+                    view_id,
+                },
+            };
+            self.schedule(self.now + delay / 2, j, key, event);
+        }
         let key = rng.next_u64();
         let event = Event::Arrive {
             to: checker,
-            inbound: Inbound::Answer { suspect, outcome },
+            inbound: Inbound::Answer {
+                suspect,
+                outcome,
+                view_id,
+            },
         };
         self.schedule(self.now + delay, checker, key, event);
     }
@@ -1771,8 +1834,27 @@ impl Chaos {
             ),
             Traced::Took {
                 to,
-                inbound: Inbound::Answer { suspect, outcome },
-            } => format!("{}: final check of {suspect}: {outcome:?}", self.name(*to)),
+                inbound:
+                    Inbound::Answer {
+                        suspect,
+                        outcome,
+                        view_id,
+                    },
+            } => match view_id {
+                Some(view_id) => format!(
+                    "{}: final check of {suspect}: {outcome:?} (view {view_id})",
+                    self.name(*to)
+                ),
+                None => format!("{}: final check of {suspect}: {outcome:?}", self.name(*to)),
+            },
+            Traced::Took {
+                to,
+                inbound: Inbound::Checked { by, view_id },
+            } => format!(
+                "{} checked by {} (view {view_id})",
+                self.name(*to),
+                self.name(*by)
+            ),
             Traced::Took {
                 to,
                 inbound: Inbound::Heartbeat { from, view_id },
@@ -1800,6 +1882,19 @@ impl Chaos {
             }
             Traced::Note(line) => line.clone(),
         }
+    }
+}
+
+/// How a running member answers a final check, as the `Member` driver's `ViewCheck` handler
+/// does: by its standing, with its view id as a member.
+fn answer_of(gms: &Gms) -> (CheckOutcome, Option<ViewId>) {
+    match gms.standing() {
+        Standing::Member => (
+            CheckOutcome::Alive,
+            Some(gms.view().map_or(ViewId(0), View::id)),
+        ),
+        Standing::Joining => (CheckOutcome::Alive, None),
+        Standing::Out => (CheckOutcome::Out, None),
     }
 }
 

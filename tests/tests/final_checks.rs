@@ -1,0 +1,142 @@
+//! Final checks on the real stack (QUIC on loopback): what a suspect's answer to a
+//! `ViewCheck` tells its checker, and what the checker's query tells the suspect.
+
+use cohort_membership::{MembershipEvent, Standing, ViewCheck, ViewCheckAnswer};
+use cohort_tests::{Cluster, PATIENCE, init_tracing, spawn_with, wait_until};
+use cohort_transport::{MemberKind, Messenger, QuicConfig};
+use tokio::sync::broadcast;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_suspect_that_answers_it_is_out_is_removed() {
+    init_tracing();
+    let mut cluster = Cluster::new(1);
+    cluster.start(1).await;
+    let mut config = cluster.config("member-2", MemberKind::Member);
+    config.auto_reconnect = false;
+    cluster.add(config).await.expect("member-2 starts");
+    let view = cluster.agreed_view(3, PATIENCE).await;
+    let suspect = cluster.member("member-2");
+    let old = suspect.id().clone();
+
+    // Its answer is what a process says of an identity of its that is out (one forced out
+    // and back as a new member answers so for the old one), while its `Gms` still counts
+    // itself in: the checker must go by the answer. Its heartbeats stop, so that no sign
+    // of life settles the check before the answer does.
+    let (uuid, view_id) = (old.uuid(), view.id());
+    suspect
+        .messenger()
+        .serve::<ViewCheck>(move |_, _| ViewCheckAnswer {
+            uuid,
+            view_id,
+            standing: Standing::Out,
+        });
+    suspect.messenger().faults().drop_quic_datagrams(true);
+    let checker = cluster.member("locator-1");
+    let before = checker.stats();
+    checker.suspect(&old, "the test suspects it").await;
+
+    let view = cluster
+        .agreed_view_of(&["locator-1", "member-1"], PATIENCE)
+        .await;
+    assert!(!view.contains(&old), "{view}");
+    let after = checker.stats();
+    assert_eq!(after.final_checks_out, before.final_checks_out + 1);
+    assert_eq!(
+        after.final_checks_failed, before.final_checks_failed,
+        "an answer, not a silence"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_removed_while_cut_off_learns_of_it_from_a_check_naming_a_newer_view() {
+    init_tracing();
+    let mut cluster = Cluster::new(1);
+    cluster.start(2).await;
+    // Cut off without partition detection, it would stay in its view for ever: nothing
+    // reaches it, and it decides nothing alone. Its longer member timeout gives its
+    // catch-up (two member timeouts of patience) time to hear back once the cut heals, as
+    // QUIC's retransmissions back off while the cut lasts.
+    let mut config = cluster.config("member-3", MemberKind::Member);
+    config.partition_detection = false;
+    config.auto_reconnect = false;
+    config.member_timeout *= 3;
+    cluster.add(config).await.expect("member-3 starts");
+    let view = cluster.agreed_view(4, PATIENCE).await;
+    let cut = cluster.member("member-3");
+    let old = cut.id().clone();
+    let mut events = cut.events();
+    // Its ring neighbours (its watchers) have heard it, so that they suspect it within one
+    // member timeout: a member never heard from gets five.
+    let members = view.members();
+    let at = members.iter().position(|m| *m == old).expect("in its view");
+    let watchers = [
+        members[(at + 1) % members.len()].name(),
+        members[(at + members.len() - 1) % members.len()].name(),
+    ];
+    wait_until("member-3's heartbeats arrive", PATIENCE, || {
+        watchers.iter().all(|w| {
+            cluster
+                .member(w)
+                .messenger()
+                .peer_stats(&old)
+                .is_some_and(|s| s.datagrams_received > 0)
+        })
+    })
+    .await;
+
+    cluster.cut_off("member-3");
+    let others = ["locator-1", "member-1", "member-2"];
+    let newer = cluster.agreed_view_of(&others, PATIENCE).await;
+    assert!(newer.id() > view.id() && !newer.contains(&old), "{newer}");
+    let cut = cluster.member("member-3");
+    assert!(
+        cut.is_active() && cut.view().contains(&old),
+        "it does not know"
+    );
+    let asked_before = cut.stats().catch_ups;
+
+    // The check a member of a newer view asks, from an address the cut leaves open: the
+    // checker is a member of the old view too, so its view id is a sign worth asking about.
+    let tls = cluster
+        .config("checker", MemberKind::Member)
+        .tls
+        .load()
+        .expect("the cluster's TLS");
+    let asker = spawn_with(&tls, "checker", QuicConfig::default());
+    let query = ViewCheck {
+        uuid: old.uuid(),
+        checker: cluster.member("member-1").id().clone(),
+        view_id: newer.id(),
+    };
+    let answer = asker
+        .query_within(old.address(), &query, PATIENCE)
+        .await
+        .expect("the cut-off member answers");
+    assert_eq!(
+        (answer.uuid, answer.view_id, answer.standing),
+        (old.uuid(), view.id(), Standing::Member)
+    );
+    wait_until(
+        "the checked member asks its view for newer ones",
+        PATIENCE,
+        || cluster.member("member-3").stats().catch_ups > asked_before,
+    )
+    .await;
+
+    // Once the cut heals, its view's members tell it (or refuse it) and it is out.
+    cluster.heal_all();
+    let reason = tokio::time::timeout(PATIENCE, async {
+        loop {
+            match events.recv().await {
+                Ok(MembershipEvent::ForcedDisconnect { reason }) => return reason,
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => panic!("events ended"),
+            }
+        }
+    })
+    .await
+    .expect("member-3 learns that it is out");
+    assert!(reason.contains("removed"), "{reason}");
+    println!("forced out: {reason}");
+    asker.shutdown().await;
+}
