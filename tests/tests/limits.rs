@@ -305,17 +305,27 @@ async fn queries_from_one_address_are_rate_limited_and_others_still_answered() {
     }
 }
 
+/// A raw client with a certificate issued to `name`, and its QUIC connection to `to`.
+async fn raw_connection(
+    ca: &TestCa,
+    name: &str,
+    to: std::net::SocketAddr,
+) -> (quinn::Endpoint, quinn::Connection) {
+    let client = raw_client(ca.certificate_pem(), Some(&ca.issue(name)));
+    let conn = client
+        .connect(to, "127.0.0.1")
+        .expect("connect")
+        .await
+        .expect("handshake");
+    (client, conn)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_cannot_open_more_streams_than_the_protocol_uses() {
     init_tracing();
     let ca = TestCa::new();
     let member = spawn_member(&ca, "member");
-    let rogue = raw_client(ca.certificate_pem(), Some(&ca.issue("rogue")));
-    let conn = rogue
-        .connect(member.local_addr(), "127.0.0.1")
-        .expect("connect")
-        .await
-        .expect("handshake");
+    let (rogue, conn) = raw_connection(&ca, "rogue", member.local_addr()).await;
     let _control = establish(&conn, rogue.local_addr().expect("addr")).await;
     // One stream per data priority and the acknowledgement stream: four, held open.
     let mut open = Vec::new();
@@ -352,12 +362,7 @@ async fn a_first_frame_over_the_handshake_limit_is_refused_at_once() {
     init_tracing();
     let ca = TestCa::new();
     let member = spawn_member(&ca, "member");
-    let stranger = raw_client(ca.certificate_pem(), Some(&ca.issue("stranger")));
-    let conn = stranger
-        .connect(member.local_addr(), "127.0.0.1")
-        .expect("connect")
-        .await
-        .expect("handshake");
+    let (_stranger, conn) = raw_connection(&ca, "stranger", member.local_addr()).await;
     // A first frame announcing 1 MiB (within max_frame_bytes, far over what a Hello or a
     // query needs), then nothing: refused on its length, not held until the Hello timeout.
     let (mut send, _recv) = conn.open_bi().await.expect("stream");
@@ -405,12 +410,7 @@ async fn a_peer_outside_the_view_may_speak_only_on_control() {
     let member = spawn_member(&ca, "member");
     install_view(1, &[&member]);
     let mut knocks = member.subscribe::<Knock>().expect("subscribe");
-    let stranger = raw_client(ca.certificate_pem(), Some(&ca.issue("stranger")));
-    let conn = stranger
-        .connect(member.local_addr(), "127.0.0.1")
-        .expect("connect")
-        .await
-        .expect("handshake");
+    let (stranger, conn) = raw_connection(&ca, "stranger", member.local_addr()).await;
     let (mut control, _recv) = establish(&conn, stranger.local_addr().expect("addr")).await;
 
     // A protocol message on Normal: not Control, so dropped (and counted), not delivered.

@@ -2547,6 +2547,39 @@ mod tests {
     }
 
     /// Answers every proposal `gms` sent to `voter` as `voter` would: it accepts.
+    /// a founds a cluster and admits b: a's `Gms`, b's (which installed the view of two
+    /// from a's decision), and that view.
+    fn view_of_two(now: Instant) -> (MemberId, MemberId, Gms, Gms, View) {
+        let (a, b) = (member(1), member(2));
+        let mut coordinator = Gms::new(a.clone(), GmsConfig::default(), Arc::new(AllowAll));
+        coordinator.found_cluster(now);
+        coordinator.handle_message(
+            now,
+            &b,
+            GmsMessage::JoinRequest {
+                member: b.clone(),
+                credentials: Credentials::default(),
+            },
+        );
+        coordinator.handle_timeout(now + Duration::from_secs(1));
+        accept_as(&mut coordinator, &b, now);
+        let two = coordinator.view().cloned().expect("a view of two");
+        let mut joined = Gms::new(b.clone(), GmsConfig::default(), Arc::new(AllowAll));
+        joined.join(now, a.clone(), Credentials::default());
+        let decision = Decision {
+            base: ViewId(1),
+            ballot: round_0(&a),
+            proposal: Proposal {
+                view: two.clone(),
+                left: Vec::new(),
+                crashed: Vec::new(),
+            },
+        };
+        joined.handle_message(now, &a, GmsMessage::Decide { decision });
+        assert!(joined.is_member());
+        (a, b, coordinator, joined, two)
+    }
+
     fn accept_as(gms: &mut Gms, voter: &MemberId, at: Instant) {
         let proposals: Vec<(ViewId, Ballot)> = std::iter::from_fn(|| gms.poll_output())
             .filter_map(|output| match output {
@@ -2698,33 +2731,7 @@ mod tests {
     #[test]
     fn a_leaving_member_that_becomes_coordinator_finishes_its_own_leave() {
         let now = Instant::now();
-        let (a, b) = (member(1), member(2));
-        let mut coordinator = Gms::new(a.clone(), GmsConfig::default(), Arc::new(AllowAll));
-        coordinator.found_cluster(now);
-        coordinator.handle_message(
-            now,
-            &b,
-            GmsMessage::JoinRequest {
-                member: b.clone(),
-                credentials: Credentials::default(),
-            },
-        );
-        coordinator.handle_timeout(now + Duration::from_secs(1));
-        accept_as(&mut coordinator, &b, now);
-        let two = coordinator.view().cloned().expect("a view of two");
-        let mut leaver = Gms::new(b.clone(), GmsConfig::default(), Arc::new(AllowAll));
-        leaver.join(now, a.clone(), Credentials::default());
-        let decision = Decision {
-            base: ViewId(1),
-            ballot: round_0(&a),
-            proposal: Proposal {
-                view: two.clone(),
-                left: Vec::new(),
-                crashed: Vec::new(),
-            },
-        };
-        leaver.handle_message(now, &a, GmsMessage::Decide { decision });
-        assert!(leaver.is_member());
+        let (a, b, _, mut leaver, two) = view_of_two(now);
         // b asks to leave; its request goes to a, which leaves at the same moment and
         // installs the view without itself: b is alone, and the coordinator.
         let at = now + Duration::from_secs(2);
@@ -2936,33 +2943,7 @@ mod tests {
     #[test]
     fn a_member_grants_one_asker_at_a_time_and_only_for_its_own_view() {
         let now = Instant::now();
-        let (a, b) = (member(1), member(2));
-        let mut coordinator = Gms::new(a.clone(), GmsConfig::default(), Arc::new(AllowAll));
-        coordinator.found_cluster(now);
-        coordinator.handle_message(
-            now,
-            &b,
-            GmsMessage::JoinRequest {
-                member: b.clone(),
-                credentials: Credentials::default(),
-            },
-        );
-        coordinator.handle_timeout(now + Duration::from_secs(1));
-        accept_as(&mut coordinator, &b, now);
-        let two = coordinator.view().cloned().expect("a view of two");
-        let mut grantor = Gms::new(b.clone(), GmsConfig::default(), Arc::new(AllowAll));
-        grantor.join(now, a.clone(), Credentials::default());
-        let decision = Decision {
-            base: ViewId(1),
-            ballot: round_0(&a),
-            proposal: Proposal {
-                view: two.clone(),
-                left: Vec::new(),
-                crashed: Vec::new(),
-            },
-        };
-        grantor.handle_message(now, &a, GmsMessage::Decide { decision });
-        assert!(grantor.is_member());
+        let (a, _, _, mut grantor, two) = view_of_two(now);
         while grantor.poll_output().is_some() {}
         let grants = |gms: &mut Gms| -> Vec<(Vec<MemberId>, u64)> {
             std::iter::from_fn(|| gms.poll_output())
