@@ -1917,7 +1917,7 @@ pub fn view_weight(view: &View) -> i64 {
     view.members().iter().map(|m| weight(view, m)).sum()
 }
 
-/// The protocol's quorum weights of `view`'s members: [`weight`], except that in a view of
+/// The protocol's quorum weights of `view`'s members: `weight`, except that in a view of
 /// three or more members with weight, a member outweighing all the others together is
 /// capped just below their sum (as `Quorum` does).
 pub fn quorum_weights(view: &View) -> Vec<(MemberId, i64)> {
