@@ -2553,16 +2553,7 @@ mod tests {
         let (a, b) = (member(1), member(2));
         let mut coordinator = Gms::new(a.clone(), GmsConfig::default(), Arc::new(AllowAll));
         coordinator.found_cluster(now);
-        coordinator.handle_message(
-            now,
-            &b,
-            GmsMessage::JoinRequest {
-                member: b.clone(),
-                credentials: Credentials::default(),
-            },
-        );
-        coordinator.handle_timeout(now + Duration::from_secs(1));
-        accept_as(&mut coordinator, &b, now);
+        admit(&mut coordinator, &b, now);
         let two = coordinator.view().cloned().expect("a view of two");
         let mut joined = Gms::new(b.clone(), GmsConfig::default(), Arc::new(AllowAll));
         joined.join(now, a.clone(), Credentials::default());
@@ -2578,6 +2569,21 @@ mod tests {
         joined.handle_message(now, &a, GmsMessage::Decide { decision });
         assert!(joined.is_member());
         (a, b, coordinator, joined, two)
+    }
+
+    /// `gms`, founder of a cluster, admits `joiner` at `now`: its request, the batch
+    /// timer, and the joiner's acceptance.
+    fn admit(gms: &mut Gms, joiner: &MemberId, now: Instant) {
+        gms.handle_message(
+            now,
+            joiner,
+            GmsMessage::JoinRequest {
+                member: joiner.clone(),
+                credentials: Credentials::default(),
+            },
+        );
+        gms.handle_timeout(now + Duration::from_secs(1));
+        accept_as(gms, joiner, now);
     }
 
     fn accept_as(gms: &mut Gms, voter: &MemberId, at: Instant) {
@@ -2659,16 +2665,7 @@ mod tests {
         )));
 
         // A join request is heard, and admits it.
-        gms.handle_message(
-            now,
-            &stranger,
-            GmsMessage::JoinRequest {
-                member: stranger.clone(),
-                credentials: Credentials::default(),
-            },
-        );
-        gms.handle_timeout(now + Duration::from_secs(1));
-        accept_as(&mut gms, &stranger, now);
+        admit(&mut gms, &stranger, now);
         assert_eq!(gms.view().map(|v| v.contains(&stranger)), Some(true));
         assert_eq!(gms.stats().dropped_from_non_members, 4);
     }
@@ -2768,16 +2765,7 @@ mod tests {
         let mut gms = Gms::new(member(1), GmsConfig::default(), Arc::new(AllowAll));
         gms.found_cluster(now);
         let other = member(2);
-        gms.handle_message(
-            now,
-            &other,
-            GmsMessage::JoinRequest {
-                member: other.clone(),
-                credentials: Credentials::default(),
-            },
-        );
-        gms.handle_timeout(now + Duration::from_secs(1));
-        accept_as(&mut gms, &other, now);
+        admit(&mut gms, &other, now);
         while gms.poll_output().is_some() {}
         let checks = |gms: &mut Gms| {
             std::iter::from_fn(|| gms.poll_output())
@@ -2841,16 +2829,7 @@ mod tests {
         gms.found_cluster(now);
         assert_eq!(gms.standing(), Standing::Member);
         let other = member(2);
-        gms.handle_message(
-            now,
-            &other,
-            GmsMessage::JoinRequest {
-                member: other.clone(),
-                credentials: Credentials::default(),
-            },
-        );
-        gms.handle_timeout(now + Duration::from_secs(1));
-        accept_as(&mut gms, &other, now);
+        admit(&mut gms, &other, now);
         while gms.poll_output().is_some() {}
 
         let at = now + Duration::from_secs(1);
