@@ -414,6 +414,19 @@ fn replay_one_seed() -> Result<(), Failure> {
     Ok(())
 }
 
+/// `COHORT_CHAOS_SEEDS=<from>..<to>` as two halves, one per thread; `None` (said) if unset.
+fn seed_halves() -> Option<[Range<u64>; 2]> {
+    let Ok(range) = std::env::var("COHORT_CHAOS_SEEDS") else {
+        println!("set COHORT_CHAOS_SEEDS to <from>..<to>");
+        return None;
+    };
+    let (from, to) = range.trim().split_once("..").expect("<from>..<to>");
+    let from: u64 = from.parse().expect("a number");
+    let to: u64 = to.parse().expect("a number");
+    let middle = from + (to.saturating_sub(from)) / 2;
+    Some([from..middle, middle..to])
+}
+
 /// `COHORT_CHAOS_SEEDS=<from>..<to>` runs that range of seeds on two threads and lists every
 /// failing seed with what it broke (for grouping failures by cause); without it there is
 /// nothing to do. For a release build: `cargo test --release -p cohort-tests --test
@@ -421,16 +434,11 @@ fn replay_one_seed() -> Result<(), Failure> {
 #[test]
 #[ignore = "a sweep of a range of seeds given in COHORT_CHAOS_SEEDS"]
 fn sweep_a_range_of_seeds() {
-    let Ok(range) = std::env::var("COHORT_CHAOS_SEEDS") else {
-        println!("set COHORT_CHAOS_SEEDS to <from>..<to>");
+    let Some(halves) = seed_halves() else {
         return;
     };
-    let (from, to) = range.trim().split_once("..").expect("<from>..<to>");
-    let from: u64 = from.parse().expect("a number");
-    let to: u64 = to.parse().expect("a number");
-    let middle = from + (to.saturating_sub(from)) / 2;
     std::thread::scope(|scope| {
-        let halves = [from..middle, middle..to].map(|seeds| scope.spawn(|| sweep(seeds)));
+        let halves = halves.map(|seeds| scope.spawn(|| sweep(seeds)));
         for half in halves {
             let outcome = half.join().expect("a sweep thread finished");
             println!("{}", outcome.summary());
@@ -450,17 +458,12 @@ fn sweep_a_range_of_seeds() {
 #[test]
 #[ignore = "a sweep of a range of seeds given in COHORT_CHAOS_SEEDS"]
 fn lost_clusters_in_a_range_of_seeds() {
-    let Ok(range) = std::env::var("COHORT_CHAOS_SEEDS") else {
-        println!("set COHORT_CHAOS_SEEDS to <from>..<to>");
+    let Some(halves) = seed_halves() else {
         return;
     };
-    let (from, to) = range.trim().split_once("..").expect("<from>..<to>");
-    let from: u64 = from.parse().expect("a number");
-    let to: u64 = to.parse().expect("a number");
-    let middle = from + (to.saturating_sub(from)) / 2;
     let mut by_class: std::collections::BTreeMap<LostClass, Vec<u64>> = Default::default();
     std::thread::scope(|scope| {
-        let halves = [from..middle, middle..to].map(|seeds| scope.spawn(|| sweep(seeds)));
+        let halves = halves.map(|seeds| scope.spawn(|| sweep(seeds)));
         for half in halves {
             let outcome = half.join().expect("a sweep thread finished");
             println!("{}", outcome.summary());
