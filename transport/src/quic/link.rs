@@ -438,9 +438,11 @@ async fn read_frames(
     // Only one reader per priority delivers at a time: a reader of a connection being
     // replaced finishes (or is cancelled) before the new one checks sequence numbers.
     let _lane = peer.receive_lane(priority).await;
+    // A peer's uuid never changes (its address may): read once, not per frame.
+    let uuid = peer.member().uuid();
     loop {
         // Looked up per frame: a joiner's limit rises once its view is being prepared.
-        decoder.set_max_frame(shared.frame_limit_for(peer.member().uuid(), priority));
+        decoder.set_max_frame(shared.frame_limit_for(uuid, priority));
         let frame = match read_frame(recv, decoder).await {
             Ok(Some(frame)) => frame,
             Ok(None) => return StreamEnd::Finished,
