@@ -22,6 +22,7 @@ pub mod discovery;
 pub mod gms;
 pub mod member;
 pub mod messages;
+mod rival;
 pub mod view_file;
 
 pub use auth::{AllowAll, Authenticator, Credentials, SharedSecret};

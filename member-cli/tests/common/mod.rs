@@ -191,6 +191,18 @@ impl Setup {
         bind: SocketAddr,
         extra: &str,
     ) -> PathBuf {
+        self.config_listing(name, kind, bind, &[self.locator], extra)
+    }
+
+    /// [`Setup::config_at`] listing `locators` instead of the setup's one locator.
+    pub(crate) fn config_listing(
+        &self,
+        name: &str,
+        kind: &str,
+        bind: SocketAddr,
+        locators: &[SocketAddr],
+        extra: &str,
+    ) -> PathBuf {
         let request = MemberRequest::new(name, Duration::from_secs(3600)).ip(bind.ip());
         let issued = self.ca.issue(&request).expect("a certificate");
         issued
@@ -198,9 +210,13 @@ impl Setup {
             .expect("write the certificate");
         let text = format!(
             "name = \"{name}\"\nkind = \"{kind}\"\nbind-address = \"{bind}\"\n\
-             locators = [\"{}\"]\nworking-dir = \".\"\n{extra}\n\
+             locators = [{}]\nworking-dir = \".\"\n{extra}\n\
              [ssl]\nca = \"ca.pem\"\ncertificate = \"{name}.pem\"\nprivate-key = \"{name}-key.pem\"\n",
-            self.locator
+            locators
+                .iter()
+                .map(|l| format!("\"{l}\""))
+                .collect::<Vec<_>>()
+                .join(", ")
         );
         let path = self.dir.join(format!("{name}.toml"));
         std::fs::write(&path, text).expect("write the config");

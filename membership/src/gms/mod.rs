@@ -43,7 +43,7 @@
 //! the checker itself.
 
 mod lease;
-mod quorum;
+pub(crate) mod quorum;
 mod round;
 mod vote;
 
@@ -2348,13 +2348,30 @@ impl Gms {
         self.detector.cleared(member.uuid(), now);
     }
 
-    /// Stops at once, as a member forced out does, telling nobody: for a driver that
-    /// learned this member's cluster must yield to another (see the discovery docs).
-    /// Reports [`MembershipEvent::ForcedDisconnect`] with `reason`.
-    pub fn disconnect(&mut self, reason: String) {
-        if self.is_member() {
-            self.shut_down_for_partition(reason);
+    /// Ends this member's cluster, for a driver that found another cluster this one must
+    /// yield to (ARCHITECTURE.md, "Rival clusters"): every other member is sent the
+    /// coordinator's partition notice, which members act on at once, and this member
+    /// stops; each reports [`MembershipEvent::ForcedDisconnect`] with `reason` (and, with
+    /// auto-reconnect, joins the other cluster). Only the coordinator of the installed view
+    /// holding its lease may do this; returns whether this member did.
+    #[must_use = "false means nothing was done: this member does not coordinate now"]
+    pub fn dissolve(&mut self, now: Instant, reason: String) -> bool {
+        let Some(view) = self.view.clone() else {
+            return false;
+        };
+        // Members trust a notice from the coordinator the view names, not from a
+        // successor standing in for a dead one: that one waits for the next view.
+        if !self.is_coordinator(now) || view.coordinator() != Some(&self.me) {
+            return false;
         }
+        self.send(
+            others(&view, &self.me),
+            GmsMessage::NetworkPartition {
+                reason: reason.clone(),
+            },
+        );
+        self.shut_down_for_partition(reason);
+        true
     }
 
     /// Out of the cluster for `reason`; a member that was leaving anyway has left.
@@ -2989,5 +3006,54 @@ mod tests {
         let later = MemberId::new("flood", flood, MemberKind::Member);
         gms.handle_message(now + Duration::from_secs(1), &later, request(&later));
         assert_eq!(gms.stats().join_requests_rate_limited, limited);
+    }
+
+    /// A coordinator that found a rival cluster ranking above its own dissolves its
+    /// cluster: every member is told and stops with the reason; nobody else can.
+    #[test]
+    fn only_the_coordinator_holding_its_lease_dissolves_the_cluster_and_every_member_stops() {
+        let now = Instant::now();
+        let (a, b, mut coordinator, mut joined, two) = view_of_two(now);
+        let reason = || "another cluster formed from the same locators".to_owned();
+        assert!(!joined.dissolve(now, reason()), "b does not coordinate");
+        assert!(joined.is_member());
+        // a's own grant outweighs b's (the lead member): it holds the lease at once, and
+        // only until the lease runs out unrenewed.
+        while coordinator.poll_output().is_some() {}
+        let lapsed = now + GmsConfig::default().lease_duration * 2;
+        assert!(
+            !coordinator.dissolve(lapsed, reason()),
+            "without its lease a coordinator may be outdated"
+        );
+        assert!(coordinator.is_member());
+        assert!(coordinator.is_coordinator(now));
+
+        assert!(coordinator.dissolve(now, reason()));
+        assert!(!coordinator.is_member());
+        let mut notice = None;
+        let mut events = Vec::new();
+        while let Some(output) = coordinator.poll_output() {
+            match output {
+                Output::Send { to, message } if to == vec![b.clone()] => notice = Some(message),
+                Output::Event(event) => events.push(event),
+                _ => {}
+            }
+        }
+        assert!(events.contains(&MembershipEvent::ForcedDisconnect { reason: reason() }));
+        let notice = notice.expect("b is told");
+        assert!(matches!(&notice, GmsMessage::NetworkPartition { reason: r } if *r == reason()));
+        while joined.poll_output().is_some() {}
+        joined.handle_message(now, &a, notice);
+        assert!(!joined.is_member(), "b acts on its coordinator's notice");
+        let told: Vec<MembershipEvent> = std::iter::from_fn(|| joined.poll_output())
+            .filter_map(|output| match output {
+                Output::Event(event) => Some(event),
+                _ => None,
+            })
+            .collect();
+        assert!(
+            told.contains(&MembershipEvent::ForcedDisconnect { reason: reason() }),
+            "{told:?} in {two}"
+        );
     }
 }

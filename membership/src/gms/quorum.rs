@@ -78,6 +78,11 @@ impl<'a> Quorum<'a> {
             })
     }
 
+    /// The quorum weight of the whole view.
+    pub(crate) fn total(&self) -> i64 {
+        self.weigh(None).0
+    }
+
     /// True if the members in `agreed` hold a strict majority of the view's quorum weight.
     /// Where every member weighs nothing (a view of admins), heads are counted.
     pub(crate) fn is_majority(&self, agreed: &HashSet<Uuid>) -> bool {

@@ -73,7 +73,7 @@ use crate::messages::{
     DiscoveryAnswer, FinalCheck, FindCoordinator, GmsMessage, Heartbeat, JoinRejection,
     LeaseMessage, Standing, ViewCheck, ViewCheckAnswer,
 };
-use crate::view_file;
+use crate::{rival, view_file};
 
 /// Membership events buffered for slow subscribers.
 const EVENT_CAPACITY: usize = 1024;
@@ -580,6 +580,7 @@ fn attach(shared: &Arc<Shared>, messenger: &Transport) -> Result<Inputs, StartEr
         Standing::Out => Uuid::nil(),
     });
     let (check_results, checks) = mpsc::unbounded_channel();
+    let (rival_answers, rivals) = mpsc::unbounded_channel();
     Ok(Inputs {
         messages,
         heartbeats,
@@ -587,6 +588,8 @@ fn attach(shared: &Arc<Shared>, messenger: &Transport) -> Result<Inputs, StartEr
         checks,
         check_results,
         checked_by,
+        rivals,
+        rival_answers,
         transport,
     })
 }
@@ -634,6 +637,13 @@ struct Driver {
     base: GmsStats,
     check_results: mpsc::UnboundedSender<CheckReport>,
     leaving: Option<oneshot::Sender<bool>>,
+    /// The configured locators: while this member coordinates, those outside its view
+    /// are asked whether they are in another cluster (see `rival`).
+    locators: Vec<SocketAddr>,
+    /// How long one discovery query may take.
+    query_limit: Duration,
+    rival_probe_interval: Duration,
+    rival_answers: mpsc::UnboundedSender<DiscoveryAnswer>,
 }
 
 /// What the driver listens to, besides the member's commands.
@@ -646,6 +656,10 @@ struct Inputs {
     check_results: mpsc::UnboundedSender<CheckReport>,
     /// The members that checked this one, with the view ids their checks named.
     checked_by: mpsc::Receiver<(MemberId, ViewId)>,
+    /// What configured locators outside the view answered a coordinator's rival probe.
+    rivals: mpsc::UnboundedReceiver<DiscoveryAnswer>,
+    /// Cloned into each rival probe.
+    rival_answers: mpsc::UnboundedSender<DiscoveryAnswer>,
     transport: broadcast::Receiver<TransportEvent>,
 }
 
@@ -684,11 +698,16 @@ impl Driver {
             release_timeout: config.auto_reconnect.then_some(RELEASE_FLUSH),
             check_results: inputs.check_results.clone(),
             leaving: None,
+            locators: config.locators.clone(),
+            query_limit: config.transport.handshake_timeout,
+            rival_probe_interval: config.member_timeout * rival::RIVAL_PROBE_MEMBER_TIMEOUTS,
+            rival_answers: inputs.rival_answers.clone(),
         }
     }
 
     async fn run(mut self, mut inputs: Inputs, commands: &mut mpsc::Receiver<Command>) -> Ending {
         let far = Instant::now() + Duration::from_secs(86_400);
+        let mut next_rival_probe = Instant::now() + self.rival_probe_interval;
         let ending = loop {
             if let Some(ending) = self.act() {
                 break ending;
@@ -729,6 +748,11 @@ impl Driver {
                 Some((checker, view_id)) = inputs.checked_by.recv() => {
                     self.gms.heard_view(now(), &checker, view_id);
                 }
+                () = tokio::time::sleep_until(next_rival_probe) => {
+                    next_rival_probe += self.rival_probe_interval;
+                    self.probe_for_rivals();
+                }
+                Some(answer) = inputs.rivals.recv() => self.on_rival_answer(&answer),
                 event = inputs.transport.recv() => match event {
                     Ok(TransportEvent::Backlogged { member, queued_bytes }) => {
                         let reason = format!("{queued_bytes} bytes queued for it: it does not keep up");
@@ -760,6 +784,46 @@ impl Driver {
             _ => self.messenger.shutdown().await,
         }
         ending
+    }
+
+    /// While this member coordinates: asks each configured locator whose address is not
+    /// in the view which cluster it is in (answers go to `on_rival_answer`). A cluster
+    /// whose locators are all in its view sends nothing.
+    fn probe_for_rivals(&self) {
+        let Some(view) = self.gms.view().filter(|_| self.gms.is_coordinator(now())) else {
+            return;
+        };
+        let outside = self.locators.iter().copied().filter(|a| {
+            *a != self.me.address() && !view.members().iter().any(|m| m.address() == *a)
+        });
+        for address in outside {
+            let messenger = self.messenger.clone();
+            let answers = self.rival_answers.clone();
+            let query = FindCoordinator {
+                asker: self.me.clone(),
+            };
+            let limit = self.query_limit;
+            tokio::spawn(async move {
+                if let Ok(answer) = messenger.query_within(address, &query, limit).await {
+                    let _ = answers.send(answer);
+                }
+            });
+        }
+    }
+
+    /// A configured locator outside the view answered: if it is in another cluster that
+    /// ranks above this one, this cluster yields (`Gms::dissolve`).
+    fn on_rival_answer(&mut self, answer: &DiscoveryAnswer) {
+        let Some(view) = self.gms.view() else {
+            return;
+        };
+        let Some(reason) = rival::yields_to(view, answer.view.as_ref()) else {
+            return;
+        };
+        tracing::warn!(responder = ?answer.responder, %reason, "yielding to another cluster");
+        if !self.gms.dissolve(now(), reason) {
+            tracing::info!("not coordinating now: the next probe decides again");
+        }
     }
 
     /// Anything the transport received from a watched member counts, not only heartbeats:
