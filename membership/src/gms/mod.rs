@@ -354,6 +354,9 @@ struct CatchUp {
     /// the majority stays silent that long, this member could not take part in any
     /// decision anyway.
     patience: Option<Instant>,
+    /// When the members that have not answered yet are asked again, within the patience:
+    /// a question lost to a cut that has ended since must not decide (chaos seed 995).
+    reask: Option<Instant>,
 }
 
 /// One member's membership state. See the module docs.
@@ -1000,6 +1003,14 @@ impl Gms {
         {
             self.catch_up_patience_ran_out(now);
         }
+        if self
+            .catch_up
+            .as_ref()
+            .and_then(|c| c.reask)
+            .is_some_and(|at| now >= at)
+        {
+            self.ask_the_silent_again(now);
+        }
         if let Some((deadline, reason)) = self.catch_up.as_ref().and_then(|c| c.probe.clone())
             && now >= deadline
         {
@@ -1103,7 +1114,7 @@ impl Gms {
         let detector = self.detector.poll_timeout();
         let lease = self.lease.next_request().filter(|_| self.asks_for_lease());
         let probe = self.catch_up.as_ref().and_then(|c| {
-            [c.probe.as_ref().map(|(at, _)| *at), c.patience]
+            [c.probe.as_ref().map(|(at, _)| *at), c.patience, c.reask]
                 .into_iter()
                 .flatten()
                 .min()
@@ -1730,16 +1741,45 @@ impl Gms {
         tracing::info!(view = %view, "asking the view's members for their views");
         // Answers count within one episode of questions, which ends when the patience
         // runs out: answers from before may come from members since gone.
+        let reask = now + self.reask_interval();
         let catch_up = self.catch_up.get_or_insert_with(CatchUp::default);
         if catch_up.patience.is_none() {
             catch_up.answers.clear();
             catch_up.refusals.clear();
             catch_up.patience = Some(now + self.config.prepare_timeout);
         }
+        catch_up.reask = Some(reask);
         self.send(
             others(&view, &self.me),
             GmsMessage::ViewQuery { have: view.id() },
         );
+    }
+
+    /// Within one episode of questions, the members not heard from yet are asked again
+    /// this often (four times in a prepare timeout).
+    fn reask_interval(&self) -> Duration {
+        self.config.prepare_timeout / 4
+    }
+
+    /// Asks again the members of this view that have neither answered nor refused in this
+    /// episode, until its patience runs out.
+    fn ask_the_silent_again(&mut self, now: Instant) {
+        let interval = self.reask_interval();
+        let (Some(catch_up), Some(view)) = (&mut self.catch_up, &self.view) else {
+            return;
+        };
+        let next = now + interval;
+        catch_up.reask = catch_up.patience.filter(|end| next < *end).map(|_| next);
+        let silent: Vec<MemberId> = others(view, &self.me)
+            .into_iter()
+            .filter(|m| {
+                !catch_up.answers.contains_key(&m.uuid()) && !catch_up.refusals.contains(&m.uuid())
+            })
+            .collect();
+        if !silent.is_empty() && self.is_member() {
+            let have = view.id();
+            self.send(silent, GmsMessage::ViewQuery { have });
+        }
     }
 
     fn on_view_query(&mut self, from: &MemberId, _have: ViewId) {
@@ -1844,6 +1884,7 @@ impl Gms {
             return;
         };
         catch_up.patience = None;
+        catch_up.reask = None;
         let newest = catch_up
             .answers
             .values()
