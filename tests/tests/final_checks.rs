@@ -140,3 +140,49 @@ async fn a_member_removed_while_cut_off_learns_of_it_from_a_check_naming_a_newer
     println!("forced out: {reason}");
     asker.shutdown().await;
 }
+
+/// A bridge asks a member of protocol 2 over QUIC alone: an older build's "not served" then
+/// comes at once, leaving the checker its final-check timeout for the `FinalCheck`
+/// fallback. Asked over both protocols, the answer waited for the legacy side to give up
+/// first (the whole timeout).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bridge_hears_at_once_that_a_quic_member_does_not_serve_the_view_check() {
+    use cohort_legacy_udp::{Bridge, LegacyConfig};
+    use cohort_membership::{FinalCheck, Transport};
+    use cohort_transport::{QueryError, ViewId};
+    use tokio::time::Instant;
+
+    init_tracing();
+    let ca = cohort_tests::TestCa::new();
+    // An older build: it serves FinalCheck only.
+    let older = cohort_tests::spawn_member(&ca, "older");
+    let uuid = older.local_member().uuid();
+    older.serve::<FinalCheck>(move |_, _| uuid);
+    let quic = spawn_with(&ca.tls("bridge"), "bridge", QuicConfig::default());
+    let legacy = LegacyConfig {
+        name: "bridge".into(),
+        ..LegacyConfig::default()
+    };
+    let bridge = Transport::Bridge(Bridge::new(quic, legacy).expect("a bridge"));
+    let suspect = older.local_member().clone();
+    let query = ViewCheck {
+        uuid,
+        checker: bridge.local_member().clone(),
+        view_id: ViewId(2),
+    };
+    let limit = std::time::Duration::from_millis(400);
+    let started = Instant::now();
+    let answer = bridge.query_member_within(&suspect, &query, limit).await;
+    let took = started.elapsed();
+    assert!(
+        matches!(answer, Err(QueryError::NotServed { .. })),
+        "{answer:?}"
+    );
+    assert!(took < limit / 2, "not served, said after {took:?}");
+    let answer = bridge
+        .query_member_within(&suspect, &FinalCheck { uuid }, limit)
+        .await;
+    assert_eq!(answer.ok(), Some(uuid), "the fallback is answered");
+    bridge.shutdown().await;
+    older.shutdown().await;
+}

@@ -57,7 +57,7 @@ use cohort_transport::{
     BindError, ClusterTls, MemberId, MemberKind, Message, Messenger, Priority, SendError,
     SendOutcome, SubscribeError, Subscription, TransportEvent, View, ViewId,
 };
-use cohort_transport::{QueryError, QuicMessenger};
+use cohort_transport::{ProtocolVersion, QueryError, QuicMessenger};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -877,32 +877,7 @@ impl Driver {
         };
         tokio::spawn(async move {
             let started = Instant::now();
-            let answered = async {
-                let answer = messenger
-                    .query_within(member.address(), &query, limit)
-                    .await;
-                match answer {
-                    Ok(answer) => verdict(&member, &answer),
-                    // An older build serves only FinalCheck (a rolling upgrade): ask that,
-                    // within what is left of the timeout.
-                    Err(QueryError::NotServed { .. }) => {
-                        let left = limit.saturating_sub(started.elapsed());
-                        let query = FinalCheck {
-                            uuid: member.uuid(),
-                        };
-                        let outcome =
-                            match messenger.query_within(member.address(), &query, left).await {
-                                Ok(uuid) if uuid == member.uuid() => CheckOutcome::Alive,
-                                Err(QueryError::Unreachable(_)) => CheckOutcome::Refused,
-                                _ => CheckOutcome::NoAnswer,
-                            };
-                        (outcome, None)
-                    }
-                    // Nothing listens at its port any more: positive evidence of death.
-                    Err(QueryError::Unreachable(_)) => (CheckOutcome::Refused, None),
-                    Err(_) => (CheckOutcome::NoAnswer, None),
-                }
-            };
+            let answered = ask(&messenger, &member, &query, limit);
             let heard = async {
                 loop {
                     if messenger.last_heard(&member).is_some_and(|at| at > started) {
@@ -1107,6 +1082,54 @@ fn now() -> std::time::Instant {
 /// What a suspect's answer to a [`ViewCheck`] says of it, and the view id of one that is a
 /// member. An answer about another uuid comes from another process at its address (it
 /// restarted): the suspect did not answer.
+/// The query half of a final check of `member`, bounded by `limit`. A member of protocol
+/// version 1 (the legacy UDP protocol) is asked `FinalCheck`: an older build of it drops a
+/// query it does not serve without a word, so a `ViewCheck` would only time out and count
+/// as a crash. Any other is asked `ViewCheck`, and `FinalCheck` in what is left of the
+/// limit if it does not serve that (an older QUIC build says so).
+async fn ask(
+    messenger: &Transport,
+    member: &MemberId,
+    query: &ViewCheck,
+    limit: Duration,
+) -> (CheckOutcome, Option<ViewId>) {
+    let started = Instant::now();
+    if member.version() == ProtocolVersion::LEGACY {
+        return (ask_final_check(messenger, member, limit).await, None);
+    }
+    match messenger.query_within(member.address(), query, limit).await {
+        Ok(answer) => verdict(member, &answer),
+        Err(QueryError::NotServed { .. }) => {
+            let left = limit.saturating_sub(started.elapsed());
+            (ask_final_check(messenger, member, left).await, None)
+        }
+        // Nothing listens at its port any more: positive evidence of death.
+        Err(QueryError::Unreachable(_)) => (CheckOutcome::Refused, None),
+        Err(_) => (CheckOutcome::NoAnswer, None),
+    }
+}
+
+/// `FinalCheck`, the check older builds serve: alive if it answers with its own uuid, out if
+/// with the nil uuid (a build that serves `ViewCheck` too says so once out).
+async fn ask_final_check(
+    messenger: &Transport,
+    member: &MemberId,
+    limit: Duration,
+) -> CheckOutcome {
+    let query = FinalCheck {
+        uuid: member.uuid(),
+    };
+    match messenger
+        .query_within(member.address(), &query, limit)
+        .await
+    {
+        Ok(uuid) if uuid == member.uuid() => CheckOutcome::Alive,
+        Ok(uuid) if uuid.is_nil() => CheckOutcome::Out,
+        Err(QueryError::Unreachable(_)) => CheckOutcome::Refused,
+        _ => CheckOutcome::NoAnswer,
+    }
+}
+
 fn verdict(suspect: &MemberId, answer: &ViewCheckAnswer) -> (CheckOutcome, Option<ViewId>) {
     if answer.uuid != suspect.uuid() {
         return (CheckOutcome::NoAnswer, None);

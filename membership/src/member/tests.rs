@@ -321,4 +321,46 @@ mod view_checks {
             assert_eq!(verdict(&suspect, &answer), expected, "{answer:?}");
         }
     }
+
+    /// An older build of the legacy protocol serves only `FinalCheck` and drops any other
+    /// query without a word: a `ViewCheck` to it would time out and count as a crash.
+    #[tokio::test]
+    async fn a_suspect_on_the_legacy_protocol_is_asked_the_check_older_builds_serve() {
+        use cohort_legacy_udp::{LegacyConfig, LegacyMessenger};
+        let bind = |name: &str| {
+            LegacyMessenger::bind(LegacyConfig {
+                name: name.into(),
+                ..LegacyConfig::default()
+            })
+            .expect("bind a legacy messenger on loopback")
+        };
+        let older = bind("older");
+        let suspect = older.local_member().clone();
+        assert_eq!(suspect.version(), ProtocolVersion::LEGACY);
+        let uuid = suspect.uuid();
+        older.serve::<FinalCheck>(move |_, _| uuid);
+        let checker = Transport::Legacy(bind("checker"));
+        let query = ViewCheck {
+            uuid,
+            checker: checker.local_member().clone(),
+            view_id: ViewId(3),
+        };
+        let limit = Duration::from_millis(400);
+        let started = Instant::now();
+        let outcome = ask(&checker, &suspect, &query, limit).await;
+        assert_eq!(
+            outcome,
+            (CheckOutcome::Alive, None),
+            "after {:?}",
+            started.elapsed()
+        );
+
+        // A newer build answers the nil uuid once it is out.
+        let out = bind("out");
+        out.serve::<FinalCheck>(|_, _| Uuid::nil());
+        let gone = out.local_member().clone();
+        let outcome = ask(&checker, &gone, &query, limit).await;
+        assert_eq!(outcome, (CheckOutcome::Out, None));
+        checker.shutdown().await;
+    }
 }

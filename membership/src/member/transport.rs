@@ -17,9 +17,9 @@ use cohort_legacy_udp::{Bridge, LegacyMessenger, LegacyStats};
 use cohort_transport::quic::LimitStats;
 use cohort_transport::socket::{SocketFaults, SocketStats};
 use cohort_transport::{
-    BindError, ClusterTls, MemberId, Message, Messenger, PeerStats, Priority, Query, QueryError,
-    QuicConfig, QuicMessenger, SendError, SendOutcome, SubscribeError, Subscription,
-    TransportEvent, View,
+    BindError, ClusterTls, MemberId, Message, Messenger, PeerStats, Priority, ProtocolVersion,
+    Query, QueryError, QuicConfig, QuicMessenger, SendError, SendOutcome, SubscribeError,
+    Subscription, TransportEvent, View,
 };
 use quinn::udp::{RecvMeta, Transmit};
 use quinn::{AsyncUdpSocket, UdpPoller};
@@ -167,6 +167,25 @@ impl Transport {
         limit: Duration,
     ) -> Result<Q::Answer, QueryError> {
         each!(self, m => m.query_within(address, query, limit).await)
+    }
+
+    /// [`Transport::query_within`] to a member, over the protocol it speaks: a bridge asks
+    /// a member of protocol version 1 over the legacy protocol and any other over QUIC
+    /// only, so that the answer (or "not served") comes from the side the member is on.
+    pub async fn query_member_within<Q: Query>(
+        &self,
+        member: &MemberId,
+        query: &Q,
+        limit: Duration,
+    ) -> Result<Q::Answer, QueryError> {
+        let address = member.address();
+        match self {
+            Transport::Bridge(bridge) if member.version() == ProtocolVersion::LEGACY => {
+                bridge.legacy().query_within(address, query, limit).await
+            }
+            Transport::Bridge(bridge) => bridge.quic().query_within(address, query, limit).await,
+            _ => self.query_within(address, query, limit).await,
+        }
     }
 }
 
