@@ -166,3 +166,84 @@ async fn traffic_between_live_members_raises_no_report() {
     assert_eq!(a.socket_stats().unreachable_errors, 0);
     assert_eq!(b.socket_stats().unreachable_errors, 0);
 }
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Ping(u32);
+
+impl Message for Ping {
+    const TAG: Tag = Tag(0xfe12);
+}
+
+/// A query waiting its turn behind other dials has sent nothing yet: ICMP errors about its
+/// address meanwhile (here forged, for the datagrams of an existing connection) are not
+/// refusals of it. Before, such an error gave the waiting query up as unreachable 50 ms
+/// later, and a busy checker removed a live member.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_waiting_for_a_dial_permit_is_not_given_up_by_errors_before_it_dials() {
+    init_tracing();
+    let ca = TestCa::new();
+    let config = QuicConfig {
+        max_concurrent_dials: 2,
+        max_dials_outside_view: 1,
+        ..QuicConfig::default()
+    };
+    let asker = spawn_with(&ca.tls("asker"), "asker", config);
+    let live = spawn_member(&ca, "live");
+    live.serve::<AreYouThere>(|_, _| true);
+    cohort_tests::install_view(1, &[&asker, &live]);
+    let mut heard = live.subscribe::<Ping>().expect("subscribe");
+    // A connection between the two, carrying datagrams that the forged errors will name.
+    let pings = {
+        let asker = asker.clone();
+        let to = vec![live.local_member().clone()];
+        tokio::spawn(async move {
+            for n in 0..400u32 {
+                let _ = asker.send_datagram(&Ping(n), &to);
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+    };
+    cohort_tests::receive(&mut heard, 1, PATIENCE).await;
+
+    // Both dial permits are held by queries to sockets that never answer; a datagram of
+    // each arriving there shows that it dials, holding its permit.
+    let held = Duration::from_secs(1);
+    let mut blockers = Vec::new();
+    for _ in 0..2 {
+        let silent = UdpSocket::bind("127.0.0.1:0").expect("bind a silent socket");
+        let address = silent.local_addr().expect("its address");
+        let asking = {
+            let asker = asker.clone();
+            tokio::spawn(async move { asker.query_within(address, &AreYouThere, held).await })
+        };
+        silent
+            .set_read_timeout(Some(PATIENCE))
+            .expect("a read timeout");
+        let silent = tokio::task::spawn_blocking(move || {
+            let mut buffer = [0u8; 2048];
+            silent.recv_from(&mut buffer).map(|_| silent)
+        })
+        .await
+        .expect("the read ends")
+        .expect("the blocking query dials the silent socket");
+        blockers.push((asking, silent));
+    }
+
+    asker.faults().forge_unreachable(live.local_addr());
+    let answer = asker
+        .query_within(live.local_addr(), &AreYouThere, PATIENCE)
+        .await;
+    assert!(matches!(answer, Ok(true)), "{answer:?}");
+    assert!(
+        asker.socket_stats().unreachable_errors >= 1,
+        "errors were forged"
+    );
+    for (asking, _silent) in blockers {
+        let answer = asking.await.expect("the blocking query ends");
+        assert!(
+            answer.is_err(),
+            "nobody answers at a silent socket: {answer:?}"
+        );
+    }
+    pings.abort();
+}

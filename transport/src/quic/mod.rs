@@ -609,8 +609,18 @@ impl QuicMessenger {
         if self.inner.closing.load(Ordering::Acquire) {
             return Err(QueryError::Shutdown);
         }
+        // The handshake may start once a dial permit is free; only refusals from then on are
+        // refusals of this query's own datagrams. Before, an ICMP error about the address
+        // (forged, or caused by other traffic) while the query waited its turn behind other
+        // dials gave it up as unreachable before it had sent anything.
+        let shared = &self.inner.shared;
+        let permit = shared
+            .dial_permits
+            .acquire()
+            .await
+            .map_err(|_| QueryError::Shutdown)?;
         let started = tokio::time::Instant::now();
-        let asking = query::ask(&self.inner.shared, address, query, limit);
+        let asking = query::ask(shared, permit, address, query, limit);
         let refused = self.inner.unreachable.refused_since(address, started);
         tokio::pin!(asking);
         tokio::select! {

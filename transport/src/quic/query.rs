@@ -133,11 +133,12 @@ impl QueryHandlers {
     }
 }
 
-/// Asks whoever listens at `address`, and decodes the answer. `limit` counts from when
-/// this member may start the handshake (it waits for a dial permit first), so a member
-/// busy dialing others does not charge its own queue to the answerer.
+/// Asks whoever listens at `address`, and decodes the answer. `limit` counts from now:
+/// the caller holds `permit`, the dial permit it waited for, so a member busy dialing others
+/// does not charge its own queue to the answerer.
 pub(crate) async fn ask<Q: Query>(
     shared: &Shared,
+    permit: tokio::sync::SemaphorePermit<'_>,
     address: SocketAddr,
     query: &Q,
     limit: Duration,
@@ -151,11 +152,6 @@ pub(crate) async fn ask<Q: Query>(
             max: wire::HANDSHAKE_FRAME_LIMIT,
         });
     }
-    let permit = shared
-        .dial_permits
-        .acquire()
-        .await
-        .map_err(|_| QueryError::Shutdown)?;
     let deadline = Instant::now() + limit;
     let connecting = shared
         .endpoint
