@@ -186,3 +186,54 @@ async fn a_bridge_hears_at_once_that_a_quic_member_does_not_serve_the_view_check
     bridge.shutdown().await;
     older.shutdown().await;
 }
+
+/// An application that suspects a healthy member on every slow reply: 200 suspicions in a
+/// row, 10 ms apart, at the checker. Before, each started a final check once the last one
+/// had passed; after 20 the suspect's query rate limiter refused the checker, a refusal
+/// counted as a crash, and the healthy member was removed. Now a check that passed settles
+/// suspicions for half a member timeout, and a refusal by the rate limiter is no evidence.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_suspicions_of_a_healthy_member_does_not_remove_it() {
+    init_tracing();
+    let mut cluster = Cluster::new(1);
+    cluster.start(2).await;
+    cluster.agreed_view(3, PATIENCE).await;
+    let healthy = cluster.member("member-2").id().clone();
+    let checker = cluster.member("locator-1");
+    let before = checker.stats();
+    let burst = std::time::Instant::now();
+    for n in 0..200 {
+        checker
+            .suspect(&healthy, format!("slow reply number {n}"))
+            .await;
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let burst = burst.elapsed();
+    // Every check begun has ended.
+    wait_until("the checks end", PATIENCE, || {
+        let s = checker.stats();
+        s.final_checks == s.final_checks_passed + s.final_checks_failed + s.final_checks_out
+    })
+    .await;
+    let after = checker.stats();
+    let checks = after.final_checks - before.final_checks;
+    println!("200 suspicions over {burst:?}: {checks} final checks");
+    assert_eq!(
+        after.final_checks_failed + after.final_checks_out,
+        before.final_checks_failed + before.final_checks_out,
+        "no check failed"
+    );
+    assert_eq!(after.members_removed, before.members_removed);
+    let view = cluster.agreed_view(3, PATIENCE).await;
+    assert!(view.contains(&healthy), "{view}");
+    // At most one check per half member timeout, and one more for the edges.
+    let spacing = cluster
+        .config("member-3", MemberKind::Member)
+        .member_timeout
+        / 2;
+    let most = (burst.as_secs_f64() / spacing.as_secs_f64()).ceil() as u64 + 1;
+    assert!(
+        checks <= most,
+        "{checks} checks in {burst:?}, at most {most}"
+    );
+}

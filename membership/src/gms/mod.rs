@@ -730,20 +730,8 @@ impl Gms {
         if outcome == CheckOutcome::Alive {
             self.stats.final_checks_passed += 1;
             tracing::info!(?member, "final check passed: suspicion cleared");
-            let told: Vec<MemberId> = self
-                .suspected_by
-                .remove(&member.uuid())
-                .unwrap_or_default()
-                .into_iter()
-                .filter(|m| *m != self.me && self.in_view(m))
-                .collect();
+            self.settle(member);
             self.clear(now, member);
-            self.send(
-                told,
-                GmsMessage::Cleared {
-                    member: member.clone(),
-                },
-            );
             return;
         }
         if outcome == CheckOutcome::Out {
@@ -2324,9 +2312,44 @@ impl Gms {
             .filter(|m| !self.checking.contains_key(&m.uuid()) && !self.dead.contains(&m.uuid()))
             .cloned()
             .collect();
+        // A check that passed settles new suspicions of that member for a while: a burst
+        // of them (an application suspecting on every slow reply) would otherwise check it
+        // without limit, until its own query rate limiter refused the checker.
+        let spacing = self.config.member_timeout / 2;
         for member in due {
-            self.start_check(now, member, 0);
+            let passed_lately = self
+                .cleared_at
+                .get(&member.uuid())
+                .is_some_and(|at| now.saturating_duration_since(*at) < spacing);
+            if passed_lately {
+                // The clearing keeps its time and the detector its clock: a member that
+                // crashed since is still found by its silence, within a member timeout.
+                tracing::debug!(?member, "suspicion settled by a check that passed lately");
+                self.settle(&member);
+                self.rechecked.remove(&member.uuid());
+                self.suspects.remove(&member.uuid());
+                self.own_suspicions.remove(&member.uuid());
+            } else {
+                self.start_check(now, member, 0);
+            }
         }
+    }
+
+    /// `member` is alive: those who suspected it are told (they clear it too).
+    fn settle(&mut self, member: &MemberId) {
+        let told: Vec<MemberId> = self
+            .suspected_by
+            .remove(&member.uuid())
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|m| *m != self.me && self.in_view(m))
+            .collect();
+        self.send(
+            told,
+            GmsMessage::Cleared {
+                member: member.clone(),
+            },
+        );
     }
 
     /// Asks the driver for a final check of `member` (the `repeats`th repeat), counted.

@@ -1105,6 +1105,9 @@ async fn ask(
         }
         // Nothing listens at its port any more: positive evidence of death.
         Err(QueryError::Unreachable(_)) => (CheckOutcome::Refused, None),
+        // Its rate limiter refused the check after the handshake, with the cluster's
+        // certificate: a live process at its address. Never evidence of death.
+        Err(QueryError::RateLimited(_)) => (CheckOutcome::Alive, None),
         Err(_) => (CheckOutcome::NoAnswer, None),
     }
 }
@@ -1126,6 +1129,7 @@ async fn ask_final_check(
         Ok(uuid) if uuid == member.uuid() => CheckOutcome::Alive,
         Ok(uuid) if uuid.is_nil() => CheckOutcome::Out,
         Err(QueryError::Unreachable(_)) => CheckOutcome::Refused,
+        Err(QueryError::RateLimited(_)) => CheckOutcome::Alive,
         _ => CheckOutcome::NoAnswer,
     }
 }

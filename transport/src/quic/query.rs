@@ -85,6 +85,11 @@ pub enum QueryError {
         /// The answerer's reason.
         reason: String,
     },
+    /// The answerer's rate limiter refused the query: this member asked that address more
+    /// often than it answers (`QuicConfig::max_queries_per_second_per_address`). Something
+    /// answers there; ask again later.
+    #[error("{0} refused the query: asked too often")]
+    RateLimited(SocketAddr),
     /// The query is larger than any member takes before it knows the asker
     /// ([`wire::HANDSHAKE_FRAME_LIMIT`]); nothing was sent.
     #[error("the query with tag {tag} is {size} bytes, over the limit of {max} for queries")]
@@ -169,10 +174,7 @@ pub(crate) async fn ask<Q: Query>(
             address,
             tag: Q::TAG,
         },
-        Some(CloseCode::RateLimited) => QueryError::Refused {
-            address,
-            reason: format!("{}: asked too often", CloseCode::RateLimited),
-        },
+        Some(CloseCode::RateLimited) => QueryError::RateLimited(address),
         _ => QueryError::Connection {
             address,
             reason: error.to_string(),
