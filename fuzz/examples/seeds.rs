@@ -18,11 +18,11 @@ use cohort_fuzz::{MembershipInput, StreamInput};
 use cohort_legacy_udp::packet::{AckHeader, DataHeader, DatagramHeader, ExchangeHeader, Packet};
 use cohort_membership::{
     Ballot, Credentials, Decision, DiscoveryAnswer, FinalCheck, FindCoordinator, GmsMessage,
-    Heartbeat, JoinRejection, Proposal,
+    Heartbeat, JoinRejection, LeaseMessage, Proposal, Standing, ViewCheck, ViewCheckAnswer,
 };
 use cohort_transport::wire::{
-    Hello, HelloAck, ack_stream_header, encode_ack, encode_answer, encode_datagram, encode_goodbye,
-    encode_hello, encode_hello_ack, encode_query, put_data_header, stream_header,
+    Hello, HelloAck, ReceiverLimits, ack_stream_header, encode_ack, encode_answer, encode_datagram,
+    encode_goodbye, encode_hello, encode_hello_ack, encode_query, put_data_header, stream_header,
 };
 use cohort_transport::{
     MemberAttributes, MemberId, MemberKind, Message, Priority, ProtocolVersion, Tag, View, ViewId,
@@ -241,7 +241,14 @@ fn handshake(c: &Cluster) -> Result<Vec<(&'static str, Vec<u8>)>> {
         delivered: [9, 1, 0, u64::MAX],
         limits: None,
     })?);
+    // A greeting of this build: the body, then the receiver's limits (a trailer that older
+    // decoders leave unread).
+    let mut with_limits = hello(&c.node1, [3, 0, 0, 7])?;
+    with_limits.extend_from_slice(&encode(&ReceiverLimits {
+        frame_bytes: [1 << 20, 1 << 24, 1 << 24, u64::MAX],
+    })?);
     Ok(vec![
+        ("hello-with-limits", with_limits),
         ("hello-joiner", hello(&c.joiner, [0; 4])?),
         ("hello-ipv6-legacy", hello(&c.node2, [12, 0, 3, 1])?),
         ("hello-ack-attributes", ack),
@@ -408,6 +415,29 @@ fn membership_messages(c: &Cluster) -> Result<Vec<(&'static str, Vec<u8>)>> {
         (
             "final-check-answer",
             MembershipInput::FinalCheckAnswer.encode(&encode(&c.node2.uuid())?),
+        ),
+        (
+            "view-check",
+            MembershipInput::ViewCheck.encode(&encode(&ViewCheck {
+                uuid: c.node2.uuid(),
+                checker: c.locator.clone(),
+                view_id: ViewId(7),
+            })?),
+        ),
+        (
+            "view-check-answer",
+            MembershipInput::ViewCheckAnswer.encode(&encode(&ViewCheckAnswer {
+                uuid: c.node2.uuid(),
+                view_id: ViewId(7),
+                standing: Standing::Out,
+            })?),
+        ),
+        (
+            "lease-request",
+            MembershipInput::Lease.encode(&encode(&LeaseMessage::Request {
+                view_id: ViewId(7),
+                seq: 3,
+            })?),
         ),
     ])
 }

@@ -14,7 +14,10 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use cohort_fuzz::MembershipInput;
-use cohort_membership::{DiscoveryAnswer, FinalCheck, FindCoordinator, GmsMessage, Heartbeat};
+use cohort_membership::{
+    DiscoveryAnswer, FinalCheck, FindCoordinator, GmsMessage, Heartbeat, LeaseMessage, ViewCheck,
+    ViewCheckAnswer,
+};
 use cohort_transport::dispatch::{Dispatcher, Inbound, Routed};
 use cohort_transport::{Delivery, MemberId, MemberKind, Message, Priority, Subscription};
 use libfuzzer_sys::fuzz_target;
@@ -26,6 +29,7 @@ struct Routes {
     dispatcher: Arc<Dispatcher>,
     gms: RefCell<Subscription<GmsMessage>>,
     heartbeats: RefCell<Subscription<Heartbeat>>,
+    leases: RefCell<Subscription<LeaseMessage>>,
     from: MemberId,
 }
 
@@ -34,6 +38,7 @@ impl Routes {
         let dispatcher = Dispatcher::new(4);
         let gms = dispatcher.subscribe().expect("a free tag");
         let heartbeats = dispatcher.subscribe().expect("a free tag");
+        let leases = dispatcher.subscribe().expect("a free tag");
         let from = MemberId::new(
             "sender",
             "127.0.0.1:10400".parse().expect("literal"),
@@ -43,6 +48,7 @@ impl Routes {
             dispatcher,
             gms: RefCell::new(gms),
             heartbeats: RefCell::new(heartbeats),
+            leases: RefCell::new(leases),
             from,
         }
     }
@@ -138,5 +144,13 @@ fuzz_target!(|data: &[u8]| {
         MembershipInput::FindCoordinator => decode_plain::<FindCoordinator>(payload),
         MembershipInput::DiscoveryAnswer => decode_plain::<DiscoveryAnswer>(payload),
         MembershipInput::FinalCheckAnswer => decode_plain::<uuid::Uuid>(payload),
+        MembershipInput::ViewCheck => decode_plain::<ViewCheck>(payload),
+        MembershipInput::ViewCheckAnswer => decode_plain::<ViewCheckAnswer>(payload),
+        MembershipInput::Lease => {
+            let delivery = Delivery::Reliable(Priority::Control);
+            if let Some(lease) = routes.deliver(&routes.leases, delivery, payload) {
+                round_trip(&lease);
+            }
+        }
     });
 });

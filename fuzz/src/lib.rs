@@ -91,17 +91,26 @@ pub enum MembershipInput {
     DiscoveryAnswer,
     /// The answer to `FinalCheck` (the answerer's uuid).
     FinalCheckAnswer,
+    /// A `ViewCheck` query (the final check that names the checker and its view).
+    ViewCheck,
+    /// The answer to `ViewCheck`, decoded as the checker decodes it.
+    ViewCheckAnswer,
+    /// A `LeaseMessage`, delivered reliably through the dispatcher under its own tag.
+    Lease,
 }
 
 impl MembershipInput {
     /// Every kind, in the order of their selector bytes.
-    pub const ALL: [MembershipInput; 6] = [
+    pub const ALL: [MembershipInput; 9] = [
         MembershipInput::Gms,
         MembershipInput::Heartbeat,
         MembershipInput::FinalCheck,
         MembershipInput::FindCoordinator,
         MembershipInput::DiscoveryAnswer,
         MembershipInput::FinalCheckAnswer,
+        MembershipInput::ViewCheck,
+        MembershipInput::ViewCheckAnswer,
+        MembershipInput::Lease,
     ];
 
     /// Reads a fuzzer's input: the kind and the payload.
