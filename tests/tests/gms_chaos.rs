@@ -353,15 +353,7 @@ fn findings_from_before_a_cut_ended_do_not_shut_down_a_side_that_holds_a_quorum(
 /// then installed; 266: the same after healing, with every member live and reachable.
 #[test]
 fn seeds_that_lost_their_cluster_to_stale_findings_keep_it() -> Result<(), Failure> {
-    for seed in [84, 92, 266] {
-        let report = run_seed(seed)?;
-        assert!(
-            !report.cluster_lost,
-            "seed {seed} lost its cluster: {:#?}",
-            report.fates
-        );
-    }
-    Ok(())
+    keep_their_cluster(&[84, 92, 266])
 }
 
 /// Seeds whose members shut down for a partition that had ended: the question of a catch-up
@@ -371,7 +363,12 @@ fn seeds_that_lost_their_cluster_to_stale_findings_keep_it() -> Result<(), Failu
 /// again within the patience.
 #[test]
 fn seeds_that_lost_their_cluster_to_one_unanswered_question_keep_it() -> Result<(), Failure> {
-    for seed in SEEDS_OF_ONE_QUESTION {
+    keep_their_cluster(&[995, 2739, 2974, 186])
+}
+
+/// Runs each of `seeds` and fails, with how each member ended, unless it kept its cluster.
+fn keep_their_cluster(seeds: &[u64]) -> Result<(), Failure> {
+    for &seed in seeds {
         let report = run_seed(seed)?;
         assert!(
             !report.cluster_lost,
@@ -381,8 +378,6 @@ fn seeds_that_lost_their_cluster_to_one_unanswered_question_keep_it() -> Result<
     }
     Ok(())
 }
-
-const SEEDS_OF_ONE_QUESTION: [u64; 4] = [995, 2739, 2974, 186];
 
 /// Runs `seeds` and fails with a summary (and the first failure in full) if any broke an
 /// invariant.
