@@ -1079,9 +1079,6 @@ fn now() -> std::time::Instant {
     Instant::now().into_std()
 }
 
-/// What a suspect's answer to a [`ViewCheck`] says of it, and the view id of one that is a
-/// member. An answer about another uuid comes from another process at its address (it
-/// restarted): the suspect did not answer.
 /// The query half of a final check of `member`, bounded by `limit`. A member of protocol
 /// version 1 (the legacy UDP protocol) is asked `FinalCheck`: an older build of it drops a
 /// query it does not serve without a word, so a `ViewCheck` would only time out and count
@@ -1097,7 +1094,7 @@ async fn ask(
     if member.version() == ProtocolVersion::LEGACY {
         return (ask_final_check(messenger, member, limit).await, None);
     }
-    match messenger.query_within(member.address(), query, limit).await {
+    match messenger.query_member_within(member, query, limit).await {
         Ok(answer) => verdict(member, &answer),
         Err(QueryError::NotServed { .. }) => {
             let left = limit.saturating_sub(started.elapsed());
@@ -1122,10 +1119,7 @@ async fn ask_final_check(
     let query = FinalCheck {
         uuid: member.uuid(),
     };
-    match messenger
-        .query_within(member.address(), &query, limit)
-        .await
-    {
+    match messenger.query_member_within(member, &query, limit).await {
         Ok(uuid) if uuid == member.uuid() => CheckOutcome::Alive,
         Ok(uuid) if uuid.is_nil() => CheckOutcome::Out,
         Err(QueryError::Unreachable(_)) => CheckOutcome::Refused,
@@ -1134,6 +1128,9 @@ async fn ask_final_check(
     }
 }
 
+/// What a suspect's answer to a [`ViewCheck`] says of it, and the view id of one that is a
+/// member. An answer about another uuid comes from another process at its address (it
+/// restarted): the suspect did not answer.
 fn verdict(suspect: &MemberId, answer: &ViewCheckAnswer) -> (CheckOutcome, Option<ViewId>) {
     if answer.uuid != suspect.uuid() {
         return (CheckOutcome::NoAnswer, None);
