@@ -30,5 +30,6 @@ pub use gms::{CheckOutcome, Gms, GmsConfig, GmsStats, MembershipEvent, Output};
 pub use member::{ConfigError, Member, MemberConfig, Protocol, StartError, Transport};
 pub use messages::{
     Ballot, Decision, DiscoveryAnswer, FinalCheck, FindCoordinator, GmsMessage, Heartbeat,
-    JoinRejection, LeaseMessage, Proposal, Standing, ViewCheck, ViewCheckAnswer,
+    JoinRejection, LeaseMessage, Proposal, ReachabilityNotice, Standing, ViewCheck,
+    ViewCheckAnswer,
 };

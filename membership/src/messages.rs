@@ -22,8 +22,9 @@
 //!   not served ─► FinalCheck{uuid} ─► its uuid (a member or joiner) ─► alive
 //! ```
 //!
-//! The coordinator lease ([`LeaseMessage`]) travels under a tag of its own, so that
-//! members of older builds of protocol 2 drop it without a warning per message.
+//! The coordinator lease ([`LeaseMessage`], `0x0105`) and the reachability notice
+//! ([`ReachabilityNotice`], `0x0106`) travel under tags of their own, so that
+//! members of older builds of protocol 2 drop them without a warning per message.
 
 use cohort_transport::{MemberId, Message, ProtocolVersion, Query, Tag, View, ViewId};
 use serde::{Deserialize, Serialize};
@@ -242,6 +243,29 @@ pub enum LeaseMessage {
 impl Message for LeaseMessage {
     // 0x0104 is reserved for another membership message.
     const TAG: Tag = Tag(0x0105);
+}
+
+/// From the member that runs final checks to the other members of its view: the final
+/// check of `member` went unanswered (`reachable: false`), or passed again after that
+/// (`reachable: true`). Each receiver flags or unflags the member
+/// ([`Gms::unreachable_members`](crate::Gms::unreachable_members)) and reports it as an
+/// event; the view does not change. A member stays unreachable for at most
+/// `GmsConfig::removal_timeout`, then it is removed.
+///
+/// Its own type under its own tag, for the reason [`LeaseMessage`] has one: an older build
+/// drops it, counted, and simply never shows the flag.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReachabilityNotice {
+    /// The sender's installed view: a notice about another view is dropped.
+    pub view_id: ViewId,
+    /// The member the notice is about.
+    pub member: MemberId,
+    /// False: its final check went unanswered. True: it answered again.
+    pub reachable: bool,
+}
+
+impl Message for ReachabilityNotice {
+    const TAG: Tag = Tag(0x0106);
 }
 
 /// A heartbeat, sent as a datagram to the members watching the sender.

@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 
 use cohort_membership::{
     Authenticator, CheckOutcome, Credentials, Gms, GmsConfig, GmsMessage, LeaseMessage,
-    MembershipEvent, Output, Standing,
+    MembershipEvent, Output, ReachabilityNotice, Standing,
 };
 use cohort_transport::{MemberId, MemberKind};
 use uuid::Uuid;
@@ -45,6 +45,7 @@ use crate::chaos::Invariants;
 enum Carried {
     Gms(GmsMessage),
     Lease(LeaseMessage),
+    Reachability(ReachabilityNotice),
 }
 
 /// `Gms` instances on a simulated network in virtual time. See the module docs.
@@ -140,6 +141,9 @@ impl Sim {
             match output {
                 Output::Send { to, message } => self.send(i, to, Carried::Gms(message)),
                 Output::Lease { to, message } => self.send(i, to, Carried::Lease(message)),
+                Output::Reachability { to, notice } => {
+                    self.send(i, to, Carried::Reachability(notice));
+                }
                 Output::Heartbeat { to } => self.heartbeat(i, to),
                 Output::Check { member } => {
                     // The final check answers with the truth: a dead member is dead, and a
@@ -170,6 +174,7 @@ impl Sim {
             match message {
                 Carried::Gms(_) => self.messages_sent += 1,
                 Carried::Lease(_) => self.lease_messages_sent += 1,
+                Carried::Reachability(_) => {}
             }
             let at = self.now + self.latency();
             self.seq += 1;
@@ -230,6 +235,9 @@ impl Sim {
             match message {
                 Carried::Gms(message) => self.members[to].handle_message(now, &from, message),
                 Carried::Lease(message) => self.members[to].handle_lease(now, &from, message),
+                Carried::Reachability(notice) => {
+                    self.members[to].handle_reachability(now, &from, notice);
+                }
             }
             self.drain(to);
         }

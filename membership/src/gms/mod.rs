@@ -44,6 +44,7 @@
 
 mod lease;
 pub(crate) mod quorum;
+mod reachability;
 mod round;
 mod vote;
 
@@ -57,12 +58,14 @@ use uuid::Uuid;
 
 use self::lease::Lease;
 use self::quorum::Quorum;
+use self::reachability::{AfterSilence, Reachability};
 use self::round::{Phase, Round};
 use self::vote::{Refusal, Vote};
 use crate::auth::{Authenticator, Credentials};
 use crate::detector::Detector;
 use crate::messages::{
-    Ballot, Decision, GmsMessage, JoinRejection, LeaseMessage, Proposal, Standing,
+    Ballot, Decision, GmsMessage, JoinRejection, LeaseMessage, Proposal, ReachabilityNotice,
+    Standing,
 };
 
 /// How often a failed final check is repeated because the checker ran late during it.
@@ -87,6 +90,13 @@ pub struct GmsConfig {
     /// How long a watched member may stay silent before it is suspected; heartbeats go out
     /// every fifth of it. Default 1 s.
     pub member_timeout: Duration,
+    /// How long a member whose final check went unanswered stays in the view as
+    /// *unreachable* (a flag and an event at every member, no view change) before it is
+    /// removed; it is checked again every half member timeout meanwhile, and one that
+    /// answers is reachable again. Positive evidence of death (its port refused the check,
+    /// or it says it is out) removes at once. Zero removes at the first unanswered check.
+    /// Default 4 s, which a stalled process or a VM pause of up to about 5 s outlasts.
+    pub removal_timeout: Duration,
     /// Network-partition detection: a coordinator whose view change would leave the
     /// members that answer without a weighted majority shuts its side down instead.
     /// Default on.
@@ -119,6 +129,7 @@ impl Default for GmsConfig {
             join_timeout: Duration::from_secs(30),
             leave_timeout: Duration::from_secs(5),
             member_timeout: Duration::from_secs(1),
+            removal_timeout: Duration::from_secs(4),
             partition_detection: true,
             max_join_requests_per_second_per_address: 10,
             lease_interval: Duration::from_secs(1) / 3,
@@ -174,6 +185,14 @@ pub enum Output {
         /// The message.
         message: LeaseMessage,
     },
+    /// Send a reachability notice to each of `to` (Control priority) under its own tag;
+    /// the receivers hand it to [`Gms::handle_reachability`].
+    Reachability {
+        /// Recipients, members of the installed view.
+        to: Vec<MemberId>,
+        /// The notice.
+        notice: ReachabilityNotice,
+    },
     /// Run a final check on `member` and report it with [`Gms::check_result`]: alive if it
     /// answers over a fresh connection as a member or joiner, or if anything at all is
     /// heard from it meanwhile; out if it answers that it is out. The view id a member
@@ -219,6 +238,20 @@ pub enum MembershipEvent {
         /// Why.
         reason: String,
     },
+    /// A member of the view did not answer its final check: it is unreachable from the
+    /// member that checks, and is removed once it stays so for the removal timeout.
+    /// Applications may route around it meanwhile. Reported at every member that hears
+    /// of it; no view change.
+    Unreachable {
+        /// The member.
+        member: MemberId,
+    },
+    /// A member reported [`MembershipEvent::Unreachable`] answered again before its removal
+    /// timeout: it stays, with no view change.
+    Reachable {
+        /// The member.
+        member: MemberId,
+    },
     /// The cluster removed this member although it did not ask to leave (it was taken for
     /// crashed), or this member's side of a partition lost its quorum. This incarnation is
     /// out for good: it can only come back as a new member (a new uuid), which
@@ -260,8 +293,14 @@ pub struct GmsStats {
     pub final_checks: u64,
     /// Final checks whose suspect answered: the suspicion was cleared.
     pub final_checks_passed: u64,
-    /// Final checks whose suspect did not answer: it is removed as crashed.
+    /// Final checks whose suspect did not answer: it is unreachable, and removed as crashed
+    /// once it stays so for the removal timeout.
     pub final_checks_failed: u64,
+    /// Times this member's final checks found a member unreachable that was reachable until
+    /// then (the first unanswered check of a silence).
+    pub members_unreachable: u64,
+    /// Times a member this member found unreachable answered again before its removal.
+    pub members_reachable_again: u64,
     /// Final checks whose suspect answered that it is out of the cluster: it is removed as
     /// crashed.
     pub final_checks_out: u64,
@@ -293,6 +332,8 @@ impl std::ops::Add for GmsStats {
             final_checks,
             final_checks_passed,
             final_checks_failed,
+            members_unreachable,
+            members_reachable_again,
             final_checks_out,
             members_removed,
             join_requests_rate_limited,
@@ -308,6 +349,8 @@ impl std::ops::Add for GmsStats {
             final_checks: a.final_checks + final_checks,
             final_checks_passed: a.final_checks_passed + final_checks_passed,
             final_checks_failed: a.final_checks_failed + final_checks_failed,
+            members_unreachable: a.members_unreachable + members_unreachable,
+            members_reachable_again: a.members_reachable_again + members_reachable_again,
             final_checks_out: a.final_checks_out + final_checks_out,
             members_removed: a.members_removed + members_removed,
             join_requests_rate_limited: a.join_requests_rate_limited + join_requests_rate_limited,
@@ -429,6 +472,9 @@ pub struct Gms {
     /// The coordinator lease: the one this member asks for while it coordinates, and the
     /// grant it gave (see `gms/lease.rs`).
     lease: Lease,
+    /// Members found unreachable (as the checker) and flagged so (as any member); see
+    /// `gms/reachability.rs`.
+    reachability: Reachability,
 }
 
 impl Gms {
@@ -436,6 +482,7 @@ impl Gms {
     pub fn new(me: MemberId, config: GmsConfig, authenticator: Arc<dyn Authenticator>) -> Self {
         let member_timeout = config.member_timeout;
         let lease = Lease::new(config.lease_interval, config.lease_duration);
+        let reachability = Reachability::new(config.removal_timeout, member_timeout / 2);
         let join_rate = config.max_join_requests_per_second_per_address;
         Gms {
             join_limiter: RateLimiter::new(join_rate, join_rate.saturating_mul(2)),
@@ -474,6 +521,7 @@ impl Gms {
             cleared_at: HashMap::new(),
             suspected_by: HashMap::new(),
             lease,
+            reachability,
         }
     }
 
@@ -732,8 +780,35 @@ impl Gms {
             tracing::info!(?member, "final check passed: suspicion cleared");
             self.settle(member);
             self.clear(now, member);
+            if self.reachability.forget(member) {
+                self.stats.members_reachable_again += 1;
+                tracing::info!(?member, "answered again: reachable");
+                self.tell_reachability(member, true);
+                self.set_flag(now, member, true);
+            }
             return;
         }
+        if outcome == CheckOutcome::NoAnswer {
+            match self.reachability.check_failed(now, member) {
+                AfterSilence::Remove => {}
+                AfterSilence::Unreachable { newly } => {
+                    self.stats.final_checks_failed += 1;
+                    if newly {
+                        self.stats.members_unreachable += 1;
+                        tracing::warn!(
+                            ?member,
+                            removal_timeout = ?self.reachability.removal_timeout(),
+                            "final check failed: unreachable, removed unless it answers again"
+                        );
+                        self.tell_reachability(member, false);
+                        self.set_flag(now, member, false);
+                    }
+                    return;
+                }
+            }
+        }
+        // Positive evidence (or the removal timeout passed): no more checks of it.
+        self.reachability.forget(member);
         if outcome == CheckOutcome::Out {
             self.stats.final_checks_out += 1;
             tracing::warn!(
@@ -980,6 +1055,7 @@ impl Gms {
             self.outbid_until = None;
         }
         self.lease_tick(now);
+        self.recheck_unreachable(now);
         if self.catch_up_due.is_some_and(|at| now >= at) {
             self.ask_for_views(now);
         }
@@ -1116,6 +1192,7 @@ impl Gms {
             probe,
             self.catch_up_due,
             lease,
+            self.reachability.poll_timeout(),
         ]
         .into_iter()
         .flatten()
@@ -1991,6 +2068,7 @@ impl Gms {
         self.cleared_at.retain(|uuid, _| view.contains_uuid(*uuid));
         self.suspected_by
             .retain(|uuid, _| view.contains_uuid(*uuid));
+        self.reachability.view_installed(&view);
         if included {
             self.detector.view_installed(now, &view, &self.me);
         } else {
@@ -2231,8 +2309,15 @@ impl Gms {
     /// the members on the far side of a partition from their checker get a checker again.
     fn escalate(&mut self, now: Instant) {
         let checker = self.checker();
+        // A suspect the checker reported unreachable is being checked again there, until
+        // its removal timeout; only a checker silent for longer than that is suspected.
+        let patience = self.reachability.removal_timeout() + self.config.member_timeout * 2;
+        let unsettled = self
+            .suspects
+            .keys()
+            .any(|uuid| !self.reachability.reported_within(*uuid, now, patience));
         let waiting = matches!(self.role, Role::Member)
-            && !self.suspects.is_empty()
+            && unsettled
             && checker.as_ref().is_some_and(|c| *c != self.me);
         if !waiting {
             self.unresolved_since = None;
@@ -2309,7 +2394,13 @@ impl Gms {
         let due: Vec<MemberId> = self
             .suspects
             .values()
-            .filter(|m| !self.checking.contains_key(&m.uuid()) && !self.dead.contains(&m.uuid()))
+            .filter(|m| {
+                let uuid = m.uuid();
+                // A member found unreachable is checked again on its own schedule.
+                !self.checking.contains_key(&uuid)
+                    && !self.dead.contains(&uuid)
+                    && !self.reachability.is_found(uuid)
+            })
             .cloned()
             .collect();
         // A check that passed settles new suspicions of that member for a while: a burst
@@ -2410,6 +2501,106 @@ impl Gms {
         self.own_suspicions.remove(&member.uuid());
         self.cleared_at.insert(member.uuid(), now);
         self.detector.cleared(member.uuid(), now);
+    }
+
+    // ---- reachability: unreachable, then removed (gms/reachability.rs) ----
+
+    /// The members of the view reported unreachable (by this member's own final checks,
+    /// or by the checker's notices) and not heard of as reachable or removed since.
+    pub fn unreachable_members(&self) -> Vec<MemberId> {
+        let mut members: Vec<MemberId> = self.reachability.flagged().cloned().collect();
+        members.sort_by_key(MemberId::uuid);
+        members
+    }
+
+    /// A reachability notice from `from`, a member of this member's view, about another
+    /// member of it: flagged or unflagged here, with an event. A notice about another view
+    /// or about this member itself is dropped. Any member of the view may send one, as any
+    /// may suspect: the flag only informs, it removes nobody.
+    pub fn handle_reachability(
+        &mut self,
+        now: Instant,
+        from: &MemberId,
+        notice: ReachabilityNotice,
+    ) {
+        if !self.is_member()
+            || *from == self.me
+            || !self.in_view(from)
+            || notice.view_id != self.view_id()
+            || notice.member == self.me
+            || !self.in_view(&notice.member)
+        {
+            return;
+        }
+        if notice.reachable {
+            // The checker heard from it: this member's own suspicion of it is stale too.
+            if self.suspects.contains_key(&notice.member.uuid()) {
+                self.clear(now, &notice.member);
+            }
+        }
+        self.set_flag(now, &notice.member, notice.reachable);
+    }
+
+    /// Flags `member` unreachable here (or unflags it), with an event if that changed.
+    fn set_flag(&mut self, now: Instant, member: &MemberId, reachable: bool) {
+        let changed = if reachable {
+            self.reachability.unflag(member.uuid())
+        } else {
+            self.reachability.flag(now, member)
+        };
+        if changed {
+            let member = member.clone();
+            self.event(if reachable {
+                MembershipEvent::Reachable { member }
+            } else {
+                MembershipEvent::Unreachable { member }
+            });
+        }
+    }
+
+    /// Tells the other members of the view (not `member` itself) that the checker found
+    /// `member` unreachable, or reachable again.
+    fn tell_reachability(&mut self, member: &MemberId, reachable: bool) {
+        let Some(view) = self.view.as_ref() else {
+            return;
+        };
+        let to: Vec<MemberId> = others(view, &self.me)
+            .into_iter()
+            .filter(|m| m != member)
+            .collect();
+        if to.is_empty() {
+            return;
+        }
+        let notice = ReachabilityNotice {
+            view_id: view.id(),
+            member: member.clone(),
+            reachable,
+        };
+        self.outputs.push_back(Output::Reachability { to, notice });
+    }
+
+    /// Checks again the members found unreachable whose recheck is due, while this member
+    /// is the checker; one that stopped checking leaves them to the member that checks now.
+    fn recheck_unreachable(&mut self, now: Instant) {
+        let due = self.reachability.due(now);
+        if due.is_empty() {
+            return;
+        }
+        if !self.is_member() || self.checker().as_ref() != Some(&self.me) {
+            self.reachability.stop_checking();
+            return;
+        }
+        for member in due {
+            let uuid = member.uuid();
+            if self.in_view(&member)
+                && !self.checking.contains_key(&uuid)
+                && !self.dead.contains(&uuid)
+            {
+                self.start_check(now, member, 0);
+            } else {
+                self.reachability.forget(&member);
+            }
+        }
     }
 
     /// Ends this member's cluster, for a driver that found another cluster this one must
@@ -2843,7 +3034,12 @@ mod tests {
     #[test]
     fn an_unreachable_hint_checks_at_once_and_forged_repeats_cost_nothing_more() {
         let now = Instant::now();
-        let mut gms = Gms::new(member(1), GmsConfig::default(), Arc::new(AllowAll));
+        // One stage, so that the failed check below removes at once.
+        let config = GmsConfig {
+            removal_timeout: Duration::ZERO,
+            ..GmsConfig::default()
+        };
+        let mut gms = Gms::new(member(1), config, Arc::new(AllowAll));
         gms.found_cluster(now);
         let other = member(2);
         admit(&mut gms, &other, now);
@@ -2900,6 +3096,261 @@ mod tests {
         // View 1 (founded), view 2 (the joiner), view 3 (without it).
         assert_eq!(stats.views_installed, 3);
         assert_eq!(stats.forced_disconnects, 0);
+    }
+
+    /// m1 founds a cluster and admits m2 and m3: m1's `Gms` (the coordinator, which runs
+    /// the final checks), with `config`, after its clock ran to the returned instant.
+    fn view_of_three(now: Instant, config: GmsConfig) -> (Gms, MemberId, MemberId, Instant) {
+        let mut gms = Gms::new(member(1), config, Arc::new(AllowAll));
+        gms.found_cluster(now);
+        let (b, c) = (member(2), member(3));
+        admit(&mut gms, &b, now);
+        gms.handle_message(
+            now,
+            &c,
+            GmsMessage::JoinRequest {
+                member: c.clone(),
+                credentials: Credentials::default(),
+            },
+        );
+        let at = now + Duration::from_secs(2);
+        gms.handle_timeout(at);
+        let proposals: Vec<(ViewId, Ballot)> = std::iter::from_fn(|| gms.poll_output())
+            .filter_map(|output| match output {
+                Output::Send {
+                    message: GmsMessage::Propose { base, ballot, .. },
+                    ..
+                } => Some((base, ballot)),
+                _ => None,
+            })
+            .collect();
+        for voter in [&b, &c] {
+            for (base, ballot) in &proposals {
+                let (base, ballot) = (*base, *ballot);
+                gms.handle_message(at, voter, GmsMessage::Accept { base, ballot });
+            }
+        }
+        assert_eq!(gms.view().map(View::len), Some(3), "{:?}", gms.view());
+        // Timers run as a driver runs them for a while, so that the detector does not
+        // take this member for paused.
+        let settled = at + Duration::from_secs(1);
+        let _ = run_timers(&mut gms, at, settled, &[&b, &c]);
+        (gms, b, c, settled)
+    }
+
+    /// Runs `gms`'s timers every 50 ms from `from` to `until`, heartbeats from `alive`
+    /// arriving at each, and returns the outputs.
+    fn run_timers(
+        gms: &mut Gms,
+        from: Instant,
+        until: Instant,
+        alive: &[&MemberId],
+    ) -> Vec<Output> {
+        let mut clock = from;
+        let mut outputs = Vec::new();
+        while clock < until {
+            clock += Duration::from_millis(50);
+            for member in alive {
+                gms.heard_from(member, clock);
+            }
+            gms.handle_timeout(clock);
+            outputs.extend(std::iter::from_fn(|| gms.poll_output()));
+        }
+        outputs
+    }
+
+    fn checks_of(outputs: &[Output], of: &MemberId) -> usize {
+        outputs
+            .iter()
+            .filter(|o| matches!(o, Output::Check { member } if member == of))
+            .count()
+    }
+
+    #[test]
+    fn an_unanswered_check_makes_a_member_unreachable_and_an_answer_reachable_again() {
+        let now = Instant::now();
+        let (mut gms, b, c, at) = view_of_three(now, GmsConfig::default());
+        let view = gms.view().cloned().expect("view");
+        gms.suspect(at, &c, "slow".into());
+        let outputs: Vec<Output> = std::iter::from_fn(|| gms.poll_output()).collect();
+        assert_eq!(checks_of(&outputs, &c), 1);
+        gms.check_result(at, &c, CheckOutcome::NoAnswer);
+        let outputs: Vec<Output> = std::iter::from_fn(|| gms.poll_output()).collect();
+        let told: Vec<_> = outputs
+            .iter()
+            .filter_map(|o| match o {
+                Output::Reachability { to, notice } => Some((to.clone(), notice.clone())),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            told,
+            vec![(
+                vec![b.clone()],
+                ReachabilityNotice {
+                    view_id: view.id(),
+                    member: c.clone(),
+                    reachable: false
+                }
+            )],
+            "the others are told, not the member itself"
+        );
+        assert!(outputs.iter().any(|o| matches!(
+            o,
+            Output::Event(MembershipEvent::Unreachable { member }) if *member == c
+        )));
+        assert_eq!(gms.unreachable_members(), vec![c.clone()]);
+        // Checked again every half member timeout, and still in the view.
+        let later = at + Duration::from_secs(1);
+        let outputs = run_timers(&mut gms, at, later, &[&b, &c]);
+        assert_eq!(
+            checks_of(&outputs, &c),
+            1,
+            "one check again, not one per tick"
+        );
+        assert_eq!(gms.view().map(View::id), Some(view.id()), "no view change");
+        // It answers: reachable again, told to the others, no view change.
+        gms.check_result(later, &c, CheckOutcome::Alive);
+        let outputs: Vec<Output> = std::iter::from_fn(|| gms.poll_output()).collect();
+        assert!(outputs.iter().any(|o| matches!(
+            o,
+            Output::Reachability { notice, .. } if notice.reachable && notice.member == c
+        )));
+        assert!(outputs.iter().any(|o| matches!(
+            o,
+            Output::Event(MembershipEvent::Reachable { member }) if *member == c
+        )));
+        assert!(gms.unreachable_members().is_empty());
+        let outputs = run_timers(&mut gms, later, later + Duration::from_secs(6), &[&b, &c]);
+        assert_eq!(checks_of(&outputs, &c), 0, "no more checks");
+        assert_eq!(gms.view().map(View::id), Some(view.id()));
+        let stats = gms.stats();
+        assert_eq!(
+            (stats.members_unreachable, stats.members_reachable_again),
+            (1, 1)
+        );
+    }
+
+    #[test]
+    fn a_member_unreachable_for_the_removal_timeout_is_removed() {
+        let now = Instant::now();
+        let (mut gms, b, c, at) = view_of_three(now, GmsConfig::default());
+        let removal = gms.config.removal_timeout;
+        gms.suspect(at, &c, "slow".into());
+        while gms.poll_output().is_some() {}
+        gms.check_result(at, &c, CheckOutcome::NoAnswer);
+        // Every check again fails, 100 ms after it was asked for.
+        let mut clock = at;
+        let mut removed_at = None;
+        while clock < at + removal * 2 && removed_at.is_none() {
+            clock += Duration::from_millis(50);
+            gms.heard_from(&b, clock);
+            gms.handle_timeout(clock);
+            let outputs: Vec<Output> = std::iter::from_fn(|| gms.poll_output()).collect();
+            for output in &outputs {
+                match output {
+                    Output::Check { member } if *member == c => {
+                        gms.check_result(
+                            clock + Duration::from_millis(100),
+                            &c,
+                            CheckOutcome::NoAnswer,
+                        );
+                    }
+                    Output::Send {
+                        to,
+                        message: GmsMessage::Propose { base, ballot, .. },
+                    } => {
+                        let (base, ballot) = (*base, *ballot);
+                        if to.contains(&b) {
+                            gms.handle_message(clock, &b, GmsMessage::Accept { base, ballot });
+                        }
+                    }
+                    Output::Event(MembershipEvent::ViewInstalled { crashed, .. })
+                        if crashed.contains(&c) =>
+                    {
+                        removed_at = Some(clock);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let removed_at = removed_at.expect("removed");
+        let took = removed_at - at;
+        assert!(
+            took >= removal && took <= removal + Duration::from_secs(1),
+            "removed {took:?} after it was found unreachable"
+        );
+        assert!(
+            gms.unreachable_members().is_empty(),
+            "the flag went with it"
+        );
+    }
+
+    #[test]
+    fn a_refusal_removes_an_unreachable_member_at_once() {
+        let now = Instant::now();
+        let (mut gms, b, c, at) = view_of_three(now, GmsConfig::default());
+        gms.suspect(at, &c, "slow".into());
+        while gms.poll_output().is_some() {}
+        gms.check_result(at, &c, CheckOutcome::NoAnswer);
+        let outputs = run_timers(&mut gms, at, at + Duration::from_millis(600), &[&b]);
+        assert_eq!(checks_of(&outputs, &c), 1);
+        gms.check_result(at + Duration::from_millis(600), &c, CheckOutcome::Refused);
+        gms.handle_timeout(at + Duration::from_millis(650));
+        let proposed = std::iter::from_fn(|| gms.poll_output()).any(|o| {
+            matches!(
+                o,
+                Output::Send { message: GmsMessage::Propose { proposal, .. }, .. }
+                    if proposal.crashed.contains(&c)
+            )
+        });
+        assert!(proposed, "a view without it is proposed at once");
+    }
+
+    #[test]
+    fn a_reachability_notice_is_taken_only_from_a_member_about_a_member_of_this_view() {
+        let now = Instant::now();
+        let (mut gms, b, c, at) = view_of_three(now, GmsConfig::default());
+        let (me, stranger, view_id) = (member(1), member(9), gms.view_id());
+        let notice = |member: &MemberId, view_id: ViewId, reachable: bool| ReachabilityNotice {
+            view_id,
+            member: member.clone(),
+            reachable,
+        };
+        let events = |gms: &mut Gms| -> Vec<MembershipEvent> {
+            std::iter::from_fn(|| gms.poll_output())
+                .filter_map(|o| match o {
+                    Output::Event(
+                        e @ (MembershipEvent::Unreachable { .. }
+                        | MembershipEvent::Reachable { .. }),
+                    ) => Some(e),
+                    _ => None,
+                })
+                .collect()
+        };
+        // From a stranger, about another view, about this member or a stranger: dropped.
+        gms.handle_reachability(at, &stranger, notice(&c, view_id, false));
+        gms.handle_reachability(at, &b, notice(&c, ViewId(1), false));
+        gms.handle_reachability(at, &b, notice(&me, view_id, false));
+        gms.handle_reachability(at, &b, notice(&stranger, view_id, false));
+        assert_eq!(events(&mut gms), vec![]);
+        assert!(gms.unreachable_members().is_empty());
+        // From a member of the view about another member of it: flagged once...
+        gms.handle_reachability(at, &b, notice(&c, view_id, false));
+        gms.handle_reachability(at, &b, notice(&c, view_id, false));
+        assert_eq!(
+            events(&mut gms),
+            vec![MembershipEvent::Unreachable { member: c.clone() }]
+        );
+        assert_eq!(gms.unreachable_members(), vec![c.clone()]);
+        // ...and unflagged once.
+        gms.handle_reachability(at, &b, notice(&c, view_id, true));
+        gms.handle_reachability(at, &b, notice(&c, view_id, true));
+        assert_eq!(
+            events(&mut gms),
+            vec![MembershipEvent::Reachable { member: c.clone() }]
+        );
+        assert!(gms.unreachable_members().is_empty());
     }
 
     #[test]

@@ -56,8 +56,17 @@ pub struct MemberConfig {
     /// for any sign of life from it) before it counts as crashed; once the suspect's port
     /// refuses the check (ICMP), only a few round trips. Default 400 ms: a fresh handshake
     /// and one answer take a few milliseconds on a LAN, and with the default member timeout
-    /// a member gone silent is then out of every view within 1.5 s.
+    /// a member gone silent is found unreachable within 1.5 s.
     pub final_check_timeout: Duration,
+    /// How long a member whose final check went unanswered stays in the view as
+    /// *unreachable* before it is removed: every member is told
+    /// ([`MembershipEvent::Unreachable`](crate::MembershipEvent::Unreachable),
+    /// [`Member::unreachable`](super::Member::unreachable)), the checker checks it again
+    /// every half member timeout, and one that answers is reachable again with no view
+    /// change. A check refused by the suspect's port (its process is gone) or answered
+    /// "out" removes at once. Zero removes at the first unanswered check. Default 4 s
+    /// ([`Preset::Lan`]).
+    pub removal_timeout: Duration,
     /// Network-partition detection (Geode's `enable-network-partition-detection`): a
     /// coordinator whose removals would leave the rest without a strict weighted majority
     /// of its view shuts its side down instead (such a side could decide no view change
@@ -121,6 +130,7 @@ impl MemberConfig {
             authenticator: Arc::new(AllowAll),
             member_timeout: Duration::from_secs(1),
             final_check_timeout: Duration::from_millis(400),
+            removal_timeout: Duration::from_secs(4),
             partition_detection: true,
             join_timeout: Duration::from_secs(24),
             leave_timeout: Duration::from_secs(5),
@@ -134,6 +144,25 @@ impl MemberConfig {
             legacy: LegacyConfig::default(),
             auto_reconnect: true,
         }
+    }
+
+    /// These settings with the failure-detection timing of `preset` (`member_timeout`,
+    /// `final_check_timeout`, `removal_timeout`); every other field is kept.
+    ///
+    /// ```
+    /// # use cohort_membership::member::{MemberConfig, Preset};
+    /// # fn demo(tls: cohort_transport::TlsSettings) {
+    /// let config = MemberConfig::new(tls).with_preset(Preset::Wan);
+    /// assert_eq!(config.removal_timeout, std::time::Duration::from_secs(30));
+    /// # }
+    /// ```
+    #[must_use = "the preset is applied to the returned settings"]
+    pub fn with_preset(mut self, preset: Preset) -> Self {
+        let (member, check, removal) = preset.timing();
+        self.member_timeout = member;
+        self.final_check_timeout = check;
+        self.removal_timeout = removal;
+        self
     }
 
     pub(crate) fn validate(&self) -> Result<(), ConfigError> {
@@ -208,12 +237,82 @@ impl fmt::Debug for MemberConfig {
             .field("kind", &self.kind)
             .field("credentials", &self.credentials)
             .field("member_timeout", &self.member_timeout)
+            .field("final_check_timeout", &self.final_check_timeout)
+            .field("removal_timeout", &self.removal_timeout)
             .field("join_timeout", &self.join_timeout)
             .field("working_dir", &self.working_dir)
             .field("version", &self.version)
             .field("protocol", &self.protocol)
             .field("auto_reconnect", &self.auto_reconnect)
             .finish_non_exhaustive()
+    }
+}
+
+/// Failure-detection timing for a kind of network, applied with
+/// [`MemberConfig::with_preset`]. Each sets `member_timeout`, `final_check_timeout` and
+/// `removal_timeout`; the bench prints what each gives (`bench -- failure`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Preset {
+    /// The default: member timeout 1 s, final check 400 ms, removal timeout 4 s. A crashed
+    /// process whose host answers for its port (ICMP port unreachable) is removed within
+    /// a final check of its silence; a silent or paused member is unreachable after about
+    /// 1.4 s and removed after about 5.4 s, so a pause of up to about 5 s costs nothing
+    /// (serf, measured on the same machine, removed nobody for pauses up to 5 s; memberlist's
+    /// LAN configuration suspects for 4 s at ten members: `SuspicionMult` 4 × log10(n) ×
+    /// `ProbeInterval` 1 s).
+    #[default]
+    Lan,
+    /// One stage, as cohort was before the removal timeout: member timeout 1 s, final
+    /// check 400 ms, and removal at the first unanswered check (about 1.4 s of silence).
+    /// Fastest for hosts that die silently, but a stall longer than about a second costs
+    /// the member its identity.
+    LanFast,
+    /// For links between data centres: member timeout 5 s (Geode's default
+    /// `member-timeout`), final check 3 s (memberlist's WAN `ProbeTimeout`), removal
+    /// timeout 30 s (memberlist's WAN suspicion at ten members: `SuspicionMult` 6 ×
+    /// `ProbeInterval` 5 s).
+    Wan,
+}
+
+impl Preset {
+    /// Member timeout, final-check timeout and removal timeout.
+    fn timing(self) -> (Duration, Duration, Duration) {
+        let (ms, s) = (Duration::from_millis, Duration::from_secs);
+        match self {
+            Preset::Lan => (s(1), ms(400), s(4)),
+            Preset::LanFast => (s(1), ms(400), Duration::ZERO),
+            Preset::Wan => (s(5), s(3), s(30)),
+        }
+    }
+
+    /// Every preset, in the order the docs give them.
+    pub const ALL: [Preset; 3] = [Preset::Lan, Preset::LanFast, Preset::Wan];
+
+    /// The preset's name in configuration files: `lan`, `lan-fast` or `wan`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Preset::Lan => "lan",
+            Preset::LanFast => "lan-fast",
+            Preset::Wan => "wan",
+        }
+    }
+}
+
+impl fmt::Display for Preset {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Preset {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        Preset::ALL
+            .into_iter()
+            .find(|p| p.name() == s)
+            .ok_or_else(|| format!("unknown preset {s:?}: expected lan, lan-fast or wan"))
     }
 }
 

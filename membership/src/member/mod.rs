@@ -63,7 +63,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use uuid::Uuid;
 
-pub use self::config::{ConfigError, MemberConfig, StartError};
+pub use self::config::{ConfigError, MemberConfig, Preset, StartError};
 use self::identities::Identities;
 use self::reconnect::Life;
 use self::relay::Relays;
@@ -71,7 +71,7 @@ pub use self::transport::{Protocol, Transport};
 use crate::gms::{CheckOutcome, Gms, GmsConfig, GmsStats, MembershipEvent, Output};
 use crate::messages::{
     DiscoveryAnswer, FinalCheck, FindCoordinator, GmsMessage, Heartbeat, JoinRejection,
-    LeaseMessage, Standing, ViewCheck, ViewCheckAnswer,
+    LeaseMessage, ReachabilityNotice, Standing, ViewCheck, ViewCheckAnswer,
 };
 use crate::{rival, view_file};
 
@@ -135,6 +135,8 @@ struct Shared {
     coordinator_until: Mutex<Option<std::time::Instant>>,
     /// The standing of the identity named, as its driver last published it.
     standing: Mutex<(Uuid, Standing)>,
+    /// The members of the view reported unreachable (`Gms::unreachable_members`).
+    unreachable: Mutex<Vec<MemberId>>,
 }
 
 impl Shared {
@@ -148,7 +150,15 @@ impl Shared {
             stats: Mutex::new(GmsStats::default()),
             reconnects: AtomicU64::new(0),
             coordinator_until: Mutex::new(None),
+            unreachable: Mutex::new(Vec::new()),
         }
+    }
+
+    fn publish_unreachable(&self, members: Vec<MemberId>) {
+        *self
+            .unreachable
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = members;
     }
 
     fn me(&self) -> &MemberId {
@@ -395,6 +405,21 @@ impl Member {
         until.is_some_and(|until| until > now())
     }
 
+    /// The members of the view that are unreachable from the member that runs final
+    /// checks (each reported as [`MembershipEvent::Unreachable`]): still in the view, and
+    /// removed only if they stay so for `removal_timeout`. Route around them meanwhile.
+    pub fn unreachable(&self) -> Vec<MemberId> {
+        let view = self.view();
+        self.shared
+            .unreachable
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .filter(|m| view.contains(m))
+            .cloned()
+            .collect()
+    }
+
     /// Counters of the membership protocol, summed over every incarnation of this member.
     pub fn stats(&self) -> GmsStats {
         self.shared.stats()
@@ -558,6 +583,9 @@ fn attach(shared: &Arc<Shared>, messenger: &Transport) -> Result<Inputs, StartEr
     let leases = messenger
         .subscribe::<LeaseMessage>()
         .map_err(|_| StartError::Stopped)?;
+    let reachability = messenger
+        .subscribe::<ReachabilityNotice>()
+        .map_err(|_| StartError::Stopped)?;
     let transport = messenger.events();
     let answering = shared.clone();
     messenger.serve::<FindCoordinator>(move |query, from| {
@@ -585,6 +613,7 @@ fn attach(shared: &Arc<Shared>, messenger: &Transport) -> Result<Inputs, StartEr
         messages,
         heartbeats,
         leases,
+        reachability,
         checks,
         check_results,
         checked_by,
@@ -603,6 +632,7 @@ fn gms_config(config: &MemberConfig, join_timeout: Duration) -> GmsConfig {
         join_timeout,
         leave_timeout: config.leave_timeout,
         member_timeout: config.member_timeout,
+        removal_timeout: config.removal_timeout,
         partition_detection: config.partition_detection,
         // Renewed every one and a half member timeouts, for three: at a third of the member
         // timeout the lease alone was 70% of an idle member's traffic. It costs only the
@@ -651,6 +681,7 @@ struct Inputs {
     messages: Subscription<GmsMessage>,
     heartbeats: Subscription<Heartbeat>,
     leases: Subscription<LeaseMessage>,
+    reachability: Subscription<ReachabilityNotice>,
     checks: mpsc::UnboundedReceiver<CheckReport>,
     /// Cloned into each final-check task.
     check_results: mpsc::UnboundedSender<CheckReport>,
@@ -734,6 +765,9 @@ impl Driver {
                 },
                 Some(lease) = inputs.leases.recv() => {
                     self.gms.handle_lease(now(), &lease.from, lease.message);
+                }
+                Some(notice) = inputs.reachability.recv() => {
+                    self.gms.handle_reachability(now(), &notice.from, notice.message);
                 }
                 Some(heartbeat) = inputs.heartbeats.recv() => {
                     self.gms.heard_from(&heartbeat.from, now());
@@ -920,6 +954,7 @@ impl Driver {
             match output {
                 Output::Send { to, message } => self.send(&to, &message),
                 Output::Lease { to, message } => self.send(&to, &message),
+                Output::Reachability { to, notice } => self.send(&to, &notice),
                 Output::Heartbeat { to } => {
                     let view_id = self
                         .gms
@@ -989,6 +1024,8 @@ impl Driver {
             MembershipEvent::ViewInstalled { view, .. } => {
                 self.messenger.install_view(view.clone());
                 self.shared.view.send_replace(view.clone());
+                self.shared
+                    .publish_unreachable(self.gms.unreachable_members());
                 if let Some(path) = &self.view_file
                     && let Err(error) = view_file::write(path, view)
                 {
@@ -1047,6 +1084,11 @@ impl Driver {
                     me: self.me.clone(),
                     reason: reason.clone(),
                 })
+            }
+            MembershipEvent::Unreachable { .. } | MembershipEvent::Reachable { .. } => {
+                self.shared
+                    .publish_unreachable(self.gms.unreachable_members());
+                None
             }
             MembershipEvent::Suspect { .. } | MembershipEvent::Reconnected { .. } => None,
         }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use cohort_membership::{
     AllowAll, CheckOutcome, Credentials, Gms, GmsConfig, GmsMessage, LeaseMessage, MembershipEvent,
-    Output, Standing,
+    Output, ReachabilityNotice, Standing,
 };
 use cohort_transport::{MemberId, MemberKind, View, ViewId};
 use uuid::Uuid;
@@ -40,6 +40,8 @@ const DRAW_RESUME: u64 = 6;
 /// Lease traffic draws its link faults apart from the protocol's messages and heartbeats,
 /// so that adding it left the fate of every other transmission of a seed as it was.
 const DRAW_LEASE: u64 = 7;
+/// Reachability notices likewise, for the same reason.
+const DRAW_REACHABILITY: u64 = 8;
 
 /// Timing and fault knobs of the simulated world.
 #[derive(Clone, Debug)]
@@ -327,6 +329,10 @@ enum Inbound {
     Lease {
         from: usize,
         message: LeaseMessage,
+    },
+    Reachability {
+        from: usize,
+        notice: ReachabilityNotice,
     },
     Answer {
         suspect: MemberId,
@@ -630,7 +636,7 @@ impl Chaos {
         }
         let before = self.queue.len();
         self.queue.retain(|_, event| {
-            !matches!(event, Event::Arrive { inbound: Inbound::Message { from, .. } | Inbound::Heartbeat { from, .. } | Inbound::Lease { from, .. } | Inbound::Checked { by: from, .. }, .. } if *from == i)
+            !matches!(event, Event::Arrive { inbound: Inbound::Message { from, .. } | Inbound::Heartbeat { from, .. } | Inbound::Lease { from, .. } | Inbound::Reachability { from, .. } | Inbound::Checked { by: from, .. }, .. } if *from == i)
         });
         let lost = before - self.queue.len();
         self.note(format!("{lost} of its transmissions in flight are lost"));
@@ -1317,6 +1323,17 @@ impl Chaos {
                 }
                 Cause::Message(*from)
             }
+            Inbound::Reachability { from, notice } => {
+                let from_id = self.id(*from);
+                self.traced(Traced::Took {
+                    to,
+                    inbound: inbound.clone(),
+                });
+                self.nodes[to]
+                    .gms
+                    .handle_reachability(now, &from_id, notice.clone());
+                Cause::Message(*from)
+            }
             Inbound::Answer {
                 suspect,
                 outcome,
@@ -1385,6 +1402,7 @@ impl Chaos {
                 Output::Send { to, message } => self.send(i, &to, message)?,
                 Output::Heartbeat { to } => self.heartbeat(i, &to),
                 Output::Lease { to, message } => self.lease(i, &to, message),
+                Output::Reachability { to, notice } => self.reachability(i, &to, &notice),
                 Output::Check { member } => self.check(i, member),
                 Output::Event(event) => self.event(i, event, cause)?,
             }
@@ -1497,11 +1515,21 @@ impl Chaos {
         }
     }
 
+    /// Reachability notices go through the same link faults too.
+    fn reachability(&mut self, i: usize, to: &[MemberId], notice: &ReachabilityNotice) {
+        let recipients: Vec<usize> = to.iter().filter_map(|m| self.index_of(m)).collect();
+        for j in recipients {
+            let notice = notice.clone();
+            self.transmit(i, j, Inbound::Reachability { from: i, notice });
+        }
+    }
+
     /// Queues one transmission `from`→`to` through the link's faults.
     fn transmit(&mut self, from: usize, to: usize, inbound: Inbound) {
         let link = self.links.link(from, to);
         let tag = match inbound {
             Inbound::Lease { .. } => DRAW_LEASE,
+            Inbound::Reachability { .. } => DRAW_REACHABILITY,
             _ => DRAW_LINK,
         };
         let n = self.next_draw(tag, from, to);
@@ -1867,6 +1895,20 @@ impl Chaos {
                 to,
                 inbound: Inbound::Lease { from, message },
             } => format!("{} → {}: {message:?}", self.name(*from), self.name(*to)),
+            Traced::Took {
+                to,
+                inbound: Inbound::Reachability { from, notice },
+            } => format!(
+                "{} → {}: {} {}",
+                self.name(*from),
+                self.name(*to),
+                notice.member.name(),
+                if notice.reachable {
+                    "reachable"
+                } else {
+                    "unreachable"
+                }
+            ),
             Traced::Timer(i) => format!("{}: timer", self.name(*i)),
             Traced::Lost { from, to, message } => format!(
                 "{} → {} lost: {}",
