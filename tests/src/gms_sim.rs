@@ -5,8 +5,8 @@
 //! Gms::poll_output ─┬─ Send      ─► delivered after 0.2–2.2 ms (seeded), counted
 //!                   ├─ Lease     ─► delivered the same way to handle_lease, counted apart
 //!                   ├─ Heartbeat ─► heard_from at once on every live recipient (not counted)
-//!                   ├─ Check     ─► answered at once with the truth (`dead[i]`: no
-//!                   │               answer; out of the cluster: out; otherwise alive)
+//!                   ├─ Check     ─► answered at once with the truth (`dead[i]`: its
+//!                   │               port refuses; out of the cluster: out; else alive)
 //!                   └─ Event     ─► invariants checked, then kept
 //! Gms::poll_timeout ─► a timer; `step` runs the earliest delivery or timer
 //! ```
@@ -146,11 +146,12 @@ impl Sim {
                 }
                 Output::Heartbeat { to } => self.heartbeat(i, to),
                 Output::Check { member } => {
-                    // The final check answers with the truth: a dead member is dead, and a
-                    // live one says whether it is out.
+                    // The final check answers with the truth: a dead member's port refuses
+                    // it (a crashed process on a host that is up), and a live one says
+                    // whether it is out.
                     let live = self.index.get(&member.uuid()).filter(|&&j| !self.dead[j]);
                     let outcome = match live.map(|&j| self.members[j].standing()) {
-                        None => CheckOutcome::NoAnswer,
+                        None => CheckOutcome::Refused,
                         Some(Standing::Out) => CheckOutcome::Out,
                         Some(Standing::Member | Standing::Joining) => CheckOutcome::Alive,
                     };

@@ -69,7 +69,7 @@ pub use invariants::{Invariant, Invariants, Violation};
 pub use net::FaultId;
 pub use plan::{
     FAULT_PHASE, Fate, Fault, HEAL_LIMIT, LostClass, Plan, RECENT, Report, SendKind, Sweep, Who,
-    run_plan, run_seed, sweep,
+    run_plan, run_plan_with, run_seed, run_seed_with, sweep, sweep_with,
 };
 pub use rng::Rng;
 pub use world::{

@@ -19,7 +19,7 @@ use cohort_transport::{MemberId, MemberKind};
 
 use super::invariants::{Invariant, Violation};
 use super::rng::Rng;
-use super::world::{Action, Chaos, Death, Failure, Reach, Stats, Stop, view_weight};
+use super::world::{Action, Chaos, ChaosConfig, Death, Failure, Reach, Stats, Stop, view_weight};
 
 /// How long the fault phase of a random plan lasts.
 pub const FAULT_PHASE: Range<Duration> = Duration::from_secs(10)..Duration::from_secs(25);
@@ -573,12 +573,22 @@ impl LostClass {
 
 /// Runs the plan of `seed`: the replay of a failing seed is `run_seed(seed)`.
 pub fn run_seed(seed: u64) -> Result<Report, Failure> {
-    run_plan(&Plan::random(seed))
+    run_seed_with(seed, &ChaosConfig::default())
+}
+
+/// Runs the plan of `seed` in a world configured by `config`.
+pub fn run_seed_with(seed: u64, config: &ChaosConfig) -> Result<Report, Failure> {
+    run_plan_with(&Plan::random(seed), config)
 }
 
 /// Runs `plan` (see the module docs); a failure carries the plan.
 pub fn run_plan(plan: &Plan) -> Result<Report, Failure> {
-    let mut chaos = Chaos::new(plan.seed);
+    run_plan_with(plan, &ChaosConfig::default())
+}
+
+/// Runs `plan` in a world configured by `config`.
+pub fn run_plan_with(plan: &Plan, config: &ChaosConfig) -> Result<Report, Failure> {
+    let mut chaos = Chaos::with_config(plan.seed, config.clone());
     carry_out(&mut chaos, plan).map_err(|failure| failure.with_plan(plan.lines()))
 }
 
@@ -935,10 +945,15 @@ impl Sweep {
 
 /// Runs every seed of `seeds`.
 pub fn sweep(seeds: Range<u64>) -> Sweep {
+    sweep_with(seeds, &ChaosConfig::default())
+}
+
+/// Runs every seed of `seeds` in a world configured by `config`.
+pub fn sweep_with(seeds: Range<u64>, config: &ChaosConfig) -> Sweep {
     let mut sweep = Sweep::default();
     for seed in seeds {
         sweep.schedules += 1;
-        match run_seed(seed) {
+        match run_seed_with(seed, config) {
             Ok(report) => {
                 sweep.heal_times.push(report.heal_to_one_view);
                 if report.cluster_lost {
