@@ -130,7 +130,9 @@ fn assert_replaced(cluster: &Cluster, name: &str, old: &MemberId, new: &MemberId
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_cut_off_and_removed_is_told_it_is_out_and_rejoins_by_itself() {
     init_tracing();
-    let mut cluster = Cluster::new(1);
+    // One stage (the lan-fast preset's removal timeout): removed at the first unanswered
+    // check, so that the fault need last only that long.
+    let mut cluster = Cluster::tuned(1, |config| config.removal_timeout = Duration::ZERO);
     cluster.start(4).await;
     cluster.agreed_view(5, PATIENCE).await;
     heartbeats_flowing(&cluster).await;
@@ -327,7 +329,9 @@ async fn a_joiner_that_dies_after_asking_does_not_hold_up_a_later_leave() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_coordinator_is_replaced_told_it_is_out_and_rejoins() {
     init_tracing();
-    let mut cluster = Cluster::new(1);
+    // One stage (the lan-fast preset's removal timeout): removed at the first unanswered
+    // check, so that the fault need last only that long.
+    let mut cluster = Cluster::tuned(1, |config| config.removal_timeout = Duration::ZERO);
     // The coordinator runs on a runtime of its own, so that it alone can be stalled.
     cluster
         .add_on_own_runtime(cluster.config("locator-1", MemberKind::Locator))

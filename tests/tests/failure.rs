@@ -1,9 +1,10 @@
 //! Failure detection on real QUIC over loopback: crashes, coordinator succession, busy and
 //! paused members that must stay, application suspicion, and network partitions.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
-use cohort_membership::MembershipEvent;
+use cohort_membership::{MembershipEvent, Preset};
 use cohort_tests::events::EventLog;
 use cohort_tests::{Cluster, PATIENCE, init_tracing};
 use cohort_transport::{MemberId, MemberKind};
@@ -106,15 +107,85 @@ async fn until_removed(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_member_gone_silent_is_removed_by_every_survivor_within_three_member_timeouts() {
+async fn a_member_gone_silent_is_unreachable_at_every_survivor_then_removed_after_the_removal_timeout()
+ {
     init_tracing();
     let mut cluster = Cluster::new(2);
     cluster.start(18).await;
     cluster.agreed_view(20, PATIENCE).await;
     let timeout = member_timeout(&cluster);
+    let removal = cluster.config("probe", MemberKind::Member).removal_timeout;
     let victim = cluster.member("member-9").id().clone();
     heartbeats_flowing(&cluster, "member-9").await;
+    let mut log = EventLog::new(&cluster);
     // Its port stays open and nothing answers: no ICMP, the heartbeat path alone.
+    cluster.faults("member-9").isolate();
+    let isolated = Instant::now();
+    let survivors: Vec<String> = cluster
+        .running()
+        .into_iter()
+        .filter(|n| n != "member-9")
+        .collect();
+    // First the reversible stage, at every survivor, with the victim still in the view.
+    loop {
+        let told: HashSet<&str> = log
+            .collect()
+            .iter()
+            .filter(
+                |(_, e)| matches!(e, MembershipEvent::Unreachable { member } if *member == victim),
+            )
+            .map(|(name, _)| name.as_str())
+            .collect();
+        if survivors.iter().all(|n| told.contains(n.as_str())) {
+            break;
+        }
+        assert!(
+            isolated.elapsed() < timeout * 3,
+            "told it is unreachable after {:?}: {told:?}",
+            isolated.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let unreachable = isolated.elapsed();
+    for name in &survivors {
+        let member = cluster.member(name);
+        assert!(member.view().contains(&victim), "{name} removed it already");
+        assert_eq!(member.unreachable(), vec![victim.clone()], "{name}");
+    }
+    // Then the removal, once the removal timeout passed.
+    let took = until_removed(
+        &cluster,
+        &survivors,
+        &victim,
+        timeout * 3 + removal + timeout,
+    )
+    .await;
+    let removed = isolated.elapsed();
+    println!(
+        "silence to unreachable at every survivor: {unreachable:?}, to removal: {removed:?} \
+         (member timeout {timeout:?}, removal timeout {removal:?})"
+    );
+    assert!(unreachable + took >= removal, "removed after {removed:?}");
+    let names: Vec<&str> = survivors.iter().map(String::as_str).collect();
+    let view = cluster.agreed_view_of(&names, PATIENCE).await;
+    assert!(!view.contains(&victim));
+    assert!(
+        cluster.member("member-1").unreachable().is_empty(),
+        "the flag went with it"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_lan_fast_preset_a_member_gone_silent_is_removed_within_three_member_timeouts() {
+    init_tracing();
+    let mut cluster = Cluster::tuned(2, |config| {
+        *config = config.clone().with_preset(Preset::LanFast);
+    });
+    cluster.start(18).await;
+    cluster.agreed_view(20, PATIENCE).await;
+    let timeout = member_timeout(&cluster);
+    let victim = cluster.member("member-9").id().clone();
+    heartbeats_flowing(&cluster, "member-9").await;
     cluster.faults("member-9").isolate();
     let survivors: Vec<String> = cluster
         .running()

@@ -92,7 +92,8 @@ pub struct GmsConfig {
     pub member_timeout: Duration,
     /// How long a member whose final check went unanswered stays in the view as
     /// *unreachable* (a flag and an event at every member, no view change) before it is
-    /// removed; it is checked again every half member timeout meanwhile, and one that
+    /// removed; it is checked again every half member timeout (or quarter removal
+    /// timeout, if that is shorter) meanwhile, and one that
     /// answers is reachable again. Positive evidence of death (its port refused the check,
     /// or it says it is out) removes at once. Zero removes at the first unanswered check.
     /// Default 4 s, which a stalled process or a VM pause of up to about 5 s outlasts.
@@ -482,7 +483,10 @@ impl Gms {
     pub fn new(me: MemberId, config: GmsConfig, authenticator: Arc<dyn Authenticator>) -> Self {
         let member_timeout = config.member_timeout;
         let lease = Lease::new(config.lease_interval, config.lease_duration);
-        let reachability = Reachability::new(config.removal_timeout, member_timeout / 2);
+        // Checked again often enough that the removal timeout, not the recheck, decides
+        // when an unreachable member goes: at least four times within it.
+        let recheck = (member_timeout / 2).min(config.removal_timeout / 4);
+        let reachability = Reachability::new(config.removal_timeout, recheck);
         let join_rate = config.max_join_requests_per_second_per_address;
         Gms {
             join_limiter: RateLimiter::new(join_rate, join_rate.saturating_mul(2)),
@@ -1144,7 +1148,7 @@ impl Gms {
         if !self.coordinating() || self.outbid_until.is_some() {
             return;
         }
-        if self.batch_at.is_some_and(|at| now >= at) && self.checking.is_empty() {
+        if self.batch_at.is_some_and(|at| now >= at) && !self.first_checks_running() {
             self.batch_at = None;
             self.start_round(now);
         }
@@ -1172,7 +1176,7 @@ impl Gms {
         let batch = self.batch_at.filter(|_| {
             coordinating
                 && self.round.is_none()
-                && self.checking.is_empty()
+                && !self.first_checks_running()
                 && self.outbid_until.is_none()
         });
         let detector = self.detector.poll_timeout();
@@ -1428,7 +1432,8 @@ impl Gms {
     /// of the new view did too or the deadline passed (`at_deadline`). Once every member of
     /// the base view in the new view accepted, joiners get half a member timeout more: a
     /// joiner that died after asking must not hold up the view change (and the leaves and
-    /// removals behind it) for a whole prepare timeout.
+    /// removals behind it) for a whole prepare timeout. Members this member holds
+    /// unreachable are not waited for.
     fn accepted(&mut self, now: Instant, at_deadline: bool) {
         let joiner_grace = self.config.member_timeout / 2;
         let Some(round) = &mut self.round else {
@@ -1442,8 +1447,11 @@ impl Gms {
         };
         let majority = Quorum::new(&round.base).is_majority(accepted);
         let (mut everyone, mut voters) = (true, true);
+        // A member this member found unreachable does not hold the change up for the
+        // prepare timeout either: it learns of the view when it answers again.
+        let reachability = &self.reachability;
         for member in proposal.view.members() {
-            if !accepted.contains(&member.uuid()) {
+            if !accepted.contains(&member.uuid()) && !reachability.is_found(member.uuid()) {
                 everyone = false;
                 voters &= !round.base.contains(member);
             }
@@ -2505,6 +2513,15 @@ impl Gms {
 
     // ---- reachability: unreachable, then removed (gms/reachability.rs) ----
 
+    /// True while a final check runs on a member not found unreachable yet: a round waits
+    /// for those, to gather the crashes found together into one view change, but not for
+    /// the checks repeated on members already unreachable.
+    fn first_checks_running(&self) -> bool {
+        self.checking
+            .keys()
+            .any(|uuid| !self.reachability.is_found(*uuid))
+    }
+
     /// The members of the view reported unreachable (by this member's own final checks,
     /// or by the checker's notices) and not heard of as reachable or removed since.
     pub fn unreachable_members(&self) -> Vec<MemberId> {
@@ -3283,6 +3300,52 @@ mod tests {
         assert!(
             gms.unreachable_members().is_empty(),
             "the flag went with it"
+        );
+    }
+
+    #[test]
+    fn a_view_change_does_not_wait_for_a_member_found_unreachable() {
+        let now = Instant::now();
+        let (mut gms, b, c, at) = view_of_three(now, GmsConfig::default());
+        gms.suspect(at, &c, "slow".into());
+        while gms.poll_output().is_some() {}
+        gms.check_result(at, &c, CheckOutcome::NoAnswer);
+        while gms.poll_output().is_some() {}
+        let d = member(4);
+        gms.handle_message(
+            at,
+            &d,
+            GmsMessage::JoinRequest {
+                member: d.clone(),
+                credentials: Credentials::default(),
+            },
+        );
+        // The batch interval passes while a check of the unreachable member runs: the
+        // round starts all the same.
+        let start = at + Duration::from_millis(600);
+        let outputs = run_timers(&mut gms, at, start, &[&b]);
+        assert_eq!(checks_of(&outputs, &c), 1, "checked again meanwhile");
+        let proposals: Vec<(ViewId, Ballot)> = outputs
+            .iter()
+            .filter_map(|o| match o {
+                Output::Send {
+                    message: GmsMessage::Propose { base, ballot, .. },
+                    ..
+                } => Some((*base, *ballot)),
+                _ => None,
+            })
+            .collect();
+        assert!(!proposals.is_empty(), "the join was proposed");
+        for voter in [&b, &d] {
+            for (base, ballot) in &proposals {
+                let (base, ballot) = (*base, *ballot);
+                gms.handle_message(start, voter, GmsMessage::Accept { base, ballot });
+            }
+        }
+        let view = gms.view().cloned().expect("view");
+        assert!(
+            view.contains(&d) && view.contains(&c),
+            "decided at once, the unreachable member still in: {view}"
         );
     }
 
