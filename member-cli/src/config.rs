@@ -16,7 +16,9 @@
 //! kind = "member"                       # member, locator or admin
 //! bind-address = "127.0.0.1:10400"
 //! locators = ["127.0.0.1:10334"]
-//! member-timeout = "1s"                 # ms, s or m
+//! preset = "lan"                        # lan, lan-fast or wan: the three timeouts below
+//! member-timeout = "1s"                 # ms, s or m; overrides the preset's
+//! removal-timeout = "4s"                # how long a silent member is unreachable first
 //! enable-network-partition-detection = true
 //! disable-auto-reconnect = false        # true: stay out once forced out of the cluster
 //! transport = "quic"                    # quic, legacy or bridge
@@ -34,7 +36,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use cohort_membership::{Credentials, MemberConfig, Protocol};
+use cohort_membership::{Credentials, MemberConfig, Preset, Protocol};
 use cohort_transport::{MemberKind, TlsSettings};
 use serde::Deserialize;
 
@@ -95,8 +97,10 @@ struct FileConfig {
     bind_address: Option<String>,
     advertise_address: Option<String>,
     locators: Option<Vec<String>>,
+    preset: Option<String>,
     member_timeout: Option<String>,
     final_check_timeout: Option<String>,
+    removal_timeout: Option<String>,
     join_timeout: Option<String>,
     leave_timeout: Option<String>,
     enable_network_partition_detection: Option<bool>,
@@ -281,6 +285,13 @@ fn build(file: FileConfig) -> Result<Settings, ConfigError> {
     for locator in file.locators.unwrap_or_default() {
         config.locators.push(address_of("locators", locator)?);
     }
+    // The preset first: the timeouts given one by one override its.
+    if let Some(preset) = file.preset {
+        let parsed: Preset = preset
+            .parse()
+            .map_err(|_| value("preset", preset.clone(), "expected lan, lan-fast or wan"))?;
+        config = config.with_preset(parsed);
+    }
     let durations = [
         (
             "member-timeout",
@@ -291,6 +302,11 @@ fn build(file: FileConfig) -> Result<Settings, ConfigError> {
             "final-check-timeout",
             file.final_check_timeout,
             &mut config.final_check_timeout,
+        ),
+        (
+            "removal-timeout",
+            file.removal_timeout,
+            &mut config.removal_timeout,
         ),
         ("join-timeout", file.join_timeout, &mut config.join_timeout),
         (
@@ -513,6 +529,7 @@ mod tests {
                 format!("disable-auto-reconnect = \"yes\"\n{SSL}"),
                 "disable-auto-reconnect",
             ),
+            (format!("preset = \"lan-slow\"\n{SSL}"), "preset"),
         ];
         for (text, named) in cases {
             let path = write(&dir, "member.toml", &text);
@@ -523,6 +540,40 @@ mod tests {
         assert!(missing.to_string().contains("nope.toml"), "{missing}");
         let flag = load(None, &["--name".to_owned()]).expect_err("no value");
         assert!(flag.to_string().contains("--name"), "{flag}");
+        std::fs::remove_dir_all(dir).expect("clean up");
+    }
+
+    #[test]
+    fn a_preset_sets_the_three_timeouts_and_keys_given_one_by_one_override_it() {
+        let dir = dir("preset");
+        let settings = parse(&format!("preset = \"wan\"\n{SSL}"), &dir).expect("valid");
+        let config = settings.member;
+        assert_eq!(
+            (
+                config.member_timeout,
+                config.final_check_timeout,
+                config.removal_timeout
+            ),
+            (
+                Duration::from_secs(5),
+                Duration::from_secs(3),
+                Duration::from_secs(30)
+            )
+        );
+        let text = format!("preset = \"lan-fast\"\nmember-timeout = \"2s\"\n{SSL}");
+        let config = parse(&text, &dir).expect("valid").member;
+        assert_eq!(
+            config.member_timeout,
+            Duration::from_secs(2),
+            "the key wins"
+        );
+        assert_eq!(config.removal_timeout, Duration::ZERO, "the preset's");
+        let config = parse(&format!("removal-timeout = \"0s\"\n{SSL}"), &dir)
+            .expect("valid")
+            .member;
+        assert_eq!(config.removal_timeout, Duration::ZERO);
+        let default = parse(SSL, &dir).expect("valid").member;
+        assert_eq!(default.removal_timeout, Duration::from_secs(4), "lan");
         std::fs::remove_dir_all(dir).expect("clean up");
     }
 

@@ -46,7 +46,9 @@ flag: --name node-2, --member-timeout 2s, --locators 10.0.0.1:10334,10.0.0.2:103
 
 config keys (Geode's names where Geode has one):
   name, kind (member | locator | admin), bind-address, advertise-address, locators,
-  member-timeout, final-check-timeout, join-timeout, leave-timeout (e.g. 500ms, 5s, 2m),
+  preset (lan | lan-fast | wan: member-, final-check- and removal-timeout together),
+  member-timeout, final-check-timeout, removal-timeout, join-timeout, leave-timeout
+  (e.g. 500ms, 5s, 2m; removal-timeout may be 0s),
   enable-network-partition-detection, disable-auto-reconnect (true: exit once forced
   out instead of rejoining), working-dir, transport (quic | legacy | bridge),
   security-username, security-password,
@@ -250,6 +252,12 @@ async fn run(settings: config::Settings) -> Result<(), String> {
                 }
                 Ok(MembershipEvent::Suspect { member, reason }) => {
                     println!("suspect: {member} ({reason})");
+                }
+                Ok(MembershipEvent::Unreachable { member }) => {
+                    println!("unreachable: {}", member.name());
+                }
+                Ok(MembershipEvent::Reachable { member }) => {
+                    println!("reachable again: {}", member.name());
                 }
                 Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => {

@@ -33,6 +33,8 @@ pub(crate) const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0
 struct Snapshot {
     me: MemberId,
     view: View,
+    /// Members of the view reported unreachable.
+    unreachable: usize,
     gms: GmsStats,
     reconnects: u64,
     socket: SocketStats,
@@ -54,6 +56,7 @@ impl Snapshot {
         Snapshot {
             me: member.id().clone(),
             view,
+            unreachable: member.unreachable().len(),
             gms: member.stats(),
             reconnects: member.reconnects(),
             socket: messenger.socket_stats(),
@@ -107,6 +110,13 @@ impl Collector for Snapshot {
             "Members in the installed view",
             view.len() as u64,
         )?;
+        gauge(
+            &mut out,
+            "cohort_view_members_unreachable",
+            "Members of the view reported unreachable (their final check went unanswered; \
+             removed if they stay so for the removal timeout)",
+            self.unreachable as u64,
+        )?;
         let coordinating = u64::from(view.coordinator() == Some(me));
         gauge(
             &mut out,
@@ -146,6 +156,16 @@ impl Collector for Snapshot {
                 "cohort_final_checks_failed",
                 "Final checks the suspect did not answer",
                 g.final_checks_failed,
+            ),
+            (
+                "cohort_members_unreachable",
+                "Times this member's final checks found a reachable member unreachable",
+                g.members_unreachable,
+            ),
+            (
+                "cohort_members_reachable_again",
+                "Times a member found unreachable answered again before its removal",
+                g.members_reachable_again,
             ),
             (
                 "cohort_final_checks_out",

@@ -2,7 +2,8 @@
 //! config file and certificate; one is killed with SIGKILL, the survivors' views drop it
 //! (and the locator's metrics count it), and the rest leave on SIGTERM. Another member is
 //! stopped (SIGSTOP) until the others remove it, then continued: it is told it is out and
-//! rejoins by itself, and the process runs on.
+//! rejoins by itself, and the process runs on. A third is stopped for 3 s, less than the
+//! removal timeout: it is unreachable meanwhile, then reachable again, and never removed.
 
 mod common;
 
@@ -249,6 +250,78 @@ fn a_member_stopped_until_it_is_removed_rejoins_by_itself_and_runs_on() {
             "{} left gracefully",
             process.name
         );
+    }
+}
+
+/// The acceptance test of the two stages with real processes: a member stopped for 3 s
+/// (the default preset's removal timeout is 4 s) is unreachable meanwhile, then reachable
+/// again, never removed, and its process runs on.
+#[test]
+fn a_member_stopped_for_three_seconds_stays_in_the_view_and_runs_on() {
+    let setup = Setup::new("pause");
+    let locator = Process::spawn(&setup.config("locator-1", "locator"), "locator-1");
+    locator.wait_for("its first view", view_of(1));
+    let member_1 = Process::spawn(&setup.config("member-1", "member"), "member-1");
+    member_1.wait_for("a view of two", view_of(2));
+    let extra = "metrics-address = \"127.0.0.1:0\"\n";
+    let member_2 = Process::spawn(&setup.config_with("member-2", "member", extra), "member-2");
+    for process in [&locator, &member_1, &member_2] {
+        process.wait_for("a view of all three", view_of(3));
+    }
+    let metrics = member_2
+        .find(|line| {
+            line.strip_prefix("metrics at http://")?
+                .strip_suffix("/metrics")?
+                .parse::<SocketAddr>()
+                .ok()
+        })
+        .expect("member-2 printed its metrics address");
+
+    let pause = std::time::Duration::from_secs(3);
+    signal(&member_2, "-STOP");
+    let stopped = std::time::Instant::now();
+    // The silence is noticed, and the others are told, while it is stopped.
+    for process in [&locator, &member_1] {
+        process.wait_for("member-2 reported unreachable", |l| {
+            l.trim() == "unreachable: member-2"
+        });
+    }
+    let noticed = stopped.elapsed();
+    assert!(noticed < pause, "noticed only after {noticed:?}");
+    // The rest of the pause is the fault itself, not a wait for a condition.
+    std::thread::sleep(pause.saturating_sub(stopped.elapsed()));
+    signal(&member_2, "-CONT");
+    for process in [&locator, &member_1] {
+        process.wait_for("member-2 reachable again", |l| {
+            l.trim() == "reachable again: member-2"
+        });
+    }
+    println!(
+        "stopped {pause:?}: unreachable after {noticed:?}, reachable again after {:?}",
+        stopped.elapsed()
+    );
+    for process in [&locator, &member_1, &member_2] {
+        assert!(
+            !process.printed(|l| l.trim() == "crashed: member-2" || l.starts_with("forced out")),
+            "{}: {:?}",
+            process.name,
+            process.transcript()
+        );
+    }
+    let text = scrape(metrics);
+    assert_eq!(
+        value(&text, "cohort_forced_disconnects_total", &[]),
+        Some(0.0),
+        "{text}"
+    );
+    assert_eq!(
+        value(&text, "cohort_view_members", &[]),
+        Some(3.0),
+        "{text}"
+    );
+    for mut process in [member_2, member_1, locator] {
+        let status = process.terminate();
+        assert!(status.success(), "{} exited with {status}", process.name);
     }
 }
 
