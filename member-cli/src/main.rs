@@ -259,6 +259,13 @@ async fn run(settings: config::Settings) -> Result<(), String> {
                 Ok(MembershipEvent::Reachable { member }) => {
                     println!("reachable again: {}", member.name());
                 }
+                Ok(MembershipEvent::LinkProblem { member, reached_by }) => {
+                    println!(
+                        "link problem: cannot reach {}, which {} reaches",
+                        member.name(),
+                        reached_by.name()
+                    );
+                }
                 Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => {
                     return Err("the member stopped".into());

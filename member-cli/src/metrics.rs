@@ -168,6 +168,11 @@ impl Collector for Snapshot {
                 g.members_reachable_again,
             ),
             (
+                "cohort_link_problems",
+                "Members unreachable from this checker that another member reached (kept)",
+                g.link_problems,
+            ),
+            (
                 "cohort_final_checks_out",
                 "Final checks the suspect answered saying it is out of the cluster",
                 g.final_checks_out,

@@ -30,6 +30,6 @@ pub use gms::{CheckOutcome, Gms, GmsConfig, GmsStats, MembershipEvent, Output};
 pub use member::{ConfigError, Member, MemberConfig, Preset, Protocol, StartError, Transport};
 pub use messages::{
     Ballot, Decision, DiscoveryAnswer, FinalCheck, FindCoordinator, GmsMessage, Heartbeat,
-    JoinRejection, LeaseMessage, Proposal, ReachabilityNotice, Standing, ViewCheck,
+    JoinRejection, LeaseMessage, Proposal, ReachabilityMessage, Standing, ViewCheck,
     ViewCheckAnswer,
 };

@@ -22,8 +22,8 @@
 //!   not served ─► FinalCheck{uuid} ─► its uuid (a member or joiner) ─► alive
 //! ```
 //!
-//! The coordinator lease ([`LeaseMessage`], `0x0105`) and the reachability notice
-//! ([`ReachabilityNotice`], `0x0106`) travel under tags of their own, so that
+//! The coordinator lease ([`LeaseMessage`], `0x0105`) and the reachability
+//! messages ([`ReachabilityMessage`], `0x0106`) travel under tags of their own, so that
 //! members of older builds of protocol 2 drop them without a warning per message.
 
 use cohort_transport::{MemberId, Message, ProtocolVersion, Query, Tag, View, ViewId};
@@ -245,26 +245,58 @@ impl Message for LeaseMessage {
     const TAG: Tag = Tag(0x0105);
 }
 
-/// From the member that runs final checks to the other members of its view: the final
-/// check of `member` went unanswered (`reachable: false`), or passed again after that
-/// (`reachable: true`). Each receiver flags or unflags the member
-/// ([`Gms::unreachable_members`](crate::Gms::unreachable_members)) and reports it as an
-/// event; the view does not change. A member stays unreachable for at most
-/// `GmsConfig::removal_timeout`, then it is removed.
+/// The two stages of failure (`gms/reachability.rs`): what the member that runs final
+/// checks tells the others about a member whose check went unanswered, and the indirect
+/// probes it asks of a few of them before it removes one for silence.
 ///
+/// ```text
+/// checker ─Notice{member, reachable: false}─► the view   (flagged: unreachable)
+///   … removal timeout …
+/// checker ─ProbeRequest{member}─► up to three members ─ their own final check ─┐
+///         ◄─ProbeAnswer{member, reached}─────────────────────────────────────────┘
+///   reached by any ─► a link problem: it stays, Notice{reachable: true}
+///   reached by none within a member timeout ─► removed
+/// ```
+///
+/// Every variant names the sender's installed view; one about another view is dropped.
 /// Its own type under its own tag, for the reason [`LeaseMessage`] has one: an older build
-/// drops it, counted, and simply never shows the flag.
+/// drops it, counted, and simply never shows the flag nor helps with a probe. The variant
+/// order is part of the wire format: append, never reorder.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ReachabilityNotice {
-    /// The sender's installed view: a notice about another view is dropped.
-    pub view_id: ViewId,
-    /// The member the notice is about.
-    pub member: MemberId,
-    /// False: its final check went unanswered. True: it answered again.
-    pub reachable: bool,
+pub enum ReachabilityMessage {
+    /// From the checker to the other members of its view: the final check of `member`
+    /// went unanswered (`reachable: false`), or it answered again, or another member
+    /// reached it (`reachable: true`). Each receiver flags or unflags it
+    /// ([`Gms::unreachable_members`](crate::Gms::unreachable_members)) with an event; the
+    /// view does not change.
+    Notice {
+        /// The sender's installed view.
+        view_id: ViewId,
+        /// The member the notice is about.
+        member: MemberId,
+        /// False: unreachable from the checker. True: reachable again.
+        reachable: bool,
+    },
+    /// From the checker, once `member` stayed unreachable for the removal timeout: run a
+    /// final check of your own on it and say whether it answered.
+    ProbeRequest {
+        /// The sender's installed view.
+        view_id: ViewId,
+        /// The member to probe.
+        member: MemberId,
+    },
+    /// The answer to [`ReachabilityMessage::ProbeRequest`].
+    ProbeAnswer {
+        /// The view the request named.
+        view_id: ViewId,
+        /// The member probed.
+        member: MemberId,
+        /// True if it answered this member's check as a member of the cluster.
+        reached: bool,
+    },
 }
 
-impl Message for ReachabilityNotice {
+impl Message for ReachabilityMessage {
     const TAG: Tag = Tag(0x0106);
 }
 

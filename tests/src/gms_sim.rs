@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 
 use cohort_membership::{
     Authenticator, CheckOutcome, Credentials, Gms, GmsConfig, GmsMessage, LeaseMessage,
-    MembershipEvent, Output, ReachabilityNotice, Standing,
+    MembershipEvent, Output, ReachabilityMessage, Standing,
 };
 use cohort_transport::{MemberId, MemberKind};
 use uuid::Uuid;
@@ -45,7 +45,7 @@ use crate::chaos::Invariants;
 enum Carried {
     Gms(GmsMessage),
     Lease(LeaseMessage),
-    Reachability(ReachabilityNotice),
+    Reachability(ReachabilityMessage),
 }
 
 /// `Gms` instances on a simulated network in virtual time. See the module docs.
@@ -141,28 +141,34 @@ impl Sim {
             match output {
                 Output::Send { to, message } => self.send(i, to, Carried::Gms(message)),
                 Output::Lease { to, message } => self.send(i, to, Carried::Lease(message)),
-                Output::Reachability { to, notice } => {
-                    self.send(i, to, Carried::Reachability(notice));
+                Output::Reachability { to, message } => {
+                    self.send(i, to, Carried::Reachability(message));
                 }
                 Output::Heartbeat { to } => self.heartbeat(i, to),
                 Output::Check { member } => {
-                    // The final check answers with the truth: a dead member's port refuses
-                    // it (a crashed process on a host that is up), and a live one says
-                    // whether it is out.
-                    let live = self.index.get(&member.uuid()).filter(|&&j| !self.dead[j]);
-                    let outcome = match live.map(|&j| self.members[j].standing()) {
-                        None => CheckOutcome::Refused,
-                        Some(Standing::Out) => CheckOutcome::Out,
-                        Some(Standing::Member | Standing::Joining) => CheckOutcome::Alive,
-                    };
-                    let now = self.at();
+                    let (now, outcome) = (self.at(), self.truth(&member));
                     self.members[i].check_result(now, &member, outcome);
+                }
+                Output::Probe { member, asker } => {
+                    let (now, outcome) = (self.at(), self.truth(&member));
+                    self.members[i].probe_result(now, &asker, &member, outcome);
                 }
                 Output::Event(event) => self.check(i, event),
             }
         }
         if let Some(at) = self.members[i].poll_timeout() {
             self.timers.push(Reverse((at - self.start, i)));
+        }
+    }
+
+    /// What a final check of `member` finds: the truth. A dead member's port refuses it (a
+    /// crashed process on a host that is up), and a live one says whether it is out.
+    fn truth(&self, member: &MemberId) -> CheckOutcome {
+        let live = self.index.get(&member.uuid()).filter(|&&j| !self.dead[j]);
+        match live.map(|&j| self.members[j].standing()) {
+            None => CheckOutcome::Refused,
+            Some(Standing::Out) => CheckOutcome::Out,
+            Some(Standing::Member | Standing::Joining) => CheckOutcome::Alive,
         }
     }
 
@@ -236,8 +242,8 @@ impl Sim {
             match message {
                 Carried::Gms(message) => self.members[to].handle_message(now, &from, message),
                 Carried::Lease(message) => self.members[to].handle_lease(now, &from, message),
-                Carried::Reachability(notice) => {
-                    self.members[to].handle_reachability(now, &from, notice);
+                Carried::Reachability(message) => {
+                    self.members[to].handle_reachability(now, &from, message);
                 }
             }
             self.drain(to);

@@ -58,18 +58,22 @@ use uuid::Uuid;
 
 use self::lease::Lease;
 use self::quorum::Quorum;
-use self::reachability::{AfterSilence, Reachability};
+use self::reachability::{AfterSilence, ProbeVerdict, Reachability};
 use self::round::{Phase, Round};
 use self::vote::{Refusal, Vote};
 use crate::auth::{Authenticator, Credentials};
 use crate::detector::Detector;
 use crate::messages::{
-    Ballot, Decision, GmsMessage, JoinRejection, LeaseMessage, Proposal, ReachabilityNotice,
+    Ballot, Decision, GmsMessage, JoinRejection, LeaseMessage, Proposal, ReachabilityMessage,
     Standing,
 };
 
 /// How often a failed final check is repeated because the checker ran late during it.
 const MAX_CHECK_REPEATS: u32 = 3;
+
+/// How many other members probe a member that stayed unreachable for the removal timeout
+/// before it is removed for silence (memberlist's `IndirectChecks` is 3 as well).
+pub const INDIRECT_PROBES: usize = 3;
 
 /// Timing of the membership protocol. Every field documents its unit and default.
 #[derive(Clone, Debug)]
@@ -93,9 +97,11 @@ pub struct GmsConfig {
     /// How long a member whose final check went unanswered stays in the view as
     /// *unreachable* (a flag and an event at every member, no view change) before it is
     /// removed; it is checked again every half member timeout (or quarter removal
-    /// timeout, if that is shorter) meanwhile, and one that
-    /// answers is reachable again. Positive evidence of death (its port refused the check,
-    /// or it says it is out) removes at once. Zero removes at the first unanswered check.
+    /// timeout, if that is shorter) meanwhile, and one that answers is reachable again.
+    /// Before removing it the checker asks [`INDIRECT_PROBES`] other members to probe it,
+    /// and keeps it if any reaches it ([`MembershipEvent::LinkProblem`]). Positive evidence
+    /// of death (its port refused the check, or it says it is out) removes at once. Zero
+    /// removes at the first unanswered check, without probes.
     /// Default 4 s, which a stalled process or a VM pause of up to about 5 s outlasts.
     pub removal_timeout: Duration,
     /// Network-partition detection: a coordinator whose view change would leave the
@@ -186,13 +192,21 @@ pub enum Output {
         /// The message.
         message: LeaseMessage,
     },
-    /// Send a reachability notice to each of `to` (Control priority) under its own tag;
+    /// Send a reachability message to each of `to` (Control priority) under its own tag;
     /// the receivers hand it to [`Gms::handle_reachability`].
     Reachability {
         /// Recipients, members of the installed view.
         to: Vec<MemberId>,
-        /// The notice.
-        notice: ReachabilityNotice,
+        /// The message.
+        message: ReachabilityMessage,
+    },
+    /// Run a final check on `member` for `asker`, the checker, which cannot reach it, and
+    /// report it with [`Gms::probe_result`]; the same check as [`Output::Check`].
+    Probe {
+        /// The member to probe.
+        member: MemberId,
+        /// The member that asked.
+        asker: MemberId,
     },
     /// Run a final check on `member` and report it with [`Gms::check_result`]: alive if it
     /// answers over a fresh connection as a member or joiner, or if anything at all is
@@ -248,10 +262,19 @@ pub enum MembershipEvent {
         member: MemberId,
     },
     /// A member reported [`MembershipEvent::Unreachable`] answered again before its removal
-    /// timeout: it stays, with no view change.
+    /// timeout, or another member reached it: it stays, with no view change.
     Reachable {
         /// The member.
         member: MemberId,
+    },
+    /// Reported by the member that checks: it cannot reach `member`, which stayed
+    /// unreachable from it for the removal timeout, but `reached_by` can. The link between
+    /// them failed, not the member, which stays.
+    LinkProblem {
+        /// The member this one cannot reach.
+        member: MemberId,
+        /// A member that reached it.
+        reached_by: MemberId,
     },
     /// The cluster removed this member although it did not ask to leave (it was taken for
     /// crashed), or this member's side of a partition lost its quorum. This incarnation is
@@ -302,6 +325,13 @@ pub struct GmsStats {
     pub members_unreachable: u64,
     /// Times a member this member found unreachable answered again before its removal.
     pub members_reachable_again: u64,
+    /// Times this member asked others to probe a member unreachable for the removal
+    /// timeout before removing it.
+    pub indirect_probes: u64,
+    /// Probes answered by another member that reached the member this one could not.
+    pub link_problems: u64,
+    /// Probes this member ran because another member asked it to.
+    pub probes_for_others: u64,
     /// Final checks whose suspect answered that it is out of the cluster: it is removed as
     /// crashed.
     pub final_checks_out: u64,
@@ -335,6 +365,9 @@ impl std::ops::Add for GmsStats {
             final_checks_failed,
             members_unreachable,
             members_reachable_again,
+            indirect_probes,
+            link_problems,
+            probes_for_others,
             final_checks_out,
             members_removed,
             join_requests_rate_limited,
@@ -352,6 +385,9 @@ impl std::ops::Add for GmsStats {
             final_checks_failed: a.final_checks_failed + final_checks_failed,
             members_unreachable: a.members_unreachable + members_unreachable,
             members_reachable_again: a.members_reachable_again + members_reachable_again,
+            indirect_probes: a.indirect_probes + indirect_probes,
+            link_problems: a.link_problems + link_problems,
+            probes_for_others: a.probes_for_others + probes_for_others,
             final_checks_out: a.final_checks_out + final_checks_out,
             members_removed: a.members_removed + members_removed,
             join_requests_rate_limited: a.join_requests_rate_limited + join_requests_rate_limited,
@@ -795,6 +831,12 @@ impl Gms {
         if outcome == CheckOutcome::NoAnswer {
             match self.reachability.check_failed(now, member) {
                 AfterSilence::Remove => {}
+                AfterSilence::TimedOut => {
+                    self.stats.final_checks_failed += 1;
+                    if self.ask_for_probes(now, member) {
+                        return;
+                    }
+                }
                 AfterSilence::Unreachable { newly } => {
                     self.stats.final_checks_failed += 1;
                     if newly {
@@ -811,8 +853,6 @@ impl Gms {
                 }
             }
         }
-        // Positive evidence (or the removal timeout passed): no more checks of it.
-        self.reachability.forget(member);
         if outcome == CheckOutcome::Out {
             self.stats.final_checks_out += 1;
             tracing::warn!(
@@ -820,13 +860,23 @@ impl Gms {
                 "final check: the member says it is out of the cluster: removing it"
             );
         } else {
-            self.stats.final_checks_failed += 1;
+            if outcome != CheckOutcome::NoAnswer || self.reachability.removal_timeout().is_zero() {
+                self.stats.final_checks_failed += 1;
+            }
             tracing::warn!(
                 ?member,
                 ?outcome,
                 "final check failed: removing the member as crashed"
             );
         }
+        self.found_dead(now, member);
+    }
+
+    /// `member` is removed as crashed in the next view change this member makes, or
+    /// hands to the member that coordinates.
+    fn found_dead(&mut self, now: Instant, member: &MemberId) {
+        // No more checks or probes of it.
+        self.reachability.forget(member);
         self.dead.insert(member.uuid());
         if !self.pending_removals.contains(member) {
             self.pending_removals.push(member.clone());
@@ -1060,6 +1110,7 @@ impl Gms {
         }
         self.lease_tick(now);
         self.recheck_unreachable(now);
+        self.expire_probes(now);
         if self.catch_up_due.is_some_and(|at| now >= at) {
             self.ask_for_views(now);
         }
@@ -2530,32 +2581,175 @@ impl Gms {
         members
     }
 
-    /// A reachability notice from `from`, a member of this member's view, about another
-    /// member of it: flagged or unflagged here, with an event. A notice about another view
-    /// or about this member itself is dropped. Any member of the view may send one, as any
-    /// may suspect: the flag only informs, it removes nobody.
+    /// A reachability message from `from`, a member of this member's view, about another
+    /// member of it (see [`ReachabilityMessage`]): a notice flags or unflags it here, with
+    /// an event; a probe request runs a final check of this member's own
+    /// ([`Output::Probe`]); a probe answer settles the checker's probe. A message about
+    /// another view, or about this member itself, is dropped. Any member of the view may
+    /// send a notice or a request, as any may suspect: a flag only informs, and a request
+    /// costs at most one check per asker and member at a time.
     pub fn handle_reachability(
         &mut self,
         now: Instant,
         from: &MemberId,
-        notice: ReachabilityNotice,
+        message: ReachabilityMessage,
     ) {
+        let (view_id, member) = match &message {
+            ReachabilityMessage::Notice {
+                view_id, member, ..
+            }
+            | ReachabilityMessage::ProbeRequest { view_id, member }
+            | ReachabilityMessage::ProbeAnswer {
+                view_id, member, ..
+            } => (*view_id, member.clone()),
+        };
         if !self.is_member()
             || *from == self.me
             || !self.in_view(from)
-            || notice.view_id != self.view_id()
-            || notice.member == self.me
-            || !self.in_view(&notice.member)
+            || view_id != self.view_id()
+            || member == self.me
+            || member == *from
+            || !self.in_view(&member)
         {
             return;
         }
-        if notice.reachable {
-            // The checker heard from it: this member's own suspicion of it is stale too.
-            if self.suspects.contains_key(&notice.member.uuid()) {
-                self.clear(now, &notice.member);
+        match message {
+            ReachabilityMessage::Notice { reachable, .. } => {
+                // The checker heard from it: this member's own suspicion of it is stale.
+                if reachable && self.suspects.contains_key(&member.uuid()) {
+                    self.clear(now, &member);
+                }
+                self.set_flag(now, &member, reachable);
+            }
+            ReachabilityMessage::ProbeRequest { .. } => {
+                if self.reachability.help(from.uuid(), member.uuid(), view_id) {
+                    tracing::debug!(?member, asker = ?from, "probing for another member");
+                    self.outputs.push_back(Output::Probe {
+                        member,
+                        asker: from.clone(),
+                    });
+                }
+            }
+            ReachabilityMessage::ProbeAnswer { reached, .. } => {
+                let verdict =
+                    self.reachability
+                        .probe_answered(now, member.uuid(), from.uuid(), reached);
+                match verdict {
+                    ProbeVerdict::Ignored | ProbeVerdict::Pending => {}
+                    ProbeVerdict::Reached => self.link_problem(now, &member, from),
+                    ProbeVerdict::NoneReached => {
+                        tracing::warn!(
+                            ?member,
+                            "no member asked could reach it either: removing it as crashed"
+                        );
+                        self.found_dead(now, &member);
+                    }
+                }
             }
         }
-        self.set_flag(now, &notice.member, notice.reachable);
+    }
+
+    /// The outcome of a final check asked for with [`Output::Probe`], for `asker`.
+    pub fn probe_result(
+        &mut self,
+        now: Instant,
+        asker: &MemberId,
+        member: &MemberId,
+        outcome: CheckOutcome,
+    ) {
+        let _ = now;
+        let Some(view_id) = self.reachability.helped(asker.uuid(), member.uuid()) else {
+            return;
+        };
+        self.stats.probes_for_others += 1;
+        self.outputs.push_back(Output::Reachability {
+            to: vec![asker.clone()],
+            message: ReachabilityMessage::ProbeAnswer {
+                view_id,
+                member: member.clone(),
+                reached: outcome == CheckOutcome::Alive,
+            },
+        });
+    }
+
+    /// `member` stayed unreachable for the removal timeout: asks up to
+    /// [`INDIRECT_PROBES`] other members to probe it, the first ones after this member in
+    /// view order among those not suspected. False if there is nobody to ask.
+    fn ask_for_probes(&mut self, now: Instant, member: &MemberId) -> bool {
+        let Some(view) = self.view.as_ref() else {
+            return false;
+        };
+        let members = view.members();
+        let me = members.iter().position(|m| *m == self.me).unwrap_or(0);
+        let helpers: Vec<MemberId> = members
+            .iter()
+            .cycle()
+            .skip(me + 1)
+            .take(members.len())
+            .filter(|m| {
+                **m != self.me
+                    && *m != member
+                    && !self.suspects.contains_key(&m.uuid())
+                    && !self.dead.contains(&m.uuid())
+            })
+            .take(INDIRECT_PROBES)
+            .cloned()
+            .collect();
+        if helpers.is_empty() {
+            return false;
+        }
+        tracing::warn!(
+            ?member,
+            asked = ?helpers,
+            "unreachable for the removal timeout: asking others to probe it"
+        );
+        self.stats.indirect_probes += 1;
+        // A probe takes one final check at the helper: a member timeout covers it and the
+        // messages either way.
+        let deadline = now + self.config.member_timeout;
+        let asked = helpers.iter().map(MemberId::uuid).collect();
+        self.reachability.start_probe(member, asked, deadline);
+        let message = ReachabilityMessage::ProbeRequest {
+            view_id: view.id(),
+            member: member.clone(),
+        };
+        self.outputs.push_back(Output::Reachability {
+            to: helpers,
+            message,
+        });
+        true
+    }
+
+    /// Another member, `reached_by`, reached `member`, which this member cannot: the link
+    /// between them failed, not the member. It stays, reachable for the others.
+    fn link_problem(&mut self, now: Instant, member: &MemberId, reached_by: &MemberId) {
+        self.stats.link_problems += 1;
+        tracing::warn!(
+            ?member,
+            ?reached_by,
+            "another member reached it: a link problem, not a crash; it stays"
+        );
+        self.event(MembershipEvent::LinkProblem {
+            member: member.clone(),
+            reached_by: reached_by.clone(),
+        });
+        self.tell_reachability(member, true);
+        self.set_flag(now, member, true);
+    }
+
+    /// Removes the members whose probe ran out of time with nobody reaching them.
+    fn expire_probes(&mut self, now: Instant) {
+        for member in self.reachability.expired_probes(now) {
+            if self.is_member() && self.in_view(&member) {
+                tracing::warn!(
+                    ?member,
+                    "no member asked reached it in time: removing it as crashed"
+                );
+                self.found_dead(now, &member);
+            } else {
+                self.reachability.forget(&member);
+            }
+        }
     }
 
     /// Flags `member` unreachable here (or unflags it), with an event if that changed.
@@ -2588,12 +2782,12 @@ impl Gms {
         if to.is_empty() {
             return;
         }
-        let notice = ReachabilityNotice {
+        let message = ReachabilityMessage::Notice {
             view_id: view.id(),
             member: member.clone(),
             reachable,
         };
-        self.outputs.push_back(Output::Reachability { to, notice });
+        self.outputs.push_back(Output::Reachability { to, message });
     }
 
     /// Checks again the members found unreachable whose recheck is due, while this member
@@ -3196,7 +3390,7 @@ mod tests {
         let told: Vec<_> = outputs
             .iter()
             .filter_map(|o| match o {
-                Output::Reachability { to, notice } => Some((to.clone(), notice.clone())),
+                Output::Reachability { to, message } => Some((to.clone(), message.clone())),
                 _ => None,
             })
             .collect();
@@ -3204,7 +3398,7 @@ mod tests {
             told,
             vec![(
                 vec![b.clone()],
-                ReachabilityNotice {
+                ReachabilityMessage::Notice {
                     view_id: view.id(),
                     member: c.clone(),
                     reachable: false
@@ -3231,7 +3425,10 @@ mod tests {
         let outputs: Vec<Output> = std::iter::from_fn(|| gms.poll_output()).collect();
         assert!(outputs.iter().any(|o| matches!(
             o,
-            Output::Reachability { notice, .. } if notice.reachable && notice.member == c
+            Output::Reachability {
+                message: ReachabilityMessage::Notice { reachable: true, member, .. },
+                ..
+            } if *member == c
         )));
         assert!(outputs.iter().any(|o| matches!(
             o,
@@ -3248,8 +3445,17 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_member_unreachable_for_the_removal_timeout_is_removed() {
+    /// What [`unreachable_for_long`] saw: when `c` was removed (if it was), the probe
+    /// requests sent, and the link problems reported.
+    struct LongSilence {
+        removed_after: Option<Duration>,
+        probes_asked: usize,
+        link_problems: usize,
+    }
+
+    /// In a view of three, m3 (`c`) goes unanswered for twice the removal timeout while m2
+    /// (`b`) answers every probe request with `reached` (or not at all, for `None`).
+    fn unreachable_for_long(reached: Option<bool>) -> LongSilence {
         let now = Instant::now();
         let (mut gms, b, c, at) = view_of_three(now, GmsConfig::default());
         let removal = gms.config.removal_timeout;
@@ -3258,8 +3464,12 @@ mod tests {
         gms.check_result(at, &c, CheckOutcome::NoAnswer);
         // Every check again fails, 100 ms after it was asked for.
         let mut clock = at;
-        let mut removed_at = None;
-        while clock < at + removal * 2 && removed_at.is_none() {
+        let mut seen = LongSilence {
+            removed_after: None,
+            probes_asked: 0,
+            link_problems: 0,
+        };
+        while clock < at + removal * 2 && seen.removed_after.is_none() {
             clock += Duration::from_millis(50);
             gms.heard_from(&b, clock);
             gms.handle_timeout(clock);
@@ -3267,11 +3477,23 @@ mod tests {
             for output in &outputs {
                 match output {
                     Output::Check { member } if *member == c => {
-                        gms.check_result(
-                            clock + Duration::from_millis(100),
-                            &c,
-                            CheckOutcome::NoAnswer,
-                        );
+                        let at = clock + Duration::from_millis(100);
+                        gms.check_result(at, &c, CheckOutcome::NoAnswer);
+                    }
+                    Output::Reachability {
+                        to,
+                        message: ReachabilityMessage::ProbeRequest { view_id, member },
+                    } => {
+                        assert_eq!((to.as_slice(), member), (std::slice::from_ref(&b), &c));
+                        seen.probes_asked += 1;
+                        if let Some(reached) = reached {
+                            let answer = ReachabilityMessage::ProbeAnswer {
+                                view_id: *view_id,
+                                member: c.clone(),
+                                reached,
+                            };
+                            gms.handle_reachability(clock, &b, answer);
+                        }
                     }
                     Output::Send {
                         to,
@@ -3285,22 +3507,93 @@ mod tests {
                     Output::Event(MembershipEvent::ViewInstalled { crashed, .. })
                         if crashed.contains(&c) =>
                     {
-                        removed_at = Some(clock);
+                        seen.removed_after = Some(clock - at);
+                    }
+                    Output::Event(MembershipEvent::LinkProblem { member, reached_by })
+                        if *member == c && *reached_by == b =>
+                    {
+                        seen.link_problems += 1;
                     }
                     _ => {}
                 }
             }
+            // The answers given above produce outputs of their own: looked at next round.
         }
-        let removed_at = removed_at.expect("removed");
-        let took = removed_at - at;
+        if seen.removed_after.is_some() {
+            assert!(
+                gms.unreachable_members().is_empty(),
+                "the flag went with it"
+            );
+        }
+        seen
+    }
+
+    #[test]
+    fn a_member_unreachable_for_the_removal_timeout_is_probed_by_another_then_removed() {
+        let removal = GmsConfig::default().removal_timeout;
+        let patience = GmsConfig::default().member_timeout;
+        // The other member does not answer: removed once the probe's patience ran out.
+        let silent = unreachable_for_long(None);
+        let took = silent.removed_after.expect("removed");
+        assert_eq!(silent.probes_asked, 1);
+        assert!(
+            took >= removal + patience && took <= removal + patience + Duration::from_secs(1),
+            "removed {took:?} after it was found unreachable"
+        );
+        // It answers that it did not reach it either: removed at once.
+        let failed = unreachable_for_long(Some(false));
+        let took = failed.removed_after.expect("removed");
         assert!(
             took >= removal && took <= removal + Duration::from_secs(1),
             "removed {took:?} after it was found unreachable"
         );
+    }
+
+    #[test]
+    fn a_member_another_member_reaches_is_a_link_problem_and_stays() {
+        let removal = GmsConfig::default().removal_timeout;
+        let reached = unreachable_for_long(Some(true));
+        assert_eq!(reached.removed_after, None, "never removed");
+        assert_eq!(reached.link_problems, reached.probes_asked);
+        // Probed again once each removal timeout: twice within twice the removal timeout.
         assert!(
-            gms.unreachable_members().is_empty(),
-            "the flag went with it"
+            (1..=2).contains(&reached.probes_asked),
+            "{} probes in {:?}",
+            reached.probes_asked,
+            removal * 2
         );
+    }
+
+    #[test]
+    fn a_probe_request_runs_one_check_for_the_asker_and_answers_it() {
+        let now = Instant::now();
+        let (mut gms, b, c, at) = view_of_three(now, GmsConfig::default());
+        let view_id = gms.view_id();
+        let request = ReachabilityMessage::ProbeRequest {
+            view_id,
+            member: c.clone(),
+        };
+        gms.handle_reachability(at, &b, request.clone());
+        gms.handle_reachability(at, &b, request);
+        let probes: Vec<Output> = std::iter::from_fn(|| gms.poll_output()).collect();
+        assert!(
+            matches!(probes.as_slice(), [Output::Probe { member, asker }] if *member == c && *asker == b),
+            "one probe for two requests: {probes:?}"
+        );
+        gms.probe_result(at, &b, &c, CheckOutcome::Alive);
+        let answers: Vec<Output> = std::iter::from_fn(|| gms.poll_output()).collect();
+        let expected = ReachabilityMessage::ProbeAnswer {
+            view_id,
+            member: c.clone(),
+            reached: true,
+        };
+        assert!(
+            matches!(answers.as_slice(), [Output::Reachability { to, message }] if *to == vec![b.clone()] && *message == expected),
+            "{answers:?}"
+        );
+        // A result nobody asked for is not sent anywhere.
+        gms.probe_result(at, &b, &c, CheckOutcome::Alive);
+        assert!(gms.poll_output().is_none());
     }
 
     #[test]
@@ -3375,11 +3668,12 @@ mod tests {
         let now = Instant::now();
         let (mut gms, b, c, at) = view_of_three(now, GmsConfig::default());
         let (me, stranger, view_id) = (member(1), member(9), gms.view_id());
-        let notice = |member: &MemberId, view_id: ViewId, reachable: bool| ReachabilityNotice {
-            view_id,
-            member: member.clone(),
-            reachable,
-        };
+        let notice =
+            |member: &MemberId, view_id: ViewId, reachable: bool| ReachabilityMessage::Notice {
+                view_id,
+                member: member.clone(),
+                reachable,
+            };
         let events = |gms: &mut Gms| -> Vec<MembershipEvent> {
             std::iter::from_fn(|| gms.poll_output())
                 .filter_map(|o| match o {

@@ -3,12 +3,16 @@
 //! the removal timeout (ARCHITECTURE.md, "Unreachable, then removed").
 //!
 //! ```text
-//! checker: final check NoAnswer ─► found (since = now) ─► notice {unreachable} to the view
+//! checker: final check NoAnswer ─► found (since = now) ─► Notice {unreachable} to the view
 //!            │ every recheck interval: Output::Check again
-//!            ├─ Alive ─────────────────► forgotten ─► notice {reachable} to the view
+//!            ├─ Alive ─────────────────► forgotten ─► Notice {reachable} to the view
 //!            ├─ Refused / Out ─────────► removed at once (positive evidence of death)
-//!            └─ NoAnswer, since + removal_timeout passed ─► removed
-//! every member: notice from a member of its view ─► flagged / unflagged, with an event
+//!            └─ NoAnswer, since + removal_timeout passed ─► probe: ProbeRequest to a few
+//!                 other members, each runs its own check (Output::Probe)
+//!                 ├─ any answers reached ─► a link problem: stays, since = now, Notice
+//!                 │                         {reachable}; probed again a removal timeout on
+//!                 └─ none within the probe's patience (or no one to ask) ─► removed
+//! every member: Notice from a member of its view ─► flagged / unflagged, with an event
 //! ```
 //!
 //! A removal timeout of zero is the one-stage behaviour: a check without an answer removes.
@@ -31,6 +35,28 @@ pub(crate) enum AfterSilence {
         /// True the first time: the members of the view are told.
         newly: bool,
     },
+    /// The removal timeout passed: ask others to probe it before removing it.
+    TimedOut,
+}
+
+/// What a probe answer leads to.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum ProbeVerdict {
+    /// Not an answer this member waits for.
+    Ignored,
+    /// Another member reached it: the link from the checker failed, not the member.
+    Reached,
+    /// Every member asked said it did not reach it.
+    NoneReached,
+    /// Others have still to answer.
+    Pending,
+}
+
+/// The members asked to probe a finding, and until when they may answer.
+#[derive(Debug)]
+struct Probe {
+    asked: Vec<Uuid>,
+    deadline: Instant,
 }
 
 /// A member the checker found unreachable.
@@ -41,6 +67,8 @@ struct Found {
     since: Instant,
     /// When to check it again; `None` while a check runs.
     recheck_at: Option<Instant>,
+    /// The indirect probe under way, once the removal timeout passed.
+    probe: Option<Probe>,
 }
 
 /// The checker's findings and every member's flags. See the module docs.
@@ -52,6 +80,9 @@ pub(crate) struct Reachability {
     found: HashMap<Uuid, Found>,
     /// At every member: members reported unreachable, with when the report came.
     flagged: HashMap<Uuid, (MemberId, Instant)>,
+    /// Probes this member runs for checkers: (asker, member) with the view the request
+    /// named. One at a time per pair, so that repeated requests cost one check.
+    helping: HashMap<(Uuid, Uuid), cohort_transport::ViewId>,
 }
 
 impl Reachability {
@@ -62,6 +93,7 @@ impl Reachability {
             recheck_interval,
             found: HashMap::new(),
             flagged: HashMap::new(),
+            helping: HashMap::new(),
         }
     }
 
@@ -76,9 +108,13 @@ impl Reachability {
             return AfterSilence::Remove;
         }
         match self.found.get_mut(&member.uuid()) {
+            Some(found) if found.probe.is_some() => {
+                found.recheck_at = Some(now + self.recheck_interval);
+                AfterSilence::Unreachable { newly: false }
+            }
             Some(found) if now.saturating_duration_since(found.since) >= self.removal_timeout => {
-                self.found.remove(&member.uuid());
-                AfterSilence::Remove
+                found.recheck_at = Some(now + self.recheck_interval);
+                AfterSilence::TimedOut
             }
             Some(found) => {
                 found.recheck_at = Some(now + self.recheck_interval);
@@ -91,6 +127,7 @@ impl Reachability {
                         member: member.clone(),
                         since: now,
                         recheck_at: Some(now + self.recheck_interval),
+                        probe: None,
                     },
                 );
                 AfterSilence::Unreachable { newly: true }
@@ -109,6 +146,67 @@ impl Reachability {
         self.found.contains_key(&uuid)
     }
 
+    /// The members in `asked` probe `member` for this checker until `deadline`.
+    pub(crate) fn start_probe(&mut self, member: &MemberId, asked: Vec<Uuid>, deadline: Instant) {
+        if let Some(found) = self.found.get_mut(&member.uuid()) {
+            found.probe = Some(Probe { asked, deadline });
+        }
+    }
+
+    /// `from` answered the probe of `member`.
+    pub(crate) fn probe_answered(
+        &mut self,
+        now: Instant,
+        member: Uuid,
+        from: Uuid,
+        reached: bool,
+    ) -> ProbeVerdict {
+        let Some(found) = self.found.get_mut(&member) else {
+            return ProbeVerdict::Ignored;
+        };
+        let Some(probe) = found.probe.as_mut().filter(|p| p.asked.contains(&from)) else {
+            return ProbeVerdict::Ignored;
+        };
+        if reached {
+            // It stays, still a finding (the checker cannot reach it, and no new notice
+            // goes out): a new silence of a removal timeout before the next probe.
+            found.probe = None;
+            found.since = now;
+            return ProbeVerdict::Reached;
+        }
+        probe.asked.retain(|uuid| *uuid != from);
+        if probe.asked.is_empty() {
+            ProbeVerdict::NoneReached
+        } else {
+            ProbeVerdict::Pending
+        }
+    }
+
+    /// Findings whose probe ran out of time at `now` with nobody reaching them.
+    pub(crate) fn expired_probes(&self, now: Instant) -> Vec<MemberId> {
+        self.found
+            .values()
+            .filter(|f| f.probe.as_ref().is_some_and(|p| now >= p.deadline))
+            .map(|f| f.member.clone())
+            .collect()
+    }
+
+    /// Records that this member probes `member` for `asker` (view `view_id`); false if it
+    /// does already.
+    pub(crate) fn help(
+        &mut self,
+        asker: Uuid,
+        member: Uuid,
+        view_id: cohort_transport::ViewId,
+    ) -> bool {
+        self.helping.insert((asker, member), view_id).is_none()
+    }
+
+    /// The probe of `member` for `asker` ended: the view its request named, if it was one.
+    pub(crate) fn helped(&mut self, asker: Uuid, member: Uuid) -> Option<cohort_transport::ViewId> {
+        self.helping.remove(&(asker, member))
+    }
+
     /// Findings due for another check at `now`; each is marked as being checked.
     pub(crate) fn due(&mut self, now: Instant) -> Vec<MemberId> {
         let mut due = Vec::new();
@@ -123,7 +221,15 @@ impl Reachability {
 
     /// When the next finding is due for another check.
     pub(crate) fn poll_timeout(&self) -> Option<Instant> {
-        self.found.values().filter_map(|f| f.recheck_at).min()
+        let probes = self
+            .found
+            .values()
+            .filter_map(|f| f.probe.as_ref().map(|p| p.deadline));
+        self.found
+            .values()
+            .filter_map(|f| f.recheck_at)
+            .chain(probes)
+            .min()
     }
 
     /// Records the report that `member` is unreachable; true if it was not flagged yet.
@@ -204,8 +310,79 @@ mod tests {
             r.check_failed(t1, &m),
             AfterSilence::Unreachable { newly: false }
         );
-        assert_eq!(r.check_failed(t0 + timeout, &m), AfterSilence::Remove);
-        assert!(!r.is_found(m.uuid()));
+        assert_eq!(r.check_failed(t0 + timeout, &m), AfterSilence::TimedOut);
+        assert!(r.is_found(m.uuid()), "kept while others probe it");
+    }
+
+    #[test]
+    fn a_probe_that_reaches_the_member_keeps_it_and_one_that_reaches_nobody_does_not() {
+        let (timeout, interval) = (Duration::from_secs(4), Duration::from_millis(500));
+        let mut r = Reachability::new(timeout, interval);
+        let (t0, m) = (Instant::now(), member(1));
+        let (a, b, stranger) = (member(2).uuid(), member(3).uuid(), member(4).uuid());
+        let _ = r.check_failed(t0, &m);
+        let t1 = t0 + timeout;
+        assert_eq!(r.check_failed(t1, &m), AfterSilence::TimedOut);
+        let deadline = t1 + Duration::from_secs(1);
+        r.start_probe(&m, vec![a, b], deadline);
+        assert_eq!(
+            r.check_failed(t1 + interval, &m),
+            AfterSilence::Unreachable { newly: false },
+            "the probe decides, not the next check"
+        );
+        assert!(r.poll_timeout().is_some_and(|at| at <= deadline));
+        assert_eq!(
+            r.probe_answered(t1, m.uuid(), stranger, true),
+            ProbeVerdict::Ignored
+        );
+        assert_eq!(
+            r.probe_answered(t1, m.uuid(), a, false),
+            ProbeVerdict::Pending
+        );
+        assert_eq!(
+            r.probe_answered(t1, m.uuid(), a, false),
+            ProbeVerdict::Ignored,
+            "once"
+        );
+        assert_eq!(
+            r.probe_answered(t1, m.uuid(), b, true),
+            ProbeVerdict::Reached
+        );
+        assert!(r.is_found(m.uuid()), "still a finding of the checker");
+        assert!(r.expired_probes(deadline).is_empty(), "the probe is over");
+        // A new silence of a removal timeout before the next probe.
+        assert_eq!(
+            r.check_failed(t1 + interval, &m),
+            AfterSilence::Unreachable { newly: false }
+        );
+        assert_eq!(r.check_failed(t1 + timeout, &m), AfterSilence::TimedOut);
+        let deadline = t1 + timeout + Duration::from_secs(1);
+        r.start_probe(&m, vec![a], deadline);
+        assert_eq!(
+            r.probe_answered(t1, m.uuid(), a, false),
+            ProbeVerdict::NoneReached
+        );
+        let (mut other, n) = (Reachability::new(timeout, interval), member(5));
+        let _ = other.check_failed(t0, &n);
+        let _ = other.check_failed(t1, &n);
+        other.start_probe(&n, vec![a], deadline);
+        assert!(
+            other
+                .expired_probes(deadline - Duration::from_millis(1))
+                .is_empty()
+        );
+        assert_eq!(other.expired_probes(deadline), vec![n]);
+    }
+
+    #[test]
+    fn a_probe_is_run_once_per_asker_and_member() {
+        let mut r = Reachability::new(Duration::from_secs(4), Duration::from_millis(500));
+        let (asker, m) = (member(1).uuid(), member(2).uuid());
+        let view = cohort_transport::ViewId(3);
+        assert!(r.help(asker, m, view));
+        assert!(!r.help(asker, m, view));
+        assert_eq!(r.helped(asker, m), Some(view));
+        assert_eq!(r.helped(asker, m), None);
     }
 
     #[test]

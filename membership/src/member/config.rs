@@ -63,8 +63,9 @@ pub struct MemberConfig {
     /// ([`MembershipEvent::Unreachable`](crate::MembershipEvent::Unreachable),
     /// [`Member::unreachable`](super::Member::unreachable)), the checker checks it again
     /// every half member timeout, and one that answers is reachable again with no view
-    /// change. A check refused by the suspect's port (its process is gone) or answered
-    /// "out" removes at once. Zero removes at the first unanswered check. Default 4 s
+    /// change; before it is removed, a few other members probe it, and one that any of
+    /// them reaches stays (a link problem, not a crash). A check refused by the suspect's
+    /// port (its process is gone) or answered "out" removes at once. Zero removes at the first unanswered check. Default 4 s
     /// ([`Preset::Lan`]).
     pub removal_timeout: Duration,
     /// Network-partition detection (Geode's `enable-network-partition-detection`): a

@@ -71,7 +71,7 @@ pub use self::transport::{Protocol, Transport};
 use crate::gms::{CheckOutcome, Gms, GmsConfig, GmsStats, MembershipEvent, Output};
 use crate::messages::{
     DiscoveryAnswer, FinalCheck, FindCoordinator, GmsMessage, Heartbeat, JoinRejection,
-    LeaseMessage, ReachabilityNotice, Standing, ViewCheck, ViewCheckAnswer,
+    LeaseMessage, ReachabilityMessage, Standing, ViewCheck, ViewCheckAnswer,
 };
 use crate::{rival, view_file};
 
@@ -86,9 +86,9 @@ const RELEASE_FLUSH: Duration = Duration::from_millis(250);
 /// view, and the driver asks for one at most once per member timeout anyway.
 const CHECKERS_HEARD: usize = 64;
 
-/// A final check's result for the driver: the suspect, the outcome, and the view id it
-/// answered with as a member.
-type CheckReport = (MemberId, CheckOutcome, Option<ViewId>);
+/// A final check's result for the driver: the suspect, the outcome, the view id it
+/// answered with as a member, and the checker it probed for (`Output::Probe`), if any.
+type CheckReport = (MemberId, CheckOutcome, Option<ViewId>, Option<MemberId>);
 
 /// One member of a cluster: in a view from the moment [`Member::start`] returns until it
 /// leaves, is removed, or is dropped.
@@ -584,7 +584,7 @@ fn attach(shared: &Arc<Shared>, messenger: &Transport) -> Result<Inputs, StartEr
         .subscribe::<LeaseMessage>()
         .map_err(|_| StartError::Stopped)?;
     let reachability = messenger
-        .subscribe::<ReachabilityNotice>()
+        .subscribe::<ReachabilityMessage>()
         .map_err(|_| StartError::Stopped)?;
     let transport = messenger.events();
     let answering = shared.clone();
@@ -681,7 +681,7 @@ struct Inputs {
     messages: Subscription<GmsMessage>,
     heartbeats: Subscription<Heartbeat>,
     leases: Subscription<LeaseMessage>,
-    reachability: Subscription<ReachabilityNotice>,
+    reachability: Subscription<ReachabilityMessage>,
     checks: mpsc::UnboundedReceiver<CheckReport>,
     /// Cloned into each final-check task.
     check_results: mpsc::UnboundedSender<CheckReport>,
@@ -773,8 +773,11 @@ impl Driver {
                     self.gms.heard_from(&heartbeat.from, now());
                     self.gms.heard_view(now(), &heartbeat.from, heartbeat.message.view_id);
                 }
-                Some((member, outcome, view_id)) = inputs.checks.recv() => {
-                    self.gms.check_result(now(), &member, outcome);
+                Some((member, outcome, view_id, asker)) = inputs.checks.recv() => {
+                    match asker {
+                        Some(asker) => self.gms.probe_result(now(), &asker, &member, outcome),
+                        None => self.gms.check_result(now(), &member, outcome),
+                    }
                     if let Some(view_id) = view_id {
                         self.gms.heard_view(now(), &member, view_id);
                     }
@@ -899,8 +902,9 @@ impl Driver {
     /// `FinalCheck` within what is left of the timeout. When its port refuses the query
     /// (ICMP), the query itself gives up after a few round trips
     /// ([`QuicMessenger::query_within`](cohort_transport::QuicMessenger::query_within)): a
-    /// live member answers within that even if the error was forged.
-    fn final_check(&self, member: MemberId) {
+    /// live member answers within that even if the error was forged. A probe for another
+    /// member's checker (`asker`) is the same check, reported as the probe's.
+    fn final_check(&self, member: MemberId, asker: Option<MemberId>) {
         let messenger = self.messenger.clone();
         let results = self.check_results.clone();
         let limit = self.final_check_timeout;
@@ -938,7 +942,7 @@ impl Driver {
             };
             tracing::debug!(?member, ?outcome, ?view_id, took = ?started.elapsed(), "final check");
             // The driver may have stopped; then nobody needs the answer.
-            let _ = results.send((member.clone(), outcome, view_id));
+            let _ = results.send((member.clone(), outcome, view_id, asker));
         });
     }
 
@@ -954,7 +958,7 @@ impl Driver {
             match output {
                 Output::Send { to, message } => self.send(&to, &message),
                 Output::Lease { to, message } => self.send(&to, &message),
-                Output::Reachability { to, notice } => self.send(&to, &notice),
+                Output::Reachability { to, message } => self.send(&to, &message),
                 Output::Heartbeat { to } => {
                     let view_id = self
                         .gms
@@ -964,7 +968,8 @@ impl Driver {
                         tracing::debug!(%error, "heartbeat not sent");
                     }
                 }
-                Output::Check { member } => self.final_check(member),
+                Output::Check { member } => self.final_check(member, None),
+                Output::Probe { member, asker } => self.final_check(member, Some(asker)),
                 Output::Event(event) => {
                     if let Some(end) = self.on_event(&event) {
                         ending = Some(end);
@@ -1090,7 +1095,9 @@ impl Driver {
                     .publish_unreachable(self.gms.unreachable_members());
                 None
             }
-            MembershipEvent::Suspect { .. } | MembershipEvent::Reconnected { .. } => None,
+            MembershipEvent::Suspect { .. }
+            | MembershipEvent::LinkProblem { .. }
+            | MembershipEvent::Reconnected { .. } => None,
         }
     }
 

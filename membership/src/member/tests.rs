@@ -97,7 +97,7 @@ impl Net {
                 }
                 // The coordinator's lease decides only who believes it coordinates, which
                 // plays no part in a leave.
-                Output::Lease { .. } | Output::Reachability { .. } => {}
+                Output::Lease { .. } | Output::Reachability { .. } | Output::Probe { .. } => {}
                 Output::Event(event) => {
                     if let MembershipEvent::ViewInstalled { view, .. } = &event {
                         let members: HashSet<usize> = view

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use cohort_membership::{
     AllowAll, CheckOutcome, Credentials, Gms, GmsConfig, GmsMessage, LeaseMessage, MembershipEvent,
-    Output, ReachabilityNotice, Standing,
+    Output, ReachabilityMessage, Standing,
 };
 use cohort_transport::{MemberId, MemberKind, View, ViewId};
 use uuid::Uuid;
@@ -349,13 +349,15 @@ enum Inbound {
     },
     Reachability {
         from: usize,
-        notice: ReachabilityNotice,
+        message: ReachabilityMessage,
     },
     Answer {
         suspect: MemberId,
         outcome: CheckOutcome,
         /// The view the suspect held, if it answered as a member (a `ViewCheckAnswer`).
         view_id: Option<ViewId>,
+        /// The checker this check probed for (`Output::Probe`), if any.
+        asker: Option<MemberId>,
     },
     /// A final check's query reaching its suspect, with the checker's view (a `ViewCheck`).
     Checked {
@@ -1340,7 +1342,7 @@ impl Chaos {
                 }
                 Cause::Message(*from)
             }
-            Inbound::Reachability { from, notice } => {
+            Inbound::Reachability { from, message } => {
                 let from_id = self.id(*from);
                 self.traced(Traced::Took {
                     to,
@@ -1348,19 +1350,25 @@ impl Chaos {
                 });
                 self.nodes[to]
                     .gms
-                    .handle_reachability(now, &from_id, notice.clone());
+                    .handle_reachability(now, &from_id, message.clone());
                 Cause::Message(*from)
             }
             Inbound::Answer {
                 suspect,
                 outcome,
                 view_id,
+                asker,
             } => {
                 self.traced(Traced::Took {
                     to,
                     inbound: inbound.clone(),
                 });
-                self.nodes[to].gms.check_result(now, suspect, *outcome);
+                match asker {
+                    Some(asker) => self.nodes[to]
+                        .gms
+                        .probe_result(now, asker, suspect, *outcome),
+                    None => self.nodes[to].gms.check_result(now, suspect, *outcome),
+                }
                 if let Some(view_id) = view_id {
                     self.nodes[to].gms.heard_view(now, suspect, *view_id);
                 }
@@ -1419,8 +1427,9 @@ impl Chaos {
                 Output::Send { to, message } => self.send(i, &to, message)?,
                 Output::Heartbeat { to } => self.heartbeat(i, &to),
                 Output::Lease { to, message } => self.lease(i, &to, message),
-                Output::Reachability { to, notice } => self.reachability(i, &to, &notice),
-                Output::Check { member } => self.check(i, member),
+                Output::Reachability { to, message } => self.reachability(i, &to, &message),
+                Output::Probe { member, asker } => self.check(i, member, Some(asker)),
+                Output::Check { member } => self.check(i, member, None),
                 Output::Event(event) => self.event(i, event, cause)?,
             }
         }
@@ -1533,11 +1542,11 @@ impl Chaos {
     }
 
     /// Reachability notices go through the same link faults too.
-    fn reachability(&mut self, i: usize, to: &[MemberId], notice: &ReachabilityNotice) {
+    fn reachability(&mut self, i: usize, to: &[MemberId], message: &ReachabilityMessage) {
         let recipients: Vec<usize> = to.iter().filter_map(|m| self.index_of(m)).collect();
         for j in recipients {
-            let notice = notice.clone();
-            self.transmit(i, j, Inbound::Reachability { from: i, notice });
+            let message = message.clone();
+            self.transmit(i, j, Inbound::Reachability { from: i, message });
         }
     }
 
@@ -1576,7 +1585,7 @@ impl Chaos {
     /// A final check of `suspect` by `checker`, answered as the module docs say: the query
     /// reaches a suspect that runs (or is paused) with the checker's view id, and the
     /// answer of a member carries its own.
-    fn check(&mut self, checker: usize, suspect: MemberId) {
+    fn check(&mut self, checker: usize, suspect: MemberId, asker: Option<MemberId>) {
         self.stats.checks += 1;
         let target = self.index_of(&suspect);
         let j = target.unwrap_or(usize::MAX);
@@ -1634,6 +1643,7 @@ impl Chaos {
                 suspect,
                 outcome,
                 view_id,
+                asker,
             },
         };
         self.schedule(self.now + delay, checker, key, event);
@@ -1884,6 +1894,7 @@ impl Chaos {
                         suspect,
                         outcome,
                         view_id,
+                        ..
                     },
             } => match view_id {
                 Some(view_id) => format!(
@@ -1914,17 +1925,12 @@ impl Chaos {
             } => format!("{} → {}: {message:?}", self.name(*from), self.name(*to)),
             Traced::Took {
                 to,
-                inbound: Inbound::Reachability { from, notice },
+                inbound: Inbound::Reachability { from, message },
             } => format!(
-                "{} → {}: {} {}",
+                "{} → {}: {}",
                 self.name(*from),
                 self.name(*to),
-                notice.member.name(),
-                if notice.reachable {
-                    "reachable"
-                } else {
-                    "unreachable"
-                }
+                compact(&format!("{message:?}"))
             ),
             Traced::Timer(i) => format!("{}: timer", self.name(*i)),
             Traced::Lost { from, to, message } => format!(
