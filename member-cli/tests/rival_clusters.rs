@@ -20,68 +20,12 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::process::Command;
 use std::time::Instant;
 
-use common::{PATIENCE, Process, Setup, view_of};
+use common::{Namespace, PATIENCE, Process, Setup, view_of};
 
 const PORTS: [u16; 3] = [10351, 10352, 10353];
 const NAMES: [&str; 3] = ["locator-a", "locator-b", "locator-c"];
-
-/// A network namespace with only loopback, removed (with its rules) on drop.
-struct Namespace {
-    name: String,
-}
-
-impl Namespace {
-    fn create() -> Result<Namespace, String> {
-        let name = format!("cohort-rival-{}", std::process::id());
-        run("ip", &["netns", "add", &name])?;
-        let namespace = Namespace { name };
-        run("ip", &["-n", &namespace.name, "link", "set", "lo", "up"])?;
-        Ok(namespace)
-    }
-
-    /// Adds (`-A`) or deletes (`-D`) the rules that drop UDP between ports `a` and `b`,
-    /// both ways.
-    fn cut(&self, action: &str, a: u16, b: u16) -> Result<(), String> {
-        for (from, to) in [(a, b), (b, a)] {
-            let (from, to) = (from.to_string(), to.to_string());
-            run(
-                "ip",
-                &[
-                    "netns", "exec", &self.name, "iptables", action, "INPUT", "-p", "udp",
-                    "--sport", &from, "--dport", &to, "-j", "DROP",
-                ],
-            )?;
-        }
-        Ok(())
-    }
-}
-
-impl Drop for Namespace {
-    fn drop(&mut self) {
-        // Deleting the namespace takes its netfilter rules with it.
-        if let Err(error) = run("ip", &["netns", "del", &self.name]) {
-            eprintln!("cleanup: {error}");
-        }
-    }
-}
-
-fn run(program: &str, args: &[&str]) -> Result<(), String> {
-    let output = Command::new(program)
-        .args(args)
-        .output()
-        .map_err(|e| format!("cannot run {program}: {e}"))?;
-    match output.status.success() {
-        true => Ok(()),
-        false => Err(format!(
-            "{program} {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&output.stderr).trim()
-        )),
-    }
-}
 
 /// A founder's first line about a view: a view of one member, itself.
 fn founded(line: &str) -> bool {
@@ -91,7 +35,7 @@ fn founded(line: &str) -> bool {
 #[test]
 #[ignore = "needs root, iproute2 and iptables; .ci/run runs it with COHORT_REQUIRE_NETNS=1"]
 fn two_clusters_founded_by_locators_that_could_not_hear_each_other_become_one() {
-    let namespace = match Namespace::create().and_then(|ns| {
+    let namespace = match Namespace::create("rival").and_then(|ns| {
         ns.cut("-A", PORTS[0], PORTS[1])?;
         Ok(ns)
     }) {

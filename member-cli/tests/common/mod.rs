@@ -281,3 +281,60 @@ pub(crate) fn value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f
             matches.then(|| number.parse().ok()).flatten()
         })
 }
+
+/// A network namespace with only loopback, removed (with its rules) on drop.
+pub(crate) struct Namespace {
+    pub(crate) name: String,
+}
+
+impl Namespace {
+    /// `cohort-<test>-<pid>`, with loopback up.
+    pub(crate) fn create(test: &str) -> Result<Namespace, String> {
+        let name = format!("cohort-{test}-{}", std::process::id());
+        run("ip", &["netns", "add", &name])?;
+        let namespace = Namespace { name };
+        run("ip", &["-n", &namespace.name, "link", "set", "lo", "up"])?;
+        Ok(namespace)
+    }
+
+    /// Adds (`-A`) or deletes (`-D`) the rules that drop UDP between ports `a` and `b`,
+    /// both ways.
+    pub(crate) fn cut(&self, action: &str, a: u16, b: u16) -> Result<(), String> {
+        for (from, to) in [(a, b), (b, a)] {
+            let (from, to) = (from.to_string(), to.to_string());
+            run(
+                "ip",
+                &[
+                    "netns", "exec", &self.name, "iptables", action, "INPUT", "-p", "udp",
+                    "--sport", &from, "--dport", &to, "-j", "DROP",
+                ],
+            )?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Namespace {
+    fn drop(&mut self) {
+        // Deleting the namespace takes its netfilter rules with it.
+        if let Err(error) = run("ip", &["netns", "del", &self.name]) {
+            eprintln!("cleanup: {error}");
+        }
+    }
+}
+
+/// Runs `program` with `args`; an error names the command and what it printed.
+pub(crate) fn run(program: &str, args: &[&str]) -> Result<(), String> {
+    let output = Command::new(program)
+        .args(args)
+        .output()
+        .map_err(|e| format!("cannot run {program}: {e}"))?;
+    match output.status.success() {
+        true => Ok(()),
+        false => Err(format!(
+            "{program} {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr).trim()
+        )),
+    }
+}
