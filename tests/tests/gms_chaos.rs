@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use cohort_membership::{GmsConfig, MembershipEvent};
 use cohort_tests::chaos::{
-    Action, Chaos, ChaosConfig, Death, Failure, Invariant, LostClass, Reach, run_seed, sweep,
-    sweep_with,
+    Action, Chaos, ChaosConfig, Death, Failure, Invariant, LostClass, Reach, run_seed,
+    run_seed_with, sweep, sweep_with,
 };
 use cohort_transport::{MemberId, MemberKind};
 
@@ -426,7 +426,8 @@ fn random_schedules_1500_to_2000() {
 }
 
 /// `COHORT_CHAOS_SEED=<seed>` replays that seed, printing its report or its failure;
-/// without it there is nothing to do.
+/// without it there is nothing to do. `COHORT_CHAOS_TWO_STAGE=1` replays it with the
+/// default removal timeout.
 #[test]
 fn replay_one_seed() -> Result<(), Failure> {
     let Ok(seed) = std::env::var("COHORT_CHAOS_SEED") else {
@@ -434,7 +435,10 @@ fn replay_one_seed() -> Result<(), Failure> {
         return Ok(());
     };
     let seed: u64 = seed.trim().parse().expect("COHORT_CHAOS_SEED is a number");
-    let report = run_seed(seed)?;
+    let report = match std::env::var_os("COHORT_CHAOS_TWO_STAGE") {
+        Some(_) => run_seed_with(seed, &ChaosConfig::two_stage())?,
+        None => run_seed(seed)?,
+    };
     for line in &report.log {
         println!("{line}");
     }
@@ -457,16 +461,21 @@ fn seed_halves() -> Option<[Range<u64>; 2]> {
 
 /// `COHORT_CHAOS_SEEDS=<from>..<to>` runs that range of seeds on two threads and lists every
 /// failing seed with what it broke (for grouping failures by cause); without it there is
-/// nothing to do. For a release build: `cargo test --release -p cohort-tests --test
-/// gms_chaos -- --ignored sweep_a_range_of_seeds --nocapture`.
+/// nothing to do. `COHORT_CHAOS_TWO_STAGE=1` runs them with the default removal timeout
+/// ([`ChaosConfig::two_stage`]). For a release build: `cargo test --release -p
+/// cohort-tests --test gms_chaos -- --ignored sweep_a_range_of_seeds --nocapture`.
 #[test]
 #[ignore = "a sweep of a range of seeds given in COHORT_CHAOS_SEEDS"]
 fn sweep_a_range_of_seeds() {
     let Some(halves) = seed_halves() else {
         return;
     };
+    let config = match std::env::var_os("COHORT_CHAOS_TWO_STAGE") {
+        Some(_) => ChaosConfig::two_stage(),
+        None => ChaosConfig::default(),
+    };
     std::thread::scope(|scope| {
-        let halves = halves.map(|seeds| scope.spawn(|| sweep(seeds)));
+        let halves = halves.map(|seeds| scope.spawn(|| sweep_with(seeds, &config)));
         for half in halves {
             let outcome = half.join().expect("a sweep thread finished");
             println!("{}", outcome.summary());

@@ -824,7 +824,7 @@ impl Gms {
                 self.stats.members_reachable_again += 1;
                 tracing::info!(?member, "answered again: reachable");
                 self.tell_reachability(member, true);
-                self.set_flag(now, member, true);
+                self.set_flag(now, member, true, &self.me.clone());
             }
             return;
         }
@@ -847,7 +847,7 @@ impl Gms {
                             "final check failed: unreachable, removed unless it answers again"
                         );
                         self.tell_reachability(member, false);
-                        self.set_flag(now, member, false);
+                        self.set_flag(now, member, false, &self.me.clone());
                     }
                     return;
                 }
@@ -2370,11 +2370,15 @@ impl Gms {
         let checker = self.checker();
         // A suspect the checker reported unreachable is being checked again there, until
         // its removal timeout; only a checker silent for longer than that is suspected.
+        // Only the checker's own reports count: a member that checks although this one
+        // does not take it for the checker settles nothing here (chaos seed 197).
         let patience = self.reachability.removal_timeout() + self.config.member_timeout * 2;
-        let unsettled = self
-            .suspects
-            .keys()
-            .any(|uuid| !self.reachability.reported_within(*uuid, now, patience));
+        let unsettled = self.suspects.keys().any(|uuid| {
+            !checker.as_ref().is_some_and(|c| {
+                self.reachability
+                    .reported_by_within(*uuid, c.uuid(), now, patience)
+            })
+        });
         let waiting = matches!(self.role, Role::Member)
             && unsettled
             && checker.as_ref().is_some_and(|c| *c != self.me);
@@ -2615,11 +2619,22 @@ impl Gms {
         }
         match message {
             ReachabilityMessage::Notice { reachable, .. } => {
-                // The checker heard from it: this member's own suspicion of it is stale.
-                if reachable && self.suspects.contains_key(&member.uuid()) {
-                    self.clear(now, &member);
+                if reachable {
+                    // The checker heard from it: this member's own suspicion is stale.
+                    if self.suspects.contains_key(&member.uuid()) {
+                        self.clear(now, &member);
+                    }
+                } else {
+                    // A suspicion too: a member that checks (or comes to) takes it over,
+                    // and every receiver computes the same checker as the sender.
+                    let by = self.suspected_by.entry(member.uuid()).or_default();
+                    if !by.contains(from) {
+                        by.push(from.clone());
+                    }
+                    self.note_suspects(vec![member.clone()], "its final check went unanswered");
+                    self.run_checks(now);
                 }
-                self.set_flag(now, &member, reachable);
+                self.set_flag(now, &member, reachable, from);
             }
             ReachabilityMessage::ProbeRequest { .. } => {
                 if self.reachability.help(from.uuid(), member.uuid(), view_id) {
@@ -2734,7 +2749,7 @@ impl Gms {
             reached_by: reached_by.clone(),
         });
         self.tell_reachability(member, true);
-        self.set_flag(now, member, true);
+        self.set_flag(now, member, true, &self.me.clone());
     }
 
     /// Removes the members whose probe ran out of time with nobody reaching them.
@@ -2753,11 +2768,12 @@ impl Gms {
     }
 
     /// Flags `member` unreachable here (or unflags it), with an event if that changed.
-    fn set_flag(&mut self, now: Instant, member: &MemberId, reachable: bool) {
+    /// `by` is the member whose check found it (this member, or a notice's sender).
+    fn set_flag(&mut self, now: Instant, member: &MemberId, reachable: bool, by: &MemberId) {
         let changed = if reachable {
             self.reachability.unflag(member.uuid())
         } else {
-            self.reachability.flag(now, member)
+            self.reachability.flag(now, member, by)
         };
         if changed {
             let member = member.clone();
@@ -2797,8 +2813,31 @@ impl Gms {
         if due.is_empty() {
             return;
         }
-        if !self.is_member() || self.checker().as_ref() != Some(&self.me) {
+        if !self.is_member() {
             self.reachability.stop_checking();
+            return;
+        }
+        let checker = self.checker();
+        if checker.as_ref() != Some(&self.me) {
+            // Another member checks now: it is handed what this one found, which it checks
+            // for itself (its removal timeout starts over).
+            let found = self.reachability.stop_checking();
+            if let Some(checker) = checker
+                && !found.is_empty()
+            {
+                tracing::info!(?checker, members = ?found, "handing unreachable members to the checker");
+                let reason = format!(
+                    "unreachable from {}, which no longer checks",
+                    self.me.name()
+                );
+                self.send(
+                    vec![checker],
+                    GmsMessage::Suspect {
+                        members: found,
+                        reason,
+                    },
+                );
+            }
             return;
         }
         for member in due {

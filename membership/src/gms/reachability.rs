@@ -78,8 +78,9 @@ pub(crate) struct Reachability {
     recheck_interval: Duration,
     /// At the checker: members whose final check went unanswered, not removed yet.
     found: HashMap<Uuid, Found>,
-    /// At every member: members reported unreachable, with when the report came.
-    flagged: HashMap<Uuid, (MemberId, Instant)>,
+    /// At every member: members reported unreachable, with when the latest report came
+    /// and from whom (the member whose check found it).
+    flagged: HashMap<Uuid, (MemberId, Instant, Uuid)>,
     /// Probes this member runs for checkers: (asker, member) with the view the request
     /// named. One at a time per pair, so that repeated requests cost one check.
     helping: HashMap<(Uuid, Uuid), cohort_transport::ViewId>,
@@ -232,10 +233,10 @@ impl Reachability {
             .min()
     }
 
-    /// Records the report that `member` is unreachable; true if it was not flagged yet.
-    pub(crate) fn flag(&mut self, now: Instant, member: &MemberId) -> bool {
+    /// Records `by`'s report that `member` is unreachable; true if it was not flagged yet.
+    pub(crate) fn flag(&mut self, now: Instant, member: &MemberId, by: &MemberId) -> bool {
         self.flagged
-            .insert(member.uuid(), (member.clone(), now))
+            .insert(member.uuid(), (member.clone(), now, by.uuid()))
             .is_none()
     }
 
@@ -244,17 +245,23 @@ impl Reachability {
         self.flagged.remove(&uuid).is_some()
     }
 
-    /// True if `uuid` was reported unreachable within `patience` of `now`: its suspicion
-    /// is in the checker's hands, not waiting for a checker.
-    pub(crate) fn reported_within(&self, uuid: Uuid, now: Instant, patience: Duration) -> bool {
-        self.flagged
-            .get(&uuid)
-            .is_some_and(|(_, at)| now.saturating_duration_since(*at) <= patience)
+    /// True if `by` reported `uuid` unreachable within `patience` of `now`: its suspicion
+    /// is in `by`'s hands, not waiting for a checker.
+    pub(crate) fn reported_by_within(
+        &self,
+        uuid: Uuid,
+        by: Uuid,
+        now: Instant,
+        patience: Duration,
+    ) -> bool {
+        self.flagged.get(&uuid).is_some_and(|(_, at, reporter)| {
+            *reporter == by && now.saturating_duration_since(*at) <= patience
+        })
     }
 
     /// The members flagged unreachable, in no particular order.
     pub(crate) fn flagged(&self) -> impl Iterator<Item = &MemberId> {
-        self.flagged.values().map(|(member, _)| member)
+        self.flagged.values().map(|(member, _, _)| member)
     }
 
     /// A view installed: findings and flags of members it no longer holds are dropped.
@@ -263,9 +270,10 @@ impl Reachability {
         self.flagged.retain(|uuid, _| view.contains_uuid(*uuid));
     }
 
-    /// This member stopped checking (another member checks now): its findings go.
-    pub(crate) fn stop_checking(&mut self) {
-        self.found.clear();
+    /// This member stopped checking (another member checks now): its findings go, and are
+    /// returned.
+    pub(crate) fn stop_checking(&mut self) -> Vec<MemberId> {
+        self.found.drain().map(|(_, f)| f.member).collect()
     }
 }
 
@@ -401,20 +409,17 @@ mod tests {
     #[test]
     fn flags_follow_the_view() {
         let mut r = Reachability::new(Duration::from_secs(4), Duration::from_millis(500));
-        let (now, m, n) = (Instant::now(), member(1), member(2));
-        assert!(r.flag(now, &m));
-        assert!(!r.flag(now, &m), "flagged once");
-        assert!(r.flag(now, &n));
-        assert!(r.reported_within(
-            m.uuid(),
-            now + Duration::from_secs(1),
-            Duration::from_secs(1)
-        ));
-        assert!(!r.reported_within(
-            m.uuid(),
-            now + Duration::from_secs(2),
-            Duration::from_secs(1)
-        ));
+        let (now, m, n, by) = (Instant::now(), member(1), member(2), member(3));
+        assert!(r.flag(now, &m, &by));
+        assert!(!r.flag(now, &m, &by), "flagged once");
+        assert!(r.flag(now, &n, &by));
+        let second = Duration::from_secs(1);
+        assert!(r.reported_by_within(m.uuid(), by.uuid(), now + second, second));
+        assert!(!r.reported_by_within(m.uuid(), by.uuid(), now + second * 2, second));
+        assert!(
+            !r.reported_by_within(m.uuid(), n.uuid(), now, second),
+            "reported by another"
+        );
         let view = View::new(cohort_transport::ViewId(2), vec![n.clone()]);
         r.view_installed(&view);
         assert_eq!(r.flagged().cloned().collect::<Vec<_>>(), vec![n.clone()]);
