@@ -398,6 +398,19 @@ fn random_schedules_in(seeds: Range<u64>, config: &ChaosConfig) {
 
 // 2,000 seeds in four tests, so that they run in parallel.
 
+/// Two-stage schedules that never converged after healing: 2789, a crashed coordinator
+/// whose checker stopped checking before the removal timeout and kept its findings to
+/// itself; 197, members that took another member's reports for their checker's and never
+/// escalated to a checker that had left.
+#[test]
+fn two_stage_seeds_whose_findings_were_lost_with_a_change_of_checker_converge() {
+    for seed in [2789, 197] {
+        if let Err(failure) = run_seed_with(seed, &ChaosConfig::two_stage()) {
+            panic!("{failure}");
+        }
+    }
+}
+
 /// The first 500 schedules again with the protocol's default removal timeout: a member
 /// whose final check goes unanswered is unreachable first and removed only if it stays so.
 #[test]
