@@ -31,7 +31,22 @@
 //!   blackholed through the socket fault seam instead: its port stays open and nothing
 //!   answers, so there is no ICMP error and only the heartbeat path can find it (a host
 //!   that lost power or its network). The silenced member is stopped after the
-//!   measurement.
+//!   measurement. With the default preset that is the two stages: unreachable, then the
+//!   removal timeout (4 s), then the indirect probes.
+//! - `membership.silent_to_unreachable.p50`, `.p99` (s): for those same victims, from the
+//!   blackholing until every survivor lists it in `Member::unreachable` (the reversible
+//!   signal).
+//! - `membership.pause_tolerance.lan`, `.lan_fast` (s): a cluster of one locator, four
+//!   members and a sleeper on a runtime of its own, with that preset. The sleeper's runtime
+//!   is blocked for each pause of 0.5, 1, 1.5, 2, 3, 4 and 5 s in turn (`Cluster::stall`,
+//!   as a stopped process or a VM pause), a few trials each; after each, the cluster is
+//!   watched until the sleeper is either back in every view and reachable for two member
+//!   timeouts running (it stayed) or out of some view (it was removed). The figure is the
+//!   longest pause such that it and every shorter one always stayed.
+//!   `membership.pause_false_removals.lan`, `.lan_fast` (count): the trials in which the
+//!   sleeper was removed. `membership.pause_rejoin.lan`, `.lan_fast` (s): in those trials,
+//!   from the end of the pause until every member's view holds the sleeper again, as a new
+//!   member (auto-reconnect); absent when no trial removed it.
 //! - `membership.sim1000.form_views`, `.crash10_views`, `.msgs_per_member`: the `Gms` state
 //!   machines alone in virtual time ([`cohort_tests::gms_sim`]), one seed per repetition:
 //!   1,000 members form (one founds, 999 join at once) — views installed until all hold
@@ -49,7 +64,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use cohort_membership::{AllowAll, Authenticator, MemberConfig};
+use cohort_membership::{AllowAll, Authenticator, MemberConfig, Preset};
 use cohort_tests::Cluster;
 use cohort_tests::chaos;
 use cohort_tests::cluster::same_view;
@@ -88,6 +103,8 @@ struct Counts {
     large_seeds: Vec<u64>,
     /// Seeds of the random fault schedules.
     chaos_seeds: std::ops::Range<u64>,
+    /// Trials of each pause of the pause-tolerance sweep.
+    pause_trials: usize,
 }
 
 impl Counts {
@@ -102,6 +119,7 @@ impl Counts {
                 seeds: vec![1, 2, 3],
                 large_seeds: vec![1],
                 chaos_seeds: 0..100,
+                pause_trials: 1,
             }
         } else {
             Counts {
@@ -113,6 +131,7 @@ impl Counts {
                 seeds: vec![1, 2, 3, 4, 5],
                 large_seeds: vec![1],
                 chaos_seeds: 0..2000,
+                pause_trials: 5,
             }
         }
     }
@@ -123,6 +142,7 @@ pub(crate) async fn run(quick: bool, report: &mut Report) -> Result<(), String> 
     let counts = Counts::new(quick);
     forming_and_joining(&counts, report).await?;
     idle_and_crashes(&counts, report).await?;
+    pause_tolerance(&counts, report).await?;
     simulation(&counts, report).await?;
     chaos_schedules(&counts, report).await
 }
@@ -220,9 +240,17 @@ async fn idle_and_crashes(counts: &Counts, report: &mut Report) -> Result<(), St
     report.add(Figure::new("membership.idle_bytes_per_member", "B/s", idle));
 
     for ending in [Ending::Crash, Ending::Silence] {
-        let mut trials = Vec::new();
+        let (mut trials, mut unreachable) = (Vec::new(), Vec::new());
         for k in 0..counts.kills {
-            trials.push(removal(&mut cluster, ending, k).await?);
+            let (removed, flagged) = removal(&mut cluster, ending, k).await?;
+            trials.push(removed);
+            unreachable.extend(flagged);
+        }
+        if !unreachable.is_empty() {
+            let p99 = percentile(&unreachable, 0.99);
+            let name = "membership.silent_to_unreachable";
+            report.add(Figure::new(format!("{name}.p50"), "s", unreachable));
+            report.add(Figure::new(format!("{name}.p99"), "s", vec![p99]));
         }
         // p50: one sample per victim, so the figure's median is the p50 over all victims
         // and its min and max are the extremes. p99: a single value, the nearest-rank 99th
@@ -286,9 +314,14 @@ fn bytes_sent(cluster: &Cluster, names: &[String]) -> u64 {
 }
 
 /// Victim number `k` of `ending`: picks it, waits for its heartbeats to flow, ends it,
-/// and returns the seconds until every survivor's view lacks it. Then a replacement joins
-/// and the cluster is back to its size.
-async fn removal(cluster: &mut Cluster, ending: Ending, k: usize) -> Result<f64, String> {
+/// and returns the seconds until every survivor's view lacks it and, for a silenced one,
+/// until every survivor listed it as unreachable. Then a replacement joins and the cluster
+/// is back to its size.
+async fn removal(
+    cluster: &mut Cluster,
+    ending: Ending,
+    k: usize,
+) -> Result<(f64, Option<f64>), String> {
     // Silent victims start half-way round the ring from where the crashes started.
     let position = match ending {
         Ending::Crash => k,
@@ -309,6 +342,22 @@ async fn removal(cluster: &mut Cluster, ending: Ending, k: usize) -> Result<f64,
         .into_iter()
         .filter(|n| *n != victim)
         .collect();
+    let mut flagged = None;
+    if let Ending::Silence = ending {
+        let deadline = Instant::now() + LIMIT;
+        while !survivors
+            .iter()
+            .all(|n| cluster.member(n).unreachable().contains(&gone))
+        {
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "{victim} was not unreachable everywhere within {LIMIT:?}"
+                ));
+            }
+            tokio::time::sleep(POLL).await;
+        }
+        flagged = Some(started.elapsed().as_secs_f64());
+    }
     until_views(cluster, &survivors, &format!("{victim} is removed"), |v| {
         !v.contains(&gone)
     })
@@ -322,7 +371,126 @@ async fn removal(cluster: &mut Cluster, ending: Ending, k: usize) -> Result<f64,
     let config = cluster.config(&format!("spare-{ending:?}-{k}"), MemberKind::Member);
     add(cluster, config).await?;
     agreed(cluster, CRASH_CLUSTER).await?;
-    Ok(took)
+    Ok((took, flagged))
+}
+
+/// The pauses of the pause-tolerance sweep, in milliseconds.
+const PAUSES_MS: [u64; 7] = [500, 1000, 1500, 2000, 3000, 4000, 5000];
+
+/// `pause_tolerance`, `pause_false_removals` and `pause_rejoin` for the `lan` and
+/// `lan_fast` presets (see the module docs).
+async fn pause_tolerance(counts: &Counts, report: &mut Report) -> Result<(), String> {
+    let presets: [(&str, fn(&mut MemberConfig)); 2] = [
+        ("lan", |c| *c = c.clone().with_preset(Preset::Lan)),
+        ("lan_fast", |c| *c = c.clone().with_preset(Preset::LanFast)),
+    ];
+    for (preset, tune) in presets {
+        let mut cluster = Cluster::tuned(1, tune);
+        let mut configs = vec![cluster.config(&Cluster::locator_name(1), MemberKind::Locator)];
+        configs.extend((1..5).map(|i| cluster.config(&format!("member-{i}"), MemberKind::Member)));
+        start_all(&mut cluster, configs).await?;
+        let sleeper = cluster.config("sleeper", MemberKind::Member);
+        let member_timeout = sleeper.member_timeout;
+        timeout(LIMIT, cluster.add_on_own_runtime(sleeper))
+            .await
+            .map_err(|_| format!("the sleeper did not start within {LIMIT:?}"))?
+            .map_err(|e| format!("the sleeper did not start: {e}"))?;
+        agreed(&cluster, 6).await?;
+        let (mut tolerated, mut broken, mut removals, mut rejoins) = (0.0, false, 0, Vec::new());
+        for pause in PAUSES_MS.map(Duration::from_millis) {
+            for _ in 0..counts.pause_trials {
+                match one_pause(&cluster, pause, member_timeout).await? {
+                    None => {}
+                    Some(rejoin) => {
+                        removals += 1;
+                        broken = true;
+                        rejoins.push(rejoin);
+                    }
+                }
+            }
+            if !broken {
+                tolerated = pause.as_secs_f64();
+            }
+        }
+        report.add(Figure::new(
+            format!("membership.pause_tolerance.{preset}"),
+            "s",
+            vec![tolerated],
+        ));
+        report.add(Figure::new(
+            format!("membership.pause_false_removals.{preset}"),
+            "count",
+            vec![f64::from(removals)],
+        ));
+        if !rejoins.is_empty() {
+            report.add(Figure::new(
+                format!("membership.pause_rejoin.{preset}"),
+                "s",
+                rejoins,
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Blocks the sleeper's runtime for `pause`, then watches: `None` if it stayed (in every
+/// view, and reachable everywhere, for two member timeouts running), or the seconds from
+/// the end of the pause until every view holds it again as a new member if it was removed.
+async fn one_pause(
+    cluster: &Cluster,
+    pause: Duration,
+    member_timeout: Duration,
+) -> Result<Option<f64>, String> {
+    heartbeats_flowing(cluster, "sleeper").await?;
+    let before = cluster.member("sleeper").id().clone();
+    let others: Vec<String> = cluster
+        .running()
+        .into_iter()
+        .filter(|n| n != "sleeper")
+        .collect();
+    let resumed = Instant::now() + pause;
+    cluster.stall("sleeper", pause);
+    // The pause is the fault itself, not a wait for a condition.
+    tokio::time::sleep_until(resumed).await;
+    let deadline = Instant::now() + LIMIT;
+    let mut steady_since: Option<Instant> = None;
+    loop {
+        let removed = others
+            .iter()
+            .any(|n| !cluster.member(n).view().contains(&before));
+        if removed {
+            break;
+        }
+        let steady = others
+            .iter()
+            .all(|n| !cluster.member(n).unreachable().contains(&before));
+        match (steady, steady_since) {
+            (true, Some(since)) if since.elapsed() >= member_timeout * 2 => return Ok(None),
+            (true, None) => steady_since = Some(Instant::now()),
+            (false, _) => steady_since = None,
+            (true, Some(_)) => {}
+        }
+        if Instant::now() >= deadline {
+            return Err(format!("a pause of {pause:?} neither settled nor removed"));
+        }
+        tokio::time::sleep(POLL).await;
+    }
+    // Removed: it rejoins by itself as a new member.
+    let name = "sleeper";
+    until_views(
+        cluster,
+        &others,
+        "the sleeper is back as a new member",
+        |v| {
+            v.members()
+                .iter()
+                .any(|m| m.name() == name && m.uuid() != before.uuid())
+        },
+    )
+    .await?;
+    let back = resumed.elapsed().as_secs_f64();
+    agreed(cluster, 6).await?;
+    Ok(Some(back))
 }
 
 /// An ordinary member (not a locator), a different ring position for each `k`.
