@@ -374,13 +374,16 @@ async fn removal(
     Ok((took, flagged))
 }
 
+/// How a cluster's members are configured (`Cluster::tuned`).
+type Tune = fn(&mut MemberConfig);
+
 /// The pauses of the pause-tolerance sweep, in milliseconds.
 const PAUSES_MS: [u64; 7] = [500, 1000, 1500, 2000, 3000, 4000, 5000];
 
 /// `pause_tolerance`, `pause_false_removals` and `pause_rejoin` for the `lan` and
 /// `lan_fast` presets (see the module docs).
 async fn pause_tolerance(counts: &Counts, report: &mut Report) -> Result<(), String> {
-    let presets: [(&str, fn(&mut MemberConfig)); 2] = [
+    let presets: [(&str, Tune); 2] = [
         ("lan", |c| *c = c.clone().with_preset(Preset::Lan)),
         ("lan_fast", |c| *c = c.clone().with_preset(Preset::LanFast)),
     ];
