@@ -314,6 +314,36 @@ impl Namespace {
     }
 }
 
+impl Namespace {
+    /// Adds (`-A`) or deletes (`-D`) the rule that drops each UDP datagram arriving in the
+    /// namespace with probability `p` (every link, both ways: each datagram passes INPUT
+    /// once, at its receiver).
+    pub(crate) fn lossy(&self, action: &str, p: f64) -> Result<(), String> {
+        let p = p.to_string();
+        run(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                &self.name,
+                "iptables",
+                action,
+                "INPUT",
+                "-p",
+                "udp",
+                "-m",
+                "statistic",
+                "--mode",
+                "random",
+                "--probability",
+                &p,
+                "-j",
+                "DROP",
+            ],
+        )
+    }
+}
+
 impl Drop for Namespace {
     fn drop(&mut self) {
         // Deleting the namespace takes its netfilter rules with it.
