@@ -18,7 +18,8 @@ use cohort_fuzz::{MembershipInput, StreamInput};
 use cohort_legacy_udp::packet::{AckHeader, DataHeader, DatagramHeader, ExchangeHeader, Packet};
 use cohort_membership::{
     Ballot, Credentials, Decision, DiscoveryAnswer, FinalCheck, FindCoordinator, GmsMessage,
-    Heartbeat, JoinRejection, LeaseMessage, Proposal, Standing, ViewCheck, ViewCheckAnswer,
+    Heartbeat, JoinRejection, LeaseMessage, Proposal, ReachabilityMessage, Standing, ViewCheck,
+    ViewCheckAnswer,
 };
 use cohort_transport::wire::{
     Hello, HelloAck, ReceiverLimits, ack_stream_header, encode_ack, encode_answer, encode_datagram,
@@ -437,6 +438,29 @@ fn membership_messages(c: &Cluster) -> Result<Vec<(&'static str, Vec<u8>)>> {
             MembershipInput::Lease.encode(&encode(&LeaseMessage::Request {
                 view_id: ViewId(7),
                 seq: 3,
+            })?),
+        ),
+        (
+            "reachability-notice",
+            MembershipInput::Reachability.encode(&encode(&ReachabilityMessage::Notice {
+                view_id: ViewId(7),
+                member: c.node1.clone(),
+                reachable: false,
+            })?),
+        ),
+        (
+            "probe-request",
+            MembershipInput::Reachability.encode(&encode(&ReachabilityMessage::ProbeRequest {
+                view_id: ViewId(7),
+                member: c.node1.clone(),
+            })?),
+        ),
+        (
+            "probe-answer",
+            MembershipInput::Reachability.encode(&encode(&ReachabilityMessage::ProbeAnswer {
+                view_id: ViewId(7),
+                member: c.node1.clone(),
+                reached: true,
             })?),
         ),
     ])

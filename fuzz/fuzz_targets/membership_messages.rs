@@ -15,8 +15,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use cohort_fuzz::MembershipInput;
 use cohort_membership::{
-    DiscoveryAnswer, FinalCheck, FindCoordinator, GmsMessage, Heartbeat, LeaseMessage, ViewCheck,
-    ViewCheckAnswer,
+    DiscoveryAnswer, FinalCheck, FindCoordinator, GmsMessage, Heartbeat, LeaseMessage,
+    ReachabilityMessage, ViewCheck, ViewCheckAnswer,
 };
 use cohort_transport::dispatch::{Dispatcher, Inbound, Routed};
 use cohort_transport::{Delivery, MemberId, MemberKind, Message, Priority, Subscription};
@@ -30,6 +30,7 @@ struct Routes {
     gms: RefCell<Subscription<GmsMessage>>,
     heartbeats: RefCell<Subscription<Heartbeat>>,
     leases: RefCell<Subscription<LeaseMessage>>,
+    reachability: RefCell<Subscription<ReachabilityMessage>>,
     from: MemberId,
 }
 
@@ -39,6 +40,7 @@ impl Routes {
         let gms = dispatcher.subscribe().expect("a free tag");
         let heartbeats = dispatcher.subscribe().expect("a free tag");
         let leases = dispatcher.subscribe().expect("a free tag");
+        let reachability = dispatcher.subscribe().expect("a free tag");
         let from = MemberId::new(
             "sender",
             "127.0.0.1:10400".parse().expect("literal"),
@@ -49,6 +51,7 @@ impl Routes {
             gms: RefCell::new(gms),
             heartbeats: RefCell::new(heartbeats),
             leases: RefCell::new(leases),
+            reachability: RefCell::new(reachability),
             from,
         }
     }
@@ -150,6 +153,12 @@ fuzz_target!(|data: &[u8]| {
             let delivery = Delivery::Reliable(Priority::Control);
             if let Some(lease) = routes.deliver(&routes.leases, delivery, payload) {
                 round_trip(&lease);
+            }
+        }
+        MembershipInput::Reachability => {
+            let delivery = Delivery::Reliable(Priority::Control);
+            if let Some(message) = routes.deliver(&routes.reachability, delivery, payload) {
+                round_trip(&message);
             }
         }
     });

@@ -97,11 +97,14 @@ pub enum MembershipInput {
     ViewCheckAnswer,
     /// A `LeaseMessage`, delivered reliably through the dispatcher under its own tag.
     Lease,
+    /// A `ReachabilityMessage` (notice, probe request, probe answer), delivered reliably
+    /// through the dispatcher under its own tag.
+    Reachability,
 }
 
 impl MembershipInput {
     /// Every kind, in the order of their selector bytes.
-    pub const ALL: [MembershipInput; 9] = [
+    pub const ALL: [MembershipInput; 10] = [
         MembershipInput::Gms,
         MembershipInput::Heartbeat,
         MembershipInput::FinalCheck,
@@ -111,6 +114,7 @@ impl MembershipInput {
         MembershipInput::ViewCheck,
         MembershipInput::ViewCheckAnswer,
         MembershipInput::Lease,
+        MembershipInput::Reachability,
     ];
 
     /// Reads a fuzzer's input: the kind and the payload.

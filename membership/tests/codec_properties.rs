@@ -14,7 +14,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use cohort_membership::{
     Ballot, Credentials, Decision, DiscoveryAnswer, FinalCheck, FindCoordinator, GmsMessage,
-    Heartbeat, JoinRejection, LeaseMessage, Proposal, Standing, ViewCheck, ViewCheckAnswer,
+    Heartbeat, JoinRejection, LeaseMessage, Proposal, ReachabilityMessage, Standing, ViewCheck,
+    ViewCheckAnswer,
 };
 use cohort_transport::dispatch::{Dispatcher, Inbound, Routed};
 use cohort_transport::{
@@ -458,6 +459,61 @@ fn the_lease_keeps_its_own_tag_and_its_bytes() {
     let grant_bytes = postcard::to_allocvec(&grant).expect("a grant encodes");
     assert_eq!(grant_bytes, [0x01, 0x07, 0xac, 0x02]);
     for message in [request, grant] {
+        let received = through_dispatcher(&message, Delivery::Reliable(Priority::Control));
+        assert_eq!(received, message);
+    }
+}
+
+/// The reachability messages are a type of their own under tag 0x0106, apart from every
+/// other membership tag (an older build drops them, counted); the variant indices are
+/// fixed, and each variant crosses the dispatcher as sent.
+#[test]
+fn the_reachability_messages_keep_their_own_tag_and_variant_indices() {
+    assert_eq!(ReachabilityMessage::TAG, Tag(0x0106));
+    let others = [
+        GmsMessage::TAG,
+        FindCoordinator::TAG,
+        Heartbeat::TAG,
+        FinalCheck::TAG,
+        ViewCheck::TAG,
+        LeaseMessage::TAG,
+    ];
+    assert!(!others.contains(&ReachabilityMessage::TAG));
+    let member = MemberId::new(
+        "m",
+        "127.0.0.1:10401".parse().expect("literal"),
+        MemberKind::Member,
+    );
+    let view_id = ViewId(7);
+    let messages = [
+        (
+            0u8,
+            ReachabilityMessage::Notice {
+                view_id,
+                member: member.clone(),
+                reachable: false,
+            },
+        ),
+        (
+            1,
+            ReachabilityMessage::ProbeRequest {
+                view_id,
+                member: member.clone(),
+            },
+        ),
+        (
+            2,
+            ReachabilityMessage::ProbeAnswer {
+                view_id,
+                member,
+                reached: true,
+            },
+        ),
+    ];
+    for (index, message) in messages {
+        let bytes = postcard::to_allocvec(&message).expect("a message encodes");
+        // Variant index, then the view id as a postcard varint.
+        assert_eq!(&bytes[..2], [index, 0x07], "{message:?}");
         let received = through_dispatcher(&message, Delivery::Reliable(Priority::Control));
         assert_eq!(received, message);
     }
