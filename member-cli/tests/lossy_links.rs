@@ -26,13 +26,8 @@ const FIRST_PORT: u16 = 10371;
 #[test]
 #[ignore = "needs root, iproute2 and iptables; .ci/run runs it with COHORT_REQUIRE_NETNS=1"]
 fn twenty_percent_loss_on_every_link_for_a_minute_removes_nobody() {
-    let namespace = match Namespace::create("lossy") {
-        Ok(namespace) => namespace,
-        Err(reason) if std::env::var_os("COHORT_REQUIRE_NETNS").is_none() => {
-            eprintln!("SKIPPED: a network namespace with iptables is not available: {reason}");
-            return;
-        }
-        Err(reason) => panic!("COHORT_REQUIRE_NETNS is set, but: {reason}"),
+    let Some(namespace) = Namespace::for_test("lossy") else {
+        return;
     };
     let addresses: Vec<SocketAddr> = (0..MEMBERS as u16)
         .map(|i| SocketAddr::from(([127, 0, 0, 1], FIRST_PORT + i)))

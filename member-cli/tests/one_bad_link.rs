@@ -33,13 +33,8 @@ const CUT: Duration = Duration::from_secs(20);
 #[test]
 #[ignore = "needs root, iproute2 and iptables; .ci/run runs it with COHORT_REQUIRE_NETNS=1"]
 fn a_cut_between_the_coordinator_and_its_successor_removes_neither() {
-    let namespace = match Namespace::create("badlink") {
-        Ok(namespace) => namespace,
-        Err(reason) if std::env::var_os("COHORT_REQUIRE_NETNS").is_none() => {
-            eprintln!("SKIPPED: a network namespace with iptables is not available: {reason}");
-            return;
-        }
-        Err(reason) => panic!("COHORT_REQUIRE_NETNS is set, but: {reason}"),
+    let Some(namespace) = Namespace::for_test("badlink") else {
+        return;
     };
     let addresses: Vec<SocketAddr> = PORTS
         .iter()

@@ -162,22 +162,12 @@ fn a_member_killed_with_sigkill_is_dropped_from_the_survivors_views() {
     }
 }
 
-/// Sends `signal` (`-STOP`, `-CONT`) to `process`.
-fn signal(process: &Process, signal: &str) {
-    let status = Command::new("kill")
-        .args([signal, &process.child.id().to_string()])
-        .status()
-        .expect("run kill");
-    assert!(status.success(), "kill {signal} {}", process.name);
-}
-
-#[test]
-fn a_member_stopped_until_it_is_removed_rejoins_by_itself_and_runs_on() {
-    let setup = Setup::new("reconnect");
+/// A locator, member-1 and member-2 started one after the other (so member-1 is the lead
+/// member, weight 15: the locator and member-1 keep a quorum without member-2), once all
+/// three hold a view of three; and the address of member-2's metrics.
+fn three_in_turn(setup: &Setup) -> (Process, Process, Process, SocketAddr) {
     let locator = Process::spawn(&setup.config("locator-1", "locator"), "locator-1");
     locator.wait_for("its first view", view_of(1));
-    // member-1 first, so that it is the lead member (weight 15): the locator and member-1
-    // keep a quorum without member-2.
     let member_1 = Process::spawn(&setup.config("member-1", "member"), "member-1");
     member_1.wait_for("a view of two", view_of(2));
     let extra = "metrics-address = \"127.0.0.1:0\"\n";
@@ -193,6 +183,22 @@ fn a_member_stopped_until_it_is_removed_rejoins_by_itself_and_runs_on() {
                 .ok()
         })
         .expect("member-2 printed its metrics address");
+    (locator, member_1, member_2, metrics)
+}
+
+/// Sends `signal` (`-STOP`, `-CONT`) to `process`.
+fn signal(process: &Process, signal: &str) {
+    let status = Command::new("kill")
+        .args([signal, &process.child.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill {signal} {}", process.name);
+}
+
+#[test]
+fn a_member_stopped_until_it_is_removed_rejoins_by_itself_and_runs_on() {
+    let setup = Setup::new("reconnect");
+    let (locator, member_1, member_2, metrics) = three_in_turn(&setup);
 
     // Stopped, as a process paused far beyond the member timeout: the others remove it.
     signal(&member_2, "-STOP");
@@ -259,23 +265,7 @@ fn a_member_stopped_until_it_is_removed_rejoins_by_itself_and_runs_on() {
 #[test]
 fn a_member_stopped_for_three_seconds_stays_in_the_view_and_runs_on() {
     let setup = Setup::new("pause");
-    let locator = Process::spawn(&setup.config("locator-1", "locator"), "locator-1");
-    locator.wait_for("its first view", view_of(1));
-    let member_1 = Process::spawn(&setup.config("member-1", "member"), "member-1");
-    member_1.wait_for("a view of two", view_of(2));
-    let extra = "metrics-address = \"127.0.0.1:0\"\n";
-    let member_2 = Process::spawn(&setup.config_with("member-2", "member", extra), "member-2");
-    for process in [&locator, &member_1, &member_2] {
-        process.wait_for("a view of all three", view_of(3));
-    }
-    let metrics = member_2
-        .find(|line| {
-            line.strip_prefix("metrics at http://")?
-                .strip_suffix("/metrics")?
-                .parse::<SocketAddr>()
-                .ok()
-        })
-        .expect("member-2 printed its metrics address");
+    let (locator, member_1, member_2, metrics) = three_in_turn(&setup);
 
     let pause = std::time::Duration::from_secs(3);
     signal(&member_2, "-STOP");

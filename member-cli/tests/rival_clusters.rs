@@ -35,17 +35,12 @@ fn founded(line: &str) -> bool {
 #[test]
 #[ignore = "needs root, iproute2 and iptables; .ci/run runs it with COHORT_REQUIRE_NETNS=1"]
 fn two_clusters_founded_by_locators_that_could_not_hear_each_other_become_one() {
-    let namespace = match Namespace::create("rival").and_then(|ns| {
-        ns.cut("-A", PORTS[0], PORTS[1])?;
-        Ok(ns)
-    }) {
-        Ok(namespace) => namespace,
-        Err(reason) if std::env::var_os("COHORT_REQUIRE_NETNS").is_none() => {
-            eprintln!("SKIPPED: a network namespace with iptables is not available: {reason}");
-            return;
-        }
-        Err(reason) => panic!("COHORT_REQUIRE_NETNS is set, but: {reason}"),
+    let Some(namespace) = Namespace::for_test("rival") else {
+        return;
     };
+    namespace
+        .cut("-A", PORTS[0], PORTS[1])
+        .expect("cut locator-a from locator-b");
     let addresses: Vec<SocketAddr> = PORTS
         .iter()
         .map(|port| SocketAddr::from(([127, 0, 0, 1], *port)))

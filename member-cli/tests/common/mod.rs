@@ -288,6 +288,25 @@ pub(crate) struct Namespace {
 }
 
 impl Namespace {
+    /// [`Namespace::create`] for a test: `None` (said on stderr) where namespaces or
+    /// iptables are not available, unless `COHORT_REQUIRE_NETNS` is set (as in CI), which
+    /// makes that a failure.
+    pub(crate) fn for_test(test: &str) -> Option<Namespace> {
+        let ready = Namespace::create(test).and_then(|ns| {
+            // iptables is what the tests cut and drop with: missing, it is a skip too.
+            run("ip", &["netns", "exec", &ns.name, "iptables", "-S"])?;
+            Ok(ns)
+        });
+        match ready {
+            Ok(namespace) => Some(namespace),
+            Err(reason) if std::env::var_os("COHORT_REQUIRE_NETNS").is_none() => {
+                eprintln!("SKIPPED: a network namespace with iptables is not available: {reason}");
+                None
+            }
+            Err(reason) => panic!("COHORT_REQUIRE_NETNS is set, but: {reason}"),
+        }
+    }
+
     /// `cohort-<test>-<pid>`, with loopback up.
     pub(crate) fn create(test: &str) -> Result<Namespace, String> {
         let name = format!("cohort-{test}-{}", std::process::id());
