@@ -16,7 +16,7 @@ mod common;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::{Namespace, Process, Setup, view_of};
+use common::{Namespace, Process, Setup, assert_nobody_removed, terminate_all, view_of};
 
 const LOSS: f64 = 0.2;
 const LOSSY_FOR: Duration = Duration::from_secs(60);
@@ -76,16 +76,6 @@ fn twenty_percent_loss_on_every_link_for_a_minute_removes_nobody() {
         LOSS * 100.0,
         lossy.elapsed()
     );
-    for process in &processes {
-        assert!(
-            !process.printed(|l| l.trim().starts_with("crashed: ") || l.starts_with("forced out")),
-            "{} saw a removal: {:?}",
-            process.name,
-            process.transcript()
-        );
-    }
-    for process in &mut processes {
-        let status = process.terminate();
-        assert!(status.success(), "{} exited with {status}", process.name);
-    }
+    assert_nobody_removed(&processes);
+    terminate_all(&mut processes);
 }

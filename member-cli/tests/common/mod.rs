@@ -282,6 +282,27 @@ pub(crate) fn value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f
         })
 }
 
+/// Panics unless none of `processes` printed a removal (a member removed as crashed, or
+/// itself forced out).
+pub(crate) fn assert_nobody_removed(processes: &[Process]) {
+    for process in processes {
+        assert!(
+            !process.printed(|l| l.trim().starts_with("crashed: ") || l.starts_with("forced out")),
+            "{} saw a removal: {:?}",
+            process.name,
+            process.transcript()
+        );
+    }
+}
+
+/// Stops each of `processes` with SIGTERM; panics unless each left and exited 0.
+pub(crate) fn terminate_all(processes: &mut [Process]) {
+    for process in processes {
+        let status = process.terminate();
+        assert!(status.success(), "{} exited with {status}", process.name);
+    }
+}
+
 /// A network namespace with only loopback, removed (with its rules) on drop.
 pub(crate) struct Namespace {
     pub(crate) name: String,

@@ -824,7 +824,7 @@ impl Gms {
                 self.stats.members_reachable_again += 1;
                 tracing::info!(?member, "answered again: reachable");
                 self.tell_reachability(member, true);
-                self.set_flag(now, member, true, &self.me.clone());
+                self.set_flag(now, member, true, self.me.uuid());
             }
             return;
         }
@@ -847,7 +847,7 @@ impl Gms {
                             "final check failed: unreachable, removed unless it answers again"
                         );
                         self.tell_reachability(member, false);
-                        self.set_flag(now, member, false, &self.me.clone());
+                        self.set_flag(now, member, false, self.me.uuid());
                     }
                     return;
                 }
@@ -2634,7 +2634,7 @@ impl Gms {
                     self.note_suspects(vec![member.clone()], "its final check went unanswered");
                     self.run_checks(now);
                 }
-                self.set_flag(now, &member, reachable, from);
+                self.set_flag(now, &member, reachable, from.uuid());
             }
             ReachabilityMessage::ProbeRequest { .. } => {
                 if self.reachability.help(from.uuid(), member.uuid(), view_id) {
@@ -2664,15 +2664,15 @@ impl Gms {
         }
     }
 
-    /// The outcome of a final check asked for with [`Output::Probe`], for `asker`.
+    /// The outcome of a final check asked for with [`Output::Probe`], for `asker`. It takes
+    /// the time as every input does; answering needs none.
     pub fn probe_result(
         &mut self,
-        now: Instant,
+        _now: Instant,
         asker: &MemberId,
         member: &MemberId,
         outcome: CheckOutcome,
     ) {
-        let _ = now;
         let Some(view_id) = self.reachability.helped(asker.uuid(), member.uuid()) else {
             return;
         };
@@ -2749,7 +2749,7 @@ impl Gms {
             reached_by: reached_by.clone(),
         });
         self.tell_reachability(member, true);
-        self.set_flag(now, member, true, &self.me.clone());
+        self.set_flag(now, member, true, self.me.uuid());
     }
 
     /// Removes the members whose probe ran out of time with nobody reaching them.
@@ -2769,7 +2769,7 @@ impl Gms {
 
     /// Flags `member` unreachable here (or unflags it), with an event if that changed.
     /// `by` is the member whose check found it (this member, or a notice's sender).
-    fn set_flag(&mut self, now: Instant, member: &MemberId, reachable: bool, by: &MemberId) {
+    fn set_flag(&mut self, now: Instant, member: &MemberId, reachable: bool, by: Uuid) {
         let changed = if reachable {
             self.reachability.unflag(member.uuid())
         } else {
@@ -3348,6 +3348,33 @@ mod tests {
         assert_eq!(stats.forced_disconnects, 0);
     }
 
+    /// Each of `voters` accepts, at `at`, every proposal among `outputs`; returns how many
+    /// proposals there were.
+    fn accept_every_proposal(
+        gms: &mut Gms,
+        outputs: &[Output],
+        voters: &[&MemberId],
+        at: Instant,
+    ) -> usize {
+        let proposals: Vec<(ViewId, Ballot)> = outputs
+            .iter()
+            .filter_map(|o| match o {
+                Output::Send {
+                    message: GmsMessage::Propose { base, ballot, .. },
+                    ..
+                } => Some((*base, *ballot)),
+                _ => None,
+            })
+            .collect();
+        for voter in voters {
+            for (base, ballot) in &proposals {
+                let (base, ballot) = (*base, *ballot);
+                gms.handle_message(at, voter, GmsMessage::Accept { base, ballot });
+            }
+        }
+        proposals.len()
+    }
+
     /// m1 founds a cluster and admits m2 and m3: m1's `Gms` (the coordinator, which runs
     /// the final checks), with `config`, after its clock ran to the returned instant.
     fn view_of_three(now: Instant, config: GmsConfig) -> (Gms, MemberId, MemberId, Instant) {
@@ -3365,21 +3392,8 @@ mod tests {
         );
         let at = now + Duration::from_secs(2);
         gms.handle_timeout(at);
-        let proposals: Vec<(ViewId, Ballot)> = std::iter::from_fn(|| gms.poll_output())
-            .filter_map(|output| match output {
-                Output::Send {
-                    message: GmsMessage::Propose { base, ballot, .. },
-                    ..
-                } => Some((base, ballot)),
-                _ => None,
-            })
-            .collect();
-        for voter in [&b, &c] {
-            for (base, ballot) in &proposals {
-                let (base, ballot) = (*base, *ballot);
-                gms.handle_message(at, voter, GmsMessage::Accept { base, ballot });
-            }
-        }
+        let outputs: Vec<Output> = std::iter::from_fn(|| gms.poll_output()).collect();
+        accept_every_proposal(&mut gms, &outputs, &[&b, &c], at);
         assert_eq!(gms.view().map(View::len), Some(3), "{:?}", gms.view());
         // Timers run as a driver runs them for a while, so that the detector does not
         // take this member for paused.
@@ -3657,23 +3671,8 @@ mod tests {
         let start = at + Duration::from_millis(600);
         let outputs = run_timers(&mut gms, at, start, &[&b]);
         assert_eq!(checks_of(&outputs, &c), 1, "checked again meanwhile");
-        let proposals: Vec<(ViewId, Ballot)> = outputs
-            .iter()
-            .filter_map(|o| match o {
-                Output::Send {
-                    message: GmsMessage::Propose { base, ballot, .. },
-                    ..
-                } => Some((*base, *ballot)),
-                _ => None,
-            })
-            .collect();
-        assert!(!proposals.is_empty(), "the join was proposed");
-        for voter in [&b, &d] {
-            for (base, ballot) in &proposals {
-                let (base, ballot) = (*base, *ballot);
-                gms.handle_message(start, voter, GmsMessage::Accept { base, ballot });
-            }
-        }
+        let proposed = accept_every_proposal(&mut gms, &outputs, &[&b, &d], start);
+        assert!(proposed > 0, "the join was proposed");
         let view = gms.view().cloned().expect("view");
         assert!(
             view.contains(&d) && view.contains(&c),
@@ -3794,20 +3793,8 @@ mod tests {
         }
         let at = now + Duration::from_secs(1);
         gms.handle_timeout(at);
-        let proposals: Vec<(ViewId, Ballot)> = std::iter::from_fn(|| gms.poll_output())
-            .filter_map(|output| match output {
-                Output::Send {
-                    message: GmsMessage::Propose { base, ballot, .. },
-                    ..
-                } => Some((base, ballot)),
-                _ => None,
-            })
-            .collect();
-        for (base, ballot) in proposals {
-            for m in [&b, &c] {
-                gms.handle_message(at, m, GmsMessage::Accept { base, ballot });
-            }
-        }
+        let outputs: Vec<Output> = std::iter::from_fn(|| gms.poll_output()).collect();
+        accept_every_proposal(&mut gms, &outputs, &[&b, &c], at);
         let view = gms.view().cloned().expect("a view");
         assert_eq!(view.len(), 3, "{view}");
         // A new view: no lease for it until grants come back (its own weighs 15 of 35).

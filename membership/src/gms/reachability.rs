@@ -234,9 +234,9 @@ impl Reachability {
     }
 
     /// Records `by`'s report that `member` is unreachable; true if it was not flagged yet.
-    pub(crate) fn flag(&mut self, now: Instant, member: &MemberId, by: &MemberId) -> bool {
+    pub(crate) fn flag(&mut self, now: Instant, member: &MemberId, by: Uuid) -> bool {
         self.flagged
-            .insert(member.uuid(), (member.clone(), now, by.uuid()))
+            .insert(member.uuid(), (member.clone(), now, by))
             .is_none()
     }
 
@@ -410,9 +410,9 @@ mod tests {
     fn flags_follow_the_view() {
         let mut r = Reachability::new(Duration::from_secs(4), Duration::from_millis(500));
         let (now, m, n, by) = (Instant::now(), member(1), member(2), member(3));
-        assert!(r.flag(now, &m, &by));
-        assert!(!r.flag(now, &m, &by), "flagged once");
-        assert!(r.flag(now, &n, &by));
+        assert!(r.flag(now, &m, by.uuid()));
+        assert!(!r.flag(now, &m, by.uuid()), "flagged once");
+        assert!(r.flag(now, &n, by.uuid()));
         let second = Duration::from_secs(1);
         assert!(r.reported_by_within(m.uuid(), by.uuid(), now + second, second));
         assert!(!r.reported_by_within(m.uuid(), by.uuid(), now + second * 2, second));
