@@ -411,6 +411,23 @@ fn two_stage_seeds_whose_findings_were_lost_with_a_change_of_checker_converge() 
     }
 }
 
+/// Two-stage schedules whose members stayed behind the newest view for good, each failed
+/// before its fix. 2809 and 4740: the member in line to coordinate the newest view had
+/// missed it (and the one before), so nobody coordinated it once its coordinator died; the
+/// next in line takes over now. 13335, 2814, 3863, 9567, 10494, 11497 and 28335: members
+/// that missed a view while cut off could not catch up, because the members of their older
+/// view that had moved on no longer held a weighted majority of it (some had died or left
+/// since); the coordinator of the newest view now makes one more view change, which they
+/// vote on and install. In 28335 a member removed meanwhile was never told it was out.
+#[test]
+fn two_stage_seeds_whose_members_stayed_behind_converge() {
+    for seed in [2809, 4740, 13335, 2814, 3863, 9567, 10494, 11497, 28335] {
+        if let Err(failure) = run_seed_with(seed, &ChaosConfig::two_stage()) {
+            panic!("{failure}");
+        }
+    }
+}
+
 /// The first 500 schedules again with the protocol's default removal timeout: a member
 /// whose final check goes unanswered is unreachable first and removed only if it stays so.
 #[test]

@@ -346,6 +346,9 @@ pub struct GmsStats {
     pub rounds_failed: u64,
     /// Times this member heard of a newer view than its own and asked for it.
     pub catch_ups: u64,
+    /// View changes this member made, as coordinator, only to bring members that stayed
+    /// behind its view forward (the same members, the next view id).
+    pub refreshes: u64,
 }
 
 /// Counter by counter: a member's counters over several incarnations (auto-reconnect).
@@ -374,6 +377,7 @@ impl std::ops::Add for GmsStats {
             forced_disconnects,
             rounds_failed,
             catch_ups,
+            refreshes,
         } = b;
         GmsStats {
             dropped_from_non_members: a.dropped_from_non_members + dropped_from_non_members,
@@ -394,6 +398,7 @@ impl std::ops::Add for GmsStats {
             forced_disconnects: a.forced_disconnects + forced_disconnects,
             rounds_failed: a.rounds_failed + rounds_failed,
             catch_ups: a.catch_ups + catch_ups,
+            refreshes: a.refreshes + refreshes,
         }
     }
 }
@@ -493,6 +498,17 @@ pub struct Gms {
     checking: HashMap<Uuid, (Instant, u32)>,
     /// Suspects this member's final check found dead, until a view without them installs.
     dead: HashSet<Uuid>,
+    /// Members of the installed view that said (a heartbeat, a view query) they still hold
+    /// an older view, since when, until they say otherwise or a view installs: such a
+    /// member cannot coordinate or check this view, which it does not have, so the next
+    /// in line does. (Waiting for it left a cluster without a coordinator for good when the
+    /// member in line had missed the last two views and the one that made them died: chaos
+    /// seed 2809.) The coordinator brings members that stay behind forward with a view
+    /// change of their own (see [`Gms::start_round`]).
+    behind: HashMap<Uuid, Instant>,
+    /// When this member last started a view change only to bring members that stayed
+    /// behind forward: at most one per [`Gms::refresh_interval`].
+    refreshed_at: Option<Instant>,
     /// Members found dead that this member heard from since (a message, a heartbeat): the
     /// finding may be stale (see [`Gms::confirm_findings`]).
     heard_since_dead: HashSet<Uuid>,
@@ -555,6 +571,8 @@ impl Gms {
             own_suspicions: HashSet::new(),
             checking: HashMap::new(),
             dead: HashSet::new(),
+            behind: HashMap::new(),
+            refreshed_at: None,
             heard_since_dead: HashSet::new(),
             rechecked: HashSet::new(),
             unresolved_since: None,
@@ -710,6 +728,7 @@ impl Gms {
             self.heard_since_dead.insert(member.uuid());
         }
         if self.in_view(member) {
+            self.note_view_of(now, member, view_id);
             if view_id > self.view_id() {
                 self.catch_up(now);
             }
@@ -887,7 +906,7 @@ impl Gms {
         let successor = self
             .view
             .as_ref()
-            .and_then(|v| v.coordinator_among(|m| !self.dead.contains(&m.uuid())))
+            .and_then(|v| v.coordinator_among(|m| self.in_line(m)))
             .filter(|c| **c != self.me)
             .cloned();
         if let Some(successor) = successor {
@@ -1089,7 +1108,7 @@ impl Gms {
                 promised,
                 installed,
             } => self.on_reject(now, from, base, ballot, promised, installed),
-            GmsMessage::ViewQuery { have } => self.on_view_query(from, have),
+            GmsMessage::ViewQuery { have } => self.on_view_query(now, from, have),
             GmsMessage::CurrentView { decision } => self.on_current_view(now, from, decision),
             GmsMessage::PrepareView { .. }
             | GmsMessage::PrepareAck { .. }
@@ -1262,8 +1281,57 @@ impl Gms {
         let coordinator = self
             .view
             .as_ref()
-            .and_then(|v| v.coordinator_among(|m| !self.dead.contains(&m.uuid())));
+            .and_then(|v| v.coordinator_among(|m| self.in_line(m)));
         matches!(self.role, Role::Member | Role::Leaving { .. }) && coordinator == Some(&self.me)
+    }
+
+    /// True if `member` may coordinate this member's view when the members before it
+    /// cannot: not found dead, and not behind (it holds the view, as far as this member
+    /// knows). This member itself is never behind.
+    fn in_line(&self, member: &MemberId) -> bool {
+        !self.dead.contains(&member.uuid()) && !self.behind.contains_key(&member.uuid())
+    }
+
+    /// Notes which view `member`, of this member's view, says it holds at `now`. A
+    /// coordinator that finds members behind for a whole catch-up patience schedules a
+    /// view change to bring them forward (see [`Gms::lagging`]).
+    fn note_view_of(&mut self, now: Instant, member: &MemberId, its_view: ViewId) {
+        if its_view >= self.view_id() {
+            self.behind.remove(&member.uuid());
+            return;
+        }
+        self.behind.entry(member.uuid()).or_insert(now);
+        if self.lagging(now) && self.round.is_none() && self.coordinating() {
+            self.schedule(now);
+        }
+    }
+
+    /// True if a member of this view has said for longer than a catch-up patience (a
+    /// prepare timeout) that it holds an older view, and no view change was made only for
+    /// such members within the refresh interval. A member behind asks its view's members
+    /// and installs the newest view once members holding a weighted majority of *its* view
+    /// answered with newer ones; when members of that older view have died or left since,
+    /// that majority can never be reached, though the members of the newest view are all
+    /// there (chaos seed 13335: view 3 of four, whose coordinator left in view 4 while two
+    /// members were cut off). A view change from the newest view, in which it votes as
+    /// every member votes on newer bases, brings it forward without trusting anyone.
+    fn lagging(&self, now: Instant) -> bool {
+        let patience = self.config.prepare_timeout;
+        let refreshed_lately = self
+            .refreshed_at
+            .is_some_and(|at| now.saturating_duration_since(at) < self.refresh_interval());
+        !refreshed_lately
+            && self
+                .behind
+                .values()
+                .any(|since| now.saturating_duration_since(*since) >= patience)
+    }
+
+    /// At most one view change per this interval is made only to bring members that stay
+    /// behind forward (four prepare timeouts): a member that can send but not receive
+    /// would otherwise cost a view change at every question it asks.
+    fn refresh_interval(&self) -> Duration {
+        self.config.prepare_timeout * 4
     }
 
     fn schedule(&mut self, now: Instant) {
@@ -1336,8 +1404,16 @@ impl Gms {
             .collect();
         self.join_asked
             .retain(|uuid, _| joiners.iter().any(|j| j.uuid() == *uuid));
-        if leaving.is_empty() && crashed.is_empty() && joiners.is_empty() {
+        let refresh = leaving.is_empty() && crashed.is_empty() && joiners.is_empty();
+        if refresh && !self.lagging(now) {
             return;
+        }
+        if refresh {
+            // Nothing changes but the view id: members that stayed behind vote on it and
+            // install it, as they would any decision they accepted.
+            tracing::info!(view = %base, behind = self.behind.len(), "bringing members that stayed behind forward");
+            self.refreshed_at = Some(now);
+            self.stats.refreshes += 1;
         }
         let tried = self
             .tried
@@ -1906,7 +1982,10 @@ impl Gms {
         }
     }
 
-    fn on_view_query(&mut self, from: &MemberId, _have: ViewId) {
+    fn on_view_query(&mut self, now: Instant, from: &MemberId, have: ViewId) {
+        if self.is_member() && self.in_view(from) {
+            self.note_view_of(now, from, have);
+        }
         if let Some(decision) = self.decided.clone().filter(|_| self.is_member()) {
             self.send(vec![from.clone()], GmsMessage::CurrentView { decision });
         }
@@ -2121,6 +2200,8 @@ impl Gms {
         self.own_suspicions.retain(|uuid| view.contains_uuid(*uuid));
         self.checking.retain(|uuid, _| view.contains_uuid(*uuid));
         self.dead.retain(|uuid| view.contains_uuid(*uuid));
+        // Who holds the new view is learnt anew, from heartbeats and queries.
+        self.behind.clear();
         self.rechecked.clear();
         self.heard_since_dead
             .retain(|uuid| view.contains_uuid(*uuid));
@@ -2303,11 +2384,16 @@ impl Gms {
 
     // ---- failure detection ----
 
-    /// Who runs final checks: the coordinator of the view without the suspects (this member
-    /// never counts itself suspect), so that the successor checks a suspected coordinator.
+    /// Who runs final checks: the coordinator of the view without the suspects and the
+    /// members behind it (this member never counts itself either), so that the successor
+    /// checks a suspected coordinator, and a member that does not hold the view never
+    /// has to check its members.
     fn checker(&self) -> Option<MemberId> {
         let view = self.view.as_ref()?;
-        view.coordinator_among(|m| *m == self.me || !self.suspects.contains_key(&m.uuid()))
+        view.coordinator_among(|m| {
+            *m == self.me
+                || (!self.suspects.contains_key(&m.uuid()) && !self.behind.contains_key(&m.uuid()))
+        })
             .cloned()
     }
 
@@ -3647,6 +3733,90 @@ mod tests {
         // A result nobody asked for is not sent anywhere.
         gms.probe_result(at, &b, &c, CheckOutcome::Alive);
         assert!(gms.poll_output().is_none());
+    }
+
+    #[test]
+    fn a_member_that_stays_behind_is_brought_forward_by_one_more_view_change() {
+        let start = Instant::now();
+        let (mut gms, b, c, at) = view_of_three(start, GmsConfig::default());
+        let three = gms.view().cloned().expect("a view of three");
+        let patience = GmsConfig::default().prepare_timeout;
+        let older = ViewId(three.id().0 - 1);
+        // c says it holds the view before: a moment behind is no reason for a view change.
+        gms.heard_view(at, &c, older);
+        let outputs = run_timers(&mut gms, at, at + patience / 2, &[&b, &c]);
+        assert_eq!(accept_every_proposal(&mut gms, &outputs, &[], at), 0);
+        // Still behind after a whole catch-up patience: the same members, the next id.
+        let later = at + patience + Duration::from_millis(100);
+        gms.heard_view(later, &c, older);
+        let outputs = run_timers(&mut gms, later, later + Duration::from_secs(1), &[&b, &c]);
+        let proposed: Vec<&View> = outputs
+            .iter()
+            .filter_map(|o| match o {
+                Output::Send {
+                    message: GmsMessage::Propose { proposal, .. },
+                    ..
+                } => Some(&proposal.view),
+                _ => None,
+            })
+            .collect();
+        assert!(!proposed.is_empty(), "no view change for a member behind");
+        assert!(
+            proposed
+                .iter()
+                .all(|v| v.id() == ViewId(three.id().0 + 1) && v.members() == three.members()),
+            "{proposed:?}"
+        );
+        let done = later + Duration::from_secs(1);
+        accept_every_proposal(&mut gms, &outputs, &[&b, &c], done);
+        assert_eq!(gms.view().map(View::id), Some(ViewId(three.id().0 + 1)));
+        assert_eq!(gms.stats().refreshes, 1);
+        // Behind again at once (it can send but not hear): no second one within the
+        // refresh interval.
+        gms.heard_view(done, &c, older);
+        let again = done + patience + Duration::from_millis(100);
+        gms.heard_view(again, &c, older);
+        let outputs = run_timers(&mut gms, again, again + Duration::from_secs(1), &[&b, &c]);
+        assert_eq!(accept_every_proposal(&mut gms, &outputs, &[], again), 0);
+        assert_eq!(gms.stats().refreshes, 1);
+    }
+
+    #[test]
+    fn the_next_in_line_coordinates_when_the_coordinator_is_behind() {
+        let now = Instant::now();
+        let (a, _b, _coordinator, mut b_gms, two) = view_of_two(now);
+        let joiner = member(3);
+        let ask = |gms: &mut Gms, at: Instant| {
+            gms.handle_message(
+                at,
+                &joiner,
+                GmsMessage::JoinRequest {
+                    member: joiner.clone(),
+                    credentials: Credentials::default(),
+                },
+            );
+            gms.handle_timeout(at + Duration::from_secs(1));
+            std::iter::from_fn(|| gms.poll_output()).collect::<Vec<Output>>()
+        };
+        // The coordinator holds the view: the joiner is sent to it.
+        b_gms.heard_view(now, &a, two.id());
+        let outputs = ask(&mut b_gms, now);
+        assert!(
+            outputs.iter().any(|o| matches!(o, Output::Send {
+                message: GmsMessage::NotCoordinator { coordinator }, ..
+            } if *coordinator == a)),
+            "{outputs:?}"
+        );
+        // It says it holds an older view: it cannot coordinate this one, so b does, with
+        // phase 1 of a round of its own.
+        b_gms.heard_view(now, &a, ViewId(1));
+        let outputs = ask(&mut b_gms, now + Duration::from_millis(10));
+        assert!(
+            outputs.iter().any(|o| matches!(o, Output::Send {
+                to, message: GmsMessage::Collect { base, .. }
+            } if to.contains(&a) && *base == two.id())),
+            "{outputs:?}"
+        );
     }
 
     #[test]
