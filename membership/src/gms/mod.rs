@@ -48,6 +48,7 @@ mod reachability;
 mod round;
 mod vote;
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -1300,7 +1301,20 @@ impl Gms {
             self.behind.remove(&member.uuid());
             return;
         }
-        self.behind.entry(member.uuid()).or_insert(now);
+        let newly = match self.behind.entry(member.uuid()) {
+            Entry::Vacant(entry) => {
+                entry.insert(now);
+                true
+            }
+            Entry::Occupied(_) => false,
+        };
+        if newly {
+            // This member may be next in line now: it checks the suspects the member
+            // behind would have checked (chaos seed 21020: nobody did), and asks for the
+            // lease if it coordinates.
+            self.run_checks(now);
+            self.lease_tick(now);
+        }
         if self.lagging(now) && self.round.is_none() && self.coordinating() {
             self.schedule(now);
         }
@@ -2394,7 +2408,7 @@ impl Gms {
             *m == self.me
                 || (!self.suspects.contains_key(&m.uuid()) && !self.behind.contains_key(&m.uuid()))
         })
-            .cloned()
+        .cloned()
     }
 
     /// A partition notice is taken from the coordinator of this member's view, or from the
