@@ -419,9 +419,8 @@ fn two_stage_seeds_whose_findings_were_lost_with_a_change_of_checker_converge() 
 /// view that had moved on no longer held a weighted majority of it (some had died or left
 /// since); the coordinator of the newest view now makes one more view change, which they
 /// vote on and install. In 28335 a member removed meanwhile was never told it was out.
-/// One-stage seed 21020 failed with the first of those fixes alone: the member that became
-/// next in line when the one before it turned out to be behind did not check the suspects
-/// that member had been told of, so nobody did.
+/// One-stage seed 21020 failed while a member behind was passed over as the checker too:
+/// the suspects it had been told of were checked by nobody.
 #[test]
 fn two_stage_seeds_whose_members_stayed_behind_converge() {
     for seed in [2809, 4740, 13335, 2814, 3863, 9567, 10494, 11497, 28335] {
