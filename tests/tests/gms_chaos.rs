@@ -578,10 +578,9 @@ fn a_seed_replays_exactly() {
 
 /// 100,000 seeds, on two threads: `cargo test --release -p cohort-tests --test gms_chaos
 /// -- --ignored soak` (CI runs this one; the two-stage soak below still fails on seed
-/// 43780 and runs by hand). It fails on
-/// any broken invariant, agreement (invariants 1-3) and liveness after healing (invariants
-/// 5 and 6) alike, as the 2,000 schedules of the plain tests do; each failing seed is
-/// listed to replay.
+/// 43780 and runs by hand). It fails on any broken invariant, agreement (invariants 1-3)
+/// and liveness after healing (invariants 5 and 6) alike, as the 2,000 schedules of the
+/// plain tests do; each failing seed is listed to replay.
 #[test]
 #[ignore = "a soak of 100,000 seeds, for a release build"]
 fn soak_100_000_random_schedules() {
