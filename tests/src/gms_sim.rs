@@ -147,7 +147,7 @@ impl Sim {
                 Output::Heartbeat { to } => self.heartbeat(i, to),
                 Output::Check { member } => {
                     let (now, outcome) = (self.at(), self.truth(&member));
-                    self.members[i].check_result(now, &member, outcome);
+                    self.members[i].check_result(now, &member, outcome, None);
                 }
                 Output::Probe { member, asker } => {
                     let (now, outcome) = (self.at(), self.truth(&member));

@@ -507,6 +507,13 @@ pub struct Gms {
     /// seed 2809.) The coordinator brings members that stay behind forward with a view
     /// change of their own (see [`Gms::start_round`]).
     behind: HashMap<Uuid, Instant>,
+    /// Members of the installed view whose answer to this member's own final check named
+    /// an older view: alive, but unable to check this view, since their notices name
+    /// another one and are dropped, so [`Gms::checker`] passes them over. Only a fresh
+    /// answer counts, not a heartbeat that may have been overtaken by the view change.
+    /// (Chaos seed 43780: the member in line after a crashed coordinator held view 2 of 4
+    /// and was cleared at every escalation, so the crashed members stayed for good.)
+    checked_behind: HashSet<Uuid>,
     /// When this member last started a view change only to bring members that stayed
     /// behind forward: at most one per [`Gms::refresh_interval`].
     refreshed_at: Option<Instant>,
@@ -573,6 +580,7 @@ impl Gms {
             checking: HashMap::new(),
             dead: HashSet::new(),
             behind: HashMap::new(),
+            checked_behind: HashSet::new(),
             refreshed_at: None,
             heard_since_dead: HashSet::new(),
             rechecked: HashSet::new(),
@@ -813,13 +821,34 @@ impl Gms {
         );
     }
 
-    /// The outcome of a final check asked for with [`Output::Check`].
-    pub fn check_result(&mut self, now: Instant, member: &MemberId, outcome: CheckOutcome) {
+    /// The outcome of a final check asked for with [`Output::Check`], with the view the
+    /// member said it holds if it answered (which [`Gms::heard_view`] is told too).
+    pub fn check_result(
+        &mut self,
+        now: Instant,
+        member: &MemberId,
+        outcome: CheckOutcome,
+        its_view: Option<ViewId>,
+    ) {
+        if let Some(its_view) = its_view {
+            self.heard_view(now, member, its_view);
+        }
         let Some((started, repeats)) = self.checking.remove(&member.uuid()) else {
             return;
         };
         if !self.in_view(member) {
             return;
+        }
+        if outcome == CheckOutcome::Alive
+            && its_view.is_some_and(|v| v < self.view_id())
+            && self.checked_behind.insert(member.uuid())
+        {
+            // It may have been the checker: this member may check in its place now.
+            tracing::info!(
+                ?member,
+                "final check passed, but it is behind this view: it does not check"
+            );
+            self.run_checks(now);
         }
         // A check that failed while this member itself was stalled says more about this
         // member than about the suspect: look again (a few times), as a stalled detector
@@ -1299,6 +1328,7 @@ impl Gms {
     fn note_view_of(&mut self, now: Instant, member: &MemberId, its_view: ViewId) {
         if its_view >= self.view_id() {
             self.behind.remove(&member.uuid());
+            self.checked_behind.remove(&member.uuid());
             return;
         }
         let newly = match self.behind.entry(member.uuid()) {
@@ -2213,6 +2243,7 @@ impl Gms {
         self.dead.retain(|uuid| view.contains_uuid(*uuid));
         // Who holds the new view is learnt anew, from heartbeats and queries.
         self.behind.clear();
+        self.checked_behind.clear();
         self.rechecked.clear();
         self.heard_since_dead
             .retain(|uuid| view.contains_uuid(*uuid));
@@ -2397,12 +2428,18 @@ impl Gms {
 
     /// Who runs final checks: the coordinator of the view without the suspects (this member
     /// never counts itself suspect), so that the successor checks a suspected coordinator.
-    /// A member behind the view is not passed over here: doing so as well lost chaos seed
-    /// 995 its cluster, and left one-stage seed 21020 with suspects nobody checked.
+    /// A member that answered this member's final check from an older view is passed
+    /// over too (`checked_behind`); one that only said so in a heartbeat or a query is
+    /// not: passing those over as well lost chaos seed 995 its cluster, and left one-stage
+    /// seed 21020 with suspects nobody checked.
     fn checker(&self) -> Option<MemberId> {
         let view = self.view.as_ref()?;
-        view.coordinator_among(|m| *m == self.me || !self.suspects.contains_key(&m.uuid()))
-            .cloned()
+        view.coordinator_among(|m| {
+            *m == self.me
+                || (!self.suspects.contains_key(&m.uuid())
+                    && !self.checked_behind.contains(&m.uuid()))
+        })
+        .cloned()
     }
 
     /// A partition notice is taken from the coordinator of this member's view, or from the
@@ -3413,7 +3450,7 @@ mod tests {
         gms.unreachable(at, &other, "ICMP port unreachable");
         assert_eq!(checks(&mut gms), 0);
         // The check passes (the report was forged): more reports soon after are ignored...
-        gms.check_result(at, &other, CheckOutcome::Alive);
+        gms.check_result(at, &other, CheckOutcome::Alive, None);
         run_until(&mut gms, at + Duration::from_millis(500));
         gms.unreachable(at + Duration::from_millis(500), &other, "forged");
         assert_eq!(checks(&mut gms), 0);
@@ -3428,7 +3465,12 @@ mod tests {
         gms.unreachable(at, &member(9), "x");
         assert_eq!(gms.stats().unreachable_suspicions, 2);
         // The second check fails: removed in the next view.
-        gms.check_result(at + Duration::from_secs(3), &other, CheckOutcome::NoAnswer);
+        gms.check_result(
+            at + Duration::from_secs(3),
+            &other,
+            CheckOutcome::NoAnswer,
+            None,
+        );
         run_until(&mut gms, at + Duration::from_millis(3200));
         let view = gms.view().expect("view");
         assert!(!view.contains(&other), "{view}");
@@ -3525,6 +3567,50 @@ mod tests {
     }
 
     #[test]
+    fn a_member_whose_check_found_it_behind_does_not_check_for_the_view() {
+        let now = Instant::now();
+        let (coordinator, b, c, at) = view_of_three(now, GmsConfig::default());
+        let a = coordinator.me.clone();
+        let view = coordinator.view().cloned().expect("view");
+        let mut gms = Gms::new(c.clone(), GmsConfig::default(), Arc::new(AllowAll));
+        gms.join(now, a.clone(), Credentials::default());
+        let decision = Decision {
+            base: ViewId(view.id().0 - 1),
+            ballot: round_0(&a),
+            proposal: Proposal {
+                view: view.clone(),
+                left: Vec::new(),
+                crashed: Vec::new(),
+            },
+        };
+        gms.handle_message(at, &a, GmsMessage::Decide { decision });
+        assert_eq!(gms.view_id(), view.id());
+        let _ = run_timers(&mut gms, at, at + Duration::from_secs(1), &[&a, &b]);
+        let at = at + Duration::from_secs(1);
+        // c suspects the coordinator, then b, its checker, which left it unsettled: c
+        // checks both.
+        gms.suspect(at, &a, "slow".into());
+        gms.suspect(at, &b, "slow".into());
+        let outputs: Vec<Output> = std::iter::from_fn(|| gms.poll_output()).collect();
+        assert_eq!((checks_of(&outputs, &a), checks_of(&outputs, &b)), (1, 1));
+        // b answers, from the view before this one: alive, but its notices would name
+        // another view. c goes on checking a, and keeps what it finds.
+        gms.check_result(at, &b, CheckOutcome::Alive, Some(ViewId(view.id().0 - 1)));
+        gms.check_result(at, &a, CheckOutcome::NoAnswer, None);
+        let outputs = run_timers(&mut gms, at, at + Duration::from_secs(1), &[&b]);
+        assert!(
+            checks_of(&outputs, &a) >= 1,
+            "a is checked again: {outputs:?}"
+        );
+        assert!(
+            !outputs.iter().any(|o| matches!(o, Output::Send {
+                to, message: GmsMessage::Suspect { .. }
+            } if to.contains(&b))),
+            "nothing is handed to a checker behind the view: {outputs:?}"
+        );
+    }
+
+    #[test]
     fn an_unanswered_check_makes_a_member_unreachable_and_an_answer_reachable_again() {
         let now = Instant::now();
         let (mut gms, b, c, at) = view_of_three(now, GmsConfig::default());
@@ -3532,7 +3618,7 @@ mod tests {
         gms.suspect(at, &c, "slow".into());
         let outputs: Vec<Output> = std::iter::from_fn(|| gms.poll_output()).collect();
         assert_eq!(checks_of(&outputs, &c), 1);
-        gms.check_result(at, &c, CheckOutcome::NoAnswer);
+        gms.check_result(at, &c, CheckOutcome::NoAnswer, None);
         let outputs: Vec<Output> = std::iter::from_fn(|| gms.poll_output()).collect();
         let told: Vec<_> = outputs
             .iter()
@@ -3568,7 +3654,7 @@ mod tests {
         );
         assert_eq!(gms.view().map(View::id), Some(view.id()), "no view change");
         // It answers: reachable again, told to the others, no view change.
-        gms.check_result(later, &c, CheckOutcome::Alive);
+        gms.check_result(later, &c, CheckOutcome::Alive, None);
         let outputs: Vec<Output> = std::iter::from_fn(|| gms.poll_output()).collect();
         assert!(outputs.iter().any(|o| matches!(
             o,
@@ -3608,7 +3694,7 @@ mod tests {
         let removal = gms.config.removal_timeout;
         gms.suspect(at, &c, "slow".into());
         while gms.poll_output().is_some() {}
-        gms.check_result(at, &c, CheckOutcome::NoAnswer);
+        gms.check_result(at, &c, CheckOutcome::NoAnswer, None);
         // Every check again fails, 100 ms after it was asked for.
         let mut clock = at;
         let mut seen = LongSilence {
@@ -3625,7 +3711,7 @@ mod tests {
                 match output {
                     Output::Check { member } if *member == c => {
                         let at = clock + Duration::from_millis(100);
-                        gms.check_result(at, &c, CheckOutcome::NoAnswer);
+                        gms.check_result(at, &c, CheckOutcome::NoAnswer, None);
                     }
                     Output::Reachability {
                         to,
@@ -3833,7 +3919,7 @@ mod tests {
         let (mut gms, b, c, at) = view_of_three(now, GmsConfig::default());
         gms.suspect(at, &c, "slow".into());
         while gms.poll_output().is_some() {}
-        gms.check_result(at, &c, CheckOutcome::NoAnswer);
+        gms.check_result(at, &c, CheckOutcome::NoAnswer, None);
         while gms.poll_output().is_some() {}
         let d = member(4);
         gms.handle_message(
@@ -3864,10 +3950,15 @@ mod tests {
         let (mut gms, b, c, at) = view_of_three(now, GmsConfig::default());
         gms.suspect(at, &c, "slow".into());
         while gms.poll_output().is_some() {}
-        gms.check_result(at, &c, CheckOutcome::NoAnswer);
+        gms.check_result(at, &c, CheckOutcome::NoAnswer, None);
         let outputs = run_timers(&mut gms, at, at + Duration::from_millis(600), &[&b]);
         assert_eq!(checks_of(&outputs, &c), 1);
-        gms.check_result(at + Duration::from_millis(600), &c, CheckOutcome::Refused);
+        gms.check_result(
+            at + Duration::from_millis(600),
+            &c,
+            CheckOutcome::Refused,
+            None,
+        );
         gms.handle_timeout(at + Duration::from_millis(650));
         let proposed = std::iter::from_fn(|| gms.poll_output()).any(|o| {
             matches!(
@@ -3942,7 +4033,7 @@ mod tests {
         let checked = std::iter::from_fn(|| gms.poll_output())
             .any(|o| matches!(o, Output::Check { member } if member == other));
         assert!(checked, "the coordinator checks the suspect");
-        gms.check_result(at, &other, CheckOutcome::Out);
+        gms.check_result(at, &other, CheckOutcome::Out, None);
         gms.handle_timeout(at + Duration::from_millis(200));
         let view = gms.view().expect("view");
         assert!(!view.contains(&other), "{view}");

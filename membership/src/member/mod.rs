@@ -775,11 +775,13 @@ impl Driver {
                 }
                 Some((member, outcome, view_id, asker)) = inputs.checks.recv() => {
                     match asker {
-                        Some(asker) => self.gms.probe_result(now(), &asker, &member, outcome),
-                        None => self.gms.check_result(now(), &member, outcome),
-                    }
-                    if let Some(view_id) = view_id {
-                        self.gms.heard_view(now(), &member, view_id);
+                        Some(asker) => {
+                            self.gms.probe_result(now(), &asker, &member, outcome);
+                            if let Some(view_id) = view_id {
+                                self.gms.heard_view(now(), &member, view_id);
+                            }
+                        }
+                        None => self.gms.check_result(now(), &member, outcome, view_id),
                     }
                 }
                 Some((checker, view_id)) = inputs.checked_by.recv() => {

@@ -93,7 +93,7 @@ impl Net {
                     }
                 }
                 Output::Check { member } => {
-                    self.gms[i].check_result(at, &member, CheckOutcome::Alive);
+                    self.gms[i].check_result(at, &member, CheckOutcome::Alive, None);
                 }
                 // The coordinator's lease decides only who believes it coordinates, which
                 // plays no part in a leave.

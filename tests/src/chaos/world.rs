@@ -1364,13 +1364,16 @@ impl Chaos {
                     inbound: inbound.clone(),
                 });
                 match asker {
-                    Some(asker) => self.nodes[to]
+                    Some(asker) => {
+                        let gms = &mut self.nodes[to].gms;
+                        gms.probe_result(now, asker, suspect, *outcome);
+                        if let Some(view_id) = view_id {
+                            gms.heard_view(now, suspect, *view_id);
+                        }
+                    }
+                    None => self.nodes[to]
                         .gms
-                        .probe_result(now, asker, suspect, *outcome),
-                    None => self.nodes[to].gms.check_result(now, suspect, *outcome),
-                }
-                if let Some(view_id) = view_id {
-                    self.nodes[to].gms.heard_view(now, suspect, *view_id);
+                        .check_result(now, suspect, *outcome, *view_id),
                 }
                 Cause::Answer
             }
