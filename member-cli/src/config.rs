@@ -573,7 +573,7 @@ mod tests {
             .member;
         assert_eq!(config.removal_timeout, Duration::ZERO);
         let default = parse(SSL, &dir).expect("valid").member;
-        assert_eq!(default.removal_timeout, Duration::from_secs(4), "lan");
+        assert_eq!(default.removal_timeout, Duration::from_secs(5), "lan");
         std::fs::remove_dir_all(dir).expect("clean up");
     }
 

@@ -114,6 +114,11 @@ impl Detector {
         }
     }
 
+    /// When `uuid`, a watched member, was last heard from (or began to be watched).
+    pub fn last_heard(&self, uuid: Uuid) -> Option<Instant> {
+        self.heard.get(&uuid).copied()
+    }
+
     /// A final check found `uuid` alive: its clock restarts now.
     pub fn cleared(&mut self, uuid: Uuid, now: Instant) {
         if let Some(heard) = self.heard.get_mut(&uuid) {

@@ -95,15 +95,18 @@ pub struct GmsConfig {
     /// How long a watched member may stay silent before it is suspected; heartbeats go out
     /// every fifth of it. Default 1 s.
     pub member_timeout: Duration,
-    /// How long a member whose final check went unanswered stays in the view as
-    /// *unreachable* (a flag and an event at every member, no view change) before it is
-    /// removed; it is checked again every half member timeout (or quarter removal
-    /// timeout, if that is shorter) meanwhile, and one that answers is reachable again.
-    /// Before removing it the checker asks [`INDIRECT_PROBES`] other members to probe it,
-    /// and keeps it if any reaches it ([`MembershipEvent::LinkProblem`]). Positive evidence
-    /// of death (its port refused the check, or it says it is out) removes at once. Zero
-    /// removes at the first unanswered check, without probes.
-    /// Default 4 s, which a stalled process or a VM pause of up to about 5 s outlasts.
+    /// How long a member may stay silent before it is removed, counted from when its
+    /// silence began (a member timeout before the final check that went unanswered, or
+    /// when the checker last heard from it if later). From that check on it is
+    /// *unreachable* (a flag and an event at every member, no view change); it is checked
+    /// again every half member timeout (or quarter removal timeout, if that is shorter)
+    /// meanwhile, and one that answers is reachable again. Once the removal timeout has
+    /// passed the checker asks [`INDIRECT_PROBES`] other members to probe it, and keeps it
+    /// if any reaches it ([`MembershipEvent::LinkProblem`]). Positive evidence of death
+    /// (its port refused the check, or it says it is out) removes at once. Zero removes at
+    /// the first unanswered check, without probes.
+    /// Default 5 s: a silent member is removed about 5.4 s after it fell silent, which a
+    /// stalled process or a VM pause of up to about 5 s outlasts.
     pub removal_timeout: Duration,
     /// Network-partition detection: a coordinator whose view change would leave the
     /// members that answer without a weighted majority shuts its side down instead.
@@ -137,7 +140,7 @@ impl Default for GmsConfig {
             join_timeout: Duration::from_secs(30),
             leave_timeout: Duration::from_secs(5),
             member_timeout: Duration::from_secs(1),
-            removal_timeout: Duration::from_secs(4),
+            removal_timeout: Duration::from_secs(5),
             partition_detection: true,
             max_join_requests_per_second_per_address: 10,
             lease_interval: Duration::from_secs(1) / 3,
@@ -878,7 +881,17 @@ impl Gms {
             return;
         }
         if outcome == CheckOutcome::NoAnswer {
-            match self.reachability.check_failed(now, member) {
+            // Its silence began a member timeout before the check (which a suspicion by
+            // silence waited out), or when this member last heard from it if later: the
+            // removal timeout counts from there, not from this check.
+            let before = started
+                .checked_sub(self.config.member_timeout)
+                .unwrap_or(started);
+            let silent_since = match self.detector.last_heard(member.uuid()) {
+                Some(heard) => before.max(heard.min(started)),
+                None => before,
+            };
+            match self.reachability.check_failed(now, member, silent_since) {
                 AfterSilence::Remove => {}
                 AfterSilence::TimedOut => {
                     self.stats.final_checks_failed += 1;
@@ -1159,6 +1172,7 @@ impl Gms {
         }
         self.lease_tick(now);
         self.recheck_unreachable(now);
+        self.probe_the_long_silent(now);
         self.expire_probes(now);
         if self.catch_up_due.is_some_and(|at| now >= at) {
             self.ask_for_views(now);
@@ -2883,6 +2897,31 @@ impl Gms {
         self.set_flag(now, member, true, self.me.uuid());
     }
 
+    /// Asks others to probe the members found unreachable that have been silent for the
+    /// removal timeout, as soon as that passed (removed at once if there is nobody to
+    /// ask). Findings this member no longer checks are left to the member that does.
+    fn probe_the_long_silent(&mut self, now: Instant) {
+        let timed_out = self.reachability.timed_out(now);
+        if timed_out.is_empty() {
+            return;
+        }
+        if !self.is_member() || self.checker().as_ref() != Some(&self.me) {
+            self.hand_over_findings();
+            return;
+        }
+        for member in timed_out {
+            if !self.in_view(&member) || self.dead.contains(&member.uuid()) {
+                self.reachability.forget(&member);
+            } else if !self.ask_for_probes(now, &member) {
+                tracing::warn!(
+                    ?member,
+                    "unreachable for the removal timeout, and nobody to ask: removing it"
+                );
+                self.found_dead(now, &member);
+            }
+        }
+    }
+
     /// Removes the members whose probe ran out of time with nobody reaching them.
     fn expire_probes(&mut self, now: Instant) {
         for member in self.reachability.expired_probes(now) {
@@ -2937,6 +2976,31 @@ impl Gms {
         self.outputs.push_back(Output::Reachability { to, message });
     }
 
+    /// This member no longer checks (it left the view, or another member checks now): its
+    /// findings go to the member that checks, which checks them for itself (their removal
+    /// timeout starts over there).
+    fn hand_over_findings(&mut self) {
+        let found = self.reachability.stop_checking();
+        let checker = self.checker().filter(|c| *c != self.me);
+        if !self.is_member() || found.is_empty() {
+            return;
+        }
+        if let Some(checker) = checker {
+            tracing::info!(?checker, members = ?found, "handing unreachable members to the checker");
+            let reason = format!(
+                "unreachable from {}, which no longer checks",
+                self.me.name()
+            );
+            self.send(
+                vec![checker],
+                GmsMessage::Suspect {
+                    members: found,
+                    reason,
+                },
+            );
+        }
+    }
+
     /// Checks again the members found unreachable whose recheck is due, while this member
     /// is the checker; one that stopped checking leaves them to the member that checks now.
     fn recheck_unreachable(&mut self, now: Instant) {
@@ -2944,31 +3008,8 @@ impl Gms {
         if due.is_empty() {
             return;
         }
-        if !self.is_member() {
-            self.reachability.stop_checking();
-            return;
-        }
-        let checker = self.checker();
-        if checker.as_ref() != Some(&self.me) {
-            // Another member checks now: it is handed what this one found, which it checks
-            // for itself (its removal timeout starts over).
-            let found = self.reachability.stop_checking();
-            if let Some(checker) = checker
-                && !found.is_empty()
-            {
-                tracing::info!(?checker, members = ?found, "handing unreachable members to the checker");
-                let reason = format!(
-                    "unreachable from {}, which no longer checks",
-                    self.me.name()
-                );
-                self.send(
-                    vec![checker],
-                    GmsMessage::Suspect {
-                        members: found,
-                        reason,
-                    },
-                );
-            }
+        if !self.is_member() || self.checker().as_ref() != Some(&self.me) {
+            self.hand_over_findings();
             return;
         }
         for member in due {
@@ -3751,6 +3792,15 @@ mod tests {
                 }
             }
             // The answers given above produce outputs of their own: looked at next round.
+        }
+        // The last round's answers, too.
+        while let Some(output) = gms.poll_output() {
+            if let Output::Event(MembershipEvent::LinkProblem { member, reached_by }) = output
+                && member == c
+                && reached_by == b
+            {
+                seen.link_problems += 1;
+            }
         }
         if seen.removed_after.is_some() {
             assert!(

@@ -63,7 +63,8 @@ struct Probe {
 #[derive(Debug)]
 struct Found {
     member: MemberId,
-    /// When its first final check went unanswered.
+    /// Since when it has been silent (its first unanswered check counts from when its
+    /// silence began), or since another member last reached it for a probe.
     since: Instant,
     /// When to check it again; `None` while a check runs.
     recheck_at: Option<Instant>,
@@ -103,8 +104,15 @@ impl Reachability {
         self.removal_timeout
     }
 
-    /// The checker's final check of `member` went unanswered at `now`.
-    pub(crate) fn check_failed(&mut self, now: Instant, member: &MemberId) -> AfterSilence {
+    /// The checker's final check of `member` went unanswered at `now`; it has been silent
+    /// since `silent_since` (at most `now`), from which a first finding's removal timeout
+    /// counts.
+    pub(crate) fn check_failed(
+        &mut self,
+        now: Instant,
+        member: &MemberId,
+        silent_since: Instant,
+    ) -> AfterSilence {
         if self.removal_timeout.is_zero() {
             return AfterSilence::Remove;
         }
@@ -126,7 +134,7 @@ impl Reachability {
                     member.uuid(),
                     Found {
                         member: member.clone(),
-                        since: now,
+                        since: silent_since.min(now),
                         recheck_at: Some(now + self.recheck_interval),
                         probe: None,
                     },
@@ -183,6 +191,17 @@ impl Reachability {
         }
     }
 
+    /// Findings silent for the removal timeout at `now` with no probe under way: the
+    /// checker asks others to probe them now, not at the next unanswered recheck, so that
+    /// removal comes within a probe's time of the removal timeout.
+    pub(crate) fn timed_out(&self, now: Instant) -> Vec<MemberId> {
+        self.found
+            .values()
+            .filter(|f| f.probe.is_none() && now >= f.since + self.removal_timeout)
+            .map(|f| f.member.clone())
+            .collect()
+    }
+
     /// Findings whose probe ran out of time at `now` with nobody reaching them.
     pub(crate) fn expired_probes(&self, now: Instant) -> Vec<MemberId> {
         self.found
@@ -220,12 +239,12 @@ impl Reachability {
         due
     }
 
-    /// When the next finding is due for another check.
+    /// When the next finding is due for another check, a probe, or the end of one.
     pub(crate) fn poll_timeout(&self) -> Option<Instant> {
-        let probes = self
-            .found
-            .values()
-            .filter_map(|f| f.probe.as_ref().map(|p| p.deadline));
+        let probes = self.found.values().map(|f| match &f.probe {
+            Some(probe) => probe.deadline,
+            None => f.since + self.removal_timeout,
+        });
         self.found
             .values()
             .filter_map(|f| f.recheck_at)
@@ -294,7 +313,7 @@ mod tests {
     fn a_zero_removal_timeout_removes_at_the_first_failed_check() {
         let mut r = Reachability::new(Duration::ZERO, Duration::from_millis(500));
         assert_eq!(
-            r.check_failed(Instant::now(), &member(1)),
+            r.check_failed(Instant::now(), &member(1), Instant::now()),
             AfterSilence::Remove
         );
         assert_eq!(r.poll_timeout(), None);
@@ -306,20 +325,55 @@ mod tests {
         let mut r = Reachability::new(timeout, interval);
         let (t0, m) = (Instant::now(), member(1));
         assert_eq!(
-            r.check_failed(t0, &m),
+            r.check_failed(t0, &m, t0),
             AfterSilence::Unreachable { newly: true }
         );
         assert_eq!(r.poll_timeout(), Some(t0 + interval));
         assert!(r.due(t0).is_empty());
         assert_eq!(r.due(t0 + interval), vec![m.clone()]);
-        assert_eq!(r.poll_timeout(), None, "being checked: not due again");
+        assert_eq!(
+            r.poll_timeout(),
+            Some(t0 + timeout),
+            "being checked: due next for a probe"
+        );
         let t1 = t0 + interval * 2;
         assert_eq!(
-            r.check_failed(t1, &m),
+            r.check_failed(t1, &m, t1),
             AfterSilence::Unreachable { newly: false }
         );
-        assert_eq!(r.check_failed(t0 + timeout, &m), AfterSilence::TimedOut);
+        assert_eq!(
+            r.check_failed(t0 + timeout, &m, t0 + timeout),
+            AfterSilence::TimedOut
+        );
         assert!(r.is_found(m.uuid()), "kept while others probe it");
+    }
+
+    #[test]
+    fn the_removal_timeout_counts_from_the_silence_and_its_end_is_a_timer() {
+        let (timeout, interval) = (Duration::from_secs(4), Duration::from_millis(500));
+        let mut r = Reachability::new(timeout, interval);
+        let (t0, m) = (Instant::now(), member(1));
+        // Silent since t0, found unreachable 1.4 s later.
+        let found_at = t0 + Duration::from_millis(1400);
+        assert_eq!(
+            r.check_failed(found_at, &m, t0),
+            AfterSilence::Unreachable { newly: true }
+        );
+        assert!(
+            r.timed_out(t0 + timeout - Duration::from_millis(1))
+                .is_empty()
+        );
+        assert_eq!(r.timed_out(t0 + timeout), vec![m.clone()]);
+        // Once a probe runs, its deadline is the timer, and it is not timed out again.
+        let deadline = t0 + timeout + Duration::from_secs(1);
+        r.start_probe(&m, vec![member(2).uuid()], deadline);
+        assert!(r.timed_out(t0 + timeout).is_empty());
+        let _ = r.due(found_at + interval);
+        assert_eq!(r.poll_timeout(), Some(deadline));
+        // A silence said to begin after the check counts from the check.
+        let n = member(3);
+        let _ = r.check_failed(found_at, &n, found_at + timeout);
+        assert_eq!(r.timed_out(found_at + timeout), vec![n.clone()]);
     }
 
     #[test]
@@ -328,13 +382,13 @@ mod tests {
         let mut r = Reachability::new(timeout, interval);
         let (t0, m) = (Instant::now(), member(1));
         let (a, b, stranger) = (member(2).uuid(), member(3).uuid(), member(4).uuid());
-        let _ = r.check_failed(t0, &m);
+        let _ = r.check_failed(t0, &m, t0);
         let t1 = t0 + timeout;
-        assert_eq!(r.check_failed(t1, &m), AfterSilence::TimedOut);
+        assert_eq!(r.check_failed(t1, &m, t1), AfterSilence::TimedOut);
         let deadline = t1 + Duration::from_secs(1);
         r.start_probe(&m, vec![a, b], deadline);
         assert_eq!(
-            r.check_failed(t1 + interval, &m),
+            r.check_failed(t1 + interval, &m, t1 + interval),
             AfterSilence::Unreachable { newly: false },
             "the probe decides, not the next check"
         );
@@ -360,10 +414,13 @@ mod tests {
         assert!(r.expired_probes(deadline).is_empty(), "the probe is over");
         // A new silence of a removal timeout before the next probe.
         assert_eq!(
-            r.check_failed(t1 + interval, &m),
+            r.check_failed(t1 + interval, &m, t1 + interval),
             AfterSilence::Unreachable { newly: false }
         );
-        assert_eq!(r.check_failed(t1 + timeout, &m), AfterSilence::TimedOut);
+        assert_eq!(
+            r.check_failed(t1 + timeout, &m, t1 + timeout),
+            AfterSilence::TimedOut
+        );
         let deadline = t1 + timeout + Duration::from_secs(1);
         r.start_probe(&m, vec![a], deadline);
         assert_eq!(
@@ -371,8 +428,8 @@ mod tests {
             ProbeVerdict::NoneReached
         );
         let (mut other, n) = (Reachability::new(timeout, interval), member(5));
-        let _ = other.check_failed(t0, &n);
-        let _ = other.check_failed(t1, &n);
+        let _ = other.check_failed(t0, &n, t0);
+        let _ = other.check_failed(t1, &n, t1);
         other.start_probe(&n, vec![a], deadline);
         assert!(
             other
@@ -397,10 +454,10 @@ mod tests {
     fn a_member_heard_from_again_starts_over() {
         let mut r = Reachability::new(Duration::from_secs(4), Duration::from_millis(500));
         let (t0, m) = (Instant::now(), member(1));
-        let _ = r.check_failed(t0, &m);
+        let _ = r.check_failed(t0, &m, t0);
         assert!(r.forget(&m));
         assert_eq!(
-            r.check_failed(t0 + Duration::from_secs(5), &m),
+            r.check_failed(t0 + Duration::from_secs(5), &m, t0 + Duration::from_secs(5)),
             AfterSilence::Unreachable { newly: true },
             "the removal timeout counts from the new silence"
         );

@@ -58,15 +58,16 @@ pub struct MemberConfig {
     /// and one answer take a few milliseconds on a LAN, and with the default member timeout
     /// a member gone silent is found unreachable within 1.5 s.
     pub final_check_timeout: Duration,
-    /// How long a member whose final check went unanswered stays in the view as
-    /// *unreachable* before it is removed: every member is told
+    /// How long a member may stay silent before it is removed, counted from when its
+    /// silence began (a member timeout before the final check that went unanswered). From
+    /// that check on it is *unreachable*: every member is told
     /// ([`MembershipEvent::Unreachable`](crate::MembershipEvent::Unreachable),
     /// [`Member::unreachable`](super::Member::unreachable)), the checker checks it again
     /// every half member timeout, and one that answers is reachable again with no view
     /// change; before it is removed, a few other members probe it, and one that any of
     /// them reaches stays (a link problem, not a crash). A check refused by the suspect's
-    /// port (its process is gone) or answered "out" removes at once. Zero removes at the first unanswered check. Default 4 s
-    /// ([`Preset::Lan`]).
+    /// port (its process is gone) or answered "out" removes at once. Zero removes at the
+    /// first unanswered check. Default 5 s ([`Preset::Lan`]).
     pub removal_timeout: Duration,
     /// Network-partition detection (Geode's `enable-network-partition-detection`): a
     /// coordinator whose removals would leave the rest without a strict weighted majority
@@ -131,7 +132,7 @@ impl MemberConfig {
             authenticator: Arc::new(AllowAll),
             member_timeout: Duration::from_secs(1),
             final_check_timeout: Duration::from_millis(400),
-            removal_timeout: Duration::from_secs(4),
+            removal_timeout: Duration::from_secs(5),
             partition_detection: true,
             join_timeout: Duration::from_secs(24),
             leave_timeout: Duration::from_secs(5),
@@ -255,13 +256,13 @@ impl fmt::Debug for MemberConfig {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Preset {
-    /// The default: member timeout 1 s, final check 400 ms, removal timeout 4 s. A crashed
-    /// process whose host answers for its port (ICMP port unreachable) is removed within
-    /// a final check of its silence; a silent or paused member is unreachable after about
-    /// 1.4 s and removed after about 5.4 s, so a pause of up to about 5 s costs nothing
-    /// (serf, measured on the same machine, removed nobody for pauses up to 5 s; memberlist's
-    /// LAN configuration suspects for 4 s at ten members: `SuspicionMult` 4 × log10(n) ×
-    /// `ProbeInterval` 1 s).
+    /// The default: member timeout 1 s, final check 400 ms, removal timeout 5 s (counted
+    /// from the silence). A crashed process whose host answers for its port (ICMP port
+    /// unreachable) is removed within a final check of its silence; a silent or paused
+    /// member is unreachable after about 1.4 s and removed after about 5.4 s, so a pause
+    /// of up to about 5 s costs nothing (serf, measured on the same machine, removed
+    /// nobody for pauses up to 5 s; memberlist's LAN configuration suspects for 5.2 s at
+    /// twenty members: `SuspicionMult` 4 × log10(n) × `ProbeInterval` 1 s).
     #[default]
     Lan,
     /// One stage, as cohort was before the removal timeout: member timeout 1 s, final
@@ -281,7 +282,7 @@ impl Preset {
     fn timing(self) -> (Duration, Duration, Duration) {
         let (ms, s) = (Duration::from_millis, Duration::from_secs);
         match self {
-            Preset::Lan => (s(1), ms(400), s(4)),
+            Preset::Lan => (s(1), ms(400), s(5)),
             Preset::LanFast => (s(1), ms(400), Duration::ZERO),
             Preset::Wan => (s(5), s(3), s(30)),
         }

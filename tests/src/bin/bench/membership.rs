@@ -32,7 +32,7 @@
 //!   answers, so there is no ICMP error and only the heartbeat path can find it (a host
 //!   that lost power or its network). The silenced member is stopped after the
 //!   measurement. With the default preset that is the two stages: unreachable, then the
-//!   removal timeout (4 s), then the indirect probes.
+//!   removal timeout (5 s, counted from the silence), then the indirect probes.
 //! - `membership.silent_to_unreachable.p50`, `.p99` (s): for those same victims, from the
 //!   blackholing until every survivor lists it in `Member::unreachable` (the reversible
 //!   signal).
