@@ -817,8 +817,14 @@ impl Driver {
         self.shared.publish_standing(self.me.uuid(), Standing::Out);
         match (&ending, self.release_timeout) {
             (Ending::ForcedOut { .. }, Some(limit)) => {
-                // Dropping the messenger after the limit stops whatever is left of it.
-                let _ = tokio::time::timeout(limit, self.messenger.shutdown()).await;
+                // What is left of it after the limit is stopped, and its port freed for
+                // the next incarnation.
+                if tokio::time::timeout(limit, self.messenger.shutdown())
+                    .await
+                    .is_err()
+                {
+                    self.messenger.release_port();
+                }
             }
             _ => self.messenger.shutdown().await,
         }

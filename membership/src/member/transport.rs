@@ -61,6 +61,17 @@ macro_rules! each {
 }
 
 impl Transport {
+    /// Stops the messenger at once and frees its port (see
+    /// [`QuicMessenger::release_port`]); the legacy protocol's socket closes with its
+    /// last handle.
+    pub(super) fn release_port(&self) {
+        match self {
+            Transport::Quic(quic) => quic.release_port(),
+            Transport::Bridge(bridge) => bridge.quic().release_port(),
+            Transport::Legacy(_) => {}
+        }
+    }
+
     /// A messenger with the identity of `of` that holds no socket and is shut down: sends
     /// fail with [`SendError::Shutdown`], nothing arrives, its counters stay at zero. A
     /// reconnecting member shows it from the moment its old messenger is released (so that

@@ -464,6 +464,31 @@ impl QuicMessenger {
         self.inner.abort();
     }
 
+    /// Stops this messenger at once, as a crash does, and moves its endpoint off its port,
+    /// which is free to bind again at once: for a member forced out of its cluster that
+    /// gave up waiting for its shutdown and binds its address again under a new identity
+    /// (auto-reconnect). Its closed connections would otherwise hold the port for three
+    /// probe timeouts, which an RTT inflated by a stall makes seconds. What is still queued
+    /// is dropped; what the endpoint still sends, only closing its connections, comes from
+    /// an ephemeral port of the same address.
+    pub fn release_port(&self) {
+        self.inner.abort();
+        let endpoint = &self.inner.shared.endpoint;
+        let Ok(address) = endpoint.local_addr() else {
+            return;
+        };
+        // quinn keeps the previous socket after a rebind until traffic arrives on the new
+        // one, so the endpoint moves twice to let go of this one.
+        for _ in 0..2 {
+            let moved = std::net::UdpSocket::bind(SocketAddr::new(address.ip(), 0))
+                .and_then(|socket| endpoint.rebind(socket));
+            if let Err(error) = moved {
+                tracing::debug!(%address, %error, "the port stays held until the connections drain");
+                return;
+            }
+        }
+    }
+
     /// The legacy protocol's share of this member's socket (for a member that speaks both
     /// during a rolling upgrade); `None` if it was taken already.
     pub fn legacy_port(&self) -> Option<crate::socket::LegacyPort> {
