@@ -818,13 +818,10 @@ impl Driver {
         match (&ending, self.release_timeout) {
             (Ending::ForcedOut { .. }, Some(limit)) => {
                 // What is left of it after the limit is stopped, and its port freed for
-                // the next incarnation.
-                if tokio::time::timeout(limit, self.messenger.shutdown())
-                    .await
-                    .is_err()
-                {
-                    self.messenger.release_port();
-                }
+                // the next incarnation (a shutdown that ended in time may still leave its
+                // connections draining on it).
+                let _ = tokio::time::timeout(limit, self.messenger.shutdown()).await;
+                self.messenger.release_port();
             }
             _ => self.messenger.shutdown().await,
         }
