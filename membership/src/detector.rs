@@ -2,13 +2,24 @@
 //! owned by [`Gms`](crate::Gms), which turns its suspicions into the final-check protocol.
 //!
 //! ```text
-//! view installed ─► ring in view order: each member watches its two neighbours, and sends
-//!                   them heartbeats (so each member is watched by two others)
-//! every heartbeat_interval: tick ─► heartbeats to the neighbours
+//! view installed ─► ring in view order: each member watches its two neighbours and sends
+//!                   heartbeats to its successor (and to its predecessor too where the link
+//!                   between them runs the legacy protocol)
+//! every heartbeat_interval: tick ─► heartbeat to the successor
 //! when a neighbour's silence reaches member_timeout (its own deadline, not the next
 //!   heartbeat tick: up to an interval sooner) ─► suspect
-//! any sign of life (heartbeat datagram, any frame the transport received) ─► heard_from
+//! any sign of life (heartbeat datagram, any frame the transport received, the QUIC
+//!   acknowledgements of this member's own heartbeats) ─► heard_from
 //! ```
+//!
+//! Heartbeats go one way round the ring because QUIC acknowledges every heartbeat
+//! datagram anyway: the successor's acknowledgement, sent by its own runtime within the
+//! acknowledgement delay, is the sign of life the predecessor watches it by, so a
+//! heartbeat back would only double the packets (each of them acknowledged in turn). Each
+//! member still gets a datagram every interval (from its predecessor), which is what draws
+//! the ICMP error from a crashed member's closed port, and is still watched by both
+//! neighbours. The legacy protocol acknowledges nothing, so over a legacy link both
+//! neighbours send heartbeats, as before.
 //!
 //! A neighbour that has not been heard from at all since it became one gets
 //! [`FIRST_CONTACT_FACTOR`] member timeouts instead of one: silence before the first contact
@@ -22,7 +33,7 @@
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use cohort_transport::{MemberId, View};
+use cohort_transport::{MemberId, ProtocolVersion, View};
 use uuid::Uuid;
 
 /// A neighbour never heard from gets this many member timeouts before it is suspected.
@@ -47,6 +58,9 @@ pub struct Detector {
     /// A tick later than scheduled by more than this means this member was paused.
     pause_threshold: Duration,
     neighbours: Vec<MemberId>,
+    /// The neighbours this member sends heartbeats to: the successor, and the predecessor
+    /// over a legacy link.
+    heartbeat_to: Vec<MemberId>,
     heard: HashMap<Uuid, Instant>,
     /// Neighbours heard from at least once since they became neighbours.
     ever_heard: HashSet<Uuid>,
@@ -59,13 +73,15 @@ pub struct Detector {
 
 impl Detector {
     /// A detector that suspects a neighbour after `member_timeout` of silence and sends
-    /// heartbeats every `member_timeout / 5`.
+    /// heartbeats every `member_timeout / 5` (each member gets one from its predecessor that
+    /// often, so a crashed member's closed port is found within an interval).
     pub fn new(member_timeout: Duration) -> Self {
         Detector {
             member_timeout,
             interval: member_timeout / 5,
             pause_threshold: member_timeout / 4,
             neighbours: Vec::new(),
+            heartbeat_to: Vec::new(),
             heard: HashMap::new(),
             ever_heard: HashSet::new(),
             reported: HashSet::new(),
@@ -88,6 +104,7 @@ impl Detector {
     /// now; members that stay watched keep their clocks.
     pub fn view_installed(&mut self, now: Instant, view: &View, me: &MemberId) {
         self.neighbours = neighbours(view, me);
+        self.heartbeat_to = heartbeat_recipients(&self.neighbours, me);
         let watched: HashSet<Uuid> = self.neighbours.iter().map(MemberId::uuid).collect();
         self.heard.retain(|uuid, _| watched.contains(uuid));
         self.ever_heard.retain(|uuid| watched.contains(uuid));
@@ -171,6 +188,7 @@ impl Detector {
     pub fn stop(&mut self) {
         self.next_tick = None;
         self.neighbours.clear();
+        self.heartbeat_to.clear();
         self.heard.clear();
         self.ever_heard.clear();
     }
@@ -186,7 +204,7 @@ impl Detector {
         let mut tick = Tick::default();
         if now >= heartbeat {
             self.next_tick = Some(now + self.interval);
-            tick.heartbeat_to = self.neighbours.clone();
+            tick.heartbeat_to = self.heartbeat_to.clone();
         }
         if now.saturating_duration_since(due) > self.pause_threshold {
             tick.paused = true;
@@ -210,7 +228,21 @@ impl Detector {
     }
 }
 
-/// The members next to `me` in view order, wrapping around: two, or one in a view of two.
+/// Whom `me` sends heartbeats to, of its `neighbours` (successor first, as [`neighbours`]
+/// returns them): the successor, and the predecessor if either of the two speaks the legacy
+/// protocol, whose links acknowledge nothing (see the module docs).
+fn heartbeat_recipients(neighbours: &[MemberId], me: &MemberId) -> Vec<MemberId> {
+    let legacy = |m: &MemberId| m.version() < ProtocolVersion::QUIC;
+    neighbours
+        .iter()
+        .enumerate()
+        .filter(|(i, m)| *i == 0 || legacy(me) || legacy(m))
+        .map(|(_, m)| m.clone())
+        .collect()
+}
+
+/// The members next to `me` in view order, wrapping around: the successor, then the
+/// predecessor; one in a view of two.
 fn neighbours(view: &View, me: &MemberId) -> Vec<MemberId> {
     let members = view.members();
     let Some(at) = members.iter().position(|m| m == me) else {
@@ -254,6 +286,31 @@ mod tests {
     }
 
     #[test]
+    fn heartbeats_go_to_the_successor_and_over_a_legacy_link_to_the_predecessor_too() {
+        let (view, m) = ring(4);
+        let successor_only = heartbeat_recipients(&neighbours(&view, &m[1]), &m[1]);
+        assert_eq!(successor_only, vec![m[2].clone()]);
+        // The legacy protocol acknowledges nothing: both ends of a legacy link heartbeat.
+        let mut members = m.clone();
+        members[0] = members[0].clone().with_version(ProtocolVersion::LEGACY);
+        let view = View::new(ViewId(2), members.clone());
+        let after_old = heartbeat_recipients(&neighbours(&view, &members[1]), &members[1]);
+        assert_eq!(after_old, vec![members[2].clone(), members[0].clone()]);
+        let old = heartbeat_recipients(&neighbours(&view, &members[0]), &members[0]);
+        assert_eq!(old, vec![members[1].clone(), members[3].clone()]);
+        // In a view of two, each is the other's successor.
+        let (view, m) = ring(2);
+        assert_eq!(
+            heartbeat_recipients(&neighbours(&view, &m[0]), &m[0]),
+            vec![m[1].clone()]
+        );
+        assert_eq!(
+            heartbeat_recipients(&neighbours(&view, &m[1]), &m[1]),
+            vec![m[0].clone()]
+        );
+    }
+
+    #[test]
     fn silence_for_the_member_timeout_is_suspected_once_and_a_sign_of_life_clears_it() {
         let timeout = Duration::from_millis(1000);
         let (view, m) = ring(3);
@@ -269,7 +326,7 @@ mod tests {
             detector.heard_from(m[2].uuid(), now);
             let tick = detector.tick(now);
             assert!(!tick.paused);
-            assert_eq!(tick.heartbeat_to.len(), 2);
+            assert_eq!(tick.heartbeat_to, vec![m[1].clone()]);
             suspected.extend(tick.suspects.into_iter().map(|s| (now - start, s)));
             now += detector.interval();
         }

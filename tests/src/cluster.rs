@@ -261,6 +261,49 @@ impl Cluster {
         }
     }
 
+    /// Waits until heartbeats flow between node `name` and the ring neighbours that watch
+    /// it, in the view `name` holds now: since this call its successor received a datagram
+    /// from it, and it received one from its predecessor (whose QUIC acknowledgement is the
+    /// predecessor's sign of life from it). An error names the flow that never came.
+    pub async fn heartbeats_flowing(&self, name: &str, limit: Duration) -> Result<(), String> {
+        let view = self.member(name).view();
+        let members = view.members();
+        let me = self.member(name).id().clone();
+        let at = members
+            .iter()
+            .position(|m| *m == me)
+            .ok_or_else(|| format!("{name} is not in its own view {view}"))?;
+        let n = members.len();
+        if n == 1 {
+            return Ok(());
+        }
+        let successor = members[(at + 1) % n].name().to_owned();
+        let predecessor = members[(at + n - 1) % n].name().to_owned();
+        // (receiver, sender) of each heartbeat to wait for.
+        let flows = [
+            (successor.clone(), name.to_owned()),
+            (name.to_owned(), predecessor.clone()),
+        ];
+        let received = |(receiver, sender): &(String, String)| {
+            let sender = self.member(sender).id().clone();
+            self.member(receiver)
+                .messenger()
+                .peer_stats(&sender)
+                .map_or(0, |s| s.datagrams_received)
+        };
+        let baseline: Vec<u64> = flows.iter().map(received).collect();
+        let deadline = tokio::time::Instant::now() + limit;
+        while !flows.iter().zip(&baseline).all(|(f, b)| received(f) > *b) {
+            if tokio::time::Instant::now() >= deadline {
+                return Err(format!(
+                    "heartbeats never flowed {predecessor} → {name} → {successor} within {limit:?}"
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Ok(())
+    }
+
     /// The running node `name`. Panics if there is none.
     pub fn member(&self, name: &str) -> &Member {
         self.nodes

@@ -4,7 +4,8 @@
 //! ```text
 //! Gms::poll_output ─┬─ Send      ─► delivered after 0.2–2.2 ms (seeded), counted
 //!                   ├─ Lease     ─► delivered the same way to handle_lease, counted apart
-//!                   ├─ Heartbeat ─► heard_from at once on every live recipient (not counted)
+//!                   ├─ Heartbeat ─► heard_from at once on every live recipient, and
+//!                   │               its acknowledgement at once at the sender (not counted)
 //!                   ├─ Check     ─► answered at once with the truth (`dead[i]`: its
 //!                   │               port refuses; out of the cluster: out; else alive)
 //!                   └─ Event     ─► invariants checked, then kept
@@ -191,7 +192,8 @@ impl Sim {
         }
     }
 
-    /// Heartbeats only move clocks forward; they arrive at once at live recipients.
+    /// Heartbeats only move clocks forward; they arrive at once at live recipients, whose
+    /// acknowledgements (as QUIC sends them) arrive at once back at the sender.
     fn heartbeat(&mut self, i: usize, to: Vec<MemberId>) {
         let now = self.at();
         let from = self.id(i);
@@ -200,6 +202,7 @@ impl Sim {
                 && !self.dead[j]
             {
                 self.members[j].heard_from(&from, now);
+                self.members[i].heard_from(&recipient, now);
             }
         }
     }

@@ -60,41 +60,14 @@ fn reconnected(event: &MembershipEvent) -> Option<(MemberId, MemberId, String)> 
     }
 }
 
-/// Waits (bounded) until every running node's ring neighbours (the members that watch it)
-/// have received its heartbeats: a member never heard from gets five member timeouts of
-/// grace (its connection may still be queued), and these scenarios are about the ordinary
-/// case.
+/// Waits (bounded) until heartbeats flow between every running node and its ring
+/// neighbours (the members that watch it): a member never heard from gets five member
+/// timeouts of grace (its connection may still be queued), and these scenarios are about
+/// the ordinary case.
 async fn heartbeats_flowing(cluster: &Cluster) {
-    let deadline = Instant::now() + PATIENCE;
     for name in cluster.running() {
-        let me = cluster.member(&name).id().clone();
-        let view = cluster.member(&name).view();
-        let members = view.members();
-        let Some(at) = members.iter().position(|m| *m == me) else {
-            panic!("{name} is not in its own view {view}");
-        };
-        let n = members.len();
-        let watchers: Vec<String> = [(at + 1) % n, (at + n - 1) % n]
-            .into_iter()
-            .map(|i| members[i].name().to_owned())
-            .filter(|w| *w != name)
-            .collect();
-        loop {
-            let flowing = watchers.iter().all(|w| {
-                cluster
-                    .member(w)
-                    .messenger()
-                    .peer_stats(&me)
-                    .is_some_and(|s| s.datagrams_received > 0)
-            });
-            if flowing {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{name}'s heartbeats never reached {watchers:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
+        if let Err(error) = cluster.heartbeats_flowing(&name, PATIENCE).await {
+            panic!("{error}");
         }
     }
 }

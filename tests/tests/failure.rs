@@ -43,39 +43,12 @@ impl Readings for EventLog {
     }
 }
 
-/// Waits until the ring neighbours of `name` (the members that watch it) have received
-/// its heartbeats: a member never heard from gets a longer grace (its connection may still
-/// be queued), and these tests measure the ordinary case.
+/// Waits until heartbeats flow between `name` and its ring neighbours (the members that
+/// watch it): a member never heard from gets a longer grace (its connection may still be
+/// queued), and these tests measure the ordinary case.
 async fn heartbeats_flowing(cluster: &Cluster, name: &str) {
-    let victim = cluster.member(name).id().clone();
-    let view = cluster.member(name).view();
-    let members = view.members();
-    let at = members
-        .iter()
-        .position(|m| *m == victim)
-        .expect("in its view");
-    let n = members.len();
-    let watchers: Vec<String> = [(at + 1) % n, (at + n - 1) % n]
-        .into_iter()
-        .map(|i| members[i].name().to_owned())
-        .collect();
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        let flowing = watchers.iter().all(|w| {
-            cluster
-                .member(w)
-                .messenger()
-                .peer_stats(&victim)
-                .is_some_and(|s| s.datagrams_received > 0)
-        });
-        if flowing {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{name}'s heartbeats never reached {watchers:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
+    if let Err(error) = cluster.heartbeats_flowing(name, PATIENCE).await {
+        panic!("{error}");
     }
 }
 
@@ -223,7 +196,8 @@ async fn a_member_whose_process_ends_is_removed_well_inside_the_member_timeout()
     let mut recorder = EventLog::new(&cluster);
     cluster.end_process("doomed").await;
     let survivors = cluster.running();
-    // Heartbeats to it go out every fifth of the member timeout and are refused at once.
+    // Its predecessor's heartbeats go out every fifth of the member timeout and are refused
+    // at once.
     let took = until_removed(&cluster, &survivors, &victim, timeout / 2).await;
     println!("process end to removal at every survivor: {took:?} (member timeout {timeout:?})");
     let suspected_for_icmp = recorder.collect().iter().any(|(_, e)| {

@@ -65,24 +65,11 @@ async fn a_member_removed_while_cut_off_learns_of_it_from_a_check_naming_a_newer
     let cut = cluster.member("member-3");
     let old = cut.id().clone();
     let mut events = cut.events();
-    // Its ring neighbours (its watchers) have heard it, so that they suspect it within one
-    // member timeout: a member never heard from gets five.
-    let members = view.members();
-    let at = members.iter().position(|m| *m == old).expect("in its view");
-    let watchers = [
-        members[(at + 1) % members.len()].name(),
-        members[(at + members.len() - 1) % members.len()].name(),
-    ];
-    wait_until("member-3's heartbeats arrive", PATIENCE, || {
-        watchers.iter().all(|w| {
-            cluster
-                .member(w)
-                .messenger()
-                .peer_stats(&old)
-                .is_some_and(|s| s.datagrams_received > 0)
-        })
-    })
-    .await;
+    // Heartbeats flow between it and its ring neighbours (its watchers), so that they
+    // suspect it within one member timeout: a member never heard from gets five.
+    if let Err(error) = cluster.heartbeats_flowing("member-3", PATIENCE).await {
+        panic!("{error}");
+    }
 
     cluster.cut_off("member-3");
     let others = ["locator-1", "member-1", "member-2"];

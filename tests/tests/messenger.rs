@@ -510,3 +510,53 @@ async fn an_alert_larger_than_a_datagram_travels_reliably_on_bulk() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+/// Heartbeats go one way round the ring: the member that sends them watches its successor
+/// by the QUIC acknowledgements alone. `last_heard` advances after each datagram `a` sends
+/// though `b` sends `a` nothing of its own, and never to a moment later than the look
+/// that found the acknowledgement.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledgements_of_datagrams_count_as_signs_of_life() {
+    init_tracing();
+    let ca = TestCa::new();
+    let a = spawn_member(&ca, "a");
+    let b = spawn_member(&ca, "b");
+    install_view(1, &[&a, &b]);
+    let (to_a, to_b) = (a.local_member().clone(), b.local_member().clone());
+    let beat = |i: u64| numbered("a", "heartbeat", i, 8);
+    // A reliable message makes the connection (the first datagram to a member without one
+    // is dropped); once it is acknowledged, b has nothing left to say.
+    let mut sub = b.subscribe::<Numbered>().expect("subscribe");
+    a.send(&beat(0), Priority::High, std::slice::from_ref(&to_b))
+        .expect("send");
+    receive(&mut sub, 1, PATIENCE).await;
+    wait_until("the message is acknowledged", PATIENCE, || {
+        a.peer_stats(&to_b)
+            .is_some_and(|s| s.unacked_frames == 0 && s.queued_frames == 0)
+    })
+    .await;
+    let sent_by_b = || {
+        b.peer_stats(&to_a)
+            .map(|s| (s.frames_sent, s.datagrams_sent))
+    };
+    let before = sent_by_b();
+    for i in 1..=5 {
+        let looked = tokio::time::Instant::now();
+        // The look before the send, as the detector makes before each heartbeat.
+        let _ = a.last_heard(&to_b);
+        a.send_datagram(&beat(i), std::slice::from_ref(&to_b))
+            .expect("send");
+        wait_until("the acknowledgement counts", PATIENCE, || {
+            a.last_heard(&to_b).is_some_and(|at| at >= looked)
+        })
+        .await;
+        let heard = a.last_heard(&to_b).expect("heard");
+        assert!(
+            heard <= tokio::time::Instant::now(),
+            "never later than the truth"
+        );
+    }
+    assert_eq!(before, sent_by_b(), "b sent a nothing of its own meanwhile");
+    a.shutdown().await;
+    b.shutdown().await;
+}

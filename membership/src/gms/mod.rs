@@ -728,8 +728,8 @@ impl Gms {
     }
 
     /// `member` says (in a heartbeat, or in a final check it asked of this member or
-    /// answered for it) that it has installed view `view_id`. A member of this
-    /// view with a newer one means this member missed a view change: it asks for it. A
+    /// answered for it) that it has installed view `view_id`. Anyone with a newer one
+    /// means this member missed a view change: it asks this view's members for it. A
     /// sender outside the view with an older one was removed, perhaps while cut off: it is
     /// told that it is behind, so that it asks (at most once a second per address).
     pub fn heard_view(&mut self, now: Instant, member: &MemberId, view_id: ViewId) {
@@ -744,6 +744,14 @@ impl Gms {
             if view_id > self.view_id() {
                 self.catch_up(now);
             }
+        } else if view_id > self.view_id() {
+            // A member this view lacks holds a newer one that has this member in it (it
+            // heartbeats or checks this member): this member missed a view. Heartbeats go
+            // one way round the ring, so a member that missed the view its new predecessor
+            // joined in hears of it first from that newcomer (chaos seeds 34403 and 87726,
+            // two-stage). Catching up asks this view's own members, so the claim is only a
+            // hint, and catch-ups are rate-limited.
+            self.catch_up(now);
         } else if view_id < self.view_id() && view_id > ViewId(0) {
             self.hint_newer_view(now, member, view_id);
         }

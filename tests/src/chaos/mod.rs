@@ -15,7 +15,9 @@
 //! Gms::poll_timeout ─► queue: Timer (stale once the member moves its deadline)
 //!
 //! queue, earliest first ─► Arrive at a running member: handle_message / handle_lease /
-//!                          heard_from / check_result / heard_view ─► drain its outputs
+//!                          heard_from / check_result / heard_view ─► drain its outputs;
+//!                          a heartbeat taken transmits its acknowledgement back (Acked:
+//!                          heard_from at the sender, dated when the heartbeat was sent)
 //!                          at a paused member: held in its inbox; crashed, stopped: lost
 //!                      ─► Timer of a running member: handle_timeout ─► drain
 //!                      ─► Resume: held timer and held arrivals queued at this instant

@@ -42,6 +42,8 @@ const DRAW_RESUME: u64 = 6;
 const DRAW_LEASE: u64 = 7;
 /// Reachability notices likewise, for the same reason.
 const DRAW_REACHABILITY: u64 = 8;
+/// The QUIC acknowledgements of heartbeats likewise.
+const DRAW_ACK: u64 = 9;
 
 /// Timing and fault knobs of the simulated world.
 #[derive(Clone, Debug)]
@@ -342,6 +344,17 @@ enum Inbound {
         from: usize,
         /// The view the sender held when it sent it, as a `Heartbeat` datagram says.
         view_id: ViewId,
+        /// When it was sent: its acknowledgement counts as a sign of life from then.
+        sent: Instant,
+    },
+    /// The QUIC acknowledgement of a heartbeat, sent by the recipient's runtime as it takes
+    /// the heartbeat (so not while it is paused), back over the reverse link.
+    Acked {
+        from: usize,
+        /// When the acknowledged heartbeat was sent: the messenger records an
+        /// acknowledgement as heard at its last look before it arrived, and it looks just
+        /// before each heartbeat it sends.
+        heartbeat_sent: Instant,
     },
     Lease {
         from: usize,
@@ -655,7 +668,7 @@ impl Chaos {
         }
         let before = self.queue.len();
         self.queue.retain(|_, event| {
-            !matches!(event, Event::Arrive { inbound: Inbound::Message { from, .. } | Inbound::Heartbeat { from, .. } | Inbound::Lease { from, .. } | Inbound::Reachability { from, .. } | Inbound::Checked { by: from, .. }, .. } if *from == i)
+            !matches!(event, Event::Arrive { inbound: Inbound::Message { from, .. } | Inbound::Heartbeat { from, .. } | Inbound::Acked { from, .. } | Inbound::Lease { from, .. } | Inbound::Reachability { from, .. } | Inbound::Checked { by: from, .. }, .. } if *from == i)
         });
         let lost = before - self.queue.len();
         self.note(format!("{lost} of its transmissions in flight are lost"));
@@ -1315,10 +1328,27 @@ impl Chaos {
                     .handle_message(now, &from_id, message.clone());
                 Cause::Message(*from)
             }
-            Inbound::Heartbeat { from, view_id } => {
+            Inbound::Heartbeat {
+                from,
+                view_id,
+                sent,
+            } => {
                 let from_id = self.id(*from);
                 self.nodes[to].gms.heard_from(&from_id, now);
                 self.nodes[to].gms.heard_view(now, &from_id, *view_id);
+                let ack = Inbound::Acked {
+                    from: to,
+                    heartbeat_sent: *sent,
+                };
+                self.transmit(to, *from, ack);
+                Cause::Message(*from)
+            }
+            Inbound::Acked {
+                from,
+                heartbeat_sent,
+            } => {
+                let from_id = self.id(*from);
+                self.nodes[to].gms.heard_from(&from_id, *heartbeat_sent);
                 Cause::Message(*from)
             }
             Inbound::Lease { from, message } => {
@@ -1530,8 +1560,14 @@ impl Chaos {
     fn heartbeat(&mut self, i: usize, to: &[MemberId]) {
         let recipients: Vec<usize> = to.iter().filter_map(|m| self.index_of(m)).collect();
         let view_id = self.nodes[i].gms.view().map_or(ViewId(0), View::id);
+        let sent = self.at();
         for j in recipients {
-            self.transmit(i, j, Inbound::Heartbeat { from: i, view_id });
+            let heartbeat = Inbound::Heartbeat {
+                from: i,
+                view_id,
+                sent,
+            };
+            self.transmit(i, j, heartbeat);
         }
     }
 
@@ -1559,6 +1595,7 @@ impl Chaos {
         let tag = match inbound {
             Inbound::Lease { .. } => DRAW_LEASE,
             Inbound::Reachability { .. } => DRAW_REACHABILITY,
+            Inbound::Acked { .. } => DRAW_ACK,
             _ => DRAW_LINK,
         };
         let n = self.next_draw(tag, from, to);
@@ -1916,12 +1953,16 @@ impl Chaos {
             ),
             Traced::Took {
                 to,
-                inbound: Inbound::Heartbeat { from, view_id },
+                inbound: Inbound::Heartbeat { from, view_id, .. },
             } => format!(
                 "{} heard {} (view {view_id})",
                 self.name(*to),
                 self.name(*from)
             ),
+            Traced::Took {
+                to,
+                inbound: Inbound::Acked { from, .. },
+            } => format!("{} acknowledged by {}", self.name(*to), self.name(*from)),
             Traced::Took {
                 to,
                 inbound: Inbound::Lease { from, message },

@@ -577,9 +577,11 @@ impl QuicMessenger {
         })
     }
 
-    /// When anything (a frame on any stream, or a datagram) last arrived from `member`;
-    /// `None` if nothing has yet, or the messenger keeps no state for it. The failure
-    /// detector counts every arrival as a sign of life, not only heartbeats.
+    /// When anything (a frame on any stream, a datagram, or a QUIC acknowledgement of what
+    /// this member sent it) last arrived from `member`; `None` if nothing has yet, or the
+    /// messenger keeps no state for it. The failure detector counts every arrival as a
+    /// sign of life, not only heartbeats. Acknowledgements are counted at each call and
+    /// dated at the call before (see the failure detector's one-way heartbeats).
     pub fn last_heard(&self, member: &MemberId) -> Option<tokio::time::Instant> {
         let peer = lock(&self.inner.peers).get(&member.uuid())?.peer.clone();
         peer.last_heard()

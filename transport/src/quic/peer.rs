@@ -121,6 +121,8 @@ pub(crate) struct Peer {
     /// When anything (frame or datagram) last arrived from the peer, in nanoseconds after
     /// `created` plus one (0: never). An atomic, not a lock: every received frame sets it.
     heard: AtomicU64,
+    /// The peer's QUIC acknowledgements counted so far, for [`Peer::last_heard`].
+    acks: Mutex<AckWatch>,
     /// When the peer was last seen in the view (installed or prepared), in the same
     /// units as `heard`: a peer outside the view is forgotten once it has been neither
     /// heard nor in the view for `outside_view_peer_timeout`.
@@ -130,6 +132,16 @@ pub(crate) struct Peer {
     /// `usize::MAX` until it said so, or if its build predates saying so.
     frame_limits: [AtomicUsize; 4],
     pub(crate) counters: PeerCounters,
+}
+
+/// How many ACK frames the current connection had received from the peer when
+/// [`Peer::last_heard`] last looked, and when that was.
+#[derive(Default)]
+struct AckWatch {
+    /// The connection's `stable_id`: counts restart with each connection.
+    connection: usize,
+    acks: u64,
+    looked: Option<Instant>,
 }
 
 /// What a forgotten peer leaves behind, so that talking to it again later starts where
@@ -191,6 +203,7 @@ impl Peer {
             ack_wake: Notify::new(),
             backlogged: AtomicBool::new(false),
             heard: AtomicU64::new(0),
+            acks: Mutex::new(AckWatch::default()),
             in_view: AtomicU64::new(0),
             created: Instant::now(),
             frame_limits: [usize::MAX; 4].map(AtomicUsize::new),
@@ -363,9 +376,38 @@ impl Peer {
         self.heard.store(self.now_mark(), Ordering::Relaxed);
     }
 
-    /// When something last arrived from the peer.
+    /// When something last arrived from the peer: a frame, a datagram, or an
+    /// acknowledgement of what this member sent it.
     pub(crate) fn last_heard(&self) -> Option<Instant> {
+        self.note_acknowledgements();
         self.instant(self.heard.load(Ordering::Relaxed))
+    }
+
+    /// QUIC acknowledgements are signs of life too: the peer's own runtime sends them,
+    /// within its acknowledgement delay of each heartbeat datagram this member sends it.
+    /// The connection only counts them, so an increase since the last look says one
+    /// arrived after that look, and that moment is what is recorded: never later than the
+    /// truth. Looks come at least once per heartbeat (before each one is sent), so the
+    /// acknowledgement of a heartbeat counts from about when that heartbeat left.
+    fn note_acknowledgements(&self) {
+        let Some(link) = self.link() else {
+            return;
+        };
+        let acks = link.conn.stats().frame_rx.acks;
+        let connection = link.conn.stable_id();
+        let now = Instant::now();
+        let mut watch = lock(&self.acks);
+        if watch.connection == connection
+            && acks > watch.acks
+            && let Some(looked) = watch.looked
+        {
+            self.heard.fetch_max(self.mark(looked), Ordering::Relaxed);
+        }
+        *watch = AckWatch {
+            connection,
+            acks,
+            looked: Some(now),
+        };
     }
 
     /// Records that the peer is in the view (installed or prepared) just now.
@@ -394,7 +436,12 @@ impl Peer {
     /// Now, as a mark for `heard` or `in_view`: nanoseconds after `created`, plus one
     /// (0 means never).
     fn now_mark(&self) -> u64 {
-        u64::try_from(self.created.elapsed().as_nanos()).unwrap_or(u64::MAX - 1) + 1
+        self.mark(Instant::now())
+    }
+
+    fn mark(&self, at: Instant) -> u64 {
+        let since = at.saturating_duration_since(self.created);
+        u64::try_from(since.as_nanos()).unwrap_or(u64::MAX - 1) + 1
     }
 
     fn instant(&self, mark: u64) -> Option<Instant> {

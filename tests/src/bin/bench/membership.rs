@@ -20,8 +20,8 @@
 //!   settling period, then each repetition is one window: UDP payload bytes every member
 //!   handed to the kernel (`SocketStats::bytes_sent`), summed, per member per second.
 //! - `membership.crash_to_removal.p50`, `.p99` (s): in that cluster of 20, one member at a
-//!   time (never the locator, which coordinates) crashes, once its ring neighbours have
-//!   heard heartbeats from it since the current view; from the crash until every
+//!   time (never the locator, which coordinates) crashes, once heartbeats flow
+//!   between it and its ring neighbours since the current view; from the crash until every
 //!   survivor's view lacks it. A replacement then joins, the 20 agree again, and the next
 //!   victim is further round the ring. The crash is `Member::kill`: nothing more goes out,
 //!   every task ends, and the port refuses datagrams as a dead process's closed port does
@@ -512,49 +512,17 @@ fn pick_victim(cluster: &Cluster, k: usize) -> Result<String, String> {
     Ok(candidates[(7 * k + 3) % candidates.len()].name().to_owned())
 }
 
-/// Waits until both ring neighbours of `name` (the members that watch it) have received
-/// a heartbeat from it since now, i.e. under the current view, then for one more heartbeat
-/// interval so that their detectors have taken it in. A neighbour never heard from gets
-/// five member timeouts of grace by design; this suite measures the ordinary case.
+/// Waits until heartbeats flow both ways between `name` and its ring neighbours (the
+/// members that watch it) since now, i.e. under the current view: its successor received
+/// one from it, and it received one from its predecessor (whose QUIC acknowledgement is
+/// the predecessor's sign of life from it). Then waits one more heartbeat interval so that
+/// their detectors have taken it in. A neighbour never heard from gets five member timeouts
+/// of grace by design; this suite measures the ordinary case.
 async fn heartbeats_flowing(cluster: &Cluster, name: &str) -> Result<(), String> {
-    let victim = cluster.member(name).id().clone();
-    let watchers = ring_neighbours(&cluster.member(name).view(), &victim)?;
-    let received = |watcher: &str| {
-        cluster
-            .member(watcher)
-            .messenger()
-            .peer_stats(&victim)
-            .map_or(0, |s| s.datagrams_received)
-    };
-    let baseline: Vec<u64> = watchers.iter().map(|w| received(w)).collect();
-    let deadline = Instant::now() + LIMIT;
-    while !watchers
-        .iter()
-        .zip(&baseline)
-        .all(|(w, b)| received(w) > *b)
-    {
-        if Instant::now() >= deadline {
-            return Err(format!("{name}'s heartbeats never reached {watchers:?}"));
-        }
-        tokio::time::sleep(POLL).await;
-    }
+    cluster.heartbeats_flowing(name, LIMIT).await?;
     let interval = cluster.config("probe", MemberKind::Member).member_timeout / 5;
     tokio::time::sleep(interval).await;
     Ok(())
-}
-
-/// The names of the members before and after `member` in `view`'s ring.
-fn ring_neighbours(view: &View, member: &MemberId) -> Result<Vec<String>, String> {
-    let members = view.members();
-    let at = members
-        .iter()
-        .position(|m| m == member)
-        .ok_or_else(|| format!("{} is not in its own view", member.name()))?;
-    let n = members.len();
-    Ok([(at + 1) % n, (at + n - 1) % n]
-        .into_iter()
-        .map(|i| members[i].name().to_owned())
-        .collect())
 }
 
 /// Waits until every running node holds the same view of `size` members; returns it.
