@@ -252,7 +252,7 @@ impl fmt::Debug for MemberConfig {
 
 /// Failure-detection timing for a kind of network, applied with
 /// [`MemberConfig::with_preset`]. Each sets `member_timeout`, `final_check_timeout` and
-/// `removal_timeout`; the bench prints what each gives (`bench -- failure`).
+/// `removal_timeout`; the bench prints what each gives (`bench -- membership`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Preset {

@@ -45,8 +45,10 @@
 //!   longest pause such that it and every shorter one always stayed.
 //!   `membership.pause_false_removals.lan`, `.lan_fast` (count): the trials in which the
 //!   sleeper was removed. `membership.pause_rejoin.lan`, `.lan_fast` (s): in those trials,
-//!   from the end of the pause until every member's view holds the sleeper again, as a new
-//!   member (auto-reconnect); absent when no trial removed it.
+//!   and in as many more with a pause past the preset's removal timeout (by
+//!   [`REMOVAL_OVERSHOOT`], and longer than the sweep: 7 s for `lan`), which must remove
+//!   it, from the end of the pause until every member's view holds the sleeper again, as a
+//!   new member (auto-reconnect).
 //! - `membership.sim1000.form_views`, `.crash10_views`, `.msgs_per_member`: the `Gms` state
 //!   machines alone in virtual time ([`cohort_tests::gms_sim`]), one seed per repetition:
 //!   1,000 members form (one founds, 999 join at once) — views installed until all hold
@@ -379,6 +381,8 @@ type Tune = fn(&mut MemberConfig);
 
 /// The pauses of the pause-tolerance sweep, in milliseconds.
 const PAUSES_MS: [u64; 7] = [500, 1000, 1500, 2000, 3000, 4000, 5000];
+/// How far past its preset's removal timeout the pause that must remove the sleeper goes.
+const REMOVAL_OVERSHOOT: Duration = Duration::from_secs(2);
 
 /// `pause_tolerance`, `pause_false_removals` and `pause_rejoin` for the `lan` and
 /// `lan_fast` presets (see the module docs).
@@ -394,6 +398,7 @@ async fn pause_tolerance(counts: &Counts, report: &mut Report) -> Result<(), Str
         start_all(&mut cluster, configs).await?;
         let sleeper = cluster.config("sleeper", MemberKind::Member);
         let member_timeout = sleeper.member_timeout;
+        let removal_timeout = sleeper.removal_timeout;
         timeout(LIMIT, cluster.add_on_own_runtime(sleeper))
             .await
             .map_err(|_| format!("the sleeper did not start within {LIMIT:?}"))?
@@ -413,6 +418,20 @@ async fn pause_tolerance(counts: &Counts, report: &mut Report) -> Result<(), Str
             }
             if !broken {
                 tolerated = pause.as_secs_f64();
+            }
+        }
+        // A pause the preset is not meant to tolerate: longer than the removal timeout
+        // (and than the sweep), so the sleeper is removed and must come back by itself.
+        let beyond = (removal_timeout + REMOVAL_OVERSHOOT).max(Duration::from_millis(PAUSES_MS[6]));
+        for _ in 0..counts.pause_trials {
+            match one_pause(&cluster, beyond, member_timeout).await? {
+                Some(rejoin) => rejoins.push(rejoin),
+                None => {
+                    return Err(format!(
+                        "{preset}: a pause of {beyond:?}, past the removal timeout of \
+                         {removal_timeout:?}, did not remove the sleeper"
+                    ));
+                }
             }
         }
         report.add(Figure::new(
