@@ -1,9 +1,12 @@
 //! Final checks on the real stack (QUIC on loopback): what a suspect's answer to a
 //! `ViewCheck` tells its checker, and what the checker's query tells the suspect.
 
+use std::net::UdpSocket;
+use std::time::Duration;
+
 use cohort_membership::{MembershipEvent, Standing, ViewCheck, ViewCheckAnswer};
-use cohort_tests::{Cluster, PATIENCE, init_tracing, spawn_with, wait_until};
-use cohort_transport::{MemberKind, Messenger, QuicConfig};
+use cohort_tests::{Blob, Cluster, PATIENCE, init_tracing, spawn_with, wait_until};
+use cohort_transport::{MemberKind, Message, Messenger, Query, QuicConfig, Tag};
 use tokio::sync::broadcast;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -223,4 +226,120 @@ async fn a_burst_of_suspicions_of_a_healthy_member_does_not_remove_it() {
         checks <= most,
         "{checks} checks in {burst:?}, at most {most}"
     );
+}
+
+/// A query no member serves: it only holds a dial permit at a socket that never answers.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct NobodyAnswers;
+
+impl Message for NobodyAnswers {
+    const TAG: Tag = Tag(0xfe21);
+}
+
+impl Query for NobodyAnswers {
+    type Answer = ();
+}
+
+/// Forged ICMP errors about a live member while its checker has all eight of its dial
+/// permits (the default) taken by handshakes to sockets that never answer: the errors
+/// raise a suspicion, and the final check waits its turn without counting them as
+/// refusals of its own datagrams. Before, the refusal grace started while the check waited
+/// for a permit, and the check gave the live member up as refused (proof of death) before
+/// it had sent anything. Meanwhile the link is cut too (as in a route flap), so that no
+/// sign of life settles the check before the query does; it heals before the check dials.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_errors_while_the_checker_has_eight_dials_in_flight_remove_nobody() {
+    init_tracing();
+    let mut cluster = Cluster::new(1);
+    cluster.start(3).await;
+    let view = cluster.agreed_view(4, PATIENCE).await;
+    let checker = cluster.member("locator-1");
+    let target = cluster.member("member-2").id().clone();
+    let dials = cluster
+        .config("locator-1", MemberKind::Locator)
+        .transport
+        .max_concurrent_dials;
+    assert_eq!(dials, 8, "the default");
+    let before = checker.stats();
+
+    // Every permit held by a query to a silent socket; a datagram of each arriving there
+    // shows that it dials, holding its permit.
+    let held = Duration::from_secs(4);
+    let mut blockers = Vec::new();
+    for _ in 0..dials {
+        let silent = UdpSocket::bind("127.0.0.1:0").expect("bind a silent socket");
+        let address = silent.local_addr().expect("its address");
+        let asking = {
+            let messenger = checker.messenger().clone();
+            tokio::spawn(async move { messenger.query_within(address, &NobodyAnswers, held).await })
+        };
+        silent
+            .set_read_timeout(Some(PATIENCE))
+            .expect("a read timeout");
+        let silent = tokio::task::spawn_blocking(move || {
+            let mut buffer = [0u8; 2048];
+            silent.recv_from(&mut buffer).map(|_| silent)
+        })
+        .await
+        .expect("the read ends")
+        .expect("the blocking query dials the silent socket");
+        blockers.push((asking, silent));
+    }
+
+    // Every datagram the checker sends the target is answered by a forged error and
+    // dropped; datagrams go to it all the while, so that errors keep coming while the
+    // check waits its turn.
+    let faults = checker.messenger().faults().clone();
+    faults.blackhole(target.address());
+    faults.forge_unreachable(target.address());
+    let to = vec![target.clone()];
+    let pings = {
+        let messenger = checker.messenger().clone();
+        tokio::spawn(async move {
+            for n in 0..400u64 {
+                let blob = Blob {
+                    data: n.to_le_bytes().to_vec().into(),
+                };
+                let _ = messenger.send_datagram(&blob, &to);
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+    };
+    wait_until("the forged errors raise a suspicion", PATIENCE, || {
+        checker.stats().unreachable_suspicions > before.unreachable_suspicions
+    })
+    .await;
+    // The errors go on for several refusal graces (50 ms) while the check waits; the
+    // outage is the fault itself, not a wait for a condition.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    faults.heal();
+    assert!(
+        blockers.iter().all(|(asking, _)| !asking.is_finished()),
+        "the permits were still held when the faults healed"
+    );
+    for (asking, _silent) in blockers {
+        let answer = asking.await.expect("the blocking query ends");
+        assert!(
+            answer.is_err(),
+            "nobody answers at a silent socket: {answer:?}"
+        );
+    }
+    wait_until("the check ends", PATIENCE, || {
+        let s = checker.stats();
+        s.final_checks > before.final_checks
+            && s.final_checks == s.final_checks_passed + s.final_checks_failed + s.final_checks_out
+    })
+    .await;
+    pings.abort();
+    let after = checker.stats();
+    assert!(
+        after.final_checks_passed > before.final_checks_passed,
+        "the check passed: {after:?}"
+    );
+    assert_eq!(
+        after.members_removed, before.members_removed,
+        "nobody removed"
+    );
+    let now = cluster.agreed_view(4, PATIENCE).await;
+    assert_eq!(now.id(), view.id(), "no view change at all");
 }
