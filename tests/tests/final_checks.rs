@@ -343,3 +343,67 @@ async fn forged_errors_while_the_checker_has_eight_dials_in_flight_remove_nobody
     let now = cluster.agreed_view(4, PATIENCE).await;
     assert_eq!(now.id(), view.id(), "no view change at all");
 }
+
+/// A final check of a member that no fresh handshake reaches (every handshake packet it
+/// receives is lost) passes over the connection that already works: the heartbeats the
+/// check sends on it are acknowledged by the suspect's runtime. Before, the check was the
+/// fresh handshake alone, and it failed unless some other sign of life happened to arrive
+/// within its 400 ms.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_check_passes_over_the_existing_connection_when_handshakes_are_lost() {
+    init_tracing();
+    let mut cluster = Cluster::new(1);
+    cluster.start(3).await;
+    let view = cluster.agreed_view(4, PATIENCE).await;
+    let checker = cluster.member("locator-1");
+    // Not a ring neighbour of the checker, so no heartbeat of its own settles the check.
+    let members = view.members();
+    let at = members
+        .iter()
+        .position(|m| m == checker.id())
+        .expect("in its view");
+    let target = members[(at + 2) % members.len()].clone();
+    let suspect = cluster.member(target.name());
+    // Between two lease exchanges (the coordinator asks every 1.5 s), so that nothing else
+    // from it arrives while the check runs: quiet, then its next grant, then quiet again.
+    let quiet_for = |least: Duration| {
+        checker
+            .messenger()
+            .last_heard(&target)
+            .is_some_and(|at| at.elapsed() >= least)
+    };
+    wait_until("a quiet moment", PATIENCE, || {
+        quiet_for(Duration::from_millis(300))
+    })
+    .await;
+    wait_until("its next lease grant", PATIENCE, || {
+        !quiet_for(Duration::from_millis(300))
+    })
+    .await;
+    wait_until("quiet again", PATIENCE, || {
+        quiet_for(Duration::from_millis(50))
+    })
+    .await;
+    suspect.messenger().faults().block_handshakes();
+    let before = checker.stats();
+    checker.suspect(&target, "the test suspects it").await;
+    wait_until("the check ends", PATIENCE, || {
+        let s = checker.stats();
+        s.final_checks > before.final_checks
+            && s.final_checks == s.final_checks_passed + s.final_checks_failed + s.final_checks_out
+    })
+    .await;
+    suspect.messenger().faults().heal();
+    let after = checker.stats();
+    assert_eq!(
+        after.final_checks_passed,
+        before.final_checks_passed + 1,
+        "the check passed: {after:?}"
+    );
+    assert_eq!(
+        after.members_removed, before.members_removed,
+        "nobody removed"
+    );
+    let now = cluster.agreed_view(4, PATIENCE).await;
+    assert_eq!(now.id(), view.id(), "no view change at all");
+}

@@ -99,6 +99,7 @@ struct FaultRules {
     blocked_to: HashSet<SocketAddr>,
     blocked_from: HashSet<SocketAddr>,
     forged_unreachable: HashSet<SocketAddr>,
+    handshakes_blocked: bool,
     drop_outgoing: f64,
     duplicate_outgoing: f64,
     delay: Duration,
@@ -113,6 +114,7 @@ impl FaultRules {
             && self.blocked_to.is_empty()
             && self.blocked_from.is_empty()
             && self.forged_unreachable.is_empty()
+            && !self.handshakes_blocked
             && self.drop_outgoing <= 0.0
             && self.duplicate_outgoing <= 0.0
             && self.delay.is_zero()
@@ -143,6 +145,13 @@ impl SocketFaults {
         self.update(|r| {
             r.blocked_from.insert(addr);
         });
+    }
+
+    /// Drops every QUIC long-header packet (the handshake's: Initial, 0-RTT, Handshake)
+    /// this socket receives, until healed: no new connection to it comes up, while the
+    /// packets of established connections (short headers) still arrive.
+    pub fn block_handshakes(&self) {
+        self.update(|r| r.handshakes_blocked = true);
     }
 
     /// Blocks both directions between this socket and `addr`.
@@ -397,10 +406,13 @@ impl CohortSocket {
         let mut kept = 0;
         for i in 0..n {
             let m = meta[i];
-            if rules
-                .as_ref()
-                .is_some_and(|r| r.isolated || r.blocked_from.contains(&m.addr))
-            {
+            // The header form bit: set on long headers, which only handshakes use.
+            let long_header = bufs[i].first().is_some_and(|b| b & 0x80 != 0);
+            if rules.as_ref().is_some_and(|r| {
+                r.isolated
+                    || r.blocked_from.contains(&m.addr)
+                    || (r.handshakes_blocked && long_header)
+            }) {
                 self.faults.state.dropped.fetch_add(1, Ordering::Relaxed);
                 continue;
             }

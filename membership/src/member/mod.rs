@@ -85,6 +85,8 @@ const RELEASE_FLUSH: Duration = Duration::from_millis(250);
 /// Checkers' view ids waiting for the driver; more are dropped. Each only hints at a newer
 /// view, and the driver asks for one at most once per member timeout anyway.
 const CHECKERS_HEARD: usize = 64;
+/// Heartbeats a final check sends over the existing connection within its timeout.
+const CHECK_HEARTBEATS: u32 = 4;
 
 /// A final check's result for the driver: the suspect, the outcome, the view id it
 /// answered with as a member, and the checker it probed for (`Output::Probe`), if any.
@@ -898,9 +900,13 @@ impl Driver {
     }
 
     /// Runs a final check on `member` in a task of its own: a `ViewCheck` query over a
-    /// fresh connection, naming this member and its view. Alive if it answers with its own
-    /// uuid as a member (its view id goes to `Gms::heard_view`) or joiner, or if anything
-    /// arrives from it meanwhile; out if it answers that it is out; crashed if nothing
+    /// fresh connection, naming this member and its view, and beside it a heartbeat
+    /// datagram over the existing connection every quarter of the timeout. Alive if it
+    /// answers with its own uuid as a member (its view id goes to `Gms::heard_view`) or
+    /// joiner, or if anything arrives from it meanwhile, the QUIC acknowledgement of one of
+    /// those heartbeats included (sent by its own runtime: a lost handshake datagram, which
+    /// costs about a second to retransmit, no longer fails a check of a member whose
+    /// connection works); out if it answers that it is out; crashed if nothing
     /// comes within the final-check timeout (counted from when the query's handshake
     /// starts: a checker busy with other dials must not declare anyone dead for its own
     /// backlog). A suspect that does not serve `ViewCheck` (an older build) is asked
@@ -918,13 +924,25 @@ impl Driver {
             checker: self.me.clone(),
             view_id: self.gms.view().map_or(ViewId(0), View::id),
         };
+        let heartbeat = Heartbeat {
+            view_id: query.view_id,
+        };
         tokio::spawn(async move {
             let started = Instant::now();
             let answered = ask(&messenger, &member, &query, limit);
             let heard = async {
+                let mut next_heartbeat = started;
                 loop {
                     if messenger.last_heard(&member).is_some_and(|at| at > started) {
                         return;
+                    }
+                    if Instant::now() >= next_heartbeat {
+                        // Several, so that one lost datagram (or its acknowledgement)
+                        // costs nothing; without a connection it is dropped, and the
+                        // query decides.
+                        let to = std::slice::from_ref(&member);
+                        let _ = messenger.send_datagram(&heartbeat, to);
+                        next_heartbeat += limit / CHECK_HEARTBEATS;
                     }
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
