@@ -5,9 +5,9 @@
 //! view installed ─► ring in view order: each member watches its two neighbours and sends
 //!                   heartbeats to its successor (and to its predecessor too where the link
 //!                   between them runs the legacy protocol)
-//! every heartbeat_interval: tick ─► heartbeat to the successor
-//! when a neighbour's silence reaches member_timeout (its own deadline, not the next
-//!   heartbeat tick: up to an interval sooner) ─► suspect
+//! every interval (member_timeout / 5): tick ─► heartbeat to the successor
+//! when a neighbour's silence reaches member_timeout + interval × doubt (its own deadline,
+//!   not the next heartbeat tick: up to an interval sooner) ─► suspect
 //! any sign of life (heartbeat datagram, any frame the transport received, the QUIC
 //!   acknowledgements of this member's own heartbeats) ─► heard_from
 //! ```
@@ -25,6 +25,15 @@
 //! [`FIRST_CONTACT_FACTOR`] member timeouts instead of one: silence before the first contact
 //! more often means the connection is still queued behind other handshakes than a crash.
 //!
+//! **Local health**, as Lifeguard has it: a member whose own suspicions keep proving
+//! false (the suspect is heard from, or its final check passes) or whose ticks run late
+//! without amounting to a pause is more likely slow itself (overloaded, starved of CPU, on
+//! a lossy link) than surrounded by dead members. Each such sign adds one point of doubt,
+//! up to [`MAX_DOUBT`]; each point gives every neighbour one more heartbeat interval of
+//! silence before it is suspected, and two member timeouts of punctual ticks with no new
+//! sign take one point away (slower than a silence limit, so that suspicions proving false
+//! one after another add up).
+//!
 //! A tick that comes much later than scheduled (a heartbeat tick or a silence deadline)
 //! means this member itself was paused (a stalled runtime, a stopped process): its silence
 //! clock says nothing about the others, so that tick suspects nobody and restarts every
@@ -38,6 +47,9 @@ use uuid::Uuid;
 
 /// A neighbour never heard from gets this many member timeouts before it is suspected.
 pub const FIRST_CONTACT_FACTOR: u32 = 5;
+/// The most doubt a member has in itself: at most this many heartbeat intervals are added
+/// to every silence limit (1.6 s at the default member timeout).
+pub const MAX_DOUBT: u32 = 8;
 
 /// What one tick asks for.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -68,6 +80,10 @@ pub struct Detector {
     reported: HashSet<Uuid>,
     /// When a tick last found this member had been paused.
     last_pause: Option<Instant>,
+    /// Local health: heartbeat intervals added to every silence limit (see the module docs).
+    doubt: u32,
+    /// When `doubt` last changed.
+    doubt_changed: Option<Instant>,
     next_tick: Option<Instant>,
 }
 
@@ -86,6 +102,8 @@ impl Detector {
             ever_heard: HashSet::new(),
             reported: HashSet::new(),
             last_pause: None,
+            doubt: 0,
+            doubt_changed: None,
             next_tick: None,
         }
     }
@@ -127,8 +145,21 @@ impl Detector {
         self.ever_heard.insert(uuid);
         if at > *heard {
             *heard = at;
-            self.reported.remove(&uuid);
+            if self.reported.remove(&uuid) {
+                // Suspected for its silence, and alive after all.
+                self.doubt_more(at);
+            }
         }
+    }
+
+    /// How many heartbeat intervals of local-health doubt are added to every silence limit.
+    pub fn doubt(&self) -> u32 {
+        self.doubt
+    }
+
+    fn doubt_more(&mut self, at: Instant) {
+        self.doubt = (self.doubt + 1).min(MAX_DOUBT);
+        self.doubt_changed = Some(at);
     }
 
     /// When `uuid`, a watched member, was last heard from (or began to be watched).
@@ -141,7 +172,10 @@ impl Detector {
         if let Some(heard) = self.heard.get_mut(&uuid) {
             *heard = now.max(*heard);
         }
-        self.reported.remove(&uuid);
+        if self.reported.remove(&uuid) {
+            // Suspected for its silence, and its check passed.
+            self.doubt_more(now);
+        }
     }
 
     /// True if this member ran late at some point since `since`: a tick found it paused,
@@ -178,10 +212,11 @@ impl Detector {
     /// of them before it was first heard from (many members starting at once queue their
     /// handshakes, so nothing at all may only mean the connection is still being made).
     fn silence_limit(&self, member: &MemberId) -> Duration {
-        match self.ever_heard.contains(&member.uuid()) {
+        let base = match self.ever_heard.contains(&member.uuid()) {
             true => self.member_timeout,
             false => self.member_timeout * FIRST_CONTACT_FACTOR,
-        }
+        };
+        base + self.interval * self.doubt
     }
 
     /// Stops ticking (this member left the cluster).
@@ -206,7 +241,20 @@ impl Detector {
             self.next_tick = Some(now + self.interval);
             tick.heartbeat_to = self.heartbeat_to.clone();
         }
-        if now.saturating_duration_since(due) > self.pause_threshold {
+        let late = now.saturating_duration_since(due);
+        if late > self.interval / 2 && late <= self.pause_threshold {
+            // Late, though not a pause: this member is slow.
+            self.doubt_more(now);
+        } else if late <= self.interval / 2
+            && self.doubt > 0
+            && self
+                .doubt_changed
+                .is_none_or(|at| now.saturating_duration_since(at) >= self.member_timeout * 2)
+        {
+            self.doubt -= 1;
+            self.doubt_changed = Some(now);
+        }
+        if late > self.pause_threshold {
             tick.paused = true;
             self.last_pause = Some(now);
             for heard in self.heard.values_mut() {
@@ -333,8 +381,10 @@ mod tests {
         assert_eq!(suspected.len(), 1, "{suspected:?}");
         assert_eq!(suspected[0].1, m[1]);
         assert_eq!(suspected[0].0, timeout);
-        // A heartbeat from it after all: it may be suspected again only after a new silence.
+        // A heartbeat from it after all: it may be suspected again only after a new silence,
+        // one interval longer, since the first suspicion proved false (local health).
         detector.heard_from(m[1].uuid(), now);
+        assert_eq!(detector.doubt(), 1);
         let heard_at = now;
         let mut again = None;
         while again.is_none() && now < heard_at + timeout * 2 {
@@ -344,7 +394,7 @@ mod tests {
             }
             now += detector.interval();
         }
-        assert_eq!(again, Some(timeout));
+        assert_eq!(again, Some(timeout + detector.interval()));
     }
 
     #[test]
@@ -391,6 +441,65 @@ mod tests {
             now += detector.interval();
         }
         assert_eq!(first, Some(timeout * FIRST_CONTACT_FACTOR));
+    }
+
+    #[test]
+    fn suspicions_that_prove_false_and_late_ticks_make_a_member_doubt_itself_for_a_while() {
+        let timeout = Duration::from_millis(1000);
+        let (view, m) = ring(3);
+        let mut detector = Detector::new(timeout);
+        let interval = detector.interval();
+        let start = Instant::now();
+        detector.view_installed(start, &view, &m[0]);
+        // m[1] goes silent twice and is heard from each time after it was suspected.
+        let mut now = start;
+        detector.heard_from(m[1].uuid(), now);
+        for expected in 1..=2 {
+            let mut suspected = None;
+            while suspected.is_none() {
+                now = detector.poll_timeout().expect("ticking");
+                detector.heard_from(m[2].uuid(), now);
+                if detector.tick(now).suspects.contains(&m[1]) {
+                    suspected = Some(now);
+                }
+            }
+            detector.heard_from(m[1].uuid(), now);
+            assert_eq!(detector.doubt(), expected);
+        }
+        // Each point of doubt is one more interval of silence before a suspicion.
+        let heard = now;
+        let mut suspected = None;
+        while suspected.is_none() {
+            now = detector.poll_timeout().expect("ticking");
+            detector.heard_from(m[2].uuid(), now);
+            if detector.tick(now).suspects.contains(&m[1]) {
+                suspected = Some(now - heard);
+            }
+        }
+        assert!(suspected > Some(timeout), "{suspected:?}");
+        // A check that passes is the same sign; doubt has a ceiling.
+        for _ in 0..MAX_DOUBT + 2 {
+            detector.reported.insert(m[1].uuid());
+            detector.cleared(m[1].uuid(), now);
+        }
+        assert_eq!(detector.doubt(), MAX_DOUBT);
+        // A tick late by more than half an interval but short of a pause counts too.
+        let mut slow = Detector::new(timeout);
+        slow.view_installed(start, &view, &m[0]);
+        let due = slow.poll_timeout().expect("ticking");
+        let tick = slow.tick(due + interval * 3 / 4);
+        assert!(!tick.paused);
+        assert_eq!(slow.doubt(), 1);
+        // Punctual ticks for two member timeouts take a point away.
+        let mut now = due + interval * 3 / 4;
+        while slow.doubt() > 0 && now < due + timeout * 4 {
+            now = slow.poll_timeout().expect("ticking");
+            slow.heard_from(m[1].uuid(), now);
+            slow.heard_from(m[2].uuid(), now);
+            slow.tick(now);
+        }
+        assert_eq!(slow.doubt(), 0);
+        assert!(now >= due + timeout * 2, "{:?}", now - due);
     }
 
     #[test]
