@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use cohort_membership::{MembershipEvent, Standing, ViewCheck, ViewCheckAnswer};
 use cohort_tests::{Blob, Cluster, PATIENCE, init_tracing, spawn_with, wait_until};
-use cohort_transport::{MemberKind, Message, Messenger, Query, QuicConfig, Tag};
+use cohort_transport::{MemberId, MemberKind, Message, Messenger, Query, QuicConfig, Tag, View};
 use tokio::sync::broadcast;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -356,34 +356,9 @@ async fn a_check_passes_over_the_existing_connection_when_handshakes_are_lost() 
     cluster.start(3).await;
     let view = cluster.agreed_view(4, PATIENCE).await;
     let checker = cluster.member("locator-1");
-    // Not a ring neighbour of the checker, so no heartbeat of its own settles the check.
-    let members = view.members();
-    let at = members
-        .iter()
-        .position(|m| m == checker.id())
-        .expect("in its view");
-    let target = members[(at + 2) % members.len()].clone();
+    let target = not_a_neighbour_of_the_checker(&view, checker.id());
     let suspect = cluster.member(target.name());
-    // Between two lease exchanges (the coordinator asks every 1.5 s), so that nothing else
-    // from it arrives while the check runs: quiet, then its next grant, then quiet again.
-    let quiet_for = |least: Duration| {
-        checker
-            .messenger()
-            .last_heard(&target)
-            .is_some_and(|at| at.elapsed() >= least)
-    };
-    wait_until("a quiet moment", PATIENCE, || {
-        quiet_for(Duration::from_millis(300))
-    })
-    .await;
-    wait_until("its next lease grant", PATIENCE, || {
-        !quiet_for(Duration::from_millis(300))
-    })
-    .await;
-    wait_until("quiet again", PATIENCE, || {
-        quiet_for(Duration::from_millis(50))
-    })
-    .await;
+    between_lease_exchanges(&cluster, &target).await;
     suspect.messenger().faults().block_handshakes();
     let before = checker.stats();
     checker.suspect(&target, "the test suspects it").await;
@@ -406,4 +381,89 @@ async fn a_check_passes_over_the_existing_connection_when_handshakes_are_lost() 
     );
     let now = cluster.agreed_view(4, PATIENCE).await;
     assert_eq!(now.id(), view.id(), "no view change at all");
+}
+
+/// A member of `view` two places after `checker`: not its ring neighbour, so no heartbeat
+/// of its own (or acknowledgement of the checker's) settles a check of it.
+fn not_a_neighbour_of_the_checker(view: &View, checker: &MemberId) -> MemberId {
+    let members = view.members();
+    let at = members
+        .iter()
+        .position(|m| m == checker)
+        .expect("in its view");
+    members[(at + 2) % members.len()].clone()
+}
+
+/// Waits for a moment between two lease exchanges of `member` with the coordinator
+/// (locator-1, which asks every 1.5 s), so that nothing else from it arrives at the
+/// coordinator while a check runs: quiet, then its next grant, then quiet again.
+async fn between_lease_exchanges(cluster: &Cluster, member: &MemberId) {
+    let checker = cluster.member("locator-1");
+    let quiet_for = |least: Duration| {
+        checker
+            .messenger()
+            .last_heard(member)
+            .is_some_and(|at| at.elapsed() >= least)
+    };
+    wait_until("a quiet moment", PATIENCE, || {
+        quiet_for(Duration::from_millis(300))
+    })
+    .await;
+    wait_until("its next lease grant", PATIENCE, || {
+        !quiet_for(Duration::from_millis(300))
+    })
+    .await;
+    wait_until("quiet again", PATIENCE, || {
+        quiet_for(Duration::from_millis(50))
+    })
+    .await;
+}
+
+/// A final check of a member behind a slow link (its datagrams take 500 ms, more than the
+/// 400 ms check timeout of the default preset) waits for as many round trips as a
+/// handshake and an answer need on that link, measured on the connection it has: it
+/// passes. Before, the check timeout was fixed, and such a member failed every check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_check_of_a_member_behind_a_slow_link_waits_for_its_round_trips() {
+    init_tracing();
+    let mut cluster = Cluster::new(1);
+    cluster.start(3).await;
+    let view = cluster.agreed_view(4, PATIENCE).await;
+    let checker = cluster.member("locator-1");
+    let target = not_a_neighbour_of_the_checker(&view, checker.id());
+    let suspect = cluster.member(target.name());
+    suspect
+        .messenger()
+        .faults()
+        .delay_outgoing(Duration::from_millis(500), Duration::ZERO);
+    // The connection's estimate has moved well towards the slow round trip (it moves by an
+    // eighth of each sample).
+    wait_until("the round trip is measured", PATIENCE, || {
+        checker
+            .messenger()
+            .peer_stats(&target)
+            .and_then(|s| s.rtt)
+            .is_some_and(|rtt| rtt >= Duration::from_millis(200))
+    })
+    .await;
+    between_lease_exchanges(&cluster, &target).await;
+    let before = checker.stats();
+    checker.suspect(&target, "the test suspects it").await;
+    wait_until("the check ends", PATIENCE, || {
+        let s = checker.stats();
+        s.final_checks > before.final_checks
+            && s.final_checks == s.final_checks_passed + s.final_checks_failed + s.final_checks_out
+    })
+    .await;
+    suspect.messenger().faults().heal();
+    let after = checker.stats();
+    assert_eq!(
+        after.final_checks_passed,
+        before.final_checks_passed + 1,
+        "the check passed: {after:?}"
+    );
+    assert_eq!(
+        after.members_removed, before.members_removed,
+        "nobody removed"
+    );
 }

@@ -87,6 +87,17 @@ const RELEASE_FLUSH: Duration = Duration::from_millis(250);
 const CHECKERS_HEARD: usize = 64;
 /// Heartbeats a final check sends over the existing connection within its timeout.
 const CHECK_HEARTBEATS: u32 = 4;
+/// Round trips of the last connection to a suspect that its final check allows at least:
+/// a fresh handshake and the query take two or three.
+const CHECK_ROUND_TRIPS: u32 = 6;
+
+/// How long a final check waits: the preset's `timeout`, or longer on a link whose measured
+/// round trip (`rtt`, of the last connection to the suspect) would not fit a handshake and
+/// an answer in it, up to `cap` (twice the member timeout: a round waits for first checks).
+fn check_limit(timeout: Duration, rtt: Option<Duration>, cap: Duration) -> Duration {
+    let by_rtt = rtt.map_or(Duration::ZERO, |rtt| rtt * CHECK_ROUND_TRIPS);
+    timeout.max(by_rtt.min(cap))
+}
 
 /// A final check's result for the driver: the suspect, the outcome, the view id it
 /// answered with as a member, and the checker it probed for (`Output::Probe`), if any.
@@ -663,6 +674,8 @@ struct Driver {
     coordinator: Option<MemberId>,
     join_timeout: Duration,
     final_check_timeout: Duration,
+    /// The longest a final check waits however slow the link (see [`check_limit`]).
+    final_check_cap: Duration,
     /// How long a member forced out that will reconnect gives its messenger to close.
     release_timeout: Option<Duration>,
     /// The counters of the incarnations before this one.
@@ -727,6 +740,7 @@ impl Driver {
             coordinator: None,
             join_timeout: config.join_timeout,
             final_check_timeout: config.final_check_timeout,
+            final_check_cap: (config.member_timeout * 2).max(config.final_check_timeout),
             // Its peers removed it, so a flush has no one to reach: bounded, not waited out.
             release_timeout: config.auto_reconnect.then_some(RELEASE_FLUSH),
             check_results: inputs.check_results.clone(),
@@ -906,9 +920,10 @@ impl Driver {
     /// joiner, or if anything arrives from it meanwhile, the QUIC acknowledgement of one of
     /// those heartbeats included (sent by its own runtime: a lost handshake datagram, which
     /// costs about a second to retransmit, no longer fails a check of a member whose
-    /// connection works); out if it answers that it is out; crashed if nothing
-    /// comes within the final-check timeout (counted from when the query's handshake
-    /// starts: a checker busy with other dials must not declare anyone dead for its own
+    /// connection works); out if it answers that it is out; crashed if nothing comes
+    /// within the final-check timeout, or within six round trips of the last connection to
+    /// it where that is longer ([`check_limit`]), counted from when the query's handshake
+    /// starts (a checker busy with other dials must not declare anyone dead for its own
     /// backlog). A suspect that does not serve `ViewCheck` (an older build) is asked
     /// `FinalCheck` within what is left of the timeout. When its port refuses the query
     /// (ICMP), the query itself gives up after a few round trips
@@ -918,7 +933,8 @@ impl Driver {
     fn final_check(&self, member: MemberId, asker: Option<MemberId>) {
         let messenger = self.messenger.clone();
         let results = self.check_results.clone();
-        let limit = self.final_check_timeout;
+        let rtt = self.messenger.peer_stats(&member).and_then(|s| s.rtt);
+        let limit = check_limit(self.final_check_timeout, rtt, self.final_check_cap);
         let query = ViewCheck {
             uuid: member.uuid(),
             checker: self.me.clone(),

@@ -364,3 +364,21 @@ mod view_checks {
         checker.shutdown().await;
     }
 }
+
+#[test]
+fn a_final_check_waits_longer_on_a_slow_link_up_to_its_cap() {
+    let (timeout, cap) = (Duration::from_millis(400), Duration::from_secs(2));
+    // Fast links, or none measured yet: the preset's timeout.
+    assert_eq!(check_limit(timeout, None, cap), timeout);
+    assert_eq!(
+        check_limit(timeout, Some(Duration::from_millis(1)), cap),
+        timeout
+    );
+    // A 150 ms round trip: six of them.
+    assert_eq!(
+        check_limit(timeout, Some(Duration::from_millis(150)), cap),
+        Duration::from_millis(900)
+    );
+    // However slow (or however wrong the estimate), at most the cap.
+    assert_eq!(check_limit(timeout, Some(Duration::from_secs(5)), cap), cap);
+}
