@@ -16,7 +16,7 @@
 //! kind = "member"                       # member, locator or admin
 //! bind-address = "127.0.0.1:10400"
 //! locators = ["127.0.0.1:10334"]
-//! preset = "lan"                        # lan, lan-fast or wan: the three timeouts below
+//! preset = "lan"                        # lan, lan-fast or wan: the timeouts below, initial RTT
 //! member-timeout = "1s"                 # ms, s or m; overrides the preset's
 //! removal-timeout = "4s"                # how long a silent member is unreachable first
 //! enable-network-partition-detection = true
@@ -560,6 +560,7 @@ mod tests {
                 Duration::from_secs(30)
             )
         );
+        assert_eq!(config.transport.initial_rtt, Duration::from_millis(333));
         let text = format!("preset = \"lan-fast\"\nmember-timeout = \"2s\"\n{SSL}");
         let config = parse(&text, &dir).expect("valid").member;
         assert_eq!(
@@ -568,6 +569,7 @@ mod tests {
             "the key wins"
         );
         assert_eq!(config.removal_timeout, Duration::ZERO, "the preset's");
+        assert_eq!(config.transport.initial_rtt, Duration::from_millis(30));
         let config = parse(&format!("removal-timeout = \"0s\"\n{SSL}"), &dir)
             .expect("valid")
             .member;

@@ -208,7 +208,9 @@ impl Message for GmsMessage {
 /// The coordinator lease (see the lease rule in `gms/lease.rs`): a member that coordinates
 /// asks the members of its installed view for a lease every `GmsConfig::lease_interval`,
 /// and believes it coordinates only while grants from a weighted majority of that view
-/// cover it. Sent on the Control priority, one message per recipient.
+/// cover it. Sent as a datagram, one per recipient (builds before the knocks sent it on
+/// the Control priority; the dispatcher hands either to the same subscription, so the two
+/// interoperate), and asked again a quarter interval later when a round was lost.
 ///
 /// Its own type under its own tag, not variants appended to [`GmsMessage`]: an older build
 /// of protocol 2 subscribes to no such tag, so its dispatcher drops these messages and

@@ -146,6 +146,8 @@ impl Sim {
                     self.send(i, to, Carried::Reachability(message));
                 }
                 Output::Heartbeat { to } => self.heartbeat(i, to),
+                // The simulation does not model ICMP: a knock reaches nothing.
+                Output::Knock { .. } => {}
                 Output::Check { member } => {
                     let (now, outcome) = (self.at(), self.truth(&member));
                     self.members[i].check_result(now, &member, outcome, None);

@@ -5,9 +5,11 @@
 use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;
 
-use cohort_tests::{PATIENCE, TestCa, init_tracing, spawn_member, spawn_with};
+use cohort_tests::{PATIENCE, TestCa, init_tracing, raw_client, spawn_member, spawn_with};
+use cohort_transport::wire::KNOCK;
 use cohort_transport::{
-    Message, Messenger, Query, QueryError, QuicConfig, QuicMessenger, Tag, TransportEvent,
+    MemberId, MemberKind, Message, Messenger, Query, QueryError, QuicConfig, QuicMessenger, Tag,
+    TransportEvent,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
@@ -51,13 +53,13 @@ async fn unreachable_report(
 }
 
 /// Sends to `address` (a query that nobody answers) and returns the report it causes.
-async fn knock(from: &QuicMessenger, address: SocketAddr) -> String {
-    knock_listening(from, from.events(), address).await
+async fn ask_nobody(from: &QuicMessenger, address: SocketAddr) -> String {
+    ask_listening(from, from.events(), address).await
 }
 
-/// [`knock`], with `events` subscribed earlier: a report caused by other datagrams since
+/// [`ask_nobody`], with `events` subscribed earlier: a report caused by other datagrams since
 /// then (which the rate limit folds the query's own into) counts too.
-async fn knock_listening(
+async fn ask_listening(
     from: &QuicMessenger,
     mut events: broadcast::Receiver<TransportEvent>,
     address: SocketAddr,
@@ -76,7 +78,7 @@ async fn a_datagram_to_a_closed_port_is_reported_with_its_address() {
     let ca = TestCa::new();
     let member = spawn_member(&ca, "member");
     let closed = closed_port("127.0.0.1");
-    let reason = knock(&member, closed).await;
+    let reason = ask_nobody(&member, closed).await;
     assert_eq!(reason, "ICMP port unreachable");
     assert!(member.socket_stats().unreachable_errors >= 1);
 }
@@ -96,7 +98,7 @@ async fn a_closed_port_is_reported_over_ipv6_too() {
     };
     let member = spawn_with(&ca.tls("member"), "member", config);
     let closed = closed_port("::1");
-    assert_eq!(knock(&member, closed).await, "ICMP port unreachable");
+    assert_eq!(ask_nobody(&member, closed).await, "ICMP port unreachable");
 }
 
 #[cfg(target_os = "linux")]
@@ -117,11 +119,11 @@ async fn a_crashed_member_answers_until_it_crashes_and_is_reported_after() {
     );
 
     // Listening from before the crash: the last datagrams of the closing query connection
-    // may reach the closed port first, and their report stands for the knock's own.
+    // may reach the closed port first, and their report stands for the query's own.
     let events = asker.events();
     victim.crash();
     assert_eq!(
-        knock_listening(&asker, events, victim.local_addr()).await,
+        ask_listening(&asker, events, victim.local_addr()).await,
         "ICMP port unreachable"
     );
 }
@@ -258,4 +260,111 @@ async fn a_query_waiting_for_a_dial_permit_is_not_given_up_by_errors_before_it_d
         );
     }
     pings.abort();
+}
+
+/// The member a knock is addressed to: only its address matters.
+fn at(address: SocketAddr) -> MemberId {
+    MemberId::new("knocked", address, MemberKind::Member)
+}
+
+/// Knocks at `at` from `from` every few milliseconds until `condition` holds, for up to
+/// [`PATIENCE`]. A knock is sent without waiting and may be lost (a socket whose
+/// writability the runtime has not seen yet refuses it, as the network could lose it), so
+/// one is never enough to wait on.
+async fn knock_until(
+    from: &QuicMessenger,
+    at: &MemberId,
+    what: &str,
+    mut condition: impl FnMut() -> bool,
+) {
+    let wait = async {
+        while !condition() {
+            from.knock(at);
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    };
+    tokio::time::timeout(PATIENCE, wait)
+        .await
+        .unwrap_or_else(|_| panic!("{what}: not within {PATIENCE:?}"));
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_knock_is_one_byte_and_a_closed_port_answers_it_with_a_report() {
+    init_tracing();
+    let ca = TestCa::new();
+    let member = spawn_member(&ca, "member");
+    let closed = at(closed_port("127.0.0.1"));
+    let mut events = member.events();
+    let reported = std::sync::atomic::AtomicBool::new(false);
+    let waiting = knock_until(&member, &closed, "a report", || {
+        reported.load(std::sync::atomic::Ordering::Relaxed)
+    });
+    let report = async {
+        let reason = unreachable_report(&mut events, closed.address()).await;
+        reported.store(true, std::sync::atomic::Ordering::Relaxed);
+        reason
+    };
+    let ((), reason) = tokio::join!(waiting, report);
+    assert_eq!(reason, "ICMP port unreachable");
+    // Nothing but knocks went out, one byte each.
+    let stats = member.socket_stats();
+    assert!(stats.datagrams_sent >= 1);
+    assert_eq!(stats.bytes_sent, stats.datagrams_sent * KNOCK.len() as u64);
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_knock_at_a_live_member_is_counted_there_and_changes_nothing_else() {
+    init_tracing();
+    let ca = TestCa::new();
+    let (a, b) = (spawn_member(&ca, "a"), spawn_member(&ca, "b"));
+    b.serve::<AreYouThere>(|_, _| true);
+    for _ in 0..3 {
+        // At least: another test's closed port may be the one b was given, and knocked.
+        let before = b.socket_stats().knocks_received;
+        knock_until(&a, b.local_member(), "a knock counted at b", || {
+            b.socket_stats().knocks_received > before
+        })
+        .await;
+        let answer = a.query_within(b.local_addr(), &AreYouThere, PATIENCE).await;
+        assert!(matches!(answer, Ok(true)), "{answer:?}");
+    }
+    let stats = b.socket_stats();
+    assert_eq!(
+        stats.non_quic_received, 0,
+        "not taken for a legacy datagram"
+    );
+    assert_eq!(a.socket_stats().unreachable_errors, 0);
+}
+
+/// A build that does not know knocks hands one to quinn, as a plain quinn endpoint here
+/// does: quinn drops a datagram too short to be a packet, and its connections go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_knock_at_a_plain_quinn_endpoint_is_dropped_without_harm() {
+    init_tracing();
+    let ca = TestCa::new();
+    let member = spawn_member(&ca, "member");
+    let old = raw_client(ca.certificate_pem(), Some(&ca.issue("old")));
+    let connect = || async {
+        tokio::time::timeout(
+            PATIENCE,
+            old.connect(member.local_addr(), "127.0.0.1")
+                .expect("connect"),
+        )
+        .await
+        .expect("handshake in time")
+        .expect("handshake")
+    };
+    let first = connect().await;
+    let old_address = old.local_addr().expect("its address");
+    for _ in 0..10 {
+        member.knock(&at(old_address));
+    }
+    // After the knocks (loopback keeps their order), a second handshake still completes
+    // and the first connection is still open.
+    let second = connect().await;
+    assert!(first.close_reason().is_none(), "{:?}", first.close_reason());
+    assert!(second.close_reason().is_none());
+    assert_eq!(member.socket_stats().unreachable_errors, 0);
 }

@@ -4,9 +4,10 @@
 //! every datagram in or out passes through it:
 //!
 //! ```text
-//! kernel ─► inner.poll_recv ─► classify each segment ─┬─► QUIC (fixed bit 0x40 set) ─► quinn
-//!                                (by `stride` under GRO) └─► legacy (0x40 clear) ─► LegacyPort (if attached)
-//! quinn, LegacyPort::send ─► fault rules (blackhole, drop, duplicate, delay, reorder)
+//! kernel ─► inner.poll_recv ─► classify each segment ─┬─► KNOCK (one byte) ─► counted, dropped
+//!                                (by `stride` under GRO) ├─► QUIC (fixed bit 0x40 set) ─► quinn
+//!                                                        └─► legacy (0x40 clear) ─► LegacyPort (if attached)
+//! quinn, LegacyPort::send, knock ─► fault rules (blackhole, drop, duplicate, delay, reorder)
 //!                        ─► inner.try_send ─► kernel
 //! ```
 //!
@@ -47,6 +48,7 @@ use tokio::sync::mpsc;
 
 use crate::sync::{lock, read, write};
 use crate::unreachable::UnreachableReports;
+use crate::wire::KNOCK;
 
 /// Receive errors absorbed in one `poll_recv` call before yielding to the scheduler.
 const MAX_ABSORBED_ERRORS: usize = 64;
@@ -318,6 +320,9 @@ pub struct SocketStats {
     pub bytes_sent: u64,
     /// Datagrams handed to the kernel, counting each segment of a GSO batch.
     pub datagrams_sent: u64,
+    /// Knocks received ([`crate::wire::KNOCK`]): counted and dropped, never handed to
+    /// QUIC or the legacy protocol.
+    pub knocks_received: u64,
 }
 
 /// What went out to the kernel; shared with the tasks that send delayed copies.
@@ -350,6 +355,7 @@ pub(crate) struct CohortSocket {
     legacy_dropped: AtomicU64,
     quic_dropped: AtomicU64,
     receive_errors_absorbed: AtomicU64,
+    knocks_received: AtomicU64,
     sent: Arc<SentCounters>,
     unreachable: Arc<UnreachableReports>,
     /// Where legacy datagrams go, once a [`LegacyPort`] is attached.
@@ -369,6 +375,7 @@ impl CohortSocket {
             legacy_dropped: AtomicU64::new(0),
             quic_dropped: AtomicU64::new(0),
             receive_errors_absorbed: AtomicU64::new(0),
+            knocks_received: AtomicU64::new(0),
             sent: Arc::default(),
             unreachable,
             legacy: OnceLock::new(),
@@ -396,6 +403,23 @@ impl CohortSocket {
             unreachable_errors: self.unreachable.received(),
             bytes_sent: self.sent.bytes.load(Ordering::Relaxed),
             datagrams_sent: self.sent.datagrams.load(Ordering::Relaxed),
+            knocks_received: self.knocks_received.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Sends a [`KNOCK`] to `to` through the fault rules, without waiting: a socket that
+    /// cannot take it now loses it, as the network could.
+    pub(crate) fn knock(&self, to: SocketAddr) -> io::Result<()> {
+        let transmit = Transmit {
+            destination: to,
+            ecn: None,
+            contents: &KNOCK,
+            segment_size: None,
+            src_ip: None,
+        };
+        match AsyncUdpSocket::try_send(self, &transmit) {
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => Ok(()),
+            other => other,
         }
     }
 
@@ -445,7 +469,9 @@ impl CohortSocket {
         let mut read = 0;
         while read < len {
             let end = (read + stride).min(len);
-            if buf[read] & 0x40 != 0 {
+            if buf[read..end] == KNOCK {
+                self.knocks_received.fetch_add(1, Ordering::Relaxed);
+            } else if buf[read] & 0x40 != 0 {
                 if write != read {
                     buf.copy_within(read..end, write);
                 }

@@ -18,6 +18,7 @@
 //! body(Query)       := tag:varint payload     (first frame of a query connection, no Hello)
 //! body(Answer)      := tag:varint payload     (the one answer, then the stream ends)
 //! datagram          := format:u8 kind:u8(=Datagram) tag:varint payload
+//! knock             := 0x40                    (one UDP datagram of one byte, outside QUIC)
 //! ```
 //!
 //! Decoding never panics: every malformed input is a [`WireError`] naming what was wrong,
@@ -34,6 +35,14 @@ use crate::priority::Priority;
 
 /// The frame format version carried by every frame, stream header and datagram.
 pub const FRAME_FORMAT: u8 = 1;
+
+/// A knock: a UDP datagram of this one byte, sent beside QUIC to a member's port between
+/// heartbeats so that a crashed member's closed port answers with ICMP port unreachable
+/// sooner. It asks nothing and is never answered. Its byte has QUIC's fixed bit set, so a
+/// member's socket counts it apart from legacy datagrams, and a build that does not know
+/// knocks hands it to quinn, which drops a datagram too short to be a QUIC packet without
+/// a word. Not authenticated, so it is never a sign of life.
+pub const KNOCK: [u8; 1] = [0x40];
 
 /// Bytes before a frame's body: length (4), format (1), kind (1).
 pub const FRAME_HEADER_LEN: usize = 6;

@@ -340,17 +340,21 @@ impl Namespace {
     /// Adds (`-A`) or deletes (`-D`) the rules that drop UDP between ports `a` and `b`,
     /// both ways.
     pub(crate) fn cut(&self, action: &str, a: u16, b: u16) -> Result<(), String> {
-        for (from, to) in [(a, b), (b, a)] {
-            let (from, to) = (from.to_string(), to.to_string());
-            run(
-                "ip",
-                &[
-                    "netns", "exec", &self.name, "iptables", action, "INPUT", "-p", "udp",
-                    "--sport", &from, "--dport", &to, "-j", "DROP",
-                ],
-            )?;
-        }
-        Ok(())
+        self.cut_one_way(action, a, b)?;
+        self.cut_one_way(action, b, a)
+    }
+
+    /// Adds (`-A`) or deletes (`-D`) the rule that drops UDP from port `from` to port `to`
+    /// (the other way stays open).
+    pub(crate) fn cut_one_way(&self, action: &str, from: u16, to: u16) -> Result<(), String> {
+        let (from, to) = (from.to_string(), to.to_string());
+        run(
+            "ip",
+            &[
+                "netns", "exec", &self.name, "iptables", action, "INPUT", "-p", "udp", "--sport",
+                &from, "--dport", &to, "-j", "DROP",
+            ],
+        )
     }
 }
 

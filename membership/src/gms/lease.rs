@@ -21,6 +21,14 @@
 //! cut off keeps no stale belief: the lease is compared with the time of each question,
 //! and requests that reach a grantor late are granted from when they arrive.
 //!
+//! Requests and grants are datagrams: a round costs one packet each way and the QUIC
+//! acknowledgements, instead of reliable frames and their acknowledgements at both layers
+//! (the lease was most of an idle cluster's traffic beside the heartbeats). A lost one
+//! costs one grant of one round: a request that no majority granted is asked again
+//! (a new `seq`) a quarter interval later, and only a round that a majority granted puts
+//! the next one a full interval off. Losing messages cannot break the rule above, which
+//! holds whatever is lost.
+//!
 //! Belief is all a lease decides. The view changes themselves are decided by ballots and
 //! quorums (`vote.rs`, `quorum.rs`), leases or not.
 
@@ -31,6 +39,9 @@ use cohort_transport::{View, ViewId};
 use uuid::Uuid;
 
 use super::quorum::{Quorum, Tally, Weights};
+
+/// A request no majority granted is asked again after this fraction of the interval.
+const RETRY_FRACTION: u32 = 4;
 
 /// One request this member sent, while a lease from it could still be running.
 #[derive(Debug)]
@@ -99,7 +110,9 @@ impl Lease {
     pub(crate) fn request(&mut self, now: Instant, me: Uuid, view: &View) -> u64 {
         let duration = self.duration;
         self.asked.retain(|a| a.sent + duration > now);
-        self.next_request = Some(now + self.interval);
+        // Asked again soon unless a majority grants this one (see `granted_by`): requests
+        // and grants travel as datagrams, and one lost round must not cost the lease.
+        self.next_request = Some(now + self.interval / RETRY_FRACTION);
         if self.weights.as_ref().is_none_or(|(id, _)| *id != view.id()) {
             self.weights = Some((view.id(), Quorum::new(view).weights()));
         }
@@ -117,6 +130,7 @@ impl Lease {
             && asked.granted.add(weights, me)
         {
             self.hold(asked.view, asked.sent);
+            self.next_request = Some(now + self.interval);
         }
         self.asked.push_back(asked);
         self.seq
@@ -140,6 +154,10 @@ impl Lease {
         if asked.granted.add(weights, from) {
             let (view, sent) = (asked.view, asked.sent);
             self.hold(view, sent);
+            if seq == self.seq {
+                // The latest round succeeded: the next is a full interval after it.
+                self.next_request = Some(sent + self.interval);
+            }
         }
     }
 
@@ -220,6 +238,32 @@ mod tests {
         assert_eq!(lease.held_until(ViewId(4)), Some(t1 + SECOND));
         lease.stop_asking();
         assert_eq!(lease.held_until(ViewId(4)), None);
+    }
+
+    #[test]
+    fn a_round_no_majority_granted_is_asked_again_soon_and_a_granted_one_an_interval_later() {
+        let (a, b, c) = (member(1), member(2), member(3));
+        let view = View::new(ViewId(4), [a.clone(), b.clone(), c.clone()]);
+        let t0 = Instant::now();
+        let interval = SECOND / 2;
+        let mut lease = Lease::new(interval, SECOND);
+        let first = lease.request(t0, a.uuid(), &view);
+        // Its grants were lost: asked again a quarter interval later.
+        assert_eq!(lease.next_request(), Some(t0 + interval / RETRY_FRACTION));
+        assert!(!lease.due(t0 + interval / RETRY_FRACTION - SECOND / 1000));
+        let t1 = t0 + interval / RETRY_FRACTION;
+        assert!(lease.due(t1));
+        let second = lease.request(t1, a.uuid(), &view);
+        assert_ne!(first, second);
+        // A late grant of the first round still counts, from its own send time, but the
+        // round still running decides when to ask next.
+        lease.granted_by(ViewId(4), b.uuid(), ViewId(4), first);
+        assert_eq!(lease.held_until(ViewId(4)), Some(t0 + SECOND));
+        assert_eq!(lease.next_request(), Some(t1 + interval / RETRY_FRACTION));
+        // The latest round granted: the next one is a full interval after it.
+        lease.granted_by(ViewId(4), c.uuid(), ViewId(4), second);
+        assert_eq!(lease.held_until(ViewId(4)), Some(t1 + SECOND));
+        assert_eq!(lease.next_request(), Some(t1 + interval));
     }
 
     #[test]

@@ -93,7 +93,7 @@ pub struct GmsConfig {
     /// How long a leaving member waits for the view without it. Default 5 s.
     pub leave_timeout: Duration,
     /// How long a watched member may stay silent before it is suspected; heartbeats go out
-    /// every fifth of it. Default 1 s.
+    /// every quarter of it. Default 1 s.
     pub member_timeout: Duration,
     /// How long a member may stay silent before it is removed, counted from when its
     /// silence began (a member timeout before the final check that went unanswered, or
@@ -188,8 +188,15 @@ pub enum Output {
         /// The watchers.
         to: Vec<MemberId>,
     },
-    /// Send a coordinator-lease message to each of `to` (Control priority) under its own
-    /// tag; the answers go to [`Gms::handle_lease`].
+    /// Knock at the port of each of `to`, between heartbeats: one byte outside QUIC that
+    /// nothing answers, sent for the ICMP port unreachable a closed port answers with
+    /// (which comes back through [`Gms::unreachable`]). See [`crate::detector`].
+    Knock {
+        /// The watchers.
+        to: Vec<MemberId>,
+    },
+    /// Send a coordinator-lease message to each of `to` as a datagram under its own tag
+    /// (the lease makes good a lost one); the answers go to [`Gms::handle_lease`].
     Lease {
         /// Recipients, all members of the installed view.
         to: Vec<MemberId>,
@@ -2505,6 +2512,9 @@ impl Gms {
             self.outputs.push_back(Output::Heartbeat {
                 to: tick.heartbeat_to,
             });
+        }
+        if !tick.knock_to.is_empty() {
+            self.outputs.push_back(Output::Knock { to: tick.knock_to });
         }
         if !tick.suspects.is_empty() && matches!(self.role, Role::Member) {
             let reason = format!("no sign of life for {:?}", self.config.member_timeout);

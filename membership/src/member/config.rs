@@ -46,10 +46,10 @@ pub struct MemberConfig {
     /// manager). Default [`AllowAll`]: mutual TLS alone decides who gets in.
     pub authenticator: Arc<dyn Authenticator>,
     /// How long a member may stay silent before its neighbours suspect it (Geode's
-    /// `member-timeout`); heartbeats go out every fifth of it. A suspect is removed only if
-    /// a final check also fails. The coordinator waits twice this long for the
+    /// `member-timeout`); heartbeats go out every quarter of it. A suspect is removed only
+    /// if a final check also fails. The coordinator waits twice this long for the
     /// acknowledgements of a prepared view before suspecting the silent. Default 1 s
-    /// (Geode: 5 s): heartbeats are datagrams on connections that are up anyway, so five
+    /// (Geode: 5 s): heartbeats are datagrams on connections that are up anyway, so four
     /// per second cost next to nothing, and the final check is what protects a busy member.
     pub member_timeout: Duration,
     /// How long a final check waits for the suspect to answer over a fresh connection (or
@@ -141,7 +141,10 @@ impl MemberConfig {
             working_dir: PathBuf::from("."),
             persist_view: true,
             version: ProtocolVersion::CURRENT,
-            transport: QuicConfig::default(),
+            transport: QuicConfig {
+                initial_rtt: Preset::Lan.initial_rtt(),
+                ..QuicConfig::default()
+            },
             protocol: Protocol::Quic,
             legacy: LegacyConfig::default(),
             auto_reconnect: true,
@@ -149,7 +152,8 @@ impl MemberConfig {
     }
 
     /// These settings with the failure-detection timing of `preset` (`member_timeout`,
-    /// `final_check_timeout`, `removal_timeout`); every other field is kept.
+    /// `final_check_timeout`, `removal_timeout`, and the transport's `initial_rtt`); every
+    /// other field is kept.
     ///
     /// ```
     /// # use cohort_membership::member::{MemberConfig, Preset};
@@ -164,6 +168,7 @@ impl MemberConfig {
         self.member_timeout = member;
         self.final_check_timeout = check;
         self.removal_timeout = removal;
+        self.transport.initial_rtt = preset.initial_rtt();
         self
     }
 
@@ -251,8 +256,16 @@ impl fmt::Debug for MemberConfig {
 }
 
 /// Failure-detection timing for a kind of network, applied with
-/// [`MemberConfig::with_preset`]. Each sets `member_timeout`, `final_check_timeout` and
-/// `removal_timeout`; the bench prints what each gives (`bench -- membership`).
+/// [`MemberConfig::with_preset`]. Each sets `member_timeout`, `final_check_timeout`,
+/// `removal_timeout` and the transport's `initial_rtt`; the bench prints what each gives
+/// (`bench -- membership`).
+///
+/// The initial RTT is what a fresh connection assumes until it measured one; a lost
+/// handshake datagram is sent again after about three of them, doubling each time. The LAN
+/// presets assume 30 ms (a LAN round trip is well under a millisecond), so a final check's
+/// handshake that loses its first datagram sends it again at about 90 and 270 ms, within
+/// the 400 ms check; quinn's default of 333 ms (RFC 9002's, for any path) sends it again
+/// only after about a second, when the check has long failed. `Wan` keeps 333 ms.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Preset {
@@ -285,6 +298,14 @@ impl Preset {
             Preset::Lan => (s(1), ms(400), s(5)),
             Preset::LanFast => (s(1), ms(400), Duration::ZERO),
             Preset::Wan => (s(5), s(3), s(30)),
+        }
+    }
+
+    /// The round-trip time a new connection assumes (see above).
+    fn initial_rtt(self) -> Duration {
+        match self {
+            Preset::Lan | Preset::LanFast => Duration::from_millis(30),
+            Preset::Wan => Duration::from_millis(333),
         }
     }
 

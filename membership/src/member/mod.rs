@@ -18,6 +18,7 @@
 //!                      ├─ Send      ─► messenger.send_outside_view (Control priority)
 //!                      ├─ Lease     ─► messenger.send_outside_view (Control, own tag)
 //!                      ├─ Heartbeat ─► messenger.send_datagram
+//!                      ├─ Knock ─► messenger.knock
 //!                      ├─ Check     ─► task: ViewCheck query over a fresh connection (or
 //!                      │               FinalCheck, if the suspect does not serve it), or
 //!                      │               any sign of life, within final_check_timeout (a
@@ -996,7 +997,12 @@ impl Driver {
         while let Some(output) = self.gms.poll_output() {
             match output {
                 Output::Send { to, message } => self.send(&to, &message),
-                Output::Lease { to, message } => self.send(&to, &message),
+                // A datagram: a lost one costs one grant of one round (see the lease).
+                Output::Lease { to, message } => {
+                    if let Err(error) = self.messenger.send_datagram(&message, &to) {
+                        tracing::debug!(%error, "lease message not sent");
+                    }
+                }
                 Output::Reachability { to, message } => self.send(&to, &message),
                 Output::Heartbeat { to } => {
                     let view_id = self
@@ -1005,6 +1011,11 @@ impl Driver {
                         .map_or(cohort_transport::ViewId(0), View::id);
                     if let Err(error) = self.messenger.send_datagram(&Heartbeat { view_id }, &to) {
                         tracing::debug!(%error, "heartbeat not sent");
+                    }
+                }
+                Output::Knock { to } => {
+                    for member in &to {
+                        self.messenger.knock(member);
                     }
                 }
                 Output::Check { member } => self.final_check(member, None),

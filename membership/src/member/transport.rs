@@ -152,6 +152,19 @@ impl Transport {
         }
     }
 
+    /// Knocks at `member`'s port (see [`QuicMessenger::knock`]) if it speaks QUIC; the
+    /// legacy protocol has its own heartbeats both ways and no knocks.
+    pub fn knock(&self, member: &MemberId) {
+        if member.version() < ProtocolVersion::QUIC {
+            return;
+        }
+        match self {
+            Transport::Quic(m) => m.knock(member),
+            Transport::Bridge(m) => m.quic().knock(member),
+            Transport::Legacy(_) => {}
+        }
+    }
+
     /// When anything last arrived from `member`.
     pub fn last_heard(&self, member: &MemberId) -> Option<Instant> {
         each!(self, m => m.last_heard(member))

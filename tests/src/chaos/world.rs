@@ -1451,7 +1451,11 @@ impl Chaos {
             let Some(output) = self.nodes[i].gms.poll_output() else {
                 break;
             };
-            if untraced_timer && !matches!(output, Output::Heartbeat { .. } | Output::Lease { .. })
+            if untraced_timer
+                && !matches!(
+                    output,
+                    Output::Heartbeat { .. } | Output::Knock { .. } | Output::Lease { .. }
+                )
             {
                 untraced_timer = false;
                 self.traced(Traced::Timer(i));
@@ -1459,6 +1463,9 @@ impl Chaos {
             match output {
                 Output::Send { to, message } => self.send(i, &to, message)?,
                 Output::Heartbeat { to } => self.heartbeat(i, &to),
+                // The world models no ICMP for datagrams (only for final checks): a knock
+                // reaches nothing.
+                Output::Knock { .. } => {}
                 Output::Lease { to, message } => self.lease(i, &to, message),
                 Output::Reachability { to, message } => self.reachability(i, &to, &message),
                 Output::Probe { member, asker } => self.check(i, member, Some(asker)),

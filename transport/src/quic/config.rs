@@ -51,6 +51,12 @@ pub struct QuicConfig {
     pub idle_timeout: Duration,
     /// Time allowed for the TLS handshake plus the Hello exchange. Default 5 s.
     pub handshake_timeout: Duration,
+    /// The round-trip time a new connection assumes until it has measured one (quinn's
+    /// `TransportConfig::initial_rtt`). A lost handshake datagram is sent again after
+    /// about three of these, so it decides how long a fresh connection, such as a final
+    /// check's, takes when its first datagram is lost. Default 333 ms (RFC 9002's, quinn's
+    /// default), which suits any network; a member on a LAN sets less (its preset does).
+    pub initial_rtt: Duration,
     /// Outgoing handshakes in flight at once; more wait their turn. Default 8: on a
     /// loaded machine many members dialing everyone at once otherwise run so many
     /// handshakes together that each outlasts `handshake_timeout` and none completes.
@@ -127,6 +133,7 @@ impl Default for QuicConfig {
             keep_alive_interval: Duration::from_secs(2),
             idle_timeout: Duration::from_secs(10),
             handshake_timeout: Duration::from_secs(5),
+            initial_rtt: Duration::from_millis(333),
             max_concurrent_dials: 8,
             max_concurrent_accepts: 64,
             max_concurrent_accepts_for_view: 16,
@@ -245,6 +252,7 @@ impl QuicConfig {
             (self.keep_alive_interval, "keep_alive_interval"),
             (self.idle_timeout, "idle_timeout"),
             (self.handshake_timeout, "handshake_timeout"),
+            (self.initial_rtt, "initial_rtt"),
             (self.outside_view_peer_timeout, "outside_view_peer_timeout"),
         ] {
             if value.is_zero() {

@@ -23,7 +23,9 @@
 //!   time (never the locator, which coordinates) crashes, once heartbeats flow
 //!   between it and its ring neighbours since the current view; from the crash until every
 //!   survivor's view lacks it. A replacement then joins, the 20 agree again, and the next
-//!   victim is further round the ring. The crash is `Member::kill`: nothing more goes out,
+//!   victim is further round the ring; each victim ends a different fraction of a
+//!   heartbeat interval after a heartbeat was seen (`round_offset`), as real crashes fall
+//!   anywhere in a round. The crash is `Member::kill`: nothing more goes out,
 //!   every task ends, and the port refuses datagrams as a dead process's closed port does
 //!   (the host stays up and answers with ICMP port unreachable), which is what the
 //!   unreachable hint detects.
@@ -66,6 +68,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use cohort_membership::detector::Detector;
 use cohort_membership::{AllowAll, Authenticator, MemberConfig, Preset};
 use cohort_tests::Cluster;
 use cohort_tests::chaos;
@@ -331,6 +334,13 @@ async fn removal(
     };
     let victim = pick_victim(cluster, position)?;
     heartbeats_flowing(cluster, &victim).await?;
+    // A heartbeat was just seen: ending the victim now would always catch it at the same
+    // point of its neighbours' rounds (at first this put every crash right after one of
+    // its own heartbeats, whose acknowledgement found the closed port at once). Real
+    // crashes fall anywhere in a round, so victim k ends a spread fraction of a heartbeat
+    // interval later.
+    let member_timeout = cluster.config(&victim, MemberKind::Member).member_timeout;
+    tokio::time::sleep(round_offset(k, member_timeout)).await;
     let gone = cluster.member(&victim).id().clone();
     let started = Instant::now();
     match ending {
@@ -374,6 +384,16 @@ async fn removal(
     add(cluster, config).await?;
     agreed(cluster, CRASH_CLUSTER).await?;
     Ok((took, flagged))
+}
+
+/// Where in its neighbours' heartbeat rounds victim `k` ends: fractions of the heartbeat
+/// interval at `member_timeout` spread evenly over trials (the golden-ratio sequence), so
+/// that a handful of victims covers the round and a rerun ends the same ones at the same
+/// points.
+fn round_offset(k: usize, member_timeout: Duration) -> Duration {
+    const GOLDEN: f64 = 0.618_033_988_749_895;
+    let interval = Detector::new(member_timeout).interval();
+    interval.mul_f64((k as f64 * GOLDEN).fract())
 }
 
 /// How a cluster's members are configured (`Cluster::tuned`).
