@@ -75,12 +75,13 @@ async fn files_from_the_cli_load_and_connect_two_members() {
     one.install_view(view.clone());
     two.install_view(view);
     let mut received = two.subscribe::<Greeting>().expect("subscribe");
-    one.send(
-        &Greeting("hello".into()),
-        Priority::Normal,
-        &[two.local_member().clone()],
-    )
-    .expect("send");
+    let _ = one
+        .send(
+            &Greeting("hello".into()),
+            Priority::Normal,
+            &[two.local_member().clone()],
+        )
+        .expect("send");
     let envelope = tokio::time::timeout(Duration::from_secs(30), received.recv())
         .await
         .expect("the greeting arrives within 30 s")

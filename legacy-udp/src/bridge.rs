@@ -244,6 +244,7 @@ fn merge(mut a: SendOutcome, b: SendOutcome) -> SendOutcome {
     a.not_in_view.extend(b.not_in_view);
     a.backlogged.extend(b.backlogged);
     a.too_large.extend(b.too_large);
+    a.not_sent.extend(b.not_sent);
     a
 }
 

@@ -185,7 +185,7 @@ async fn a_stranger_that_was_heard_once_still_cannot_deliver_application_message
     }
 
     // A member of the view is heard as before, and it is the only one heard.
-    member
+    let _ = member
         .send(
             &Note(b"genuine".to_vec()),
             Priority::Normal,
@@ -369,7 +369,7 @@ async fn one_sender_of_large_messages_cannot_make_another_lose_one() {
             .expect("send");
         assert!(outcome.backlogged.is_empty() && outcome.not_in_view.is_empty());
     }
-    other
+    let _ = other
         .send(&Note(vec![0xff; 19_000]), Priority::Normal, &to)
         .expect("send");
     let mut senders = Vec::new();

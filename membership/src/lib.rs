@@ -27,7 +27,9 @@ pub mod view_file;
 
 pub use auth::{AllowAll, Authenticator, Credentials, SharedSecret};
 pub use gms::{CheckOutcome, Gms, GmsConfig, GmsStats, MembershipEvent, Output};
-pub use member::{ConfigError, Member, MemberConfig, Preset, Protocol, StartError, Transport};
+pub use member::{
+    ConfigError, Member, MemberBuilder, MemberConfig, Preset, Protocol, StartError, Transport,
+};
 pub use messages::{
     Ballot, Decision, DiscoveryAnswer, FinalCheck, FindCoordinator, GmsMessage, Heartbeat,
     JoinRejection, LeaseMessage, Proposal, ReachabilityMessage, Standing, ViewCheck,

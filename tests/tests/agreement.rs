@@ -165,7 +165,7 @@ async fn a_member_cut_off_and_removed_is_told_it_is_out_and_rejoins_by_itself() 
 
     // The subscription made before carries over: messages to the new member reach it, and
     // it can send.
-    cluster
+    let _ = cluster
         .member("member-1")
         .send(
             &Numbered::new("member-1", "after", 0, 8),

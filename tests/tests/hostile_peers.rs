@@ -307,7 +307,7 @@ async fn dials_to_peers_outside_the_view_cannot_hold_back_a_final_check_or_a_vie
             MemberKind::Member,
         ));
     }
-    checker
+    let _ = checker
         .send_outside_view(&Probe(0), &vanished)
         .expect("send");
     // Those dials take their permits first: wait until as many vanished joiners as there
@@ -340,7 +340,7 @@ async fn dials_to_peers_outside_the_view_cannot_hold_back_a_final_check_or_a_vie
         "the final check waited {check_latency:?} behind dials outside the view"
     );
     let started = Instant::now();
-    checker
+    let _ = checker
         .send(
             &Probe(1),
             cohort_transport::Priority::Control,
@@ -442,7 +442,7 @@ async fn after_a_one_way_connection_loss_the_smaller_member_takes_the_new_dial_a
     smaller.install_view(view);
 
     // The smaller member dials; the larger answers.
-    smaller
+    let _ = smaller
         .send(
             &Probe(0),
             cohort_transport::Priority::Control,

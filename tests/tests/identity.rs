@@ -35,7 +35,8 @@ async fn a_hello_in_another_members_name_is_refused_whatever_address_it_claims()
     let b = spawn_member(&ca, "b");
     install_view(1, &[&a, &b]);
     let mut sub_a = a.subscribe::<Numbered>().expect("subscribe");
-    b.send(&message(0), Priority::Normal, &to(&a))
+    let _ = b
+        .send(&message(0), Priority::Normal, &to(&a))
         .expect("send");
     receive(&mut sub_a, 1, PATIENCE).await;
 
@@ -64,7 +65,8 @@ async fn a_hello_in_another_members_name_is_refused_whatever_address_it_claims()
         );
     }
     // b is still b, on its one connection.
-    b.send(&message(1), Priority::Normal, &to(&a))
+    let _ = b
+        .send(&message(1), Priority::Normal, &to(&a))
         .expect("send");
     let got = receive(&mut sub_a, 1, PATIENCE).await;
     assert_eq!(got[0].from, real_b);
@@ -111,7 +113,8 @@ async fn a_process_outside_the_view_cannot_send_application_messages() {
     );
 
     // Members in the view are heard as ever.
-    b.send(&message(1), Priority::Normal, &to(&a))
+    let _ = b
+        .send(&message(1), Priority::Normal, &to(&a))
         .expect("send");
     let got = receive(&mut sub_a, 1, PATIENCE).await;
     assert_eq!(got[0].message.index, 1);
@@ -129,7 +132,8 @@ async fn a_member_removed_from_the_view_is_not_heard_any_more() {
     install_view(1, &[&a, &b, &c]);
     let mut sub_a = a.subscribe::<Numbered>().expect("subscribe");
     let mut sub_b = b.subscribe::<Numbered>().expect("subscribe");
-    c.send(&message(0), Priority::Normal, &to(&a))
+    let _ = c
+        .send(&message(0), Priority::Normal, &to(&a))
         .expect("send");
     receive(&mut sub_a, 1, PATIENCE).await;
 
@@ -140,9 +144,11 @@ async fn a_member_removed_from_the_view_is_not_heard_any_more() {
     );
     a.install_view(without_c);
     for i in 1..=5 {
-        c.send(&message(i), Priority::Normal, &to(&a))
+        let _ = c
+            .send(&message(i), Priority::Normal, &to(&a))
             .expect("c still sends to a");
-        c.send(&message(i), Priority::Normal, &to(&b))
+        let _ = c
+            .send(&message(i), Priority::Normal, &to(&b))
             .expect("and to b");
     }
     // b, which still has c in its view, hears all five: c did send them.

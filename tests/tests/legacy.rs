@@ -137,11 +137,12 @@ async fn one_member_receives_quic_and_legacy_traffic_on_the_same_port() {
     let mut numbered = dual.subscribe::<Numbered>().expect("subscribe");
     for i in 0..100 {
         let q = Numbered::new("quic-peer", "normal", i, 100);
-        quic_peer
+        let _ = quic_peer
             .send(&q, Priority::Normal, &[dual.local_member().clone()])
             .expect("sent");
         let l = Numbered::new("old", "normal", i, 100);
-        old.send(&l, Priority::Normal, &[dual.local_member().clone()])
+        let _ = old
+            .send(&l, Priority::Normal, &[dual.local_member().clone()])
             .expect("sent");
     }
     let received = receive(&mut numbered, 200, PATIENCE).await;
@@ -184,7 +185,7 @@ async fn garbage_on_the_shared_port_is_dropped_and_counted_while_quic_goes_on() 
             .send_to(garbage[i as usize % garbage.len()], dual.local_addr())
             .expect("send garbage");
         let message = Numbered::new("quic-peer", "normal", i, 50);
-        quic_peer
+        let _ = quic_peer
             .send(&message, Priority::Normal, &[dual.local_member().clone()])
             .expect("sent");
     }

@@ -52,7 +52,8 @@ async fn a_frame_over_its_prioritys_limit_is_refused_at_the_sender_and_cuts_off_
         Err(SendError::TooLarge { max, .. }) => assert_eq!(max, 64 << 10),
         other => panic!("a 100 KB High message was not refused: {other:?}"),
     }
-    a.send(&big, Priority::Bulk, to_b)
+    let _ = a
+        .send(&big, Priority::Bulk, to_b)
         .expect("the same on Bulk");
     let got = receive(&mut sub_b, 1, PATIENCE).await;
     assert_eq!(got[0].message.body.len(), 100_000);
@@ -87,7 +88,8 @@ async fn a_frame_over_its_prioritys_limit_is_refused_at_the_sender_and_cuts_off_
 
     // a and b carry on over their own connection.
     for i in 1..=20 {
-        a.send(&message(i, 1000), Priority::High, to_b)
+        let _ = a
+            .send(&message(i, 1000), Priority::High, to_b)
             .expect("send");
     }
     let got = receive(&mut sub_b, 20, PATIENCE).await;
@@ -208,7 +210,7 @@ async fn one_address_may_keep_only_so_many_connections_open() {
 
     // Members in good standing are not affected.
     for i in 0..10 {
-        friend
+        let _ = friend
             .send(
                 &message(i, 100),
                 Priority::Normal,
@@ -471,7 +473,8 @@ async fn a_message_over_the_receivers_limit_is_refused_by_its_sender() {
         .send(&message(0, 100_000), Priority::High, to_b)
         .expect("send");
     assert!(outcome.is_complete(), "{outcome:?}");
-    a.send(&message(1, 1000), Priority::High, to_b)
+    let _ = a
+        .send(&message(1, 1000), Priority::High, to_b)
         .expect("send");
     let got = receive(&mut sub_b, 1, PATIENCE).await;
     assert_eq!(got[0].message.index, 1);
@@ -494,7 +497,8 @@ async fn a_message_over_the_receivers_limit_is_refused_by_its_sender() {
         .send(&message(2, 100_000), Priority::High, to_b)
         .expect("send");
     assert_eq!(outcome.too_large, vec![b.local_member().clone()]);
-    a.send(&message(3, 1000), Priority::High, to_b)
+    let _ = a
+        .send(&message(3, 1000), Priority::High, to_b)
         .expect("send");
     let got = receive(&mut sub_b, 1, PATIENCE).await;
     assert_eq!(got[0].message.index, 3);

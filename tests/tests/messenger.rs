@@ -115,7 +115,7 @@ async fn three_members_exchange_every_priority_and_datagrams_in_order() {
             );
             for index in 0..DATAGRAMS {
                 let message = numbered(names[i], "datagram", index, 100);
-                sender
+                let _ = sender
                     .send_datagram(&message, std::slice::from_ref(&peer))
                     .expect("send datagram");
             }
@@ -191,18 +191,20 @@ async fn crossed_dial_round(ca: &TestCa, round: usize) -> bool {
     let (ida, idb) = (a.local_member().clone(), b.local_member().clone());
     // Both send at once, so both drivers dial at once.
     for index in 0..MESSAGES {
-        a.send(
-            &numbered("a", "normal", index, 10),
-            Priority::Normal,
-            std::slice::from_ref(&idb),
-        )
-        .expect("send");
-        b.send(
-            &numbered("b", "normal", index, 10),
-            Priority::Normal,
-            std::slice::from_ref(&ida),
-        )
-        .expect("send");
+        let _ = a
+            .send(
+                &numbered("a", "normal", index, 10),
+                Priority::Normal,
+                std::slice::from_ref(&idb),
+            )
+            .expect("send");
+        let _ = b
+            .send(
+                &numbered("b", "normal", index, 10),
+                Priority::Normal,
+                std::slice::from_ref(&ida),
+            )
+            .expect("send");
     }
     for (sub, from) in [(&mut sub_a, "b"), (&mut sub_b, "a")] {
         let got = receive(sub, MESSAGES as usize, PATIENCE).await;
@@ -341,7 +343,8 @@ async fn graceful_shutdown_delivers_everything_already_accepted() {
     let reader = tokio::spawn(async move { receive(&mut sub, COUNT as usize, PATIENCE).await });
     let to = [b.local_member().clone()];
     for index in 0..COUNT {
-        a.send(&numbered("a", "normal", index, 64), Priority::Normal, &to)
+        let _ = a
+            .send(&numbered("a", "normal", index, 64), Priority::Normal, &to)
             .expect("send");
     }
     within("a's shutdown", PATIENCE, a.shutdown()).await;
@@ -367,9 +370,11 @@ async fn a_member_can_send_to_itself_and_control_is_reserved() {
     install_view(1, &[&a]);
     let mut sub = a.subscribe::<Numbered>().expect("subscribe");
     let me = [a.local_member().clone()];
-    a.send(&numbered("a", "high", 0, 3), Priority::High, &me)
+    let _ = a
+        .send(&numbered("a", "high", 0, 3), Priority::High, &me)
         .expect("send");
-    a.send_datagram(&numbered("a", "datagram", 0, 3), &me)
+    let _ = a
+        .send_datagram(&numbered("a", "datagram", 0, 3), &me)
         .expect("send");
     let got = receive(&mut sub, 2, PATIENCE).await;
     assert_eq!(got[0].from, me[0]);
@@ -487,7 +492,8 @@ async fn an_alert_larger_than_a_datagram_travels_reliably_on_bulk() {
     let mut sub = b.subscribe::<Numbered>().expect("subscribe");
     let to = [b.local_member().clone()];
     // Before any connection the limit is not known: anything over a safe size goes on Bulk.
-    a.send_datagram(&numbered("a", "bulk", 0, 5000), &to)
+    let _ = a
+        .send_datagram(&numbered("a", "bulk", 0, 5000), &to)
         .expect("send");
     let got = receive(&mut sub, 1, PATIENCE).await;
     assert_eq!(got[0].delivery, Delivery::Reliable(Priority::Bulk));
@@ -496,9 +502,11 @@ async fn an_alert_larger_than_a_datagram_travels_reliably_on_bulk() {
         a.peer_stats(&to[0]).is_some_and(|s| s.connected),
         "connected after the first message"
     );
-    a.send_datagram(&numbered("a", "bulk", 1, 64 * 1024), &to)
+    let _ = a
+        .send_datagram(&numbered("a", "bulk", 1, 64 * 1024), &to)
         .expect("send");
-    a.send_datagram(&numbered("a", "datagram", 0, 100), &to)
+    let _ = a
+        .send_datagram(&numbered("a", "datagram", 0, 100), &to)
         .expect("send");
     let got = receive(&mut sub, 2, PATIENCE).await;
     let deliveries: Vec<Delivery> = got.iter().map(|e| e.delivery).collect();
@@ -507,6 +515,37 @@ async fn an_alert_larger_than_a_datagram_travels_reliably_on_bulk() {
         "{deliveries:?}"
     );
     assert!(deliveries.contains(&Delivery::Datagram), "{deliveries:?}");
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+/// A datagram to a member with no connection yet is not sent, and the outcome names it
+/// (`not_sent`; it used to say complete); the send starts a connection, and once that is
+/// up the next datagram goes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_datagram_before_any_connection_is_reported_not_sent() {
+    init_tracing();
+    let ca = TestCa::new();
+    let a = spawn_member(&ca, "a");
+    let b = spawn_member(&ca, "b");
+    install_view(1, &[&a, &b]);
+    let mut sub = b.subscribe::<Numbered>().expect("subscribe");
+    let to = [b.local_member().clone()];
+    let first = a
+        .send_datagram(&numbered("a", "datagram", 0, 100), &to)
+        .expect("send");
+    assert_eq!(first.not_sent, to.to_vec(), "{first:?}");
+    assert!(!first.is_complete());
+    wait_until("a connection to b", PATIENCE, || {
+        a.peer_stats(&to[0]).is_some_and(|s| s.connected)
+    })
+    .await;
+    let second = a
+        .send_datagram(&numbered("a", "datagram", 1, 100), &to)
+        .expect("send");
+    assert!(second.is_complete(), "{second:?}");
+    let got = receive(&mut sub, 1, PATIENCE).await;
+    assert_eq!(got[0].message.index, 1);
     a.shutdown().await;
     b.shutdown().await;
 }
@@ -527,7 +566,8 @@ async fn acknowledgements_of_datagrams_count_as_signs_of_life() {
     // A reliable message makes the connection (the first datagram to a member without one
     // is dropped); once it is acknowledged, b has nothing left to say.
     let mut sub = b.subscribe::<Numbered>().expect("subscribe");
-    a.send(&beat(0), Priority::High, std::slice::from_ref(&to_b))
+    let _ = a
+        .send(&beat(0), Priority::High, std::slice::from_ref(&to_b))
         .expect("send");
     receive(&mut sub, 1, PATIENCE).await;
     wait_until("the message is acknowledged", PATIENCE, || {
@@ -544,7 +584,8 @@ async fn acknowledgements_of_datagrams_count_as_signs_of_life() {
         let looked = tokio::time::Instant::now();
         // The look before the send, as the detector makes before each heartbeat.
         let _ = a.last_heard(&to_b);
-        a.send_datagram(&beat(i), std::slice::from_ref(&to_b))
+        let _ = a
+            .send_datagram(&beat(i), std::slice::from_ref(&to_b))
             .expect("send");
         wait_until("the acknowledgement counts", PATIENCE, || {
             a.last_heard(&to_b).is_some_and(|at| at >= looked)

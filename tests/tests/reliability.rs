@@ -71,10 +71,11 @@ async fn stream_across_priorities(a: &QuicMessenger, b: &QuicMessenger, count: u
     for index in 0..count {
         let priority = DATA[(index % 3) as usize];
         // One sequence per priority: index within that priority.
-        a.send(&numbered("a", priority, index / 3, size), priority, to)
+        let _ = a
+            .send(&numbered("a", priority, index / 3, size), priority, to)
             .expect("send");
     }
-    reader
+    let _ = reader
         .await
         .expect("exactly once and in order per priority");
 }
@@ -136,7 +137,7 @@ async fn killing_the_connection_mid_stream_loses_and_repeats_nothing() {
         })
         .await;
     }
-    reader.await.expect("every message exactly once, in order");
+    let _ = reader.await.expect("every message exactly once, in order");
     let stats = a.peer_stats(&idb).expect("a knows b");
     println!(
         "connections {}, frames resent {}, duplicates dropped by b {}",
@@ -228,27 +229,29 @@ async fn a_three_second_blackhole_loses_nothing_and_other_pairs_carry_on() {
             );
             during = None;
         }
-        a.send(
-            &numbered("a", Priority::Normal, index, 32),
-            Priority::Normal,
-            &[idb.clone(), idc.clone()],
-        )
-        .expect("send");
-        c.send(
-            &numbered("c", Priority::High, index, 32),
-            Priority::High,
-            std::slice::from_ref(&idb),
-        )
-        .expect("send");
+        let _ = a
+            .send(
+                &numbered("a", Priority::Normal, index, 32),
+                Priority::Normal,
+                &[idb.clone(), idc.clone()],
+            )
+            .expect("send");
+        let _ = c
+            .send(
+                &numbered("c", Priority::High, index, 32),
+                Priority::High,
+                std::slice::from_ref(&idb),
+            )
+            .expect("send");
     }
     assert!(
         during.is_none() && blackholed,
         "the blackhole was applied and healed"
     );
-    reader_b
+    let _ = reader_b
         .await
         .expect("b got everything from a and c, exactly once and in order");
-    reader_c.await.expect("c got everything from a");
+    let _ = reader_c.await.expect("c got everything from a");
     let stats = a.peer_stats(&idb).expect("a knows b");
     println!(
         "a->b connections {}, frames resent {}",
@@ -275,12 +278,13 @@ async fn a_member_restarted_on_the_same_address_starts_fresh() {
     // a's frames for the old b cannot get through: they stay unacknowledged at a.
     a.faults().block_to(address);
     for index in 0..1000 {
-        a.send(
-            &numbered("a", Priority::Normal, index, 16),
-            Priority::Normal,
-            std::slice::from_ref(&old_b),
-        )
-        .expect("send");
+        let _ = a
+            .send(
+                &numbered("a", Priority::Normal, index, 16),
+                Priority::Normal,
+                std::slice::from_ref(&old_b),
+            )
+            .expect("send");
     }
     wait_until("a holds frames for the old b", PATIENCE, || {
         a.peer_stats(&old_b).is_some_and(|s| s.queued_bytes > 0)
@@ -321,13 +325,14 @@ async fn a_member_restarted_on_the_same_address_starts_fresh() {
     let mut at_a = a.subscribe::<Numbered>().expect("subscribe");
     let idn = new_b.local_member().clone();
     for index in 0..10 {
-        a.send(
-            &numbered("a", Priority::Normal, index, 16),
-            Priority::Normal,
-            std::slice::from_ref(&idn),
-        )
-        .expect("send");
-        new_b
+        let _ = a
+            .send(
+                &numbered("a", Priority::Normal, index, 16),
+                Priority::Normal,
+                std::slice::from_ref(&idn),
+            )
+            .expect("send");
+        let _ = new_b
             .send(
                 &numbered("b", Priority::Normal, index, 16),
                 Priority::Normal,

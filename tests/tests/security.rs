@@ -71,7 +71,8 @@ async fn members_of_another_ca_cannot_connect_in_either_direction() {
     let mut events_a = a.events();
     let mut events_x = x.events();
 
-    a.send(&message(0), Priority::Normal, &[x.local_member().clone()])
+    let _ = a
+        .send(&message(0), Priority::Normal, &[x.local_member().clone()])
         .expect("send");
     let a_reason = next_event(&mut events_a, "a's dial to x fails", |e| match e {
         TransportEvent::DialFailed { reason, .. } => Some(reason),
@@ -80,7 +81,8 @@ async fn members_of_another_ca_cannot_connect_in_either_direction() {
     .await;
     assert!(a_reason.contains("invalid peer certificate"), "{a_reason}");
 
-    x.send(&message(1), Priority::Normal, &[a.local_member().clone()])
+    let _ = x
+        .send(&message(1), Priority::Normal, &[a.local_member().clone()])
         .expect("send");
     let x_reason = next_event(&mut events_x, "x's dial to a fails", |e| match e {
         TransportEvent::DialFailed { reason, .. } => Some(reason),
@@ -167,7 +169,8 @@ async fn garbage_on_a_data_stream_closes_only_that_connection() {
     let mut sub_b = b.subscribe::<Numbered>().expect("subscribe");
     let (ida, idb) = (a.local_member().clone(), b.local_member().clone());
     // b and a are talking before and after the incidents.
-    a.send(&message(0), Priority::Normal, std::slice::from_ref(&idb))
+    let _ = a
+        .send(&message(0), Priority::Normal, std::slice::from_ref(&idb))
         .expect("send");
     receive(&mut sub_b, 1, PATIENCE).await;
 
@@ -222,18 +225,20 @@ async fn garbage_on_a_data_stream_closes_only_that_connection() {
         // Nobody else noticed: a and b keep exchanging messages on the same connection.
         let base = 100 * (1 + reason.len() as u64);
         for i in 0..50 {
-            a.send(
-                &message(base + i),
-                Priority::Normal,
-                std::slice::from_ref(&idb),
-            )
-            .expect("send");
-            b.send(
-                &message(base + i),
-                Priority::High,
-                std::slice::from_ref(&ida),
-            )
-            .expect("send");
+            let _ = a
+                .send(
+                    &message(base + i),
+                    Priority::Normal,
+                    std::slice::from_ref(&idb),
+                )
+                .expect("send");
+            let _ = b
+                .send(
+                    &message(base + i),
+                    Priority::High,
+                    std::slice::from_ref(&ida),
+                )
+                .expect("send");
         }
         let to_b = receive(&mut sub_b, 50, PATIENCE).await;
         let to_a = receive(&mut sub_a, 50, PATIENCE).await;
@@ -279,7 +284,8 @@ async fn with_identification_on_certificates_must_name_the_claimed_address() {
     let b = cohort_tests::spawn_with(&identified(b_cert), "b", Default::default());
     install_view(1, &[&a, &b]);
     let mut events_a = a.events();
-    a.send(&message(0), Priority::Normal, &[b.local_member().clone()])
+    let _ = a
+        .send(&message(0), Priority::Normal, &[b.local_member().clone()])
         .expect("send");
     let reason = next_event(&mut events_a, "a's dial to b fails", |e| match e {
         TransportEvent::DialFailed { reason, .. } => Some(reason),

@@ -56,6 +56,13 @@ pub enum SubscribeError {
         /// The Rust type name of the existing subscription's message.
         existing: &'static str,
     },
+    /// An application subscribed to a tag reserved for cohort's own protocols (below
+    /// [`Tag::FIRST_APPLICATION`]).
+    #[error(
+        "tag {0} is reserved for cohort's own protocols; application tags start at {first}",
+        first = Tag::FIRST_APPLICATION
+    )]
+    ReservedTag(Tag),
 }
 
 struct Route {
@@ -195,7 +202,9 @@ impl std::fmt::Debug for Dispatcher {
     }
 }
 
-/// Received messages of one type, in arrival order per sender and priority.
+/// Received messages of one type, in arrival order per sender and priority. Dropping it
+/// unsubscribes: later messages of its tag find no subscriber.
+#[must_use = "dropping a subscription unsubscribes at once"]
 pub struct Subscription<M> {
     rx: mpsc::Receiver<Inbound>,
     dispatcher: Weak<Dispatcher>,

@@ -16,8 +16,12 @@ use crate::message::{Message, Tag};
 use crate::priority::Priority;
 use crate::view::View;
 
-/// What `send` did with each recipient it could not accept the message for.
+/// What `send` did with each recipient it could not accept the message for. For a
+/// reliable message, accepted means queued: it will be delivered exactly once while the
+/// recipient stays in the view. For a datagram, accepted means handed to QUIC on a live
+/// connection (or queued on Bulk, when too large for one): it may still be lost on the way.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[must_use = "the outcome names the recipients the message was not accepted for"]
 pub struct SendOutcome {
     /// Recipients not in the current view: nothing was queued for them.
     pub not_in_view: Vec<MemberId>,
@@ -28,12 +32,18 @@ pub struct SendOutcome {
     /// this priority (their `max_frame_bytes_by_priority` is smaller than this member's):
     /// refused for them, as [`SendError::TooLarge`] refuses it for everyone.
     pub too_large: Vec<MemberId>,
+    /// Datagrams only: recipients with no connection up yet (one is being dialed) or whose
+    /// connection refused the datagram; it was not sent to them.
+    pub not_sent: Vec<MemberId>,
 }
 
 impl SendOutcome {
     /// True if the message was accepted for every recipient.
     pub fn is_complete(&self) -> bool {
-        self.not_in_view.is_empty() && self.backlogged.is_empty() && self.too_large.is_empty()
+        self.not_in_view.is_empty()
+            && self.backlogged.is_empty()
+            && self.too_large.is_empty()
+            && self.not_sent.is_empty()
     }
 }
 
@@ -69,6 +79,14 @@ pub enum SendError {
     /// Only cohort's own protocols may reach members outside the view.
     #[error("message with tag {0} is an application tag and cannot be sent outside the view")]
     ProtocolOnly(Tag),
+    /// An application sent a message under a tag reserved for cohort's own protocols
+    /// (below [`Tag::FIRST_APPLICATION`]): its receivers would hand it to the protocol.
+    #[error(
+        "message with tag {0} uses a tag reserved for cohort's own protocols; application \
+         tags start at {first}",
+        first = Tag::FIRST_APPLICATION
+    )]
+    ReservedTag(Tag),
 }
 
 /// Something that happened to the transport, for the membership layer and operators.
@@ -157,6 +175,17 @@ pub enum TransportEvent {
         /// Bytes queued for it.
         queued_bytes: usize,
     },
+    /// Reliable messages this member sent `member` under `tag` found no subscriber there
+    /// and were dropped (QUIC only; the first one is reported at once, later ones at most
+    /// once a second per tag).
+    Undelivered {
+        /// The member that had no subscriber.
+        member: MemberId,
+        /// The messages' tag.
+        tag: Tag,
+        /// How many were dropped since the last report for this tag.
+        count: u64,
+    },
 }
 
 /// A cluster messenger: sends typed messages to members of the current view.
@@ -202,7 +231,7 @@ pub trait Messenger: Send + Sync {
     ///
     /// It may be lost. One larger than the connection's datagram limit travels reliably on
     /// the Bulk stream instead. A recipient with no connection yet gets a connection started
-    /// and this datagram dropped.
+    /// and this datagram is not sent to it: [`SendOutcome::not_sent`] names it.
     fn send_datagram<M: Message>(
         &self,
         message: &M,

@@ -13,6 +13,8 @@
 //! body(Hello)       := postcard(Hello)
 //! body(HelloAck)    := postcard(HelloAck)
 //! body(Data)        := seq:varint tag:varint payload          (payload = postcard(message))
+//!                      tag TOO_LARGE_STAND_IN: no payload; tag UNDELIVERED (Control only):
+//!                      payload = tag:varint count:varint
 //! body(Goodbye)     := opened:u8      (bit i set: the data stream of priority i was opened)
 //! body(Ack)         := delivered:varint x4   (per priority, last sequence number delivered)
 //! body(Query)       := tag:varint payload     (first frame of a query connection, no Hello)
@@ -524,6 +526,30 @@ pub fn decode_datagram(mut datagram: Bytes) -> Result<(Tag, Bytes), WireError> {
 /// the tag and drops it the same way.)
 pub const TOO_LARGE_STAND_IN: Tag = Tag(0x0001);
 
+/// The tag of a data frame on the Control stream that tells a member its messages of one
+/// application tag were dropped by this member for want of a subscriber. Its payload is
+/// [`encode_undelivered`]: the tag and how many were dropped since the last notice for
+/// it. Sent once per tag at first, then at most once per tag and second. An older
+/// receiver finds no subscriber for it, counts it as an unknown tag and drops it; an older
+/// sender never sends one, so its messages are dropped as before, unreported.
+pub const UNDELIVERED: Tag = Tag(0x0002);
+
+/// The payload of an [`UNDELIVERED`] notice: `tag:varint count:varint`.
+pub fn encode_undelivered(tag: Tag, count: u64) -> Bytes {
+    let mut scratch = [0u8; 20];
+    let n = put_varint(&mut scratch, u64::from(tag.0));
+    let m = put_varint(&mut scratch[n..], count);
+    Bytes::copy_from_slice(&scratch[..n + m])
+}
+
+/// Decodes an [`UNDELIVERED`] notice's payload into the tag and the count; trailing bytes
+/// (a later version's additions) are left alone.
+pub fn decode_undelivered(mut payload: Bytes) -> Result<(Tag, u64), WireError> {
+    let tag = take_tag(&mut payload, "undelivered notice tag")?;
+    let count = take_varint(&mut payload, "undelivered notice count")?;
+    Ok((tag, count))
+}
+
 /// How far ahead of the bytes received a [`FrameDecoder`] reserves memory for a frame.
 pub const RESERVE_AHEAD: usize = 64 << 10;
 
@@ -726,6 +752,27 @@ mod tests {
         put_data_header(&mut buf, seq, tag, payload.len());
         buf.extend_from_slice(payload);
         buf.freeze()
+    }
+
+    #[test]
+    fn an_undelivered_notice_is_pinned_and_rejects_what_is_cut_short() {
+        // A change to these bytes is a compatibility decision: older builds read them.
+        assert_eq!(UNDELIVERED, Tag(0x0002));
+        let payload = encode_undelivered(Tag(0x1_0000), 300);
+        assert_eq!(&payload[..], &[0x80, 0x80, 0x04, 0xac, 0x02]);
+        assert_eq!(
+            decode_undelivered(payload.clone()).expect("decodes"),
+            (Tag(0x1_0000), 300)
+        );
+        for cut in 0..payload.len() {
+            assert!(decode_undelivered(payload.slice(..cut)).is_err(), "{cut}");
+        }
+        let mut longer = BytesMut::from(&payload[..]);
+        longer.extend_from_slice(b"later");
+        assert_eq!(
+            decode_undelivered(longer.freeze()).expect("trailing bytes are left alone"),
+            (Tag(0x1_0000), 300)
+        );
     }
 
     #[test]

@@ -287,6 +287,19 @@ pub enum MembershipEvent {
         /// A member that reached it.
         reached_by: MemberId,
     },
+    /// Application messages this member sent `member` under `tag` found no subscriber
+    /// there and were dropped: a reliable message was queued and taken, but nobody
+    /// received it (QUIC members only; the first one is reported at once, later ones at
+    /// most once a second per tag and member). Raised by [`Member`](crate::Member), not
+    /// by [`Gms`].
+    Undelivered {
+        /// The member with no subscriber for `tag`.
+        member: MemberId,
+        /// The messages' tag.
+        tag: cohort_transport::Tag,
+        /// How many were dropped since the last report for this tag.
+        count: u64,
+    },
     /// The cluster removed this member although it did not ask to leave (it was taken for
     /// crashed), or this member's side of a partition lost its quorum. This incarnation is
     /// out for good: it can only come back as a new member (a new uuid), which

@@ -1,7 +1,10 @@
 //! [`Member`]: the tokio driver of [`Gms`] and the public front door.
 //!
 //! ```text
+//! Member::builder ─► MemberBuilder::subscribe (the member's Relays, before any messenger)
+//!                 ─► MemberBuilder::start = Member::start with those subscriptions
 //! Member::start ─► Transport (QUIC, legacy or bridge, by MemberConfig::protocol)
+//!               ─► Relays::start: subscriptions made before relay from it from now on
 //!                                      ─► serve FindCoordinator (discovery answers),
 //!                                          ViewCheck (the standing the driver published,
 //!                                          and the checker's view id ─► the driver) and
@@ -16,9 +19,9 @@
 //!                      │ watched members ─► Gms::heard_from
 //!                      │ Gms outputs:
 //!                      ├─ Send      ─► messenger.send_outside_view (Control priority)
-//!                      ├─ Lease     ─► messenger.send_outside_view (Control, own tag)
+//!                      ├─ Lease     ─► messenger.send_datagram (own tag)
 //!                      ├─ Heartbeat ─► messenger.send_datagram
-//!                      ├─ Knock ─► messenger.knock
+//!                      ├─ Knock     ─► messenger.knock
 //!                      ├─ Check     ─► task: ViewCheck query over a fresh connection (or
 //!                      │               FinalCheck, if the suspect does not serve it), or
 //!                      │               any sign of life, within final_check_timeout (a
@@ -50,13 +53,13 @@ mod transport;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 use std::time::Duration;
 
 use cohort_legacy_udp::{Bridge, LegacyBindError, LegacyMessenger};
 use cohort_transport::{
     BindError, ClusterTls, MemberId, MemberKind, Message, Messenger, Priority, SendError,
-    SendOutcome, SubscribeError, Subscription, TransportEvent, View, ViewId,
+    SendOutcome, SubscribeError, Subscription, Tag, TransportEvent, View, ViewId,
 };
 use cohort_transport::{ProtocolVersion, QueryError, QuicMessenger};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
@@ -115,16 +118,37 @@ type CheckReport = (MemberId, CheckOutcome, Option<ViewId>, Option<MemberId>);
 /// incarnation's, the view watch and event stream carry on, and subscriptions made with
 /// [`Member::subscribe`] receive what is sent to the new member.
 ///
-/// Dropping a `Member` stops it at once, like a crash (no leave, no flush, no more reconnect
-/// attempts); call [`Member::leave`] to go gracefully.
+/// A `Member` is a handle: clones share the one member, so a service can hand it to
+/// every task that sends or watches, and any of them can [`Member::leave`]. Dropping the
+/// last handle stops the member at once, like a crash (no leave, no flush, no more
+/// reconnect attempts); call [`Member::leave`] to go gracefully.
+#[derive(Clone)]
+#[must_use = "dropping the last Member handle stops it at once, like a crash; call leave to go"]
 pub struct Member {
     shared: Arc<Shared>,
     slot: Arc<Slot>,
     /// The application's subscriptions, when they must outlive an incarnation.
     relays: Option<Arc<Relays>>,
     commands: mpsc::Sender<Command>,
-    supervisor: JoinHandle<()>,
+    life: Arc<Lifetime>,
     leave_timeout: Duration,
+}
+
+/// What ends with the last handle of a member: its supervisor, aborted on drop unless a
+/// leave or a kill ended it first.
+struct Lifetime {
+    /// Taken by the leave or kill that ends the member; its lock orders them.
+    supervisor: tokio::sync::Mutex<Option<JoinHandle<()>>>,
+    /// The first leave's result, which every later leave returns.
+    left: OnceLock<bool>,
+}
+
+impl Drop for Lifetime {
+    fn drop(&mut self) {
+        if let Some(supervisor) = self.supervisor.get_mut().take() {
+            supervisor.abort();
+        }
+    }
 }
 
 /// What the driver publishes for the application and for discovery answers. It holds no
@@ -257,11 +281,101 @@ enum Command {
     Suspect(MemberId, String),
 }
 
+/// A member not started yet: subscriptions made here exist before it joins, so nothing
+/// sent to it once it is in a view can arrive before its subscriber. [`Member::builder`]
+/// makes one, [`MemberBuilder::start`] joins.
+///
+/// A member already started can subscribe too ([`Member::subscribe`]), but messages of that
+/// type that reached it before are gone: another member may send to it as soon as it sees
+/// it in its view, which can be before `start` returns.
+///
+/// ```no_run
+/// # use cohort_membership::{Member, MemberConfig};
+/// # use cohort_transport::{Message, Tag};
+/// # #[derive(serde::Serialize, serde::Deserialize)]
+/// # struct Greeting(String);
+/// # impl Message for Greeting { const TAG: Tag = Tag::from_name("example/greeting"); }
+/// # async fn demo(config: MemberConfig) -> Result<(), Box<dyn std::error::Error>> {
+/// let mut builder = Member::builder(config);
+/// let mut greetings = builder.subscribe::<Greeting>()?;
+/// let member = builder.start().await?;
+/// while let Some(greeting) = greetings.recv().await {
+///     println!("{} says {}", greeting.from, greeting.message.0);
+/// }
+/// # let _ = member.leave().await;
+/// # Ok(())
+/// # }
+/// ```
+#[must_use = "a member builder does nothing until it is started"]
+pub struct MemberBuilder {
+    config: MemberConfig,
+    /// The subscriptions made before the start, once there is one.
+    relays: Option<Arc<Relays>>,
+}
+
+impl MemberBuilder {
+    /// Subscribes to application messages of type `M`, from every priority, before the
+    /// member exists; the subscription receives everything sent to every incarnation of
+    /// the member. A tag reserved for cohort's own protocols is refused
+    /// ([`SubscribeError::ReservedTag`]), as is a second type under one tag.
+    pub fn subscribe<M: Message>(&mut self) -> Result<Subscription<M>, SubscribeError> {
+        application_tag(M::TAG).map_err(SubscribeError::ReservedTag)?;
+        let capacity = self.config.transport.subscription_capacity;
+        let relays = self
+            .relays
+            .get_or_insert_with(|| Arc::new(Relays::new(capacity)));
+        // Not started: the relay starts on the first messenger, once it is bound.
+        relays.subscribe::<M>(|| None)
+    }
+
+    /// Starts the member: see [`Member::start`]. Every subscription made on this builder
+    /// is in place before the member asks anyone for the cluster.
+    pub async fn start(self) -> Result<Member, StartError> {
+        Member::start_with(self.config, self.relays).await
+    }
+}
+
+impl std::fmt::Debug for MemberBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemberBuilder")
+            .field("config", &self.config)
+            .field("subscriptions", &self.relays.is_some())
+            .finish()
+    }
+}
+
+/// `Ok` for an application tag, the tag back for a reserved one.
+fn application_tag(tag: Tag) -> Result<(), Tag> {
+    if tag.is_application() {
+        Ok(())
+    } else {
+        Err(tag)
+    }
+}
+
 impl Member {
+    /// A member to set up before it starts: subscribe there, so that nothing sent to it
+    /// once it is in a view finds no subscriber (see [`MemberBuilder`]).
+    pub fn builder(config: MemberConfig) -> MemberBuilder {
+        MemberBuilder {
+            config,
+            relays: None,
+        }
+    }
+
     /// Binds the member's socket, finds the cluster through the locators (or founds it,
     /// for a locator that finds none) and joins it. Returns once this member is in a view,
-    /// or with the reason it could not get into one within the join timeout.
+    /// or with the reason it could not get into one within the join timeout. To subscribe
+    /// before it joins, use [`Member::builder`].
     pub async fn start(config: MemberConfig) -> Result<Member, StartError> {
+        Member::start_with(config, None).await
+    }
+
+    /// [`Member::start`], with the subscriptions made before it (`relays`), if any.
+    async fn start_with(
+        config: MemberConfig,
+        relays: Option<Arc<Relays>>,
+    ) -> Result<Member, StartError> {
         config.validate()?;
         let deadline = Instant::now() + config.join_timeout;
         let tls = config.tls.load()?;
@@ -270,12 +384,17 @@ impl Member {
         let shared = Arc::new(Shared::new(me.clone()));
         let inputs = attach(&shared, &messenger)?;
         let slot = Arc::new(Slot(RwLock::new(messenger.clone())));
-        let relays = config.auto_reconnect.then(|| {
-            Arc::new(Relays::new(
-                config.transport.subscription_capacity,
-                tokio::runtime::Handle::current(),
-            ))
+        // Subscriptions must outlive an incarnation with auto-reconnect on, and those made
+        // before the start need a dispatcher before the messenger exists: both are relayed.
+        let relays = relays.or_else(|| {
+            config
+                .auto_reconnect
+                .then(|| Arc::new(Relays::new(config.transport.subscription_capacity)))
         });
+        if let Some(relays) = &relays {
+            // Before discovery: nobody can send this member anything before it asks.
+            relays.start(tokio::runtime::Handle::current(), &messenger);
+        }
 
         let view_file = (config.kind == MemberKind::Locator && config.persist_view)
             .then(|| view_file::path_for(&config.working_dir, me.address().port()));
@@ -363,7 +482,10 @@ impl Member {
                 slot,
                 relays,
                 commands,
-                supervisor,
+                life: Arc::new(Lifetime {
+                    supervisor: tokio::sync::Mutex::new(Some(supervisor)),
+                    left: OnceLock::new(),
+                }),
                 leave_timeout: config.leave_timeout,
             }),
             Ok(Err(error)) => {
@@ -446,32 +568,40 @@ impl Member {
     }
 
     /// Sends an application message to members of the view, reliably and in order per
-    /// priority, without waiting. See [`Messenger::send`].
+    /// priority, without waiting. See [`Messenger::send`]. A tag reserved for cohort's own
+    /// protocols is refused ([`SendError::ReservedTag`]): its receivers would hand it to
+    /// the protocol.
     pub fn send<M: Message>(
         &self,
         message: &M,
         priority: Priority,
         recipients: &[MemberId],
     ) -> Result<SendOutcome, SendError> {
+        application_tag(M::TAG).map_err(SendError::ReservedTag)?;
         self.slot.with(|m| m.send(message, priority, recipients))
     }
 
-    /// Sends an unreliable application message. See [`Messenger::send_datagram`].
+    /// Sends an unreliable application message. See [`Messenger::send_datagram`]. A
+    /// reserved tag is refused, as by [`Member::send`].
     pub fn send_datagram<M: Message>(
         &self,
         message: &M,
         recipients: &[MemberId],
     ) -> Result<SendOutcome, SendError> {
+        application_tag(M::TAG).map_err(SendError::ReservedTag)?;
         self.slot.with(|m| m.send_datagram(message, recipients))
     }
 
     /// Subscribes to application messages of type `M`, from every priority. With
     /// auto-reconnect on, the subscription is the member's: after a reconnect it receives
     /// what is sent to the new incarnation, and it ends (`None`) only once the member has
-    /// stopped for good (see the `relay` module for what that costs).
+    /// stopped for good (see the `relay` module for what that costs). Messages of `M` that
+    /// arrived before are gone; subscribe on the [`MemberBuilder`] to have none arrive
+    /// before. A reserved tag is refused ([`SubscribeError::ReservedTag`]).
     pub fn subscribe<M: Message>(&self) -> Result<Subscription<M>, SubscribeError> {
+        application_tag(M::TAG).map_err(SubscribeError::ReservedTag)?;
         match &self.relays {
-            Some(relays) => relays.subscribe::<M>(|| self.slot.get()),
+            Some(relays) => relays.subscribe::<M>(|| Some(self.slot.get())),
             None => self.slot.with(|m| m.subscribe::<M>()),
         }
     }
@@ -503,8 +633,22 @@ impl Member {
     /// (a leaving coordinator installs it itself, and the next oldest takes over), then the
     /// messenger flushes and shuts down. Returns true if the view without this member
     /// arrived within the leave timeout. A member forced out and not yet back stops trying
-    /// to reconnect, and returns false.
-    pub async fn leave(mut self) -> bool {
+    /// to reconnect, and returns false. Any handle may leave, more than once: a leave
+    /// while another runs waits for it, and every later one returns the first one's
+    /// result (false after [`Member::kill`]); the other handles then see a member that has
+    /// stopped.
+    #[must_use = "false: the view without this member did not arrive within the leave timeout"]
+    pub async fn leave(&self) -> bool {
+        // Held to the end: a leave from another handle meanwhile waits, then returns this
+        // one's result.
+        let mut guard = self.life.supervisor.lock().await;
+        if let Some(left) = self.life.left.get() {
+            return *left;
+        }
+        let Some(mut supervisor) = guard.take() else {
+            // Killed: there is nothing to leave.
+            return false;
+        };
         let (reply, confirmed) = oneshot::channel();
         // The protocol bounds the leave by the leave timeout; this bounds it whatever the
         // protocol does, with room for the flush.
@@ -522,13 +666,11 @@ impl Member {
                 false
             });
         // The driver shuts the messenger down (flushing) before it ends.
-        if tokio::time::timeout(bound, &mut self.supervisor)
-            .await
-            .is_err()
-        {
-            self.supervisor.abort();
+        if tokio::time::timeout(bound, &mut supervisor).await.is_err() {
+            supervisor.abort();
         }
         self.messenger().shutdown().await;
+        let _ = self.life.left.set(confirmed);
         confirmed
     }
 
@@ -539,17 +681,14 @@ impl Member {
     /// Returns once the driver has ended. For tests of failure handling; to crash without
     /// the port closing (a host gone or cut off), isolate its socket with
     /// `messenger().faults().isolate()` instead.
-    pub async fn kill(mut self) {
+    pub async fn kill(&self) {
         // Silent first (crash isolates the socket), so the driver cannot say goodbye.
         self.messenger().crash();
-        self.supervisor.abort();
-        let _ = (&mut self.supervisor).await;
-    }
-}
-
-impl Drop for Member {
-    fn drop(&mut self) {
-        self.supervisor.abort();
+        let taken = self.life.supervisor.lock().await.take();
+        if let Some(supervisor) = taken {
+            supervisor.abort();
+            let _ = supervisor.await;
+        }
     }
 }
 
@@ -818,6 +957,11 @@ impl Driver {
                         self.on_unreachable(address, &reason);
                     }
                     Ok(TransportEvent::RemovedBy { member }) => self.gms.refused_by(now(), &member),
+                    Ok(TransportEvent::Undelivered { member, tag, count }) => {
+                        // The application's to hear: nothing for the protocol to do.
+                        let event = MembershipEvent::Undelivered { member, tag, count };
+                        let _ = self.shared.events.send(event);
+                    }
                     _ => {}
                 },
                 () = tokio::time::sleep_until(timeout.unwrap_or(far)), if timeout.is_some() => {
@@ -1147,7 +1291,8 @@ impl Driver {
             }
             MembershipEvent::Suspect { .. }
             | MembershipEvent::LinkProblem { .. }
-            | MembershipEvent::Reconnected { .. } => None,
+            | MembershipEvent::Reconnected { .. }
+            | MembershipEvent::Undelivered { .. } => None,
         }
     }
 

@@ -2,8 +2,10 @@
 //! the next.
 //!
 //! ```text
-//! Member::subscribe::<M>() ─► the member's own Dispatcher ─► Subscription<M> (the application's)
-//!                          └► first time for M's tag: a starter, run on the current messenger
+//! MemberBuilder::subscribe::<M>(), Member::subscribe::<M>()
+//!     ─► the member's own Dispatcher ─► Subscription<M> (the application's)
+//!     └► first time for M's tag: a starter, run on the current messenger (or, before the
+//!        member started, on its first one, as soon as it is bound: Relays::start)
 //! starter(messenger) ─► messenger.subscribe::<M>() ─► relay task:
 //!     Envelope<M> ─► postcard encode ─► the member's Dispatcher ─► the application's Subscription<M>
 //! each reconnect ─► every starter runs on the new messenger; the old relays end when the
@@ -14,7 +16,9 @@
 //! A reconnect replaces the messenger, and a [`Subscription`] is tied to the dispatcher of
 //! the messenger that made it. So with auto-reconnect on, the application subscribes to a
 //! dispatcher the member owns for its whole life, and a relay task per tag and incarnation
-//! moves messages over. Back-pressure still reaches the sender: a relay waits while the
+//! moves messages over. The same is what lets an application subscribe before the member
+//! exists (`MemberBuilder::subscribe`): the subscription is on the member's dispatcher, and
+//! its relay starts on the first messenger before it asks anyone for the cluster. Back-pressure still reaches the sender: a relay waits while the
 //! application's queue is full (reliable messages; datagrams are dropped, as the messenger
 //! drops them), and then the messenger's queue fills behind it. The cost is one decode and
 //! encode per message and one more task hop, paid only with auto-reconnect on.
@@ -26,7 +30,7 @@
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use bytes::Bytes;
 use cohort_transport::dispatch::{Dispatcher, Inbound};
@@ -35,14 +39,15 @@ use tokio::runtime::Handle;
 
 use super::transport::Transport;
 
-/// Subscribes one message type on a messenger and starts its relay.
-type Starter = Box<dyn Fn(&Transport) -> Result<(), SubscribeError> + Send + Sync>;
+/// Subscribes one message type on a messenger and starts its relay on a runtime.
+type Starter = Box<dyn Fn(&Transport, &Handle) -> Result<(), SubscribeError> + Send + Sync>;
 
 /// The application's subscriptions of one member, across incarnations.
 pub(super) struct Relays {
     dispatcher: Arc<Dispatcher>,
-    /// Where relays run: the member's runtime, whichever thread subscribes.
-    runtime: Handle,
+    /// Where relays run: the member's runtime, whichever thread subscribes. Set when the
+    /// member's first messenger is bound ([`Relays::start`]); until then starters wait.
+    runtime: OnceLock<Handle>,
     /// One per tag ever subscribed. Its lock also orders subscribing against a messenger
     /// change, so that no relay is started on a messenger already replaced.
     starters: Mutex<HashMap<Tag, Starter>>,
@@ -50,37 +55,53 @@ pub(super) struct Relays {
 
 impl Relays {
     /// Relays into a dispatcher whose subscriptions buffer `capacity` messages each.
-    pub(super) fn new(capacity: usize, runtime: Handle) -> Self {
+    pub(super) fn new(capacity: usize) -> Self {
         Relays {
             dispatcher: Dispatcher::new(capacity),
-            runtime,
+            runtime: OnceLock::new(),
             starters: Mutex::new(HashMap::new()),
         }
     }
 
     /// Subscribes the application to `M`; the first time for its tag, also starts relaying
     /// `M` from the messenger `current` returns (read under the lock [`Relays::switch`]
-    /// takes).
+    /// takes), or, before [`Relays::start`] (`current` then has none), from the first
+    /// messenger once it is bound.
     pub(super) fn subscribe<M: Message>(
         &self,
-        current: impl FnOnce() -> Transport,
+        current: impl FnOnce() -> Option<Transport>,
     ) -> Result<Subscription<M>, SubscribeError> {
         let mut starters = self.starters.lock().unwrap_or_else(PoisonError::into_inner);
         let subscription = self.dispatcher.subscribe::<M>()?;
         if let Entry::Vacant(vacant) = starters.entry(M::TAG) {
             let dispatcher = self.dispatcher.clone();
-            let runtime = self.runtime.clone();
-            let starter: Starter = Box::new(move |messenger: &Transport| {
+            let starter: Starter = Box::new(move |messenger: &Transport, runtime: &Handle| {
                 let from = messenger.subscribe::<M>()?;
                 runtime.spawn(relay(from, dispatcher.clone()));
                 Ok(())
             });
-            // A tag the messenger already has a subscriber for (the application subscribed
-            // on the messenger itself) is refused here, as the messenger would refuse it.
-            starter(&current())?;
+            if let (Some(runtime), Some(messenger)) = (self.runtime.get(), current()) {
+                // A tag the messenger already has a subscriber for (the application
+                // subscribed on the messenger itself) is refused here, as the messenger
+                // would refuse it.
+                starter(&messenger, runtime)?;
+            }
             vacant.insert(starter);
         }
         Ok(subscription)
+    }
+
+    /// The member's first messenger is bound: relays run on `runtime` from now on, and
+    /// every subscription made before starts relaying from `messenger`, before the member
+    /// asks anyone for the cluster (so before any member can send it anything).
+    pub(super) fn start(&self, runtime: Handle, messenger: &Transport) {
+        let starters = self.starters.lock().unwrap_or_else(PoisonError::into_inner);
+        let runtime = self.runtime.get_or_init(|| runtime);
+        for (tag, starter) in starters.iter() {
+            if let Err(error) = starter(messenger, runtime) {
+                tracing::warn!(%tag, %error, "an application subscription was not started");
+            }
+        }
     }
 
     /// Makes `install` (which puts the new messenger in place) and the start of every relay
@@ -88,8 +109,12 @@ impl Relays {
     pub(super) fn switch<T>(&self, messenger: &Transport, install: impl FnOnce() -> T) -> T {
         let starters = self.starters.lock().unwrap_or_else(PoisonError::into_inner);
         let installed = install();
+        let Some(runtime) = self.runtime.get() else {
+            // Not started: nothing relays yet, and `start` will.
+            return installed;
+        };
         for (tag, starter) in starters.iter() {
-            if let Err(error) = starter(messenger) {
+            if let Err(error) = starter(messenger, runtime) {
                 tracing::warn!(%tag, %error, "an application subscription was not carried over");
             }
         }

@@ -25,7 +25,8 @@ use super::Shared;
 use super::handshake::{LinkParts, ReadFrameError, read_frame};
 use super::peer::{Peer, Received};
 use super::queue::Batch;
-use crate::dispatch::Inbound;
+use crate::dispatch::{Inbound, Routed};
+use crate::member::MemberId;
 use crate::message::{Delivery, Tag};
 use crate::messenger::TransportEvent;
 use crate::priority::Priority;
@@ -488,6 +489,15 @@ async fn read_frames(
                     continue;
                 }
                 let from = peer.member();
+                if tag == wire::UNDELIVERED {
+                    // Only a member of the view may say so (anyone may send on Control
+                    // under a reserved tag, and this is no protocol step).
+                    if shared.accepts_on(from.uuid(), priority, Tag::FIRST_APPLICATION) {
+                        undelivered_notice(shared, from, payload);
+                    }
+                    peer.commit(priority, seq);
+                    continue;
+                }
                 if !shared.accepts_on(from.uuid(), priority, tag) {
                     // Application data from outside the view, or anything from outside it
                     // on a priority other than Control (a member removed, or a process
@@ -505,8 +515,21 @@ async fn read_frames(
                 };
                 // Committed only once the subscriber has it: a reader cancelled while
                 // waiting for a full subscriber leaves the frame to be resent.
-                shared.dispatcher.deliver(tag, inbound).await;
+                let routed = shared.dispatcher.deliver(tag, inbound).await;
                 peer.commit(priority, seq);
+                if routed == Routed::NoSubscriber
+                    && tag.is_application()
+                    && let Some(count) = peer.note_undelivered(tag)
+                {
+                    // Its sender must not take it as delivered: tell it, on Control.
+                    let notice = wire::encode_undelivered(tag, count);
+                    if peer
+                        .enqueue(Priority::Control, wire::UNDELIVERED, notice)
+                        .is_err()
+                    {
+                        tracing::debug!(peer = %peer.member(), %tag, "undelivered notice not queued");
+                    }
+                }
             }
             Frame::Goodbye { opened } if priority == Priority::Control => {
                 return StreamEnd::Goodbye { opened };
@@ -558,6 +581,23 @@ async fn read_datagrams(shared: Arc<Shared>, peer: Arc<Peer>, conn: Connection) 
                 tracing::debug!(peer = %peer.member(), %error, "dropped a malformed datagram");
             }
         }
+    }
+}
+
+/// `from` says messages of one of this member's tags found no subscriber there: logged and
+/// raised as [`TransportEvent::Undelivered`]. A notice that does not decode is dropped (a
+/// later version may say more; nothing here depends on it).
+fn undelivered_notice(shared: &Shared, from: MemberId, payload: Bytes) {
+    match wire::decode_undelivered(payload) {
+        Ok((tag, count)) => {
+            tracing::warn!(member = %from, %tag, count, "messages not delivered: no subscriber for their tag there");
+            shared.emit(TransportEvent::Undelivered {
+                member: from,
+                tag,
+                count,
+            });
+        }
+        Err(error) => tracing::debug!(member = %from, %error, "undelivered notice ignored"),
     }
 }
 

@@ -1159,6 +1159,10 @@ impl Messenger for QuicMessenger {
             counter.fetch_add(1, Ordering::Relaxed);
             if !sent {
                 peer.want_connection();
+                // Fault rules stand for the network, which loses datagrams unseen.
+                if !self.inner.faults.drops_datagrams() {
+                    outcome.not_sent.push(recipient.clone());
+                }
             }
         }
         Ok(outcome)

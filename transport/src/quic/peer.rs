@@ -47,6 +47,12 @@ use crate::wire::{CloseCode, FrameDecoder, Hello, ReceiverLimits};
 
 /// Largest batch a writer takes from a queue for one stream write.
 const MAX_BATCH_BYTES: usize = 1 << 20;
+/// After a notice that messages of a tag found no subscriber here, the next one about the
+/// same tag waits this long (its count covers the messages between).
+const UNDELIVERED_NOTICE_INTERVAL: Duration = Duration::from_secs(1);
+/// Tags of undelivered messages tracked per peer; a peer that sends more distinct unknown
+/// tags than this gets no notice about the others (they are still counted and logged).
+const MAX_UNDELIVERED_TAGS: usize = 64;
 /// First and longest wait before dialing again after a failed dial.
 const RETRY_MIN: Duration = Duration::from_millis(50);
 const RETRY_MAX: Duration = Duration::from_secs(2);
@@ -131,6 +137,9 @@ pub(crate) struct Peer {
     /// Per priority, the largest frame the peer said (in its Hello or HelloAck) it takes;
     /// `usize::MAX` until it said so, or if its build predates saying so.
     frame_limits: [AtomicUsize; 4],
+    /// Per application tag of the peer's messages dropped here for want of a subscriber:
+    /// when the last notice about it went back, and how many were dropped since.
+    undelivered: Mutex<std::collections::HashMap<Tag, (Option<Instant>, u64)>>,
     pub(crate) counters: PeerCounters,
 }
 
@@ -207,9 +216,28 @@ impl Peer {
             in_view: AtomicU64::new(0),
             created: Instant::now(),
             frame_limits: [usize::MAX; 4].map(AtomicUsize::new),
+            undelivered: Mutex::default(),
             counters: PeerCounters::default(),
         });
         (peer, incoming_rx, stop_rx)
+    }
+
+    /// Counts a message of `tag` from the peer that found no subscriber here; returns
+    /// the count to tell the peer when a notice is due (the first for the tag, then at most
+    /// one per [`UNDELIVERED_NOTICE_INTERVAL`], covering the messages between).
+    pub(crate) fn note_undelivered(&self, tag: Tag) -> Option<u64> {
+        let mut notes = lock(&self.undelivered);
+        if notes.len() >= MAX_UNDELIVERED_TAGS && !notes.contains_key(&tag) {
+            return None;
+        }
+        let now = Instant::now();
+        let (last, count) = notes.entry(tag).or_insert((None, 0));
+        *count += 1;
+        if last.is_some_and(|at| now < at + UNDELIVERED_NOTICE_INTERVAL) {
+            return None;
+        }
+        *last = Some(now);
+        Some(std::mem::take(count))
     }
 
     pub(crate) fn member(&self) -> MemberId {

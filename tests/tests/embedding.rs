@@ -1,0 +1,219 @@
+//! The embedding API as a service uses it: subscriptions made before a member joins,
+//! application tags that cannot reach cohort's own protocols, handles shared between
+//! tasks, and messages nobody subscribed to reported to their sender.
+
+use cohort_membership::{Member, MemberConfig, MembershipEvent};
+use cohort_tests::{Cluster, PATIENCE, init_tracing, wait_until};
+use cohort_transport::{
+    MemberKind, Message, Priority, SendError, SubscribeError, Subscription, Tag,
+};
+use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Greeting(String);
+
+impl Message for Greeting {
+    const TAG: Tag = Tag::from_name("cohort-tests/greeting");
+}
+
+/// A type that reuses the membership protocol's tag.
+#[derive(Debug, Serialize, Deserialize)]
+struct Impostor;
+
+impl Message for Impostor {
+    const TAG: Tag = Tag(0x0100);
+}
+
+const NEWCOMERS: usize = 20;
+
+/// The locator greets each newcomer the moment it sees it in its view; each newcomer
+/// subscribed on its builder, before it joined, and hears every greeting. With
+/// `Member::start` and `subscribe` on the line after, 3 of 20 were heard: the rest arrived
+/// before the subscription existed and were dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newcomer_that_subscribed_before_it_joined_hears_a_greeting_sent_the_moment_it_appeared()
+{
+    init_tracing();
+    let mut cluster = Cluster::new(1);
+    cluster.start(0).await;
+    let locator = cluster.member("locator-1");
+    let mut heard = 0;
+    for i in 1..=NEWCOMERS {
+        let name = format!("newcomer-{i}");
+        let config = cluster.config(&name, MemberKind::Member);
+        let (newcomer, greeted) =
+            tokio::join!(join_and_listen(config), greet_when_seen(locator, &name));
+        let (newcomer, greeting) = newcomer;
+        greeted.expect("the greeting was queued");
+        if greeting == Some(Greeting(format!("welcome, {name}"))) {
+            heard += 1;
+        }
+        assert!(newcomer.leave().await, "{name} left");
+    }
+    println!("{heard} of {NEWCOMERS} greetings heard");
+    assert_eq!(heard, NEWCOMERS);
+}
+
+/// Starts a member subscribed to [`Greeting`] from before it joins; returns it with the
+/// first greeting it heard within [`PATIENCE`].
+async fn join_and_listen(config: MemberConfig) -> (Member, Option<Greeting>) {
+    let mut builder = Member::builder(config);
+    let mut greetings: Subscription<Greeting> =
+        builder.subscribe().expect("subscribe before the start");
+    let member = builder.start().await.expect("the newcomer starts");
+    let greeting = tokio::time::timeout(PATIENCE, greetings.recv())
+        .await
+        .ok()
+        .flatten()
+        .map(|envelope| envelope.message);
+    (member, greeting)
+}
+
+/// Watches `locator`'s view until a member named `name` is in it, and greets it at once.
+async fn greet_when_seen(locator: &Member, name: &str) -> Result<(), String> {
+    let mut views = locator.watch_view();
+    let newcomer = tokio::time::timeout(PATIENCE, async {
+        loop {
+            let seen = views
+                .borrow_and_update()
+                .members()
+                .iter()
+                .find(|m| m.name() == name)
+                .cloned();
+            if let Some(member) = seen {
+                return member;
+            }
+            views.changed().await.expect("the locator runs");
+        }
+    })
+    .await
+    .map_err(|_| format!("{name} never appeared in the locator's view"))?;
+    let greeting = Greeting(format!("welcome, {name}"));
+    let outcome = locator
+        .send(&greeting, Priority::High, &[newcomer])
+        .map_err(|error| error.to_string())?;
+    if outcome.is_complete() {
+        Ok(())
+    } else {
+        Err(format!("not queued for {name}: {outcome:?}"))
+    }
+}
+
+/// A type under a tag reserved for cohort's own protocols is refused, by name, at subscribe
+/// (on the builder and on a started member) and at send, instead of reaching the
+/// protocol's own subscriber at the receiver.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reserved_tag_is_refused_at_subscribe_and_send_with_a_named_error() {
+    init_tracing();
+    let mut cluster = Cluster::new(1);
+    cluster.start(1).await;
+    let mut builder = Member::builder(cluster.config("member-2", MemberKind::Member));
+    let refused = builder.subscribe::<Impostor>().expect_err("a reserved tag");
+    assert!(
+        matches!(refused, SubscribeError::ReservedTag(tag) if tag == Impostor::TAG),
+        "{refused}"
+    );
+    assert!(refused.to_string().contains("reserved"), "{refused}");
+    drop(builder);
+
+    let member = cluster.member("member-1");
+    let locator = cluster.member("locator-1").id().clone();
+    let refused = member.subscribe::<Impostor>().expect_err("a reserved tag");
+    assert!(
+        matches!(refused, SubscribeError::ReservedTag(_)),
+        "{refused}"
+    );
+    for refused in [
+        member
+            .send(&Impostor, Priority::High, std::slice::from_ref(&locator))
+            .expect_err("a reserved tag"),
+        member
+            .send_datagram(&Impostor, std::slice::from_ref(&locator))
+            .expect_err("a reserved tag"),
+    ] {
+        assert!(
+            matches!(refused, SendError::ReservedTag(tag) if tag == Impostor::TAG),
+            "{refused}"
+        );
+    }
+    // A tag derived from a name is an application tag, and goes.
+    let sent = member
+        .send(&Greeting("hello".into()), Priority::High, &[locator])
+        .expect("an application tag");
+    assert!(sent.is_complete(), "{sent:?}");
+}
+
+/// A member handle is shared as a service shares it: a clone dropped in a task leaves the
+/// member running, any handle can leave, and a second leave returns the first one's result.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn any_handle_of_a_shared_member_can_leave_and_a_second_leave_is_harmless() {
+    init_tracing();
+    let mut cluster = Cluster::new(1);
+    cluster.start(0).await;
+    let mut builder = Member::builder(cluster.config("member-1", MemberKind::Member));
+    let mut greetings = builder.subscribe::<Greeting>().expect("subscribe");
+    let member = builder.start().await.expect("member-1 starts");
+
+    // A clone that a task drops: the member runs on, and still hears the locator.
+    let clone = member.clone();
+    tokio::spawn(async move { drop(clone) })
+        .await
+        .expect("the task ends");
+    greet_when_seen(cluster.member("locator-1"), "member-1")
+        .await
+        .expect("greeted");
+    let heard = tokio::time::timeout(PATIENCE, greetings.recv())
+        .await
+        .expect("a greeting within the patience");
+    assert!(heard.is_some(), "the member still runs");
+
+    // Another clone leaves, from a task; then the first handle leaves again.
+    let clone = member.clone();
+    let first = tokio::spawn(async move { clone.leave().await })
+        .await
+        .expect("the task ends");
+    assert!(first, "the view without member-1 arrived");
+    assert!(member.leave().await, "the first leave's result");
+    assert!(!member.is_active());
+    let locator = cluster.member("locator-1");
+    wait_until("the locator's view without member-1", PATIENCE, || {
+        !locator.view().contains(member.id())
+    })
+    .await;
+}
+
+/// A message of a type its receiver never subscribed to is not taken as delivered in
+/// silence: the sender hears `MembershipEvent::Undelivered`, naming the receiver and the
+/// tag. Before, the receiver acknowledged it and dropped it, and only its own counter knew.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_nobody_subscribed_to_is_reported_to_its_sender() {
+    init_tracing();
+    let mut cluster = Cluster::new(1);
+    cluster.start(1).await;
+    let sender = cluster.member("member-1");
+    let mut events = sender.events();
+    let locator = cluster.member("locator-1").id().clone();
+    let outcome = sender
+        .send(
+            &Greeting("anyone there?".into()),
+            Priority::High,
+            std::slice::from_ref(&locator),
+        )
+        .expect("an application tag");
+    assert!(outcome.is_complete(), "queued: {outcome:?}");
+    let reported = tokio::time::timeout(PATIENCE, async {
+        loop {
+            match events.recv().await {
+                Ok(MembershipEvent::Undelivered { member, tag, count }) => {
+                    return (member, tag, count);
+                }
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => panic!("events ended"),
+            }
+        }
+    })
+    .await
+    .expect("the sender hears that nobody took it");
+    assert_eq!(reported, (locator, Greeting::TAG, 1));
+}
