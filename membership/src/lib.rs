@@ -1,5 +1,88 @@
 //! cohort-membership: one consistent, ordered membership view for a cluster.
 //!
+//! # Start here
+//!
+//! A [`Member`] is one process of the cluster: [`Member::start`] (or
+//! [`Member::builder`], to subscribe before it joins) binds its QUIC socket, asks the
+//! locators for the cluster and joins it; from then on it holds the view every member
+//! agrees on, sends and receives your own message types, and leaves with
+//! [`Member::leave`]. Every member needs a certificate from the cluster's CA: here an
+//! in-memory one from `cohort-certs`, as for tests and embedded clusters (from files:
+//! `TlsSettings::from_files`). This runs a locator and one member in one process, with
+//! an own message type, on a current-thread tokio runtime (any flavour will do):
+//!
+//! ```
+//! use std::net::{IpAddr, Ipv4Addr};
+//! use std::time::Duration;
+//!
+//! use cohort_certs::{CertificateAuthority, MemberRequest};
+//! use cohort_membership::{Member, MemberConfig, MembershipEvent};
+//! use cohort_transport::{MemberKind, Message, Priority, Tag, TlsSettings};
+//! use serde::{Deserialize, Serialize};
+//!
+//! #[derive(Debug, Serialize, Deserialize)]
+//! struct Greeting(String);
+//!
+//! impl Message for Greeting {
+//!     const TAG: Tag = Tag::from_name("start-here/greeting");
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let ca = CertificateAuthority::ephemeral()?;
+//! let tls = |name: &str| -> Result<TlsSettings, cohort_certs::CertError> {
+//!     let request = MemberRequest::new(name, Duration::from_secs(3600))
+//!         .ip(IpAddr::V4(Ipv4Addr::LOCALHOST));
+//!     let issued = ca.issue(&request)?;
+//!     Ok(TlsSettings::from_pem(
+//!         ca.certificate_pem(),
+//!         issued.certificate_pem,
+//!         issued.private_key_pem,
+//!     ))
+//! };
+//!
+//! // A locator with no other locator founds the cluster.
+//! let mut config = MemberConfig::new(tls("locator-1")?);
+//! config.name = Some("locator-1".into());
+//! config.kind = MemberKind::Locator;
+//! config.persist_view = false; // no view file in the working directory
+//! let locator = Member::start(config).await?;
+//!
+//! // A member finds it through the locator; it subscribes before it joins, so nothing
+//! // sent to it once it is in a view is missed.
+//! let mut config = MemberConfig::new(tls("member-1")?);
+//! config.name = Some("member-1".into());
+//! config.locators = vec![locator.address()];
+//! let mut builder = Member::builder(config);
+//! let mut greetings = builder.subscribe::<Greeting>()?;
+//! let member = builder.start().await?;
+//! assert_eq!(member.view().len(), 2);
+//!
+//! let mut events = locator.events();
+//! let outcome = locator.send(
+//!     &Greeting("welcome".into()),
+//!     Priority::High,
+//!     std::slice::from_ref(member.id()),
+//! )?;
+//! assert!(outcome.is_complete());
+//! let greeting = greetings.recv().await.expect("the greeting");
+//! assert_eq!(greeting.message.0, "welcome");
+//! assert_eq!(greeting.from, *locator.id());
+//!
+//! // Leaving installs a view without the member everywhere.
+//! assert!(member.leave().await);
+//! loop {
+//!     if let MembershipEvent::ViewInstalled { left, .. } = events.recv().await? {
+//!         if !left.is_empty() {
+//!             break;
+//!         }
+//!     }
+//! }
+//! assert!(locator.leave().await);
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! - [`member`]: [`Member`], the public front door: it binds the messenger, finds the
 //!   cluster through its locators, joins it, and drives [`Gms`] on tokio.
 //! - [`gms`]: [`Gms`], the membership protocol as a sans-IO state machine (Geode's model):

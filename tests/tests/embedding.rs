@@ -217,3 +217,36 @@ async fn a_message_nobody_subscribed_to_is_reported_to_its_sender() {
     .expect("the sender hears that nobody took it");
     assert_eq!(reported, (locator, Greeting::TAG, 1));
 }
+
+/// `send_to_others` reaches every other member of the view, and not the sender.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_to_all_others_reaches_each_of_them_once() {
+    init_tracing();
+    let mut cluster = Cluster::new(1);
+    cluster.start(0).await;
+    let mut listeners = Vec::new();
+    let mut members = Vec::new();
+    for name in ["member-1", "member-2"] {
+        let mut builder = Member::builder(cluster.config(name, MemberKind::Member));
+        listeners.push(builder.subscribe::<Greeting>().expect("subscribe"));
+        members.push(builder.start().await.expect("starts"));
+    }
+    let locator = cluster.member("locator-1");
+    let mut own = locator.subscribe::<Greeting>().expect("subscribe");
+    cluster.agreed_view(3, PATIENCE).await;
+    let outcome = locator
+        .send_to_others(&Greeting("all of you".into()), Priority::Normal)
+        .expect("send");
+    assert!(outcome.is_complete(), "{outcome:?}");
+    for listener in &mut listeners {
+        let heard = tokio::time::timeout(PATIENCE, listener.recv())
+            .await
+            .expect("heard within the patience")
+            .expect("a greeting");
+        assert_eq!(heard.message, Greeting("all of you".into()));
+    }
+    assert!(own.try_recv().is_none(), "not to the sender");
+    for member in members {
+        assert!(member.leave().await);
+    }
+}

@@ -119,7 +119,9 @@ type CheckReport = (MemberId, CheckOutcome, Option<ViewId>, Option<MemberId>);
 /// [`Member::subscribe`] receive what is sent to the new member.
 ///
 /// A `Member` is a handle: clones share the one member, so a service can hand it to
-/// every task that sends or watches, and any of them can [`Member::leave`]. Dropping the
+/// every task that sends or watches, and any of them can [`Member::leave`]. It needs a
+/// tokio runtime of either flavour (current-thread or multi-thread): its tasks run on the
+/// runtime it was started on, which must keep running while the member does. Dropping the
 /// last handle stops the member at once, like a crash (no leave, no flush, no more
 /// reconnect attempts); call [`Member::leave`] to go gracefully.
 #[derive(Clone)]
@@ -579,6 +581,23 @@ impl Member {
     ) -> Result<SendOutcome, SendError> {
         application_tag(M::TAG).map_err(SendError::ReservedTag)?;
         self.slot.with(|m| m.send(message, priority, recipients))
+    }
+
+    /// [`Member::send`] to every other member of the current view.
+    pub fn send_to_others<M: Message>(
+        &self,
+        message: &M,
+        priority: Priority,
+    ) -> Result<SendOutcome, SendError> {
+        let me = self.id().uuid();
+        let others: Vec<MemberId> = self
+            .view()
+            .members()
+            .iter()
+            .filter(|member| member.uuid() != me)
+            .cloned()
+            .collect();
+        self.send(message, priority, &others)
     }
 
     /// Sends an unreliable application message. See [`Messenger::send_datagram`]. A

@@ -38,6 +38,11 @@
 //! - `membership.silent_to_unreachable.p50`, `.p99` (s): for those same victims, from the
 //!   blackholing until every survivor lists it in `Member::unreachable` (the reversible
 //!   signal).
+//! - `membership.crash_to_removal.lan_fast.p50`, `.p99` and
+//!   `membership.silent_to_removal.lan_fast.p50`, `.p99` (s): the same crashes and
+//!   silences in a second cluster of 20 whose members all use the `lan_fast` preset (one
+//!   stage: a silent member is removed at its first unanswered check, never unreachable
+//!   first), so that the trade against the default shows.
 //! - `membership.pause_tolerance.lan`, `.lan_fast` (s): a cluster of one locator, four
 //!   members and a sleeper on a runtime of its own, with that preset. The sleeper's runtime
 //!   is blocked for each pause of 0.5, 1, 1.5, 2, 3, 4 and 5 s in turn (`Cluster::stall`,
@@ -182,7 +187,12 @@ async fn forming_and_joining(counts: &Counts, report: &mut Report) -> Result<(),
 /// Starts one locator and `size - 1` members at once; returns the cluster, the seconds
 /// until all agree on one view of `size`, and that view.
 async fn form(size: usize) -> Result<(Cluster, f64, View), String> {
-    let mut cluster = Cluster::new(1);
+    form_tuned(size, |_| {}).await
+}
+
+/// [`form`] with every member configured by `tune`.
+async fn form_tuned(size: usize, tune: Tune) -> Result<(Cluster, f64, View), String> {
+    let mut cluster = Cluster::tuned(1, tune);
     let mut configs = vec![cluster.config(&Cluster::locator_name(1), MemberKind::Locator)];
     configs.extend((1..size).map(|i| cluster.config(&format!("member-{i}"), MemberKind::Member)));
     let started = Instant::now();
@@ -233,8 +243,10 @@ async fn add(cluster: &mut Cluster, config: MemberConfig) -> Result<MemberId, St
     }
 }
 
-/// `idle_bytes_per_member`, then `crash_to_removal` and `silent_to_removal` (`.p50` and
-/// `.p99`), on one cluster of 20.
+/// `idle_bytes_per_member`, then `crash_to_removal`, `silent_to_unreachable` and
+/// `silent_to_removal` (`.p50` and `.p99`), on one cluster of 20 with the default preset;
+/// then the crash and silence figures again, named `….lan_fast.p50` and `.p99`, on a
+/// cluster of 20 with `lan_fast` (one stage: no unreachable figure), so the trade shows.
 async fn idle_and_crashes(counts: &Counts, report: &mut Report) -> Result<(), String> {
     let (mut cluster, _, view) = form(CRASH_CLUSTER).await?;
     tokio::time::sleep(counts.settle).await;
@@ -243,17 +255,33 @@ async fn idle_and_crashes(counts: &Counts, report: &mut Report) -> Result<(), St
         idle.push(idle_bytes_per_member(&cluster, &view, counts.idle_window).await?);
     }
     report.add(Figure::new("membership.idle_bytes_per_member", "B/s", idle));
+    crashes(counts, &mut cluster, "", report).await?;
+    drop(cluster);
+    let (mut cluster, _, _) = form_tuned(CRASH_CLUSTER, |c| {
+        *c = c.clone().with_preset(Preset::LanFast)
+    })
+    .await?;
+    crashes(counts, &mut cluster, ".lan_fast", report).await
+}
 
+/// The crash and silence figures of `cluster`, each name followed by `preset` (empty for
+/// the default).
+async fn crashes(
+    counts: &Counts,
+    cluster: &mut Cluster,
+    preset: &str,
+    report: &mut Report,
+) -> Result<(), String> {
     for ending in [Ending::Crash, Ending::Silence] {
         let (mut trials, mut unreachable) = (Vec::new(), Vec::new());
         for k in 0..counts.kills {
-            let (removed, flagged) = removal(&mut cluster, ending, k).await?;
+            let (removed, flagged) = removal(cluster, ending, k).await?;
             trials.push(removed);
             unreachable.extend(flagged);
         }
         if !unreachable.is_empty() {
             let p99 = percentile(&unreachable, 0.99);
-            let name = "membership.silent_to_unreachable";
+            let name = format!("membership.silent_to_unreachable{preset}");
             report.add(Figure::new(format!("{name}.p50"), "s", unreachable));
             report.add(Figure::new(format!("{name}.p99"), "s", vec![p99]));
         }
@@ -262,7 +290,7 @@ async fn idle_and_crashes(counts: &Counts, report: &mut Report) -> Result<(), St
         // percentile over all victims (with fewer than 100, the slowest one): splitting
         // them into batches would leave too few per batch for a p99 to mean anything.
         let p99 = percentile(&trials, 0.99);
-        let name = ending.figure();
+        let name = format!("{}{preset}", ending.figure());
         report.add(Figure::new(format!("{name}.p50"), "s", trials));
         report.add(Figure::new(format!("{name}.p99"), "s", vec![p99]));
     }
@@ -355,7 +383,12 @@ async fn removal(
         .filter(|n| *n != victim)
         .collect();
     let mut flagged = None;
-    if let Ending::Silence = ending {
+    // In one stage (no removal timeout) a member is removed at once, never unreachable.
+    let two_stages = !cluster
+        .config(&victim, MemberKind::Member)
+        .removal_timeout
+        .is_zero();
+    if let (Ending::Silence, true) = (ending, two_stages) {
         let deadline = Instant::now() + LIMIT;
         while !survivors
             .iter()
