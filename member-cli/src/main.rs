@@ -28,9 +28,8 @@ use std::process::ExitCode;
 use std::net::SocketAddr;
 
 use cohort_member::config;
-use cohort_membership::messages::FindCoordinator;
 use cohort_membership::{Member, MembershipEvent};
-use cohort_transport::{MemberId, MemberKind, Messenger, QuicConfig, QuicMessenger, View};
+use cohort_transport::{MemberId, View};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
@@ -293,30 +292,9 @@ async fn status(
     let locator = locator
         .or_else(|| config.locators.first().copied())
         .ok_or("no locator to ask: give --locator ADDR or locators in the config")?;
-    let tls = config
-        .tls
-        .load()
-        .map_err(|e| format!("cannot load the TLS settings: {e}"))?;
-    let bind: SocketAddr = match (locator.is_ipv6(), locator.ip().is_loopback()) {
-        (false, true) => ([127, 0, 0, 1], 0).into(),
-        (false, false) => ([0, 0, 0, 0], 0).into(),
-        (true, true) => (std::net::Ipv6Addr::LOCALHOST, 0).into(),
-        (true, false) => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
-    };
-    let quic = QuicConfig {
-        name: "cohort-member-status".into(),
-        kind: MemberKind::Admin,
-        bind,
-        ..QuicConfig::default()
-    };
-    let messenger =
-        QuicMessenger::bind(quic, &tls).map_err(|e| format!("cannot open a socket: {e}"))?;
-    let question = FindCoordinator {
-        asker: messenger.local_member().clone(),
-    };
-    let answer = messenger.query(locator, &question).await;
-    messenger.shutdown().await;
-    let answer = answer.map_err(|e| format!("{locator} did not answer: {e}"))?;
+    let answer = cohort_membership::ask_locator(locator, &config.tls)
+        .await
+        .map_err(|e| e.to_string())?;
     match answer.view {
         Some(view) => println!(
             "{} at {locator} reports {}",

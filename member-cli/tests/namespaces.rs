@@ -267,6 +267,33 @@ fn a_namespace_cut_off_is_forced_out_and_the_majority_goes_on_without_it() {
         process.wait_for("a view of all four", view_of(4));
     }
 
+    // An operator in another namespace asks the locator, at its non-loopback address,
+    // what it sees. Before, `status` bound 0.0.0.0:0 without an advertise address for a
+    // non-loopback locator, which the transport refuses.
+    let operator = setup.config_at("operator", "admin", bind(1), timeouts);
+    let status = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &lab.ns("b"),
+            env!("CARGO_BIN_EXE_cohort-member"),
+        ])
+        .args(["status", "--locator", "10.213.0.1:10334", "--config"])
+        .arg(&operator)
+        .output()
+        .expect("run cohort-member status");
+    let printed = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        status.status.success(),
+        "{printed} {}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    assert!(
+        printed.contains("locator-1 at 10.213.0.1:10334 reports view ")
+            && printed.contains(": 4 member(s), coordinator locator-1"),
+        "{printed}"
+    );
+
     // Messages flow across the emulated network: the locator has sent to and received
     // from every member on the control stream, heartbeats arrive, and the round trip
     // shows the delay (50 ms each way).

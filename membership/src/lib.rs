@@ -111,7 +111,8 @@ pub mod view_file;
 pub use auth::{AllowAll, Authenticator, Credentials, SharedSecret};
 pub use gms::{CheckOutcome, Gms, GmsConfig, GmsStats, MembershipEvent, Output};
 pub use member::{
-    ConfigError, Member, MemberBuilder, MemberConfig, Preset, Protocol, StartError, Transport,
+    AskLocatorError, ConfigError, LocatorReport, Member, MemberBuilder, MemberConfig, Preset,
+    Protocol, StartError, Transport, ask_locator,
 };
 pub use messages::{
     Ballot, Decision, DiscoveryAnswer, FinalCheck, FindCoordinator, GmsMessage, Heartbeat,

@@ -250,3 +250,28 @@ async fn a_message_to_all_others_reaches_each_of_them_once() {
         assert!(member.leave().await);
     }
 }
+
+/// An operator's question from outside the cluster: the locator's view, asked with a
+/// certificate of the cluster's CA from a socket the library binds itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_asks_a_locator_for_its_view() {
+    init_tracing();
+    let mut cluster = Cluster::new(1);
+    cluster.start(1).await;
+    let view = cluster.agreed_view(2, PATIENCE).await;
+    let locator = cluster.locator_addresses()[0];
+    let operator = cluster.config("operator", MemberKind::Admin);
+    let report = cohort_membership::ask_locator(locator, &operator.tls)
+        .await
+        .expect("the locator answers");
+    assert_eq!(report.responder.name(), "locator-1");
+    assert_eq!(report.view.as_ref(), Some(&view));
+    assert!(
+        !cluster
+            .member("locator-1")
+            .view()
+            .members()
+            .iter()
+            .any(|m| m.name() == "operator")
+    );
+}

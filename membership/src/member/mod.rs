@@ -48,6 +48,7 @@ mod discover;
 mod identities;
 mod reconnect;
 mod relay;
+mod status;
 mod transport;
 
 use std::net::SocketAddr;
@@ -71,6 +72,7 @@ pub use self::config::{ConfigError, MemberConfig, Preset, StartError};
 use self::identities::Identities;
 use self::reconnect::Life;
 use self::relay::Relays;
+pub use self::status::{AskLocatorError, LocatorReport, ask_locator};
 pub use self::transport::{Protocol, Transport};
 use crate::gms::{CheckOutcome, Gms, GmsConfig, GmsStats, MembershipEvent, Output};
 use crate::messages::{
