@@ -327,9 +327,9 @@ fn build(file: FileConfig) -> Result<Settings, ConfigError> {
     if let Some(disabled) = file.disable_auto_reconnect {
         config.auto_reconnect = !disabled;
     }
-    if let Some(dir) = file.working_dir {
-        config.working_dir = dir;
-    }
+    // A process has a working directory of its own, so a locator run as one persists its
+    // view there unless told where (the library's default is no view file).
+    config.working_dir = Some(file.working_dir.unwrap_or_else(|| PathBuf::from(".")));
     if let Some(transport) = file.transport {
         config.protocol = match transport.as_str() {
             "quic" => Protocol::Quic,

@@ -45,7 +45,6 @@
 //! let mut config = MemberConfig::new(tls("locator-1")?);
 //! config.name = Some("locator-1".into());
 //! config.kind = MemberKind::Locator;
-//! config.persist_view = false; // no view file in the working directory
 //! let locator = Member::start(config).await?;
 //!
 //! // A member finds it through the locator; it subscribes before it joins, so nothing

@@ -462,7 +462,7 @@ impl Setup {
             config.bind = bind;
         }
         config.locators = self.locators.clone();
-        config.working_dir = self.dir.path().to_owned();
+        config.working_dir = Some(self.dir.path().to_owned());
         Ok(config)
     }
 }

@@ -102,7 +102,7 @@ impl Cluster {
         config.name = Some(name.to_owned());
         config.kind = kind;
         config.locators = self.locators.clone();
-        config.working_dir = self.dir.clone();
+        config.working_dir = Some(self.dir.clone());
         if let Some(i) = name
             .strip_prefix("locator-")
             .and_then(|i| i.parse::<usize>().ok())

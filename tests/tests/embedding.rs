@@ -275,3 +275,34 @@ async fn an_operator_asks_a_locator_for_its_view() {
             .any(|m| m.name() == "operator")
     );
 }
+
+/// An embedded locator left at its defaults writes no view file into the directory its
+/// process runs in (it used to write `locator-<port>.view` there); given a working
+/// directory, it persists its view there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_locator_writes_its_view_file_only_where_it_was_given_a_directory() {
+    init_tracing();
+    let cluster = Cluster::new(1);
+    let mut config = cluster.config("locator-1", MemberKind::Locator);
+    config.working_dir = None;
+    let locator = Member::start(config)
+        .await
+        .expect("the locator founds a cluster");
+    let port = locator.address().port();
+    let file = cohort_membership::view_file::path_for(&std::env::current_dir().expect("cwd"), port);
+    assert!(!file.exists(), "{} was written", file.display());
+    assert!(locator.leave().await);
+
+    let dir = std::env::temp_dir().join(format!("cohort-view-file-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("a directory");
+    let other = Cluster::new(1);
+    let mut config = other.config("locator-1", MemberKind::Locator);
+    config.working_dir = Some(dir.clone());
+    let locator = Member::start(config)
+        .await
+        .expect("the locator founds a cluster");
+    let file = cohort_membership::view_file::path_for(&dir, locator.address().port());
+    wait_until("the view file is written", PATIENCE, || file.exists()).await;
+    assert!(locator.leave().await);
+    std::fs::remove_dir_all(&dir).expect("removed");
+}

@@ -87,11 +87,13 @@ pub struct MemberConfig {
     /// How often a starting member asks the locators again while none has a view for it.
     /// Default 300 ms.
     pub discovery_interval: Duration,
-    /// Where a locator persists the latest view (Geode's working directory): file
-    /// `locator-<port>.view`. Default the current directory.
-    pub working_dir: PathBuf,
-    /// Whether a locator persists the view and reads it back at start. Default `true`.
-    pub persist_view: bool,
+    /// Where a locator persists the latest view and reads it back at start (Geode's
+    /// working directory): file `locator-<port>.view`. Default `None`: no view file, so an
+    /// embedded locator writes nothing into whatever directory its process runs in; a
+    /// locator restarted without one finds its cluster again through the other locators
+    /// only. (`cohort-member` gives its current directory unless `working-dir` says
+    /// otherwise.)
+    pub working_dir: Option<PathBuf>,
     /// The protocol version announced; the coordinator refuses versions older than the
     /// newest in the cluster. Default [`ProtocolVersion::CURRENT`]; only upgrade tests (and
     /// future releases) set another.
@@ -138,8 +140,7 @@ impl MemberConfig {
             leave_timeout: Duration::from_secs(5),
             batch_interval: Duration::from_millis(100),
             discovery_interval: Duration::from_millis(300),
-            working_dir: PathBuf::from("."),
-            persist_view: true,
+            working_dir: None,
             version: ProtocolVersion::CURRENT,
             transport: QuicConfig {
                 initial_rtt: Preset::Lan.initial_rtt(),

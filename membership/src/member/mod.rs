@@ -400,8 +400,10 @@ impl Member {
             relays.start(tokio::runtime::Handle::current(), &messenger);
         }
 
-        let view_file = (config.kind == MemberKind::Locator && config.persist_view)
-            .then(|| view_file::path_for(&config.working_dir, me.address().port()));
+        let view_file = match (&config.working_dir, config.kind) {
+            (Some(dir), MemberKind::Locator) => Some(view_file::path_for(dir, me.address().port())),
+            _ => None,
+        };
         let persisted = view_file.as_deref().and_then(|path| {
             view_file::read(path)
                 .inspect_err(|error| tracing::warn!(%error, "ignoring the persisted view"))
