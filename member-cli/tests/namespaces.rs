@@ -386,8 +386,9 @@ fn a_namespace_cut_off_is_forced_out_and_the_majority_goes_on_without_it() {
         assert!(status.success(), "{} exited with {status}", process.name);
         assert!(
             process.printed(|l| l == "left"),
-            "{} left gracefully",
-            process.name
+            "{} left gracefully; it printed: {:?}",
+            process.name,
+            process.transcript()
         );
     }
     drop(lab);

@@ -156,8 +156,9 @@ fn a_member_killed_with_sigkill_is_dropped_from_the_survivors_views() {
         assert!(status.success(), "{} exited with {status}", process.name);
         assert!(
             process.printed(|l| l == "left"),
-            "{} left gracefully",
-            process.name
+            "{} left gracefully; it printed: {:?}",
+            process.name,
+            process.transcript()
         );
     }
 }
@@ -259,8 +260,9 @@ fn a_member_stopped_until_it_is_removed_rejoins_by_itself_and_runs_on() {
         assert!(status.success(), "{} exited with {status}", process.name);
         assert!(
             process.printed(|l| l == "left"),
-            "{} left gracefully",
-            process.name
+            "{} left gracefully; it printed: {:?}",
+            process.name,
+            process.transcript()
         );
     }
 }

@@ -22,6 +22,9 @@ pub(crate) struct Process {
     pub(crate) child: Child,
     /// Each line with the moment it was read.
     lines: Arc<Mutex<Vec<(Instant, String)>>>,
+    /// The thread reading the process's stdout: it ends at end of file, once the process
+    /// has exited and everything it printed is in `lines`.
+    reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Process {
@@ -51,7 +54,7 @@ impl Process {
         let stdout = child.stdout.take().expect("piped stdout");
         let lines = Arc::new(Mutex::new(Vec::new()));
         let sink = lines.clone();
-        std::thread::spawn(move || {
+        let reader = std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 sink.lock().expect("lines").push((Instant::now(), line));
             }
@@ -60,6 +63,7 @@ impl Process {
             name: name.to_owned(),
             child,
             lines,
+            reader: Some(reader),
         }
     }
 
@@ -118,9 +122,9 @@ impl Process {
     /// Waits (bounded) for the process to exit by itself; `why` says when it should have.
     pub(crate) fn wait_exit(&mut self, why: &str) -> std::process::ExitStatus {
         let deadline = Instant::now() + PATIENCE;
-        loop {
+        let status = loop {
             if let Some(status) = self.child.try_wait().expect("wait") {
-                return status;
+                break status;
             }
             assert!(
                 Instant::now() < deadline,
@@ -129,7 +133,18 @@ impl Process {
                 self.transcript()
             );
             std::thread::sleep(Duration::from_millis(20));
+        };
+        // Exited is not yet read: what it printed last may still be on its way through
+        // the pipe, and a test looks at its lines next. The reader ends at end of file.
+        if let Some(reader) = self.reader.take() {
+            while !reader.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            if reader.is_finished() {
+                let _ = reader.join();
+            }
         }
+        status
     }
 }
 

@@ -4,7 +4,7 @@
 //! Member::builder ─► MemberBuilder::subscribe (the member's Relays, before any messenger)
 //!                 ─► MemberBuilder::start = Member::start with those subscriptions
 //! Member::start ─► Transport (QUIC, legacy or bridge, by MemberConfig::protocol)
-//!               ─► Relays::start: subscriptions made before relay from it from now on
+//!               ─► Relays::start: the builder's subscriptions relay from it from now on
 //!                                      ─► serve FindCoordinator (discovery answers),
 //!                                          ViewCheck (the standing the driver published,
 //!                                          and the checker's view id ─► the driver) and

@@ -17,11 +17,13 @@
 //! the messenger that made it. So with auto-reconnect on, the application subscribes to a
 //! dispatcher the member owns for its whole life, and a relay task per tag and incarnation
 //! moves messages over. The same is what lets an application subscribe before the member
-//! exists (`MemberBuilder::subscribe`): the subscription is on the member's dispatcher, and
-//! its relay starts on the first messenger before it asks anyone for the cluster. Back-pressure still reaches the sender: a relay waits while the
-//! application's queue is full (reliable messages; datagrams are dropped, as the messenger
-//! drops them), and then the messenger's queue fills behind it. The cost is one decode and
-//! encode per message and one more task hop, paid only with auto-reconnect on.
+//! exists (`MemberBuilder::subscribe`): the subscription is on the member's dispatcher,
+//! and its relay starts on the first messenger before it asks anyone for the cluster.
+//! Back-pressure still reaches the sender: a relay waits while the application's queue is
+//! full (reliable messages; datagrams are dropped, as the messenger drops them), and then
+//! the messenger's queue fills behind it. The cost is one decode and encode per message
+//! and one more task hop, paid only with auto-reconnect on or with subscriptions made
+//! before the start.
 //!
 //! A relay stays for the member's life once its tag was subscribed, even if the application
 //! drops its subscription: messages then find no subscriber in the member's dispatcher and
