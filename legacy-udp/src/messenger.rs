@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
-use cohort_transport::dispatch::{Dispatcher, Inbound, Routed};
+use cohort_transport::dispatch::{DispatchStats, Dispatcher, Inbound, Routed};
 use cohort_transport::member::LocalIdentity;
 use cohort_transport::socket::{LegacyPort, LegacySender, SocketFaults, SocketStats};
 use cohort_transport::{
@@ -383,6 +383,12 @@ impl LegacyMessenger {
     /// The socket's counters.
     pub fn socket_stats(&self) -> SocketStats {
         self.inner.sender.stats()
+    }
+
+    /// Counters of the dispatcher behind this messenger's subscriptions (shared with the
+    /// QUIC messenger of a bridge).
+    pub fn dispatch_stats(&self) -> DispatchStats {
+        self.inner.dispatcher.stats()
     }
 
     /// The protocol's counters.

@@ -103,7 +103,7 @@ async fn answer(
             let mut response = Response::new(Full::new(Bytes::from(text)));
             response.headers_mut().insert(
                 CONTENT_TYPE,
-                HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
+                HeaderValue::from_static(cohort_membership::metrics::prometheus::CONTENT_TYPE),
             );
             Ok(response)
         }

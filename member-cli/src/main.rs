@@ -5,7 +5,7 @@
 //!   config file + flags ─► MemberConfig ─► Member::start (exits 1 naming the problem)
 //!   ─► prints each view installed (who joined, left, crashed)
 //!   ─► with metrics-address: serves GET /metrics (http), answered by this loop from
-//!      the member's counters (metrics)
+//!      the member's counters (cohort_membership::metrics::prometheus)
 //!   ─► SIGTERM or SIGINT ─► leave gracefully ─► exit 0
 //!      forced out of the cluster (removed while alive, or a network partition) ─► logged;
 //!      the member rejoins by itself as a new member ("reconnected as ...") and runs on;
@@ -19,7 +19,6 @@
 //! stdout.
 
 mod http;
-mod metrics;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -223,7 +222,7 @@ async fn run(settings: config::Settings) -> Result<(), String> {
         tokio::select! {
             Some(scrape) = scrapes.recv() => {
                 // The scraper may have given up meanwhile; nothing to do then.
-                let _ = scrape.send(metrics::render(&member));
+                let _ = scrape.send(cohort_membership::metrics::prometheus::render(&member));
             }
             event = events.recv() => match event {
                 // The view current at start may also arrive as an event: print it once.

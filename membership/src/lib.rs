@@ -95,6 +95,8 @@
 //! - [`view_file`]: the view a locator persists to find the cluster again after a restart.
 //! - [`messages`]: what members say to each other ([`GmsMessage`], one stable tag), the
 //!   heartbeat, and the discovery and final-check queries.
+//! - [`metrics`]: every counter of a member at once ([`Member::metrics`]); with the
+//!   `prometheus` feature, as OpenMetrics series for a `prometheus-client` registry.
 //! - [`auth`]: the pluggable [`Authenticator`] that judges joiners' credentials.
 //!
 
@@ -104,6 +106,7 @@ pub mod discovery;
 pub mod gms;
 pub mod member;
 pub mod messages;
+pub mod metrics;
 mod rival;
 pub mod view_file;
 
@@ -118,3 +121,4 @@ pub use messages::{
     JoinRejection, LeaseMessage, Proposal, ReachabilityMessage, Standing, ViewCheck,
     ViewCheckAnswer,
 };
+pub use metrics::MemberMetrics;

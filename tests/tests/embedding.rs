@@ -1,12 +1,16 @@
 //! The embedding API as a service uses it: subscriptions made before a member joins,
 //! application tags that cannot reach cohort's own protocols, handles shared between
-//! tasks, and messages nobody subscribed to reported to their sender.
+//! tasks, messages nobody subscribed to reported to their sender and counted at the
+//! receiver, the counters in an embedder's own metrics registry.
 
+use cohort_membership::metrics::prometheus::MemberCollector;
 use cohort_membership::{Member, MemberConfig, MembershipEvent};
 use cohort_tests::{Cluster, PATIENCE, init_tracing, wait_until};
 use cohort_transport::{
     MemberKind, Message, Priority, SendError, SubscribeError, Subscription, Tag,
 };
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
@@ -216,6 +220,30 @@ async fn a_message_nobody_subscribed_to_is_reported_to_its_sender() {
     .await
     .expect("the sender hears that nobody took it");
     assert_eq!(reported, (locator, Greeting::TAG, 1));
+
+    // The receiver counted it, and an embedder's own registry serves the count beside its
+    // own series.
+    let receiver = cluster.member("locator-1");
+    assert_eq!(receiver.metrics().dispatch.unknown_tags, 1);
+    let mut registry = Registry::default();
+    let requests = Counter::<u64>::default();
+    registry.register(
+        "service_requests",
+        "The service's own series",
+        requests.clone(),
+    );
+    requests.inc();
+    registry.register_collector(Box::new(MemberCollector::new(receiver.clone())));
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).expect("encodes");
+    for series in [
+        "service_requests_total 1\n",
+        "cohort_dispatch_unknown_tags_total 1\n",
+        "cohort_view_members 2\n",
+        "cohort_peer_connected{peer=\"member-1\"",
+    ] {
+        assert!(text.contains(series), "no {series:?} in {text}");
+    }
 }
 
 /// `send_to_others` reaches every other member of the view, and not the sender.

@@ -79,6 +79,7 @@ use crate::messages::{
     DiscoveryAnswer, FinalCheck, FindCoordinator, GmsMessage, Heartbeat, JoinRejection,
     LeaseMessage, ReachabilityMessage, Standing, ViewCheck, ViewCheckAnswer,
 };
+use crate::metrics::MemberMetrics;
 use crate::{rival, view_file};
 
 /// Membership events buffered for slow subscribers.
@@ -565,6 +566,33 @@ impl Member {
     /// Counters of the membership protocol, summed over every incarnation of this member.
     pub fn stats(&self) -> GmsStats {
         self.shared.stats()
+    }
+
+    /// Every counter this member keeps, read at once: the membership protocol's, the
+    /// socket's, the dispatcher's, the limits', the legacy protocol's and one set per
+    /// other member of the view. With the `prometheus` feature,
+    /// [`crate::metrics::prometheus::MemberCollector`] serves them as OpenMetrics series.
+    pub fn metrics(&self) -> MemberMetrics {
+        let view = self.view();
+        let messenger = self.messenger();
+        let peers = view
+            .members()
+            .iter()
+            .filter(|m| *m != self.id())
+            .filter_map(|m| messenger.peer_stats(m))
+            .collect();
+        MemberMetrics {
+            member: self.id().clone(),
+            unreachable: self.unreachable().len(),
+            gms: self.stats(),
+            reconnects: self.reconnects(),
+            socket: messenger.socket_stats(),
+            limits: messenger.limit_stats(),
+            dispatch: messenger.dispatch_stats(),
+            legacy: messenger.legacy_stats(),
+            peers,
+            view,
+        }
     }
 
     /// Times this member rejoined the cluster by itself after being forced out (each one

@@ -14,6 +14,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use cohort_legacy_udp::{Bridge, LegacyMessenger, LegacyStats};
+use cohort_transport::dispatch::DispatchStats;
 use cohort_transport::quic::LimitStats;
 use cohort_transport::socket::{SocketFaults, SocketStats};
 use cohort_transport::{
@@ -123,6 +124,17 @@ impl Transport {
     /// (see `QuicMessenger::expect_view`; the legacy protocol follows the same rule).
     pub fn expect_view(&self, view: &View) {
         each!(self, m => m.expect_view(view))
+    }
+
+    /// Counters of the dispatcher behind the subscriptions (one for both sides of a
+    /// bridge): messages under a tag nobody subscribed to, datagrams dropped at a full
+    /// subscription.
+    pub fn dispatch_stats(&self) -> DispatchStats {
+        match self {
+            Transport::Quic(m) => m.dispatch_stats(),
+            Transport::Legacy(m) => m.dispatch_stats(),
+            Transport::Bridge(m) => m.quic().dispatch_stats(),
+        }
     }
 
     /// Counters of the legacy protocol (`None` on QUIC alone).
