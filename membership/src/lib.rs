@@ -1,5 +1,8 @@
 //! cohort-membership: one consistent, ordered membership view for a cluster.
 //!
+//! Most users add the `cohort` crate instead, which re-exports this crate's embedding API
+//! (and what it takes and returns from the other cohort crates) in one place.
+//!
 //! # Start here
 //!
 //! A [`Member`] is one process of the cluster: [`Member::start`] (or
