@@ -125,9 +125,9 @@
 //!
 //! - The member: [`Member`], [`MemberBuilder`], [`MemberConfig`] with its [`Preset`]s,
 //!   [`StartError`]; the view it holds ([`View`], [`MemberId`]) and what happens to it
-//!   ([`MembershipEvent`]).
-//! - Your messages: [`Message`] and its [`Tag`], [`Priority`], [`Subscription`] and the
-//!   [`Envelope`] it yields, [`SendOutcome`], [`SendError`], [`SubscribeError`].
+//!   ([`MembershipEvent`], as a broadcast receiver or an [`EventStream`]).
+//! - Your messages: [`Message`] and its [`Tag`], [`Priority`], [`Subscription`] (also a
+//!   `futures_core::Stream`) and the [`Envelope`] it yields, [`SendOutcome`], [`SendError`], [`SubscribeError`].
 //! - Security: [`TlsSettings`], [`Authenticator`] for joiners' [`Credentials`]
 //!   ([`AllowAll`], [`SharedSecret`]), and [`certs`] for a cluster CA.
 //! - Operations: [`ask_locator`] (a locator's view from outside the cluster, as
@@ -143,8 +143,8 @@
 pub use cohort_legacy_udp::LegacyConfig;
 pub use cohort_membership::{
     AllowAll, AskLocatorError, Authenticator, ConfigError as MemberConfigError, Credentials,
-    GmsStats, LocatorReport, Member, MemberBuilder, MemberConfig, MemberMetrics, MembershipEvent,
-    Preset, Protocol, SharedSecret, StartError, ask_locator,
+    EventStream, GmsStats, LocatorReport, Member, MemberBuilder, MemberConfig, MemberMetrics,
+    MembershipEvent, MissedEvents, Preset, Protocol, SharedSecret, StartError, ask_locator,
 };
 pub use cohort_transport::{
     Delivery, Envelope, MemberAttributes, MemberId, MemberKind, Message, PeerStats, Priority,

@@ -116,8 +116,8 @@ pub mod view_file;
 pub use auth::{AllowAll, Authenticator, Credentials, SharedSecret};
 pub use gms::{CheckOutcome, Gms, GmsConfig, GmsStats, MembershipEvent, Output};
 pub use member::{
-    AskLocatorError, ConfigError, LocatorReport, Member, MemberBuilder, MemberConfig, Preset,
-    Protocol, StartError, Transport, ask_locator,
+    AskLocatorError, ConfigError, EventStream, LocatorReport, Member, MemberBuilder, MemberConfig,
+    MissedEvents, Preset, Protocol, StartError, Transport, ask_locator,
 };
 pub use messages::{
     Ballot, Decision, DiscoveryAnswer, FinalCheck, FindCoordinator, GmsMessage, Heartbeat,

@@ -148,6 +148,8 @@ impl Sim {
                 Output::Heartbeat { to } => self.heartbeat(i, to),
                 // The simulation does not model ICMP: a knock reaches nothing.
                 Output::Knock { .. } => {}
+                // No messenger here whose senders' rule it would widen.
+                Output::Prepared(_) => {}
                 Output::Check { member } => {
                     let (now, outcome) = (self.at(), self.truth(&member));
                     self.members[i].check_result(now, &member, outcome, None);

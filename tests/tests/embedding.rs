@@ -3,12 +3,15 @@
 //! tasks, messages nobody subscribed to reported to their sender and counted at the
 //! receiver, the counters in an embedder's own metrics registry.
 
+use std::pin::Pin;
+
 use cohort_membership::metrics::prometheus::MemberCollector;
 use cohort_membership::{Member, MemberConfig, MembershipEvent};
 use cohort_tests::{Cluster, PATIENCE, init_tracing, wait_until};
 use cohort_transport::{
     MemberKind, Message, Priority, SendError, SubscribeError, Subscription, Tag,
 };
+use futures_core::Stream;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
@@ -333,4 +336,50 @@ async fn a_locator_writes_its_view_file_only_where_it_was_given_a_directory() {
     wait_until("the view file is written", PATIENCE, || file.exists()).await;
     assert!(locator.leave().await);
     std::fs::remove_dir_all(&dir).expect("removed");
+}
+
+/// A subscription and the events work as `futures_core::Stream`s: the message arrives
+/// through `poll_next`, and so does the view without a member that left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscriptions_and_events_are_streams() {
+    init_tracing();
+    let mut cluster = Cluster::new(1);
+    cluster.start(0).await;
+    let mut builder = Member::builder(cluster.config("member-1", MemberKind::Member));
+    let mut greetings = builder.subscribe::<Greeting>().expect("subscribe");
+    let member = builder.start().await.expect("starts");
+    let locator = cluster.member("locator-1");
+    let mut events = locator.event_stream();
+    let outcome = locator
+        .send(
+            &Greeting("streamed".into()),
+            Priority::Bulk,
+            std::slice::from_ref(member.id()),
+        )
+        .expect("send");
+    assert!(outcome.is_complete(), "{outcome:?}");
+    let heard = tokio::time::timeout(PATIENCE, next(&mut greetings))
+        .await
+        .expect("heard within the patience")
+        .expect("a greeting");
+    assert_eq!(heard.message, Greeting("streamed".into()));
+
+    let gone = member.id().clone();
+    assert!(member.leave().await);
+    tokio::time::timeout(PATIENCE, async {
+        loop {
+            match next(&mut events).await.expect("the stream goes on") {
+                Ok(MembershipEvent::ViewInstalled { left, .. }) if left.contains(&gone) => break,
+                Ok(_) => {}
+                Err(missed) => panic!("{missed}"),
+            }
+        }
+    })
+    .await
+    .expect("the view without the member arrives as a stream item");
+}
+
+/// The next item of a stream, without a combinator crate.
+async fn next<S: Stream + Unpin>(stream: &mut S) -> Option<S::Item> {
+    std::future::poll_fn(|cx| Pin::new(&mut *stream).poll_next(cx)).await
 }

@@ -12,10 +12,13 @@
 
 use std::collections::HashMap;
 use std::marker::PhantomData;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
+use futures_core::Stream;
 use tokio::sync::mpsc;
 
 use crate::member::MemberId;
@@ -239,6 +242,19 @@ impl<M: Message> Subscription<M> {
         None
     }
 
+    /// Polls for the next message, as [`Subscription::recv`] waits for it: the
+    /// `futures_core::Stream` implementation, for combinators and `select` loops.
+    pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Envelope<M>>> {
+        loop {
+            let Some(inbound) = ready!(self.rx.poll_recv(cx)) else {
+                return Poll::Ready(None);
+            };
+            if let Some(envelope) = self.decode(inbound) {
+                return Poll::Ready(Some(envelope));
+            }
+        }
+    }
+
     /// Payloads that failed to decode as `M`.
     pub fn decode_failures(&self) -> u64 {
         self.decode_failures.load(Ordering::Relaxed)
@@ -258,6 +274,16 @@ impl<M: Message> Subscription<M> {
                 None
             }
         }
+    }
+}
+
+/// The messages as a stream (`futures_core::Stream`): `None` once the messenger has shut
+/// down. `StreamExt` of `futures` or `tokio-stream` then maps, filters and merges them.
+impl<M: Message> Stream for Subscription<M> {
+    type Item = Envelope<M>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Envelope<M>>> {
+        self.get_mut().poll_recv(cx)
     }
 }
 

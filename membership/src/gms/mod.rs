@@ -3,7 +3,8 @@
 //! Inputs are method calls with the current time (`found_cluster`, `join`, `leave`,
 //! `handle_message`, `handle_timeout`, and the driver's reports: signs of life, heartbeat
 //! view ids, final-check results, refusals); outputs are polled ([`Gms::poll_output`]:
-//! messages to send and events) together with the next deadline ([`Gms::poll_timeout`]). It
+//! messages to send, checks to run, a view being prepared, events) together with the next
+//! deadline ([`Gms::poll_timeout`]); [`Gms`] states the contract a driver keeps. It
 //! never reads a clock, sleeps or does I/O, so the same code runs under tokio and in a
 //! deterministic simulation of thousands of members under every kind of fault.
 //!
@@ -174,6 +175,7 @@ pub enum CheckOutcome {
 
 /// Something the driver must do or report.
 #[derive(Clone, Debug)]
+#[must_use = "an output is a duty of the driver"]
 pub enum Output {
     /// Send `message` to each of `to` (Control priority).
     Send {
@@ -227,6 +229,10 @@ pub enum Output {
         /// The suspect.
         member: MemberId,
     },
+    /// A view is being decided whose new members may send application messages to this
+    /// member from now on, before it is installed (and so before they learn they are in):
+    /// let them speak (`QuicMessenger::expect_view`). Handed out once per prepared view.
+    Prepared(View),
     /// Tell the application.
     Event(MembershipEvent),
 }
@@ -468,7 +474,46 @@ struct CatchUp {
     reask: Option<Instant>,
 }
 
-/// One member's membership state. See the module docs.
+/// One member's membership state. See the module docs for the protocol; this is the
+/// contract a driver keeps (`Member`'s driver on tokio, the simulations in virtual time).
+///
+/// # Methods, by group
+///
+/// - **Start and stop**: [`Gms::new`], then one of [`Gms::found_cluster`] (a locator that
+///   may found) or [`Gms::join`] (through the coordinator discovery named); later
+///   [`Gms::leave`], or [`Gms::dissolve`] (yield to another cluster).
+/// - **Messages from other members**: [`Gms::handle_message`] (a [`GmsMessage`]),
+///   [`Gms::handle_lease`] (a lease datagram), [`Gms::handle_reachability`].
+/// - **What the driver saw**: [`Gms::heard_from`] (a sign of life: any heartbeat or frame
+///   from a member; report it for every member in [`Gms::watched`] before each
+///   [`Gms::handle_timeout`], or the detector suspects a member that is only busy),
+///   [`Gms::heard_view`] (a view id a member reported), [`Gms::unreachable`] (an ICMP
+///   error about a member's address), [`Gms::refused_by`] (a member refused this one's
+///   connection as a non-member), [`Gms::suspect`] (the application suspects a member).
+/// - **Results of work the outputs asked for**: [`Gms::check_result`] for an
+///   [`Output::Check`], [`Gms::probe_result`] for an [`Output::Probe`].
+/// - **Time**: [`Gms::handle_timeout`] at the instant [`Gms::poll_timeout`] gave (or
+///   later; early calls are harmless).
+/// - **Outputs**: [`Gms::poll_output`] until it returns `None`.
+/// - **Queries** (no effect): [`Gms::view`], [`Gms::prepared`], [`Gms::standing`],
+///   [`Gms::is_coordinator`], [`Gms::unreachable_members`], [`Gms::stats`] and the rest.
+///
+/// # The driving loop
+///
+/// After **every** input (any method above that takes `&mut self`), drain
+/// [`Gms::poll_output`] and carry out each output in the order given (a view's
+/// [`Output::Prepared`] comes before the messages that may bring its members' traffic),
+/// then read [`Gms::poll_timeout`] again: an input may move the deadline earlier. Wait
+/// until that deadline or the next input, whichever comes first. Results of checks and
+/// probes may arrive in any order, late, or for a member no longer in the view; they are
+/// judged as of when they arrive.
+///
+/// # Time
+///
+/// Every input takes `now`, and `now` never goes backwards: pass readings of one monotonic
+/// clock (`std::time::Instant`, or a simulation's virtual clock). `Gms` never reads a clock
+/// itself. A pause of the whole process is seen as a jump of `now`; the detector then skips
+/// a round rather than suspecting everyone it could not hear while it was stopped.
 pub struct Gms {
     me: MemberId,
     /// Join requests and view queries from outside the cluster, per address.
@@ -511,6 +556,8 @@ pub struct Gms {
     batch_at: Option<Instant>,
     round: Option<Round>,
     outputs: VecDeque<Output>,
+    /// The prepared view last handed out as [`Output::Prepared`].
+    announced_prepared: Option<View>,
     stats: GmsStats,
     detector: Detector,
     /// Members of the view suspected by anyone, not yet cleared or removed.
@@ -596,6 +643,7 @@ impl Gms {
             batch_at: None,
             round: None,
             outputs: VecDeque::new(),
+            announced_prepared: None,
             stats: GmsStats::default(),
             detector: Detector::new(member_timeout),
             suspects: HashMap::new(),
@@ -1296,12 +1344,24 @@ impl Gms {
         }
     }
 
-    /// The next output to act on.
+    /// The next output to act on; `None` once there is nothing to do until the next input.
+    /// A view newer than the installed one that this member came to prepare (accept,
+    /// propose, or be proposed into) is handed out first, once per view, as
+    /// [`Output::Prepared`].
+    #[must_use = "an output is a duty of the driver: a message to send, a check to run, an event"]
     pub fn poll_output(&mut self) -> Option<Output> {
+        if let Some(prepared) = self.prepared()
+            && self.announced_prepared.as_ref() != Some(prepared)
+        {
+            let prepared = prepared.clone();
+            self.announced_prepared = Some(prepared.clone());
+            return Some(Output::Prepared(prepared));
+        }
         self.outputs.pop_front()
     }
 
     /// When [`Gms::handle_timeout`] should next be called.
+    #[must_use = "the driver must call handle_timeout at this instant"]
     pub fn poll_timeout(&self) -> Option<Instant> {
         let coordinating = self.coordinating();
         let role = match &self.role {
@@ -3332,6 +3392,52 @@ mod tests {
             round: 0,
             proposer: proposer.uuid(),
         }
+    }
+
+    /// The driver lets a prepared view's new members speak because an output says so:
+    /// once per view, before the proposal that brings their traffic, and not again.
+    #[test]
+    fn a_prepared_view_is_handed_out_once_before_its_proposal() {
+        let now = Instant::now();
+        let (a, b) = (member(1), member(2));
+        let mut coordinator = Gms::new(a.clone(), GmsConfig::default(), Arc::new(AllowAll));
+        coordinator.found_cluster(now);
+        let founded: Vec<Output> = std::iter::from_fn(|| coordinator.poll_output()).collect();
+        assert!(
+            !founded.iter().any(|o| matches!(o, Output::Prepared(_))),
+            "a founder prepares nothing: {founded:?}"
+        );
+        coordinator.handle_message(
+            now,
+            &b,
+            GmsMessage::JoinRequest {
+                member: b.clone(),
+                credentials: Credentials::default(),
+            },
+        );
+        coordinator.handle_timeout(now + Duration::from_secs(1));
+        let outputs: Vec<Output> = std::iter::from_fn(|| coordinator.poll_output()).collect();
+        let prepared: Vec<usize> = outputs
+            .iter()
+            .enumerate()
+            .filter(|(_, o)| matches!(o, Output::Prepared(v) if v.contains(&b)))
+            .map(|(i, _)| i)
+            .collect();
+        let proposal = outputs
+            .iter()
+            .position(|o| {
+                matches!(o, Output::Send { message: GmsMessage::Propose { .. }, to } if to.contains(&b))
+            })
+            .expect("a proposal to the joiner");
+        assert_eq!(prepared.len(), 1, "{outputs:?}");
+        assert!(prepared[0] < proposal, "{outputs:?}");
+        // Another input while the same view is prepared hands it out no more.
+        coordinator.handle_timeout(now + Duration::from_secs(1));
+        let again: Vec<Output> = std::iter::from_fn(|| coordinator.poll_output()).collect();
+        assert!(
+            !again.iter().any(|o| matches!(o, Output::Prepared(_))),
+            "{again:?}"
+        );
     }
 
     #[test]

@@ -22,6 +22,7 @@
 //!                      ├─ Lease     ─► messenger.send_datagram (own tag)
 //!                      ├─ Heartbeat ─► messenger.send_datagram
 //!                      ├─ Knock     ─► messenger.knock
+//!                      ├─ Prepared  ─► messenger.expect_view (its new members may speak)
 //!                      ├─ Check     ─► task: ViewCheck query over a fresh connection (or
 //!                      │               FinalCheck, if the suspect does not serve it), or
 //!                      │               any sign of life, within final_check_timeout (a
@@ -45,6 +46,7 @@
 
 mod config;
 mod discover;
+mod event_stream;
 mod identities;
 mod reconnect;
 mod relay;
@@ -69,6 +71,7 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 pub use self::config::{ConfigError, MemberConfig, Preset, StartError};
+pub use self::event_stream::{EventStream, MissedEvents};
 use self::identities::Identities;
 use self::reconnect::Life;
 use self::relay::Relays;
@@ -526,6 +529,13 @@ impl Member {
         self.shared.events.subscribe()
     }
 
+    /// Membership events from now on, as a `futures_core::Stream` (for combinators and
+    /// `select` loops): the same events as [`Member::events`], with a missed stretch
+    /// reported as [`MissedEvents`].
+    pub fn event_stream(&self) -> EventStream {
+        EventStream::new(self.events())
+    }
+
     /// True from admission until this member leaves or is removed, and again once a
     /// reconnect has admitted it.
     pub fn is_active(&self) -> bool {
@@ -574,7 +584,7 @@ impl Member {
     /// [`crate::metrics::prometheus::MemberCollector`] serves them as OpenMetrics series.
     pub fn metrics(&self) -> MemberMetrics {
         let view = self.view();
-        let messenger = self.messenger();
+        let messenger = self.slot.get();
         let peers = view
             .members()
             .iter()
@@ -671,6 +681,10 @@ impl Member {
     /// a stand-in that holds no socket and is shut down. Do not keep a clone across a
     /// reconnect: it holds the old socket, and the new messenger cannot bind the same port
     /// until it is dropped (the reconnect waits for that, and warns).
+    ///
+    /// A test hook (feature `test-hooks`): the messenger also takes views and senders
+    /// behind the protocol's back.
+    #[cfg(feature = "test-hooks")]
     pub fn messenger(&self) -> Transport {
         self.slot.get()
     }
@@ -686,7 +700,7 @@ impl Member {
     /// arrived within the leave timeout. A member forced out and not yet back stops trying
     /// to reconnect, and returns false. Any handle may leave, more than once: a leave
     /// while another runs waits for it, and every later one returns the first one's
-    /// result (false after [`Member::kill`]); the other handles then see a member that has
+    /// result (false after a `kill`, a test hook); the other handles then see a member that has
     /// stopped.
     #[must_use = "false: the view without this member did not arrive within the leave timeout"]
     pub async fn leave(&self) -> bool {
@@ -720,7 +734,7 @@ impl Member {
         if tokio::time::timeout(bound, &mut supervisor).await.is_err() {
             supervisor.abort();
         }
-        self.messenger().shutdown().await;
+        self.slot.get().shutdown().await;
         let _ = self.life.left.set(confirmed);
         confirmed
     }
@@ -731,10 +745,11 @@ impl Member {
     /// [`QuicMessenger::crash`](cohort_transport::QuicMessenger::crash)).
     /// Returns once the driver has ended. For tests of failure handling; to crash without
     /// the port closing (a host gone or cut off), isolate its socket with
-    /// `messenger().faults().isolate()` instead.
+    /// `messenger().faults().isolate()` instead. A test hook (feature `test-hooks`).
+    #[cfg(feature = "test-hooks")]
     pub async fn kill(&self) {
         // Silent first (crash isolates the socket), so the driver cannot say goodbye.
-        self.messenger().crash();
+        self.slot.get().crash();
         let taken = self.life.supervisor.lock().await.take();
         if let Some(supervisor) = taken {
             supervisor.abort();
@@ -1183,14 +1198,12 @@ impl Driver {
 
     /// Carries out what the `Gms` asked for; says how the driver ends, if it does.
     fn act(&mut self) -> Option<Ending> {
-        // A view being prepared: its new members may send application messages from now
-        // on, before this member acknowledges it (and so before they learn they are in).
-        if let Some(prepared) = self.gms.prepared() {
-            self.messenger.expect_view(prepared);
-        }
         let mut ending = None;
         while let Some(output) = self.gms.poll_output() {
             match output {
+                // Its new members may send application messages from now on, before this
+                // member acknowledges it (and so before they learn they are in).
+                Output::Prepared(view) => self.messenger.expect_view(&view),
                 Output::Send { to, message } => self.send(&to, &message),
                 // A datagram: a lost one costs one grant of one round (see the lease).
                 Output::Lease { to, message } => {

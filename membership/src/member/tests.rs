@@ -94,6 +94,7 @@ impl Net {
                 }
                 // Nothing here answers a knock: the ICMP path is tested with real sockets.
                 Output::Knock { .. } => {}
+                Output::Prepared(_) => {}
                 Output::Check { member } => {
                     self.gms[i].check_result(at, &member, CheckOutcome::Alive, None);
                 }

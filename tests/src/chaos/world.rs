@@ -1454,7 +1454,10 @@ impl Chaos {
             if untraced_timer
                 && !matches!(
                     output,
-                    Output::Heartbeat { .. } | Output::Knock { .. } | Output::Lease { .. }
+                    Output::Heartbeat { .. }
+                        | Output::Knock { .. }
+                        | Output::Lease { .. }
+                        | Output::Prepared(_)
                 )
             {
                 untraced_timer = false;
@@ -1466,6 +1469,8 @@ impl Chaos {
                 // The world models no ICMP for datagrams (only for final checks): a knock
                 // reaches nothing.
                 Output::Knock { .. } => {}
+                // The world has no messenger whose senders' rule it would widen.
+                Output::Prepared(_) => {}
                 Output::Lease { to, message } => self.lease(i, &to, message),
                 Output::Reachability { to, message } => self.reachability(i, &to, &message),
                 Output::Probe { member, asker } => self.check(i, member, Some(asker)),
