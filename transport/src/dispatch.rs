@@ -224,12 +224,7 @@ impl<M: Message> Subscription<M> {
     /// [`Subscription::decode_failures`]: it is the sender's fault, and one bad message must
     /// not stop the ones behind it.
     pub async fn recv(&mut self) -> Option<Envelope<M>> {
-        loop {
-            let inbound = self.rx.recv().await?;
-            if let Some(envelope) = self.decode(inbound) {
-                return Some(envelope);
-            }
-        }
+        std::future::poll_fn(|cx| self.poll_recv(cx)).await
     }
 
     /// The next message if one is waiting, without waiting.
@@ -242,8 +237,9 @@ impl<M: Message> Subscription<M> {
         None
     }
 
-    /// Polls for the next message, as [`Subscription::recv`] waits for it: the
-    /// `futures_core::Stream` implementation, for combinators and `select` loops.
+    /// Polls for the next message, as [`Subscription::recv`] waits for it (undecodable
+    /// payloads dropped and counted the same way): the `futures_core::Stream`
+    /// implementation, for combinators and `select` loops.
     pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Envelope<M>>> {
         loop {
             let Some(inbound) = ready!(self.rx.poll_recv(cx)) else {

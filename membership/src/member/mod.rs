@@ -562,7 +562,11 @@ impl Member {
     /// checks (each reported as [`MembershipEvent::Unreachable`]): still in the view, and
     /// removed only if they stay so for `removal_timeout`. Route around them meanwhile.
     pub fn unreachable(&self) -> Vec<MemberId> {
-        let view = self.view();
+        self.unreachable_in(&self.view())
+    }
+
+    /// The members of `view` reported unreachable.
+    fn unreachable_in(&self, view: &View) -> Vec<MemberId> {
         self.shared
             .unreachable
             .lock()
@@ -593,7 +597,7 @@ impl Member {
             .collect();
         MemberMetrics {
             member: self.id().clone(),
-            unreachable: self.unreachable().len(),
+            unreachable: self.unreachable_in(&view).len(),
             gms: self.stats(),
             reconnects: self.reconnects(),
             socket: messenger.socket_stats(),
