@@ -61,11 +61,8 @@ async fn files_from_the_cli_load_and_connect_two_members() {
         .unwrap_or_else(|e| panic!("files written by cohort-certs load: {e}"))
     };
     let bind = |name: &str| {
-        let config = QuicConfig {
-            name: name.into(),
-            ..QuicConfig::default()
-        };
-        QuicMessenger::bind(config, &tls(name)).expect("bind")
+        let identity = cohort_transport::Identity::named(name);
+        QuicMessenger::bind(&identity, QuicConfig::default(), &tls(name)).expect("bind")
     };
     let (one, two) = (bind("one"), bind("two"));
     let view = View::new(

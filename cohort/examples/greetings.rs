@@ -75,8 +75,8 @@ pub(crate) async fn run(rounds: usize) -> Result<Report, Box<dyn Error>> {
     };
 
     let mut config = MemberConfig::new(tls("locator")?);
-    config.name = Some("locator".into());
-    config.kind = MemberKind::Locator;
+    config.identity.name = "locator".into();
+    config.identity.kind = MemberKind::Locator;
     let locator = Member::start(config).await?;
     let greeter = tokio::spawn(greet_newcomers(locator.clone()));
 
@@ -87,7 +87,7 @@ pub(crate) async fn run(rounds: usize) -> Result<Report, Box<dyn Error>> {
         for n in 0..2 {
             let name = format!("member-{round}-{n}");
             let mut config = MemberConfig::new(tls(&name)?);
-            config.name = Some(name.clone());
+            config.identity.name = name.clone();
             config.locators = vec![locator.address()];
             let mut builder = Member::builder(config);
             let greetings = builder.subscribe::<Greeting>()?;
@@ -113,7 +113,7 @@ pub(crate) async fn run(rounds: usize) -> Result<Report, Box<dyn Error>> {
 
     // Two members that subscribe to nothing of Unheard's.
     let mut config = MemberConfig::new(tls("quiet")?);
-    config.name = Some("quiet".into());
+    config.identity.name = "quiet".into();
     config.locators = vec![locator.address()];
     let mut builder = Member::builder(config);
     let mut datagrams = builder.subscribe::<Greeting>()?;
@@ -138,7 +138,7 @@ pub(crate) async fn run(rounds: usize) -> Result<Report, Box<dyn Error>> {
 
     // A first datagram from a member that has no connection to `quiet` yet.
     let mut config = MemberConfig::new(tls("late")?);
-    config.name = Some("late".into());
+    config.identity.name = "late".into();
     config.locators = vec![locator.address()];
     let late = Member::start(config).await?;
     let outcome = late.send_datagram(

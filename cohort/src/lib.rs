@@ -49,15 +49,15 @@
 //!
 //! // A locator with no other locator founds the cluster.
 //! let mut config = MemberConfig::new(tls("locator-1")?);
-//! config.name = Some("locator-1".into());
-//! config.kind = MemberKind::Locator;
+//! config.identity.name = "locator-1".into();
+//! config.identity.kind = MemberKind::Locator;
 //! let locator = Member::start(config).await?;
 //! let mut events = locator.events();
 //!
 //! // A member finds it through the locator. It subscribes on the builder, before it
 //! // joins: a message sent to it the moment it is in a view is not missed.
 //! let mut config = MemberConfig::new(tls("member-1")?);
-//! config.name = Some("member-1".into());
+//! config.identity.name = "member-1".into();
 //! config.locators = vec![locator.address()];
 //! let mut builder = Member::builder(config);
 //! let mut greetings = builder.subscribe::<Greeting>()?;
@@ -111,9 +111,9 @@
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let tls = TlsSettings::from_files("ca.pem", "node-1.pem", "node-1-key.pem");
 //! let mut config = MemberConfig::new(tls).with_preset(Preset::Lan);
-//! config.name = Some("node-1".into());
-//! config.bind = "0.0.0.0:7800".parse()?;
-//! config.advertise = Some("10.0.0.11:7800".parse()?); // the address others reach it at
+//! config.identity.name = "node-1".into();
+//! config.identity.bind = "0.0.0.0:7800".parse()?;
+//! config.identity.advertise = Some("10.0.0.11:7800".parse()?); // the address others reach it at
 //! config.locators = vec!["10.0.0.1:10334".parse()?, "10.0.0.2:10334".parse()?];
 //! let member = Member::start(config).await?; // once in a view, or a StartError saying why
 //! println!("{}", member.view()); // coordinator, elder and members, oldest first
@@ -121,10 +121,48 @@
 //! # }
 //! ```
 //!
+//! # A member from a configuration file
+//!
+//! [`MemberConfig`] deserializes (serde) from the keys `cohort-member`'s file uses,
+//! Geode's property names in kebab case; each key left out keeps its default, an unknown
+//! key or a value that cannot work is refused by name, and `[quic]` and `[legacy]` hold
+//! the tuning:
+//!
+//! ```
+//! use cohort::{MemberConfig, MemberKind};
+//!
+//! let config: MemberConfig = toml::from_str(
+//!     r#"
+//!     name = "locator-1"
+//!     kind = "locator"
+//!     bind-address = "127.0.0.1:10334"
+//!     locators = ["127.0.0.1:10334", "127.0.0.1:10335"]
+//!     preset = "lan"
+//!     weight-adjustment = 5
+//!
+//!     [ssl]
+//!     ca = "ca.pem"
+//!     certificate = "locator-1.pem"
+//!     private-key = "locator-1-key.pem"
+//!
+//!     [quic]
+//!     idle-timeout = "20s"
+//!     "#,
+//! )?;
+//! assert_eq!(config.identity.kind, MemberKind::Locator);
+//! assert_eq!(config.identity.attributes.weight_adjustment, 5);
+//! config.validate()?; // what `Member::start` checks first
+//!
+//! let typo = toml::from_str::<MemberConfig>("member-timeuot = \"2s\"");
+//! assert!(typo.unwrap_err().to_string().contains("member-timeuot"));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
 //! # What is where
 //!
-//! - The member: [`Member`], [`MemberBuilder`], [`MemberConfig`] with its [`Preset`]s,
-//!   [`StartError`]; the view it holds ([`View`], [`MemberId`]) and what happens to it
+//! - The member: [`Member`], [`MemberBuilder`], [`MemberConfig`] with its [`Identity`]
+//!   and [`Preset`]s, [`InvalidConfig`] (the one error every settings type's `validate`
+//!   returns), [`StartError`]; the view it holds ([`View`], [`MemberId`]) and what happens to it
 //!   ([`MembershipEvent`], as a broadcast receiver or an [`EventStream`]).
 //! - Your messages: [`Message`] and its [`Tag`], [`Priority`], [`Subscription`] (also a
 //!   `futures_core::Stream`) and the [`Envelope`] it yields, [`SendOutcome`], [`SendError`], [`SubscribeError`].
@@ -142,14 +180,14 @@
 
 pub use cohort_legacy_udp::LegacyConfig;
 pub use cohort_membership::{
-    AllowAll, AskLocatorError, Authenticator, ConfigError as MemberConfigError, Credentials,
-    EventStream, GmsStats, LocatorReport, Member, MemberBuilder, MemberConfig, MemberMetrics,
-    MembershipEvent, MissedEvents, Preset, Protocol, SharedSecret, StartError, ask_locator,
+    AllowAll, AskLocatorError, Authenticator, Credentials, EventStream, GmsStats, LocatorReport,
+    Member, MemberBuilder, MemberConfig, MemberMetrics, MembershipEvent, MissedEvents, Preset,
+    Protocol, SharedSecret, StartError, ask_locator,
 };
 pub use cohort_transport::{
-    Delivery, Envelope, MemberAttributes, MemberId, MemberKind, Message, PeerStats, Priority,
-    ProtocolVersion, QuicConfig, SendError, SendOutcome, SubscribeError, Subscription, Tag,
-    TlsError, TlsSettings, View, ViewId,
+    Delivery, Envelope, Identity, InvalidConfig, MemberAttributes, MemberId, MemberKind, Message,
+    PeerStats, Priority, ProtocolVersion, QuicConfig, SendError, SendOutcome, SubscribeError,
+    Subscription, Tag, TlsError, TlsSettings, View, ViewId,
 };
 
 /// A member's counters at once ([`MemberMetrics`]), and with the `prometheus` feature

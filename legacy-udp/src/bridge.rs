@@ -22,9 +22,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use cohort_transport::{
-    BindError, ClusterTls, MemberId, Message, Messenger, PeerStats, Priority, ProtocolVersion,
-    Query, QueryError, QuicConfig, QuicMessenger, SendError, SendOutcome, SubscribeError,
-    Subscription, TransportEvent, View,
+    BindError, ClusterTls, Identity, MemberId, Message, Messenger, PeerStats, Priority,
+    ProtocolVersion, Query, QueryError, QuicConfig, QuicMessenger, SendError, SendOutcome,
+    SubscribeError, Subscription, TransportEvent, View,
 };
 use tokio::sync::broadcast;
 use tokio::time::Instant;
@@ -62,14 +62,16 @@ pub struct Bridge {
 }
 
 impl Bridge {
-    /// Binds the member's socket for QUIC (`quic`, whose version must be v2 or later) and
-    /// puts the legacy side (`legacy`, for its tuning) on the same port.
+    /// Binds the socket of the member `identity` names (whose version must be v2 or
+    /// later) for QUIC, tuned by `quic`, and puts the legacy side, tuned by `legacy`, on
+    /// the same port.
     pub fn bind(
+        identity: &Identity,
         quic: QuicConfig,
         tls: &ClusterTls,
         legacy: LegacyConfig,
     ) -> Result<Bridge, BridgeBindError> {
-        let quic = QuicMessenger::bind(quic, tls)?;
+        let quic = QuicMessenger::bind(identity, quic, tls)?;
         let legacy = LegacyMessenger::beside(&quic, legacy)?;
         Ok(Bridge {
             quic,

@@ -126,16 +126,19 @@ impl Core {
             .or_insert_with(|| PeerState {
                 member: member.clone(),
                 send: std::array::from_fn(|_| {
-                    SendStream::new(config.window, config.max_queued_bytes_per_destination)
+                    SendStream::new(
+                        config.window.get(),
+                        config.max_queued_bytes_per_destination.get(),
+                    )
                 }),
                 receive: {
                     // One sender's messages being joined take at most one largest message's
                     // worth of the shared memory, whatever the priority.
-                    let share = SenderShare::new(config.max_message_bytes);
+                    let share = SenderShare::new(config.max_message_bytes.get());
                     std::array::from_fn(|_| {
                         ReceiveStream::new(
-                            config.window,
-                            config.max_message_bytes,
+                            config.window.get(),
+                            config.max_message_bytes.get(),
                             pool.clone(),
                             share.clone(),
                         )

@@ -23,5 +23,5 @@ pub mod packet;
 mod stream;
 
 pub use bridge::{Bridge, BridgeBindError, RETIRED_REASON, speaks_legacy};
-pub use config::{LegacyConfig, LegacyConfigError};
+pub use config::LegacyConfig;
 pub use messenger::{LegacyBindError, LegacyMessenger, LegacyStats};

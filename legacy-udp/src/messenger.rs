@@ -26,17 +26,16 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use cohort_transport::dispatch::{DispatchStats, Dispatcher, Inbound, Routed};
-use cohort_transport::member::LocalIdentity;
 use cohort_transport::socket::{LegacyPort, LegacySender, SocketFaults, SocketStats};
 use cohort_transport::{
-    Delivery, MemberId, Message, Messenger, Priority, Query, QueryError, QuicMessenger, SendError,
-    SendOutcome, SubscribeError, Subscription, Tag, TransportEvent, View,
+    Delivery, Identity, MemberId, Message, Messenger, Priority, ProtocolVersion, Query, QueryError,
+    QuicMessenger, SendError, SendOutcome, SubscribeError, Subscription, Tag, TransportEvent, View,
 };
 use tokio::sync::{Notify, broadcast, mpsc};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::config::{LegacyConfig, LegacyConfigError};
+use crate::config::LegacyConfig;
 use crate::core::{Core, Delivered};
 use crate::exchange::{self, Exchanges};
 use crate::packet::{DatagramHeader, ExchangeHeader, Packet};
@@ -59,7 +58,7 @@ const REFUSAL_MEMORY: usize = 1024;
 pub enum LegacyBindError {
     /// A setting is out of range.
     #[error(transparent)]
-    Config(#[from] LegacyConfigError),
+    Config(#[from] cohort_transport::InvalidConfig),
     /// The UDP socket could not be bound.
     #[error("could not bind UDP socket {addr}: {source}")]
     Socket {
@@ -163,32 +162,32 @@ impl Drop for StopOnDrop {
 }
 
 impl LegacyMessenger {
-    /// Binds a UDP socket for the legacy protocol alone (an old member) and starts.
-    pub fn bind(config: LegacyConfig) -> Result<Self, LegacyBindError> {
+    /// Binds a UDP socket for the legacy protocol alone (an old member) as the member
+    /// `identity` names, tuned by `config`, and starts. Its member id announces protocol
+    /// [`ProtocolVersion::LEGACY`] whatever `identity.version` says: that is what a member
+    /// speaking this protocol alone is. Must be called from within a Tokio runtime.
+    pub fn bind(identity: &Identity, config: LegacyConfig) -> Result<Self, LegacyBindError> {
+        identity.validate()?;
         config.validate()?;
         tokio::runtime::Handle::try_current().map_err(|_| LegacyBindError::NoRuntime)?;
-        let port = LegacyPort::bind(config.bind, config.socket_buffer_bytes).map_err(|source| {
-            LegacyBindError::Socket {
-                addr: config.bind,
-                source,
-            }
-        })?;
-        let bound = port
-            .sender()
-            .local_addr()
-            .map_err(|source| LegacyBindError::Socket {
-                addr: config.bind,
-                source,
-            })?;
-        let local = Self::identity(&config, bound);
-        let dispatcher = Dispatcher::new(config.subscription_capacity);
+        let socket_error = |source| LegacyBindError::Socket {
+            addr: identity.bind,
+            source,
+        };
+        let port = LegacyPort::bind(identity.bind, config.socket_buffer_bytes.get())
+            .map_err(socket_error)?;
+        let bound = port.sender().local_addr().map_err(socket_error)?;
+        let local = identity
+            .member_id(bound)
+            .with_version(ProtocolVersion::LEGACY);
+        let dispatcher = Dispatcher::new(config.subscription_capacity.get());
         let (events, _) = broadcast::channel(EVENT_CAPACITY);
         Ok(Self::start(local, config, port, dispatcher, true, events))
     }
 
     /// Starts on the legacy share of `quic`'s socket, as the same member: its identity, its
-    /// subscriptions and its transport events (the legacy side of a bridge). `config`'s
-    /// identity fields and `bind` are not used. Fails if the legacy share was taken.
+    /// subscriptions and its transport events (the legacy side of a bridge), tuned by
+    /// `config`. Fails if the legacy share was taken.
     pub fn beside(quic: &QuicMessenger, config: LegacyConfig) -> Result<Self, LegacyBindError> {
         config.validate()?;
         tokio::runtime::Handle::try_current().map_err(|_| LegacyBindError::NoRuntime)?;
@@ -205,18 +204,6 @@ impl LegacyMessenger {
             false,
             quic.event_sender(),
         ))
-    }
-
-    fn identity(config: &LegacyConfig, bound: SocketAddr) -> MemberId {
-        LocalIdentity {
-            name: &config.name,
-            kind: config.kind,
-            version: config.version,
-            attributes: &config.attributes,
-            advertise: config.advertise,
-            uuid: config.uuid,
-        }
-        .member_id(bound)
     }
 
     fn start(
@@ -428,11 +415,11 @@ impl LegacyMessenger {
             tag: M::TAG,
             source,
         })?;
-        if payload.len() > self.inner.config.max_message_bytes {
+        if payload.len() > self.inner.config.max_message_bytes.get() {
             return Err(SendError::TooLarge {
                 tag: M::TAG,
                 size: payload.len(),
-                max: self.inner.config.max_message_bytes,
+                max: self.inner.config.max_message_bytes.get(),
             });
         }
         Ok(Bytes::from(payload))
@@ -689,7 +676,7 @@ async fn drive(inner: Arc<Inner>, mut port: LegacyPort) {
 
 fn receive(inner: &Inner, batch: Vec<(SocketAddr, Bytes)>, delivered: &mut Vec<Delivered>) {
     let now = std::time::Instant::now();
-    let max_pending = inner.config.max_pending_delivery_bytes;
+    let max_pending = inner.config.max_pending_delivery_bytes.get();
     let accept = |priority: Priority| {
         inner.pending_delivery[priority.index()].load(Ordering::Acquire) < max_pending
     };

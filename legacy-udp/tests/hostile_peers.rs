@@ -10,13 +10,15 @@
 //!   and acknowledged and then thrown away: what a sender saw acknowledged is delivered.
 
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
 use std::time::Duration;
 
 use bytes::Bytes;
 use cohort_legacy_udp::packet::{DataHeader, Packet};
 use cohort_legacy_udp::{LegacyConfig, LegacyMessenger};
 use cohort_transport::{
-    MemberId, MemberKind, Message, Messenger, Priority, ProtocolVersion, Tag, View, ViewId,
+    Identity, MemberId, MemberKind, Message, Messenger, Priority, ProtocolVersion, Tag, View,
+    ViewId,
 };
 use tokio::net::UdpSocket;
 use tokio::time::{Instant, timeout};
@@ -123,21 +125,15 @@ impl Raw {
 }
 
 fn target(config: LegacyConfig) -> LegacyMessenger {
-    LegacyMessenger::bind(LegacyConfig {
-        name: "target".into(),
-        ..config
-    })
-    .expect("bind a legacy messenger on loopback")
+    LegacyMessenger::bind(&Identity::named("target"), config)
+        .expect("bind a legacy messenger on loopback")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stranger_that_was_heard_once_still_cannot_deliver_application_messages() {
     let target = target(LegacyConfig::default());
-    let member = LegacyMessenger::bind(LegacyConfig {
-        name: "member".into(),
-        ..LegacyConfig::default()
-    })
-    .expect("bind");
+    let member =
+        LegacyMessenger::bind(&Identity::named("member"), LegacyConfig::default()).expect("bind");
     let view = View::new(
         ViewId(1),
         [target.local_member().clone(), member.local_member().clone()],
@@ -244,7 +240,7 @@ async fn a_stranger_may_not_send_application_messages_on_control() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn what_a_full_reassembly_memory_acknowledged_is_delivered() {
     let target = target(LegacyConfig {
-        max_message_bytes: 3000,
+        max_message_bytes: NonZeroUsize::new(3000).expect("positive"),
         max_reassembly_bytes: 3000,
         ..LegacyConfig::default()
     });
@@ -337,16 +333,16 @@ async fn what_a_full_reassembly_memory_acknowledged_is_delivered() {
 /// arrives (one sender's messages wait their turn; nothing is skipped).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_sender_of_large_messages_cannot_make_another_lose_one() {
-    let config = |name: &str| LegacyConfig {
-        name: name.into(),
-        max_fragment_bytes: 100,
-        max_message_bytes: 20_000,
-        max_reassembly_bytes: 40_000,
-        ..LegacyConfig::default()
+    let bind = |name: &str| {
+        let config = LegacyConfig {
+            max_fragment_bytes: 100,
+            max_message_bytes: NonZeroUsize::new(20_000).expect("positive"),
+            max_reassembly_bytes: 40_000,
+            ..LegacyConfig::default()
+        };
+        LegacyMessenger::bind(&Identity::named(name), config).expect("bind")
     };
-    let receiver = LegacyMessenger::bind(config("receiver")).expect("bind");
-    let big = LegacyMessenger::bind(config("big")).expect("bind");
-    let other = LegacyMessenger::bind(config("other")).expect("bind");
+    let (receiver, big, other) = (bind("receiver"), bind("big"), bind("other"));
     let view = View::new(
         ViewId(1),
         [

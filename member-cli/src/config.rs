@@ -3,9 +3,12 @@
 //!
 //! ```text
 //! FILE ─► toml::Table ─► each `--key value` flag written into it (`--ssl-ca` is `ssl.ca`)
-//!      ─► FileConfig (unknown keys refused, by name) ─► checked values
+//!      ─► `metrics-address` taken out (the process's own key)
+//!      ─► MemberConfig's own Deserialize (unknown keys refused, values checked, by name)
 //!      ─► the files [ssl] names exist ─► Settings { member: MemberConfig, metrics_address }
 //! ```
+//!
+//! Every key but `metrics-address` is the library's: see `MemberConfig`'s documentation.
 //!
 //! [`load`] reads a file and applies flags; [`parse`] takes the text alone. Both check every
 //! value before looking at the disk, so a mistake in the text is reported as such even when
@@ -24,6 +27,9 @@
 //! transport = "quic"                    # quic, legacy or bridge
 //! metrics-address = "127.0.0.1:9464"    # optional: serve /metrics (Prometheus) here
 //!
+//! [quic]                                # optional tuning, e.g.
+//! idle-timeout = "10s"
+//!
 //! [ssl]
 //! ca = "certs/ca.pem"
 //! certificate = "certs/node-1.pem"
@@ -34,16 +40,15 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
-use cohort_membership::{Credentials, MemberConfig, Preset, Protocol};
-use cohort_transport::{MemberKind, TlsSettings};
+use cohort_membership::MemberConfig;
+use cohort_transport::tls::PemSource;
 use serde::Deserialize;
 
 /// Why the configuration cannot be used. Each names the key (or file) at fault.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum ConfigError {
+pub enum LoadError {
     /// The file could not be read.
     #[error("cannot read the config file {path}: {source}")]
     Read {
@@ -52,24 +57,18 @@ pub enum ConfigError {
         /// The operating system's error.
         source: std::io::Error,
     },
-    /// The file is not valid TOML, or has an unknown key or a value of the wrong type.
+    /// The file is not valid TOML, or has an unknown key, a value of the wrong type, or a
+    /// value that cannot work for its key.
     #[error("{origin}: {message}")]
     Parse {
         /// The file, or "the command line".
         origin: String,
-        /// What the parser said, with the key and position.
+        /// What was wrong, with the key (and position, for TOML errors).
         message: String,
     },
-    /// A value that does not mean anything for its key.
-    #[error("{key} = {value:?}: {reason}")]
-    Value {
-        /// The key.
-        key: &'static str,
-        /// The value given.
-        value: String,
-        /// What was expected.
-        reason: &'static str,
-    },
+    /// `metrics-address` is not an address.
+    #[error("metrics-address = {0:?}: expected an IP address and port, e.g. 127.0.0.1:9464")]
+    MetricsAddress(String),
     /// A file the configuration names does not exist or cannot be read.
     #[error("{key}: cannot read {path}: {source}")]
     File {
@@ -80,37 +79,9 @@ pub enum ConfigError {
         /// The operating system's error.
         source: std::io::Error,
     },
-    /// A required key is missing.
-    #[error("{0} is required")]
-    Missing(&'static str),
     /// A flag without its value, or not of the form `--key value`.
     #[error("flag {0}: expected --key value (or --key=value)")]
     Flag(String),
-}
-
-/// The file's keys.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-struct FileConfig {
-    name: Option<String>,
-    kind: Option<String>,
-    bind_address: Option<String>,
-    advertise_address: Option<String>,
-    locators: Option<Vec<String>>,
-    preset: Option<String>,
-    member_timeout: Option<String>,
-    final_check_timeout: Option<String>,
-    removal_timeout: Option<String>,
-    join_timeout: Option<String>,
-    leave_timeout: Option<String>,
-    enable_network_partition_detection: Option<bool>,
-    disable_auto_reconnect: Option<bool>,
-    working_dir: Option<PathBuf>,
-    transport: Option<String>,
-    security_username: Option<String>,
-    security_password: Option<String>,
-    metrics_address: Option<String>,
-    ssl: Option<SslConfig>,
 }
 
 /// Everything the file and flags say: the member's configuration, and what the process
@@ -123,24 +94,13 @@ pub struct Settings {
     pub metrics_address: Option<SocketAddr>,
 }
 
-/// The `[ssl]` table.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-struct SslConfig {
-    ca: Option<PathBuf>,
-    certificate: Option<PathBuf>,
-    private_key: Option<PathBuf>,
-    require_authentication: Option<bool>,
-    endpoint_identification_enabled: Option<bool>,
-}
-
 /// Reads `path` (if any), applies `flags` (`--key value` pairs, in order), and builds the
 /// member's settings. Relative file names in the file are taken relative to its
 /// directory; those given as flags, relative to the working directory.
-pub fn load(path: Option<&Path>, flags: &[String]) -> Result<Settings, ConfigError> {
+pub fn load(path: Option<&Path>, flags: &[String]) -> Result<Settings, LoadError> {
     match path {
         Some(path) => {
-            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
                 path: path.to_owned(),
                 source,
             })?;
@@ -155,7 +115,7 @@ pub fn load(path: Option<&Path>, flags: &[String]) -> Result<Settings, ConfigErr
 /// file without flags. Relative file names in the text are taken relative to `base` (the
 /// file's directory). Every value is parsed and checked before the files named in `[ssl]`
 /// are looked for.
-pub fn parse(text: &str, base: &Path) -> Result<Settings, ConfigError> {
+pub fn parse(text: &str, base: &Path) -> Result<Settings, LoadError> {
     from_text(text, "the configuration", base, &[])
 }
 
@@ -165,8 +125,8 @@ fn from_text(
     origin: &str,
     base: &Path,
     flags: &[String],
-) -> Result<Settings, ConfigError> {
-    let table: toml::Table = toml::from_str(text).map_err(|e| ConfigError::Parse {
+) -> Result<Settings, LoadError> {
+    let table: toml::Table = toml::from_str(text).map_err(|e| LoadError::Parse {
         origin: origin.to_owned(),
         message: e.to_string(),
     })?;
@@ -178,14 +138,41 @@ fn from_table(
     mut table: toml::Table,
     origin: &str,
     flags: &[String],
-) -> Result<Settings, ConfigError> {
+) -> Result<Settings, LoadError> {
     apply_flags(&mut table, flags)?;
-    let file: FileConfig =
-        FileConfig::deserialize(toml::Value::Table(table)).map_err(|e| ConfigError::Parse {
+    let metrics_address = match table.remove("metrics-address") {
+        None => None,
+        Some(toml::Value::String(text)) => {
+            Some(text.parse().map_err(|_| LoadError::MetricsAddress(text))?)
+        }
+        Some(other) => return Err(LoadError::MetricsAddress(format!("{other:?}"))),
+    };
+    let working_dir_given = table.contains_key("working-dir");
+    let mut member =
+        MemberConfig::deserialize(toml::Value::Table(table)).map_err(|e| LoadError::Parse {
             origin: origin.to_owned(),
             message: e.to_string(),
         })?;
-    build(file)
+    // A process has a working directory of its own, so a locator run as one persists its
+    // view there unless told where (the library's default is no view file).
+    if !working_dir_given {
+        member.working_dir = Some(PathBuf::from("."));
+    }
+    // The values are checked; now the files `[ssl]` names.
+    let tls = &member.tls;
+    for (key, source) in [
+        ("ssl.ca", &tls.ca),
+        ("ssl.certificate", &tls.certificate),
+        ("ssl.private-key", &tls.private_key),
+    ] {
+        if let PemSource::File(path) = source {
+            readable(key, path)?;
+        }
+    }
+    Ok(Settings {
+        member,
+        metrics_address,
+    })
 }
 
 /// Makes the `[ssl]` file names and `working-dir` of a file relative to its directory.
@@ -212,16 +199,16 @@ fn absolutize_files(mut table: toml::Table, base: &Path) -> toml::Table {
 
 /// Writes each `--key value` (or `--key=value`) into the table; `--ssl-x` goes to the
 /// `[ssl]` table, and `--locators a,b` becomes a list.
-fn apply_flags(table: &mut toml::Table, flags: &[String]) -> Result<(), ConfigError> {
+fn apply_flags(table: &mut toml::Table, flags: &[String]) -> Result<(), LoadError> {
     let mut rest = flags.iter();
     while let Some(flag) = rest.next() {
         let Some(key) = flag.strip_prefix("--") else {
-            return Err(ConfigError::Flag(flag.clone()));
+            return Err(LoadError::Flag(flag.clone()));
         };
         let (key, value) = match key.split_once('=') {
             Some((key, value)) => (key.to_owned(), value.to_owned()),
             None => {
-                let value = rest.next().ok_or_else(|| ConfigError::Flag(flag.clone()))?;
+                let value = rest.next().ok_or_else(|| LoadError::Flag(flag.clone()))?;
                 (key.to_owned(), value.clone())
             }
         };
@@ -235,7 +222,7 @@ fn apply_flags(table: &mut toml::Table, flags: &[String]) -> Result<(), ConfigEr
                     toml::Value::Table(ssl) => {
                         ssl.insert(ssl_key.to_owned(), value);
                     }
-                    _ => return Err(ConfigError::Flag(flag.clone())),
+                    _ => return Err(LoadError::Flag(flag.clone())),
                 }
             }
             None => {
@@ -264,177 +251,25 @@ fn flag_value(key: &str, text: &str) -> toml::Value {
     }
 }
 
-fn build(file: FileConfig) -> Result<Settings, ConfigError> {
-    // The values first, the files `[ssl]` names last (the TLS settings are set then).
-    let mut config = MemberConfig::new(TlsSettings::from_files("", "", ""));
-    config.name = file.name;
-    if let Some(kind) = file.kind {
-        config.kind = match kind.as_str() {
-            "member" => MemberKind::Member,
-            "locator" => MemberKind::Locator,
-            "admin" => MemberKind::Admin,
-            _ => return Err(value("kind", kind, "expected member, locator or admin")),
-        };
-    }
-    if let Some(address) = file.bind_address {
-        config.bind = address_of("bind-address", address)?;
-    }
-    if let Some(address) = file.advertise_address {
-        config.advertise = Some(address_of("advertise-address", address)?);
-    }
-    for locator in file.locators.unwrap_or_default() {
-        config.locators.push(address_of("locators", locator)?);
-    }
-    // The preset first: the timeouts given one by one override its.
-    if let Some(preset) = file.preset {
-        let parsed: Preset = preset
-            .parse()
-            .map_err(|_| value("preset", preset.clone(), "expected lan, lan-fast or wan"))?;
-        config = config.with_preset(parsed);
-    }
-    let durations = [
-        (
-            "member-timeout",
-            file.member_timeout,
-            &mut config.member_timeout,
-        ),
-        (
-            "final-check-timeout",
-            file.final_check_timeout,
-            &mut config.final_check_timeout,
-        ),
-        (
-            "removal-timeout",
-            file.removal_timeout,
-            &mut config.removal_timeout,
-        ),
-        ("join-timeout", file.join_timeout, &mut config.join_timeout),
-        (
-            "leave-timeout",
-            file.leave_timeout,
-            &mut config.leave_timeout,
-        ),
-    ];
-    for (key, text, field) in durations {
-        if let Some(text) = text {
-            *field = duration_of(key, text)?;
-        }
-    }
-    if let Some(enabled) = file.enable_network_partition_detection {
-        config.partition_detection = enabled;
-    }
-    // Geode's name says what turns it off; the member's setting says what is on.
-    if let Some(disabled) = file.disable_auto_reconnect {
-        config.auto_reconnect = !disabled;
-    }
-    // A process has a working directory of its own, so a locator run as one persists its
-    // view there unless told where (the library's default is no view file).
-    config.working_dir = Some(file.working_dir.unwrap_or_else(|| PathBuf::from(".")));
-    if let Some(transport) = file.transport {
-        config.protocol = match transport.as_str() {
-            "quic" => Protocol::Quic,
-            "legacy" => Protocol::Legacy,
-            "bridge" => Protocol::Bridge,
-            _ => {
-                return Err(value(
-                    "transport",
-                    transport,
-                    "expected quic, legacy or bridge",
-                ));
-            }
-        };
-    }
-    let mut credentials = Credentials::default();
-    if let Some(user) = file.security_username {
-        credentials = credentials.with("security-username", user);
-    }
-    if let Some(password) = file.security_password {
-        credentials = credentials.with("security-password", password);
-    }
-    config.credentials = credentials;
-    let metrics_address = file
-        .metrics_address
-        .map(|address| address_of("metrics-address", address))
-        .transpose()?;
-    let ssl = file
-        .ssl
-        .ok_or(ConfigError::Missing("[ssl] (ca, certificate, private-key)"))?;
-    let ca = readable("ssl.ca", ssl.ca)?;
-    let certificate = readable("ssl.certificate", ssl.certificate)?;
-    let private_key = readable("ssl.private-key", ssl.private_key)?;
-    let mut tls = TlsSettings::from_files(ca, certificate, private_key);
-    if let Some(required) = ssl.require_authentication {
-        tls.require_authentication = required;
-    }
-    if let Some(enabled) = ssl.endpoint_identification_enabled {
-        tls.endpoint_identification = enabled;
-    }
-    config.tls = tls;
-    Ok(Settings {
-        member: config,
-        metrics_address,
-    })
-}
-
-fn value(key: &'static str, value: String, reason: &'static str) -> ConfigError {
-    ConfigError::Value { key, value, reason }
-}
-
-fn readable(key: &'static str, path: Option<PathBuf>) -> Result<PathBuf, ConfigError> {
-    let path = path.ok_or(ConfigError::Missing(key))?;
-    std::fs::metadata(&path)
+fn readable(key: &'static str, path: &Path) -> Result<(), LoadError> {
+    std::fs::metadata(path)
         .and_then(|m| match m.is_file() {
             true => Ok(()),
             false => Err(std::io::Error::other("not a file")),
         })
-        .map_err(|source| ConfigError::File {
+        .map_err(|source| LoadError::File {
             key,
-            path: path.clone(),
+            path: path.to_owned(),
             source,
-        })?;
-    Ok(path)
-}
-
-fn address_of(key: &'static str, text: String) -> Result<SocketAddr, ConfigError> {
-    text.parse().map_err(|_| {
-        value(
-            key,
-            text,
-            "expected an IP address and port, e.g. 127.0.0.1:10334",
-        )
-    })
-}
-
-/// `500ms`, `5s`, `2m`, or a plain number of seconds.
-fn duration_of(key: &'static str, text: String) -> Result<Duration, ConfigError> {
-    let trimmed = text.trim();
-    let (number, unit) = match trimmed.find(|c: char| !c.is_ascii_digit() && c != '.') {
-        Some(at) => trimmed.split_at(at),
-        None => (trimmed, "s"),
-    };
-    let bad = || {
-        value(
-            key,
-            text.clone(),
-            "expected a duration such as 500ms, 5s or 2m",
-        )
-    };
-    let number: f64 = number.parse().map_err(|_| bad())?;
-    let seconds = match unit.trim() {
-        "ms" => number / 1000.0,
-        "s" => number,
-        "m" => number * 60.0,
-        _ => return Err(bad()),
-    };
-    if !(0.0..=86_400.0 * 365.0).contains(&seconds) {
-        return Err(bad());
-    }
-    Ok(Duration::from_secs_f64(seconds))
+        })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use cohort_membership::Protocol;
+    use cohort_transport::MemberKind;
+    use std::time::Duration;
 
     fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
         let path = dir.join(name);
@@ -486,9 +321,12 @@ mod tests {
             Some("127.0.0.1:9464".parse().expect("literal"))
         );
         let config = settings.member;
-        assert_eq!(config.name.as_deref(), Some("node-2"));
-        assert_eq!(config.kind, MemberKind::Locator);
-        assert_eq!(config.bind, "127.0.0.1:10334".parse().expect("literal"));
+        assert_eq!(config.identity.name, "node-2");
+        assert_eq!(config.identity.kind, MemberKind::Locator);
+        assert_eq!(
+            config.identity.bind,
+            "127.0.0.1:10334".parse().expect("literal")
+        );
         assert_eq!(config.locators.len(), 2);
         assert_eq!(config.member_timeout, Duration::from_secs(60));
         assert_eq!(config.final_check_timeout, Duration::from_millis(300));
@@ -589,22 +427,9 @@ mod tests {
         assert!(error.to_string().contains("ssl.ca"), "{error}");
         let dir = dir("parse");
         let settings = parse(&format!("name = \"n\"\n{SSL}"), &dir).expect("valid");
-        assert_eq!(settings.member.name.as_deref(), Some("n"));
+        assert_eq!(settings.member.identity.name, "n");
         assert!(settings.member.auto_reconnect, "on unless disabled");
         assert_eq!(settings.metrics_address, None);
         std::fs::remove_dir_all(dir).expect("clean up");
-    }
-
-    #[test]
-    fn durations_read_as_people_write_them() {
-        let d = |s: &str| duration_of("t", s.to_owned());
-        assert_eq!(d("500ms").expect("ms"), Duration::from_millis(500));
-        assert_eq!(d("5s").expect("s"), Duration::from_secs(5));
-        assert_eq!(d("2m").expect("m"), Duration::from_secs(120));
-        assert_eq!(d("1.5s").expect("fraction"), Duration::from_millis(1500));
-        assert_eq!(d("3").expect("bare seconds"), Duration::from_secs(3));
-        for bad in ["", "s", "5 parsecs", "-1s", "1e999s"] {
-            assert!(d(bad).is_err(), "{bad:?}");
-        }
     }
 }

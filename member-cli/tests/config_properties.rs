@@ -154,11 +154,11 @@ fn reads_back(written: &Written, certs: &Path) -> Result<(), TestCaseError> {
         Err(error) => return Err(TestCaseError::fail(format!("{error}\n{text}"))),
     };
     let member = settings.member;
-    prop_assert_eq!(member.name.as_deref(), Some(written.name.as_str()));
-    prop_assert_eq!(member.kind, written.kind.1);
+    prop_assert_eq!(member.identity.name.as_str(), written.name.as_str());
+    prop_assert_eq!(member.identity.kind, written.kind.1);
     prop_assert_eq!(member.protocol, written.transport.1);
-    prop_assert_eq!(member.bind, written.bind);
-    prop_assert_eq!(member.advertise, written.advertise);
+    prop_assert_eq!(member.identity.bind, written.bind);
+    prop_assert_eq!(member.identity.advertise, written.advertise);
     prop_assert_eq!(&member.locators, &written.locators);
     let read = [
         member.member_timeout,

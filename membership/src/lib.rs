@@ -46,14 +46,14 @@
 //!
 //! // A locator with no other locator founds the cluster.
 //! let mut config = MemberConfig::new(tls("locator-1")?);
-//! config.name = Some("locator-1".into());
-//! config.kind = MemberKind::Locator;
+//! config.identity.name = "locator-1".into();
+//! config.identity.kind = MemberKind::Locator;
 //! let locator = Member::start(config).await?;
 //!
 //! // A member finds it through the locator; it subscribes before it joins, so nothing
 //! // sent to it once it is in a view is missed.
 //! let mut config = MemberConfig::new(tls("member-1")?);
-//! config.name = Some("member-1".into());
+//! config.identity.name = "member-1".into();
 //! config.locators = vec![locator.address()];
 //! let mut builder = Member::builder(config);
 //! let mut greetings = builder.subscribe::<Greeting>()?;
@@ -116,8 +116,8 @@ pub mod view_file;
 pub use auth::{AllowAll, Authenticator, Credentials, SharedSecret};
 pub use gms::{CheckOutcome, Gms, GmsConfig, GmsStats, MembershipEvent, Output};
 pub use member::{
-    AskLocatorError, ConfigError, EventStream, LocatorReport, Member, MemberBuilder, MemberConfig,
-    MissedEvents, Preset, Protocol, StartError, Transport, ask_locator,
+    AskLocatorError, EventStream, LocatorReport, Member, MemberBuilder, MemberConfig, MissedEvents,
+    Preset, Protocol, StartError, Transport, ask_locator,
 };
 pub use messages::{
     Ballot, Decision, DiscoveryAnswer, FinalCheck, FindCoordinator, GmsMessage, Heartbeat,

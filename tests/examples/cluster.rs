@@ -456,10 +456,10 @@ impl Setup {
             issued.private_key_pem,
         );
         let mut config = MemberConfig::new(tls);
-        config.name = Some(name.to_owned());
-        config.kind = kind;
+        config.identity.name = name.to_owned();
+        config.identity.kind = kind;
         if let Some(bind) = bind {
-            config.bind = bind;
+            config.identity.bind = bind;
         }
         config.locators = self.locators.clone();
         config.working_dir = Some(self.dir.path().to_owned());
@@ -566,7 +566,7 @@ async fn start_all(configs: Vec<MemberConfig>, log: &ViewLog) -> Result<Vec<Node
     let mut starting = JoinSet::new();
     for (index, config) in configs.into_iter().enumerate() {
         starting.spawn(async move {
-            let name = config.name.clone().unwrap_or_default();
+            let name = config.identity.name.clone();
             (index, name, Member::start(config).await)
         });
     }
@@ -1295,7 +1295,7 @@ async fn join_late(
     log: &mut ViewLog,
     ledger: &mut Ledger,
 ) -> Result<String, String> {
-    let name = config.name.clone().unwrap_or_default();
+    let name = config.identity.name.clone();
     heading(&format!("3. {name} joins the running cluster late"));
     let began = Instant::now();
     let member = Member::start(config)

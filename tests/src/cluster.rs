@@ -99,8 +99,8 @@ impl Cluster {
     /// binds its reserved address.
     pub fn config(&self, name: &str, kind: MemberKind) -> MemberConfig {
         let mut config = MemberConfig::new(self.ca.settings(name));
-        config.name = Some(name.to_owned());
-        config.kind = kind;
+        config.identity.name = name.to_owned();
+        config.identity.kind = kind;
         config.locators = self.locators.clone();
         config.working_dir = Some(self.dir.clone());
         if let Some(i) = name
@@ -108,7 +108,7 @@ impl Cluster {
             .and_then(|i| i.parse::<usize>().ok())
             && let Some(address) = self.locators.get(i.wrapping_sub(1))
         {
-            config.bind = *address;
+            config.identity.bind = *address;
         }
         (self.tune)(&mut config);
         config
@@ -147,7 +147,7 @@ impl Cluster {
         let mut outcomes = Vec::new();
         while let Some(joined) = starting.join_next().await {
             let (config, result) = joined.expect("a start task panicked");
-            let name = config.name.clone().unwrap_or_default();
+            let name = config.identity.name.clone();
             let outcome = result.map(|member| self.keep(config, member, None));
             outcomes.push((name, outcome));
         }
@@ -156,7 +156,7 @@ impl Cluster {
 
     /// Starts one node from `config` (see [`Cluster::config`]) and keeps it.
     pub async fn add(&mut self, config: MemberConfig) -> Result<&Member, StartError> {
-        let name = config.name.clone().unwrap_or_default();
+        let name = config.identity.name.clone();
         let member = Member::start(config.clone()).await?;
         self.keep(config, member, None);
         Ok(self.member(&name))
@@ -164,7 +164,7 @@ impl Cluster {
 
     /// Records a started node under its name.
     fn keep(&mut self, config: MemberConfig, member: Member, runtime: Option<OwnRuntime>) {
-        let name = config.name.clone().unwrap_or_default();
+        let name = config.identity.name.clone();
         let node = Node {
             config,
             member: Some(member),
@@ -176,7 +176,7 @@ impl Cluster {
     /// Starts one node on a single-threaded runtime of its own thread, so that
     /// [`Cluster::stall`] can block it while every other node runs on.
     pub async fn add_on_own_runtime(&mut self, config: MemberConfig) -> Result<(), StartError> {
-        let name = config.name.clone().unwrap_or_default();
+        let name = config.identity.name.clone();
         let (started_tx, started_rx) = tokio::sync::oneshot::channel();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let start_config = config.clone();
@@ -346,7 +346,7 @@ impl Cluster {
     /// Starts `config` as a process of its own (a thread with its own runtime) without
     /// waiting for it to be admitted: for a joiner that is ended while it joins.
     pub fn spawn_joiner(&self, config: MemberConfig) -> Joiner {
-        let name = config.name.clone().unwrap_or_default();
+        let name = config.identity.name.clone();
         let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::Builder::new()
             .name(format!("joiner-{name}"))

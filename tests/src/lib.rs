@@ -17,8 +17,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use cohort_certs::{CertificateAuthority, IssuedCertificate, MemberRequest};
 use cohort_transport::{
-    ClusterTls, Envelope, Message, Messenger, QuicConfig, QuicMessenger, Subscription, Tag,
-    TlsSettings, View, ViewId,
+    ClusterTls, Envelope, Identity, Message, Messenger, QuicConfig, QuicMessenger, Subscription,
+    Tag, TlsSettings, View, ViewId,
 };
 use serde::{Deserialize, Serialize};
 
@@ -100,13 +100,10 @@ pub fn spawn_member(ca: &TestCa, name: &str) -> QuicMessenger {
     spawn_with(&ca.tls(name), name, QuicConfig::default())
 }
 
-/// Binds a messenger with explicit TLS and configuration (the name is set from `name`).
+/// Binds a messenger named `name` on an ephemeral loopback port, with explicit TLS and
+/// tuning.
 pub fn spawn_with(tls: &ClusterTls, name: &str, config: QuicConfig) -> QuicMessenger {
-    let config = QuicConfig {
-        name: name.into(),
-        ..config
-    };
-    QuicMessenger::bind(config, tls).expect("bind a messenger on loopback")
+    QuicMessenger::bind(&Identity::named(name), config, tls).expect("bind a messenger on loopback")
 }
 
 /// Installs one view, listing `members` in order, on every one of them.

@@ -30,7 +30,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use cohort_transport::{BindError, ClusterTls, MemberId, MemberKind, QuicConfig, QuicMessenger};
+use cohort_transport::{
+    BindError, ClusterTls, Identity, MemberId, MemberKind, QuicConfig, QuicMessenger,
+};
 use quinn::udp::{RecvMeta, Transmit};
 use quinn::{AsyncUdpSocket, UdpPoller};
 use uuid::Uuid;
@@ -232,13 +234,20 @@ pub fn member_id(seed: u64, host: &str, ip: IpAddr) -> MemberId {
         .with_uuid(member_uuid(seed, host))
 }
 
-/// A messenger configuration for the simulation: named `host`, with the seed's uuid, and
-/// timeouts that let QUIC ride out loss and short partitions within one connection
-/// (30 s idle timeout, 1 s keep-alive, 15 s handshake).
-pub fn member_config(seed: u64, host: &str) -> QuicConfig {
-    QuicConfig {
-        name: host.into(),
+/// The identity of simulated host `host`: named after it, with the seed's uuid.
+/// [`bind_member`] sets the address it advertises.
+pub fn member_identity(seed: u64, host: &str) -> Identity {
+    Identity {
         uuid: Some(member_uuid(seed, host)),
+        ..Identity::named(host)
+    }
+}
+
+/// A messenger configuration for the simulation: timeouts that let QUIC ride out loss
+/// and short partitions within one connection (30 s idle timeout, 1 s keep-alive, 15 s
+/// handshake).
+pub fn member_config() -> QuicConfig {
+    QuicConfig {
         keep_alive_interval: Duration::from_secs(1),
         idle_timeout: Duration::from_secs(30),
         handshake_timeout: Duration::from_secs(15),
@@ -284,13 +293,14 @@ pub struct SimMember {
 }
 
 /// Binds the messenger of turmoil host `host` on [`SIM_PORT`] of its simulated address.
-/// `config.name` becomes `host` and the member advertises that address, so its id equals
-/// [`member_id`] for the same seed when `config` came from [`member_config`].
+/// The member advertises that address, so its id equals [`member_id`] for the same seed
+/// when `identity` came from [`member_identity`].
 ///
 /// `host` must be the host running this call: turmoil cannot say which host that is, so a
 /// wrong name goes unnoticed and the member advertises another host's address.
 pub async fn bind_member(
     host: &str,
+    identity: Identity,
     tls: &ClusterTls,
     config: QuicConfig,
 ) -> Result<SimMember, SimBindError> {
@@ -298,13 +308,12 @@ pub async fn bind_member(
     let socket = SimUdpSocket::bind(ip, SIM_PORT)
         .await
         .map_err(SimBindError::Socket)?;
-    let config = QuicConfig {
-        name: host.into(),
+    let identity = Identity {
         advertise: Some(SocketAddr::new(ip, SIM_PORT)),
-        ..config
+        ..identity
     };
     let socket = Arc::new(socket);
-    let messenger = QuicMessenger::bind_with_socket(config, tls, socket.clone())
+    let messenger = QuicMessenger::bind_with_socket(&identity, config, tls, socket.clone())
         .map_err(SimBindError::Messenger)?;
     Ok(SimMember { messenger, socket })
 }

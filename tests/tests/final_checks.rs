@@ -152,11 +152,7 @@ async fn a_bridge_hears_at_once_that_a_quic_member_does_not_serve_the_view_check
     let uuid = older.local_member().uuid();
     older.serve::<FinalCheck>(move |_, _| uuid);
     let quic = spawn_with(&ca.tls("bridge"), "bridge", QuicConfig::default());
-    let legacy = LegacyConfig {
-        name: "bridge".into(),
-        ..LegacyConfig::default()
-    };
-    let bridge = Transport::Bridge(Bridge::new(quic, legacy).expect("a bridge"));
+    let bridge = Transport::Bridge(Bridge::new(quic, LegacyConfig::default()).expect("a bridge"));
     let suspect = older.local_member().clone();
     let query = ViewCheck {
         uuid,
@@ -261,7 +257,8 @@ async fn forged_errors_while_the_checker_has_eight_dials_in_flight_remove_nobody
     let dials = cluster
         .config("locator-1", MemberKind::Locator)
         .transport
-        .max_concurrent_dials;
+        .max_concurrent_dials
+        .get();
     assert_eq!(dials, 8, "the default");
     let before = checker.stats();
 

@@ -15,6 +15,7 @@
 //! instead of being refused with `DUPLICATE_CONNECTION` until the idle timeout.
 
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
 use std::time::{Duration, Instant};
 
 use cohort_tests::rogue::{
@@ -72,10 +73,10 @@ async fn peers_outside_the_view_are_capped_and_freed_once_silent() {
     init_tracing();
     let ca = TestCa::new();
     let config = QuicConfig {
-        max_peers_outside_view: 4,
+        max_peers_outside_view: NonZeroUsize::new(4).expect("positive"),
         outside_view_peer_timeout: Duration::from_millis(400),
-        max_connections_per_address: 16,
-        max_handshakes_per_address: 16,
+        max_connections_per_address: NonZeroUsize::new(16).expect("positive"),
+        max_handshakes_per_address: NonZeroUsize::new(16).expect("positive"),
         ..QuicConfig::default()
     };
     let member = spawn_with(&ca.tls("member"), "member", config);
@@ -312,7 +313,7 @@ async fn dials_to_peers_outside_the_view_cannot_hold_back_a_final_check_or_a_vie
         .expect("send");
     // Those dials take their permits first: wait until as many vanished joiners as there
     // are permits for dials outside the view have received a handshake's first packet.
-    let permits = QuicConfig::default().max_dials_outside_view;
+    let permits = QuicConfig::default().max_dials_outside_view.get();
     let mut dialed = vec![false; sockets.len()];
     wait_until(
         "dials outside the view hold their permits",

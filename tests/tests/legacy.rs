@@ -11,11 +11,11 @@ use cohort_tests::{
 use cohort_transport::{Messenger, Priority, QueryError, View, ViewId};
 
 fn legacy(name: &str) -> LegacyMessenger {
-    let config = LegacyConfig {
-        name: name.into(),
-        ..LegacyConfig::default()
-    };
-    LegacyMessenger::bind(config).expect("bind a legacy messenger on loopback")
+    LegacyMessenger::bind(
+        &cohort_transport::Identity::named(name),
+        LegacyConfig::default(),
+    )
+    .expect("bind a legacy messenger on loopback")
 }
 
 fn install(messengers: &[&dyn ViewHolder]) {

@@ -114,7 +114,7 @@ async fn one_address_may_have_only_so_many_handshakes_in_progress() {
     init_tracing();
     let ca = TestCa::new();
     let member = spawn_member(&ca, "member");
-    let limit = QuicConfig::default().max_handshakes_per_address;
+    let limit = QuicConfig::default().max_handshakes_per_address.get();
     let identity = ca.issue("rogue");
     // One socket: each connection completes TLS but never says Hello, so the member holds
     // its handshake open until the handshake timeout.
@@ -176,7 +176,7 @@ async fn one_address_may_keep_only_so_many_connections_open() {
     let friend = spawn_member(&ca, "friend");
     install_view(1, &[&member, &friend]);
     let mut sub = member.subscribe::<Numbered>().expect("subscribe");
-    let limit = QuicConfig::default().max_connections_per_address;
+    let limit = QuicConfig::default().max_connections_per_address.get();
     let rogue = raw_client(ca.certificate_pem(), Some(&ca.issue("rogue")));
     let address = rogue.local_addr().expect("addr");
     // Each connection says Hello as a different (made-up) member from the same address.
@@ -272,7 +272,9 @@ async fn queries_from_one_address_are_rate_limited_and_others_still_answered() {
     let member = spawn_member(&ca, "member");
     member.serve::<Ping>(|_, _| 7);
     let eager = spawn_member(&ca, "eager");
-    let per_second = QuicConfig::default().max_queries_per_second_per_address;
+    let per_second = QuicConfig::default()
+        .max_queries_per_second_per_address
+        .get();
     let started = std::time::Instant::now();
     let (mut answered, mut refused) = (0u64, 0u64);
     for _ in 0..(per_second * 4) {

@@ -189,7 +189,7 @@ async fn an_older_version_is_refused_once_a_newer_one_has_joined() {
     let mut cluster = Cluster::new(1);
     cluster.start(1).await;
     let mut newer = cluster.config("newer", MemberKind::Member);
-    newer.version = ProtocolVersion(3);
+    newer.identity.version = ProtocolVersion(3);
     cluster.add(newer).await.expect("a newer version joins");
     let error = cluster
         .add(cluster.config("older", MemberKind::Member))
@@ -222,7 +222,7 @@ async fn a_restarted_locator_finds_the_cluster_from_its_persisted_view() {
     cluster.kill(name).await;
     // Restarted knowing no locator but itself: only its persisted view can lead it back.
     let mut config = cluster.config(name, MemberKind::Locator);
-    config.locators = vec![config.bind];
+    config.locators = vec![config.identity.bind];
     let restarted = cluster
         .restart_with(name, config)
         .await

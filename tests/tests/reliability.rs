@@ -295,20 +295,13 @@ async fn a_member_restarted_on_the_same_address_starts_fresh() {
 
     // The same process restarts: same address, new identity.
     let tls = ca.tls("b");
-    let config = QuicConfig {
+    let identity = cohort_transport::Identity {
         bind: address,
-        ..QuicConfig::default()
+        ..cohort_transport::Identity::named("b")
     };
     let mut rebound = None;
     wait_until("the old socket is released", PATIENCE, || {
-        rebound = QuicMessenger::bind(
-            QuicConfig {
-                name: "b".into(),
-                ..config.clone()
-            },
-            &tls,
-        )
-        .ok();
+        rebound = QuicMessenger::bind(&identity, QuicConfig::default(), &tls).ok();
         rebound.is_some()
     })
     .await;

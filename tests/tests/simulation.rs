@@ -22,7 +22,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use cohort_tests::sim::{SimMember, SimSocketStats, bind_member, member_config, member_id};
+use cohort_tests::sim::{
+    SimMember, SimSocketStats, bind_member, member_config, member_id, member_identity,
+};
 use cohort_tests::{Numbered, TestCa, init_tracing};
 use cohort_transport::{
     ClusterTls, Delivery, MemberId, Messenger, Priority, TransportEvent, View, ViewId,
@@ -137,8 +139,9 @@ struct MemberTask {
 
 impl MemberTask {
     async fn run(self) -> SimResult {
-        let config = member_config(self.seed, self.host);
-        let SimMember { messenger, socket } = bind_member(self.host, &self.tls, config).await?;
+        let identity = member_identity(self.seed, self.host);
+        let SimMember { messenger, socket } =
+            bind_member(self.host, identity, &self.tls, member_config()).await?;
         if !messenger.local_member().same_details(&self.id) {
             return Err(format!("{} bound as {:?}", self.host, messenger.local_member()).into());
         }

@@ -3,6 +3,7 @@
 //! sockets over loopback.
 
 use std::net::{SocketAddr, UdpSocket};
+use std::num::NonZeroUsize;
 use std::time::Duration;
 
 use cohort_tests::{PATIENCE, TestCa, init_tracing, raw_client, spawn_member, spawn_with};
@@ -92,11 +93,12 @@ async fn a_closed_port_is_reported_over_ipv6_too() {
         return;
     }
     let ca = TestCa::new();
-    let config = QuicConfig {
+    let identity = cohort_transport::Identity {
         bind: "[::1]:0".parse().expect("literal"),
-        ..QuicConfig::default()
+        ..cohort_transport::Identity::named("member")
     };
-    let member = spawn_with(&ca.tls("member"), "member", config);
+    let member = QuicMessenger::bind(&identity, QuicConfig::default(), &ca.tls("member"))
+        .expect("bind on ::1");
     let closed = closed_port("::1");
     assert_eq!(ask_nobody(&member, closed).await, "ICMP port unreachable");
 }
@@ -197,8 +199,8 @@ async fn a_query_waiting_for_a_dial_permit_is_not_given_up_by_errors_before_it_d
     init_tracing();
     let ca = TestCa::new();
     let config = QuicConfig {
-        max_concurrent_dials: 2,
-        max_dials_outside_view: 1,
+        max_concurrent_dials: NonZeroUsize::new(2).expect("positive"),
+        max_dials_outside_view: NonZeroUsize::MIN,
         ..QuicConfig::default()
     };
     let asker = spawn_with(&ca.tls("asker"), "asker", config);

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::settings::InvalidConfig;
 use crate::view::ViewId;
 
 /// The wire protocol a member speaks.
@@ -49,6 +50,22 @@ pub enum MemberKind {
     Locator,
     /// An administrative client: in the view, but never coordinator or elder, weight 0.
     Admin,
+}
+
+impl std::str::FromStr for MemberKind {
+    type Err = String;
+
+    /// `member`, `locator` or `admin`, as configuration files write a kind.
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text {
+            "member" => Ok(MemberKind::Member),
+            "locator" => Ok(MemberKind::Locator),
+            "admin" => Ok(MemberKind::Admin),
+            _ => Err(format!(
+                "{text:?} is not a kind: expected member, locator or admin"
+            )),
+        }
+    }
 }
 
 impl fmt::Display for MemberKind {
@@ -91,25 +108,95 @@ struct MemberIdData {
     attributes: MemberAttributes,
 }
 
-/// What a messenger's configuration says about the member it speaks for.
-#[derive(Clone, Debug)]
-pub struct LocalIdentity<'a> {
-    /// The name; empty means "named after the advertised address".
-    pub name: &'a str,
-    /// The member's role.
+/// Who a member is, set once: its name, role, attributes, and addresses. Every messenger
+/// binds with one (`QuicMessenger::bind`, the legacy protocol's `LegacyMessenger::bind`),
+/// and a member's `MemberConfig` holds the one it runs as; tuning settings carry none of
+/// it. The messenger announces it in the member id it makes when it binds.
+///
+/// `Default` is a member on 127.0.0.1 with a port picked at bind, named after its address.
+///
+/// ```
+/// use cohort_transport::{Identity, MemberKind};
+/// let locator = Identity {
+///     kind: MemberKind::Locator,
+///     bind: "127.0.0.1:10334".parse().unwrap(),
+///     ..Identity::named("locator-1")
+/// };
+/// assert!(locator.validate().is_ok());
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Identity {
+    /// The logical name, unique in the cluster (Geode's `name`). Default empty: the member
+    /// is named after its advertised address, e.g. `127.0.0.1:40404`.
+    pub name: String,
+    /// The member's role. Default [`MemberKind::Member`].
     pub kind: MemberKind,
-    /// The protocol version announced.
-    pub version: ProtocolVersion,
-    /// Attributes announced.
-    pub attributes: &'a MemberAttributes,
-    /// The address others reach it at, if not the bound one (port 0: the bound port).
+    /// Attributes announced in the member id: groups, and the weight adjustment that
+    /// network-partition detection adds to the member's weight. Default none.
+    pub attributes: MemberAttributes,
+    /// The UDP address to bind (Geode's `bind-address` and port); port 0 picks one.
+    /// Default `127.0.0.1:0`.
+    pub bind: SocketAddr,
+    /// The address other members dial, when it differs from `bind` (required when `bind`
+    /// is unspecified, such as `0.0.0.0`; port 0: the bound port). Default `None`: the
+    /// bound address.
     pub advertise: Option<SocketAddr>,
-    /// A fixed uuid (deterministic tests), or `None` for a fresh one.
+    /// The protocol version announced, which the coordinator's version gate judges.
+    /// Default [`ProtocolVersion::CURRENT`]; only tests of rolling upgrades (and future
+    /// releases) set another.
+    pub version: ProtocolVersion,
+    /// A fixed uuid instead of a fresh random one, for deterministic simulations only (the
+    /// QUIC messenger also seeds quinn's random generator with it). Default `None`, which
+    /// every real member must keep: a restarted process has to be a new member.
     pub uuid: Option<Uuid>,
 }
 
-impl LocalIdentity<'_> {
-    /// The member id of a member whose socket is bound at `bound`.
+impl Default for Identity {
+    fn default() -> Self {
+        Identity {
+            name: String::new(),
+            kind: MemberKind::Member,
+            attributes: MemberAttributes::default(),
+            bind: SocketAddr::from(([127, 0, 0, 1], 0)),
+            advertise: None,
+            version: ProtocolVersion::CURRENT,
+            uuid: None,
+        }
+    }
+}
+
+impl Identity {
+    /// A member called `name`, with every other field at its default.
+    pub fn named(name: impl Into<String>) -> Self {
+        Identity {
+            name: name.into(),
+            ..Identity::default()
+        }
+    }
+
+    /// Checks that other members can reach the member at its advertised address.
+    pub fn validate(&self) -> Result<(), InvalidConfig> {
+        let advertised = self.advertise.unwrap_or(self.bind);
+        if advertised.ip().is_unspecified() {
+            let setting = match self.advertise {
+                Some(_) => "advertise",
+                None => "bind",
+            };
+            return Err(InvalidConfig::new(
+                setting,
+                format!("{advertised} is unspecified: set `advertise` to the address members dial"),
+            ));
+        }
+        if self.name.trim() != self.name {
+            return Err(InvalidConfig::new(
+                "name",
+                format!("{:?} has leading or trailing white space", self.name),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The member id of this member once its socket is bound at `bound`.
     pub fn member_id(&self, bound: SocketAddr) -> MemberId {
         let mut advertised = self.advertise.unwrap_or(bound);
         if advertised.port() == 0 {
@@ -117,7 +204,7 @@ impl LocalIdentity<'_> {
         }
         let name = match self.name.is_empty() {
             true => advertised.to_string(),
-            false => self.name.to_owned(),
+            false => self.name.clone(),
         };
         let mut id = MemberId::new(name, advertised, self.kind)
             .with_version(self.version)

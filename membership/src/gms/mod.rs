@@ -51,11 +51,12 @@ mod vote;
 
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cohort_transport::rate::RateLimiter;
-use cohort_transport::{MemberId, View, ViewId};
+use cohort_transport::{InvalidConfig, MemberId, View, ViewId};
 use uuid::Uuid;
 
 use self::lease::Lease;
@@ -117,7 +118,7 @@ pub struct GmsConfig {
     /// cluster (the address its member id names, which the certificate must name when
     /// endpoint identification is on), with bursts of twice as many; more are dropped and
     /// counted. A joiner asks once per `join_retry`. Default 10.
-    pub max_join_requests_per_second_per_address: u32,
+    pub max_join_requests_per_second_per_address: NonZeroU32,
     /// How often a member that coordinates asks its view's members for the coordinator
     /// lease ([`Gms::is_coordinator`]); shorter than `lease_duration`, so that a lost
     /// request or two do not let the lease lapse. Each interval costs the coordinator one
@@ -143,10 +144,43 @@ impl Default for GmsConfig {
             member_timeout: Duration::from_secs(1),
             removal_timeout: Duration::from_secs(5),
             partition_detection: true,
-            max_join_requests_per_second_per_address: 10,
+            max_join_requests_per_second_per_address: NonZeroU32::new(10).expect("ten is positive"),
             lease_interval: Duration::from_secs(1) / 3,
             lease_duration: Duration::from_secs(1),
         }
+    }
+}
+
+impl GmsConfig {
+    /// Checks every setting; the error names the first that cannot work.
+    /// [`Gms::new`] trusts its settings, so a driver calls this first (`Member::start`
+    /// does, through `MemberConfig::validate`).
+    pub fn validate(&self) -> Result<(), InvalidConfig> {
+        for (value, name) in [
+            (self.batch_interval, "batch_interval"),
+            (self.prepare_timeout, "prepare_timeout"),
+            (self.join_retry, "join_retry"),
+            (self.join_timeout, "join_timeout"),
+            (self.leave_timeout, "leave_timeout"),
+            (self.member_timeout, "member_timeout"),
+            (self.lease_interval, "lease_interval"),
+            (self.lease_duration, "lease_duration"),
+        ] {
+            if value.is_zero() {
+                return Err(InvalidConfig::new(name, "must be longer than zero"));
+            }
+        }
+        if self.lease_interval >= self.lease_duration {
+            return Err(InvalidConfig::new(
+                "lease_interval",
+                format!(
+                    "{:?} must be shorter than lease_duration ({:?}), or the lease lapses \
+                     between renewals",
+                    self.lease_interval, self.lease_duration
+                ),
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -619,7 +653,7 @@ impl Gms {
         let reachability = Reachability::new(config.removal_timeout, recheck);
         let join_rate = config.max_join_requests_per_second_per_address;
         Gms {
-            join_limiter: RateLimiter::new(join_rate, join_rate.saturating_mul(2)),
+            join_limiter: RateLimiter::new(join_rate.get(), join_rate.get().saturating_mul(2)),
             hint_limiter: RateLimiter::new(1, 2),
             me,
             config,
@@ -4333,7 +4367,9 @@ mod tests {
         let mut gms = Gms::new(member(1), GmsConfig::default(), Arc::new(AllowAll));
         gms.found_cluster(now);
         while gms.poll_output().is_some() {}
-        let per_second = GmsConfig::default().max_join_requests_per_second_per_address;
+        let per_second = GmsConfig::default()
+            .max_join_requests_per_second_per_address
+            .get();
         // One process floods join requests under ever new member ids from one address.
         let flood = member(2).address();
         for _ in 0..per_second * 5 {

@@ -8,7 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cohort_transport::{
-    BindError, MemberId, MemberKind, ProtocolVersion, QuicConfig, TlsError, TlsSettings,
+    BindError, Identity, InvalidConfig, MemberId, MemberKind, ProtocolVersion, QuicConfig,
+    TlsError, TlsSettings,
 };
 
 use cohort_legacy_udp::{LegacyBindError, LegacyConfig};
@@ -16,27 +17,42 @@ use cohort_legacy_udp::{LegacyBindError, LegacyConfig};
 use super::transport::Protocol;
 use crate::auth::{AllowAll, Authenticator, Credentials};
 use crate::discovery::NoFounding;
+use crate::gms::GmsConfig;
 
 /// Settings of one member. [`MemberConfig::new`] takes the TLS settings (there is no
 /// default for those: every cluster has its own CA) and fills every other field with its
-/// documented default.
-#[derive(Clone)]
+/// documented default; [`MemberConfig::validate`] names the first setting that cannot work.
+///
+/// It deserializes (serde, from TOML or any self-describing format) from the keys of
+/// `cohort-member`'s configuration file, Geode's property names in kebab case; a key left
+/// out keeps its default, and an unknown key or a value that cannot work is refused by
+/// name:
+///
+/// | key | field |
+/// |---|---|
+/// | `name`, `kind`, `bind-address`, `advertise-address`, `groups`, `weight-adjustment` | [`identity`](Self::identity) |
+/// | `locators` | `locators` |
+/// | `preset` (applied first), then `member-timeout`, `final-check-timeout`, `removal-timeout`, `join-timeout`, `leave-timeout` (`500ms`, `5s`, `2m`), `initial-rtt` | the timeouts, `transport.initial_rtt` |
+/// | `enable-network-partition-detection`, `disable-auto-reconnect` (inverted) | `partition_detection`, `auto_reconnect` |
+/// | `working-dir` | `working_dir` |
+/// | `transport` (`quic`, `legacy` or `bridge`) | `protocol` |
+/// | `security-username`, `security-password` | `credentials` |
+/// | `[ssl]`: `ca`, `certificate`, `private-key` (required), `require-authentication`, `endpoint-identification-enabled` | `tls` (files named, read at start) |
+/// | `[quic]`, `[legacy]` tables (their fields in kebab case) | `transport`, `legacy` |
+///
+/// The authenticator, the batch and discovery intervals and the protocol version have no
+/// key: they are set in code.
+#[derive(Clone, serde::Deserialize)]
+#[serde(try_from = "super::file::ConfigFile")]
 pub struct MemberConfig {
-    /// The logical name, unique in the cluster (Geode's `name`). Default `None`: the
-    /// member's advertised address, e.g. `127.0.0.1:40404`.
-    pub name: Option<String>,
-    /// The UDP address to bind (Geode's `bind-address` and port); port 0 picks one.
-    /// Default `127.0.0.1:0`.
-    pub bind: SocketAddr,
-    /// The address other members dial, when it differs from `bind` (required when `bind`
-    /// is unspecified, such as `0.0.0.0`). Default `None`: the bound address.
-    pub advertise: Option<SocketAddr>,
+    /// Who this member is: name, kind, attributes (groups, the partition weight
+    /// adjustment), bind and advertise addresses. Default [`Identity::default`]: a member
+    /// on 127.0.0.1 with a port picked at start, named after its address.
+    pub identity: Identity,
     /// The locators to ask for the cluster (Geode's `locators`). A member needs at least
     /// one; a locator may have none (it then founds the cluster alone). A locator lists
     /// the other locators, and may list itself. Default empty.
     pub locators: Vec<SocketAddr>,
-    /// The member's role. Default [`MemberKind::Member`].
-    pub kind: MemberKind,
     /// The cluster's TLS settings: CA, this member's certificate and key.
     pub tls: TlsSettings,
     /// What this member presents when it joins (Geode's `security-*` properties). Default
@@ -94,20 +110,16 @@ pub struct MemberConfig {
     /// only. (`cohort-member` gives its current directory unless `working-dir` says
     /// otherwise.)
     pub working_dir: Option<PathBuf>,
-    /// The protocol version announced; the coordinator refuses versions older than the
-    /// newest in the cluster. Default [`ProtocolVersion::CURRENT`]; only upgrade tests (and
-    /// future releases) set another.
-    pub version: ProtocolVersion,
-    /// Transport tuning (queues, frame limit, QUIC timers, concurrent handshakes, socket
-    /// buffers). Its `name`, `kind`, `bind`, `advertise` and `version` are taken from the
-    /// fields above. Default [`QuicConfig::default`].
+    /// QUIC tuning (queues, frame limits, QUIC timers, concurrent handshakes, socket
+    /// buffers). Default [`QuicConfig::default`] with the [`Preset::Lan`] initial RTT.
     pub transport: QuicConfig,
     /// Which protocol this member speaks: QUIC, the legacy UDP protocol (an old member,
     /// announced as version v1 whatever `version` says), or both (a bridge, during a
-    /// rolling upgrade). Default [`Protocol::Quic`].
+    /// rolling upgrade). A member speaking the legacy protocol alone announces version
+    /// v1, whatever its identity says. Default [`Protocol::Quic`].
     pub protocol: Protocol,
-    /// Legacy protocol tuning, for [`Protocol::Legacy`] and [`Protocol::Bridge`]. Its
-    /// identity fields are taken from the fields above. Default [`LegacyConfig::default`].
+    /// Legacy protocol tuning, for [`Protocol::Legacy`] and [`Protocol::Bridge`]. Default
+    /// [`LegacyConfig::default`].
     pub legacy: LegacyConfig,
     /// Whether a member forced out of the cluster (removed while alive, or on the side of
     /// a partition that lost its quorum) joins again by itself, as Geode's members do
@@ -124,11 +136,8 @@ impl MemberConfig {
     /// A member of the cluster secured by `tls`, with every other setting at its default.
     pub fn new(tls: TlsSettings) -> Self {
         MemberConfig {
-            name: None,
-            bind: SocketAddr::from(([127, 0, 0, 1], 0)),
-            advertise: None,
+            identity: Identity::default(),
             locators: Vec::new(),
-            kind: MemberKind::Member,
             tls,
             credentials: Credentials::default(),
             authenticator: Arc::new(AllowAll),
@@ -141,11 +150,8 @@ impl MemberConfig {
             batch_interval: Duration::from_millis(100),
             discovery_interval: Duration::from_millis(300),
             working_dir: None,
-            version: ProtocolVersion::CURRENT,
-            transport: QuicConfig {
-                initial_rtt: Preset::Lan.initial_rtt(),
-                ..QuicConfig::default()
-            },
+            // QuicConfig's default initial RTT is the Lan preset's.
+            transport: QuicConfig::default(),
             protocol: Protocol::Quic,
             legacy: LegacyConfig::default(),
             auto_reconnect: true,
@@ -173,86 +179,107 @@ impl MemberConfig {
         self
     }
 
-    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
-        if self.locators.is_empty() && self.kind != MemberKind::Locator {
-            return Err(ConfigError::NoLocators);
+    /// Checks every setting, the identity's and the tuning's included; the error names
+    /// the first that cannot work. [`Member::start`](super::Member::start) calls it.
+    pub fn validate(&self) -> Result<(), InvalidConfig> {
+        if self.locators.is_empty() && self.identity.kind != MemberKind::Locator {
+            return Err(InvalidConfig::new(
+                "locators",
+                "is empty: a member needs at least one locator address",
+            ));
         }
         for (value, name) in [
             (self.member_timeout, "member_timeout"),
             (self.final_check_timeout, "final_check_timeout"),
             (self.join_timeout, "join_timeout"),
             (self.leave_timeout, "leave_timeout"),
+            (self.batch_interval, "batch_interval"),
             (self.discovery_interval, "discovery_interval"),
         ] {
             if value.is_zero() {
-                return Err(ConfigError::ZeroDuration(name));
+                return Err(InvalidConfig::new(name, "must be longer than zero"));
             }
         }
-        if self.name.as_deref().is_some_and(str::is_empty) {
-            return Err(ConfigError::EmptyName);
-        }
-        Ok(())
+        self.identity
+            .validate()
+            .map_err(|error| error.within("identity"))?;
+        self.transport
+            .validate()
+            .map_err(|error| error.within("transport"))?;
+        self.legacy
+            .validate()
+            .map_err(|error| error.within("legacy"))?;
+        gms_config(self, self.join_timeout).validate()
     }
 
     /// The configuration a reconnect binds with: the address of the incarnation `me`, so
     /// that the member keeps its address when `bind` asked for any free port.
     pub(crate) fn for_reconnect(&self, me: &MemberId) -> MemberConfig {
         let mut config = self.clone();
-        if config.bind.port() == 0 {
-            config.bind.set_port(me.address().port());
+        if config.identity.bind.port() == 0 {
+            config.identity.bind.set_port(me.address().port());
         }
         config
     }
 
-    /// The version this member announces: v1 on the legacy protocol alone.
-    pub(crate) fn announced_version(&self) -> ProtocolVersion {
-        match self.protocol {
-            Protocol::Legacy => ProtocolVersion::LEGACY,
-            Protocol::Quic | Protocol::Bridge => self.version,
+    /// The identity this member announces: version v1 on the legacy protocol alone.
+    pub(crate) fn announced(&self) -> Identity {
+        let mut identity = self.identity.clone();
+        if self.protocol == Protocol::Legacy {
+            identity.version = ProtocolVersion::LEGACY;
         }
-    }
-
-    /// The transport's configuration, with this member's identity settings.
-    pub(crate) fn quic(&self) -> QuicConfig {
-        let mut quic = self.transport.clone();
-        quic.name = self.name.clone().unwrap_or_default();
-        quic.kind = self.kind;
-        quic.bind = self.bind;
-        quic.advertise = self.advertise;
-        quic.version = self.announced_version();
-        quic
-    }
-
-    /// The legacy protocol's configuration, with this member's identity settings.
-    pub(crate) fn legacy(&self) -> LegacyConfig {
-        let mut legacy = self.legacy.clone();
-        legacy.name = self.name.clone().unwrap_or_default();
-        legacy.kind = self.kind;
-        legacy.bind = self.bind;
-        legacy.advertise = self.advertise;
-        legacy.version = self.announced_version();
-        legacy
+        identity
     }
 }
 
+/// The membership protocol's settings for a member configured by `config`, trying to join
+/// for `join_timeout`.
+pub(crate) fn gms_config(config: &MemberConfig, join_timeout: Duration) -> GmsConfig {
+    GmsConfig {
+        batch_interval: config.batch_interval,
+        prepare_timeout: config.member_timeout * 2,
+        join_retry: JOIN_RETRY,
+        join_timeout,
+        leave_timeout: config.leave_timeout,
+        member_timeout: config.member_timeout,
+        removal_timeout: config.removal_timeout,
+        partition_detection: config.partition_detection,
+        // Renewed every one and a half member timeouts, for three: at a third of the member
+        // timeout the lease alone was 70% of an idle member's traffic. It costs only the
+        // time nobody believes after a coordinator is cut off.
+        lease_interval: config.member_timeout * 3 / 2,
+        lease_duration: config.member_timeout * 3,
+        ..GmsConfig::default()
+    }
+}
+
+/// How often a joiner repeats its join request while unanswered.
+pub(crate) const JOIN_RETRY: Duration = Duration::from_secs(1);
+
 impl fmt::Debug for MemberConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Every field; the TLS settings show where the key comes from, never the key, and
+        // the credentials show their keys, never their values.
         f.debug_struct("MemberConfig")
-            .field("name", &self.name)
-            .field("bind", &self.bind)
-            .field("advertise", &self.advertise)
+            .field("identity", &self.identity)
             .field("locators", &self.locators)
-            .field("kind", &self.kind)
+            .field("tls", &self.tls)
             .field("credentials", &self.credentials)
+            .field("authenticator", &"dyn Authenticator")
             .field("member_timeout", &self.member_timeout)
             .field("final_check_timeout", &self.final_check_timeout)
             .field("removal_timeout", &self.removal_timeout)
+            .field("partition_detection", &self.partition_detection)
             .field("join_timeout", &self.join_timeout)
+            .field("leave_timeout", &self.leave_timeout)
+            .field("batch_interval", &self.batch_interval)
+            .field("discovery_interval", &self.discovery_interval)
             .field("working_dir", &self.working_dir)
-            .field("version", &self.version)
+            .field("transport", &self.transport)
             .field("protocol", &self.protocol)
+            .field("legacy", &self.legacy)
             .field("auto_reconnect", &self.auto_reconnect)
-            .finish_non_exhaustive()
+            .finish()
     }
 }
 
@@ -340,28 +367,13 @@ impl std::str::FromStr for Preset {
     }
 }
 
-/// A setting that cannot work.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum ConfigError {
-    /// A member (not a locator) was given no locator to find the cluster through.
-    #[error("locators is empty: a member needs at least one locator address")]
-    NoLocators,
-    /// A duration that must be positive is zero.
-    #[error("{0} must be longer than zero")]
-    ZeroDuration(&'static str),
-    /// The name is empty.
-    #[error("name must not be empty (leave it unset to use the member's address)")]
-    EmptyName,
-}
-
 /// Why [`Member::start`](super::Member::start) did not get the member into a view.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StartError {
     /// The settings cannot work.
     #[error("invalid member configuration: {0}")]
-    Config(#[from] ConfigError),
+    Config(#[from] InvalidConfig),
     /// The TLS settings could not be loaded.
     #[error(transparent)]
     Tls(#[from] TlsError),

@@ -47,6 +47,7 @@
 mod config;
 mod discover;
 mod event_stream;
+mod file;
 mod identities;
 mod reconnect;
 mod relay;
@@ -70,14 +71,15 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use uuid::Uuid;
 
-pub use self::config::{ConfigError, MemberConfig, Preset, StartError};
+use self::config::gms_config;
+pub use self::config::{MemberConfig, Preset, StartError};
 pub use self::event_stream::{EventStream, MissedEvents};
 use self::identities::Identities;
 use self::reconnect::Life;
 use self::relay::Relays;
 pub use self::status::{AskLocatorError, LocatorReport, ask_locator};
 pub use self::transport::{Protocol, Transport};
-use crate::gms::{CheckOutcome, Gms, GmsConfig, GmsStats, MembershipEvent, Output};
+use crate::gms::{CheckOutcome, Gms, GmsStats, MembershipEvent, Output};
 use crate::messages::{
     DiscoveryAnswer, FinalCheck, FindCoordinator, GmsMessage, Heartbeat, JoinRejection,
     LeaseMessage, ReachabilityMessage, Standing, ViewCheck, ViewCheckAnswer,
@@ -88,7 +90,6 @@ use crate::{rival, view_file};
 /// Membership events buffered for slow subscribers.
 const EVENT_CAPACITY: usize = 1024;
 /// How often a joiner repeats an unanswered join request.
-const JOIN_RETRY: Duration = Duration::from_secs(1);
 /// How long a member forced out that will reconnect lets its messenger flush before it is
 /// dropped: the members it was talking to have removed it and refuse what it sends.
 const RELEASE_FLUSH: Duration = Duration::from_millis(250);
@@ -328,7 +329,7 @@ impl MemberBuilder {
     /// ([`SubscribeError::ReservedTag`]), as is a second type under one tag.
     pub fn subscribe<M: Message>(&mut self) -> Result<Subscription<M>, SubscribeError> {
         application_tag(M::TAG).map_err(SubscribeError::ReservedTag)?;
-        let capacity = self.config.transport.subscription_capacity;
+        let capacity = self.config.transport.subscription_capacity.get();
         let relays = self
             .relays
             .get_or_insert_with(|| Arc::new(Relays::new(capacity)));
@@ -397,14 +398,14 @@ impl Member {
         let relays = relays.or_else(|| {
             config
                 .auto_reconnect
-                .then(|| Arc::new(Relays::new(config.transport.subscription_capacity)))
+                .then(|| Arc::new(Relays::new(config.transport.subscription_capacity.get())))
         });
         if let Some(relays) = &relays {
             // Before discovery: nobody can send this member anything before it asks.
             relays.start(tokio::runtime::Handle::current(), &messenger);
         }
 
-        let view_file = match (&config.working_dir, config.kind) {
+        let view_file = match (&config.working_dir, config.identity.kind) {
             (Some(dir), MemberKind::Locator) => Some(view_file::path_for(dir, me.address().port())),
             _ => None,
         };
@@ -771,14 +772,21 @@ impl std::fmt::Debug for Member {
     }
 }
 
-/// Binds the messenger `config` asks for, at `config.bind`.
+/// Binds the messenger `config` asks for, at `config.identity.bind`.
 fn bind(config: &MemberConfig, tls: &ClusterTls) -> Result<Transport, StartError> {
     Ok(match config.protocol {
-        Protocol::Quic => Transport::Quic(QuicMessenger::bind(config.quic(), tls)?),
-        Protocol::Legacy => Transport::Legacy(LegacyMessenger::bind(config.legacy())?),
+        Protocol::Quic => Transport::Quic(QuicMessenger::bind(
+            &config.announced(),
+            config.transport.clone(),
+            tls,
+        )?),
+        Protocol::Legacy => Transport::Legacy(LegacyMessenger::bind(
+            &config.announced(),
+            config.legacy.clone(),
+        )?),
         Protocol::Bridge => {
-            let quic = QuicMessenger::bind(config.quic(), tls)?;
-            Transport::Bridge(Bridge::new(quic, config.legacy())?)
+            let quic = QuicMessenger::bind(&config.announced(), config.transport.clone(), tls)?;
+            Transport::Bridge(Bridge::new(quic, config.legacy.clone())?)
         }
     })
 }
@@ -844,26 +852,6 @@ fn attach(shared: &Arc<Shared>, messenger: &Transport) -> Result<Inputs, StartEr
         rival_answers,
         transport,
     })
-}
-
-/// The protocol's settings, from the member's.
-fn gms_config(config: &MemberConfig, join_timeout: Duration) -> GmsConfig {
-    GmsConfig {
-        batch_interval: config.batch_interval,
-        prepare_timeout: config.member_timeout * 2,
-        join_retry: JOIN_RETRY,
-        join_timeout,
-        leave_timeout: config.leave_timeout,
-        member_timeout: config.member_timeout,
-        removal_timeout: config.removal_timeout,
-        partition_detection: config.partition_detection,
-        // Renewed every one and a half member timeouts, for three: at a third of the member
-        // timeout the lease alone was 70% of an idle member's traffic. It costs only the
-        // time nobody believes after a coordinator is cut off.
-        lease_interval: config.member_timeout * 3 / 2,
-        lease_duration: config.member_timeout * 3,
-        ..GmsConfig::default()
-    }
 }
 
 /// The task that owns the `Gms` of one incarnation.

@@ -37,11 +37,12 @@ use cohort_transport::{ClusterTls, MemberId, Messenger};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use super::config::gms_config;
 use super::discover::{self, Failure, Found};
 use super::relay::Relays;
 use super::{
     Command, Driver, Ending, Inputs, MemberConfig, Shared, Slot, StartError, Transport, attach,
-    bind, gms_config, port_in_use,
+    bind, port_in_use,
 };
 use crate::gms::Gms;
 
@@ -101,13 +102,14 @@ impl Life {
         tracing::info!(member = ?old, "forced out: reconnecting");
         let seed = old.uuid().as_u64_pair().0;
         let mut backoff = Backoff::new(self.config.discovery_interval, BACKOFF_CAP, seed);
-        let stand_in = match Transport::stand_in(&old, self.config.quic(), &self.tls).await {
-            Ok(stand_in) => stand_in,
-            Err(error) => {
-                tracing::error!(member = ?old, %error, "cannot reconnect: staying out");
-                return Ending::Finished;
-            }
-        };
+        let stand_in =
+            match Transport::stand_in(&old, self.config.transport.clone(), &self.tls).await {
+                Ok(stand_in) => stand_in,
+                Err(error) => {
+                    tracing::error!(member = ?old, %error, "cannot reconnect: staying out");
+                    return Ending::Finished;
+                }
+            };
         let last_view = self.shared.view.borrow().clone();
         loop {
             let Ok((messenger, inputs)) =
@@ -194,7 +196,7 @@ impl Life {
                     }
                 }
                 Err(error) => {
-                    tracing::warn!(address = %self.config.bind, %error, "cannot bind to reconnect");
+                    tracing::warn!(address = %self.config.identity.bind, %error, "cannot bind to reconnect");
                 }
             }
             tokio::time::sleep(backoff.next()).await;
@@ -212,7 +214,7 @@ impl Life {
                 }
                 Err(error) if port_in_use(&error) => {
                     tracing::warn!(
-                        address = %self.config.bind,
+                        address = %self.config.identity.bind,
                         waited = ?RELEASE_WAIT,
                         "the port is still in use: by another process, or by a clone of \
                          the old messenger (Member::messenger) kept somewhere"

@@ -15,8 +15,8 @@ use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 
 use cohort_transport::{
-    BindError, MemberId, MemberKind, Messenger, QueryError, QuicConfig, QuicMessenger, TlsError,
-    TlsSettings, View,
+    BindError, Identity, MemberId, MemberKind, Messenger, QueryError, QuicConfig, QuicMessenger,
+    TlsError, TlsSettings, View,
 };
 
 use crate::messages::FindCoordinator;
@@ -85,13 +85,12 @@ pub async fn ask_locator(
         route_to(locator).map_err(|source| AskLocatorError::NoRoute { locator, source })?,
         0,
     );
-    let config = QuicConfig {
-        name: "cohort-member-status".into(),
+    let identity = Identity {
         kind: MemberKind::Admin,
         bind,
-        ..QuicConfig::default()
+        ..Identity::named("cohort-member-status")
     };
-    let messenger = QuicMessenger::bind(config, &tls)?;
+    let messenger = QuicMessenger::bind(&identity, QuicConfig::default(), &tls)?;
     let question = FindCoordinator {
         asker: messenger.local_member().clone(),
     };

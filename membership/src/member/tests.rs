@@ -10,6 +10,7 @@ use uuid::Uuid;
 
 use super::*;
 use crate::auth::{AllowAll, Credentials};
+use crate::gms::GmsConfig;
 
 const TICK: Duration = Duration::from_millis(10);
 
@@ -330,12 +331,10 @@ mod view_checks {
     #[tokio::test]
     async fn a_suspect_on_the_legacy_protocol_is_asked_the_check_older_builds_serve() {
         use cohort_legacy_udp::{LegacyConfig, LegacyMessenger};
+        use cohort_transport::Identity;
         let bind = |name: &str| {
-            LegacyMessenger::bind(LegacyConfig {
-                name: name.into(),
-                ..LegacyConfig::default()
-            })
-            .expect("bind a legacy messenger on loopback")
+            LegacyMessenger::bind(&Identity::named(name), LegacyConfig::default())
+                .expect("bind a legacy messenger on loopback")
         };
         let older = bind("older");
         let suspect = older.local_member().clone();

@@ -18,9 +18,9 @@ use cohort_transport::dispatch::DispatchStats;
 use cohort_transport::quic::LimitStats;
 use cohort_transport::socket::{SocketFaults, SocketStats};
 use cohort_transport::{
-    BindError, ClusterTls, MemberId, Message, Messenger, PeerStats, Priority, ProtocolVersion,
-    Query, QueryError, QuicConfig, QuicMessenger, SendError, SendOutcome, SubscribeError,
-    Subscription, TransportEvent, View,
+    BindError, ClusterTls, Identity, MemberId, Message, Messenger, PeerStats, Priority,
+    ProtocolVersion, Query, QueryError, QuicConfig, QuicMessenger, SendError, SendOutcome,
+    SubscribeError, Subscription, TransportEvent, View,
 };
 use quinn::udp::{RecvMeta, Transmit};
 use quinn::{AsyncUdpSocket, UdpPoller};
@@ -76,23 +76,25 @@ impl Transport {
     /// A messenger with the identity of `of` that holds no socket and is shut down: sends
     /// fail with [`SendError::Shutdown`], nothing arrives, its counters stay at zero. A
     /// reconnecting member shows it from the moment its old messenger is released (so that
-    /// the port can be bound again) until the new one is bound. `config` gives the tuning;
-    /// its identity fields are replaced by those of `of`.
+    /// the port can be bound again) until the new one is bound. `config` gives the tuning.
     pub(crate) async fn stand_in(
         of: &MemberId,
-        mut config: QuicConfig,
+        config: QuicConfig,
         tls: &ClusterTls,
     ) -> Result<Transport, BindError> {
-        config.name = of.name().to_owned();
-        config.kind = of.kind();
-        config.version = of.version();
-        config.bind = of.address();
-        config.advertise = Some(of.address());
-        config.uuid = Some(of.uuid());
+        let identity = Identity {
+            name: of.name().to_owned(),
+            kind: of.kind(),
+            attributes: of.attributes().clone(),
+            bind: of.address(),
+            advertise: Some(of.address()),
+            version: of.version(),
+            uuid: Some(of.uuid()),
+        };
         let socket = Arc::new(Detached {
             address: of.address(),
         });
-        let messenger = QuicMessenger::bind_with_socket(config, tls, socket)?;
+        let messenger = QuicMessenger::bind_with_socket(&identity, config, tls, socket)?;
         messenger.shutdown().await;
         Ok(Transport::Quic(messenger))
     }

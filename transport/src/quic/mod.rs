@@ -37,7 +37,7 @@ use tokio::sync::{Semaphore, broadcast};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
-pub use self::config::{ConfigError, QuicConfig};
+pub use self::config::QuicConfig;
 use self::handshake::Opened;
 pub use self::limits::LimitStats;
 use self::outsiders::{Forgotten, NoPeer};
@@ -45,10 +45,11 @@ use self::peer::{Peer, Stop};
 pub use self::query::QueryError;
 use self::query::QueryHandlers;
 use crate::dispatch::{DispatchStats, Dispatcher, Inbound, SubscribeError, Subscription};
-use crate::member::{LocalIdentity, MemberId};
+use crate::member::{Identity, MemberId};
 use crate::message::{Delivery, Message, Query, Tag};
 use crate::messenger::{Messenger, SendError, SendOutcome, TransportEvent};
 use crate::priority::Priority;
+use crate::settings::InvalidConfig;
 use crate::socket::{CohortSocket, SocketFaults, SocketStats, bind_udp};
 use crate::sync::{lock, read, write};
 use crate::tls::ClusterTls;
@@ -72,9 +73,9 @@ const MIN_REFUSAL_GRACE: Duration = Duration::from_millis(50);
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum BindError {
-    /// The configuration is invalid.
+    /// The identity or the tuning cannot work.
     #[error("invalid messenger configuration: {0}")]
-    Config(#[from] ConfigError),
+    Config(#[from] InvalidConfig),
     /// The UDP socket could not be bound.
     #[error("could not bind UDP socket {addr}: {source}")]
     Socket {
@@ -296,42 +297,51 @@ pub struct PeerStats {
 }
 
 impl QuicMessenger {
-    /// Binds the member's UDP socket and starts listening. Must be called from within a
-    /// Tokio runtime.
-    pub fn bind(config: QuicConfig, tls: &ClusterTls) -> Result<Self, BindError> {
+    /// Binds the UDP socket of the member `identity` names and starts listening, tuned
+    /// by `config`. Must be called from within a Tokio runtime (any flavour).
+    pub fn bind(
+        identity: &Identity,
+        config: QuicConfig,
+        tls: &ClusterTls,
+    ) -> Result<Self, BindError> {
+        identity.validate()?;
         config.validate()?;
         tokio::runtime::Handle::try_current().map_err(|_| BindError::NoRuntime)?;
         let socket_error = |source| BindError::Socket {
-            addr: config.bind,
+            addr: identity.bind,
             source,
         };
-        let udp = bind_udp(config.bind, config.socket_buffer_bytes).map_err(socket_error)?;
-        let error_queue = ErrorQueue::enable(&udp, config.bind.is_ipv6()).map(Arc::new);
+        let udp =
+            bind_udp(identity.bind, config.socket_buffer_bytes.get()).map_err(socket_error)?;
+        let error_queue = ErrorQueue::enable(&udp, identity.bind.is_ipv6()).map(Arc::new);
         let wrapped = TokioRuntime.wrap_udp_socket(udp).map_err(socket_error)?;
-        Self::start(config, tls, wrapped, error_queue)
+        Self::start(identity, config, tls, wrapped, error_queue)
     }
 
     /// Starts listening on a socket the caller provides, instead of binding a UDP socket:
     /// for simulated networks. The socket still passes through cohort's wrapper, so fault
-    /// injection and protocol demultiplexing work the same. `config.bind` is ignored.
+    /// injection and protocol demultiplexing work the same. `identity.bind` is ignored.
     pub fn bind_with_socket(
+        identity: &Identity,
         config: QuicConfig,
         tls: &ClusterTls,
         udp: Arc<dyn quinn::AsyncUdpSocket>,
     ) -> Result<Self, BindError> {
-        Self::start(config, tls, udp, None)
+        Self::start(identity, config, tls, udp, None)
     }
 
     fn start(
+        identity: &Identity,
         config: QuicConfig,
         tls: &ClusterTls,
         udp: Arc<dyn quinn::AsyncUdpSocket>,
         error_queue: Option<Arc<ErrorQueue>>,
     ) -> Result<Self, BindError> {
+        identity.validate()?;
         config.validate()?;
         tokio::runtime::Handle::try_current().map_err(|_| BindError::NoRuntime)?;
         let socket_error = |source| BindError::Socket {
-            addr: config.bind,
+            addr: identity.bind,
             source,
         };
         let bound = udp.local_addr().map_err(socket_error)?;
@@ -340,17 +350,9 @@ impl QuicMessenger {
         let unreachable = Arc::new(UnreachableReports::new(events.clone()));
         let socket = Arc::new(CohortSocket::new(udp, faults.clone(), unreachable.clone()));
 
-        let local = LocalIdentity {
-            name: &config.name,
-            kind: config.kind,
-            version: config.version,
-            attributes: &config.attributes,
-            advertise: config.advertise,
-            uuid: config.uuid,
-        }
-        .member_id(bound);
+        let local = identity.member_id(bound);
 
-        let transport = Arc::new(transport_config(&config)?);
+        let transport = Arc::new(transport_config(&config));
         let mut server_config = quinn::ServerConfig::with_crypto(tls.server_crypto());
         server_config.transport_config(transport.clone());
         let mut client_config = quinn::ClientConfig::new(tls.client_crypto());
@@ -365,7 +367,7 @@ impl QuicMessenger {
         // of one member (quinn draws again on a collision); they need not be hard to
         // guess, because the AEAD of every packet is what keeps strangers out.
         endpoint_config.cid_generator(|| Box::new(RandomConnectionIdGenerator::new(CID_LEN)));
-        if let Some(uuid) = config.uuid {
+        if let Some(uuid) = identity.uuid {
             // A fixed identity is for deterministic simulation: make quinn's own choices
             // (connection ids, packet number skips) repeat with it too.
             let mut seed = [0u8; 32];
@@ -381,7 +383,7 @@ impl QuicMessenger {
         )
         .map_err(socket_error)?;
 
-        let dispatcher = Dispatcher::new(config.subscription_capacity);
+        let dispatcher = Dispatcher::new(config.subscription_capacity.get());
         let (local_peer, _, _) = Peer::new(
             local.clone(),
             config.max_queued_bytes_per_destination,
@@ -390,17 +392,17 @@ impl QuicMessenger {
         );
         let shared = Arc::new(Shared {
             local,
-            dial_permits: Semaphore::new(config.max_concurrent_dials),
-            outside_dial_permits: Semaphore::new(config.max_dials_outside_view),
-            accept_permits: Semaphore::new(config.max_concurrent_accepts),
-            view_accept_permits: Semaphore::new(config.max_concurrent_accepts_for_view),
+            dial_permits: Semaphore::new(config.max_concurrent_dials.get()),
+            outside_dial_permits: Semaphore::new(config.max_dials_outside_view.get()),
+            accept_permits: Semaphore::new(config.max_concurrent_accepts.get()),
+            view_accept_permits: Semaphore::new(config.max_concurrent_accepts_for_view.get()),
             queries: QueryHandlers::default(),
             admitted: RwLock::new(Admitted::default()),
             limits: limits::Limits::new(
-                config.max_handshakes_per_address,
-                config.max_handshakes_per_host,
-                config.max_connections_per_address,
-                config.max_queries_per_second_per_address,
+                config.max_handshakes_per_address.get(),
+                config.max_handshakes_per_host.get(),
+                config.max_connections_per_address.get(),
+                config.max_queries_per_second_per_address.get(),
             ),
             config,
             tls: tls.clone(),
@@ -815,7 +817,7 @@ impl Inner {
                     .keys()
                     .filter(|known| !admitted.members.contains(known))
                     .count();
-                if outside >= config.max_peers_outside_view {
+                if outside >= config.max_peers_outside_view.get() {
                     self.shared.limits.count_peer_outside_view_refused();
                     return Err(NoPeer::Full);
                 }
@@ -825,7 +827,7 @@ impl Inner {
         let (peer, incoming, stop) = Peer::new(
             member.clone(),
             config.max_queued_bytes_per_destination,
-            config.bulk_in_flight_bytes,
+            config.bulk_in_flight_bytes.get(),
             resumed,
         );
         let driver = tokio::spawn(peer::drive(
@@ -853,7 +855,7 @@ impl Inner {
             let code = CloseCode::TooManyConnections;
             let reason = format!(
                 "{remote} has {} connections open already",
-                self.shared.config.max_connections_per_address
+                self.shared.config.max_connections_per_address.get()
             );
             tracing::warn!(%remote, %reason, "refused incoming connection");
             conn.close(code.varint(), reason.as_bytes());
@@ -871,8 +873,8 @@ impl Inner {
         // stateless, one packet, no permit held), so a flood of Initials from forged or
         // silent addresses costs nothing; and one host outside the view may hold only so
         // many handshakes, so that other hosts get their turn.
-        let short =
-            shared.accept_permits.available_permits() < shared.config.max_concurrent_accepts / 2;
+        let short = shared.accept_permits.available_permits()
+            < shared.config.max_concurrent_accepts.get() / 2;
         if short && !incoming.remote_address_validated() && incoming.may_retry() {
             shared.limits.count_retried();
             // Fails only if a Retry is not allowed here, which may_retry ruled out.
@@ -988,7 +990,7 @@ impl Inner {
                     CloseCode::TooManyConnections,
                     format!(
                         "{member:?} is outside the view, and {} peers outside it exist already",
-                        shared.config.max_peers_outside_view
+                        shared.config.max_peers_outside_view.get()
                     ),
                 );
             }
@@ -1243,9 +1245,11 @@ async fn deliver_locally(peer: Arc<Peer>, shared: Arc<Shared>, priority: Priorit
     }
 }
 
-fn transport_config(config: &QuicConfig) -> Result<quinn::TransportConfig, ConfigError> {
+/// quinn's settings for `config`, which `QuicConfig::validate` has checked.
+fn transport_config(config: &QuicConfig) -> quinn::TransportConfig {
+    // `validate` refuses an idle timeout QUIC cannot encode; the fallback is never taken.
     let idle = quinn::IdleTimeout::try_from(config.idle_timeout)
-        .map_err(|_| ConfigError::IdleTimeoutTooLong(config.idle_timeout))?;
+        .unwrap_or(quinn::IdleTimeout::from(quinn::VarInt::MAX));
     let mut transport = quinn::TransportConfig::default();
     transport
         // The control stream, plus one spare for a fresh stream during a final check.
@@ -1257,7 +1261,7 @@ fn transport_config(config: &QuicConfig) -> Result<quinn::TransportConfig, Confi
         .initial_rtt(config.initial_rtt)
         .datagram_receive_buffer_size(Some(1 << 20))
         .datagram_send_buffer_size(1 << 20);
-    Ok(transport)
+    transport
 }
 
 /// `address` with an IPv4-mapped IPv6 address written as IPv4, so that a dual-stack socket

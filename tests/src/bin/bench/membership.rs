@@ -235,7 +235,7 @@ async fn join_one(cluster: &mut Cluster, k: usize, size: usize) -> Result<f64, S
 
 /// Starts one node (bounded) and returns its identity.
 async fn add(cluster: &mut Cluster, config: MemberConfig) -> Result<MemberId, String> {
-    let name = config.name.clone().unwrap_or_default();
+    let name = config.identity.name.clone();
     match timeout(LIMIT, cluster.add(config)).await {
         Ok(Ok(member)) => Ok(member.id().clone()),
         Ok(Err(error)) => Err(format!("{name} did not start: {error}")),

@@ -856,11 +856,8 @@ impl Message for Greeting {
 }
 
 fn bind(certs: &Certs, name: &str) -> Result<QuicMessenger, String> {
-    let config = QuicConfig {
-        name: name.into(),
-        ..QuicConfig::default()
-    };
-    QuicMessenger::bind(config, &certs.tls(name)?)
+    let identity = cohort_transport::Identity::named(name);
+    QuicMessenger::bind(&identity, QuicConfig::default(), &certs.tls(name)?)
         .map_err(|error| format!("could not bind messenger {name}: {error}"))
 }
 
