@@ -19,6 +19,7 @@ mod config;
 mod core;
 mod exchange;
 mod messenger;
+#[doc(hidden)]
 pub mod packet;
 mod stream;
 

@@ -48,7 +48,7 @@ use crate::messages::DiscoveryAnswer;
 /// One answer, with the address that was asked (the address as configured, which is what
 /// the electorate is made of; the answerer's own idea of its address may differ).
 #[derive(Clone, Debug)]
-pub struct Heard {
+pub(crate) struct Heard {
     /// The address the query went to.
     pub asked: SocketAddr,
     /// What came back.
@@ -57,7 +57,7 @@ pub struct Heard {
 
 /// What a starting member should do after one round of discovery.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Decision {
+pub(crate) enum Decision {
     /// Ask this coordinator to be admitted.
     Join {
         /// The coordinator of the newest view any answer carried.
@@ -116,7 +116,7 @@ fn majority(n: usize) -> usize {
 /// round: the electorate (which shrinks when an alias of this member answers) and the
 /// founder this locator has decided to wait for.
 #[derive(Clone, Debug)]
-pub struct Discovery {
+pub(crate) struct Discovery {
     me: MemberId,
     electorate: Vec<SocketAddr>,
     round: u32,
@@ -127,7 +127,7 @@ pub struct Discovery {
 impl Discovery {
     /// Discovery for `me`, configured with `locators` (the configured list as given; it may
     /// name `me`).
-    pub fn new(me: MemberId, locators: &[SocketAddr]) -> Discovery {
+    pub(crate) fn new(me: MemberId, locators: &[SocketAddr]) -> Discovery {
         let mut electorate = Vec::new();
         let own = (me.kind() == MemberKind::Locator).then(|| me.address());
         for address in own.into_iter().chain(locators.iter().copied()) {
@@ -145,12 +145,13 @@ impl Discovery {
 
     /// The distinct addresses whose answers count towards founding, this member's first
     /// (for a locator).
-    pub fn electorate(&self) -> &[SocketAddr] {
+    #[cfg(test)]
+    fn electorate(&self) -> &[SocketAddr] {
         &self.electorate
     }
 
     /// Decides after one round, given the answers it received (each target asked once).
-    pub fn decide(&mut self, heard: &[Heard]) -> Decision {
+    pub(crate) fn decide(&mut self, heard: &[Heard]) -> Decision {
         let round = self.round;
         self.round = self.round.saturating_add(1);
         let me = &self.me;

@@ -85,39 +85,48 @@
 //! # }
 //! ```
 //!
-//! - [`member`]: [`Member`], the public front door: it binds the messenger, finds the
+//! Everything documented here is at the crate root; the modules behind it are private
+//! (`detector` and `view_file` are public but hidden, for the bench and tests):
+//! - `member`: [`Member`], the public front door: it binds the messenger, finds the
 //!   cluster through its locators, joins it, and drives [`Gms`] on tokio.
-//! - [`gms`]: [`Gms`], the membership protocol as a sans-IO state machine (Geode's model):
+//! - `gms`: [`Gms`], the membership protocol as a sans-IO state machine (Geode's model):
 //!   authenticated joins through the coordinator, batching, view changes decided by a
-//!   weighted majority of the view they replace (one Paxos decree each), graceful leave. Time is passed in and outputs are polled; it never reads a clock or
-//!   does I/O, so a test can run a thousand members deterministically in virtual time.
-//! - [`detector`]: the failure detector (heartbeats around the view ring, suspicion after
+//!   weighted majority of the view they replace (one Paxos decree each), graceful leave.
+//!   Time is passed in and outputs are polled; it never reads a clock or does I/O, so a
+//!   test can run a thousand members deterministically in virtual time.
+//! - `detector`: the failure detector (heartbeats around the view ring, suspicion after
 //!   the member timeout, pause awareness), owned by [`Gms`].
-//! - [`discovery`]: deciding from locators' answers whom to join, or whether to found the
-//!   cluster (how locators started together agree on one founder).
-//! - [`view_file`]: the view a locator persists to find the cluster again after a restart.
-//! - [`messages`]: what members say to each other ([`GmsMessage`], one stable tag), the
+//! - `discovery`: deciding from locators' answers whom to join, or whether to found the
+//!   cluster (how locators started together agree on one founder; [`NoFounding`] says
+//!   why a locator did not).
+//! - `view_file`: the view a locator persists to find the cluster again after a restart.
+//! - `messages`: what members say to each other ([`GmsMessage`], one stable tag), the
 //!   heartbeat, and the discovery and final-check queries.
 //! - [`metrics`]: every counter of a member at once ([`Member::metrics`]); with the
 //!   `prometheus` feature, as OpenMetrics series for a `prometheus-client` registry.
-//! - [`auth`]: the pluggable [`Authenticator`] that judges joiners' credentials.
+//! - `auth`: the pluggable [`Authenticator`] that judges joiners' credentials.
 //!
 
-pub mod auth;
+mod auth;
+#[doc(hidden)]
 pub mod detector;
-pub mod discovery;
-pub mod gms;
-pub mod member;
-pub mod messages;
+mod discovery;
+mod gms;
+mod member;
+mod messages;
 pub mod metrics;
 mod rival;
+#[doc(hidden)]
 pub mod view_file;
 
 pub use auth::{AllowAll, Authenticator, Credentials, SharedSecret};
-pub use gms::{CheckOutcome, Gms, GmsConfig, GmsStats, MembershipEvent, Output};
+pub use discovery::NoFounding;
+pub use gms::{CheckOutcome, Gms, GmsConfig, GmsStats, INDIRECT_PROBES, MembershipEvent, Output};
+#[doc(hidden)]
+pub use member::Transport;
 pub use member::{
     AskLocatorError, EventStream, LocatorReport, Member, MemberBuilder, MemberConfig, MissedEvents,
-    Preset, Protocol, StartError, Transport, ask_locator,
+    Preset, Protocol, StartError, ask_locator,
 };
 pub use messages::{
     Ballot, Decision, DiscoveryAnswer, FinalCheck, FindCoordinator, GmsMessage, Heartbeat,

@@ -1,41 +1,53 @@
 //! cohort-transport: the QUIC messenger and the vocabulary every cohort crate shares.
+//! Embedders use it through the `cohort` crate, which re-exports what is a promise.
 //!
-//! - [`member`], [`view`], [`priority`], [`message`]: who is in the cluster, in what order,
-//!   and what they send each other.
-//! - [`messenger`]: the [`Messenger`] trait that the membership layer drives.
-//! - [`quic`]: [`QuicMessenger`], the messenger over QUIC (quinn) with mutual TLS (rustls).
-//! - [`tls`]: the cluster's TLS settings, loaded and checked into QUIC crypto configs.
-//! - [`wire`]: the versioned wire format (frames, datagrams, close codes).
-//! - [`socket`]: the member's one UDP socket, shared with the legacy protocol, and the
-//!   fault-injection seam used by tests.
-//! - `unreachable`: ICMP errors naming a destination (a closed port), reported as
-//!   [`TransportEvent::Unreachable`].
-//! - [`dispatch`]: routing received messages to typed subscriptions.
+//! Documented here (the vocabulary, at the crate root):
+//! - who is in the cluster and in what order: [`Identity`], [`MemberId`], [`View`];
+//! - what members send each other: [`Message`], [`Tag`], [`Priority`], [`Envelope`],
+//!   [`Subscription`], [`SendOutcome`], [`TransportEvent`];
+//! - [`QuicMessenger`], the messenger over QUIC (quinn) with mutual TLS (rustls), and its
+//!   tuning [`QuicConfig`]; [`tls`], the cluster's TLS settings; [`settings`], the
+//!   convention every settings type follows ([`InvalidConfig`]).
+//!
+//! Hidden from these docs, public only for cohort's own crates, fuzzers, tests and bench
+//! (not a promise): `wire` (the versioned wire format: frames, datagrams, close codes),
+//! `dispatch` (routing received messages to typed subscriptions), `socket` (the member's
+//! one UDP socket, shared with the legacy protocol, and the fault-injection seam), `quic`
+//! (the messenger's parts), `rate` (token buckets). Private: `member`, `message`,
+//! `messenger` (the [`Messenger`] trait the membership layer drives), `priority`, `view`,
+//! `unreachable` (ICMP errors naming a destination, reported as
+//! [`TransportEvent::Unreachable`]).
 //!
 //! Data flows `send` → per-destination queue → writer task → QUIC stream → the peer's
-//! reader → sequence check → [`Dispatcher`](dispatch::Dispatcher) → [`Subscription`].
+//! reader → sequence check → `Dispatcher` → [`Subscription`].
 
+#[doc(hidden)]
 pub mod dispatch;
-pub mod member;
-pub mod message;
-pub mod messenger;
-pub mod priority;
+mod member;
+mod message;
+mod messenger;
+mod priority;
+#[doc(hidden)]
 pub mod quic;
+#[doc(hidden)]
 pub mod rate;
 pub mod settings;
+#[doc(hidden)]
 pub mod socket;
 mod sync;
 pub mod tls;
 mod unreachable;
-pub mod view;
+mod view;
+#[doc(hidden)]
 pub mod wire;
 
-pub use dispatch::{SubscribeError, Subscription};
+pub use dispatch::{DispatchStats, SubscribeError, Subscription};
 pub use member::{Identity, MemberAttributes, MemberId, MemberKind, ProtocolVersion};
 pub use message::{Delivery, Envelope, Message, Query, Tag};
 pub use messenger::{Messenger, SendError, SendOutcome, TransportEvent};
 pub use priority::Priority;
-pub use quic::{BindError, PeerStats, QueryError, QuicConfig, QuicMessenger};
+pub use quic::{BindError, LimitStats, PeerStats, QueryError, QuicConfig, QuicMessenger};
 pub use settings::InvalidConfig;
+pub use socket::SocketStats;
 pub use tls::{ClusterTls, TlsError, TlsSettings};
 pub use view::{View, ViewId};

@@ -163,7 +163,7 @@ impl MemberConfig {
     /// other field is kept.
     ///
     /// ```
-    /// # use cohort_membership::member::{MemberConfig, Preset};
+    /// # use cohort_membership::{MemberConfig, Preset};
     /// # fn demo(tls: cohort_transport::TlsSettings) {
     /// let config = MemberConfig::new(tls).with_preset(Preset::Wan);
     /// assert_eq!(config.removal_timeout, std::time::Duration::from_secs(30));

@@ -15,11 +15,10 @@
 #[cfg(feature = "prometheus")]
 pub mod prometheus;
 
-use cohort_legacy_udp::LegacyStats;
-use cohort_transport::dispatch::DispatchStats;
-use cohort_transport::quic::LimitStats;
-use cohort_transport::socket::SocketStats;
-use cohort_transport::{MemberId, PeerStats, View};
+// The counters a `MemberMetrics` holds, so that its fields' types are documented here.
+pub use cohort_legacy_udp::LegacyStats;
+pub use cohort_transport::{DispatchStats, LimitStats, PeerStats, SocketStats};
+use cohort_transport::{MemberId, View};
 
 use crate::gms::GmsStats;
 #[cfg(doc)]
