@@ -249,6 +249,72 @@ async fn a_message_nobody_subscribed_to_is_reported_to_its_sender() {
     }
 }
 
+/// A subscription the receiver dropped is no different from one it never made: with
+/// auto-reconnect on (the default), a member's subscriptions are relayed from its
+/// messenger, and the relay used to stay and take every later message of the tag, so its
+/// sender was never told. Subscribing again hears the next message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_to_a_dropped_subscription_is_reported_and_a_new_one_hears_the_next() {
+    init_tracing();
+    let mut cluster = Cluster::new(1);
+    cluster.start(1).await;
+    let sender = cluster.member("member-1");
+    let receiver = cluster.member("locator-1");
+    let to = std::slice::from_ref(receiver.id());
+    let send = |text: &str| {
+        let outcome = sender
+            .send(&Greeting(text.into()), Priority::High, to)
+            .expect("an application tag");
+        assert!(outcome.is_complete(), "queued: {outcome:?}");
+    };
+
+    let mut greetings = receiver.subscribe::<Greeting>().expect("subscribe");
+    send("first");
+    let first = tokio::time::timeout(PATIENCE, greetings.recv()).await;
+    assert_eq!(
+        first.ok().flatten().map(|e| e.message.0).as_deref(),
+        Some("first")
+    );
+    drop(greetings);
+
+    let mut events = sender.events();
+    let mut reported = None;
+    // The relay ends as soon as it is told; until then a message may still reach it (then
+    // counted at the receiver), so keep sending until one is reported.
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while reported.is_none() && tokio::time::Instant::now() < deadline {
+        send("nobody listens");
+        let wait = tokio::time::sleep(std::time::Duration::from_millis(200));
+        tokio::pin!(wait);
+        loop {
+            tokio::select! {
+                event = events.recv() => match event {
+                    Ok(MembershipEvent::Undelivered { member, tag, .. }) => {
+                        reported = Some((member, tag));
+                        break;
+                    }
+                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(broadcast::error::RecvError::Closed) => panic!("events ended"),
+                },
+                () = &mut wait => break,
+            }
+        }
+    }
+    assert_eq!(
+        reported,
+        Some((receiver.id().clone(), Greeting::TAG)),
+        "the sender hears that the dropped subscription took nothing"
+    );
+
+    let mut again = receiver.subscribe::<Greeting>().expect("subscribe again");
+    send("second");
+    let second = tokio::time::timeout(PATIENCE, again.recv()).await;
+    assert_eq!(
+        second.ok().flatten().map(|e| e.message.0).as_deref(),
+        Some("second")
+    );
+}
+
 /// `send_to_others` reaches every other member of the view, and not the sender.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_to_all_others_reaches_each_of_them_once() {

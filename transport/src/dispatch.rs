@@ -19,7 +19,7 @@ use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
 use futures_core::Stream;
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 
 use crate::member::MemberId;
 use crate::message::{Delivery, Envelope, Message, Tag};
@@ -90,6 +90,8 @@ pub struct Dispatcher {
     capacity: usize,
     unknown_tags: AtomicU64,
     dropped_full: AtomicU64,
+    /// Woken whenever a subscription ends.
+    unsubscribed: Notify,
 }
 
 impl Dispatcher {
@@ -101,7 +103,30 @@ impl Dispatcher {
             capacity: capacity.max(1),
             unknown_tags: AtomicU64::new(0),
             dropped_full: AtomicU64::new(0),
+            unsubscribed: Notify::new(),
         })
+    }
+
+    /// True while a subscription to `tag` is live.
+    pub fn has_subscriber(&self, tag: Tag) -> bool {
+        lock(&self.routes)
+            .get(&tag)
+            .is_some_and(|route| !route.tx.is_closed())
+    }
+
+    /// Returns once no subscription to `tag` is live (at once if none is).
+    pub async fn until_unsubscribed(&self, tag: Tag) {
+        loop {
+            // Registered before the check, so that an unsubscription between the two is
+            // not missed.
+            let notified = self.unsubscribed.notified();
+            let mut notified = std::pin::pin!(notified);
+            notified.as_mut().enable();
+            if !self.has_subscriber(tag) {
+                return;
+            }
+            notified.await;
+        }
     }
 
     /// Subscribes to messages of type `M`. One subscription per tag; dropping it frees the tag.
@@ -165,6 +190,7 @@ impl Dispatcher {
     /// Drops every route: subscriptions yield what they hold, then `None`.
     pub fn close(&self) {
         lock(&self.routes).clear();
+        self.unsubscribed.notify_waiters();
     }
 
     /// The dispatcher's counters.
@@ -192,6 +218,8 @@ impl Dispatcher {
         if routes.get(&tag).is_some_and(|r| r.id == id) {
             routes.remove(&tag);
         }
+        drop(routes);
+        self.unsubscribed.notify_waiters();
     }
 }
 
@@ -296,5 +324,39 @@ impl<M> std::fmt::Debug for Subscription<M> {
         f.debug_struct("Subscription")
             .field("message", &std::any::type_name::<M>())
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::{Deserialize, Serialize};
+
+    #[derive(Debug, Serialize, Deserialize)]
+    struct Note;
+
+    impl Message for Note {
+        const TAG: Tag = Tag::from_name("dispatch-test/note");
+    }
+
+    #[tokio::test]
+    async fn dropping_the_subscription_wakes_whoever_waits_for_it_to_end() {
+        let dispatcher = Dispatcher::new(4);
+        // Nobody subscribed: returns at once.
+        dispatcher.until_unsubscribed(Note::TAG).await;
+        let subscription = dispatcher.subscribe::<Note>().expect("subscribe");
+        assert!(dispatcher.has_subscriber(Note::TAG));
+        let waiter = {
+            let dispatcher = dispatcher.clone();
+            tokio::spawn(async move { dispatcher.until_unsubscribed(Note::TAG).await })
+        };
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished(), "still subscribed");
+        drop(subscription);
+        assert!(!dispatcher.has_subscriber(Note::TAG));
+        tokio::time::timeout(std::time::Duration::from_secs(5), waiter)
+            .await
+            .expect("woken by the drop")
+            .expect("the waiter ran");
     }
 }

@@ -305,4 +305,42 @@ mod tests {
         config.member_timeout = Duration::from_millis(300);
         assert_eq!(config.validate(), Ok(()));
     }
+
+    #[test]
+    fn debug_lists_every_field_and_no_secret() {
+        let tls = TlsSettings::from_pem("CA TEXT", "CERT TEXT", "SECRET KEY TEXT");
+        let config = MemberConfig {
+            credentials: Credentials::default().with("security-password", "hunter2"),
+            ..MemberConfig::new(tls)
+        };
+        let shown = format!("{config:?}");
+        for field in [
+            "identity",
+            "locators",
+            "tls",
+            "credentials",
+            "authenticator",
+            "member_timeout",
+            "final_check_timeout",
+            "removal_timeout",
+            "partition_detection",
+            "join_timeout",
+            "leave_timeout",
+            "batch_interval",
+            "discovery_interval",
+            "working_dir",
+            "transport",
+            "protocol",
+            "legacy",
+            "auto_reconnect",
+        ] {
+            assert!(
+                shown.contains(&format!("{field}:")),
+                "no {field} in {shown}"
+            );
+        }
+        for secret in ["SECRET KEY TEXT", "hunter2"] {
+            assert!(!shown.contains(secret), "{secret} shown in {shown}");
+        }
+    }
 }
