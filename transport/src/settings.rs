@@ -38,8 +38,9 @@ impl InvalidConfig {
     }
 }
 
-/// Zero for a duration that must be positive: the error names `setting`.
-pub(crate) fn positive(setting: &str, value: Duration) -> Result<(), InvalidConfig> {
+/// Refuses zero for a duration that must be positive; the error names `setting`. Every
+/// settings type's `validate` checks its durations with it, so they all say the same.
+pub fn positive(setting: &str, value: Duration) -> Result<(), InvalidConfig> {
     match value.is_zero() {
         true => Err(InvalidConfig::new(setting, "must be longer than zero")),
         false => Ok(()),

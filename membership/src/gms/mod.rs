@@ -166,9 +166,7 @@ impl GmsConfig {
             (self.lease_interval, "lease_interval"),
             (self.lease_duration, "lease_duration"),
         ] {
-            if value.is_zero() {
-                return Err(InvalidConfig::new(name, "must be longer than zero"));
-            }
+            cohort_transport::settings::positive(name, value)?;
         }
         if self.lease_interval >= self.lease_duration {
             return Err(InvalidConfig::new(

@@ -196,9 +196,7 @@ impl MemberConfig {
             (self.batch_interval, "batch_interval"),
             (self.discovery_interval, "discovery_interval"),
         ] {
-            if value.is_zero() {
-                return Err(InvalidConfig::new(name, "must be longer than zero"));
-            }
+            cohort_transport::settings::positive(name, value)?;
         }
         self.identity
             .validate()
