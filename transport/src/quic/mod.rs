@@ -1259,6 +1259,7 @@ fn transport_config(config: &QuicConfig) -> quinn::TransportConfig {
         .keep_alive_interval(Some(config.keep_alive_interval))
         .max_idle_timeout(Some(idle))
         .initial_rtt(config.initial_rtt)
+        .stream_receive_window(quinn::VarInt::from_u32(config.stream_window_bytes.get()))
         .datagram_receive_buffer_size(Some(1 << 20))
         .datagram_send_buffer_size(1 << 20);
     transport

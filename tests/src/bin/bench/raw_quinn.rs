@@ -7,6 +7,16 @@
 //! What it leaves out is what cohort adds: queues, sequence numbers, acknowledgements,
 //! typed encoding and the dispatcher.
 //!
+//! Two arrangements are measured ([`Arrangement`]): [`Arrangement::PLAIN`], quinn's
+//! defaults with cohort's 4 MiB socket buffers, for every figure; and
+//! [`Arrangement::BEST`], the best found on this machine for a ping behind saturating
+//! bulk, for `transport.hol_p99.quinn_best`: an application-level window of
+//! [`BEST_APP_WINDOW`] on the bulk stream (the writer cuts each payload into 64 KiB pieces
+//! and keeps at most that much written beyond what the server reported read), so that at
+//! most that much bulk data is ever queued ahead of a ping. Tried on the quick bench: that
+//! window of 128, 256 or 512 KiB, with 4 MiB or default socket buffers, and quinn's stream
+//! window at 256 KiB to 2 MiB instead; ARCHITECTURE.md has the figures.
+//!
 //! The client opens three streams once and keeps them: a unidirectional stream of small
 //! frames, a unidirectional stream of bulk frames (QUIC priority 0) and a bidirectional ping
 //! stream (priority 1, so quinn sends pings ahead of bulk data). Each starts with one byte
@@ -33,6 +43,44 @@ use crate::transport::{
 
 /// cohort's default `socket_buffer_bytes`.
 const SOCKET_BUFFER_BYTES: usize = 4 << 20;
+/// The application-level bulk window of [`Arrangement::BEST`].
+pub(crate) const BEST_APP_WINDOW: u64 = 256 << 10;
+/// Pieces a windowed bulk payload is written in.
+const BULK_PIECE: usize = 64 << 10;
+/// The server reports what it read once it has read this much more.
+const REPORT_EVERY: u64 = 16 << 10;
+/// The first byte of the server's stream of read reports.
+const REPORT_STREAM: u8 = 4;
+
+/// How a raw quinn pair is set up.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Arrangement {
+    /// QUIC stream receive window (quinn's `TransportConfig::stream_receive_window`), or
+    /// quinn's default (1.25 MB). Kept for trying arrangements; both use the default.
+    pub(crate) stream_window: Option<u32>,
+    /// UDP socket buffers asked for, or the kernel's default.
+    pub(crate) socket_buffer: Option<usize>,
+    /// An application-level window on the bulk stream: bulk bytes written but not yet
+    /// reported read by the receiving application, at most this many (the writer cuts
+    /// each payload into pieces of [`BULK_PIECE`] and waits for reports, which the server
+    /// sends on a stream of their own); `None` writes each payload whole.
+    pub(crate) app_window: Option<u64>,
+}
+
+impl Arrangement {
+    /// quinn's defaults, cohort's socket buffers.
+    pub(crate) const PLAIN: Arrangement = Arrangement {
+        stream_window: None,
+        socket_buffer: Some(SOCKET_BUFFER_BYTES),
+        app_window: None,
+    };
+    /// The best arrangement found for head-of-line latency under bulk load.
+    pub(crate) const BEST: Arrangement = Arrangement {
+        stream_window: None,
+        socket_buffer: Some(SOCKET_BUFFER_BYTES),
+        app_window: Some(BEST_APP_WINDOW),
+    };
+}
 /// cohort's default keep-alive interval and idle timeout.
 const KEEP_ALIVE: Duration = Duration::from_secs(2);
 const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -55,28 +103,29 @@ pub(crate) struct QuinnPair {
     conn: Connection,
     small: SendStream,
     /// Lent to the background load while it runs.
-    bulk: Option<SendStream>,
+    bulk: Option<BulkWriter>,
     ping_send: SendStream,
     ping_recv: RecvStream,
     next_small: u64,
     next_ping: u64,
     tally: watch::Receiver<Tally>,
     tasks: JoinSet<()>,
-    load: Option<Load<(SendStream, usize)>>,
+    load: Option<Load<(BulkWriter, usize)>>,
 }
 
 impl QuinnPair {
-    /// Binds both endpoints, connects, opens the streams and starts the server's readers.
-    pub(crate) async fn open(certs: &Certs) -> Result<Self, String> {
-        let transport = Arc::new(transport_config()?);
+    /// Binds both endpoints set up as `arrangement` says, connects, opens the streams and
+    /// starts the server's readers.
+    pub(crate) async fn open(certs: &Certs, arrangement: Arrangement) -> Result<Self, String> {
+        let transport = Arc::new(transport_config(arrangement)?);
         let mut server_config =
             quinn::ServerConfig::with_crypto(certs.tls("quinn-server")?.server_crypto());
         server_config.transport_config(transport.clone());
         let mut client_config =
             quinn::ClientConfig::new(certs.tls("quinn-client")?.client_crypto());
         client_config.transport_config(transport);
-        let server = endpoint(Some(server_config))?;
-        let client = endpoint(None)?;
+        let server = endpoint(Some(server_config), arrangement)?;
+        let client = endpoint(None, arrangement)?;
         let address = server
             .local_addr()
             .map_err(|error| format!("no server address: {error}"))?;
@@ -94,7 +143,21 @@ impl QuinnPair {
 
         let (sink, tally) = Sink::new();
         let mut tasks = JoinSet::new();
-        tasks.spawn(serve(server_conn, sink));
+        tasks.spawn(serve(server_conn, sink, arrangement.app_window.is_some()));
+        let window = match arrangement.app_window {
+            None => None,
+            Some(limit) => {
+                let reports = accept_uni(&conn, REPORT_STREAM).await?;
+                let (report, consumed) = watch::channel(0);
+                tasks.spawn(read_reports(reports, report));
+                Some(AppWindow {
+                    limit,
+                    written: 0,
+                    consumed,
+                })
+            }
+        };
+        let bulk = BulkWriter { send: bulk, window };
         Ok(QuinnPair {
             client,
             server,
@@ -112,25 +175,33 @@ impl QuinnPair {
     }
 }
 
-fn transport_config() -> Result<quinn::TransportConfig, String> {
+fn transport_config(arrangement: Arrangement) -> Result<quinn::TransportConfig, String> {
     let idle = IdleTimeout::try_from(IDLE_TIMEOUT)
         .map_err(|error| format!("idle timeout out of range: {error}"))?;
     let mut transport = quinn::TransportConfig::default();
     transport
         .keep_alive_interval(Some(KEEP_ALIVE))
         .max_idle_timeout(Some(idle));
+    if let Some(window) = arrangement.stream_window {
+        transport.stream_receive_window(VarInt::from_u32(window));
+    }
     Ok(transport)
 }
 
-/// An endpoint on a fresh loopback UDP socket with cohort's buffer sizes (best effort, as
-/// cohort does: the kernel may cap them).
-fn endpoint(server: Option<quinn::ServerConfig>) -> Result<Endpoint, String> {
+/// An endpoint on a fresh loopback UDP socket with the arrangement's buffer sizes (best
+/// effort, as cohort does: the kernel may cap them).
+fn endpoint(
+    server: Option<quinn::ServerConfig>,
+    arrangement: Arrangement,
+) -> Result<Endpoint, String> {
     let socket = std::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))
         .map_err(|error| format!("could not bind a UDP socket: {error}"))?;
     let state = quinn::udp::UdpSocketState::new((&socket).into())
         .map_err(|error| format!("could not set up the UDP socket: {error}"))?;
-    let _ = state.set_recv_buffer_size((&socket).into(), SOCKET_BUFFER_BYTES);
-    let _ = state.set_send_buffer_size((&socket).into(), SOCKET_BUFFER_BYTES);
+    if let Some(bytes) = arrangement.socket_buffer {
+        let _ = state.set_recv_buffer_size((&socket).into(), bytes);
+        let _ = state.set_send_buffer_size((&socket).into(), bytes);
+    }
     Endpoint::new(
         EndpointConfig::default(),
         server,
@@ -181,25 +252,78 @@ async fn write(send: &mut SendStream, bytes: &[u8]) -> Result<(), String> {
         .map_err(|error| format!("write failed: {error}"))
 }
 
-/// Writes one bulk frame: the length, then the payload as its own chunk (no copy).
-async fn write_blob(send: &mut SendStream, payload: &Bytes) -> Result<(), String> {
-    let len = u32::try_from(payload.len()).map_err(|_| "a bulk payload over 4 GiB")?;
-    let header = Bytes::copy_from_slice(&len.to_le_bytes());
-    send.write_all_chunks(&mut [header, payload.clone()])
-        .await
-        .map_err(|error| format!("bulk write failed: {error}"))
+/// The bulk stream's sending end, with its application-level window if it has one.
+struct BulkWriter {
+    send: SendStream,
+    window: Option<AppWindow>,
+}
+
+/// Bulk bytes written against bytes the server reported read.
+struct AppWindow {
+    limit: u64,
+    written: u64,
+    consumed: watch::Receiver<u64>,
+}
+
+impl BulkWriter {
+    /// Writes one bulk frame: the length, then the payload without copying, whole or (with
+    /// a window) in pieces that each wait for room in it.
+    async fn write(&mut self, payload: &Bytes) -> Result<(), String> {
+        let len = u32::try_from(payload.len()).map_err(|_| "a bulk payload over 4 GiB")?;
+        let header = Bytes::copy_from_slice(&len.to_le_bytes());
+        let Some(window) = &mut self.window else {
+            return self
+                .send
+                .write_all_chunks(&mut [header, payload.clone()])
+                .await
+                .map_err(|error| format!("bulk write failed: {error}"));
+        };
+        let pieces = std::iter::once(header).chain(
+            (0..payload.len())
+                .step_by(BULK_PIECE)
+                .map(|at| payload.slice(at..(at + BULK_PIECE).min(payload.len()))),
+        );
+        for piece in pieces {
+            let len = piece.len() as u64;
+            let room = window.limit.saturating_sub(len);
+            let written = window.written;
+            window
+                .consumed
+                .wait_for(|consumed| written - consumed <= room)
+                .await
+                .map_err(|_| "the server stopped reporting what it read")?;
+            self.send
+                .write_chunk(piece)
+                .await
+                .map_err(|error| format!("bulk write failed: {error}"))?;
+            window.written += len;
+        }
+        Ok(())
+    }
+}
+
+/// Reads the server's reports of bulk bytes read (8 bytes each, the running total).
+async fn read_reports(mut recv: RecvStream, consumed: watch::Sender<u64>) {
+    let mut report = [0u8; 8];
+    while recv.read_exact(&mut report).await.is_ok() {
+        consumed.send_replace(u64::from_le_bytes(report));
+    }
 }
 
 /// The server side: takes the three streams, then checks what arrives on them.
-async fn serve(conn: Connection, sink: Sink) {
-    if let Err(fault) = serve_streams(conn, &sink).await {
+async fn serve(conn: Connection, sink: Sink, report: bool) {
+    if let Err(fault) = serve_streams(conn, &sink, report).await {
         sink.fault(format!("quinn server: {fault}"));
     }
 }
 
-async fn serve_streams(conn: Connection, sink: &Sink) -> Result<(), String> {
+async fn serve_streams(conn: Connection, sink: &Sink, report: bool) -> Result<(), String> {
     let small = accept_uni(&conn, SMALL_STREAM).await?;
     let bulk = accept_uni(&conn, BULK_STREAM).await?;
+    let reports = match report {
+        true => Some(open_uni(&conn, REPORT_STREAM, PING_PRIORITY).await?),
+        false => None,
+    };
     let (send, mut recv) = conn
         .accept_bi()
         .await
@@ -207,7 +331,7 @@ async fn serve_streams(conn: Connection, sink: &Sink) -> Result<(), String> {
     expect_kind(&mut recv, PING_STREAM).await?;
     let mut readers = JoinSet::new();
     readers.spawn(read_small(small, sink.clone()));
-    readers.spawn(read_bulk(bulk, sink.clone()));
+    readers.spawn(read_bulk(bulk, sink.clone(), reports));
     readers.spawn(echo(send, recv));
     while let Some(done) = readers.join_next().await {
         done.map_err(|error| format!("a reader failed: {error}"))??;
@@ -256,18 +380,26 @@ impl FrameReader {
 
     /// Reads what quinn has (at least one chunk); false once the stream has ended.
     async fn read(&mut self) -> Result<bool, String> {
+        Ok(self.read_counted().await?.is_some())
+    }
+
+    /// Reads what quinn has, as [`FrameReader::read`]; the bytes read, or `None` once the
+    /// stream has ended.
+    async fn read_counted(&mut self) -> Result<Option<usize>, String> {
         let read = self
             .recv
             .read_chunks(&mut self.chunks)
             .await
             .map_err(|error| format!("read failed: {error}"))?;
         let Some(count) = read else {
-            return Ok(false);
+            return Ok(None);
         };
+        let mut bytes = 0;
         for chunk in &self.chunks[..count] {
             self.frames.extend(chunk);
+            bytes += chunk.len();
         }
-        Ok(true)
+        Ok(Some(bytes))
     }
 
     fn next_frame(&mut self) -> Result<Option<Bytes>, String> {
@@ -290,12 +422,26 @@ async fn read_small(recv: RecvStream, sink: Sink) -> Result<(), String> {
     Ok(())
 }
 
-async fn read_bulk(recv: RecvStream, sink: Sink) -> Result<(), String> {
+/// Checks bulk frames; with `reports`, tells the client how much it has read (taken from
+/// quinn and checked), every [`REPORT_EVERY`] bytes.
+async fn read_bulk(
+    recv: RecvStream,
+    sink: Sink,
+    mut reports: Option<SendStream>,
+) -> Result<(), String> {
     let mut reader = FrameReader::new(recv);
-    while reader.read().await? {
+    let (mut read, mut reported) = (0u64, 0u64);
+    while let Some(bytes) = reader.read_counted().await? {
         while let Some(frame) = reader.next_frame()? {
             check_bulk(&frame)?;
             sink.bulk(frame.len());
+        }
+        read += bytes as u64;
+        if let Some(reports) = &mut reports
+            && read - reported >= REPORT_EVERY
+        {
+            write(reports, &read.to_le_bytes()).await?;
+            reported = read;
         }
     }
     Ok(())
@@ -357,7 +503,7 @@ impl Pair for QuinnPair {
             .as_mut()
             .ok_or("the bulk stream is lent to a load")?;
         for _ in 0..count {
-            write_blob(send, payload).await?;
+            send.write(payload).await?;
         }
         Ok(())
     }
@@ -382,7 +528,7 @@ impl Pair for QuinnPair {
         self.load = Some(Load::spawn(|stop| async move {
             let mut sent = 0;
             while !stop.load(Ordering::Acquire) {
-                write_blob(&mut send, &payload).await?;
+                send.write(&payload).await?;
                 sent += 1;
             }
             Ok((send, sent))

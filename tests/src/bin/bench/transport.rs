@@ -53,6 +53,12 @@
 //! - `transport.hol_bulk_share.*` (ratio): the sustained bulk rate during those pings
 //!   (measured as for `transport.bulk`, over the messages that arrived while pinging) over
 //!   the median unloaded `transport.bulk.*` of the same transport.
+//! - `transport.hol_p99.quinn_best`, `transport.hol_bulk_share.quinn_best`: the same on a
+//!   second raw quinn pair in the best arrangement found for it
+//!   ([`crate::raw_quinn::Arrangement::BEST`]: an application-level window of 256 KiB on
+//!   the bulk stream, which keeps at most that much bulk data queued ahead of a ping), so that cohort's head of line is
+//!   measured against the ceiling and not only against quinn's defaults; its share is of
+//!   plain quinn's unloaded rate.
 //! - `transport.mem_per_peer.cohort` (KiB): growth of the process's resident set (VmRSS)
 //!   when a hub messenger and 200 peer messengers (50 with `--quick`), all bound, subscribed
 //!   and with views installed, connect: each peer sends the hub one message and gets one
@@ -91,7 +97,7 @@ use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 
-use crate::raw_quinn::QuinnPair;
+use crate::raw_quinn::{Arrangement, QuinnPair};
 use crate::report::{Figure, Report};
 use crate::tcp_tls::TcpPair;
 
@@ -159,7 +165,7 @@ const RATIOS: [(&str, &[&str]); 4] = [
     ("transport.msg_rate", &["quinn", "tcp_tls"]),
     ("transport.bulk", &["quinn"]),
     ("transport.rtt_p50", &["quinn"]),
-    ("transport.hol_p99", &["quinn"]),
+    ("transport.hol_p99", &["quinn", "quinn_best"]),
 ];
 
 /// Measures the transport suite into `report`.
@@ -659,28 +665,39 @@ fn arrivals_since(tally: &Tally, since: Instant) -> Result<Vec<Instant>, String>
         .collect())
 }
 
-/// One sample list per transport.
+/// One sample list per transport; `quinn_best` only in the head-of-line figures.
 #[derive(Default)]
 struct Three {
     cohort: Vec<f64>,
     quinn: Vec<f64>,
+    quinn_best: Vec<f64>,
     tcp_tls: Vec<f64>,
 }
 
 impl Three {
-    fn into_figures(self, group: &str, unit: &'static str) -> [Figure; 3] {
-        [
+    /// The group's figures, `tcp_tls` last (its ratios follow it).
+    fn into_figures(self, group: &str, unit: &'static str) -> Vec<Figure> {
+        let mut figures = vec![
             Figure::new(format!("{group}.cohort"), unit, self.cohort),
             Figure::new(format!("{group}.quinn"), unit, self.quinn),
-            Figure::new(format!("{group}.tcp_tls"), unit, self.tcp_tls),
-        ]
+        ];
+        if !self.quinn_best.is_empty() {
+            figures.push(Figure::new(
+                format!("{group}.quinn_best"),
+                unit,
+                self.quinn_best,
+            ));
+        }
+        figures.push(Figure::new(format!("{group}.tcp_tls"), unit, self.tcp_tls));
+        figures
     }
 }
 
-/// One pair per transport.
+/// One pair per transport, and raw quinn in its best arrangement for head of line.
 struct Pairs {
     cohort: CohortPair,
     quinn: QuinnPair,
+    quinn_best: QuinnPair,
     tcp_tls: TcpPair,
 }
 
@@ -688,7 +705,8 @@ impl Pairs {
     async fn open(certs: &Certs) -> Result<Self, String> {
         Ok(Pairs {
             cohort: CohortPair::open(certs).await?,
-            quinn: QuinnPair::open(certs).await?,
+            quinn: QuinnPair::open(certs, Arrangement::PLAIN).await?,
+            quinn_best: QuinnPair::open(certs, Arrangement::BEST).await?,
             tcp_tls: TcpPair::open(certs).await?,
         })
     }
@@ -697,6 +715,7 @@ impl Pairs {
         let limit = SETUP_LIMIT;
         let _ = tokio::time::timeout(limit, self.cohort.close()).await;
         let _ = tokio::time::timeout(limit, self.quinn.close()).await;
+        let _ = tokio::time::timeout(limit, self.quinn_best.close()).await;
         let _ = tokio::time::timeout(limit, self.tcp_tls.close()).await;
     }
 
@@ -704,6 +723,8 @@ impl Pairs {
         let limit = SETUP_LIMIT;
         bounded("cohort warm-up", limit, warm_up(&mut self.cohort, plan)).await?;
         bounded("quinn warm-up", limit, warm_up(&mut self.quinn, plan)).await?;
+        let best = warm_up(&mut self.quinn_best, plan);
+        bounded("quinn_best warm-up", limit, best).await?;
         bounded("tcp_tls warm-up", limit, warm_up(&mut self.tcp_tls, plan)).await?;
         self.msg_rate(plan, figures).await?;
         let unloaded = self.bulk(plan, figures).await?;
@@ -792,6 +813,12 @@ impl Pairs {
             let quinn = bounded("quinn head-of-line", limit, quinn).await?;
             p99.quinn.push(quinn.p99_us);
             share.quinn.push(quinn.bulk_mb_s / unloaded[1]);
+            // Its share is of plain quinn's unloaded rate: how much of the ceiling its
+            // window keeps.
+            let best = head_of_line(&mut self.quinn_best, &payload, plan);
+            let best = bounded("quinn_best head-of-line", limit, best).await?;
+            p99.quinn_best.push(best.p99_us);
+            share.quinn_best.push(best.bulk_mb_s / unloaded[1]);
             let tcp = head_of_line(&mut self.tcp_tls, &payload, plan);
             let tcp = bounded("tcp_tls head-of-line", limit, tcp).await?;
             p99.tcp_tls.push(tcp.p99_us);
