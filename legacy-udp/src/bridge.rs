@@ -219,9 +219,9 @@ impl Bridge {
         let member = self.quic.local_member().clone();
         let (quic, retiring) = (self.quic.clone(), self.retiring.clone());
         tokio::spawn(async move {
-            let deadline = Instant::now() + Duration::from_secs(2);
-            while !legacy.is_flushed() && Instant::now() < deadline {
-                tokio::time::sleep(Duration::from_millis(10)).await;
+            // Bounded by the legacy side's own shutdown timeout.
+            if !legacy.flush().await {
+                tracing::debug!("the legacy side closes with messages unacknowledged");
             }
             // An old member may have been admitted meanwhile (the legacy side still
             // answered): then it stays open, and the next view without v1 tries again.

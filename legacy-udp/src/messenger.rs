@@ -110,6 +110,8 @@ struct Inner {
     sender: LegacySender,
     core: Mutex<Core>,
     wake: Notify,
+    /// Woken by the driver whenever, after a step, everything sent is acknowledged.
+    flushed: Notify,
     dispatcher: Arc<Dispatcher>,
     events: broadcast::Sender<TransportEvent>,
     view: RwLock<View>,
@@ -230,6 +232,7 @@ impl LegacyMessenger {
             config,
             sender,
             wake: Notify::new(),
+            flushed: Notify::new(),
             dispatcher,
             events,
             view: RwLock::new(View::empty()),
@@ -355,6 +358,27 @@ impl LegacyMessenger {
     /// True when every message sent has been acknowledged.
     pub fn is_flushed(&self) -> bool {
         self.inner.core().is_idle()
+    }
+
+    /// Waits until every message sent has been acknowledged, at most the configured
+    /// `shutdown_timeout` (resending meanwhile, as always); true if it was.
+    pub async fn flush(&self) -> bool {
+        let wait = async {
+            loop {
+                // Registered before the check, so that the driver's step between the two
+                // is not missed.
+                let flushed = self.inner.flushed.notified();
+                let mut flushed = std::pin::pin!(flushed);
+                flushed.as_mut().enable();
+                if self.is_flushed() {
+                    return;
+                }
+                flushed.await;
+            }
+        };
+        tokio::time::timeout(self.inner.config.shutdown_timeout, wait)
+            .await
+            .is_ok()
     }
 
     /// The address the socket is bound to.
@@ -584,11 +608,9 @@ impl Messenger for LegacyMessenger {
         if self.inner.closing.swap(true, Ordering::AcqRel) {
             return;
         }
-        // Resend until everything is acknowledged, bounded by the shutdown timeout.
-        let deadline = Instant::now() + self.inner.config.shutdown_timeout;
-        while !self.inner.core().is_idle() && Instant::now() < deadline {
-            self.inner.wake.notify_one();
-            tokio::time::sleep(Duration::from_millis(5)).await;
+        // Resent until everything is acknowledged, bounded by the shutdown timeout.
+        if !self.flush().await {
+            tracing::debug!("legacy messages still unacknowledged at shutdown");
         }
         // Every task stopped and waited for: what they held (the socket among it) is gone
         // when this returns, so a process restarted in its place can bind the port.
@@ -662,6 +684,9 @@ async fn drive(inner: Arc<Inner>, mut port: LegacyPort) {
             if let Err(error) = inner.sender.send(to, &packet.encode()) {
                 tracing::debug!(%error, %to, "legacy packet not sent");
             }
+        }
+        if inner.core().is_idle() {
+            inner.flushed.notify_waiters();
         }
         for message in delivered.drain(..) {
             let i = message.priority.index();

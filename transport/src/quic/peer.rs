@@ -111,6 +111,8 @@ pub(crate) struct Peer {
     window: Mutex<SendWindow>,
     writer_wake: [Notify; 4],
     driver_wake: Notify,
+    /// Woken whenever the window empties (everything acknowledged, or dropped).
+    drained: Notify,
     want_connection: AtomicBool,
     stopping: AtomicBool,
     incoming: mpsc::Sender<Accepted>,
@@ -201,6 +203,7 @@ impl Peer {
             )),
             writer_wake: Default::default(),
             driver_wake: Notify::new(),
+            drained: Notify::new(),
             want_connection: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
             incoming,
@@ -340,6 +343,24 @@ impl Peer {
         }
         if window.accounted_bytes() == 0 {
             self.backlogged.store(false, Ordering::Relaxed);
+        }
+        if window.is_empty() {
+            self.drained.notify_waiters();
+        }
+    }
+
+    /// Returns once nothing is queued or unacknowledged (at once if so now).
+    pub(crate) async fn until_drained(&self) {
+        loop {
+            // Registered before the check, so that an acknowledgement between the two is
+            // not missed.
+            let drained = self.drained.notified();
+            let mut drained = std::pin::pin!(drained);
+            drained.as_mut().enable();
+            if lock(&self.window).is_empty() {
+                return;
+            }
+            drained.await;
         }
     }
 
@@ -502,6 +523,7 @@ impl Peer {
     pub(crate) fn stop(&self, how: Stop) {
         if matches!(how, Stop::Abort(_)) {
             lock(&self.window).clear();
+            self.drained.notify_waiters();
         }
         self.stopping.store(true, Ordering::Release);
         self.stop.send_replace(how);
@@ -810,7 +832,6 @@ async fn finish_gracefully(peer: &Arc<Peer>, shared: &Arc<Shared>, link: Link, c
 /// graceful shutdown there is no Goodbye: the peer learns from the close code that it is no
 /// longer wanted. Bounded by the shutdown timeout.
 async fn finish_departure(peer: &Arc<Peer>, shared: &Arc<Shared>, link: Link) {
-    const POLL: Duration = Duration::from_millis(10);
     let deadline = Instant::now() + shared.config.shutdown_timeout;
     let link = match link {
         Link::Idle if !lock(&peer.window).is_empty() => start_dial(peer, shared),
@@ -818,11 +839,10 @@ async fn finish_departure(peer: &Arc<Peer>, shared: &Arc<Shared>, link: Link) {
     };
     let link = finish_dial(peer, shared, link, deadline).await;
     if let Link::Up(established) = &link {
-        while !lock(&peer.window).is_empty() && Instant::now() < deadline {
-            tokio::select! {
-                _ = established.closed() => break,
-                () = tokio::time::sleep(POLL) => {}
-            }
+        tokio::select! {
+            _ = established.closed() => {}
+            () = peer.until_drained() => {}
+            () = tokio::time::sleep_until(deadline) => {}
         }
     }
     link.retire(CloseCode::RemovedFromView).await;
