@@ -213,16 +213,17 @@ impl Core {
         }
     }
 
-    /// Queues a message for `to`. `Ok(false)` if `to` has departed.
+    /// Queues a message for `to` at `now`. `Ok(false)` if `to` has departed.
     pub(crate) fn push(
         &mut self,
         to: &MemberId,
         priority: Priority,
         tag: u32,
         payload: Bytes,
+        now: Instant,
     ) -> Result<bool, PushError> {
         let max_fragment = self.config.max_fragment_bytes;
-        let Some(peer) = self.peer(to, Instant::now()) else {
+        let Some(peer) = self.peer(to, now) else {
             return Ok(false);
         };
         peer.send[priority.index()].push(tag, payload, max_fragment)?;

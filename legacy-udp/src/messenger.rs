@@ -461,6 +461,7 @@ impl LegacyMessenger {
         let mut outcome = SendOutcome::default();
         let mut backlogged = Vec::new();
         {
+            let now = std::time::Instant::now();
             let mut core = self.inner.core();
             for to in recipients {
                 if *to == self.inner.local {
@@ -471,7 +472,7 @@ impl LegacyMessenger {
                     outcome.not_in_view.push(to.clone());
                     continue;
                 }
-                match core.push(to, priority, tag.0, payload.clone()) {
+                match core.push(to, priority, tag.0, payload.clone(), now) {
                     Ok(true) => {}
                     Ok(false) => outcome.not_in_view.push(to.clone()),
                     Err(PushError::Full { queued, .. }) => {
