@@ -57,6 +57,9 @@ struct PeerState {
     departing_until: Option<Instant>,
     /// When it was last pushed to or heard from, for forgetting strangers.
     last_activity: Instant,
+    /// A send to it was refused for a full queue, and its queues have not drained since:
+    /// the streak is reported once (as the QUIC messenger does).
+    backlogged: bool,
 }
 
 /// A complete message received on a reliable stream.
@@ -148,6 +151,7 @@ impl Core {
                 last_heard: None,
                 departing_until: None,
                 last_activity: now,
+                backlogged: false,
             });
         state.last_activity = now;
         Some(state)
@@ -382,6 +386,18 @@ impl Core {
         peer.last_heard = Some(now);
         let priority = usize::from(header.priority);
         peer.send[priority].on_ack(header.delivered, header.beyond, now);
+        if peer.backlogged && peer.send.iter().all(SendStream::is_idle) {
+            peer.backlogged = false;
+        }
+    }
+
+    /// A send to `to` was refused for a full queue: true if that starts a streak (the
+    /// first refusal since its queues last drained), which is then reported once.
+    pub(crate) fn note_backlogged(&mut self, to: &MemberId) -> bool {
+        match self.peers.get_mut(&to.uuid()) {
+            Some(peer) => !std::mem::replace(&mut peer.backlogged, true),
+            None => true,
+        }
     }
 
     /// Everything due at `now`: data (new and resent) and acknowledgements, with where
@@ -572,6 +588,68 @@ mod tests {
         let mut out = Vec::new();
         core.on_packet(from, packet, now, |_| true, &mut out);
         out.len()
+    }
+
+    /// A full queue is reported once per streak: again only after everything queued to
+    /// that member was acknowledged.
+    #[test]
+    fn a_backlog_is_reported_once_until_the_queues_drain() {
+        let (a, b) = (
+            member(1, ProtocolVersion::LEGACY),
+            member(2, ProtocolVersion::LEGACY),
+        );
+        let config = LegacyConfig {
+            max_queued_bytes_per_destination: std::num::NonZeroUsize::new(100).expect("positive"),
+            ..LegacyConfig::default()
+        };
+        let now = Instant::now();
+        let view = View::new(ViewId(1), [a.clone(), b.clone()]);
+        let (mut at_a, mut at_b) = (
+            Core::new(a.clone(), config.clone()),
+            Core::new(b.clone(), config),
+        );
+        at_a.install_view(&View::empty(), &view, now);
+        at_b.install_view(&View::empty(), &view, now);
+        let payload = Bytes::from_static(&[7; 60]);
+        let full = |core: &mut Core| {
+            while core
+                .push(&b, Priority::Normal, 1, payload.clone(), now)
+                .is_ok()
+            {}
+        };
+        full(&mut at_a);
+        assert!(
+            at_a.note_backlogged(&b),
+            "the first refusal starts a streak"
+        );
+        full(&mut at_a);
+        assert!(
+            !at_a.note_backlogged(&b),
+            "later refusals of the streak are not reported"
+        );
+        // Deliver everything and bring the acknowledgements back.
+        for _ in 0..10 {
+            let mut out = Vec::new();
+            at_a.poll_transmit(now, &mut out);
+            for (_, packet) in out.drain(..) {
+                feed(&mut at_b, a.address(), packet, now);
+            }
+            let later = now + Duration::from_secs(1);
+            at_b.handle_timeout(later);
+            at_b.poll_transmit(later, &mut out);
+            for (_, packet) in out {
+                feed(&mut at_a, b.address(), packet, now);
+            }
+            if at_a.is_idle() {
+                break;
+            }
+        }
+        assert!(at_a.is_idle(), "everything acknowledged");
+        full(&mut at_a);
+        assert!(
+            at_a.note_backlogged(&b),
+            "a new streak after the queues drained"
+        );
     }
 
     #[test]

@@ -477,13 +477,18 @@ impl LegacyMessenger {
                     Ok(false) => outcome.not_in_view.push(to.clone()),
                     Err(PushError::Full { queued, .. }) => {
                         outcome.backlogged.push(to.clone());
-                        backlogged.push((to.clone(), queued));
+                        // Raised once per streak, as the QUIC messenger does: each event
+                        // becomes a suspicion above.
+                        if core.note_backlogged(to) {
+                            backlogged.push((to.clone(), queued));
+                        }
                     }
                     Err(PushError::TooLarge) => outcome.backlogged.push(to.clone()),
                 }
             }
         }
         for (member, queued_bytes) in backlogged {
+            tracing::warn!(%member, queued_bytes, "destination backlogged");
             let _ = self.inner.events.send(TransportEvent::Backlogged {
                 member,
                 queued_bytes,

@@ -250,3 +250,56 @@ impl cohort_transport::Message for Ping {
 impl cohort_transport::Query for Ping {
     type Answer = u32;
 }
+
+/// A destination whose queue is full is reported once per streak, as the QUIC messenger
+/// reports it; the membership layer turns each report into a suspicion, so one per refused
+/// send (as before) suspected a slow member over and over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_is_reported_once_per_streak() {
+    init_tracing();
+    let config = LegacyConfig {
+        max_queued_bytes_per_destination: std::num::NonZeroUsize::new(4096).expect("positive"),
+        ..LegacyConfig::default()
+    };
+    let sender = LegacyMessenger::bind(&cohort_transport::Identity::named("sender"), config)
+        .expect("bind a legacy messenger on loopback");
+    // A member that never answers: a socket nobody reads.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let silent_member = cohort_transport::MemberId::new(
+        "silent",
+        silent.local_addr().expect("address"),
+        cohort_transport::MemberKind::Member,
+    )
+    .with_version(cohort_transport::ProtocolVersion::LEGACY);
+    let view = View::new(
+        ViewId(1),
+        [sender.local_member().clone(), silent_member.clone()],
+    );
+    sender.install_view(view);
+    let mut events = sender.events();
+    let to = std::slice::from_ref(&silent_member);
+    let mut refused = 0;
+    for index in 0..200 {
+        let outcome = sender
+            .send(
+                &Numbered {
+                    sender: "sender".into(),
+                    stream: "normal".into(),
+                    index,
+                    body: Bytes::from_static(&[1; 512]),
+                },
+                Priority::Normal,
+                to,
+            )
+            .expect("sent");
+        refused += outcome.backlogged.len();
+    }
+    assert!(refused >= 100, "the queue filled: {refused} sends refused");
+    let mut reports = 0;
+    while let Ok(event) = events.try_recv() {
+        if matches!(event, cohort_transport::TransportEvent::Backlogged { .. }) {
+            reports += 1;
+        }
+    }
+    assert_eq!(reports, 1, "{refused} refused sends, one streak");
+}
