@@ -4,6 +4,7 @@ use std::num::NonZeroUsize;
 use std::time::Duration;
 
 use cohort_transport::InvalidConfig;
+use cohort_transport::settings::count;
 use serde::Deserialize;
 
 /// Tuning of one legacy messenger: fragments, windows, queues and timers. Who the member
@@ -52,14 +53,6 @@ pub struct LegacyConfig {
     /// Kernel send and receive buffer of the socket, when this messenger binds it. Default
     /// 4 MiB.
     pub socket_buffer_bytes: NonZeroUsize,
-}
-
-/// A positive count, for `Default`.
-const fn count(n: usize) -> NonZeroUsize {
-    match NonZeroUsize::new(n) {
-        Some(n) => n,
-        None => panic!("a count of zero"),
-    }
 }
 
 impl Default for LegacyConfig {

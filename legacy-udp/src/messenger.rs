@@ -681,17 +681,21 @@ async fn drive(inner: Arc<Inner>, mut port: LegacyPort) {
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .is_some();
-        if !retired {
+        // Read under the step's own lock: whether everything sent is acknowledged now.
+        let flushed = {
             let mut core = inner.core();
-            core.handle_timeout(now);
-            core.poll_transmit(now, &mut transmit);
-        }
+            if !retired {
+                core.handle_timeout(now);
+                core.poll_transmit(now, &mut transmit);
+            }
+            core.is_idle()
+        };
         for (to, packet) in transmit.drain(..) {
             if let Err(error) = inner.sender.send(to, &packet.encode()) {
                 tracing::debug!(%error, %to, "legacy packet not sent");
             }
         }
-        if inner.core().is_idle() {
+        if flushed {
             inner.flushed.notify_waiters();
         }
         for message in delivered.drain(..) {

@@ -339,6 +339,31 @@ mod tests {
     }
 
     #[test]
+    fn an_identity_names_what_others_could_not_use() {
+        assert_eq!(Identity::named("m").validate(), Ok(()));
+        let padded = Identity::named(" m").validate().expect_err("white space");
+        assert_eq!(padded.setting, "name");
+        let unspecified = Identity {
+            bind: "0.0.0.0:0".parse().expect("literal"),
+            ..Identity::named("m")
+        };
+        assert_eq!(unspecified.validate().expect_err("0.0.0.0").setting, "bind");
+        let advertised = Identity {
+            advertise: Some("10.0.0.1:0".parse().expect("literal")),
+            ..unspecified
+        };
+        assert_eq!(advertised.validate(), Ok(()));
+        // Port 0 in `advertise` means the bound port; an empty name, the address.
+        let unnamed = Identity {
+            name: String::new(),
+            ..advertised
+        };
+        let id = unnamed.member_id(addr());
+        assert_eq!(id.address(), "10.0.0.1:7000".parse().expect("literal"));
+        assert_eq!(id.name(), "10.0.0.1:7000");
+    }
+
+    #[test]
     fn equality_is_by_uuid_and_restart_is_a_new_member() {
         let a = MemberId::new("a", addr(), MemberKind::Member);
         let renamed_attrs = a.clone().with_attributes(MemberAttributes {

@@ -3,11 +3,14 @@
 //!
 //! Each settings type (`Identity`, `QuicConfig`, the legacy protocol's `LegacyConfig`, the
 //! membership protocol's `GmsConfig` and `MemberConfig`) has `Default` or `new(required)`,
-//! a `validate()` that returns the first [`InvalidConfig`], `NonZero*` types for counts
-//! that must be positive, and `serde::Deserialize` with kebab-case keys and defaults for
-//! every key left out. A settings type that holds another names the inner setting with a
-//! dotted path (`transport.max_frame_bytes`).
+//! a `validate()` that returns the first [`InvalidConfig`], and `NonZero*` types for
+//! counts that must be positive ([`count`] makes them in constants). A settings type that
+//! holds another names the inner setting with a dotted path (`transport.max_frame_bytes`).
+//! Those read from configuration files (`QuicConfig`, `LegacyConfig`, and `MemberConfig`
+//! from the keys of `cohort-member`'s file) implement `serde::Deserialize` with kebab-case
+//! keys, a default for every key left out, and durations as [`duration`] reads them.
 
+use std::num::NonZeroUsize;
 use std::time::Duration;
 
 /// A setting that cannot work: which one, and why.
@@ -35,6 +38,15 @@ impl InvalidConfig {
     pub fn within(mut self, outer: &str) -> Self {
         self.setting = format!("{outer}.{}", self.setting);
         self
+    }
+}
+
+/// `n` as a count that must be positive, for `Default` impls and constants; zero does not
+/// compile in a constant (and panics elsewhere).
+pub const fn count(n: usize) -> NonZeroUsize {
+    match NonZeroUsize::new(n) {
+        Some(n) => n,
+        None => panic!("a count of zero"),
     }
 }
 
@@ -84,7 +96,6 @@ pub mod duration {
     use std::time::Duration;
 
     use serde::de::{self, Deserializer, Visitor};
-    use serde::ser::Serializer;
 
     /// Reads `"500ms"`, `"5s"`, `"2m"`, or a number of seconds.
     pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
@@ -108,27 +119,6 @@ pub mod duration {
             }
         }
         deserializer.deserialize_any(Text)
-    }
-
-    /// Writes whole milliseconds (`"1500ms"`), which [`deserialize`] reads back.
-    pub fn serialize<S: Serializer>(value: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(&format!("{}ms", value.as_millis()))
-    }
-}
-
-/// `serde(with = ...)` for an optional [`Duration`] (see [`duration`]).
-pub mod optional_duration {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer};
-
-    /// Reads what [`super::duration`] reads.
-    pub fn deserialize<'de, D: Deserializer<'de>>(
-        deserializer: D,
-    ) -> Result<Option<Duration>, D::Error> {
-        #[derive(Deserialize)]
-        struct Wrapped(#[serde(with = "super::duration")] Duration);
-        Ok(Some(Wrapped::deserialize(deserializer)?.0))
     }
 }
 

@@ -774,19 +774,13 @@ impl std::fmt::Debug for Member {
 
 /// Binds the messenger `config` asks for, at `config.identity.bind`.
 fn bind(config: &MemberConfig, tls: &ClusterTls) -> Result<Transport, StartError> {
+    let (identity, quic, legacy) = (config.announced(), &config.transport, &config.legacy);
     Ok(match config.protocol {
-        Protocol::Quic => Transport::Quic(QuicMessenger::bind(
-            &config.announced(),
-            config.transport.clone(),
-            tls,
-        )?),
-        Protocol::Legacy => Transport::Legacy(LegacyMessenger::bind(
-            &config.announced(),
-            config.legacy.clone(),
-        )?),
+        Protocol::Quic => Transport::Quic(QuicMessenger::bind(&identity, quic.clone(), tls)?),
+        Protocol::Legacy => Transport::Legacy(LegacyMessenger::bind(&identity, legacy.clone())?),
         Protocol::Bridge => {
-            let quic = QuicMessenger::bind(&config.announced(), config.transport.clone(), tls)?;
-            Transport::Bridge(Bridge::new(quic, config.legacy.clone())?)
+            let quic = QuicMessenger::bind(&identity, quic.clone(), tls)?;
+            Transport::Bridge(Bridge::new(quic, legacy.clone())?)
         }
     })
 }

@@ -5,13 +5,13 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::settings::{InvalidConfig, positive};
+use crate::settings::{InvalidConfig, count, positive};
 
 /// Tuning of one QUIC messenger: queues, frame limits, QUIC timers, admission limits and
 /// socket buffers. Who the member is (name, kind, addresses) is its
 /// [`Identity`](crate::Identity), given beside this at bind. `Default` suits a LAN
 /// cluster of up to a few hundred members; every field documents its unit and default.
-/// In a configuration file this is a table of kebab-case keys (`[transport]` in
+/// In a configuration file this is a table of kebab-case keys (`[quic]` in
 /// `cohort-member`'s), each left out keeping its default:
 ///
 /// ```
@@ -131,14 +131,6 @@ pub struct QuicConfig {
     /// How long `shutdown` waits for queued messages to be acknowledged. Default 2 s.
     #[serde(with = "crate::settings::duration")]
     pub shutdown_timeout: Duration,
-}
-
-/// A positive count, for `Default` impls and constants.
-pub(crate) const fn count(n: usize) -> NonZeroUsize {
-    match NonZeroUsize::new(n) {
-        Some(n) => n,
-        None => panic!("a count of zero"),
-    }
 }
 
 impl Default for QuicConfig {

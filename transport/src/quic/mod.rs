@@ -304,9 +304,7 @@ impl QuicMessenger {
         config: QuicConfig,
         tls: &ClusterTls,
     ) -> Result<Self, BindError> {
-        identity.validate()?;
-        config.validate()?;
-        tokio::runtime::Handle::try_current().map_err(|_| BindError::NoRuntime)?;
+        Self::check(identity, &config)?;
         let socket_error = |source| BindError::Socket {
             addr: identity.bind,
             source,
@@ -327,7 +325,16 @@ impl QuicMessenger {
         tls: &ClusterTls,
         udp: Arc<dyn quinn::AsyncUdpSocket>,
     ) -> Result<Self, BindError> {
+        Self::check(identity, &config)?;
         Self::start(identity, config, tls, udp, None)
+    }
+
+    /// What both binds check before anything is bound or started.
+    fn check(identity: &Identity, config: &QuicConfig) -> Result<(), BindError> {
+        identity.validate()?;
+        config.validate()?;
+        tokio::runtime::Handle::try_current().map_err(|_| BindError::NoRuntime)?;
+        Ok(())
     }
 
     fn start(
@@ -337,9 +344,7 @@ impl QuicMessenger {
         udp: Arc<dyn quinn::AsyncUdpSocket>,
         error_queue: Option<Arc<ErrorQueue>>,
     ) -> Result<Self, BindError> {
-        identity.validate()?;
-        config.validate()?;
-        tokio::runtime::Handle::try_current().map_err(|_| BindError::NoRuntime)?;
+        // `check` has run: the settings are valid and a runtime is there.
         let socket_error = |source| BindError::Socket {
             addr: identity.bind,
             source,

@@ -341,11 +341,13 @@ impl Peer {
                 self.writer_wake[priority.index()].notify_one();
             }
         }
-        if window.accounted_bytes() == 0 {
-            self.backlogged.store(false, Ordering::Relaxed);
-        }
         if window.is_empty() {
-            self.drained.notify_waiters();
+            self.backlogged.store(false, Ordering::Relaxed);
+            // Only a departing peer's driver waits for this (`until_drained`, after
+            // `stop`): no wake-up on the acknowledgements of a peer that stays.
+            if self.stopping.load(Ordering::Acquire) {
+                self.drained.notify_waiters();
+            }
         }
     }
 

@@ -13,9 +13,10 @@
 //! bulk, for `transport.hol_p99.quinn_best`: an application-level window of
 //! [`BEST_APP_WINDOW`] on the bulk stream (the writer cuts each payload into 64 KiB pieces
 //! and keeps at most that much written beyond what the server reported read), so that at
-//! most that much bulk data is ever queued ahead of a ping. Tried on the quick bench: that
-//! window of 128, 256 or 512 KiB, with 4 MiB or default socket buffers, and quinn's stream
-//! window at 256 KiB to 2 MiB instead; ARCHITECTURE.md has the figures.
+//! most that much bulk data is ever queued ahead of a ping. Both use cohort's 4 MiB socket
+//! buffers and quinn's transport defaults. Tried on the quick bench before choosing: that
+//! window at 128, 256 or 512 KiB, default socket buffers, and quinn's stream window at
+//! 256 KiB to 2 MiB instead; ARCHITECTURE.md has the figures.
 //!
 //! The client opens three streams once and keeps them: a unidirectional stream of small
 //! frames, a unidirectional stream of bulk frames (QUIC priority 0) and a bidirectional ping
@@ -55,11 +56,6 @@ const REPORT_STREAM: u8 = 4;
 /// How a raw quinn pair is set up.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Arrangement {
-    /// QUIC stream receive window (quinn's `TransportConfig::stream_receive_window`), or
-    /// quinn's default (1.25 MB). Kept for trying arrangements; both use the default.
-    pub(crate) stream_window: Option<u32>,
-    /// UDP socket buffers asked for, or the kernel's default.
-    pub(crate) socket_buffer: Option<usize>,
     /// An application-level window on the bulk stream: bulk bytes written but not yet
     /// reported read by the receiving application, at most this many (the writer cuts
     /// each payload into pieces of [`BULK_PIECE`] and waits for reports, which the server
@@ -69,15 +65,9 @@ pub(crate) struct Arrangement {
 
 impl Arrangement {
     /// quinn's defaults, cohort's socket buffers.
-    pub(crate) const PLAIN: Arrangement = Arrangement {
-        stream_window: None,
-        socket_buffer: Some(SOCKET_BUFFER_BYTES),
-        app_window: None,
-    };
+    pub(crate) const PLAIN: Arrangement = Arrangement { app_window: None };
     /// The best arrangement found for head-of-line latency under bulk load.
     pub(crate) const BEST: Arrangement = Arrangement {
-        stream_window: None,
-        socket_buffer: Some(SOCKET_BUFFER_BYTES),
         app_window: Some(BEST_APP_WINDOW),
     };
 }
@@ -117,15 +107,15 @@ impl QuinnPair {
     /// Binds both endpoints set up as `arrangement` says, connects, opens the streams and
     /// starts the server's readers.
     pub(crate) async fn open(certs: &Certs, arrangement: Arrangement) -> Result<Self, String> {
-        let transport = Arc::new(transport_config(arrangement)?);
+        let transport = Arc::new(transport_config()?);
         let mut server_config =
             quinn::ServerConfig::with_crypto(certs.tls("quinn-server")?.server_crypto());
         server_config.transport_config(transport.clone());
         let mut client_config =
             quinn::ClientConfig::new(certs.tls("quinn-client")?.client_crypto());
         client_config.transport_config(transport);
-        let server = endpoint(Some(server_config), arrangement)?;
-        let client = endpoint(None, arrangement)?;
+        let server = endpoint(Some(server_config))?;
+        let client = endpoint(None)?;
         let address = server
             .local_addr()
             .map_err(|error| format!("no server address: {error}"))?;
@@ -175,33 +165,25 @@ impl QuinnPair {
     }
 }
 
-fn transport_config(arrangement: Arrangement) -> Result<quinn::TransportConfig, String> {
+fn transport_config() -> Result<quinn::TransportConfig, String> {
     let idle = IdleTimeout::try_from(IDLE_TIMEOUT)
         .map_err(|error| format!("idle timeout out of range: {error}"))?;
     let mut transport = quinn::TransportConfig::default();
     transport
         .keep_alive_interval(Some(KEEP_ALIVE))
         .max_idle_timeout(Some(idle));
-    if let Some(window) = arrangement.stream_window {
-        transport.stream_receive_window(VarInt::from_u32(window));
-    }
     Ok(transport)
 }
 
-/// An endpoint on a fresh loopback UDP socket with the arrangement's buffer sizes (best
-/// effort, as cohort does: the kernel may cap them).
-fn endpoint(
-    server: Option<quinn::ServerConfig>,
-    arrangement: Arrangement,
-) -> Result<Endpoint, String> {
+/// An endpoint on a fresh loopback UDP socket with cohort's buffer sizes (best effort, as
+/// cohort does: the kernel may cap them).
+fn endpoint(server: Option<quinn::ServerConfig>) -> Result<Endpoint, String> {
     let socket = std::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))
         .map_err(|error| format!("could not bind a UDP socket: {error}"))?;
     let state = quinn::udp::UdpSocketState::new((&socket).into())
         .map_err(|error| format!("could not set up the UDP socket: {error}"))?;
-    if let Some(bytes) = arrangement.socket_buffer {
-        let _ = state.set_recv_buffer_size((&socket).into(), bytes);
-        let _ = state.set_send_buffer_size((&socket).into(), bytes);
-    }
+    let _ = state.set_recv_buffer_size((&socket).into(), SOCKET_BUFFER_BYTES);
+    let _ = state.set_send_buffer_size((&socket).into(), SOCKET_BUFFER_BYTES);
     Endpoint::new(
         EndpointConfig::default(),
         server,
