@@ -3358,6 +3358,28 @@ mod tests {
     use super::*;
     use crate::auth::AllowAll;
 
+    #[test]
+    fn gms_settings_that_cannot_work_are_named() {
+        assert_eq!(GmsConfig::default().validate(), Ok(()));
+        let zero = GmsConfig {
+            prepare_timeout: Duration::ZERO,
+            ..GmsConfig::default()
+        };
+        assert_eq!(
+            zero.validate().expect_err("zero").setting,
+            "prepare_timeout"
+        );
+        let lapsing = GmsConfig {
+            lease_interval: Duration::from_secs(2),
+            lease_duration: Duration::from_secs(1),
+            ..GmsConfig::default()
+        };
+        assert_eq!(
+            lapsing.validate().expect_err("lapses").setting,
+            "lease_interval"
+        );
+    }
+
     fn member(port: u16) -> MemberId {
         let address = format!("127.0.0.1:{port}").parse().expect("literal");
         MemberId::new(format!("m{port}"), address, MemberKind::Member)
