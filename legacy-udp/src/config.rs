@@ -40,7 +40,8 @@ pub struct LegacyConfig {
     /// it, new data of that priority is not acknowledged (the sender resends later).
     /// Default 16 MiB.
     pub max_pending_delivery_bytes: NonZeroUsize,
-    /// Messages each subscription buffers. Default 1024.
+    /// Messages each subscription's queue buffers (the subscription itself may hold up to
+    /// 64 more, taken from its queue at once). Default 1024.
     pub subscription_capacity: NonZeroUsize,
     /// How long a receiver may wait to acknowledge, gathering more fragments into one
     /// acknowledgement. Default 2 ms.

@@ -27,6 +27,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use cohort_transport::dispatch::{DispatchStats, Dispatcher, Inbound, Routed};
 use cohort_transport::socket::{LegacyPort, LegacySender, SocketFaults, SocketStats};
+use cohort_transport::wire;
 use cohort_transport::{
     Delivery, Identity, MemberId, Message, Messenger, Priority, ProtocolVersion, Query, QueryError,
     QuicMessenger, SendError, SendOutcome, SubscribeError, Subscription, Tag, TransportEvent, View,
@@ -435,7 +436,7 @@ impl LegacyMessenger {
         if self.inner.closing.load(Ordering::Acquire) || self.is_retired() {
             return Err(SendError::Shutdown);
         }
-        let payload = postcard::to_allocvec(message).map_err(|source| SendError::Encode {
+        let payload = wire::encode_payload(message).map_err(|source| SendError::Encode {
             tag: M::TAG,
             source,
         })?;
@@ -446,7 +447,7 @@ impl LegacyMessenger {
                 max: self.inner.config.max_message_bytes.get(),
             });
         }
-        Ok(Bytes::from(payload))
+        Ok(payload)
     }
 
     /// Queues `payload` for each recipient that `admits`; the others are not in the view.

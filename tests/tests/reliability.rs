@@ -6,6 +6,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use tokio::sync::watch;
+
 use cohort_tests::{
     Numbered, PATIENCE, TestCa, init_tracing, install_view, receive, spawn_member, spawn_with,
     wait_until,
@@ -21,16 +23,25 @@ fn numbered(sender: &str, priority: Priority, index: u64, size: usize) -> Number
 }
 
 /// Receives `count` messages and checks that, per (sender, priority), indices run 0, 1, 2, …
-/// with none missing or repeated. Counts progress in `progress` as it goes.
+/// with none missing or repeated. Counts progress in `progress` as it goes. With a `gate`,
+/// it takes no message beyond the gate's number until the gate is raised (its subscription
+/// fills, and the sender's stream is held back mid-flow).
 async fn receive_in_order(
     mut sub: Subscription<Numbered>,
     count: u64,
     progress: Arc<AtomicU64>,
     limit: Duration,
+    mut gate: Option<watch::Receiver<u64>>,
 ) -> Subscription<Numbered> {
     let mut next = std::collections::HashMap::<(String, String), u64>::new();
     let deadline = tokio::time::Instant::now() + limit;
     for received in 0..count {
+        if let Some(gate) = &mut gate {
+            tokio::time::timeout_at(deadline, gate.wait_for(|open| received < *open))
+                .await
+                .unwrap_or_else(|_| panic!("held at {received} of {count} for {limit:?}"))
+                .expect("the gate stays");
+        }
         let envelope = tokio::time::timeout_at(deadline, sub.recv())
             .await
             .unwrap_or_else(|_| panic!("only {received} of {count} messages within {limit:?}"))
@@ -66,6 +77,7 @@ async fn stream_across_priorities(a: &QuicMessenger, b: &QuicMessenger, count: u
         count,
         Arc::new(AtomicU64::new(0)),
         Duration::from_secs(120),
+        None,
     ));
     let to = std::slice::from_ref(b.local_member());
     for index in 0..count {
@@ -90,11 +102,18 @@ async fn killing_the_connection_mid_stream_loses_and_repeats_nothing() {
     const PER_PRIORITY: u64 = 100_000;
     let total = PER_PRIORITY * DATA.len() as u64;
     let progress = Arc::new(AtomicU64::new(0));
+    // Six kills while the stream flows, alternating sides. The receiver stops at each kill
+    // point until the kill is done, so that every kill hits a stream in flight however fast
+    // the transport is.
+    const KILLS: u64 = 6;
+    let kill_point = |kill: u64| total * kill / (KILLS + 1);
+    let (gate, gated) = watch::channel(kill_point(1));
     let reader = tokio::spawn(receive_in_order(
         b.subscribe::<Numbered>().expect("subscribe"),
         total,
         progress.clone(),
         Duration::from_secs(300),
+        Some(gated),
     ));
     let (ida, idb) = (a.local_member().clone(), b.local_member().clone());
     for index in 0..PER_PRIORITY {
@@ -109,10 +128,8 @@ async fn killing_the_connection_mid_stream_loses_and_repeats_nothing() {
             assert!(outcome.is_complete(), "{outcome:?}");
         }
     }
-    // Kill the connection six times while the stream flows, alternating sides.
-    const KILLS: u64 = 6;
     for kill in 1..=KILLS {
-        let threshold = total * kill / (KILLS + 1);
+        let threshold = kill_point(kill);
         wait_until(
             "the stream reaches the next kill point",
             Duration::from_secs(120),
@@ -136,6 +153,12 @@ async fn killing_the_connection_mid_stream_loses_and_repeats_nothing() {
                 .is_some_and(|s| s.connected && s.connections > kill)
         })
         .await;
+        let next = if kill == KILLS {
+            total
+        } else {
+            kill_point(kill + 1)
+        };
+        gate.send_replace(next);
     }
     let _ = reader.await.expect("every message exactly once, in order");
     let stats = a.peer_stats(&idb).expect("a knows b");
@@ -184,12 +207,14 @@ async fn a_three_second_blackhole_loses_nothing_and_other_pairs_carry_on() {
         2 * TICKS,
         progress_b.clone(),
         Duration::from_secs(60),
+        None,
     ));
     let reader_c = tokio::spawn(receive_in_order(
         c.subscribe().expect("subscribe"),
         TICKS,
         progress_c.clone(),
         Duration::from_secs(60),
+        None,
     ));
     let mut ticker = tokio::time::interval(Duration::from_millis(2));
     let start = Instant::now();

@@ -10,12 +10,13 @@
 //! The dispatcher is its own type so that two messengers (QUIC and legacy, in the upgrade
 //! bridge) can deliver into the same subscriptions.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll, Waker, ready};
 
 use bytes::Bytes;
 use futures_core::Stream;
@@ -24,6 +25,10 @@ use tokio::sync::{Notify, mpsc};
 use crate::member::MemberId;
 use crate::message::{Delivery, Envelope, Message, Tag};
 use crate::sync::lock;
+
+/// The most messages a subscription takes from its queue at once (and so holds beyond its
+/// queue's capacity).
+const TAKE_AT_ONCE: usize = 64;
 
 /// One received, still encoded message.
 #[derive(Debug)]
@@ -153,6 +158,8 @@ impl Dispatcher {
         );
         Ok(Subscription {
             rx,
+            taken: VecDeque::new(),
+            batch: Vec::new(),
             dispatcher: Arc::downgrade(self),
             tag: M::TAG,
             id,
@@ -164,18 +171,48 @@ impl Dispatcher {
     /// Delivers a reliable message, waiting while the subscriber's queue is full.
     pub async fn deliver(&self, tag: Tag, inbound: Inbound) -> Routed {
         let Some(tx) = self.sender(tag) else {
-            return self.unknown(tag, &inbound);
+            return self.unknown(tag, &inbound, 1);
         };
         match tx.send(inbound).await {
             Ok(()) => Routed::Delivered,
-            Err(mpsc::error::SendError(inbound)) => self.unknown(tag, &inbound),
+            Err(mpsc::error::SendError(inbound)) => self.unknown(tag, &inbound, 1),
+        }
+    }
+
+    /// The most messages a subscription's queue holds, and so the most
+    /// [`Dispatcher::deliver_all`] takes at once.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Delivers reliable messages of one tag, all of them or none: waits until the
+    /// subscriber's queue has room for every one (at most [`Dispatcher::capacity`]), then
+    /// hands them over in order. Cancelled while waiting, it hands over nothing. One wait and
+    /// one wake-up for the whole batch, where [`Dispatcher::deliver`] takes one each.
+    pub async fn deliver_all(&self, tag: Tag, batch: Vec<Inbound>) -> Routed {
+        let Some(first) = batch.first() else {
+            return Routed::Delivered;
+        };
+        let Some(tx) = self.sender(tag) else {
+            return self.unknown(tag, first, batch.len());
+        };
+        match tx.reserve_many(batch.len()).await {
+            Ok(permits) => {
+                for (permit, inbound) in permits.zip(batch) {
+                    permit.send(inbound);
+                }
+                Routed::Delivered
+            }
+            // Closed, or more than a queue holds (a caller's bug, reported the same way so
+            // that nothing is taken as delivered).
+            Err(_) => self.unknown(tag, first, batch.len()),
         }
     }
 
     /// Delivers without waiting (datagrams): a full queue drops the message.
     pub fn try_deliver(&self, tag: Tag, inbound: Inbound) -> Routed {
         let Some(tx) = self.sender(tag) else {
-            return self.unknown(tag, &inbound);
+            return self.unknown(tag, &inbound, 1);
         };
         match tx.try_send(inbound) {
             Ok(()) => Routed::Delivered,
@@ -183,7 +220,7 @@ impl Dispatcher {
                 self.dropped_full.fetch_add(1, Ordering::Relaxed);
                 Routed::Full
             }
-            Err(mpsc::error::TrySendError::Closed(inbound)) => self.unknown(tag, &inbound),
+            Err(mpsc::error::TrySendError::Closed(inbound)) => self.unknown(tag, &inbound, 1),
         }
     }
 
@@ -205,10 +242,14 @@ impl Dispatcher {
         lock(&self.routes).get(&tag).map(|r| r.tx.clone())
     }
 
-    fn unknown(&self, tag: Tag, inbound: &Inbound) -> Routed {
-        let n = self.unknown_tags.fetch_add(1, Ordering::Relaxed);
-        if n == 0 || n.is_power_of_two() {
-            tracing::warn!(%tag, from = %inbound.from, count = n + 1, "message with no subscriber dropped");
+    /// `count` messages of `tag`, the first of them `inbound`, found no subscriber.
+    fn unknown(&self, tag: Tag, inbound: &Inbound, count: usize) -> Routed {
+        let count = count as u64;
+        let before = self.unknown_tags.fetch_add(count, Ordering::Relaxed);
+        let after = before + count;
+        // Logged at the first and at each power of two passed.
+        if before == 0 || after.ilog2() > before.ilog2() {
+            tracing::warn!(%tag, from = %inbound.from, count = after, "message with no subscriber dropped");
         }
         Routed::NoSubscriber
     }
@@ -238,6 +279,11 @@ impl std::fmt::Debug for Dispatcher {
 #[must_use = "dropping a subscription unsubscribes at once"]
 pub struct Subscription<M> {
     rx: mpsc::Receiver<Inbound>,
+    /// Messages taken from `rx` in one go and not yet returned, oldest first: one release
+    /// of queue room per batch instead of one per message.
+    taken: VecDeque<Inbound>,
+    /// Where `rx` puts a batch before it joins `taken`.
+    batch: Vec<Inbound>,
     dispatcher: Weak<Dispatcher>,
     tag: Tag,
     id: u64,
@@ -257,12 +303,25 @@ impl<M: Message> Subscription<M> {
 
     /// The next message if one is waiting, without waiting.
     pub fn try_recv(&mut self) -> Option<Envelope<M>> {
-        while let Ok(inbound) = self.rx.try_recv() {
-            if let Some(envelope) = self.decode(inbound) {
-                return Some(envelope);
+        loop {
+            if let Some(inbound) = self.taken.pop_front() {
+                if let Some(envelope) = self.decode(inbound) {
+                    return Some(envelope);
+                }
+                continue;
+            }
+            // A batch if any is waiting. Unconstrained: tokio's cooperative budget must not
+            // make a waiting message look absent.
+            let mut cx = Context::from_waker(Waker::noop());
+            let mut take =
+                std::pin::pin!(tokio::task::unconstrained(std::future::poll_fn(
+                    |cx| self.take_batch(cx)
+                )));
+            match take.as_mut().poll(&mut cx) {
+                Poll::Ready(true) => continue,
+                Poll::Ready(false) | Poll::Pending => return None,
             }
         }
-        None
     }
 
     /// Polls for the next message, as [`Subscription::recv`] waits for it (undecodable
@@ -270,13 +329,24 @@ impl<M: Message> Subscription<M> {
     /// implementation, for combinators and `select` loops.
     pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Envelope<M>>> {
         loop {
-            let Some(inbound) = ready!(self.rx.poll_recv(cx)) else {
+            if let Some(inbound) = self.taken.pop_front() {
+                if let Some(envelope) = self.decode(inbound) {
+                    return Poll::Ready(Some(envelope));
+                }
+                continue;
+            }
+            if !ready!(self.take_batch(cx)) {
                 return Poll::Ready(None);
-            };
-            if let Some(envelope) = self.decode(inbound) {
-                return Poll::Ready(Some(envelope));
             }
         }
+    }
+
+    /// Moves up to [`TAKE_AT_ONCE`] waiting messages into `taken`; false once the
+    /// messenger has shut down and nothing is left.
+    fn take_batch(&mut self, cx: &mut Context<'_>) -> Poll<bool> {
+        let taken = ready!(self.rx.poll_recv_many(cx, &mut self.batch, TAKE_AT_ONCE));
+        self.taken.extend(self.batch.drain(..));
+        Poll::Ready(taken > 0)
     }
 
     /// Payloads that failed to decode as `M`.

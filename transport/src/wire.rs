@@ -26,6 +26,7 @@
 //! Decoding never panics: every malformed input is a [`WireError`] naming what was wrong,
 //! and the connection that sent it is closed with [`CloseCode::MalformedFrame`].
 
+use std::collections::VecDeque;
 use std::fmt;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
@@ -550,6 +551,15 @@ pub fn decode_undelivered(mut payload: Bytes) -> Result<(Tag, u64), WireError> {
     Ok((tag, count))
 }
 
+/// Encodes a message's payload with postcard into a buffer sized once: the size is
+/// counted first, so the bytes are written once, without the reallocations of a growing
+/// buffer, and become [`Bytes`] without another copy.
+pub fn encode_payload<T: Serialize + ?Sized>(value: &T) -> Result<Bytes, postcard::Error> {
+    let size = postcard::experimental::serialized_size(value)?;
+    let bytes = postcard::to_extend(value, Vec::with_capacity(size))?;
+    Ok(Bytes::from(bytes))
+}
+
 /// How far ahead of the bytes received a [`FrameDecoder`] reserves memory for a frame.
 pub const RESERVE_AHEAD: usize = 64 << 10;
 
@@ -561,14 +571,22 @@ pub const HANDSHAKE_FRAME_LIMIT: usize = 64 << 10;
 
 /// Splits a byte stream into frames.
 ///
-/// Feed it whatever the stream yields with [`FrameDecoder::push`]; take complete frames
-/// with [`FrameDecoder::next_frame`]. The announced length is checked against the limit
-/// before any of the body is buffered, and memory is reserved only
-/// [`RESERVE_AHEAD`] ahead of the bytes that arrived, so a hostile length cannot make it
-/// allocate.
+/// Feed it whatever the stream yields, as [`Bytes`] chunks with
+/// [`FrameDecoder::push_chunk`] or copied with [`FrameDecoder::push`]; take complete
+/// frames with [`FrameDecoder::next_frame`]. A frame that lies whole inside one chunk is
+/// sliced out of it without copying (a QUIC stream yields one chunk per packet, so small
+/// frames mostly do); only a frame spread over several chunks is put together in a buffer of
+/// its own. The announced length is checked against the limit before any of the body is
+/// buffered, and memory is reserved only [`RESERVE_AHEAD`] ahead of the bytes that arrived,
+/// so a hostile length cannot make it allocate.
 #[derive(Debug)]
 pub struct FrameDecoder {
-    buf: BytesMut,
+    /// A frame being put together from several chunks; empty when none is.
+    partial: BytesMut,
+    /// Chunks received and not yet taken, oldest first.
+    chunks: VecDeque<Bytes>,
+    /// The bytes in `chunks`.
+    queued: usize,
     max_frame: usize,
 }
 
@@ -576,7 +594,9 @@ impl FrameDecoder {
     /// A decoder accepting frames of up to `max_frame` bytes (header included).
     pub fn new(max_frame: usize) -> Self {
         FrameDecoder {
-            buf: BytesMut::new(),
+            partial: BytesMut::new(),
+            chunks: VecDeque::new(),
+            queued: 0,
             max_frame,
         }
     }
@@ -587,51 +607,106 @@ impl FrameDecoder {
         self.max_frame = max_frame;
     }
 
-    /// Appends received bytes.
+    /// Appends received bytes (copied).
     pub fn push(&mut self, bytes: &[u8]) {
-        self.buf.extend_from_slice(bytes);
+        self.push_chunk(Bytes::copy_from_slice(bytes));
+    }
+
+    /// Appends a received chunk; frames inside it are later sliced out of it, not copied.
+    pub fn push_chunk(&mut self, chunk: Bytes) {
+        if !chunk.is_empty() {
+            self.queued += chunk.len();
+            self.chunks.push_back(chunk);
+        }
     }
 
     /// Bytes received but not yet returned as frames.
     pub fn buffered(&self) -> usize {
-        self.buf.len()
+        self.partial.len() + self.queued
     }
 
     /// The next complete frame, `Ok(None)` if more bytes are needed.
     pub fn next_frame(&mut self) -> Result<Option<Frame>, WireError> {
-        if self.buf.len() < 4 {
-            return Ok(None);
+        loop {
+            if self.partial.is_empty() {
+                let Some(front) = self.chunks.front_mut() else {
+                    return Ok(None);
+                };
+                if let Some(header) = front.get(..4) {
+                    let total = frame_total(header, self.max_frame)?;
+                    if front.len() >= total {
+                        let frame = front.split_to(total);
+                        self.queued -= total;
+                        if front.is_empty() {
+                            self.chunks.pop_front();
+                        }
+                        return decode_frame(frame).map(Some);
+                    }
+                }
+                // The frame goes on in later chunks: it is put together in `partial`.
+                if let Some(front) = self.chunks.pop_front() {
+                    self.queued -= front.len();
+                    self.partial.extend_from_slice(&front);
+                }
+                continue;
+            }
+            let need = match self.partial.get(..4) {
+                Some(header) => {
+                    let total = frame_total(header, self.max_frame)?;
+                    if self.partial.len() >= total {
+                        let frame = self.partial.split_to(total).freeze();
+                        return decode_frame(frame).map(Some);
+                    }
+                    let need = total - self.partial.len();
+                    // Memory is taken as the body's bytes arrive, at most RESERVE_AHEAD
+                    // ahead of them: a hostile length within the limit, followed by
+                    // nothing, costs a peer that little, not the whole announced frame.
+                    self.partial
+                        .reserve(need.min(self.queued.saturating_add(RESERVE_AHEAD)));
+                    need
+                }
+                None => 4 - self.partial.len(),
+            };
+            let Some(front) = self.chunks.front_mut() else {
+                return Ok(None);
+            };
+            let take = need.min(front.len());
+            self.partial.extend_from_slice(&front[..take]);
+            front.advance(take);
+            self.queued -= take;
+            if front.is_empty() {
+                self.chunks.pop_front();
+            }
         }
-        let len = u32::from_le_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]);
-        let len = usize::try_from(len).unwrap_or(usize::MAX);
-        if len < 2 {
-            return Err(WireError::FrameTooShort(len));
-        }
-        let total = len.saturating_add(4);
-        if total > self.max_frame {
-            return Err(WireError::FrameTooLarge {
-                len: total,
-                max: self.max_frame,
-            });
-        }
-        if self.buf.len() < total {
-            // Memory is taken as the body's bytes arrive, at most RESERVE_AHEAD ahead of
-            // them: a hostile length within the limit, followed by nothing, costs a peer
-            // that little, not the whole announced frame. (The buffer still grows by
-            // doubling, so a large message is copied only a few times.)
-            self.buf
-                .reserve((total - self.buf.len()).min(RESERVE_AHEAD));
-            return Ok(None);
-        }
-        let mut frame = self.buf.split_to(total).freeze();
-        frame.advance(4);
-        let format = frame.get_u8();
-        if format != FRAME_FORMAT {
-            return Err(WireError::UnsupportedFormat(format));
-        }
-        let kind = frame.get_u8();
-        decode_body(kind, frame).map(Some)
     }
+}
+
+/// The whole length of the frame whose 4-byte header this is, checked against `max_frame`.
+fn frame_total(header: &[u8], max_frame: usize) -> Result<usize, WireError> {
+    let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
+    let len = usize::try_from(len).unwrap_or(usize::MAX);
+    if len < 2 {
+        return Err(WireError::FrameTooShort(len));
+    }
+    let total = len.saturating_add(4);
+    if total > max_frame {
+        return Err(WireError::FrameTooLarge {
+            len: total,
+            max: max_frame,
+        });
+    }
+    Ok(total)
+}
+
+/// Decodes one whole frame, its length header included.
+fn decode_frame(mut frame: Bytes) -> Result<Frame, WireError> {
+    frame.advance(4);
+    let format = frame.get_u8();
+    if format != FRAME_FORMAT {
+        return Err(WireError::UnsupportedFormat(format));
+    }
+    let kind = frame.get_u8();
+    decode_body(kind, frame)
 }
 
 fn decode_body(kind: u8, mut body: Bytes) -> Result<Frame, WireError> {
@@ -949,6 +1024,46 @@ mod tests {
     }
 
     #[test]
+    fn a_frame_inside_one_chunk_is_sliced_out_of_it_and_one_across_chunks_is_whole() {
+        let mut stream = BytesMut::new();
+        for seq in 1..=3u64 {
+            put_data_header(&mut stream, seq, Tag(7), 100);
+            stream.extend_from_slice(&[seq as u8; 100]);
+        }
+        let stream = stream.freeze();
+        // The first frame and half of the second in one chunk, the rest in another.
+        let cut = stream.len() / 2;
+        let (first, second) = (stream.slice(..cut), stream.slice(cut..));
+        let inside = |payload: &Bytes, chunk: &Bytes| {
+            let range = chunk.as_ptr_range();
+            range.contains(&payload.as_ptr())
+        };
+        let mut decoder = FrameDecoder::new(1 << 10);
+        decoder.push_chunk(first.clone());
+        let Some(Frame::Data {
+            seq: 1, payload, ..
+        }) = decoder.next_frame().expect("valid")
+        else {
+            panic!("the first frame is whole");
+        };
+        assert!(inside(&payload, &first), "sliced, not copied");
+        assert!(decoder.next_frame().expect("valid").is_none());
+        decoder.push_chunk(second.clone());
+        for want in 2..=3u64 {
+            match decoder.next_frame().expect("valid") {
+                Some(Frame::Data { seq, payload, .. }) => {
+                    assert_eq!(seq, want);
+                    assert_eq!(&payload[..], &[want as u8; 100][..]);
+                    // The second was put together; the third lies inside the second chunk.
+                    assert_eq!(inside(&payload, &second), want == 3);
+                }
+                other => panic!("expected data frame {want}, got {other:?}"),
+            }
+        }
+        assert_eq!(decoder.buffered(), 0);
+    }
+
+    #[test]
     fn memory_for_a_frame_is_taken_as_its_bytes_arrive() {
         // A 100 MiB frame within a 128 MiB limit, announced and then sent slowly.
         let mut decoder = FrameDecoder::new(128 << 20);
@@ -957,9 +1072,9 @@ mod tests {
         decoder.push(&frame);
         assert!(decoder.next_frame().expect("within the limit").is_none());
         assert!(
-            decoder.buf.capacity() <= 2 * RESERVE_AHEAD,
+            decoder.partial.capacity() <= 2 * RESERVE_AHEAD,
             "{} bytes reserved for {} received",
-            decoder.buf.capacity(),
+            decoder.partial.capacity(),
             decoder.buffered()
         );
         let chunk = vec![7u8; 1 << 20];
@@ -968,9 +1083,9 @@ mod tests {
             assert!(decoder.next_frame().expect("within the limit").is_none());
         }
         assert!(
-            decoder.buf.capacity() <= 2 * decoder.buffered() + RESERVE_AHEAD,
+            decoder.partial.capacity() <= 2 * decoder.buffered() + RESERVE_AHEAD,
             "{} bytes reserved for {} received",
-            decoder.buf.capacity(),
+            decoder.partial.capacity(),
             decoder.buffered()
         );
     }

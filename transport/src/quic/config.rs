@@ -55,7 +55,8 @@ pub struct QuicConfig {
     /// control 1 MiB (membership messages, of which views are the largest), high, normal
     /// and bulk 128 MiB.
     pub max_frame_bytes_by_priority: [usize; 4],
-    /// Received messages buffered per subscription before the sending stream is held back.
+    /// Received messages buffered per subscription before the sending stream is held back
+    /// (the subscription itself may hold up to 64 more, taken from its queue at once).
     /// Default 1024.
     pub subscription_capacity: NonZeroUsize,
     /// QUIC keep-alive interval. Default 2 s.

@@ -23,8 +23,9 @@ use tokio::task::{JoinHandle, JoinSet};
 
 use super::Shared;
 use super::handshake::{LinkParts, ReadFrameError, read_frame};
-use super::peer::{Peer, Received};
-use super::queue::Batch;
+use super::peer::Peer;
+use super::queue::OutFrame;
+use super::receive::{ReceiveCursor, Received};
 use crate::dispatch::{Inbound, Routed};
 use crate::member::MemberId;
 use crate::message::{Delivery, Tag};
@@ -194,7 +195,11 @@ async fn write_loop(
     priority: Priority,
     mut stream: Option<SendStream>,
 ) -> Option<SendStream> {
-    while let Some(batch) = peer.next_batch(priority).await {
+    loop {
+        let mut out = WriteBuffer::default();
+        let Some(taken) = peer.next_write(priority, &mut out).await else {
+            break;
+        };
         let send = match &mut stream {
             Some(send) => send,
             None => match open_data_stream(&conn, priority).await {
@@ -205,14 +210,12 @@ async fn write_loop(
                 }
             },
         };
-        let mut chunks = Vec::with_capacity(2);
-        let too_large = encode_batch(&batch, peer.frame_limit(priority), &mut chunks);
-        if let Err(error) = send.write_all_chunks(&mut chunks).await {
+        if let Err(error) = send.write_all_chunks(out.chunks()).await {
             tracing::debug!(peer = %peer.member(), %priority, %error, "write failed");
             return None;
         }
-        peer.count_written(priority, &batch);
-        for (tag, size) in too_large {
+        peer.count_written(priority, taken);
+        for (tag, size) in out.too_large {
             let member = peer.member();
             let max = peer.frame_limit(priority);
             tracing::warn!(%member, %priority, %tag, size, max, "message not sent: over the peer's frame limit");
@@ -298,31 +301,44 @@ async fn open_data_stream(conn: &Connection, priority: Priority) -> Result<SendS
     Ok(send)
 }
 
-/// Encodes `batch` into `chunks`. A frame over `limit` (what the peer takes) goes as a
-/// [`wire::TOO_LARGE_STAND_IN`] with its sequence number instead; returned, by tag and
-/// size, for reporting.
-fn encode_batch(batch: &Batch, limit: usize, chunks: &mut Vec<Bytes>) -> Vec<(Tag, usize)> {
-    let mut too_large = Vec::new();
-    let mut buf = BytesMut::with_capacity(batch.bytes.min(64 * 1024));
-    for frame in &batch.frames {
+/// One write's frames, encoded as they are taken from the window (under its lock, so
+/// without cloning them): small payloads copied into one buffer, larger ones passed as
+/// chunks of their own.
+#[derive(Debug, Default)]
+pub(crate) struct WriteBuffer {
+    buf: BytesMut,
+    chunks: Vec<Bytes>,
+    /// Frames over what the peer takes, by tag and size, for reporting: each went as a
+    /// [`wire::TOO_LARGE_STAND_IN`] with its sequence number instead.
+    too_large: Vec<(Tag, usize)>,
+}
+
+impl WriteBuffer {
+    /// Encodes one frame; `limit` is the largest frame the peer takes.
+    pub(crate) fn put(&mut self, frame: &OutFrame, limit: usize) {
+        let buf = &mut self.buf;
         let size = wire::data_frame_len(frame.seq, frame.tag, frame.payload.len());
         if size > limit {
-            wire::put_data_header(&mut buf, frame.seq, wire::TOO_LARGE_STAND_IN, 0);
-            too_large.push((frame.tag, size));
-            continue;
+            wire::put_data_header(buf, frame.seq, wire::TOO_LARGE_STAND_IN, 0);
+            self.too_large.push((frame.tag, size));
+            return;
         }
-        wire::put_data_header(&mut buf, frame.seq, frame.tag, frame.payload.len());
+        wire::put_data_header(buf, frame.seq, frame.tag, frame.payload.len());
         if frame.payload.len() <= INLINE_PAYLOAD_MAX {
             buf.extend_from_slice(&frame.payload);
         } else {
-            chunks.push(buf.split().freeze());
-            chunks.push(frame.payload.clone());
+            self.chunks.push(buf.split().freeze());
+            self.chunks.push(frame.payload.clone());
         }
     }
-    if !buf.is_empty() {
-        chunks.push(buf.freeze());
+
+    /// The chunks to write, in order.
+    fn chunks(&mut self) -> &mut Vec<Bytes> {
+        if !self.buf.is_empty() {
+            self.chunks.push(self.buf.split().freeze());
+        }
+        &mut self.chunks
     }
-    too_large
 }
 
 /// Bit `i` set: the peer's data stream of priority index `i` has been read to its end.
@@ -428,6 +444,13 @@ async fn read_stream(
     }
 }
 
+/// Chunks taken from a stream in one read: one call into quinn, which locks the
+/// connection, for many packets' worth of frames.
+const CHUNKS_PER_READ: usize = 32;
+/// Frames decoded before they are handled: enough that a batch of small messages goes to
+/// its subscriber in one hand-off, few enough that handling starts soon.
+const FRAMES_PER_BATCH: usize = 256;
+
 async fn read_frames(
     shared: &Shared,
     peer: &Peer,
@@ -441,117 +464,233 @@ async fn read_frames(
     let _lane = peer.receive_lane(priority).await;
     // A peer's uuid never changes (its address may): read once, not per frame.
     let uuid = peer.member().uuid();
+    let mut chunks: [Bytes; CHUNKS_PER_READ] = std::array::from_fn(|_| Bytes::new());
+    let mut frames = Vec::new();
     loop {
-        // Looked up per frame: a joiner's limit rises once its view is being prepared.
+        // Looked up per batch: a joiner's limit rises once its view is being prepared.
         decoder.set_max_frame(shared.frame_limit_for(uuid, priority));
-        let frame = match read_frame(recv, decoder).await {
-            Ok(Some(frame)) => frame,
-            Ok(None) => return StreamEnd::Finished,
-            Err(ReadFrameError::Read(_)) => return StreamEnd::Broken,
-            Err(ReadFrameError::Wire(error)) => {
-                let code = match error {
-                    WireError::FrameTooLarge { .. } => {
-                        shared.limits.count_frame_too_large();
-                        CloseCode::FrameTooLarge
-                    }
-                    _ => CloseCode::MalformedFrame,
-                };
-                violation(
-                    shared,
-                    peer,
-                    conn,
-                    code,
-                    format!("{priority} stream: {error}"),
+        let mut broken = None;
+        while frames.len() < FRAMES_PER_BATCH {
+            match decoder.next_frame() {
+                Ok(Some(frame)) => frames.push(frame),
+                Ok(None) => break,
+                Err(error) => {
+                    broken = Some(error);
+                    break;
+                }
+            }
+        }
+        // A full batch: more may be decodable already, without reading.
+        let full = frames.len() == FRAMES_PER_BATCH;
+        if !frames.is_empty() {
+            peer.heard();
+            let mut reader = Reader {
+                shared,
+                peer,
+                conn,
+                priority,
+                from: peer.member(),
+                in_view: shared.in_view(uuid),
+                cursor: peer.receive_cursor(priority),
+                group: Vec::new(),
+                group_tag: wire::TOO_LARGE_STAND_IN,
+                group_last: 0,
+            };
+            if let Some(end) = reader.handle(&mut frames).await {
+                return end;
+            }
+        }
+        if let Some(error) = broken {
+            let code = match error {
+                WireError::FrameTooLarge { .. } => {
+                    shared.limits.count_frame_too_large();
+                    CloseCode::FrameTooLarge
+                }
+                _ => CloseCode::MalformedFrame,
+            };
+            violation(
+                shared,
+                peer,
+                conn,
+                code,
+                format!("{priority} stream: {error}"),
+            );
+            return StreamEnd::Broken;
+        }
+        if full {
+            continue;
+        }
+        match recv.read_chunks(&mut chunks).await {
+            Ok(Some(count)) => {
+                for chunk in &mut chunks[..count] {
+                    decoder.push_chunk(std::mem::take(chunk));
+                }
+            }
+            Ok(None) if decoder.buffered() == 0 => return StreamEnd::Finished,
+            Ok(None) => {
+                let reason = format!(
+                    "{priority} stream: ended inside a frame ({} bytes left)",
+                    decoder.buffered()
                 );
+                violation(shared, peer, conn, CloseCode::MalformedFrame, reason);
                 return StreamEnd::Broken;
             }
-        };
-        peer.heard();
-        match frame {
-            Frame::Data { seq, tag, payload } => {
-                let i = priority.index();
-                peer.counters.frames_received[i].fetch_add(1, Ordering::Relaxed);
-                peer.counters.bytes_received[i].fetch_add(payload.len() as u64, Ordering::Relaxed);
-                match peer.check(priority, seq) {
-                    Received::Next => {}
-                    Received::Duplicate => continue,
-                    Received::Gap { expected } => {
-                        let reason =
-                            format!("{priority} sequence number {seq} where {expected} was next");
-                        violation(shared, peer, conn, CloseCode::ProtocolViolation, reason);
-                        return StreamEnd::Broken;
+            Err(_) => return StreamEnd::Broken,
+        }
+    }
+}
+
+/// Handles one batch of frames from a priority's stream, in order. Consecutive messages of
+/// one tag for a subscriber are handed over together ([`Dispatcher::deliver_all`]), and
+/// each hand-off is committed as soon as the subscriber has it: a reader cancelled while
+/// waiting for room leaves the rest to be resent.
+///
+/// [`Dispatcher::deliver_all`]: crate::dispatch::Dispatcher::deliver_all
+struct Reader<'a> {
+    shared: &'a Shared,
+    peer: &'a Peer,
+    conn: &'a Connection,
+    priority: Priority,
+    from: MemberId,
+    /// Whether the sender is in the view (installed or prepared), looked up once per batch.
+    in_view: bool,
+    cursor: ReceiveCursor,
+    /// Messages of `group_tag` accepted and not yet handed over, the last numbered
+    /// `group_last`.
+    group: Vec<Inbound>,
+    group_tag: Tag,
+    group_last: u64,
+}
+
+impl Reader<'_> {
+    /// Handles `frames` (draining them); `Some` if the stream ended or broke on one.
+    async fn handle(&mut self, frames: &mut Vec<Frame>) -> Option<StreamEnd> {
+        let (shared, peer, conn, priority) = (self.shared, self.peer, self.conn, self.priority);
+        for frame in frames.drain(..) {
+            match frame {
+                Frame::Data { seq, tag, payload } => {
+                    let i = priority.index();
+                    peer.counters.frames_received[i].fetch_add(1, Ordering::Relaxed);
+                    peer.counters.bytes_received[i]
+                        .fetch_add(payload.len() as u64, Ordering::Relaxed);
+                    match self.cursor.accept(seq) {
+                        Received::Next => {}
+                        Received::Duplicate => {
+                            peer.duplicate();
+                            continue;
+                        }
+                        Received::Gap { expected } => {
+                            peer.gap();
+                            // What came before the gap is good: hand it over first.
+                            self.flush().await;
+                            let reason = format!(
+                                "{priority} sequence number {seq} where {expected} was next"
+                            );
+                            violation(shared, peer, conn, CloseCode::ProtocolViolation, reason);
+                            return Some(StreamEnd::Broken);
+                        }
                     }
-                }
-                if tag == wire::TOO_LARGE_STAND_IN {
-                    // A message its sender held back as too large for us: nothing to
-                    // deliver, but its place in the stream is taken.
-                    peer.commit(priority, seq);
-                    continue;
-                }
-                let from = peer.member();
-                if tag == wire::UNDELIVERED {
-                    // Only a member of the view may say so (anyone may send on Control
-                    // under a reserved tag, and this is no protocol step).
-                    if shared.accepts_on(from.uuid(), priority, Tag::FIRST_APPLICATION) {
-                        undelivered_notice(shared, from, payload);
+                    let for_a_subscriber = tag != wire::TOO_LARGE_STAND_IN
+                        && tag != wire::UNDELIVERED
+                        && Shared::admits(self.in_view, priority, tag);
+                    if for_a_subscriber {
+                        if !self.group.is_empty() && self.group_tag != tag {
+                            self.flush().await;
+                        }
+                        self.group_tag = tag;
+                        self.group_last = seq;
+                        self.group.push(Inbound {
+                            from: self.from.clone(),
+                            delivery: Delivery::Reliable(priority),
+                            payload,
+                        });
+                        if self.group.len() == shared.dispatcher.capacity() {
+                            self.flush().await;
+                        }
+                        continue;
                     }
-                    peer.commit(priority, seq);
-                    continue;
+                    // Nothing to hand over, but its place in the stream is taken, after
+                    // everything before it.
+                    self.flush().await;
+                    self.unhanded(seq, tag, payload);
                 }
-                if !shared.accepts_on(from.uuid(), priority, tag) {
-                    // Application data from outside the view, or anything from outside it
-                    // on a priority other than Control (a member removed, or a process
-                    // never admitted): dropped, and its place in the stream taken so the
-                    // stream goes on.
-                    shared.limits.count_from_non_member();
-                    tracing::debug!(peer = %from, %tag, "dropped application data from a non-member");
-                    peer.commit(priority, seq);
-                    continue;
+                Frame::Goodbye { opened } if priority == Priority::Control => {
+                    self.flush().await;
+                    return Some(StreamEnd::Goodbye { opened });
                 }
-                let inbound = Inbound {
-                    from,
-                    delivery: Delivery::Reliable(priority),
-                    payload,
-                };
-                // Committed only once the subscriber has it: a reader cancelled while
-                // waiting for a full subscriber leaves the frame to be resent.
-                let routed = shared.dispatcher.deliver(tag, inbound).await;
-                peer.commit(priority, seq);
-                if routed == Routed::NoSubscriber
-                    && tag.is_application()
-                    && let Some(count) = peer.note_undelivered(tag)
-                {
-                    // Its sender must not take it as delivered: tell it, on Control.
-                    let notice = wire::encode_undelivered(tag, count);
-                    if peer
-                        .enqueue(Priority::Control, wire::UNDELIVERED, notice)
-                        .is_err()
-                    {
-                        tracing::debug!(peer = %peer.member(), %tag, "undelivered notice not queued");
-                    }
+                Frame::Goodbye { .. } | Frame::Ack { .. } => {
+                    self.flush().await;
+                    let reason = format!("{priority} stream carried a Goodbye or Ack frame");
+                    violation(shared, peer, conn, CloseCode::ProtocolViolation, reason);
+                    return Some(StreamEnd::Broken);
+                }
+                Frame::Hello(_)
+                | Frame::HelloAck(_)
+                | Frame::Query { .. }
+                | Frame::Answer { .. } => {
+                    self.flush().await;
+                    violation(
+                        shared,
+                        peer,
+                        conn,
+                        CloseCode::ProtocolViolation,
+                        "a handshake or query frame after the handshake".into(),
+                    );
+                    return Some(StreamEnd::Broken);
+                }
+                Frame::Unknown { kind } => {
+                    peer.counters.unknown_frames.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(peer = %peer.member(), kind, "skipped a frame of unknown kind");
                 }
             }
-            Frame::Goodbye { opened } if priority == Priority::Control => {
-                return StreamEnd::Goodbye { opened };
+        }
+        self.flush().await;
+        None
+    }
+
+    /// A frame that is next in its stream but goes to no subscriber: a stand-in for a
+    /// message too large for us, an undelivered notice, or data from outside the view.
+    fn unhanded(&mut self, seq: u64, tag: Tag, payload: Bytes) {
+        let (shared, peer, priority) = (self.shared, self.peer, self.priority);
+        if tag == wire::TOO_LARGE_STAND_IN {
+            // A message its sender held back as too large for us.
+        } else if tag == wire::UNDELIVERED {
+            // Only a member of the view may say so (anyone may send on Control under a
+            // reserved tag, and this is no protocol step).
+            if Shared::admits(self.in_view, priority, Tag::FIRST_APPLICATION) {
+                undelivered_notice(shared, self.from.clone(), payload);
             }
-            Frame::Goodbye { .. } | Frame::Ack { .. } => {
-                let reason = format!("{priority} stream carried a Goodbye or Ack frame");
-                violation(shared, peer, conn, CloseCode::ProtocolViolation, reason);
-                return StreamEnd::Broken;
-            }
-            Frame::Hello(_) | Frame::HelloAck(_) | Frame::Query { .. } | Frame::Answer { .. } => {
-                violation(
-                    shared,
-                    peer,
-                    conn,
-                    CloseCode::ProtocolViolation,
-                    "a handshake or query frame after the handshake".into(),
-                );
-                return StreamEnd::Broken;
-            }
-            Frame::Unknown { kind } => {
-                peer.counters.unknown_frames.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(peer = %peer.member(), kind, "skipped a frame of unknown kind");
+        } else {
+            // Application data from outside the view, or anything from outside it on a
+            // priority other than Control (a member removed, or a process never
+            // admitted): dropped, so the stream goes on.
+            shared.limits.count_from_non_member();
+            tracing::debug!(peer = %self.from, %tag, "dropped application data from a non-member");
+        }
+        peer.commit(priority, seq);
+    }
+
+    /// Hands the accepted messages to their subscriber and commits them once it has them.
+    async fn flush(&mut self) {
+        if self.group.is_empty() {
+            return;
+        }
+        let (peer, priority, tag) = (self.peer, self.priority, self.group_tag);
+        let count = self.group.len() as u64;
+        let group = std::mem::take(&mut self.group);
+        let routed = self.shared.dispatcher.deliver_all(tag, group).await;
+        peer.commit(priority, self.group_last);
+        if routed == Routed::NoSubscriber
+            && tag.is_application()
+            && let Some(count) = peer.note_undelivered(tag, count)
+        {
+            // Its sender must not take them as delivered: tell it, on Control.
+            let notice = wire::encode_undelivered(tag, count);
+            if peer
+                .enqueue(Priority::Control, wire::UNDELIVERED, notice)
+                .is_err()
+            {
+                tracing::debug!(peer = %peer.member(), %tag, "undelivered notice not queued");
             }
         }
     }

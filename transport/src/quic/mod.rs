@@ -23,6 +23,9 @@ mod outsiders;
 mod peer;
 mod query;
 mod queue;
+mod receive;
+#[cfg(test)]
+mod reliability_properties;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
@@ -125,16 +128,17 @@ impl Shared {
         tag < Tag::FIRST_APPLICATION || self.in_view(member)
     }
 
-    /// True if `member` may send a frame tagged `tag` on its `priority` stream: members of
-    /// the view on every priority, anyone else only cohort's own protocols on Control (a
-    /// joiner's requests, a removed member asking what happened).
-    pub(crate) fn accepts_on(&self, member: Uuid, priority: Priority, tag: Tag) -> bool {
-        self.in_view(member) || (priority == Priority::Control && tag < Tag::FIRST_APPLICATION)
+    /// True if a sender in the view (`in_view`) or not may send a frame tagged `tag` on its
+    /// `priority` stream: members of the view on every priority, anyone else only cohort's
+    /// own protocols on Control (a joiner's requests, a removed member asking what
+    /// happened). A reader looks `in_view` up once per batch of frames, not per frame.
+    pub(crate) fn admits(in_view: bool, priority: Priority, tag: Tag) -> bool {
+        in_view || (priority == Priority::Control && tag < Tag::FIRST_APPLICATION)
     }
 
     /// The largest frame `member` may send on its `priority` stream: the priority's limit
     /// for members of the view; Control's for anyone else, whose frames on the other
-    /// priorities are dropped anyway ([`Shared::accepts_on`]) and must not make this member
+    /// priorities are dropped anyway ([`Shared::admits`]) and must not make this member
     /// hold up to `max_frame_bytes` first.
     pub(crate) fn frame_limit_for(&self, member: Uuid, priority: Priority) -> usize {
         if self.in_view(member) {
@@ -730,7 +734,7 @@ impl QuicMessenger {
         if self.inner.closing.load(Ordering::Acquire) {
             return Err(SendError::Shutdown);
         }
-        let payload = postcard::to_allocvec(message).map_err(|source| SendError::Encode {
+        let payload = wire::encode_payload(message).map_err(|source| SendError::Encode {
             tag: M::TAG,
             source,
         })?;
@@ -744,7 +748,7 @@ impl QuicMessenger {
                 max,
             });
         }
-        Ok(Bytes::from(payload))
+        Ok(payload)
     }
 
     /// Queues `payload` for each recipient: this member itself through its own peer, the
@@ -754,12 +758,15 @@ impl QuicMessenger {
         recipients: &[MemberId],
         priority: Priority,
         tag: Tag,
-        payload: &Bytes,
+        payload: Bytes,
         resolve: impl Fn(&MemberId) -> Option<Arc<Peer>>,
     ) -> SendOutcome {
         let local = self.inner.shared.local.uuid();
         let mut outcome = SendOutcome::default();
-        for recipient in recipients {
+        let last = recipients.len().saturating_sub(1);
+        // Moved into the last recipient's queue, cloned for the others.
+        let mut payload = Some(payload);
+        for (i, recipient) in recipients.iter().enumerate() {
             let peer = match recipient.uuid() == local {
                 true => Some(self.inner.local_peer.clone()),
                 false => resolve(recipient),
@@ -768,11 +775,18 @@ impl QuicMessenger {
                 outcome.not_in_view.push(recipient.clone());
                 continue;
             };
-            if wire::data_frame_len(u64::MAX, tag, payload.len()) > peer.frame_limit(priority) {
+            let Some(bytes) = payload.as_ref() else {
+                break;
+            };
+            if wire::data_frame_len(u64::MAX, tag, bytes.len()) > peer.frame_limit(priority) {
                 outcome.too_large.push(recipient.clone());
                 continue;
             }
-            if !self.enqueue(&peer, priority, tag, payload.clone()) {
+            let bytes = match i == last {
+                true => payload.take().unwrap_or_default(),
+                false => bytes.clone(),
+            };
+            if !self.enqueue(&peer, priority, tag, bytes) {
                 outcome.backlogged.push(recipient.clone());
             }
         }
@@ -1098,7 +1112,7 @@ impl Messenger for QuicMessenger {
             view.member(recipient.uuid())
                 .and_then(|member| self.inner.peer_for(member).ok())
         };
-        Ok(self.queue_for(recipients, priority, M::TAG, &payload, resolve))
+        Ok(self.queue_for(recipients, priority, M::TAG, payload, resolve))
     }
 
     fn send_outside_view<M: Message>(
@@ -1116,7 +1130,7 @@ impl Messenger for QuicMessenger {
             let member = view.member(recipient.uuid()).unwrap_or(recipient);
             self.inner.peer_for(member).ok()
         };
-        Ok(self.queue_for(recipients, Priority::Control, M::TAG, &payload, resolve))
+        Ok(self.queue_for(recipients, Priority::Control, M::TAG, payload, resolve))
     }
 
     fn send_datagram<M: Message>(
@@ -1234,18 +1248,24 @@ async fn accept_loop(inner: Arc<Inner>) {
 /// Delivers messages sent to this member itself, in order per priority: the member is its
 /// own peer, acknowledging each batch as soon as its subscribers have it.
 async fn deliver_locally(peer: Arc<Peer>, shared: Arc<Shared>, priority: Priority) {
-    while let Some(batch) = peer.next_batch(priority).await {
+    let mut frames = Vec::new();
+    while let Some(taken) = peer
+        .next_frames(priority, |frame| {
+            frames.push((frame.seq, frame.tag, frame.payload.clone()));
+        })
+        .await
+    {
         let mut delivered = [0; 4];
-        for frame in &batch.frames {
+        for (seq, tag, payload) in frames.drain(..) {
             let inbound = Inbound {
                 from: shared.local.clone(),
                 delivery: Delivery::Reliable(priority),
-                payload: frame.payload.clone(),
+                payload,
             };
-            shared.dispatcher.deliver(frame.tag, inbound).await;
-            delivered[priority.index()] = frame.seq;
+            shared.dispatcher.deliver(tag, inbound).await;
+            delivered[priority.index()] = seq;
         }
-        peer.count_written(priority, &batch);
+        peer.count_written(priority, taken);
         peer.acked(delivered);
     }
 }

@@ -36,8 +36,9 @@ use tokio::time::Instant;
 
 use super::Shared;
 use super::handshake::{self, DialError, LinkParts};
-use super::link::Established;
-use super::queue::{Batch, Numbering, OverBound, SendWindow};
+use super::link::{Established, WriteBuffer};
+use super::queue::{Numbering, OutFrame, OverBound, SendWindow, Taken};
+use super::receive::{ReceiveCursor, ReceiveWindow};
 use crate::member::MemberId;
 use crate::message::Tag;
 use crate::messenger::TransportEvent;
@@ -45,8 +46,9 @@ use crate::priority::Priority;
 use crate::sync::{lock, read};
 use crate::wire::{CloseCode, FrameDecoder, Hello, ReceiverLimits};
 
-/// Largest batch a writer takes from a queue for one stream write.
-const MAX_BATCH_BYTES: usize = 1 << 20;
+/// Largest batch a writer takes from a queue for one stream write. Its small payloads are
+/// copied while the window is locked, so this also bounds how long a sender may wait.
+const MAX_BATCH_BYTES: usize = 256 << 10;
 /// After a notice that messages of a tag found no subscriber here, the next one about the
 /// same tag waits this long (its count covers the messages between).
 const UNDELIVERED_NOTICE_INTERVAL: Duration = Duration::from_secs(1);
@@ -121,7 +123,7 @@ pub(crate) struct Peer {
     /// Held by the one reader of each priority while it delivers.
     receive_lanes: [tokio::sync::Mutex<()>; 4],
     /// Per priority, the last sequence number handed to a subscriber.
-    delivered: [AtomicU64; 4],
+    receive: Mutex<ReceiveWindow>,
     /// Deliveries happened since the last acknowledgement was written.
     ack_pending: AtomicBool,
     ack_wake: Notify,
@@ -171,17 +173,6 @@ impl Positions {
     }
 }
 
-/// What a received sequence number means.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Received {
-    /// The next one: deliver it.
-    Next,
-    /// Already delivered: drop it.
-    Duplicate,
-    /// Later than the next one: frames were lost on an earlier connection.
-    Gap { expected: u64 },
-}
-
 impl Peer {
     /// A peer and the receiving ends its driver needs; `resumed` is what a forgotten
     /// peer of the same member left behind.
@@ -210,7 +201,7 @@ impl Peer {
             stop,
             link: Mutex::new(None),
             receive_lanes: Default::default(),
-            delivered: resumed.delivered.map(AtomicU64::new),
+            receive: Mutex::new(ReceiveWindow::resume(resumed.delivered)),
             ack_pending: AtomicBool::new(false),
             ack_wake: Notify::new(),
             backlogged: AtomicBool::new(false),
@@ -225,17 +216,17 @@ impl Peer {
         (peer, incoming_rx, stop_rx)
     }
 
-    /// Counts a message of `tag` from the peer that found no subscriber here; returns
-    /// the count to tell the peer when a notice is due (the first for the tag, then at most
-    /// one per [`UNDELIVERED_NOTICE_INTERVAL`], covering the messages between).
-    pub(crate) fn note_undelivered(&self, tag: Tag) -> Option<u64> {
+    /// Counts `dropped` messages of `tag` from the peer that found no subscriber here;
+    /// returns the count to tell the peer when a notice is due (the first for the tag, then
+    /// at most one per [`UNDELIVERED_NOTICE_INTERVAL`], covering the messages between).
+    pub(crate) fn note_undelivered(&self, tag: Tag, dropped: u64) -> Option<u64> {
         let mut notes = lock(&self.undelivered);
         if notes.len() >= MAX_UNDELIVERED_TAGS && !notes.contains_key(&tag) {
             return None;
         }
         let now = Instant::now();
         let (last, count) = notes.entry(tag).or_insert((None, 0));
-        *count += 1;
+        *count += dropped;
         if last.is_some_and(|at| now < at + UNDELIVERED_NOTICE_INTERVAL) {
             return None;
         }
@@ -288,21 +279,38 @@ impl Peer {
         }
     }
 
-    /// Waits for frames to write on `priority`'s stream. `None` once the peer is stopping
-    /// gracefully and nothing of that priority is left.
-    pub(crate) async fn next_batch(&self, priority: Priority) -> Option<Batch> {
+    /// Waits for frames to write on `priority`'s stream and encodes them into `out`. `None`
+    /// once the peer is stopping gracefully and nothing of that priority is left.
+    pub(crate) async fn next_write(
+        &self,
+        priority: Priority,
+        out: &mut WriteBuffer,
+    ) -> Option<Taken> {
+        let limit = self.frame_limit(priority);
+        self.next_frames(priority, |frame| out.put(frame, limit))
+            .await
+    }
+
+    /// Waits for frames of `priority` to hand on, and shows each taken to `take` (under the
+    /// window's lock). `None` once the peer is stopping gracefully and nothing of that
+    /// priority is left.
+    pub(crate) async fn next_frames(
+        &self,
+        priority: Priority,
+        mut take: impl FnMut(&OutFrame),
+    ) -> Option<Taken> {
         let wake = &self.writer_wake[priority.index()];
         loop {
             let notified = wake.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let (batch, queued) = {
+            let (taken, queued) = {
                 let mut window = lock(&self.window);
-                let batch = window.take_batch(priority, MAX_BATCH_BYTES);
-                (batch, window.has_queued(priority))
+                let taken = window.take(priority, MAX_BATCH_BYTES, &mut take);
+                (taken, window.has_queued(priority))
             };
-            if batch.is_some() {
-                return batch;
+            if taken.is_some() {
+                return taken;
             }
             if self.stopping.load(Ordering::Acquire) && !queued {
                 return None;
@@ -325,11 +333,11 @@ impl Peer {
         }
     }
 
-    /// Counts a batch the stream accepted.
-    pub(crate) fn count_written(&self, priority: Priority, batch: &Batch) {
+    /// Counts frames the stream accepted.
+    pub(crate) fn count_written(&self, priority: Priority, taken: Taken) {
         let i = priority.index();
-        self.counters.frames_sent[i].fetch_add(batch.frames.len() as u64, Ordering::Relaxed);
-        self.counters.bytes_sent[i].fetch_add(batch.bytes as u64, Ordering::Relaxed);
+        self.counters.frames_sent[i].fetch_add(taken.frames as u64, Ordering::Relaxed);
+        self.counters.bytes_sent[i].fetch_add(taken.bytes as u64, Ordering::Relaxed);
     }
 
     /// The peer acknowledged delivering up to these sequence numbers.
@@ -386,28 +394,30 @@ impl Peer {
         self.receive_lanes[priority.index()].lock().await
     }
 
-    /// What a received sequence number means. Call while holding the priority's lane.
-    pub(crate) fn check(&self, priority: Priority, seq: u64) -> Received {
-        let last = self.delivered[priority.index()].load(Ordering::Acquire);
-        if seq <= last {
-            self.counters
-                .duplicates_dropped
-                .fetch_add(1, Ordering::Relaxed);
-            // The sender resent it because it missed our acknowledgement: say it again.
-            self.schedule_ack();
-            Received::Duplicate
-        } else if seq == last + 1 {
-            Received::Next
-        } else {
-            self.counters.sequence_gaps.fetch_add(1, Ordering::Relaxed);
-            Received::Gap { expected: last + 1 }
-        }
+    /// Where the checking of `priority`'s next frames starts. Call while holding the
+    /// priority's lane, so that nobody else commits meanwhile.
+    pub(crate) fn receive_cursor(&self, priority: Priority) -> ReceiveCursor {
+        lock(&self.receive).cursor(priority)
     }
 
-    /// Records `seq` delivered (after the subscriber has it) and schedules an
-    /// acknowledgement. Call while holding the priority's lane.
+    /// A frame arrived that was delivered before: the sender resent it because it missed
+    /// our acknowledgement, so say it again.
+    pub(crate) fn duplicate(&self) {
+        self.counters
+            .duplicates_dropped
+            .fetch_add(1, Ordering::Relaxed);
+        self.schedule_ack();
+    }
+
+    /// A frame arrived beyond the next one: the peer is broken.
+    pub(crate) fn gap(&self) {
+        self.counters.sequence_gaps.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Records everything of `priority` up to `seq` delivered (after the subscriber has
+    /// it) and schedules an acknowledgement. Call while holding the priority's lane.
     pub(crate) fn commit(&self, priority: Priority, seq: u64) {
-        self.delivered[priority.index()].store(seq, Ordering::Release);
+        lock(&self.receive).commit(priority, seq);
         self.schedule_ack();
     }
 
@@ -419,7 +429,7 @@ impl Peer {
 
     /// Per priority, the last sequence number delivered from this peer.
     pub(crate) fn delivered(&self) -> [u64; 4] {
-        self.delivered.each_ref().map(|d| d.load(Ordering::Acquire))
+        lock(&self.receive).delivered()
     }
 
     /// Records a sign of life: something arrived from the peer just now.
@@ -855,23 +865,35 @@ async fn finish_departure(peer: &Arc<Peer>, shared: &Arc<Shared>, link: Link) {
 mod tests {
     use super::*;
     use crate::member::MemberKind;
+    use crate::quic::receive::Received;
 
     #[test]
-    fn receive_positions_deliver_once_and_report_gaps() {
+    fn receive_positions_move_only_on_commit() {
         let member = MemberId::new(
             "p",
             "127.0.0.1:1".parse().expect("literal"),
             MemberKind::Member,
         );
         let (peer, _incoming, _stop) = Peer::new(member, 1 << 20, usize::MAX, None);
-        assert_eq!(peer.check(Priority::High, 1), Received::Next);
+        assert_eq!(
+            peer.receive_cursor(Priority::High).accept(1),
+            Received::Next
+        );
         // Not committed yet (the subscriber does not have it): a resent copy is still next.
-        assert_eq!(peer.check(Priority::High, 1), Received::Next);
+        assert_eq!(
+            peer.receive_cursor(Priority::High).accept(1),
+            Received::Next
+        );
         peer.commit(Priority::High, 1);
-        assert_eq!(peer.check(Priority::High, 1), Received::Duplicate);
-        assert_eq!(peer.check(Priority::Normal, 1), Received::Next);
+        assert_eq!(
+            peer.receive_cursor(Priority::High).accept(1),
+            Received::Duplicate
+        );
         peer.commit(Priority::Normal, 1);
-        assert_eq!(peer.check(Priority::High, 4), Received::Gap { expected: 2 });
+        assert_eq!(
+            peer.receive_cursor(Priority::High).accept(4),
+            Received::Gap { expected: 2 }
+        );
         assert_eq!(peer.delivered(), [0, 1, 1, 0]);
     }
 

@@ -4,7 +4,7 @@
 //! This is plain data (no I/O, no clock), driven by the peer's tasks:
 //!
 //! ```text
-//! push ──► queued ──take_batch──► unacked ──ack(upto)──► released
+//! push ──► queued ──take──► unacked ──ack(upto)──► released
 //!                  ◄──restart(peer's delivered)── unacked beyond what the peer delivered
 //! ```
 //!
@@ -44,7 +44,16 @@ impl OutFrame {
     }
 }
 
-/// Frames taken for one write.
+/// How many frames, and bytes on the wire, one [`SendWindow::take`] moved to
+/// unacknowledged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Taken {
+    pub(crate) frames: usize,
+    pub(crate) bytes: usize,
+}
+
+/// Frames taken for one write, as the tests look at them.
+#[cfg(test)]
 #[derive(Debug)]
 pub(crate) struct Batch {
     pub(crate) frames: Vec<OutFrame>,
@@ -165,28 +174,48 @@ impl SendWindow {
     }
 
     /// Takes queued frames of one priority, oldest first, up to `max_bytes` and the lane's
-    /// in-flight cap (at least one frame when nothing is in flight). They stay accounted, as
+    /// in-flight cap (at least one frame when nothing is in flight), showing each to `write`
+    /// (which encodes it: nothing is copied or cloned here). They stay accounted, as
     /// unacknowledged, until [`SendWindow::ack`].
-    pub(crate) fn take_batch(&mut self, priority: Priority, max_bytes: usize) -> Option<Batch> {
+    pub(crate) fn take(
+        &mut self,
+        priority: Priority,
+        max_bytes: usize,
+        mut write: impl FnMut(&OutFrame),
+    ) -> Option<Taken> {
         let lane = &mut self.lanes[priority.index()];
-        let mut frames = Vec::new();
-        let mut bytes = 0;
+        let mut taken = Taken {
+            frames: 0,
+            bytes: 0,
+        };
         while let Some(front) = lane.queued.front() {
             let len = front.wire_len();
-            let nothing_in_flight = frames.is_empty() && lane.unacked.is_empty();
-            let over_batch = !frames.is_empty() && bytes + len > max_bytes;
+            let nothing_in_flight = taken.frames == 0 && lane.unacked.is_empty();
+            let over_batch = taken.frames > 0 && taken.bytes + len > max_bytes;
             let over_flight = lane.unacked_bytes + len > lane.in_flight_limit;
             if over_batch || (over_flight && !nothing_in_flight) {
                 break;
             }
-            bytes += len;
+            taken.frames += 1;
+            taken.bytes += len;
             lane.unacked_bytes += len;
             if let Some(frame) = lane.queued.pop_front() {
-                lane.unacked.push_back(frame.clone());
-                frames.push(frame);
+                write(&frame);
+                lane.unacked.push_back(frame);
             }
         }
-        (!frames.is_empty()).then_some(Batch { frames, bytes })
+        (taken.frames > 0).then_some(taken)
+    }
+
+    /// [`SendWindow::take`], keeping copies of the frames taken.
+    #[cfg(test)]
+    pub(crate) fn take_batch(&mut self, priority: Priority, max_bytes: usize) -> Option<Batch> {
+        let mut frames = Vec::new();
+        let taken = self.take(priority, max_bytes, |frame| frames.push(frame.clone()))?;
+        Some(Batch {
+            frames,
+            bytes: taken.bytes,
+        })
     }
 
     /// The peer delivered everything of `priority` up to `upto`: forget it, whether it
