@@ -795,7 +795,10 @@ impl QuicMessenger {
 
     fn enqueue(&self, peer: &Peer, priority: Priority, tag: Tag, payload: Bytes) -> bool {
         match peer.enqueue(priority, tag, payload) {
-            Ok(()) => true,
+            Ok(()) => {
+                link::write_now(&self.inner.shared, peer, priority);
+                true
+            }
             Err(over) => {
                 if peer.mark_backlogged() {
                     let member = peer.member();

@@ -36,7 +36,7 @@ use tokio::time::Instant;
 
 use super::Shared;
 use super::handshake::{self, DialError, LinkParts};
-use super::link::{Established, WriteBuffer};
+use super::link::{Established, SendSlots, WriteBuffer};
 use super::queue::{Numbering, OutFrame, OverBound, SendWindow, Taken};
 use super::receive::{ReceiveCursor, ReceiveWindow};
 use crate::member::MemberId;
@@ -55,6 +55,12 @@ const UNDELIVERED_NOTICE_INTERVAL: Duration = Duration::from_secs(1);
 /// Tags of undelivered messages tracked per peer; a peer that sends more distinct unknown
 /// tags than this gets no notice about the others (they are still counted and logged).
 const MAX_UNDELIVERED_TAGS: usize = 64;
+/// The longest an acknowledgement of delivered messages waits for more to cover. A
+/// sender's window holds what it sent until then; Bulk's, whose in-flight cap waits on
+/// acknowledgements, never waits.
+const ACK_DELAY: Duration = Duration::from_millis(2);
+/// Payload bytes delivered that make an acknowledgement due at once.
+const ACK_BYTES: usize = 32 << 10;
 /// First and longest wait before dialing again after a failed dial.
 const RETRY_MIN: Duration = Duration::from_millis(50);
 const RETRY_MAX: Duration = Duration::from_secs(2);
@@ -120,12 +126,19 @@ pub(crate) struct Peer {
     incoming: mpsc::Sender<Accepted>,
     stop: watch::Sender<Stop>,
     link: Mutex<Option<LinkInfo>>,
+    /// The send halves of the current connection's streams, shared by its writer tasks and
+    /// by senders that write at once.
+    slots: Mutex<Option<Arc<SendSlots>>>,
     /// Held by the one reader of each priority while it delivers.
     receive_lanes: [tokio::sync::Mutex<()>; 4],
     /// Per priority, the last sequence number handed to a subscriber.
     receive: Mutex<ReceiveWindow>,
     /// Deliveries happened since the last acknowledgement was written.
     ack_pending: AtomicBool,
+    /// The acknowledgement should go without waiting out [`ACK_DELAY`].
+    ack_urgent: AtomicBool,
+    /// Payload bytes delivered since the last acknowledgement was written.
+    ack_bytes: AtomicUsize,
     ack_wake: Notify,
     backlogged: AtomicBool,
     /// When anything (frame or datagram) last arrived from the peer, in nanoseconds after
@@ -200,9 +213,12 @@ impl Peer {
             incoming,
             stop,
             link: Mutex::new(None),
+            slots: Mutex::new(None),
             receive_lanes: Default::default(),
             receive: Mutex::new(ReceiveWindow::resume(resumed.delivered)),
             ack_pending: AtomicBool::new(false),
+            ack_urgent: AtomicBool::new(false),
+            ack_bytes: AtomicUsize::new(0),
             ack_wake: Notify::new(),
             backlogged: AtomicBool::new(false),
             heard: AtomicU64::new(0),
@@ -252,7 +268,8 @@ impl Peer {
         }
     }
 
-    /// Queues a message; wakes its writer and, if need be, the driver to dial.
+    /// Queues a message and, if need be, wakes the driver to dial. The caller then hands
+    /// it on with `link::write_now`, which writes it at once or wakes its writer.
     pub(crate) fn enqueue(
         &self,
         priority: Priority,
@@ -261,7 +278,6 @@ impl Peer {
     ) -> Result<(), OverBound> {
         let result = lock(&self.window).push(priority, tag, payload);
         if result.is_ok() {
-            self.writer_wake[priority.index()].notify_one();
             self.want_connection();
         }
         result.map(|_| ())
@@ -279,16 +295,49 @@ impl Peer {
         }
     }
 
-    /// Waits for frames to write on `priority`'s stream and encodes them into `out`. `None`
-    /// once the peer is stopping gracefully and nothing of that priority is left.
-    pub(crate) async fn next_write(
-        &self,
-        priority: Priority,
-        out: &mut WriteBuffer,
-    ) -> Option<Taken> {
+    /// Takes what `priority`'s stream may carry now and encodes it into `out`, without
+    /// waiting.
+    pub(crate) fn take_now(&self, priority: Priority, out: &mut WriteBuffer) -> Option<Taken> {
         let limit = self.frame_limit(priority);
-        self.next_frames(priority, |frame| out.put(frame, limit))
-            .await
+        lock(&self.window).take(priority, MAX_BATCH_BYTES, |frame| out.put(frame, limit))
+    }
+
+    /// True if frames of `priority` wait to be written.
+    pub(crate) fn has_queued_on(&self, priority: Priority) -> bool {
+        lock(&self.window).has_queued(priority)
+    }
+
+    /// True once the peer was told to stop.
+    pub(crate) fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
+    }
+
+    /// What wakes `priority`'s writer: something queued, room in flight, or a stop.
+    pub(crate) fn writer_wake(&self, priority: Priority) -> &Notify {
+        &self.writer_wake[priority.index()]
+    }
+
+    /// Wakes `priority`'s writer (or, for this member itself, its local delivery).
+    pub(crate) fn wake_writer(&self, priority: Priority) {
+        self.writer_wake[priority.index()].notify_one();
+    }
+
+    /// The send halves of the current connection's streams, if one is up.
+    pub(crate) fn slots(&self) -> Option<Arc<SendSlots>> {
+        lock(&self.slots).clone()
+    }
+
+    /// Records the send halves of the connection that just came up (or none).
+    pub(crate) fn set_slots(&self, slots: Option<Arc<SendSlots>>) {
+        *lock(&self.slots) = slots;
+    }
+
+    /// Forgets `slots` if they are still the current ones.
+    pub(crate) fn forget_slots(&self, slots: &Arc<SendSlots>) {
+        let mut current = lock(&self.slots);
+        if current.as_ref().is_some_and(|c| Arc::ptr_eq(c, slots)) {
+            *current = None;
+        }
     }
 
     /// Waits for frames of `priority` to hand on, and shows each taken to `take` (under the
@@ -319,18 +368,38 @@ impl Peer {
         }
     }
 
-    /// Waits until deliveries have happened since the last acknowledgement, and returns
-    /// the positions to acknowledge.
+    /// Waits until deliveries have happened since the last acknowledgement, and then until
+    /// the acknowledgement is due: at once if it is urgent, else after [`ACK_DELAY`] (cut
+    /// short if it becomes urgent meanwhile), so that a trickle of messages is acknowledged
+    /// in one frame instead of one each. Returns the positions to acknowledge.
     pub(crate) async fn next_ack(&self) -> [u64; 4] {
         loop {
             let notified = self.ack_wake.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            if self.ack_pending.swap(false, Ordering::AcqRel) {
-                return self.delivered();
+            if self.ack_pending.load(Ordering::Acquire) {
+                break;
             }
             notified.await;
         }
+        let deadline = Instant::now() + ACK_DELAY;
+        loop {
+            let notified = self.ack_wake.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.ack_urgent.load(Ordering::Acquire) {
+                break;
+            }
+            tokio::select! {
+                () = notified => {}
+                () = tokio::time::sleep_until(deadline) => break,
+            }
+        }
+        // Cleared before the positions are read: a delivery after this schedules the next.
+        self.ack_urgent.store(false, Ordering::Release);
+        self.ack_bytes.store(0, Ordering::Relaxed);
+        self.ack_pending.store(false, Ordering::Release);
+        self.delivered()
     }
 
     /// Counts frames the stream accepted.
@@ -401,12 +470,12 @@ impl Peer {
     }
 
     /// A frame arrived that was delivered before: the sender resent it because it missed
-    /// our acknowledgement, so say it again.
+    /// our acknowledgement, so say it again, at once.
     pub(crate) fn duplicate(&self) {
         self.counters
             .duplicates_dropped
             .fetch_add(1, Ordering::Relaxed);
-        self.schedule_ack();
+        self.schedule_ack(true);
     }
 
     /// A frame arrived beyond the next one: the peer is broken.
@@ -415,14 +484,18 @@ impl Peer {
     }
 
     /// Records everything of `priority` up to `seq` delivered (after the subscriber has
-    /// it) and schedules an acknowledgement. Call while holding the priority's lane.
-    pub(crate) fn commit(&self, priority: Priority, seq: u64) {
+    /// it; `bytes` of payload since the last commit) and schedules an acknowledgement. Call
+    /// while holding the priority's lane.
+    pub(crate) fn commit(&self, priority: Priority, seq: u64, bytes: usize) {
         lock(&self.receive).commit(priority, seq);
-        self.schedule_ack();
+        // Bulk's in-flight cap waits on these: its acknowledgements never wait.
+        let owed = self.ack_bytes.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        self.schedule_ack(priority == Priority::Bulk || owed >= ACK_BYTES);
     }
 
-    fn schedule_ack(&self) {
-        if !self.ack_pending.swap(true, Ordering::AcqRel) {
+    fn schedule_ack(&self, urgent: bool) {
+        let first = !self.ack_pending.swap(true, Ordering::AcqRel);
+        if urgent && !self.ack_urgent.swap(true, Ordering::AcqRel) || first {
             self.ack_wake.notify_one();
         }
     }
@@ -884,12 +957,12 @@ mod tests {
             peer.receive_cursor(Priority::High).accept(1),
             Received::Next
         );
-        peer.commit(Priority::High, 1);
+        peer.commit(Priority::High, 1, 0);
         assert_eq!(
             peer.receive_cursor(Priority::High).accept(1),
             Received::Duplicate
         );
-        peer.commit(Priority::Normal, 1);
+        peer.commit(Priority::Normal, 1, 0);
         assert_eq!(
             peer.receive_cursor(Priority::High).accept(4),
             Received::Gap { expected: 2 }
