@@ -581,8 +581,9 @@ async fn read_stream(
     }
 }
 
-/// Chunks taken from a stream in one read: one call into quinn, which locks the
-/// connection, for many packets' worth of frames.
+/// The most chunks taken from a stream in one read: one call into quinn, which locks the
+/// connection, for many packets' worth of frames. A reader starts with room for one and
+/// doubles it each time a read fills the room, so a quiet stream costs one slot.
 const CHUNKS_PER_READ: usize = 32;
 /// Frames decoded before they are handled: enough that a batch of small messages goes to
 /// its subscriber in one hand-off, few enough that handling starts soon.
@@ -601,7 +602,7 @@ async fn read_frames(
     let _lane = peer.receive_lane(priority).await;
     // A peer's uuid never changes (its address may): read once, not per frame.
     let uuid = peer.member().uuid();
-    let mut chunks: [Bytes; CHUNKS_PER_READ] = std::array::from_fn(|_| Bytes::new());
+    let mut chunks = vec![Bytes::new()];
     let mut frames = Vec::new();
     loop {
         // Looked up per batch: a joiner's limit rises once its view is being prepared.
@@ -661,6 +662,9 @@ async fn read_frames(
             Ok(Some(count)) => {
                 for chunk in &mut chunks[..count] {
                     decoder.push_chunk(std::mem::take(chunk));
+                }
+                if count == chunks.len() && count < CHUNKS_PER_READ {
+                    chunks.resize(2 * count, Bytes::new());
                 }
             }
             Ok(None) if decoder.buffered() == 0 => return StreamEnd::Finished,
