@@ -53,6 +53,11 @@
 //! - `transport.hol_bulk_share.*` (ratio): the sustained bulk rate during those pings
 //!   (measured as for `transport.bulk`, over the messages that arrived while pinging) over
 //!   the median unloaded `transport.bulk.*` of the same transport.
+//! - `transport.legacy.msg_rate` (msg/s), `transport.legacy.rtt_p50` (us): the legacy UDP
+//!   carrier (two [`LegacyMessenger`]s with default settings, no TLS, as that protocol
+//!   has none) measured as cohort's QUIC pair is, on a pair of its own after the others:
+//!   a tenth as many small messages, and the same round trips. No baseline and no target
+//!   yet; they start its record.
 //! - `transport.hol_p99.quinn_best`, `transport.hol_bulk_share.quinn_best`: the same on a
 //!   second raw quinn pair in the best arrangement found for it
 //!   ([`crate::raw_quinn::Arrangement::BEST`]: an application-level window of 256 KiB on
@@ -88,6 +93,7 @@ use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use cohort_certs::{CertificateAuthority, IssuedCertificate, MemberRequest};
+use cohort_legacy_udp::{LegacyConfig, LegacyMessenger};
 use cohort_transport::{
     ClusterTls, Delivery, MemberId, Message, Messenger, Priority, QuicConfig, QuicMessenger,
     Subscription, Tag, TlsSettings, View, ViewId,
@@ -214,7 +220,48 @@ async fn measure_into(plan: &Plan, figures: &mut Vec<Figure>) -> Result<(), Stri
     let outcome = pairs.measure(plan, figures).await;
     pairs.close().await;
     figures.push(memory);
+    outcome?;
+    legacy(plan, figures).await
+}
+
+/// Messages of the legacy carrier's rate run: a tenth of QUIC's, since the legacy
+/// protocol sends one UDP datagram per message.
+fn legacy_small_count(plan: &Plan) -> u64 {
+    plan.small_count / 10
+}
+
+/// The legacy UDP carrier's message rate and High round trip, on a pair of its own (no
+/// baseline: the figures start its record).
+async fn legacy(plan: &Plan, figures: &mut Vec<Figure>) -> Result<(), String> {
+    let mut pair = CohortPair::open_legacy()?;
+    let outcome = legacy_into(&mut pair, plan, figures).await;
+    let _ = tokio::time::timeout(SETUP_LIMIT, pair.close()).await;
     outcome
+}
+
+async fn legacy_into(
+    pair: &mut CohortPair<LegacyMessenger>,
+    plan: &Plan,
+    figures: &mut Vec<Figure>,
+) -> Result<(), String> {
+    let warm = async {
+        round_trips(pair, plan.warm_pings).await?;
+        msg_rate(pair, 10_000).await
+    };
+    bounded("legacy warm-up", SETUP_LIMIT, warm).await?;
+    let (mut rates, mut p50) = (Vec::new(), Vec::new());
+    for _ in 0..plan.reps {
+        let rate = msg_rate(pair, legacy_small_count(plan));
+        rates.push(bounded("legacy msg_rate", MEASURE_LIMIT, rate).await?);
+        let rtts = round_trips(pair, plan.pings);
+        p50.push(quantile(
+            &bounded("legacy rtt", MEASURE_LIMIT, rtts).await?,
+            0.5,
+        ));
+    }
+    figures.push(Figure::new("transport.legacy.msg_rate", "msg/s", rates));
+    figures.push(Figure::new("transport.legacy.rtt_p50", "us", p50));
+    Ok(())
 }
 
 /// Runs `work` with a bound; an error or a timeout names `what`.
@@ -888,7 +935,7 @@ fn bind(certs: &Certs, name: &str) -> Result<QuicMessenger, String> {
         .map_err(|error| format!("could not bind messenger {name}: {error}"))
 }
 
-fn subscribe<M: Message>(messenger: &QuicMessenger) -> Result<Subscription<M>, String> {
+fn subscribe<M: Message>(messenger: &impl Messenger) -> Result<Subscription<M>, String> {
     messenger
         .subscribe::<M>()
         .map_err(|error| format!("could not subscribe: {error}"))
@@ -896,8 +943,8 @@ fn subscribe<M: Message>(messenger: &QuicMessenger) -> Result<Subscription<M>, S
 
 /// Sends until the message is accepted: a backlogged destination (its queue at its byte
 /// bound) is retried after a millisecond, as an application pacing itself would.
-async fn send_accepted<M: Message>(
-    messenger: &QuicMessenger,
+async fn send_accepted<T: Messenger, M: Message>(
+    messenger: &T,
     message: &M,
     priority: Priority,
     to: &MemberId,
@@ -916,10 +963,11 @@ async fn send_accepted<M: Message>(
     }
 }
 
-/// Two cohort messengers in one view: the client sends, the server receives and answers.
-struct CohortPair {
-    client: QuicMessenger,
-    server: QuicMessenger,
+/// Two cohort messengers in one view (QUIC, or the legacy UDP carrier): the client sends,
+/// the server receives and answers.
+struct CohortPair<T = QuicMessenger> {
+    client: T,
+    server: T,
     to_server: MemberId,
     filler: Bytes,
     next_small: u64,
@@ -934,6 +982,24 @@ impl CohortPair {
     async fn open(certs: &Certs) -> Result<Self, String> {
         let client = bind(certs, "cohort-client")?;
         let server = bind(certs, "cohort-server")?;
+        Self::of(client, server)
+    }
+}
+
+impl CohortPair<LegacyMessenger> {
+    /// Two messengers on the legacy UDP protocol, with its default settings.
+    fn open_legacy() -> Result<Self, String> {
+        let bind = |name: &str| {
+            let identity = cohort_transport::Identity::named(name);
+            LegacyMessenger::bind(&identity, LegacyConfig::default())
+                .map_err(|error| format!("could not bind legacy messenger {name}: {error}"))
+        };
+        CohortPair::of(bind("legacy-client")?, bind("legacy-server")?)
+    }
+}
+
+impl<T: Messenger + Clone + 'static> CohortPair<T> {
+    fn of(client: T, server: T) -> Result<Self, String> {
         let view = View::new(
             ViewId(1),
             [client.local_member().clone(), server.local_member().clone()],
@@ -1001,7 +1067,7 @@ async fn receive_bulk(mut inbox: Subscription<Blob>, sink: Sink) {
 }
 
 /// The server's task: answers each request on High.
-async fn answer(server: QuicMessenger, mut inbox: Subscription<Request>, sink: Sink) {
+async fn answer<T: Messenger>(server: T, mut inbox: Subscription<Request>, sink: Sink) {
     while let Some(envelope) = inbox.recv().await {
         let response = Response {
             seq: envelope.message.seq,
@@ -1015,8 +1081,8 @@ async fn answer(server: QuicMessenger, mut inbox: Subscription<Request>, sink: S
 
 /// Sends `count` copies of `payload` on Bulk, keeping at most [`BULK_WINDOW`] outstanding
 /// (received messages are counted in `tally`), until `stop` is raised.
-async fn send_blobs(
-    client: &QuicMessenger,
+async fn send_blobs<T: Messenger>(
+    client: &T,
     to: &MemberId,
     tally: &mut watch::Receiver<Tally>,
     payload: &Bytes,
@@ -1040,7 +1106,7 @@ async fn send_blobs(
     Ok(sent)
 }
 
-impl Pair for CohortPair {
+impl<T: Messenger + Clone + 'static> Pair for CohortPair<T> {
     fn tally(&self) -> watch::Receiver<Tally> {
         self.tally.clone()
     }
