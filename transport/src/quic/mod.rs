@@ -8,13 +8,21 @@
 //! QUIC datagrams carry unreliable messages.
 //!
 //! ```text
-//! send ─► view check ─► Peer::enqueue ─► writer tasks ─► QUIC streams ─► peer's readers ─► Dispatcher
-//! endpoint.accept ─► handshake::accept (TLS, Hello) ─► Peer driver decides ─► link::Established
+//! send ─► view check ─► Peer::enqueue ─► link::write_now (High, Control) or writer tasks ─► QUIC streams ─► peer's readers ─► Dispatcher
+//! accept::accept_loop ─► handshake::accept (TLS, Hello) ─► Peer driver decides ─► link::Established
 //! install_view ─► departed peers stopped: connection closed (REMOVED_FROM_VIEW), queues freed
 //! quiet peers outside the view ─► forgotten, positions kept (see `outsiders`)
 //! socket error queue (ICMP) ─► TransportEvent::Unreachable (see `crate::unreachable`)
 //! ```
+//!
+//! The modules, by concern: this one is the public type (binding, views, sends, queries);
+//! `shared` what every task shares and the admission policy (who may send what, frame
+//! limits, the view's addresses); `accept` incoming connections up to the Hello; `peer`
+//! one remote member and its driver; `link` an established connection's tasks; `queue`
+//! and `receive` the two halves of reliability as plain data; `handshake`, `query`,
+//! `limits`, `outsiders`, `config` and `stats` what their names say.
 
+mod accept;
 mod config;
 mod handshake;
 mod limits;
@@ -26,6 +34,8 @@ mod queue;
 mod receive;
 #[cfg(test)]
 mod reliability_properties;
+mod shared;
+mod stats;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
@@ -41,12 +51,14 @@ use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 pub use self::config::QuicConfig;
-use self::handshake::Opened;
 pub use self::limits::LimitStats;
 use self::outsiders::{Forgotten, NoPeer};
 use self::peer::{Peer, Stop};
 pub use self::query::QueryError;
 use self::query::QueryHandlers;
+use self::shared::Admitted;
+pub(crate) use self::shared::Shared;
+pub use self::stats::PeerStats;
 use crate::dispatch::{DispatchStats, Dispatcher, Inbound, SubscribeError, Subscription};
 use crate::member::{Identity, MemberId};
 use crate::message::{Delivery, Message, Query, Tag};
@@ -90,106 +102,6 @@ pub enum BindError {
     /// Not called from within a Tokio runtime.
     #[error("QuicMessenger::bind must be called from within a Tokio runtime")]
     NoRuntime,
-}
-
-/// Everything a peer's tasks need; shared, never locked.
-pub(crate) struct Shared {
-    pub(crate) local: MemberId,
-    pub(crate) config: QuicConfig,
-    pub(crate) tls: ClusterTls,
-    pub(crate) endpoint: Endpoint,
-    pub(crate) client_config: quinn::ClientConfig,
-    pub(crate) dispatcher: Arc<Dispatcher>,
-    pub(crate) events: broadcast::Sender<TransportEvent>,
-    pub(crate) dial_permits: Semaphore,
-    /// Taken before a dial permit by dials to members outside the view, so that those
-    /// never hold more than `max_dials_outside_view` of the dial permits.
-    pub(crate) outside_dial_permits: Semaphore,
-    pub(crate) accept_permits: Semaphore,
-    /// Accept permits only members of the view (by the address they dial from) may take,
-    /// once `accept_permits` are all taken.
-    pub(crate) view_accept_permits: Semaphore,
-    pub(crate) queries: QueryHandlers,
-    pub(crate) limits: Arc<limits::Limits>,
-    /// Who may send application messages here: the installed view's members, and those of
-    /// a view being prepared (see [`QuicMessenger::expect_view`]).
-    pub(crate) admitted: RwLock<Admitted>,
-}
-
-impl Shared {
-    pub(crate) fn emit(&self, event: TransportEvent) {
-        // No subscriber is not an error: events are for whoever listens.
-        let _ = self.events.send(event);
-    }
-
-    /// True if `member` may send application messages (tags from
-    /// `Tag::FIRST_APPLICATION`) to this member; cohort's own protocols are always taken.
-    pub(crate) fn accepts(&self, member: Uuid, tag: Tag) -> bool {
-        tag < Tag::FIRST_APPLICATION || self.in_view(member)
-    }
-
-    /// True if a sender in the view (`in_view`) or not may send a frame tagged `tag` on its
-    /// `priority` stream: members of the view on every priority, anyone else only cohort's
-    /// own protocols on Control (a joiner's requests, a removed member asking what
-    /// happened). A reader looks `in_view` up once per batch of frames, not per frame.
-    pub(crate) fn admits(in_view: bool, priority: Priority, tag: Tag) -> bool {
-        in_view || (priority == Priority::Control && tag < Tag::FIRST_APPLICATION)
-    }
-
-    /// The largest frame `member` may send on its `priority` stream: the priority's limit
-    /// for members of the view; Control's for anyone else, whose frames on the other
-    /// priorities are dropped anyway ([`Shared::admits`]) and must not make this member
-    /// hold up to `max_frame_bytes` first.
-    pub(crate) fn frame_limit_for(&self, member: Uuid, priority: Priority) -> usize {
-        if self.in_view(member) {
-            self.config.frame_limit(priority)
-        } else {
-            self.config.frame_limit(Priority::Control)
-        }
-    }
-
-    /// True if `member` is in the installed view or in one being prepared.
-    pub(crate) fn in_view(&self, member: Uuid) -> bool {
-        read(&self.admitted).members.contains(&member)
-    }
-
-    /// True if a member of the installed view, or of one being prepared, is at `address`
-    /// (what a handshake is known by before any TLS: a claim, proved only later).
-    pub(crate) fn is_view_address(&self, address: SocketAddr) -> bool {
-        read(&self.admitted).addresses.contains(&canonical(address))
-    }
-}
-
-/// The members of the installed view (kept in `Inner::view`) and of a view being
-/// prepared.
-#[derive(Debug, Default)]
-pub(crate) struct Admitted {
-    expected: Option<View>,
-    members: HashSet<Uuid>,
-    /// The addresses of `members`: what an incoming handshake is known by before TLS.
-    addresses: HashSet<SocketAddr>,
-}
-
-impl Admitted {
-    /// Recomputes `members` from `installed` and the expected view, which is forgotten
-    /// once a view as new as it is installed.
-    fn update(&mut self, installed: &View) {
-        if self
-            .expected
-            .as_ref()
-            .is_some_and(|e| e.id() <= installed.id())
-        {
-            self.expected = None;
-        }
-        let members = || {
-            installed
-                .members()
-                .iter()
-                .chain(self.expected.iter().flat_map(View::members))
-        };
-        self.members = members().map(MemberId::uuid).collect();
-        self.addresses = members().map(|m| canonical(m.address())).collect();
-    }
 }
 
 struct PeerEntry {
@@ -251,53 +163,6 @@ impl Drop for StopOnDrop {
     fn drop(&mut self) {
         self.0.abort();
     }
-}
-
-/// A snapshot of what the messenger knows about one peer.
-#[derive(Clone, Debug)]
-#[non_exhaustive]
-pub struct PeerStats {
-    /// The peer.
-    pub member: MemberId,
-    /// Whether a connection is up.
-    pub connected: bool,
-    /// Whether the current connection was dialed by this member.
-    pub dialed_by_us: Option<bool>,
-    /// Connections established so far.
-    pub connections: u64,
-    /// Times both members dialed each other at once (one dial was dropped, nothing lost).
-    pub dials_crossed: u64,
-    /// Bytes held for the peer: queued, or written but not yet acknowledged. Bounded by
-    /// `max_queued_bytes_per_destination`.
-    pub queued_bytes: usize,
-    /// Frames waiting to be written.
-    pub queued_frames: usize,
-    /// Frames written but not yet acknowledged.
-    pub unacked_frames: usize,
-    /// Frames written again on a new connection because the peer had not delivered them.
-    pub frames_resent: u64,
-    /// Frames written, per priority (indexed by [`Priority::index`]).
-    pub frames_sent: [u64; 4],
-    /// Bytes written (frame headers included), per priority.
-    pub bytes_sent: [u64; 4],
-    /// Frames received, per priority.
-    pub frames_received: [u64; 4],
-    /// Payload bytes received, per priority.
-    pub bytes_received: [u64; 4],
-    /// Datagrams handed to QUIC.
-    pub datagrams_sent: u64,
-    /// Datagrams received.
-    pub datagrams_received: u64,
-    /// Datagrams dropped before sending (no connection yet, or QUIC refused them).
-    pub datagrams_dropped: u64,
-    /// Received frames dropped as duplicates.
-    pub duplicates_dropped: u64,
-    /// Sequence gaps seen (frames lost with an earlier connection).
-    pub sequence_gaps: u64,
-    /// Frames or datagrams of unknown kind or malformed datagrams skipped.
-    pub unknown_frames: u64,
-    /// The current connection's round-trip estimate.
-    pub rtt: Option<Duration>,
 }
 
 impl QuicMessenger {
@@ -443,7 +308,7 @@ impl QuicMessenger {
         *lock(&inner.outsiders_task) = Some(tokio::spawn(outsiders::forget_quiet_outsiders(
             Arc::downgrade(&inner),
         )));
-        let mut tasks = vec![tokio::spawn(accept_loop(inner.clone()))];
+        let mut tasks = vec![tokio::spawn(accept::accept_loop(inner.clone()))];
         for priority in Priority::ALL {
             tasks.push(tokio::spawn(deliver_locally(
                 inner.local_peer.clone(),
@@ -584,33 +449,7 @@ impl QuicMessenger {
     /// What this messenger knows about a peer, if it has any state for it.
     pub fn peer_stats(&self, member: &MemberId) -> Option<PeerStats> {
         let peer = lock(&self.inner.peers).get(&member.uuid())?.peer.clone();
-        let c = &peer.counters;
-        let load =
-            |a: &[std::sync::atomic::AtomicU64; 4]| a.each_ref().map(|v| v.load(Ordering::Relaxed));
-        let link = peer.link();
-        let (queued_bytes, queued_frames, unacked_frames) = peer.window_snapshot();
-        Some(PeerStats {
-            member: peer.member(),
-            connected: link.is_some(),
-            dialed_by_us: link.as_ref().map(|l| l.dialed_by_us),
-            connections: c.connections.load(Ordering::Relaxed),
-            dials_crossed: c.dials_crossed.load(Ordering::Relaxed),
-            queued_bytes,
-            queued_frames,
-            unacked_frames,
-            frames_resent: c.frames_resent.load(Ordering::Relaxed),
-            frames_sent: load(&c.frames_sent),
-            bytes_sent: load(&c.bytes_sent),
-            frames_received: load(&c.frames_received),
-            bytes_received: load(&c.bytes_received),
-            datagrams_sent: c.datagrams_sent.load(Ordering::Relaxed),
-            datagrams_received: c.datagrams_received.load(Ordering::Relaxed),
-            datagrams_dropped: c.datagrams_dropped.load(Ordering::Relaxed),
-            duplicates_dropped: c.duplicates_dropped.load(Ordering::Relaxed),
-            sequence_gaps: c.sequence_gaps.load(Ordering::Relaxed),
-            unknown_frames: c.unknown_frames.load(Ordering::Relaxed),
-            rtt: link.map(|l| l.conn.rtt()),
-        })
+        Some(PeerStats::of(&peer))
     }
 
     /// When anything (a frame on any stream, a datagram, or a QUIC acknowledgement of what
@@ -868,177 +707,6 @@ impl Inner {
         Ok(peer)
     }
 
-    /// Counts `conn` against its source address, or closes it with
-    /// `TOO_MANY_CONNECTIONS` if that address has its limit open.
-    fn connection_slot(&self, conn: &quinn::Connection) -> Option<limits::Slot> {
-        let remote = conn.remote_address();
-        let slot = self.shared.limits.open_connection(remote);
-        if slot.is_none() {
-            let code = CloseCode::TooManyConnections;
-            let reason = format!(
-                "{remote} has {} connections open already",
-                self.shared.config.max_connections_per_address.get()
-            );
-            tracing::warn!(%remote, %reason, "refused incoming connection");
-            conn.close(code.varint(), reason.as_bytes());
-            self.shared
-                .emit(TransportEvent::IncomingRejected { remote, reason });
-        }
-        slot
-    }
-
-    async fn handle_incoming(self: Arc<Self>, incoming: quinn::Incoming) {
-        let shared = &self.shared;
-        let remote = incoming.remote_address();
-        // Accept permits running short means a flood, or many members starting at once.
-        // Then a source that has not proved its address yet is asked to (a QUIC Retry:
-        // stateless, one packet, no permit held), so a flood of Initials from forged or
-        // silent addresses costs nothing; and one host outside the view may hold only so
-        // many handshakes, so that other hosts get their turn.
-        let short = shared.accept_permits.available_permits()
-            < shared.config.max_concurrent_accepts.get() / 2;
-        if short && !incoming.remote_address_validated() && incoming.may_retry() {
-            shared.limits.count_retried();
-            // Fails only if a Retry is not allowed here, which may_retry ruled out.
-            let _ = incoming.retry();
-            return;
-        }
-        let of_view = shared.is_view_address(remote);
-        // Checked before any TLS work: refusing costs one packet.
-        let Some(handshake_slot) = shared.limits.start_handshake(remote, short && !of_view) else {
-            tracing::debug!(%remote, "refused a handshake: its address or host has its limit in progress");
-            return incoming.refuse();
-        };
-        // The dialer gives up after its handshake timeout, so one that waited that long for
-        // a permit is not worth the work any more: the dialer will try again. Counting from
-        // arrival keeps a storm from being served stalest first.
-        let arrived = tokio::time::Instant::now();
-        let deadline = arrived + shared.config.handshake_timeout;
-        let acquired = async {
-            match shared.accept_permits.try_acquire() {
-                Ok(permit) => Ok(permit),
-                // A member of the view waits for whichever pool frees a permit first.
-                Err(_) if of_view => tokio::select! {
-                    permit = shared.accept_permits.acquire() => permit,
-                    permit = shared.view_accept_permits.acquire() => permit,
-                },
-                Err(_) => shared.accept_permits.acquire().await,
-            }
-        };
-        let permit = match tokio::time::timeout_at(deadline, acquired).await {
-            Ok(Ok(permit)) => permit,
-            Ok(Err(_)) => return incoming.refuse(),
-            Err(_) => {
-                tracing::debug!(remote = %incoming.remote_address(), "incoming handshake waited out its timeout");
-                return incoming.ignore();
-            }
-        };
-        let opened = handshake::accept(shared, incoming, arrived, deadline).await;
-        drop(permit);
-        drop(handshake_slot);
-        let accepted = match opened {
-            Ok(Opened::Peer(accepted)) => accepted,
-            Ok(Opened::Query(asked)) => {
-                let Some(_slot) = self.connection_slot(&asked.conn) else {
-                    return;
-                };
-                return query::answer(shared, &shared.queries, asked).await;
-            }
-            Err((remote, error)) if error.is_noise() => {
-                tracing::debug!(%remote, %error, "incoming attempt ended without a peer");
-                return;
-            }
-            Err((remote, error)) => {
-                tracing::warn!(%remote, %error, "refused incoming connection");
-                shared.emit(TransportEvent::IncomingRejected {
-                    remote,
-                    reason: error.to_string(),
-                });
-                return;
-            }
-        };
-        let Some(slot) = self.connection_slot(&accepted.conn) else {
-            return;
-        };
-        // The slot is held for as long as the connection is open.
-        let conn = accepted.conn.clone();
-        tokio::spawn(async move {
-            conn.closed().await;
-            drop(slot);
-        });
-        let member = accepted.hello.member.clone();
-        let refuse = |code: CloseCode, reason: String| {
-            tracing::warn!(%remote, ?member, %reason, "refused incoming connection");
-            accepted.conn.close(code.varint(), code.name().as_bytes());
-            shared.emit(TransportEvent::IncomingRejected { remote, reason });
-        };
-        if self.closing.load(Ordering::Acquire) {
-            return refuse(CloseCode::Shutdown, "shutting down".into());
-        }
-        // A member dials from the port it listens on, so a Hello must come from the address
-        // it claims: no one speaks for another member.
-        if canonical(remote) != canonical(member.address()) {
-            return refuse(
-                CloseCode::IdentityRejected,
-                format!("{member:?} claims its address but connects from {remote}"),
-            );
-        }
-        if lock(&self.departed).set.contains(&member.uuid()) {
-            return refuse(
-                CloseCode::RemovedFromView,
-                format!("{member:?} has left the view"),
-            );
-        }
-        let known = read(&self.view)
-            .member(member.uuid())
-            .map(MemberId::address);
-        if let Some(address) = known.filter(|a| *a != member.address()) {
-            return refuse(
-                CloseCode::IdentityRejected,
-                format!("{member:?} claims an address other than its view entry {address}"),
-            );
-        }
-        let peer = match self.peer_for(&member) {
-            Ok(peer) => peer,
-            Err(NoPeer::Departed) => {
-                return refuse(
-                    CloseCode::RemovedFromView,
-                    format!("{member:?} has left the view"),
-                );
-            }
-            Err(NoPeer::Closing) => return refuse(CloseCode::Shutdown, "shutting down".into()),
-            Err(NoPeer::Full) => {
-                return refuse(
-                    CloseCode::TooManyConnections,
-                    format!(
-                        "{member:?} is outside the view, and {} peers outside it exist already",
-                        shared.config.max_peers_outside_view.get()
-                    ),
-                );
-            }
-            Err(NoPeer::BeingForgotten) => {
-                return refuse(
-                    CloseCode::Reset,
-                    format!("{member:?} is being forgotten; dial again"),
-                );
-            }
-        };
-        // The uuid alone does not make the member: a peer outside the view was created by
-        // a Hello from (or a send to) one address, and a Hello from another address with
-        // the same uuid is someone else taking over its connection.
-        let recorded = peer.member().address();
-        if canonical(recorded) != canonical(member.address()) {
-            return refuse(
-                CloseCode::IdentityRejected,
-                format!("{member:?} claims the uuid of the member at {recorded}"),
-            );
-        }
-        if let Err(accepted) = peer.offer(accepted).await {
-            let code = CloseCode::Shutdown;
-            accepted.conn.close(code.varint(), code.name().as_bytes());
-        }
-    }
-
     /// Stops everything at once (last handle dropped, or after a graceful shutdown).
     fn abort(&self) {
         let entries: Vec<PeerEntry> = {
@@ -1237,17 +905,6 @@ impl std::fmt::Debug for QuicMessenger {
     }
 }
 
-async fn accept_loop(inner: Arc<Inner>) {
-    let endpoint = inner.shared.endpoint.clone();
-    while let Some(incoming) = endpoint.accept().await {
-        if inner.closing.load(Ordering::Acquire) {
-            incoming.refuse();
-            continue;
-        }
-        tokio::spawn(inner.clone().handle_incoming(incoming));
-    }
-}
-
 /// Delivers messages sent to this member itself, in order per priority: the member is its
 /// own peer, acknowledging each batch as soon as its subscribers have it.
 async fn deliver_locally(peer: Arc<Peer>, shared: Arc<Shared>, priority: Priority) {
@@ -1291,10 +948,4 @@ fn transport_config(config: &QuicConfig) -> quinn::TransportConfig {
         .datagram_receive_buffer_size(Some(1 << 20))
         .datagram_send_buffer_size(1 << 20);
     transport
-}
-
-/// `address` with an IPv4-mapped IPv6 address written as IPv4, so that a dual-stack socket
-/// compares equal to the address a member announced.
-fn canonical(address: SocketAddr) -> SocketAddr {
-    SocketAddr::new(address.ip().to_canonical(), address.port())
 }
