@@ -11,12 +11,11 @@
 //! bridge) can deliver into the same subscriptions.
 
 use std::collections::{HashMap, VecDeque};
-use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::task::{Context, Poll, Waker, ready};
+use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
 use futures_core::Stream;
@@ -310,16 +309,17 @@ impl<M: Message> Subscription<M> {
                 }
                 continue;
             }
-            // A batch if any is waiting. Unconstrained: tokio's cooperative budget must not
-            // make a waiting message look absent.
-            let mut cx = Context::from_waker(Waker::noop());
-            let mut take =
-                std::pin::pin!(tokio::task::unconstrained(std::future::poll_fn(
-                    |cx| self.take_batch(cx)
-                )));
-            match take.as_mut().poll(&mut cx) {
-                Poll::Ready(true) => continue,
-                Poll::Ready(false) | Poll::Pending => return None,
+            // tokio's own `try_recv`, one message at a time: it registers no waker (a
+            // task's waker from an earlier poll stays), and it waits out a send half
+            // done rather than report a waiting message absent.
+            while self.taken.len() < TAKE_AT_ONCE {
+                match self.rx.try_recv() {
+                    Ok(inbound) => self.taken.push_back(inbound),
+                    Err(_) => break,
+                }
+            }
+            if self.taken.is_empty() {
+                return None;
             }
         }
     }
@@ -407,6 +407,48 @@ mod tests {
 
     impl Message for Note {
         const TAG: Tag = Tag::from_name("dispatch-test/note");
+    }
+
+    /// A task that polls its subscription (nothing there: its waker is kept) and then
+    /// drains without waiting must still be woken by the next message.
+    #[tokio::test]
+    async fn a_try_recv_after_a_pending_poll_keeps_the_task_woken() {
+        let dispatcher = Dispatcher::new(4);
+        let mut subscription = dispatcher.subscribe::<Note>().expect("subscribe");
+        let waiter = tokio::spawn(async move {
+            std::future::poll_fn(|cx| {
+                if let Poll::Ready(message) = subscription.poll_recv(cx) {
+                    return Poll::Ready(message.is_some());
+                }
+                if subscription.try_recv().is_some() {
+                    return Poll::Ready(true);
+                }
+                Poll::Pending
+            })
+            .await
+        });
+        // The waiter has polled once and waits.
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished(), "nothing was sent yet");
+        let from = MemberId::new(
+            "sender",
+            "127.0.0.1:1".parse().expect("literal"),
+            crate::member::MemberKind::Member,
+        );
+        let inbound = Inbound {
+            from,
+            delivery: Delivery::Datagram,
+            payload: Bytes::from(postcard::to_allocvec(&Note).expect("encode")),
+        };
+        assert_eq!(
+            dispatcher.deliver(Note::TAG, inbound).await,
+            Routed::Delivered
+        );
+        let woken = tokio::time::timeout(std::time::Duration::from_secs(5), waiter)
+            .await
+            .expect("woken by the message")
+            .expect("the waiter ran");
+        assert!(woken);
     }
 
     #[tokio::test]

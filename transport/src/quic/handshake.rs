@@ -166,7 +166,7 @@ pub(crate) async fn read_frame(
             return Ok(Some(frame));
         }
         match recv.read_chunk(usize::MAX, true).await? {
-            Some(chunk) => decoder.push(&chunk.bytes),
+            Some(chunk) => decoder.push_chunk(chunk.bytes),
             None if decoder.buffered() == 0 => return Ok(None),
             None => {
                 return Err(WireError::Body {

@@ -82,10 +82,17 @@ impl Established {
             ..
         } = parts;
         // The control stream exists already; data streams open on first use.
-        let slots: Arc<SendSlots> = Arc::new(Default::default());
-        if let Ok(mut control) = slots[Priority::Control.index()].try_lock() {
-            control.stream = Some(control_send);
-        }
+        let mut control_slot = Some(SendSlot {
+            stream: Some(control_send),
+            leftover: Vec::new(),
+        });
+        let slots: Arc<SendSlots> = Arc::new(Priority::ALL.map(|priority| {
+            let slot = match priority {
+                Priority::Control => control_slot.take().unwrap_or_default(),
+                _ => SendSlot::default(),
+            };
+            tokio::sync::Mutex::new(slot)
+        }));
         peer.set_slots(Some(slots.clone()));
         let writers = Priority::ALL
             .into_iter()
@@ -147,31 +154,32 @@ impl Established {
         self.writers.iter().any(|w| !w.is_finished())
     }
 
-    /// Waits until every writer has drained its queue, finished its stream and seen the peer
-    /// acknowledge all of it. The caller bounds the wait.
     /// Writes everything queued, then says Goodbye and waits for the peer to close the
     /// connection, which it does once it has read every stream to its end (closing first
     /// would discard what the peer has received but not yet read). Writers end on their
-    /// own once the peer is stopping and their queue is empty. Call once; the caller
-    /// bounds the wait.
+    /// own once the peer is stopping and their queue is empty; a stream whose writer
+    /// failed was cleared from its slot and is left out. Call once; the caller bounds the
+    /// wait.
     pub(crate) async fn flush(&mut self) {
         let mut opened = 0u8;
         let mut control = None;
         // Taken out, so that `retire` does not wait on them a second time.
         let writers: Vec<_> = self.writers.drain(..).collect();
         for (priority, writer) in Priority::ALL.into_iter().zip(writers) {
-            // A writer that ended gracefully wrote everything; one that failed left its
-            // stream broken.
             if writer.await.is_err() {
                 continue;
             }
             let mut slot = self.slots[priority.index()].lock().await;
-            if !slot.leftover.is_empty() {
-                continue;
-            }
-            let Some(mut stream) = slot.stream.take() else {
+            let SendSlot { stream, leftover } = &mut *slot;
+            let Some(mut stream) = stream.take() else {
                 continue;
             };
+            // A sender may have written at once after the writer ended (an undelivered
+            // notice): what the stream did not take then goes first.
+            if stream.write_all_chunks(leftover).await.is_err() {
+                continue;
+            }
+            leftover.clear();
             if priority == Priority::Control {
                 control = Some(stream);
             } else if stream.finish().is_ok() {
@@ -247,6 +255,8 @@ async fn write_loop(
             };
             if let Err(error) = send.write_all_chunks(leftover).await {
                 tracing::debug!(peer = %peer.member(), %priority, %error, "write failed");
+                // Broken: `flush` must not finish it as if everything went.
+                *stream = None;
                 return;
             }
             leftover.clear();
@@ -267,6 +277,7 @@ async fn write_loop(
             if let Some(taken) = peer.take_now(priority, &mut out) {
                 if let Err(error) = send.write_all_chunks(out.chunks()).await {
                     tracing::debug!(peer = %peer.member(), %priority, %error, "write failed");
+                    *stream = None;
                     return;
                 }
                 written(&shared, &peer, priority, taken, out.too_large);
@@ -296,6 +307,12 @@ pub(crate) fn write_now(shared: &Shared, peer: &Peer, priority: Priority) {
 
 /// True if everything taken was written, so the writer need not be woken.
 fn try_write_now(shared: &Shared, peer: &Peer, priority: Priority) -> bool {
+    // A stopping peer's writers end once their queues are empty, and `flush` then takes
+    // the streams: nothing may be written beside them (an undelivered notice queued now
+    // waits in the window, as it always did).
+    if peer.is_stopping() {
+        return false;
+    }
     let Some(slots) = peer.slots() else {
         return false;
     };
@@ -315,12 +332,20 @@ fn try_write_now(shared: &Shared, peer: &Peer, priority: Priority) -> bool {
         return true;
     };
     let mut chunks = std::mem::take(out.chunks());
-    // A failed write (the connection is gone) leaves what was taken unacknowledged: the
-    // next connection resends it, and the writer sees the failure too.
-    let all_written = write_without_waiting(send, &mut chunks).unwrap_or_default();
-    *leftover = chunks;
-    written(shared, peer, priority, taken, out.too_large);
-    all_written
+    match write_without_waiting(send, &mut chunks) {
+        Ok(all_written) => {
+            *leftover = chunks;
+            written(shared, peer, priority, taken, out.too_large);
+            all_written
+        }
+        // The stream or connection failed: what was taken stays unacknowledged, and the
+        // next connection resends it. The writer meets the same failure on what is left
+        // and ends, clearing the stream.
+        Err(_) => {
+            *leftover = chunks;
+            false
+        }
+    }
 }
 
 /// Writes `chunks` as far as the stream takes them without waiting, removing what it took.
@@ -331,19 +356,26 @@ fn write_without_waiting(
 ) -> Result<bool, quinn::WriteError> {
     let mut cx = Context::from_waker(Waker::noop());
     let mut start = 0;
+    let mut failed = None;
     while start < chunks.len() {
         let write = send.write_chunks(&mut chunks[start..]);
         let mut write = std::pin::pin!(write);
         match write.as_mut().poll(&mut cx) {
             Poll::Ready(Ok(written)) if written.bytes > 0 => start += written.chunks,
             Poll::Ready(Ok(_)) | Poll::Pending => break,
-            Poll::Ready(Err(error)) => return Err(error),
+            Poll::Ready(Err(error)) => {
+                failed = Some(error);
+                break;
+            }
         }
     }
     chunks.drain(..start);
     // A chunk taken in part was advanced past what was taken.
     chunks.retain(|chunk| !chunk.is_empty());
-    Ok(chunks.is_empty())
+    match failed {
+        Some(error) => Err(error),
+        None => Ok(chunks.is_empty()),
+    }
 }
 
 /// Counts frames handed to a stream and reports those over the peer's frame limit.
