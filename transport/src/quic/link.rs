@@ -82,17 +82,9 @@ impl Established {
             ..
         } = parts;
         // The control stream exists already; data streams open on first use.
-        let mut control_slot = Some(SendSlot {
-            stream: Some(control_send),
-            leftover: Vec::new(),
-        });
-        let slots: Arc<SendSlots> = Arc::new(Priority::ALL.map(|priority| {
-            let slot = match priority {
-                Priority::Control => control_slot.take().unwrap_or_default(),
-                _ => SendSlot::default(),
-            };
-            tokio::sync::Mutex::new(slot)
-        }));
+        let mut slots = SendSlots::default();
+        slots[Priority::Control.index()].get_mut().stream = Some(control_send);
+        let slots = Arc::new(slots);
         peer.set_slots(Some(slots.clone()));
         let writers = Priority::ALL
             .into_iter()
@@ -332,19 +324,17 @@ fn try_write_now(shared: &Shared, peer: &Peer, priority: Priority) -> bool {
         return true;
     };
     let mut chunks = std::mem::take(out.chunks());
-    match write_without_waiting(send, &mut chunks) {
+    let result = write_without_waiting(send, &mut chunks);
+    *leftover = chunks;
+    match result {
         Ok(all_written) => {
-            *leftover = chunks;
             written(shared, peer, priority, taken, out.too_large);
             all_written
         }
         // The stream or connection failed: what was taken stays unacknowledged, and the
         // next connection resends it. The writer meets the same failure on what is left
         // and ends, clearing the stream.
-        Err(_) => {
-            *leftover = chunks;
-            false
-        }
+        Err(_) => false,
     }
 }
 

@@ -597,14 +597,13 @@ impl QuicMessenger {
         recipients: &[MemberId],
         priority: Priority,
         tag: Tag,
-        payload: Bytes,
+        mut payload: Bytes,
         resolve: impl Fn(&MemberId) -> Option<Arc<Peer>>,
     ) -> SendOutcome {
         let local = self.inner.shared.local.uuid();
         let mut outcome = SendOutcome::default();
         let last = recipients.len().saturating_sub(1);
-        // Moved into the last recipient's queue, cloned for the others.
-        let mut payload = Some(payload);
+        let frame_len = wire::data_frame_len(u64::MAX, tag, payload.len());
         for (i, recipient) in recipients.iter().enumerate() {
             let peer = match recipient.uuid() == local {
                 true => Some(self.inner.local_peer.clone()),
@@ -614,16 +613,14 @@ impl QuicMessenger {
                 outcome.not_in_view.push(recipient.clone());
                 continue;
             };
-            let Some(bytes) = payload.as_ref() else {
-                break;
-            };
-            if wire::data_frame_len(u64::MAX, tag, bytes.len()) > peer.frame_limit(priority) {
+            if frame_len > peer.frame_limit(priority) {
                 outcome.too_large.push(recipient.clone());
                 continue;
             }
+            // Moved into the last recipient's queue, cloned for the others.
             let bytes = match i == last {
-                true => payload.take().unwrap_or_default(),
-                false => bytes.clone(),
+                true => std::mem::take(&mut payload),
+                false => payload.clone(),
             };
             if !self.enqueue(&peer, priority, tag, bytes) {
                 outcome.backlogged.push(recipient.clone());

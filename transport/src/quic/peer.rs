@@ -622,9 +622,7 @@ impl Peer {
     }
 
     fn has_queued(&self) -> bool {
-        Priority::ALL
-            .into_iter()
-            .any(|p| lock(&self.window).has_queued(p))
+        lock(&self.window).queued_frames() > 0
     }
 
     fn set_link(&self, info: Option<LinkInfo>) {
