@@ -1,20 +1,10 @@
-//! The [`Messenger`] trait: what the membership layer and applications use to talk.
-//!
-//! A messenger delivers a message sent to a member exactly once and in order per priority
-//! while that member is in the installed view. `send` never waits: each destination has its
-//! own queue, bounded in bytes, and a destination over its bound is reported in the
-//! [`SendOutcome`] (and as a [`TransportEvent::Backlogged`]) while the others are untouched.
+//! What a [`Messenger`](crate::Messenger)'s sends return ([`SendOutcome`], [`SendError`])
+//! and the events it raises ([`TransportEvent`]), whichever carrier is behind it.
 
-use std::future::Future;
 use std::net::SocketAddr;
 
-use tokio::sync::broadcast;
-
-use crate::dispatch::{SubscribeError, Subscription};
 use crate::member::{MemberId, ProtocolVersion};
-use crate::message::{Message, Tag};
-use crate::priority::Priority;
-use crate::view::View;
+use crate::message::Tag;
 
 /// What `send` did with each recipient it could not accept the message for. For a
 /// reliable message, accepted means queued: it will be delivered exactly once while the
@@ -186,65 +176,4 @@ pub enum TransportEvent {
         /// How many were dropped since the last report for this tag.
         count: u64,
     },
-}
-
-/// A cluster messenger: sends typed messages to members of the current view.
-///
-/// Creating one (e.g. `QuicMessenger::bind`) starts listening.
-pub trait Messenger: Send + Sync {
-    /// This member's identity.
-    fn local_member(&self) -> &MemberId;
-
-    /// The currently installed view.
-    fn view(&self) -> View;
-
-    /// Installs a view. Members that were in the previous view but are not in this one are
-    /// forgotten: nothing more is accepted for them, what was already queued is flushed
-    /// (bounded by the shutdown timeout), then their connections are closed and their
-    /// queues freed.
-    fn install_view(&self, view: View);
-
-    /// Queues a reliable message for each recipient, without waiting.
-    ///
-    /// A recipient equal to the local member gets the message through its own
-    /// subscriptions. Recipients are not deduplicated: list each once.
-    fn send<M: Message>(
-        &self,
-        message: &M,
-        priority: Priority,
-        recipients: &[MemberId],
-    ) -> Result<SendOutcome, SendError>;
-
-    /// Queues a message of cohort's own protocols on the Control priority for recipients
-    /// that need not be in the view: a joiner, the coordinator a joiner asks, a member just
-    /// removed that must learn it is out. Otherwise like [`Messenger::send`], with the same
-    /// guarantees while a connection can be made. Members that have departed (left a view
-    /// installed here) are still refused, in `not_in_view`. Application tags are refused
-    /// with [`SendError::ProtocolOnly`].
-    fn send_outside_view<M: Message>(
-        &self,
-        message: &M,
-        recipients: &[MemberId],
-    ) -> Result<SendOutcome, SendError>;
-
-    /// Sends an unreliable message (heartbeat, alert), without waiting.
-    ///
-    /// It may be lost. One larger than the connection's datagram limit travels reliably on
-    /// the Bulk stream instead. A recipient with no connection yet gets a connection started
-    /// and this datagram is not sent to it: [`SendOutcome::not_sent`] names it.
-    fn send_datagram<M: Message>(
-        &self,
-        message: &M,
-        recipients: &[MemberId],
-    ) -> Result<SendOutcome, SendError>;
-
-    /// Subscribes to messages of type `M`, from any priority or datagrams.
-    fn subscribe<M: Message>(&self) -> Result<Subscription<M>, SubscribeError>;
-
-    /// Transport events from now on.
-    fn events(&self) -> broadcast::Receiver<TransportEvent>;
-
-    /// Flushes what is queued (bounded by the configured shutdown timeout), closes every
-    /// connection and stops listening. Subscriptions then yield `None`.
-    fn shutdown(&self) -> impl Future<Output = ()> + Send;
 }

@@ -1,4 +1,4 @@
-//! [`QuicMessenger`]: the [`Messenger`] over QUIC.
+//! [`QuicCarrier`]: the [`Carrier`] over QUIC, behind a [`Messenger`].
 //!
 //! One quinn endpoint on the member's one UDP socket (`CohortSocket`) serves every peer.
 //! Each remote member is a `Peer` with its own byte-bounded queues and a
@@ -8,14 +8,14 @@
 //! QUIC datagrams carry unreliable messages.
 //!
 //! ```text
-//! send ─► view check ─► Peer::enqueue ─► link::write_now (High, Control) or writer tasks ─► QUIC streams ─► peer's readers ─► Dispatcher
+//! Carrier::push ─► Peer::enqueue ─► link::write_now (High, Control) or writer tasks ─► QUIC streams ─► peer's readers ─► Dispatcher
 //! accept::accept_loop ─► handshake::accept (TLS, Hello) ─► Peer driver decides ─► link::Established
 //! install_view ─► departed peers stopped: connection closed (REMOVED_FROM_VIEW), queues freed
 //! quiet peers outside the view ─► forgotten, positions kept (see `outsiders`)
 //! socket error queue (ICMP) ─► TransportEvent::Unreachable (see `crate::unreachable`)
 //! ```
 //!
-//! The modules, by concern: this one is the public type (binding, views, sends, queries);
+//! The modules, by concern: this one is the carrier (binding, views, pushes, queries);
 //! `shared` what every task shares and the admission policy (who may send what, frame
 //! limits, the view's addresses); `accept` incoming connections up to the Hello; `peer`
 //! one remote member and its driver; `link` an established connection's tasks; `queue`
@@ -37,6 +37,7 @@ mod reliability_properties;
 mod shared;
 mod stats;
 
+use std::any::Any;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -46,7 +47,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use quinn::{Endpoint, EndpointConfig, Runtime, TokioRuntime};
 use quinn_proto::RandomConnectionIdGenerator;
-use tokio::sync::{Semaphore, broadcast};
+use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
@@ -59,10 +60,14 @@ use self::query::QueryHandlers;
 use self::shared::Admitted;
 pub(crate) use self::shared::Shared;
 pub use self::stats::PeerStats;
-use crate::dispatch::{DispatchStats, Dispatcher, Inbound, SubscribeError, Subscription};
-use crate::member::{Identity, MemberId};
-use crate::message::{Delivery, Message, Query, Tag};
-use crate::messenger::{Messenger, SendError, SendOutcome, TransportEvent};
+use crate::carrier::{Carrier, CarrierFuture, Hub, Pushed, QueryHandler};
+#[cfg(doc)]
+use crate::front::Messenger;
+use crate::member::{Identity, MemberId, ProtocolVersion};
+use crate::message::Tag;
+use crate::messenger::SendError;
+#[cfg(doc)]
+use crate::messenger::TransportEvent;
 use crate::priority::Priority;
 use crate::settings::InvalidConfig;
 use crate::socket::{CohortSocket, SocketFaults, SocketStats, bind_udp};
@@ -77,8 +82,6 @@ use crate::wire::{self, CloseCode};
 const SAFE_DATAGRAM_BYTES: usize = 1100;
 /// Departed members remembered so that their late connections are refused.
 const DEPARTED_MEMORY: usize = 10_000;
-/// Transport events buffered for slow event subscribers.
-const EVENT_CAPACITY: usize = 1024;
 /// Bytes of each connection id this member issues (see `bind_with_socket`).
 const CID_LEN: usize = 4;
 /// The least a query waits for an answer once its address refused its datagrams.
@@ -100,7 +103,7 @@ pub enum BindError {
         source: std::io::Error,
     },
     /// Not called from within a Tokio runtime.
-    #[error("QuicMessenger::bind must be called from within a Tokio runtime")]
+    #[error("a QUIC messenger must be bound from within a Tokio runtime")]
     NoRuntime,
 }
 
@@ -137,7 +140,6 @@ struct Inner {
     departed: Mutex<Departed>,
     /// What peers outside the view that were forgotten left behind (see `outsiders`).
     forgotten: Mutex<Forgotten>,
-    local_peer: Arc<Peer>,
     closing: AtomicBool,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     /// The socket's ICMP error queue (Linux, sockets this messenger bound itself), and the
@@ -149,10 +151,10 @@ struct Inner {
     unreachable: Arc<UnreachableReports>,
 }
 
-/// A cluster messenger over QUIC with mutual TLS. Cheap to clone; the last clone dropped
-/// stops everything (call [`Messenger::shutdown`] first to flush).
+/// The carrier over QUIC with mutual TLS. Cheap to clone; the last clone dropped stops
+/// everything (a [`Messenger`] shuts it down first to flush).
 #[derive(Clone)]
-pub struct QuicMessenger {
+pub struct QuicCarrier {
     inner: Arc<Inner>,
     _stop_on_drop: Arc<StopOnDrop>,
 }
@@ -165,13 +167,14 @@ impl Drop for StopOnDrop {
     }
 }
 
-impl QuicMessenger {
+impl QuicCarrier {
     /// Binds the UDP socket of the member `identity` names and starts listening, tuned
-    /// by `config`. Must be called from within a Tokio runtime (any flavour).
+    /// by `config`, delivering to `hub`. Must be called from within a Tokio runtime.
     pub fn bind(
         identity: &Identity,
         config: QuicConfig,
         tls: &ClusterTls,
+        hub: &Hub,
     ) -> Result<Self, BindError> {
         Self::check(identity, &config)?;
         let socket_error = |source| BindError::Socket {
@@ -182,7 +185,7 @@ impl QuicMessenger {
             bind_udp(identity.bind, config.socket_buffer_bytes.get()).map_err(socket_error)?;
         let error_queue = ErrorQueue::enable(&udp, identity.bind.is_ipv6()).map(Arc::new);
         let wrapped = TokioRuntime.wrap_udp_socket(udp).map_err(socket_error)?;
-        Self::start(identity, config, tls, wrapped, error_queue)
+        Self::start(identity, config, tls, wrapped, error_queue, hub)
     }
 
     /// Starts listening on a socket the caller provides, instead of binding a UDP socket:
@@ -193,9 +196,10 @@ impl QuicMessenger {
         config: QuicConfig,
         tls: &ClusterTls,
         udp: Arc<dyn quinn::AsyncUdpSocket>,
+        hub: &Hub,
     ) -> Result<Self, BindError> {
         Self::check(identity, &config)?;
-        Self::start(identity, config, tls, udp, None)
+        Self::start(identity, config, tls, udp, None, hub)
     }
 
     /// What both binds check before anything is bound or started.
@@ -212,6 +216,7 @@ impl QuicMessenger {
         tls: &ClusterTls,
         udp: Arc<dyn quinn::AsyncUdpSocket>,
         error_queue: Option<Arc<ErrorQueue>>,
+        hub: &Hub,
     ) -> Result<Self, BindError> {
         // `check` has run: the settings are valid and a runtime is there.
         let socket_error = |source| BindError::Socket {
@@ -220,7 +225,7 @@ impl QuicMessenger {
         };
         let bound = udp.local_addr().map_err(socket_error)?;
         let faults = SocketFaults::default();
-        let (events, _) = broadcast::channel(EVENT_CAPACITY);
+        let events = hub.events.clone();
         let unreachable = Arc::new(UnreachableReports::new(events.clone()));
         let socket = Arc::new(CohortSocket::new(udp, faults.clone(), unreachable.clone()));
 
@@ -257,13 +262,7 @@ impl QuicMessenger {
         )
         .map_err(socket_error)?;
 
-        let dispatcher = Dispatcher::new(config.subscription_capacity.get());
-        let (local_peer, _, _) = Peer::new(
-            local.clone(),
-            config.max_queued_bytes_per_destination,
-            usize::MAX,
-            None,
-        );
+        let dispatcher = hub.dispatcher.clone();
         let shared = Arc::new(Shared {
             local,
             dial_permits: Semaphore::new(config.max_concurrent_dials.get()),
@@ -293,7 +292,6 @@ impl QuicMessenger {
             peers: Mutex::new(HashMap::new()),
             departed: Mutex::new(Departed::default()),
             forgotten: Mutex::new(Forgotten::default()),
-            local_peer,
             closing: AtomicBool::new(false),
             tasks: Mutex::new(Vec::new()),
             error_queue_task: Mutex::new(
@@ -308,17 +306,9 @@ impl QuicMessenger {
         *lock(&inner.outsiders_task) = Some(tokio::spawn(outsiders::forget_quiet_outsiders(
             Arc::downgrade(&inner),
         )));
-        let mut tasks = vec![tokio::spawn(accept::accept_loop(inner.clone()))];
-        for priority in Priority::ALL {
-            tasks.push(tokio::spawn(deliver_locally(
-                inner.local_peer.clone(),
-                inner.shared.clone(),
-                priority,
-            )));
-        }
-        *lock(&inner.tasks) = tasks;
+        *lock(&inner.tasks) = vec![tokio::spawn(accept::accept_loop(inner.clone()))];
         tracing::info!(member = ?inner.shared.local, "messenger listening");
-        Ok(QuicMessenger {
+        Ok(QuicCarrier {
             _stop_on_drop: Arc::new(StopOnDrop(inner.clone())),
             inner,
         })
@@ -329,137 +319,15 @@ impl QuicMessenger {
         self.inner.shared.local.address()
     }
 
-    /// Knocks at `member`'s port: one byte outside QUIC ([`crate::wire::KNOCK`]), which
-    /// asks nothing and is never answered. Its only use is the ICMP port unreachable a
-    /// closed port answers it with, which comes back as
-    /// [`TransportEvent::Unreachable`]: a failure
-    /// detector knocks between heartbeats to find a crashed member sooner, at a fraction
-    /// of a heartbeat's cost (a heartbeat is a QUIC packet of about 40 bytes and draws an
-    /// acknowledgement of about 30). Nothing is sent once this messenger is closing.
-    pub fn knock(&self, member: &MemberId) {
-        if self.inner.closing.load(Ordering::Acquire) {
-            return;
-        }
-        if let Err(error) = self.inner.socket.knock(member.address()) {
-            tracing::debug!(%error, ?member, "knock not sent");
-        }
-    }
-
-    /// The fault-injection rules of this member's socket (for tests).
-    pub fn faults(&self) -> &SocketFaults {
-        &self.inner.faults
-    }
-
-    /// Stops as the crash of this member's process would (for tests): nothing more goes
-    /// out, every task ends, and the port refuses every datagram from now on, so that the
-    /// kernel answers other members' packets with ICMP port unreachable as it does for a
-    /// process that died. Where the port cannot be made to refuse (not Linux, or a socket
-    /// given to [`QuicMessenger::bind_with_socket`]), it only goes silent.
-    pub fn crash(&self) {
-        self.inner.faults.isolate();
-        if let Some(queue) = &self.inner.error_queue
-            && let Err(error) = queue.refuse_everyone()
-        {
-            tracing::debug!(%error, "the crashed member's port still accepts datagrams");
-        }
-        self.inner.abort();
-    }
-
-    /// Stops this messenger at once, as a crash does, and moves its endpoint off its port,
-    /// which is free to bind again at once: for a member forced out of its cluster that
-    /// gave up waiting for its shutdown and binds its address again under a new identity
-    /// (auto-reconnect). Its closed connections would otherwise hold the port for three
-    /// probe timeouts, which an RTT inflated by a stall makes seconds. What is still queued
-    /// is dropped; what the endpoint still sends, only closing its connections, comes from
-    /// an ephemeral port of the same address.
-    pub fn release_port(&self) {
-        self.inner.abort();
-        let endpoint = &self.inner.shared.endpoint;
-        let Ok(address) = endpoint.local_addr() else {
-            return;
-        };
-        // quinn keeps the previous socket after a rebind until traffic arrives on the new
-        // one, so the endpoint moves twice to let go of this one.
-        for _ in 0..2 {
-            let moved = std::net::UdpSocket::bind(SocketAddr::new(address.ip(), 0))
-                .and_then(|socket| endpoint.rebind(socket));
-            if let Err(error) = moved {
-                tracing::debug!(%address, %error, "the port stays held until the connections drain");
-                return;
-            }
-        }
-    }
-
-    /// The legacy protocol's share of this member's socket (for a member that speaks both
-    /// during a rolling upgrade); `None` if it was taken already.
+    /// The legacy protocol's share of this member's socket (for the legacy carrier of a
+    /// bridge); `None` if it was taken already.
     pub fn legacy_port(&self) -> Option<crate::socket::LegacyPort> {
         self.inner.socket.attach_legacy()
-    }
-
-    /// Counters of the shared UDP socket.
-    pub fn socket_stats(&self) -> SocketStats {
-        self.inner.socket.stats()
-    }
-
-    /// Counters of the limits on what peers may send or hold: each refusal or close.
-    pub fn limit_stats(&self) -> LimitStats {
-        self.inner.shared.limits.stats()
-    }
-
-    /// A view being prepared (not yet installed): its members may send application
-    /// messages from now on. The membership layer calls this before it acknowledges a
-    /// prepared view, so a joiner, which learns it is in only after every member has
-    /// acknowledged, never finds its first messages refused. Installing a view with this
-    /// id or a later one replaces it.
-    pub fn expect_view(&self, view: &View) {
-        // The driver announces its prepared view after every step: only a change costs.
-        if read(&self.inner.shared.admitted).expected.as_ref() == Some(view) {
-            return;
-        }
-        let installed = read(&self.inner.view);
-        if view.id() > installed.id() {
-            let mut admitted = write(&self.inner.shared.admitted);
-            admitted.expected = Some(view.clone());
-            admitted.update(&installed);
-        }
-    }
-
-    /// The dispatcher behind this messenger's subscriptions, for a messenger that shares
-    /// them (the legacy side of a bridge): what it delivers reaches the same subscribers.
-    pub fn dispatcher(&self) -> Arc<Dispatcher> {
-        self.inner.shared.dispatcher.clone()
-    }
-
-    /// The sender of this messenger's transport events, for a messenger that shares them
-    /// (the legacy side of a bridge).
-    pub fn event_sender(&self) -> broadcast::Sender<TransportEvent> {
-        self.inner.shared.events.clone()
-    }
-
-    /// Counters of the dispatcher (unknown tags, dropped datagrams).
-    pub fn dispatch_stats(&self) -> DispatchStats {
-        self.inner.shared.dispatcher.stats()
     }
 
     /// QUIC connections currently open on this member's endpoint, including ones closing.
     pub fn open_connections(&self) -> usize {
         self.inner.shared.endpoint.open_connections()
-    }
-
-    /// What this messenger knows about a peer, if it has any state for it.
-    pub fn peer_stats(&self, member: &MemberId) -> Option<PeerStats> {
-        let peer = lock(&self.inner.peers).get(&member.uuid())?.peer.clone();
-        Some(PeerStats::of(&peer))
-    }
-
-    /// When anything (a frame on any stream, a datagram, or a QUIC acknowledgement of what
-    /// this member sent it) last arrived from `member`; `None` if nothing has yet, or the
-    /// messenger keeps no state for it. The failure detector counts every arrival as a
-    /// sign of life, not only heartbeats. Acknowledgements are counted at each call and
-    /// dated at the call before (see the failure detector's one-way heartbeats).
-    pub fn last_heard(&self, member: &MemberId) -> Option<tokio::time::Instant> {
-        let peer = lock(&self.inner.peers).get(&member.uuid())?.peer.clone();
-        peer.last_heard()
     }
 
     /// When an unreachable error (see [`TransportEvent::Unreachable`]) about `address` was
@@ -485,29 +353,17 @@ impl QuicMessenger {
         true
     }
 
-    /// Asks whoever listens at `address` (a member or not) one question, over a short
-    /// connection of its own with the cluster's mutual TLS, bounded by the handshake
-    /// timeout. For discovery: the asker need not know who answers, and neither side keeps
-    /// any state about the other afterwards.
-    pub async fn query<Q: Query>(
+    /// Asks whoever listens at `address` the encoded `query` under `tag`, allowing
+    /// `limit` for the handshake and the answer, counted from when this member starts the
+    /// handshake (it may first wait its turn behind other dials): for a final check,
+    /// whose verdict must not depend on how busy the checker is.
+    async fn ask_within(
         &self,
         address: SocketAddr,
-        query: &Q,
-    ) -> Result<Q::Answer, QueryError> {
-        let limit = self.inner.shared.config.handshake_timeout;
-        self.query_within(address, query, limit).await
-    }
-
-    /// Like [`QuicMessenger::query`], allowing `limit` for the handshake and the answer,
-    /// counted from when this member starts the handshake (it may first wait its turn
-    /// behind other dials). For a final check, whose verdict must not depend on how busy
-    /// the checker is.
-    pub async fn query_within<Q: Query>(
-        &self,
-        address: SocketAddr,
-        query: &Q,
+        tag: Tag,
+        query: Bytes,
         limit: Duration,
-    ) -> Result<Q::Answer, QueryError> {
+    ) -> Result<Bytes, QueryError> {
         if self.inner.closing.load(Ordering::Acquire) {
             return Err(QueryError::Shutdown);
         }
@@ -522,7 +378,7 @@ impl QuicMessenger {
             .await
             .map_err(|_| QueryError::Shutdown)?;
         let started = tokio::time::Instant::now();
-        let asking = query::ask(shared, permit, address, query, limit);
+        let asking = query::ask(shared, permit, address, tag, &query, limit);
         let refused = self.inner.unreachable.refused_since(address, started);
         tokio::pin!(asking);
         tokio::select! {
@@ -553,100 +409,71 @@ impl QuicMessenger {
         rtt.map_or(MIN_REFUSAL_GRACE, |rtt| (rtt * 4).max(MIN_REFUSAL_GRACE))
     }
 
-    /// Answers queries of type `Q` from now on with `handler`, which gets the query and the
-    /// asker's address and must not block. Until a handler is set, askers are told the
-    /// query is not served.
-    pub fn serve<Q: Query>(
-        &self,
-        handler: impl Fn(Q, SocketAddr) -> Q::Answer + Send + Sync + 'static,
-    ) {
-        self.inner.shared.queries.serve(handler);
-    }
-
-    /// Encodes `message` for a frame of `priority` (`None`: a datagram, bounded by
-    /// QUIC itself and by `max_frame_bytes` here).
-    fn encode<M: Message>(
-        &self,
-        message: &M,
-        priority: Option<Priority>,
-    ) -> Result<Bytes, SendError> {
-        if self.inner.closing.load(Ordering::Acquire) {
-            return Err(SendError::Shutdown);
-        }
-        let payload = wire::encode_payload(message).map_err(|source| SendError::Encode {
-            tag: M::TAG,
-            source,
-        })?;
-        let size = wire::data_frame_len(u64::MAX, M::TAG, payload.len());
-        let config = &self.inner.shared.config;
-        let max = priority.map_or(config.max_frame_bytes, |p| config.frame_limit(p));
-        if size > max {
-            return Err(SendError::TooLarge {
-                tag: M::TAG,
-                size,
-                max,
-            });
-        }
-        Ok(payload)
-    }
-
-    /// Queues `payload` for each recipient: this member itself through its own peer, the
-    /// others through the peer `resolve` finds (none: reported as not in the view).
-    fn queue_for(
-        &self,
-        recipients: &[MemberId],
-        priority: Priority,
-        tag: Tag,
-        mut payload: Bytes,
-        resolve: impl Fn(&MemberId) -> Option<Arc<Peer>>,
-    ) -> SendOutcome {
-        let local = self.inner.shared.local.uuid();
-        let mut outcome = SendOutcome::default();
-        let last = recipients.len().saturating_sub(1);
-        let frame_len = wire::data_frame_len(u64::MAX, tag, payload.len());
-        for (i, recipient) in recipients.iter().enumerate() {
-            let peer = match recipient.uuid() == local {
-                true => Some(self.inner.local_peer.clone()),
-                false => resolve(recipient),
-            };
-            let Some(peer) = peer else {
-                outcome.not_in_view.push(recipient.clone());
-                continue;
-            };
-            if frame_len > peer.frame_limit(priority) {
-                outcome.too_large.push(recipient.clone());
-                continue;
-            }
-            // Moved into the last recipient's queue, cloned for the others.
-            let bytes = match i == last {
-                true => std::mem::take(&mut payload),
-                false => payload.clone(),
-            };
-            if !self.enqueue(&peer, priority, tag, bytes) {
-                outcome.backlogged.push(recipient.clone());
-            }
-        }
-        outcome
-    }
-
-    fn enqueue(&self, peer: &Peer, priority: Priority, tag: Tag, payload: Bytes) -> bool {
+    /// Queues `payload` on `peer`'s lane of `priority` and writes it at once where it can.
+    fn enqueue(&self, peer: &Peer, priority: Priority, tag: Tag, payload: Bytes) -> Pushed {
         match peer.enqueue(priority, tag, payload) {
             Ok(()) => {
                 link::write_now(&self.inner.shared, peer, priority);
-                true
+                Pushed::Accepted
             }
-            Err(over) => {
-                if peer.mark_backlogged() {
-                    let member = peer.member();
-                    tracing::warn!(%member, queued_bytes = over.queued_bytes, "destination backlogged");
-                    self.inner.shared.emit(TransportEvent::Backlogged {
-                        member,
-                        queued_bytes: over.queued_bytes,
-                    });
-                }
-                false
+            Err(over) => Pushed::Backlogged {
+                queued_bytes: over.queued_bytes,
+                first_of_streak: peer.mark_backlogged(),
+            },
+        }
+    }
+
+    /// The peer of `member`, created on first use; none (reported as not in the view) once
+    /// it departed, the carrier is closing, or too many are outside the view.
+    fn peer(&self, member: &MemberId) -> Option<Arc<Peer>> {
+        self.inner.peer_for(member).ok()
+    }
+
+    /// Stops this carrier at once, as a crash does, and moves its endpoint off its port,
+    /// which is free to bind again at once: for a member forced out of its cluster that
+    /// gave up waiting for its shutdown and binds its address again under a new identity
+    /// (auto-reconnect). Its closed connections would otherwise hold the port for three
+    /// probe timeouts, which an RTT inflated by a stall makes seconds. What is still queued
+    /// is dropped; what the endpoint still sends, only closing its connections, comes from
+    /// an ephemeral port of the same address.
+    fn move_off_port(&self) {
+        self.inner.abort();
+        let endpoint = &self.inner.shared.endpoint;
+        let Ok(address) = endpoint.local_addr() else {
+            return;
+        };
+        // quinn keeps the previous socket after a rebind until traffic arrives on the new
+        // one, so the endpoint moves twice to let go of this one.
+        for _ in 0..2 {
+            let moved = std::net::UdpSocket::bind(SocketAddr::new(address.ip(), 0))
+                .and_then(|socket| endpoint.rebind(socket));
+            if let Err(error) = moved {
+                tracing::debug!(%address, %error, "the port stays held until the connections drain");
+                return;
             }
         }
+    }
+
+    async fn shutdown_gracefully(&self) {
+        let inner = &self.inner;
+        if inner.closing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let entries: Vec<PeerEntry> = lock(&inner.peers).drain().map(|(_, e)| e).collect();
+        for entry in &entries {
+            entry.peer.stop(Stop::Graceful(CloseCode::Shutdown));
+        }
+        // Each driver bounds its own flush by shutdown_timeout; the margin covers the close.
+        let deadline = tokio::time::Instant::now()
+            + inner.shared.config.shutdown_timeout
+            + Duration::from_secs(1);
+        for entry in entries {
+            let _ = tokio::time::timeout_at(deadline, entry.driver).await;
+        }
+        inner.abort();
+        let _ =
+            tokio::time::timeout(Duration::from_secs(1), inner.shared.endpoint.wait_idle()).await;
+        tracing::info!(member = ?inner.shared.local, "messenger shut down");
     }
 }
 
@@ -715,7 +542,6 @@ impl Inner {
         for entry in entries {
             entry.peer.stop(Stop::Abort(CloseCode::Shutdown));
         }
-        self.local_peer.stop(Stop::Abort(CloseCode::Shutdown));
         let code = CloseCode::Shutdown;
         self.shared
             .endpoint
@@ -729,24 +555,43 @@ impl Inner {
         if let Some(task) = lock(&self.outsiders_task).take() {
             task.abort();
         }
-        self.shared.dispatcher.close();
     }
 }
 
-impl Messenger for QuicMessenger {
+impl Carrier for QuicCarrier {
     fn local_member(&self) -> &MemberId {
         &self.inner.shared.local
     }
 
-    fn view(&self) -> View {
-        read(&self.inner.view).clone()
+    fn speaks(&self, version: ProtocolVersion) -> bool {
+        version >= ProtocolVersion::QUIC
     }
 
-    fn install_view(&self, view: View) {
+    /// A frame of `priority` (`None`: a datagram, bounded by QUIC itself and by
+    /// `max_frame_bytes` here).
+    fn check_size(
+        &self,
+        tag: Tag,
+        len: usize,
+        priority: Option<Priority>,
+    ) -> Result<(), SendError> {
+        if self.inner.closing.load(Ordering::Acquire) {
+            return Err(SendError::Shutdown);
+        }
+        let size = wire::data_frame_len(u64::MAX, tag, len);
+        let config = &self.inner.shared.config;
+        let max = priority.map_or(config.max_frame_bytes, |p| config.frame_limit(p));
+        match size > max {
+            true => Err(SendError::TooLarge { tag, size, max }),
+            false => Ok(()),
+        }
+    }
+
+    fn install_view(&self, _old: &View, view: &View) {
         let local = self.inner.shared.local.uuid();
         let old = {
             let mut installed = write(&self.inner.view);
-            write(&self.inner.shared.admitted).update(&view);
+            write(&self.inner.shared.admitted).update(view);
             std::mem::replace(&mut *installed, view.clone())
         };
         let mut peers = lock(&self.inner.peers);
@@ -765,67 +610,54 @@ impl Messenger for QuicMessenger {
         }
     }
 
-    fn send<M: Message>(
+    fn expect_view(&self, view: &View) {
+        let installed = read(&self.inner.view);
+        if view.id() > installed.id() {
+            let mut admitted = write(&self.inner.shared.admitted);
+            admitted.expected = Some(view.clone());
+            admitted.update(&installed);
+        }
+    }
+
+    fn push(
         &self,
-        message: &M,
+        recipients: &[&MemberId],
         priority: Priority,
-        recipients: &[MemberId],
-    ) -> Result<SendOutcome, SendError> {
-        if priority == Priority::Control && M::TAG >= Tag::FIRST_APPLICATION {
-            return Err(SendError::ControlReserved(M::TAG));
-        }
-        let payload = self.encode(message, Some(priority))?;
-        let view = read(&self.inner.view);
-        let resolve = |recipient: &MemberId| {
-            view.member(recipient.uuid())
-                .and_then(|member| self.inner.peer_for(member).ok())
-        };
-        Ok(self.queue_for(recipients, priority, M::TAG, payload, resolve))
-    }
-
-    fn send_outside_view<M: Message>(
-        &self,
-        message: &M,
-        recipients: &[MemberId],
-    ) -> Result<SendOutcome, SendError> {
-        if M::TAG >= Tag::FIRST_APPLICATION {
-            return Err(SendError::ProtocolOnly(M::TAG));
-        }
-        let payload = self.encode(message, Some(Priority::Control))?;
-        let view = read(&self.inner.view);
-        // The view's entry wins over whatever address the caller was told.
-        let resolve = |recipient: &MemberId| {
-            let member = view.member(recipient.uuid()).unwrap_or(recipient);
-            self.inner.peer_for(member).ok()
-        };
-        Ok(self.queue_for(recipients, Priority::Control, M::TAG, payload, resolve))
-    }
-
-    fn send_datagram<M: Message>(
-        &self,
-        message: &M,
-        recipients: &[MemberId],
-    ) -> Result<SendOutcome, SendError> {
-        let payload = self.encode(message, None)?;
-        let datagram = wire::encode_datagram(M::TAG, &payload);
-        let local = self.inner.shared.local.uuid();
-        let view = read(&self.inner.view);
-        let mut outcome = SendOutcome::default();
-        for recipient in recipients {
-            if recipient.uuid() == local {
-                let inbound = Inbound {
-                    from: self.inner.shared.local.clone(),
-                    delivery: Delivery::Datagram,
-                    payload: payload.clone(),
-                };
-                self.inner.shared.dispatcher.try_deliver(M::TAG, inbound);
+        tag: Tag,
+        mut payload: Bytes,
+        report: &mut dyn FnMut(&MemberId, Pushed),
+    ) {
+        let last = recipients.len().saturating_sub(1);
+        let frame_len = wire::data_frame_len(u64::MAX, tag, payload.len());
+        for (i, &recipient) in recipients.iter().enumerate() {
+            let Some(peer) = self.peer(recipient) else {
+                report(recipient, Pushed::NotInView);
+                continue;
+            };
+            if frame_len > peer.frame_limit(priority) {
+                report(recipient, Pushed::TooLarge);
                 continue;
             }
-            let Some(peer) = view
-                .member(recipient.uuid())
-                .and_then(|member| self.inner.peer_for(member).ok())
-            else {
-                outcome.not_in_view.push(recipient.clone());
+            // Moved into the last recipient's queue, cloned for the others.
+            let bytes = match i == last {
+                true => std::mem::take(&mut payload),
+                false => payload.clone(),
+            };
+            report(recipient, self.enqueue(&peer, priority, tag, bytes));
+        }
+    }
+
+    fn push_datagram(
+        &self,
+        recipients: &[&MemberId],
+        tag: Tag,
+        payload: &Bytes,
+        report: &mut dyn FnMut(&MemberId, Pushed),
+    ) {
+        let datagram = wire::encode_datagram(tag, payload);
+        for &recipient in recipients {
+            let Some(peer) = self.peer(recipient) else {
+                report(recipient, Pushed::NotInView);
                 continue;
             };
             let link = peer.link();
@@ -834,9 +666,8 @@ impl Messenger for QuicMessenger {
                 .map_or(Some(SAFE_DATAGRAM_BYTES), |l| l.conn.max_datagram_size());
             if limit.is_none_or(|max| datagram.len() > max) {
                 // Too large for a datagram on this path: deliver it reliably on Bulk.
-                if !self.enqueue(&peer, Priority::Bulk, M::TAG, payload.clone()) {
-                    outcome.backlogged.push(recipient.clone());
-                }
+                let pushed = self.enqueue(&peer, Priority::Bulk, tag, payload.clone());
+                report(recipient, pushed);
                 continue;
             }
             let sent = !self.inner.faults.drops_datagrams()
@@ -850,80 +681,109 @@ impl Messenger for QuicMessenger {
                 peer.want_connection();
                 // Fault rules stand for the network, which loses datagrams unseen.
                 if !self.inner.faults.drops_datagrams() {
-                    outcome.not_sent.push(recipient.clone());
+                    report(recipient, Pushed::NotSent);
                 }
             }
         }
-        Ok(outcome)
     }
 
-    fn subscribe<M: Message>(&self) -> Result<Subscription<M>, SubscribeError> {
-        self.inner.shared.dispatcher.subscribe::<M>()
+    fn serve(&self, tag: Tag, handler: QueryHandler) {
+        self.inner.shared.queries.serve(tag, handler);
     }
 
-    fn events(&self) -> broadcast::Receiver<TransportEvent> {
-        self.inner.shared.events.subscribe()
+    fn ask(
+        &self,
+        address: SocketAddr,
+        tag: Tag,
+        query: Bytes,
+        limit: Duration,
+    ) -> CarrierFuture<'_, Result<Bytes, QueryError>> {
+        Box::pin(self.ask_within(address, tag, query, limit))
     }
 
-    async fn shutdown(&self) {
-        let inner = &self.inner;
-        if inner.closing.swap(true, Ordering::AcqRel) {
+    /// Anything: a frame on any stream, a datagram, or a QUIC acknowledgement of what this
+    /// member sent it. Acknowledgements are counted at each call and dated at the call
+    /// before (see the failure detector's one-way heartbeats).
+    fn last_heard(&self, member: &MemberId) -> Option<tokio::time::Instant> {
+        let peer = lock(&self.inner.peers).get(&member.uuid())?.peer.clone();
+        peer.last_heard()
+    }
+
+    /// One byte outside QUIC ([`crate::wire::KNOCK`]), which asks nothing and is never
+    /// answered. Its only use is the ICMP port unreachable a closed port answers it with,
+    /// which comes back as [`TransportEvent::Unreachable`]: a failure detector knocks
+    /// between heartbeats to find a crashed member sooner, at a fraction of a heartbeat's
+    /// cost (a heartbeat is a QUIC packet of about 40 bytes and draws an acknowledgement of
+    /// about 30). Nothing is sent once this carrier is closing.
+    fn knock(&self, member: &MemberId) {
+        if self.inner.closing.load(Ordering::Acquire) {
             return;
         }
-        let entries: Vec<PeerEntry> = lock(&inner.peers).drain().map(|(_, e)| e).collect();
-        for entry in &entries {
-            entry.peer.stop(Stop::Graceful(CloseCode::Shutdown));
+        if let Err(error) = self.inner.socket.knock(member.address()) {
+            tracing::debug!(%error, ?member, "knock not sent");
         }
-        inner.local_peer.stop(Stop::Graceful(CloseCode::Shutdown));
-        // Each driver bounds its own flush by shutdown_timeout; the margin covers the close.
-        let deadline = tokio::time::Instant::now()
-            + inner.shared.config.shutdown_timeout
-            + Duration::from_secs(1);
-        for entry in entries {
-            let _ = tokio::time::timeout_at(deadline, entry.driver).await;
+    }
+
+    fn peer_stats(&self, member: &MemberId) -> Option<PeerStats> {
+        let peer = lock(&self.inner.peers).get(&member.uuid())?.peer.clone();
+        Some(PeerStats::of(&peer))
+    }
+
+    fn limit_stats(&self) -> LimitStats {
+        self.inner.shared.limits.stats()
+    }
+
+    fn faults(&self) -> &SocketFaults {
+        &self.inner.faults
+    }
+
+    fn socket_stats(&self) -> SocketStats {
+        self.inner.socket.stats()
+    }
+
+    /// QUIC flushes as part of its shutdown.
+    fn flush(&self) -> CarrierFuture<'_, bool> {
+        Box::pin(std::future::ready(true))
+    }
+
+    /// Nothing more goes out, every task ends, and the port refuses every datagram from
+    /// now on, so that the kernel answers other members' packets with ICMP port
+    /// unreachable as it does for a process that died. Where the port cannot be made to
+    /// refuse (not Linux, or a socket given to [`QuicCarrier::bind_with_socket`]), it only
+    /// goes silent.
+    fn crash(&self) {
+        self.inner.faults.isolate();
+        if let Some(queue) = &self.inner.error_queue
+            && let Err(error) = queue.refuse_everyone()
+        {
+            tracing::debug!(%error, "the crashed member's port still accepts datagrams");
         }
-        let local_tasks: Vec<JoinHandle<()>> = lock(&inner.tasks).drain(1..).collect();
-        for task in local_tasks {
-            let _ = tokio::time::timeout_at(deadline, task).await;
-        }
-        inner.abort();
-        let _ =
-            tokio::time::timeout(Duration::from_secs(1), inner.shared.endpoint.wait_idle()).await;
-        tracing::info!(member = ?inner.shared.local, "messenger shut down");
+        self.inner.abort();
+    }
+
+    fn release_port(&self) {
+        self.move_off_port();
+    }
+
+    fn shutdown(&self) -> CarrierFuture<'_, ()> {
+        Box::pin(self.shutdown_gracefully())
+    }
+
+    fn abort(&self) {
+        self.inner.abort();
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
     }
 }
 
-impl std::fmt::Debug for QuicMessenger {
+impl std::fmt::Debug for QuicCarrier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("QuicMessenger")
+        f.debug_struct("QuicCarrier")
             .field("local", &self.inner.shared.local)
             .field("view", &read(&self.inner.view).id())
             .finish()
-    }
-}
-
-/// Delivers messages sent to this member itself, in order per priority: the member is its
-/// own peer, acknowledging each batch as soon as its subscribers have it.
-async fn deliver_locally(peer: Arc<Peer>, shared: Arc<Shared>, priority: Priority) {
-    let mut frames = Vec::new();
-    while let Some(taken) = peer
-        .next_frames(priority, |frame| {
-            frames.push((frame.seq, frame.tag, frame.payload.clone()));
-        })
-        .await
-    {
-        let mut delivered = [0; 4];
-        for (seq, tag, payload) in frames.drain(..) {
-            let inbound = Inbound {
-                from: shared.local.clone(),
-                delivery: Delivery::Reliable(priority),
-                payload,
-            };
-            shared.dispatcher.deliver(tag, inbound).await;
-            delivered[priority.index()] = seq;
-        }
-        peer.count_written(priority, taken);
-        peer.acked(delivered);
     }
 }
 

@@ -37,7 +37,7 @@ use tokio::time::Instant;
 use super::Shared;
 use super::handshake::{self, DialError, LinkParts};
 use super::link::{Established, SendSlots, WriteBuffer};
-use super::queue::{Numbering, OutFrame, OverBound, SendWindow, Taken};
+use super::queue::{Numbering, OverBound, SendWindow, Taken};
 use super::receive::{ReceiveCursor, ReceiveWindow};
 use crate::member::MemberId;
 use crate::message::Tag;
@@ -337,34 +337,6 @@ impl Peer {
         let mut current = lock(&self.slots);
         if current.as_ref().is_some_and(|c| Arc::ptr_eq(c, slots)) {
             *current = None;
-        }
-    }
-
-    /// Waits for frames of `priority` to hand on, and shows each taken to `take` (under the
-    /// window's lock). `None` once the peer is stopping gracefully and nothing of that
-    /// priority is left.
-    pub(crate) async fn next_frames(
-        &self,
-        priority: Priority,
-        mut take: impl FnMut(&OutFrame),
-    ) -> Option<Taken> {
-        let wake = &self.writer_wake[priority.index()];
-        loop {
-            let notified = wake.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            let (taken, queued) = {
-                let mut window = lock(&self.window);
-                let taken = window.take(priority, MAX_BATCH_BYTES, &mut take);
-                (taken, window.has_queued(priority))
-            };
-            if taken.is_some() {
-                return taken;
-            }
-            if self.stopping.load(Ordering::Acquire) && !queued {
-                return None;
-            }
-            notified.await;
         }
     }
 

@@ -15,7 +15,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, RwLock};
+use std::sync::RwLock;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -24,13 +24,12 @@ use tokio::time::Instant;
 
 use super::Shared;
 use super::handshake::{QueryAsked, ReadFrameError, peer_close_code, read_frame};
-use crate::message::{Query, Tag};
+use crate::message::Tag;
 use crate::priority::Priority;
 use crate::sync::{read, write};
 use crate::wire::{self, CloseCode, Frame, FrameDecoder};
 
-/// Answers one query type: the decoded-and-re-encoded form of a typed handler.
-type Handler = Arc<dyn Fn(&[u8], SocketAddr) -> Result<Bytes, String> + Send + Sync>;
+use crate::carrier::QueryHandler as Handler;
 
 /// How long an answerer keeps a query connection open for the asker to read the answer.
 const LINGER: Duration = Duration::from_secs(2);
@@ -118,19 +117,9 @@ pub(crate) struct QueryHandlers {
 }
 
 impl QueryHandlers {
-    /// Answers queries of type `Q` with `handler` from now on, replacing any earlier one.
-    pub(crate) fn serve<Q: Query>(
-        &self,
-        handler: impl Fn(Q, SocketAddr) -> Q::Answer + Send + Sync + 'static,
-    ) {
-        let handler: Handler = Arc::new(move |payload, from| {
-            let query: Q = postcard::from_bytes(payload).map_err(|e| e.to_string())?;
-            let answer = handler(query, from);
-            postcard::to_allocvec(&answer)
-                .map(Bytes::from)
-                .map_err(|e| e.to_string())
-        });
-        write(&self.handlers).insert(Q::TAG, handler);
+    /// Answers queries under `tag` with `handler` from now on, replacing any earlier one.
+    pub(crate) fn serve(&self, tag: Tag, handler: Handler) {
+        write(&self.handlers).insert(tag, handler);
     }
 
     fn handler(&self, tag: Tag) -> Option<Handler> {
@@ -138,21 +127,21 @@ impl QueryHandlers {
     }
 }
 
-/// Asks whoever listens at `address`, and decodes the answer. `limit` counts from now:
-/// the caller holds `permit`, the dial permit it waited for, so a member busy dialing others
-/// does not charge its own queue to the answerer.
-pub(crate) async fn ask<Q: Query>(
+/// Asks whoever listens at `address` the encoded `query` under `tag`; the encoded answer.
+/// `limit` counts from now: the caller holds `permit`, the dial permit it waited for, so a
+/// member busy dialing others does not charge its own queue to the answerer.
+pub(crate) async fn ask(
     shared: &Shared,
     permit: tokio::sync::SemaphorePermit<'_>,
     address: SocketAddr,
-    query: &Q,
+    tag: Tag,
+    query: &[u8],
     limit: Duration,
-) -> Result<Q::Answer, QueryError> {
-    let payload = postcard::to_allocvec(query).map_err(QueryError::Encode)?;
-    let frame = wire::encode_query(Q::TAG, &payload);
+) -> Result<Bytes, QueryError> {
+    let frame = wire::encode_query(tag, query);
     if frame.len() > wire::HANDSHAKE_FRAME_LIMIT {
         return Err(QueryError::TooLarge {
-            tag: Q::TAG,
+            tag,
             size: frame.len(),
             max: wire::HANDSHAKE_FRAME_LIMIT,
         });
@@ -170,10 +159,7 @@ pub(crate) async fn ask<Q: Query>(
             reason: e.to_string(),
         })?;
     let lost = |error: ConnectionError| match peer_close_code(&error) {
-        Some(CloseCode::QueryNotServed) => QueryError::NotServed {
-            address,
-            tag: Q::TAG,
-        },
+        Some(CloseCode::QueryNotServed) => QueryError::NotServed { address, tag },
         Some(CloseCode::RateLimited) => QueryError::RateLimited(address),
         _ => QueryError::Connection {
             address,
@@ -197,11 +183,9 @@ pub(crate) async fn ask<Q: Query>(
         let mut decoder = FrameDecoder::new(shared.config.max_frame_bytes);
         let malformed = |reason: String| QueryError::Malformed { address, reason };
         match read_frame(&mut recv, &mut decoder).await {
-            Ok(Some(Frame::Answer { tag, payload })) if tag == Q::TAG => {
-                postcard::from_bytes::<Q::Answer>(&payload).map_err(|e| malformed(e.to_string()))
-            }
-            Ok(Some(Frame::Answer { tag, .. })) => {
-                Err(malformed(format!("answer to tag {tag}, asked {}", Q::TAG)))
+            Ok(Some(Frame::Answer { tag: answered, payload })) if answered == tag => Ok(payload),
+            Ok(Some(Frame::Answer { tag: answered, .. })) => {
+                Err(malformed(format!("answer to tag {answered}, asked {tag}")))
             }
             Ok(Some(_)) => Err(malformed("a frame other than Answer".into())),
             Ok(None) => Err(stream_error("closed without an answer".into())),
