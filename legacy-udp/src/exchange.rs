@@ -3,7 +3,7 @@
 //! final check use them, as they use QUIC queries.
 //!
 //! ```text
-//! query_within ─► pending[id] ─► Query{id, tag} every RESEND until the limit
+//! ask ─► pending[id] ─► Query{id, tag} every RESEND until the limit
 //! received Query ─► handler for the tag ─► Answer{id, tag} to the source address
 //! received Answer from the address asked ─► pending[id] completed
 //! received Refused from an address ─► every query pending there fails with the reason
@@ -12,14 +12,12 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Mutex, PoisonError, RwLock};
 
 use bytes::Bytes;
-use cohort_transport::{Query, QueryError};
+use cohort_transport::carrier::QueryHandler as Handler;
+use cohort_transport::{QueryError, Tag};
 use tokio::sync::oneshot;
-
-/// Turns an encoded query and the asker's address into an encoded answer.
-type Handler = Arc<dyn Fn(&[u8], SocketAddr) -> Result<Vec<u8>, String> + Send + Sync>;
 
 struct Pending {
     address: SocketAddr,
@@ -42,22 +40,16 @@ impl Exchanges {
         }
     }
 
-    pub(crate) fn serve<Q: Query>(
-        &self,
-        handler: impl Fn(Q, SocketAddr) -> Q::Answer + Send + Sync + 'static,
-    ) {
-        let handler: Handler = Arc::new(move |payload, from| {
-            let query: Q = postcard::from_bytes(payload).map_err(|e| e.to_string())?;
-            postcard::to_allocvec(&handler(query, from)).map_err(|e| e.to_string())
-        });
+    /// Answers queries under `tag` with `handler` from now on, replacing any earlier one.
+    pub(crate) fn serve(&self, tag: Tag, handler: Handler) {
         self.handlers
             .write()
             .unwrap_or_else(PoisonError::into_inner)
-            .insert(Q::TAG.0, handler);
+            .insert(tag.0, handler);
     }
 
     /// The answer to a query received from `from`, if this member serves its tag.
-    pub(crate) fn answer(&self, tag: u32, payload: &[u8], from: SocketAddr) -> Option<Vec<u8>> {
+    pub(crate) fn answer(&self, tag: u32, payload: &[u8], from: SocketAddr) -> Option<Bytes> {
         let handler = self
             .handlers
             .read()
@@ -120,15 +112,4 @@ impl Exchanges {
     fn pending(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Pending>> {
         self.pending.lock().unwrap_or_else(PoisonError::into_inner)
     }
-}
-
-/// Decodes an answer to `Q`.
-pub(crate) fn decode_answer<Q: Query>(
-    address: SocketAddr,
-    payload: &[u8],
-) -> Result<Q::Answer, QueryError> {
-    postcard::from_bytes(payload).map_err(|error| QueryError::Malformed {
-        address,
-        reason: error.to_string(),
-    })
 }

@@ -122,8 +122,6 @@ pub mod view_file;
 pub use auth::{AllowAll, Authenticator, Credentials, SharedSecret};
 pub use discovery::NoFounding;
 pub use gms::{CheckOutcome, Gms, GmsConfig, GmsStats, INDIRECT_PROBES, MembershipEvent, Output};
-#[doc(hidden)]
-pub use member::Transport;
 pub use member::{
     AskLocatorError, EventStream, LocatorReport, Member, MemberBuilder, MemberConfig, MissedEvents,
     Preset, Protocol, StartError, ask_locator,

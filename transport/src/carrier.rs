@@ -32,6 +32,7 @@ use tokio::time::Instant;
 use crate::dispatch::Dispatcher;
 #[cfg(doc)]
 use crate::front::Messenger;
+pub use crate::front::FrontSettings;
 use crate::member::{MemberId, ProtocolVersion};
 use crate::message::Tag;
 use crate::messenger::{SendError, TransportEvent};

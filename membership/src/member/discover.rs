@@ -17,7 +17,7 @@ use cohort_transport::{MemberId, QueryError, View};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use super::transport::Transport;
+use cohort_transport::Messenger;
 use crate::discovery::{Decision, Discovery, Heard, NoFounding};
 use crate::messages::FindCoordinator;
 
@@ -63,7 +63,7 @@ pub(super) fn targets(
 /// founding. A refusal ends it at once: a member that refuses this protocol for good will
 /// not change its mind.
 pub(super) async fn run(
-    messenger: &Transport,
+    messenger: &Messenger,
     me: &MemberId,
     locators: &[SocketAddr],
     targets: &[SocketAddr],
@@ -103,7 +103,7 @@ pub(super) async fn run(
 }
 
 async fn ask_all(
-    messenger: &Transport,
+    messenger: &Messenger,
     me: &MemberId,
     targets: &[SocketAddr],
     (limit, deadline): (Duration, Instant),

@@ -3,7 +3,7 @@
 //! ```text
 //! Member::builder ─► MemberBuilder::subscribe (the member's Relays, before any messenger)
 //!                 ─► MemberBuilder::start = Member::start with those subscriptions
-//! Member::start ─► Transport (QUIC, legacy or bridge, by MemberConfig::protocol)
+//! Member::start ─► Messenger (QUIC, legacy or bridge, by MemberConfig::protocol)
 //!               ─► Relays::start: the builder's subscriptions relay from it from now on
 //!                                      ─► serve FindCoordinator (discovery answers),
 //!                                          ViewCheck (the standing the driver published,
@@ -60,12 +60,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 use std::time::Duration;
 
-use cohort_legacy_udp::{Bridge, LegacyBindError, LegacyMessenger};
+use cohort_legacy_udp::LegacyBindError;
 use cohort_transport::{
     BindError, ClusterTls, MemberId, MemberKind, Message, Messenger, Priority, SendError,
     SendOutcome, SubscribeError, Subscription, Tag, TransportEvent, View, ViewId,
 };
-use cohort_transport::{ProtocolVersion, QueryError, QuicMessenger};
+use cohort_transport::{ProtocolVersion, QueryError};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -78,7 +78,7 @@ use self::identities::Identities;
 use self::reconnect::Life;
 use self::relay::Relays;
 pub use self::status::{AskLocatorError, LocatorReport, ask_locator};
-pub use self::transport::{Protocol, Transport};
+pub use self::transport::Protocol;
 use crate::gms::{CheckOutcome, Gms, GmsStats, MembershipEvent, Output};
 use crate::messages::{
     DiscoveryAnswer, FinalCheck, FindCoordinator, GmsMessage, Heartbeat, JoinRejection,
@@ -260,11 +260,11 @@ impl Shared {
 }
 
 /// The current incarnation's messenger (between incarnations, a stand-in: see
-/// [`Transport::stand_in`]).
-struct Slot(RwLock<Transport>);
+/// [`transport::stand_in`]).
+struct Slot(RwLock<Messenger>);
 
 impl Slot {
-    fn get(&self) -> Transport {
+    fn get(&self) -> Messenger {
         self.0
             .read()
             .unwrap_or_else(PoisonError::into_inner)
@@ -272,12 +272,12 @@ impl Slot {
     }
 
     /// Runs `f` on the messenger without cloning it (the send path).
-    fn with<T>(&self, f: impl FnOnce(&Transport) -> T) -> T {
+    fn with<T>(&self, f: impl FnOnce(&Messenger) -> T) -> T {
         f(&self.0.read().unwrap_or_else(PoisonError::into_inner))
     }
 
     /// Puts `messenger` in place; returns the one it replaces.
-    fn replace(&self, messenger: Transport) -> Transport {
+    fn replace(&self, messenger: Messenger) -> Messenger {
         std::mem::replace(
             &mut self.0.write().unwrap_or_else(PoisonError::into_inner),
             messenger,
@@ -604,7 +604,7 @@ impl Member {
             socket: messenger.socket_stats(),
             limits: messenger.limit_stats(),
             dispatch: messenger.dispatch_stats(),
-            legacy: messenger.legacy_stats(),
+            legacy: transport::legacy_stats(&messenger),
             peers,
             view,
         }
@@ -690,7 +690,7 @@ impl Member {
     /// A test hook (feature `test-hooks`): the messenger also takes views and senders
     /// behind the protocol's back.
     #[cfg(feature = "test-hooks")]
-    pub fn messenger(&self) -> Transport {
+    pub fn messenger(&self) -> Messenger {
         self.slot.get()
     }
 
@@ -747,7 +747,7 @@ impl Member {
     /// Stops this member as a crash of its process would: its socket drops everything from
     /// now on, so no other member hears a goodbye or a close, its tasks end, and its port
     /// refuses further datagrams as a closed port does (see
-    /// [`QuicMessenger::crash`](cohort_transport::QuicMessenger::crash)).
+    /// [`Messenger::crash`]).
     /// Returns once the driver has ended. For tests of failure handling; to crash without
     /// the port closing (a host gone or cut off), isolate its socket with
     /// `messenger().faults().isolate()` instead. A test hook (feature `test-hooks`).
@@ -773,16 +773,9 @@ impl std::fmt::Debug for Member {
 }
 
 /// Binds the messenger `config` asks for, at `config.identity.bind`.
-fn bind(config: &MemberConfig, tls: &ClusterTls) -> Result<Transport, StartError> {
-    let (identity, quic, legacy) = (config.announced(), &config.transport, &config.legacy);
-    Ok(match config.protocol {
-        Protocol::Quic => Transport::Quic(QuicMessenger::bind(&identity, quic.clone(), tls)?),
-        Protocol::Legacy => Transport::Legacy(LegacyMessenger::bind(&identity, legacy.clone())?),
-        Protocol::Bridge => {
-            let quic = QuicMessenger::bind(&identity, quic.clone(), tls)?;
-            Transport::Bridge(Bridge::new(quic, legacy.clone())?)
-        }
-    })
+fn bind(config: &MemberConfig, tls: &ClusterTls) -> Result<Messenger, StartError> {
+    let identity = config.announced();
+    transport::bind(config.protocol, &identity, &config.transport, &config.legacy, tls)
 }
 
 /// True if binding failed only because the port is still taken (by the previous
@@ -798,7 +791,7 @@ fn port_in_use(error: &StartError) -> bool {
 
 /// Puts a new messenger to work for `shared`'s current identity: answers discovery and
 /// final checks, and subscribes the driver's inputs (a checker's view id among them).
-fn attach(shared: &Arc<Shared>, messenger: &Transport) -> Result<Inputs, StartError> {
+fn attach(shared: &Arc<Shared>, messenger: &Messenger) -> Result<Inputs, StartError> {
     let messages = messenger
         .subscribe::<GmsMessage>()
         .map_err(|_| StartError::Stopped)?;
@@ -853,7 +846,7 @@ struct Driver {
     gms: Gms,
     /// This incarnation.
     me: MemberId,
-    messenger: Transport,
+    messenger: Messenger,
     shared: Arc<Shared>,
     view_file: Option<PathBuf>,
     /// Told once: admitted, or why not (the first incarnation only: `start` waits on it).
@@ -914,7 +907,7 @@ enum Ending {
 impl Driver {
     fn new(
         gms: Gms,
-        messenger: Transport,
+        messenger: Messenger,
         inputs: &Inputs,
         shared: Arc<Shared>,
         config: &MemberConfig,
@@ -1124,7 +1117,7 @@ impl Driver {
     /// backlog). A suspect that does not serve `ViewCheck` (an older build) is asked
     /// `FinalCheck` within what is left of the timeout. When its port refuses the query
     /// (ICMP), the query itself gives up after a few round trips
-    /// ([`QuicMessenger::query_within`](cohort_transport::QuicMessenger::query_within)): a
+    /// ([`Messenger::query_within`]): a
     /// live member answers within that even if the error was forged. A probe for another
     /// member's checker (`asker`) is the same check, reported as the probe's.
     fn final_check(&self, member: MemberId, asker: Option<MemberId>) {
@@ -1379,7 +1372,7 @@ fn now() -> std::time::Instant {
 /// as a crash. Any other is asked `ViewCheck`, and `FinalCheck` in what is left of the
 /// limit if it does not serve that (an older QUIC build says so).
 async fn ask(
-    messenger: &Transport,
+    messenger: &Messenger,
     member: &MemberId,
     query: &ViewCheck,
     limit: Duration,
@@ -1406,7 +1399,7 @@ async fn ask(
 /// `FinalCheck`, the check older builds serve: alive if it answers with its own uuid, out if
 /// with the nil uuid (a build that serves `ViewCheck` too says so once out).
 async fn ask_final_check(
-    messenger: &Transport,
+    messenger: &Messenger,
     member: &MemberId,
     limit: Duration,
 ) -> CheckOutcome {

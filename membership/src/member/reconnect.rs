@@ -41,7 +41,7 @@ use super::config::gms_config;
 use super::discover::{self, Failure, Found};
 use super::relay::Relays;
 use super::{
-    Command, Driver, Ending, Inputs, MemberConfig, Shared, Slot, StartError, Transport, attach,
+    Command, Driver, Ending, Inputs, MemberConfig, Shared, Slot, StartError, attach, transport,
     bind, port_in_use,
 };
 use crate::gms::Gms;
@@ -103,7 +103,7 @@ impl Life {
         let seed = old.uuid().as_u64_pair().0;
         let mut backoff = Backoff::new(self.config.discovery_interval, BACKOFF_CAP, seed);
         let stand_in =
-            match Transport::stand_in(&old, self.config.transport.clone(), &self.tls).await {
+            match transport::stand_in(&old, self.config.transport.clone(), &self.tls).await {
                 Ok(stand_in) => stand_in,
                 Err(error) => {
                     tracing::error!(member = ?old, %error, "cannot reconnect: staying out");
@@ -175,7 +175,7 @@ impl Life {
     /// Releases the previous messenger and binds a new one at the member's address, trying
     /// again after each backoff step until it works; publishes it as the current
     /// incarnation.
-    async fn incarnate(&self, stand_in: &Transport, backoff: &mut Backoff) -> (Transport, Inputs) {
+    async fn incarnate(&self, stand_in: &Messenger, backoff: &mut Backoff) -> (Messenger, Inputs) {
         loop {
             // The old messenger (or that of a try that failed) must be gone entirely before
             // its port can be bound again; the driver has shut it down already.
@@ -205,7 +205,7 @@ impl Life {
 
     /// Binds the member's address, waiting (bounded) while the previous messenger's port is
     /// still being released.
-    async fn bind_released(&self) -> Result<Transport, StartError> {
+    async fn bind_released(&self) -> Result<Messenger, StartError> {
         let deadline = Instant::now() + RELEASE_WAIT;
         loop {
             match bind(&self.config, &self.tls) {
@@ -227,7 +227,7 @@ impl Life {
     }
 
     /// Makes `messenger` the current one, with the application's subscriptions on it.
-    fn install(&self, messenger: &Transport) {
+    fn install(&self, messenger: &Messenger) {
         let replace = || self.slot.replace(messenger.clone());
         let previous = match &self.relays {
             Some(relays) => relays.switch(messenger, replace),

@@ -47,12 +47,11 @@ use cohort_transport::dispatch::{Dispatcher, Inbound};
 use cohort_transport::{Delivery, Envelope, Message, Messenger, SubscribeError, Subscription, Tag};
 use tokio::runtime::Handle;
 
-use super::transport::Transport;
 
 /// Subscribes one message type on a messenger and starts its relay on a runtime, for the
 /// messenger generation given.
 type Starter =
-    Box<dyn Fn(&Transport, &Handle, &Arc<Inner>, u64) -> Result<(), SubscribeError> + Send + Sync>;
+    Box<dyn Fn(&Messenger, &Handle, &Arc<Inner>, u64) -> Result<(), SubscribeError> + Send + Sync>;
 
 /// The application's subscriptions of one member, across incarnations.
 pub(super) struct Relays {
@@ -107,7 +106,7 @@ impl Relays {
     /// the first messenger once it is bound.
     pub(super) fn subscribe<M: Message>(
         &self,
-        current: impl FnOnce() -> Option<Transport>,
+        current: impl FnOnce() -> Option<Messenger>,
     ) -> Result<Subscription<M>, SubscribeError> {
         let inner = &self.inner;
         let mut tags = inner.tags();
@@ -136,7 +135,7 @@ impl Relays {
     /// The member's first messenger is bound: relays run on `runtime` from now on, and
     /// every subscription made before starts relaying from `messenger`, before the member
     /// asks anyone for the cluster (so before any member can send it anything).
-    pub(super) fn start(&self, runtime: Handle, messenger: &Transport) {
+    pub(super) fn start(&self, runtime: Handle, messenger: &Messenger) {
         let mut tags = self.inner.tags();
         let runtime = self.inner.runtime.get_or_init(|| runtime);
         self.start_all(&mut tags, messenger, runtime, "started");
@@ -144,7 +143,7 @@ impl Relays {
 
     /// Makes `install` (which puts the new messenger in place) and the start of every relay
     /// on `messenger` one step for [`Relays::subscribe`].
-    pub(super) fn switch<T>(&self, messenger: &Transport, install: impl FnOnce() -> T) -> T {
+    pub(super) fn switch<T>(&self, messenger: &Messenger, install: impl FnOnce() -> T) -> T {
         let mut tags = self.inner.tags();
         let installed = install();
         let Some(runtime) = self.inner.runtime.get() else {
@@ -157,7 +156,7 @@ impl Relays {
 
     /// Starts a relay on `messenger`, a new generation, for every tag the application
     /// holds a subscription to.
-    fn start_all(&self, tags: &mut Tags, messenger: &Transport, runtime: &Handle, what: &str) {
+    fn start_all(&self, tags: &mut Tags, messenger: &Messenger, runtime: &Handle, what: &str) {
         tags.generation += 1;
         let generation = tags.generation;
         for (tag, relay) in tags.by_tag.iter_mut() {

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! ask_locator(locator, tls) ─► the local address the host routes to the locator from
-//!   ─► QuicMessenger bound there (port 0), as an admin member that joins nothing
+//!   ─► a QUIC Messenger bound there (port 0), as an admin member that joins nothing
 //!   ─► FindCoordinator query ─► DiscoveryAnswer ─► LocatorReport; the socket is closed
 //! ```
 //!
@@ -15,7 +15,7 @@ use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 
 use cohort_transport::{
-    BindError, Identity, MemberId, MemberKind, Messenger, QueryError, QuicConfig, QuicMessenger,
+    BindError, Identity, MemberId, MemberKind, Messenger, QueryError, QuicConfig,
     TlsError, TlsSettings, View,
 };
 
@@ -90,7 +90,7 @@ pub async fn ask_locator(
         bind,
         ..Identity::named("cohort-member-status")
     };
-    let messenger = QuicMessenger::bind(&identity, QuicConfig::default(), &tls)?;
+    let messenger = Messenger::bind(&identity, QuicConfig::default(), &tls)?;
     let question = FindCoordinator {
         asker: messenger.local_member().clone(),
     };

@@ -341,7 +341,7 @@ mod view_checks {
         assert_eq!(suspect.version(), ProtocolVersion::LEGACY);
         let uuid = suspect.uuid();
         older.serve::<FinalCheck>(move |_, _| uuid);
-        let checker = Transport::Legacy(bind("checker"));
+        let checker = Messenger::Legacy(bind("checker"));
         let query = ViewCheck {
             uuid,
             checker: checker.local_member().clone(),

@@ -714,9 +714,10 @@ impl Carrier for QuicCarrier {
     /// which comes back as [`TransportEvent::Unreachable`]: a failure detector knocks
     /// between heartbeats to find a crashed member sooner, at a fraction of a heartbeat's
     /// cost (a heartbeat is a QUIC packet of about 40 bytes and draws an acknowledgement of
-    /// about 30). Nothing is sent once this carrier is closing.
+    /// about 30). Nothing is sent once this carrier is closing, nor to a member of the
+    /// legacy protocol, which has heartbeats of its own both ways and no knocks.
     fn knock(&self, member: &MemberId) {
-        if self.inner.closing.load(Ordering::Acquire) {
+        if self.inner.closing.load(Ordering::Acquire) || !self.speaks(member.version()) {
             return;
         }
         if let Err(error) = self.inner.socket.knock(member.address()) {

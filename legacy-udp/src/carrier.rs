@@ -1,49 +1,50 @@
-//! [`LegacyMessenger`]: the [`Messenger`] over the legacy protocol, a thin tokio shell
-//! around [`Core`].
+//! [`LegacyCarrier`]: the [`Carrier`] over the legacy protocol, a thin tokio shell around
+//! [`Core`], behind a [`Messenger`].
 //!
 //! ```text
-//! send ─► postcard encode ─► view check ─► Core::push (under the lock) ─► wake the driver
+//! Carrier::push ─► Core::push (under the lock) ─► wake the driver
 //! driver task: received datagram ─► Packet::decode (garbage counted) ─► Core::on_packet
 //!                 ─► complete messages ─► per-priority delivery queue
 //!              woken or timer ─► Core::poll_transmit ─► LegacySender::send
 //! delivery task per priority ─► Dispatcher::deliver (waits for a slow subscriber; while
 //!   its queue is over max_pending_delivery_bytes, new data of that priority goes
 //!   unacknowledged and is resent later)
-//! send_datagram ─► a Datagram packet straight out; received ─► Dispatcher::try_deliver
-//! query_within / serve ─► one-shot exchanges (see `exchange`)
+//! Carrier::push_datagram ─► a Datagram packet straight out; received ─► Dispatcher::try_deliver
+//! Carrier::ask / serve ─► one-shot exchanges (see `exchange`)
 //! retire ─► closed for good: queues dropped, every packet answered with Refused (at most
 //!           once per REFUSAL_INTERVAL per address)
 //! ```
 //!
-//! The socket is the member's one UDP port: bound alone ([`LegacyMessenger::bind`], an old
-//! member) or shared with QUIC ([`LegacyMessenger::beside`], the legacy side of a bridge,
-//! which shares the QUIC messenger's identity, subscriptions and events).
+//! The socket is the member's one UDP port: bound alone ([`LegacyCarrier::bind`], an old
+//! member) or shared with QUIC ([`LegacyCarrier::beside`], the legacy side of a bridge,
+//! which shares the QUIC carrier's identity, and the messenger's subscriptions and events).
 
+use std::any::Any;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
-use cohort_transport::dispatch::{DispatchStats, Dispatcher, Inbound, Routed};
+use cohort_transport::carrier::{Carrier, CarrierFuture, Hub, Pushed, QueryHandler};
+use cohort_transport::dispatch::{Inbound, Routed};
+use cohort_transport::quic::QuicCarrier;
 use cohort_transport::socket::{LegacyPort, LegacySender, SocketFaults, SocketStats};
-use cohort_transport::wire;
+#[cfg(doc)]
+use cohort_transport::Messenger;
 use cohort_transport::{
-    Delivery, Identity, MemberId, Message, Messenger, Priority, ProtocolVersion, Query, QueryError,
-    QuicMessenger, SendError, SendOutcome, SubscribeError, Subscription, Tag, TransportEvent, View,
+    Delivery, Identity, MemberId, Priority, ProtocolVersion, QueryError, SendError, Tag, View,
 };
-use tokio::sync::{Notify, broadcast, mpsc};
+use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::config::LegacyConfig;
 use crate::core::{Core, Delivered};
-use crate::exchange::{self, Exchanges};
+use crate::exchange::Exchanges;
 use crate::packet::{DatagramHeader, ExchangeHeader, Packet};
 use crate::stream::PushError;
 
-/// Transport events buffered for slow subscribers.
-const EVENT_CAPACITY: usize = 1024;
 /// Datagrams handled per driver wake-up before transmitting.
 const RECEIVE_BATCH: usize = 64;
 /// How often an unanswered query is sent again.
@@ -69,11 +70,11 @@ pub enum LegacyBindError {
         source: std::io::Error,
     },
     /// Not called from within a Tokio runtime.
-    #[error("LegacyMessenger must be started from within a Tokio runtime")]
+    #[error("the legacy carrier must be started from within a Tokio runtime")]
     NoRuntime,
 }
 
-/// Counters of a legacy messenger.
+/// Counters of a legacy carrier.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct LegacyStats {
@@ -113,17 +114,13 @@ struct Inner {
     wake: Notify,
     /// Woken by the driver whenever, after a step, everything sent is acknowledged.
     flushed: Notify,
-    dispatcher: Arc<Dispatcher>,
-    events: broadcast::Sender<TransportEvent>,
-    view: RwLock<View>,
+    hub: Hub,
     closing: AtomicBool,
     deliveries: [mpsc::UnboundedSender<Delivered>; 4],
     pending_delivery: [AtomicUsize; 4],
     malformed: AtomicU64,
     delivered: AtomicU64,
     exchanges: Exchanges,
-    /// False when the dispatcher belongs to a QUIC messenger beside this one.
-    owns_dispatcher: bool,
     /// Set once the legacy side is closed for good: why.
     retired: RwLock<Option<String>>,
     refusals: Mutex<std::collections::HashMap<SocketAddr, std::time::Instant>>,
@@ -142,16 +139,13 @@ impl Inner {
         for task in tasks {
             task.abort();
         }
-        if self.owns_dispatcher {
-            self.dispatcher.close();
-        }
     }
 }
 
-/// A cluster messenger over the legacy UDP protocol (version 1). Cheap to clone; the last
-/// clone dropped stops it.
+/// The carrier over the legacy UDP protocol (version 1). Cheap to clone; the last clone
+/// dropped stops it.
 #[derive(Clone)]
-pub struct LegacyMessenger {
+pub struct LegacyCarrier {
     inner: Arc<Inner>,
     _stop_on_drop: Arc<StopOnDrop>,
 }
@@ -164,12 +158,17 @@ impl Drop for StopOnDrop {
     }
 }
 
-impl LegacyMessenger {
+impl LegacyCarrier {
     /// Binds a UDP socket for the legacy protocol alone (an old member) as the member
-    /// `identity` names, tuned by `config`, and starts. Its member id announces protocol
-    /// [`ProtocolVersion::LEGACY`] whatever `identity.version` says: that is what a member
-    /// speaking this protocol alone is. Must be called from within a Tokio runtime.
-    pub fn bind(identity: &Identity, config: LegacyConfig) -> Result<Self, LegacyBindError> {
+    /// `identity` names, tuned by `config`, delivering to `hub`, and starts. Its member id
+    /// announces protocol [`ProtocolVersion::LEGACY`] whatever `identity.version` says:
+    /// that is what a member speaking this protocol alone is. Must be called from within
+    /// a Tokio runtime.
+    pub fn bind(
+        identity: &Identity,
+        config: LegacyConfig,
+        hub: &Hub,
+    ) -> Result<Self, LegacyBindError> {
         identity.validate()?;
         config.validate()?;
         tokio::runtime::Handle::try_current().map_err(|_| LegacyBindError::NoRuntime)?;
@@ -183,40 +182,27 @@ impl LegacyMessenger {
         let local = identity
             .member_id(bound)
             .with_version(ProtocolVersion::LEGACY);
-        let dispatcher = Dispatcher::new(config.subscription_capacity.get());
-        let (events, _) = broadcast::channel(EVENT_CAPACITY);
-        Ok(Self::start(local, config, port, dispatcher, true, events))
+        Ok(Self::start(local, config, port, hub.clone()))
     }
 
-    /// Starts on the legacy share of `quic`'s socket, as the same member: its identity, its
-    /// subscriptions and its transport events (the legacy side of a bridge), tuned by
-    /// `config`. Fails if the legacy share was taken.
-    pub fn beside(quic: &QuicMessenger, config: LegacyConfig) -> Result<Self, LegacyBindError> {
+    /// Starts on the legacy share of `quic`'s socket, as the same member (the legacy side
+    /// of a bridge), tuned by `config`, delivering to `hub`. Fails if the legacy share was
+    /// taken.
+    pub fn beside(
+        quic: &QuicCarrier,
+        config: LegacyConfig,
+        hub: &Hub,
+    ) -> Result<Self, LegacyBindError> {
         config.validate()?;
         tokio::runtime::Handle::try_current().map_err(|_| LegacyBindError::NoRuntime)?;
         let port = quic.legacy_port().ok_or_else(|| LegacyBindError::Socket {
             addr: quic.local_addr(),
             source: std::io::Error::other("the socket's legacy share is already in use"),
         })?;
-        Ok(Self::start(
-            quic.local_member().clone(),
-            config,
-            port,
-            // The dispatcher is QUIC's to close.
-            quic.dispatcher(),
-            false,
-            quic.event_sender(),
-        ))
+        Ok(Self::start(quic.local_member().clone(), config, port, hub.clone()))
     }
 
-    fn start(
-        local: MemberId,
-        config: LegacyConfig,
-        mut port: LegacyPort,
-        dispatcher: Arc<Dispatcher>,
-        owns_dispatcher: bool,
-        events: broadcast::Sender<TransportEvent>,
-    ) -> Self {
+    fn start(local: MemberId, config: LegacyConfig, mut port: LegacyPort, hub: Hub) -> Self {
         let sender = port.sender();
         // From the uuid, so that a process restarted at the same address does not take
         // answers meant for its previous incarnation.
@@ -234,16 +220,13 @@ impl LegacyMessenger {
             sender,
             wake: Notify::new(),
             flushed: Notify::new(),
-            dispatcher,
-            events,
-            view: RwLock::new(View::empty()),
+            hub,
             closing: AtomicBool::new(false),
             deliveries,
             pending_delivery: Default::default(),
             malformed: AtomicU64::new(0),
             delivered: AtomicU64::new(0),
             exchanges: Exchanges::new(first_query_id),
-            owns_dispatcher,
             retired: RwLock::new(None),
             refusals: Mutex::new(std::collections::HashMap::new()),
             refused: AtomicU64::new(0),
@@ -256,34 +239,25 @@ impl LegacyMessenger {
             tasks.push(tokio::spawn(deliver(inner.clone(), priority, rx)));
         }
         *inner.tasks.lock().unwrap_or_else(PoisonError::into_inner) = tasks;
-        tracing::info!(member = ?inner.local, "legacy messenger listening");
-        LegacyMessenger {
+        tracing::info!(member = ?inner.local, "legacy carrier listening");
+        LegacyCarrier {
             _stop_on_drop: Arc::new(StopOnDrop(inner.clone())),
             inner,
         }
     }
 
-    /// Answers queries of type `Q` from now on with `handler`, which gets the query and the
-    /// asker's address and must not block.
-    pub fn serve<Q: Query>(
-        &self,
-        handler: impl Fn(Q, SocketAddr) -> Q::Answer + Send + Sync + 'static,
-    ) {
-        self.inner.exchanges.serve(handler);
-    }
-
-    /// Asks whoever listens at `address` one question over the legacy protocol, resending
-    /// it until answered or `limit` has passed.
-    pub async fn query_within<Q: Query>(
+    /// Asks whoever listens at `address` the encoded `query` under `tag` over the legacy
+    /// protocol, resending it until answered or `limit` has passed.
+    async fn ask_within(
         &self,
         address: SocketAddr,
-        query: &Q,
+        tag: Tag,
+        query: Bytes,
         limit: Duration,
-    ) -> Result<Q::Answer, QueryError> {
+    ) -> Result<Bytes, QueryError> {
         if self.inner.closing.load(Ordering::Acquire) || self.is_retired() {
             return Err(QueryError::Shutdown);
         }
-        let payload = postcard::to_allocvec(query).map_err(QueryError::Encode)?;
         let (id, mut answer) = self.inner.exchanges.start(address);
         // Forgotten however this ends, also when the caller stops waiting (a bridge that
         // got its answer over QUIC drops this future).
@@ -291,69 +265,25 @@ impl LegacyMessenger {
             inner: &self.inner,
             id,
         };
-        let header = ExchangeHeader { id, tag: Q::TAG.0 };
-        let packet = Packet::Query(header, Bytes::from(payload)).encode();
+        let header = ExchangeHeader { id, tag: tag.0 };
+        let packet = Packet::Query(header, query).encode();
         let deadline = Instant::now() + limit;
-        let result = loop {
+        loop {
             if let Err(error) = self.inner.sender.send(address, &packet) {
                 tracing::debug!(%error, %address, "legacy query not sent");
             }
             let resend = (Instant::now() + QUERY_RESEND).min(deadline);
             tokio::select! {
                 answered = &mut answer => {
-                    break answered.unwrap_or(Err(QueryError::Shutdown));
+                    return answered.unwrap_or(Err(QueryError::Shutdown));
                 }
                 () = tokio::time::sleep_until(resend) => {
                     if Instant::now() >= deadline {
-                        break Err(QueryError::Timeout(address));
+                        return Err(QueryError::Timeout(address));
                     }
                 }
             }
-        };
-        exchange::decode_answer::<Q>(address, &result?)
-    }
-
-    /// Closes the legacy side for good: whatever is queued is dropped, nothing more is
-    /// sent or delivered, and every legacy packet from now on is answered with a refusal
-    /// that gives `reason`, so an old member learns why it is not heard.
-    pub fn retire(&self, reason: &str) {
-        {
-            let mut retired = self
-                .inner
-                .retired
-                .write()
-                .unwrap_or_else(PoisonError::into_inner);
-            if retired.is_some() {
-                return;
-            }
-            *retired = Some(reason.to_owned());
         }
-        *self.inner.core() = Core::new(self.inner.local.clone(), self.inner.config.clone());
-        tracing::info!(member = ?self.inner.local, reason, "legacy protocol closed");
-    }
-
-    /// Stops as the crash of this member's process would (for tests): nothing more goes
-    /// out and every task ends.
-    pub fn crash(&self) {
-        self.faults().isolate();
-        self.inner.abort();
-    }
-
-    /// A view being prepared (not yet installed): its members may send application
-    /// messages from now on, as on QUIC (`QuicMessenger::expect_view`). Installing a view
-    /// with this id or a later one replaces it. Until then, a member not in the installed
-    /// view is a stranger, limited to cohort's own protocol messages on Control.
-    pub fn expect_view(&self, view: &View) {
-        self.inner.core().expect_view(view);
-    }
-
-    /// True once [`LegacyMessenger::retire`] was called.
-    pub fn is_retired(&self) -> bool {
-        self.inner
-            .retired
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .is_some()
     }
 
     /// True when every message sent has been acknowledged.
@@ -363,7 +293,7 @@ impl LegacyMessenger {
 
     /// Waits until every message sent has been acknowledged, at most the configured
     /// `shutdown_timeout` (resending meanwhile, as always); true if it was.
-    pub async fn flush(&self) -> bool {
+    async fn flush_within_timeout(&self) -> bool {
         let wait = async {
             loop {
                 // Registered before the check, so that the driver's step between the two
@@ -380,27 +310,6 @@ impl LegacyMessenger {
         tokio::time::timeout(self.inner.config.shutdown_timeout, wait)
             .await
             .is_ok()
-    }
-
-    /// The address the socket is bound to.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.inner.local.address()
-    }
-
-    /// The socket's fault rules (for tests).
-    pub fn faults(&self) -> &SocketFaults {
-        self.inner.sender.faults()
-    }
-
-    /// The socket's counters.
-    pub fn socket_stats(&self) -> SocketStats {
-        self.inner.sender.stats()
-    }
-
-    /// Counters of the dispatcher behind this messenger's subscriptions (shared with the
-    /// QUIC messenger of a bridge).
-    pub fn dispatch_stats(&self) -> DispatchStats {
-        self.inner.dispatcher.stats()
     }
 
     /// The protocol's counters.
@@ -421,202 +330,12 @@ impl LegacyMessenger {
         }
     }
 
-    /// When anything last arrived from `member`.
-    pub fn last_heard(&self, member: &MemberId) -> Option<Instant> {
-        self.inner.core().last_heard(member).map(Instant::from_std)
-    }
-
-    /// Fails as `send` would for a message this side cannot take (closed, retired, not
-    /// encodable, or over `max_message_bytes`), without queuing anything.
-    pub fn check_size<M: Message>(&self, message: &M) -> Result<(), SendError> {
-        self.encode(message).map(|_| ())
-    }
-
-    fn encode<M: Message>(&self, message: &M) -> Result<Bytes, SendError> {
-        if self.inner.closing.load(Ordering::Acquire) || self.is_retired() {
-            return Err(SendError::Shutdown);
-        }
-        let payload = wire::encode_payload(message).map_err(|source| SendError::Encode {
-            tag: M::TAG,
-            source,
-        })?;
-        if payload.len() > self.inner.config.max_message_bytes.get() {
-            return Err(SendError::TooLarge {
-                tag: M::TAG,
-                size: payload.len(),
-                max: self.inner.config.max_message_bytes.get(),
-            });
-        }
-        Ok(payload)
-    }
-
-    /// Queues `payload` for each recipient that `admits`; the others are not in the view.
-    fn queue_for(
-        &self,
-        tag: Tag,
-        payload: Bytes,
-        priority: Priority,
-        recipients: &[MemberId],
-        admits: impl Fn(&MemberId) -> bool,
-    ) -> SendOutcome {
-        let mut outcome = SendOutcome::default();
-        let mut backlogged = Vec::new();
-        {
-            let now = std::time::Instant::now();
-            let mut core = self.inner.core();
-            for to in recipients {
-                if *to == self.inner.local {
-                    self.deliver_locally(priority, tag, payload.clone());
-                    continue;
-                }
-                if !admits(to) {
-                    outcome.not_in_view.push(to.clone());
-                    continue;
-                }
-                match core.push(to, priority, tag.0, payload.clone(), now) {
-                    Ok(true) => {}
-                    Ok(false) => outcome.not_in_view.push(to.clone()),
-                    Err(PushError::Full { queued, .. }) => {
-                        outcome.backlogged.push(to.clone());
-                        // Raised once per streak, as the QUIC messenger does: each event
-                        // becomes a suspicion above.
-                        if core.note_backlogged(to) {
-                            backlogged.push((to.clone(), queued));
-                        }
-                    }
-                    Err(PushError::TooLarge) => outcome.backlogged.push(to.clone()),
-                }
-            }
-        }
-        for (member, queued_bytes) in backlogged {
-            tracing::warn!(%member, queued_bytes, "destination backlogged");
-            let _ = self.inner.events.send(TransportEvent::Backlogged {
-                member,
-                queued_bytes,
-            });
-        }
-        self.inner.wake.notify_one();
-        outcome
-    }
-
-    fn deliver_locally(&self, priority: Priority, tag: Tag, payload: Bytes) {
-        let size = payload.len();
-        self.inner.pending_delivery[priority.index()].fetch_add(size, Ordering::AcqRel);
-        let delivered = Delivered {
-            from: self.inner.local.clone(),
-            priority,
-            tag: tag.0,
-            payload,
-        };
-        if self.inner.deliveries[priority.index()]
-            .send(delivered)
-            .is_err()
-        {
-            self.inner.pending_delivery[priority.index()].fetch_sub(size, Ordering::AcqRel);
-        }
-    }
-}
-
-impl Messenger for LegacyMessenger {
-    fn local_member(&self) -> &MemberId {
-        &self.inner.local
-    }
-
-    fn view(&self) -> View {
-        self.inner
-            .view
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-    }
-
-    fn install_view(&self, view: View) {
-        let mut installed = self
-            .inner
-            .view
-            .write()
-            .unwrap_or_else(PoisonError::into_inner);
-        self.inner
-            .core()
-            .install_view(&installed, &view, std::time::Instant::now());
-        *installed = view;
-        drop(installed);
-        self.inner.wake.notify_one();
-    }
-
-    fn send<M: Message>(
-        &self,
-        message: &M,
-        priority: Priority,
-        recipients: &[MemberId],
-    ) -> Result<SendOutcome, SendError> {
-        if priority == Priority::Control && M::TAG.0 >= Tag::FIRST_APPLICATION.0 {
-            return Err(SendError::ControlReserved(M::TAG));
-        }
-        let payload = self.encode(message)?;
-        let view = self.view();
-        Ok(self.queue_for(M::TAG, payload, priority, recipients, |m| view.contains(m)))
-    }
-
-    fn send_outside_view<M: Message>(
-        &self,
-        message: &M,
-        recipients: &[MemberId],
-    ) -> Result<SendOutcome, SendError> {
-        if M::TAG.0 >= Tag::FIRST_APPLICATION.0 {
-            return Err(SendError::ProtocolOnly(M::TAG));
-        }
-        let payload = self.encode(message)?;
-        Ok(self.queue_for(M::TAG, payload, Priority::Control, recipients, |_| true))
-    }
-
-    fn send_datagram<M: Message>(
-        &self,
-        message: &M,
-        recipients: &[MemberId],
-    ) -> Result<SendOutcome, SendError> {
-        let payload = self.encode(message)?;
-        let view = self.view();
-        let mut outcome = SendOutcome::default();
-        let packet = Packet::Datagram(
-            DatagramHeader {
-                sender: self.inner.local.clone(),
-                tag: M::TAG.0,
-            },
-            payload.clone(),
-        )
-        .encode();
-        for to in recipients {
-            if *to == self.inner.local {
-                deliver_datagram(
-                    &self.inner,
-                    self.inner.local.clone(),
-                    M::TAG,
-                    payload.clone(),
-                );
-            } else if !view.contains(to) {
-                outcome.not_in_view.push(to.clone());
-            } else if let Err(error) = self.inner.sender.send(to.address(), &packet) {
-                tracing::debug!(%error, ?to, "legacy datagram not sent");
-            }
-        }
-        Ok(outcome)
-    }
-
-    fn subscribe<M: Message>(&self) -> Result<Subscription<M>, SubscribeError> {
-        self.inner.dispatcher.subscribe()
-    }
-
-    fn events(&self) -> broadcast::Receiver<TransportEvent> {
-        self.inner.events.subscribe()
-    }
-
-    async fn shutdown(&self) {
+    async fn shutdown_gracefully(&self) {
         if self.inner.closing.swap(true, Ordering::AcqRel) {
             return;
         }
         // Resent until everything is acknowledged, bounded by the shutdown timeout.
-        if !self.flush().await {
+        if !self.flush_within_timeout().await {
             tracing::debug!("legacy messages still unacknowledged at shutdown");
         }
         // Every task stopped and waited for: what they held (the socket among it) is gone
@@ -635,7 +354,169 @@ impl Messenger for LegacyMessenger {
             let _ = task.await;
         }
         self.inner.abort();
-        tracing::info!(member = ?self.inner.local, "legacy messenger shut down");
+        tracing::info!(member = ?self.inner.local, "legacy carrier shut down");
+    }
+}
+
+impl Carrier for LegacyCarrier {
+    fn local_member(&self) -> &MemberId {
+        &self.inner.local
+    }
+
+    /// Members of protocol v1; alone, this carrier reaches every member (the members of
+    /// later versions speak it through their bridges).
+    fn speaks(&self, version: ProtocolVersion) -> bool {
+        version < ProtocolVersion::QUIC
+    }
+
+    /// Reliable or not, a message is at most `max_message_bytes`.
+    fn check_size(&self, tag: Tag, len: usize, _: Option<Priority>) -> Result<(), SendError> {
+        if self.inner.closing.load(Ordering::Acquire) || self.is_retired() {
+            return Err(SendError::Shutdown);
+        }
+        let max = self.inner.config.max_message_bytes.get();
+        match len > max {
+            true => Err(SendError::TooLarge {
+                tag,
+                size: len,
+                max,
+            }),
+            false => Ok(()),
+        }
+    }
+
+    fn install_view(&self, old: &View, new: &View) {
+        self.inner
+            .core()
+            .install_view(old, new, std::time::Instant::now());
+        self.inner.wake.notify_one();
+    }
+
+    /// Until then, a member not in the installed view is a stranger, limited to cohort's
+    /// own protocol messages on Control.
+    fn expect_view(&self, view: &View) {
+        self.inner.core().expect_view(view);
+    }
+
+    fn push(
+        &self,
+        recipients: &[&MemberId],
+        priority: Priority,
+        tag: Tag,
+        payload: Bytes,
+        report: &mut dyn FnMut(&MemberId, Pushed),
+    ) {
+        {
+            let now = std::time::Instant::now();
+            let mut core = self.inner.core();
+            for &to in recipients {
+                let pushed = match core.push(to, priority, tag.0, payload.clone(), now) {
+                    Ok(true) => Pushed::Accepted,
+                    Ok(false) => Pushed::NotInView,
+                    Err(PushError::Full { queued, .. }) => Pushed::Backlogged {
+                        queued_bytes: queued,
+                        first_of_streak: core.note_backlogged(to),
+                    },
+                    Err(PushError::TooLarge) => Pushed::TooLarge,
+                };
+                report(to, pushed);
+            }
+        }
+        self.inner.wake.notify_one();
+    }
+
+    fn push_datagram(
+        &self,
+        recipients: &[&MemberId],
+        tag: Tag,
+        payload: &Bytes,
+        _: &mut dyn FnMut(&MemberId, Pushed),
+    ) {
+        let header = DatagramHeader {
+            sender: self.inner.local.clone(),
+            tag: tag.0,
+        };
+        let packet = Packet::Datagram(header, payload.clone()).encode();
+        for &to in recipients {
+            if let Err(error) = self.inner.sender.send(to.address(), &packet) {
+                tracing::debug!(%error, ?to, "legacy datagram not sent");
+            }
+        }
+    }
+
+    fn serve(&self, tag: Tag, handler: QueryHandler) {
+        self.inner.exchanges.serve(tag, handler);
+    }
+
+    fn ask(
+        &self,
+        address: SocketAddr,
+        tag: Tag,
+        query: Bytes,
+        limit: Duration,
+    ) -> CarrierFuture<'_, Result<Bytes, QueryError>> {
+        Box::pin(self.ask_within(address, tag, query, limit))
+    }
+
+    fn last_heard(&self, member: &MemberId) -> Option<Instant> {
+        self.inner.core().last_heard(member).map(Instant::from_std)
+    }
+
+    fn faults(&self) -> &SocketFaults {
+        self.inner.sender.faults()
+    }
+
+    fn socket_stats(&self) -> SocketStats {
+        self.inner.sender.stats()
+    }
+
+    fn flush(&self) -> CarrierFuture<'_, bool> {
+        Box::pin(self.flush_within_timeout())
+    }
+
+    /// Whatever is queued is dropped, nothing more is sent or delivered, and every legacy
+    /// packet from now on is answered with a refusal that gives `reason`, so an old member
+    /// learns why it is not heard.
+    fn retire(&self, reason: &str) {
+        {
+            let mut retired = self
+                .inner
+                .retired
+                .write()
+                .unwrap_or_else(PoisonError::into_inner);
+            if retired.is_some() {
+                return;
+            }
+            *retired = Some(reason.to_owned());
+        }
+        *self.inner.core() = Core::new(self.inner.local.clone(), self.inner.config.clone());
+        tracing::info!(member = ?self.inner.local, reason, "legacy protocol closed");
+    }
+
+    fn is_retired(&self) -> bool {
+        self.inner
+            .retired
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_some()
+    }
+
+    /// Nothing more goes out and every task ends.
+    fn crash(&self) {
+        self.faults().isolate();
+        self.inner.abort();
+    }
+
+    fn shutdown(&self) -> CarrierFuture<'_, ()> {
+        Box::pin(self.shutdown_gracefully())
+    }
+
+    fn abort(&self) {
+        self.inner.abort();
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
     }
 }
 
@@ -645,7 +526,7 @@ fn deliver_datagram(inner: &Inner, from: MemberId, tag: Tag, payload: Bytes) {
         delivery: Delivery::Datagram,
         payload,
     };
-    inner.dispatcher.try_deliver(tag, inbound);
+    inner.hub.dispatcher.try_deliver(tag, inbound);
 }
 
 /// The driver: receives, hands packets to the core, and sends what it says is due.
@@ -759,7 +640,7 @@ fn receive(inner: &Inner, batch: Vec<(SocketAddr, Bytes)>, delivered: &mut Vec<D
     drop(core);
     for (from, header, payload) in queries {
         if let Some(answer) = inner.exchanges.answer(header.tag, &payload, from) {
-            let packet = Packet::Answer(header, Bytes::from(answer)).encode();
+            let packet = Packet::Answer(header, answer).encode();
             if let Err(error) = inner.sender.send(from, &packet) {
                 tracing::debug!(%error, %from, "legacy answer not sent");
             }
@@ -819,7 +700,7 @@ async fn deliver(
             delivery: Delivery::Reliable(priority),
             payload: message.payload,
         };
-        let routed = inner.dispatcher.deliver(Tag(message.tag), inbound).await;
+        let routed = inner.hub.dispatcher.deliver(Tag(message.tag), inbound).await;
         if routed == Routed::Delivered {
             inner.delivered.fetch_add(1, Ordering::Relaxed);
         }
@@ -827,9 +708,9 @@ async fn deliver(
     }
 }
 
-impl std::fmt::Debug for LegacyMessenger {
+impl std::fmt::Debug for LegacyCarrier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LegacyMessenger")
+        f.debug_struct("LegacyCarrier")
             .field("member", &self.inner.local)
             .finish()
     }
