@@ -7,9 +7,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use cohort_transport::{
-    Message, Messenger, Priority, QuicConfig, QuicMessenger, Tag, TlsSettings, View, ViewId,
-};
+use cohort_transport::{Message, Messenger, Priority, QuicConfig, Tag, TlsSettings, View, ViewId};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, PartialEq, Serialize, Deserialize)]
@@ -62,7 +60,7 @@ async fn files_from_the_cli_load_and_connect_two_members() {
     };
     let bind = |name: &str| {
         let identity = cohort_transport::Identity::named(name);
-        QuicMessenger::bind(&identity, QuicConfig::default(), &tls(name)).expect("bind")
+        Messenger::bind(&identity, QuicConfig::default(), &tls(name)).expect("bind")
     };
     let (one, two) = (bind("one"), bind("two"));
     let view = View::new(

@@ -15,7 +15,9 @@ use std::sync::Arc;
 
 use cohort_transport::carrier::{FrontSettings, Hub};
 use cohort_transport::quic::QuicCarrier;
-use cohort_transport::{BindError, ClusterTls, Identity, MemberId, Messenger, ProtocolVersion, QuicConfig};
+use cohort_transport::{
+    BindError, ClusterTls, Identity, MemberId, Messenger, ProtocolVersion, QuicConfig,
+};
 
 use crate::carrier::{LegacyBindError, LegacyCarrier};
 use crate::config::LegacyConfig;

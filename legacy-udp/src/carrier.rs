@@ -26,12 +26,12 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
+#[cfg(doc)]
+use cohort_transport::Messenger;
 use cohort_transport::carrier::{Carrier, CarrierFuture, Hub, Pushed, QueryHandler};
 use cohort_transport::dispatch::{Inbound, Routed};
 use cohort_transport::quic::QuicCarrier;
 use cohort_transport::socket::{LegacyPort, LegacySender, SocketFaults, SocketStats};
-#[cfg(doc)]
-use cohort_transport::Messenger;
 use cohort_transport::{
     Delivery, Identity, MemberId, Priority, ProtocolVersion, QueryError, SendError, Tag, View,
 };
@@ -199,7 +199,12 @@ impl LegacyCarrier {
             addr: quic.local_addr(),
             source: std::io::Error::other("the socket's legacy share is already in use"),
         })?;
-        Ok(Self::start(quic.local_member().clone(), config, port, hub.clone()))
+        Ok(Self::start(
+            quic.local_member().clone(),
+            config,
+            port,
+            hub.clone(),
+        ))
     }
 
     fn start(local: MemberId, config: LegacyConfig, mut port: LegacyPort, hub: Hub) -> Self {
@@ -700,7 +705,11 @@ async fn deliver(
             delivery: Delivery::Reliable(priority),
             payload: message.payload,
         };
-        let routed = inner.hub.dispatcher.deliver(Tag(message.tag), inbound).await;
+        let routed = inner
+            .hub
+            .dispatcher
+            .deliver(Tag(message.tag), inbound)
+            .await;
         if routed == Routed::Delivered {
             inner.delivered.fetch_add(1, Ordering::Relaxed);
         }

@@ -1,5 +1,5 @@
 //! The legacy protocol against peers that do not follow it: raw UDP sockets in the test
-//! play the attacker (or a sender the test steps by hand), a real `LegacyMessenger` is the
+//! play the attacker (or a sender the test steps by hand), a real `Messenger` is the
 //! target.
 //!
 //! - A stranger (in no view) may speak only as a joiner does: cohort's own protocol tags on
@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use cohort_legacy_udp::packet::{DataHeader, Packet};
-use cohort_legacy_udp::{LegacyConfig, LegacyMessenger};
+use cohort_legacy_udp::{LegacyCarrier, LegacyConfig, LegacyStats};
 use cohort_transport::{
     Identity, MemberId, MemberKind, Message, Messenger, Priority, ProtocolVersion, Tag, View,
     ViewId,
@@ -124,8 +124,14 @@ impl Raw {
     }
 }
 
-fn target(config: LegacyConfig) -> LegacyMessenger {
-    LegacyMessenger::bind(&Identity::named("target"), config)
+/// The counters of `messenger`'s legacy carrier.
+fn stats(messenger: &Messenger) -> LegacyStats {
+    let carrier = messenger.carrier::<LegacyCarrier>();
+    carrier.expect("a legacy carrier").stats()
+}
+
+fn target(config: LegacyConfig) -> Messenger {
+    cohort_legacy_udp::bind(&Identity::named("target"), config)
         .expect("bind a legacy messenger on loopback")
 }
 
@@ -133,7 +139,7 @@ fn target(config: LegacyConfig) -> LegacyMessenger {
 async fn a_stranger_that_was_heard_once_still_cannot_deliver_application_messages() {
     let target = target(LegacyConfig::default());
     let member =
-        LegacyMessenger::bind(&Identity::named("member"), LegacyConfig::default()).expect("bind");
+        cohort_legacy_udp::bind(&Identity::named("member"), LegacyConfig::default()).expect("bind");
     let view = View::new(
         ViewId(1),
         [target.local_member().clone(), member.local_member().clone()],
@@ -171,11 +177,11 @@ async fn a_stranger_that_was_heard_once_still_cannot_deliver_application_message
         .send_whole(&me, Priority::Control, 2, &Note(b"forged".to_vec()))
         .await;
     let refused = Instant::now() + PATIENCE;
-    while target.stats().from_strangers < 4 {
+    while stats(&target).from_strangers < 4 {
         assert!(
             Instant::now() < refused,
             "the stranger's application messages were not refused: {:?}",
-            target.stats()
+            stats(&target)
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
@@ -214,11 +220,11 @@ async fn a_stranger_may_not_send_application_messages_on_control() {
         .send_whole(&me, Priority::Control, 1, &Note(b"forged".to_vec()))
         .await;
     let refused = Instant::now() + PATIENCE;
-    while target.stats().from_strangers < 1 {
+    while stats(&target).from_strangers < 1 {
         assert!(
             Instant::now() < refused,
             "not refused: {:?}",
-            target.stats()
+            stats(&target)
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
@@ -312,7 +318,7 @@ async fn what_a_full_reassembly_memory_acknowledged_is_delivered() {
                 panic!(
                     "acknowledged but not delivered: got {} of 2 messages; {:?}",
                     delivered.len(),
-                    target.stats()
+                    stats(&target)
                 )
             })
             .expect("subscription open");
@@ -323,7 +329,7 @@ async fn what_a_full_reassembly_memory_acknowledged_is_delivered() {
     expected.sort();
     assert_eq!(delivered, expected);
     assert!(
-        target.stats().reassembly_over_budget >= 1,
+        stats(&target).reassembly_over_budget >= 1,
         "b's message had to wait for memory"
     );
 }
@@ -340,7 +346,7 @@ async fn one_sender_of_large_messages_cannot_make_another_lose_one() {
             max_reassembly_bytes: 40_000,
             ..LegacyConfig::default()
         };
-        LegacyMessenger::bind(&Identity::named(name), config).expect("bind")
+        cohort_legacy_udp::bind(&Identity::named(name), config).expect("bind")
     };
     let (receiver, big, other) = (bind("receiver"), bind("big"), bind("other"));
     let view = View::new(
@@ -376,7 +382,7 @@ async fn one_sender_of_large_messages_cannot_make_another_lose_one() {
                 panic!(
                     "{} of 4 messages arrived; {:?}",
                     senders.len(),
-                    receiver.stats()
+                    stats(&receiver)
                 )
             })
             .expect("subscription open");
@@ -385,5 +391,5 @@ async fn one_sender_of_large_messages_cannot_make_another_lose_one() {
     }
     senders.sort();
     assert_eq!(senders, vec![0, 1, 2, 0xff]);
-    assert_eq!(receiver.stats().oversized, 0);
+    assert_eq!(stats(&receiver).oversized, 0);
 }

@@ -69,7 +69,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use cohort_certs::{CertificateAuthority, MemberRequest};
-use cohort_membership::{Member, MemberConfig, MembershipEvent, Protocol, StartError, Transport};
+use cohort_membership::{Member, MemberConfig, MembershipEvent, Protocol, StartError};
 use cohort_transport::{
     Delivery, Envelope, MemberId, MemberKind, Message, Priority, SendOutcome, Subscription, Tag,
     TlsSettings, View, ViewId,
@@ -1445,10 +1445,11 @@ impl Upgrade<'_> {
 }
 
 fn legacy_closed(member: &Member) -> bool {
-    match member.messenger() {
-        Transport::Bridge(bridge) => !bridge.legacy_open(),
-        Transport::Quic(_) => true,
-        Transport::Legacy(_) => false,
+    let messenger = member.messenger();
+    match messenger.secondary_open() {
+        Some(open) => !open,
+        // QUIC alone has nothing to close; the legacy protocol alone never closes.
+        None => messenger.quic().is_some(),
     }
 }
 

@@ -17,8 +17,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use cohort_certs::{CertificateAuthority, IssuedCertificate, MemberRequest};
 use cohort_transport::{
-    ClusterTls, Envelope, Identity, Message, Messenger, QuicConfig, QuicMessenger, Subscription,
-    Tag, TlsSettings, View, ViewId,
+    ClusterTls, Envelope, Identity, Message, Messenger, QuicConfig, Subscription, Tag, TlsSettings,
+    View, ViewId,
 };
 use serde::{Deserialize, Serialize};
 
@@ -96,18 +96,18 @@ impl Default for TestCa {
 }
 
 /// Binds a messenger named `name` on an ephemeral loopback port with certificates from `ca`.
-pub fn spawn_member(ca: &TestCa, name: &str) -> QuicMessenger {
+pub fn spawn_member(ca: &TestCa, name: &str) -> Messenger {
     spawn_with(&ca.tls(name), name, QuicConfig::default())
 }
 
 /// Binds a messenger named `name` on an ephemeral loopback port, with explicit TLS and
 /// tuning.
-pub fn spawn_with(tls: &ClusterTls, name: &str, config: QuicConfig) -> QuicMessenger {
-    QuicMessenger::bind(&Identity::named(name), config, tls).expect("bind a messenger on loopback")
+pub fn spawn_with(tls: &ClusterTls, name: &str, config: QuicConfig) -> Messenger {
+    Messenger::bind(&Identity::named(name), config, tls).expect("bind a messenger on loopback")
 }
 
 /// Installs one view, listing `members` in order, on every one of them.
-pub fn install_view<M: Messenger>(id: u64, members: &[&M]) -> View {
+pub fn install_view(id: u64, members: &[&Messenger]) -> View {
     let view = View::new(ViewId(id), members.iter().map(|m| m.local_member().clone()));
     for member in members {
         member.install_view(view.clone());

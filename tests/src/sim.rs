@@ -4,7 +4,7 @@
 //! time and carries UDP datagrams between hosts on a simulated network whose latency, loss
 //! and partitions come from one seeded random generator. [`SimUdpSocket`] lets quinn use
 //! that network: it implements quinn's `AsyncUdpSocket` over `turmoil::net::UdpSocket`,
-//! and [`bind_member`] hands it to [`QuicMessenger::bind_with_socket`], so the production
+//! and [`bind_member`] hands it to [`Messenger::bind_with_socket`], so the production
 //! messenger (cohort's socket wrapper, TLS, handshake, streams) runs unchanged.
 //!
 //! ```text
@@ -31,7 +31,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use cohort_transport::{
-    BindError, ClusterTls, Identity, MemberId, MemberKind, QuicConfig, QuicMessenger,
+    BindError, ClusterTls, Identity, MemberId, MemberKind, Messenger, QuicConfig,
 };
 use quinn::udp::{RecvMeta, Transmit};
 use quinn::{AsyncUdpSocket, UdpPoller};
@@ -287,7 +287,7 @@ impl std::error::Error for SimBindError {
 #[derive(Debug)]
 pub struct SimMember {
     /// The messenger, unchanged production code.
-    pub messenger: QuicMessenger,
+    pub messenger: Messenger,
     /// The socket under it.
     pub socket: Arc<SimUdpSocket>,
 }
@@ -313,7 +313,7 @@ pub async fn bind_member(
         ..identity
     };
     let socket = Arc::new(socket);
-    let messenger = QuicMessenger::bind_with_socket(&identity, config, tls, socket.clone())
+    let messenger = Messenger::bind_with_socket(&identity, config, tls, socket.clone())
         .map_err(SimBindError::Messenger)?;
     Ok(SimMember { messenger, socket })
 }

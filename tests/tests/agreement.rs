@@ -9,7 +9,7 @@ use std::time::Duration;
 use cohort_membership::{MembershipEvent, Standing, ViewCheck};
 use cohort_tests::events::EventLog;
 use cohort_tests::{Cluster, Numbered, PATIENCE, init_tracing, receive};
-use cohort_transport::{MemberId, MemberKind, Messenger, Priority, SendError, TransportEvent};
+use cohort_transport::{MemberId, MemberKind, Priority, SendError, TransportEvent};
 use tokio::sync::broadcast;
 use tokio::time::Instant;
 

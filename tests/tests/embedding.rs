@@ -9,8 +9,7 @@ use cohort_membership::metrics::prometheus::MemberCollector;
 use cohort_membership::{Member, MemberConfig, MembershipEvent};
 use cohort_tests::{Cluster, PATIENCE, init_tracing, wait_until};
 use cohort_transport::{
-    MemberId, MemberKind, Message, Messenger, Priority, SendError, SubscribeError, Subscription,
-    Tag,
+    MemberId, MemberKind, Message, Priority, SendError, SubscribeError, Subscription, Tag,
 };
 use futures_core::Stream;
 use prometheus_client::metrics::counter::Counter;

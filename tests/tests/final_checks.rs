@@ -6,9 +6,7 @@ use std::time::{Duration, Instant};
 
 use cohort_membership::{MembershipEvent, Standing, ViewCheck, ViewCheckAnswer};
 use cohort_tests::{Blob, Cluster, PATIENCE, TestCa, init_tracing, spawn_with, wait_until};
-use cohort_transport::{
-    MemberId, MemberKind, Message, Messenger, Query, QueryError, QuicConfig, Tag, View,
-};
+use cohort_transport::{MemberId, MemberKind, Message, Query, QueryError, QuicConfig, Tag, View};
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
@@ -140,8 +138,8 @@ async fn a_member_removed_while_cut_off_learns_of_it_from_a_check_naming_a_newer
 /// first (the whole timeout).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bridge_hears_at_once_that_a_quic_member_does_not_serve_the_view_check() {
-    use cohort_legacy_udp::{Bridge, LegacyConfig};
-    use cohort_membership::{FinalCheck, Transport};
+    use cohort_legacy_udp::LegacyConfig;
+    use cohort_membership::FinalCheck;
     use cohort_transport::ViewId;
     use tokio::time::Instant;
 
@@ -151,8 +149,10 @@ async fn a_bridge_hears_at_once_that_a_quic_member_does_not_serve_the_view_check
     let older = cohort_tests::spawn_member(&ca, "older");
     let uuid = older.local_member().uuid();
     older.serve::<FinalCheck>(move |_, _| uuid);
-    let quic = spawn_with(&ca.tls("bridge"), "bridge", QuicConfig::default());
-    let bridge = Transport::Bridge(Bridge::new(quic, LegacyConfig::default()).expect("a bridge"));
+    let identity = cohort_transport::Identity::named("bridge");
+    let (quic, tls) = (QuicConfig::default(), ca.tls("bridge"));
+    let bridge = cohort_legacy_udp::bridge(&identity, quic, &tls, LegacyConfig::default())
+        .expect("a bridge");
     let suspect = older.local_member().clone();
     let query = ViewCheck {
         uuid,

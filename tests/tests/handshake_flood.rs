@@ -11,7 +11,7 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use cohort_tests::{PATIENCE, TestCa, init_tracing, install_view, raw_client, spawn_with, within};
-use cohort_transport::{Message, Messenger, Query, QuicConfig, Tag};
+use cohort_transport::{Message, Query, QuicConfig, Tag};
 use serde::{Deserialize, Serialize};
 use tokio::net::UdpSocket;
 

@@ -26,9 +26,7 @@ use cohort_tests::{
     wait_until, within,
 };
 use cohort_transport::wire::{CloseCode, Frame, FrameDecoder};
-use cohort_transport::{
-    MemberId, MemberKind, Message, Messenger, QuicConfig, QuicMessenger, Tag, TransportEvent,
-};
+use cohort_transport::{MemberId, MemberKind, Message, Messenger, QuicConfig, Tag, TransportEvent};
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 use uuid::Uuid;
@@ -268,7 +266,7 @@ async fn a_forgotten_peer_outside_the_view_picks_up_where_it_left_off() {
 
 /// Sends until the messenger takes the message: while a peer is being forgotten (its
 /// driver stopping, a few milliseconds) a send to it is reported as not in the view.
-async fn send_until_taken(from: &QuicMessenger, probe: Probe, to: &[MemberId]) {
+async fn send_until_taken(from: &Messenger, probe: Probe, to: &[MemberId]) {
     within("the send is taken", PATIENCE, async {
         while !from
             .send_outside_view(&probe, to)

@@ -12,7 +12,7 @@ use cohort_tests::{
     wait_until,
 };
 use cohort_transport::wire::{self, CloseCode};
-use cohort_transport::{MemberId, Message, Messenger, Priority, QuicMessenger};
+use cohort_transport::{MemberId, Message, Messenger, Priority};
 
 fn message(index: u64) -> Numbered {
     Numbered {
@@ -23,7 +23,7 @@ fn message(index: u64) -> Numbered {
     }
 }
 
-fn to(member: &QuicMessenger) -> Vec<MemberId> {
+fn to(member: &Messenger) -> Vec<MemberId> {
     vec![member.local_member().clone()]
 }
 

@@ -4,50 +4,40 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use cohort_legacy_udp::{LegacyConfig, LegacyMessenger};
+use cohort_legacy_udp::{LegacyCarrier, LegacyConfig, LegacyStats};
 use cohort_tests::{
-    Blob, Numbered, PATIENCE, TestCa, init_tracing, receive, spawn_member, wait_until,
+    Blob, Numbered, PATIENCE, TestCa, init_tracing, install_view, receive, spawn_member, wait_until,
 };
-use cohort_transport::{Messenger, Priority, QueryError, View, ViewId};
+use cohort_transport::carrier::Carrier;
+use cohort_transport::{Identity, Messenger, Priority, QueryError, QuicConfig, View, ViewId};
 
-fn legacy(name: &str) -> LegacyMessenger {
-    LegacyMessenger::bind(
+fn legacy(name: &str) -> Messenger {
+    cohort_legacy_udp::bind(
         &cohort_transport::Identity::named(name),
         LegacyConfig::default(),
     )
     .expect("bind a legacy messenger on loopback")
 }
 
-fn install(messengers: &[&dyn ViewHolder]) {
-    let members: Vec<_> = messengers.iter().map(|m| m.id()).collect();
-    let view = View::new(ViewId(1), members);
-    for m in messengers {
-        m.install(view.clone());
-    }
+/// A messenger over QUIC with the legacy protocol beside it on the same port.
+fn bridge(ca: &TestCa, name: &str) -> Messenger {
+    cohort_legacy_udp::bridge(
+        &Identity::named(name),
+        QuicConfig::default(),
+        &ca.tls(name),
+        LegacyConfig::default(),
+    )
+    .expect("bind a bridge on loopback")
 }
 
-/// Both messengers' view handling, for a test view of a mixed pair.
-trait ViewHolder {
-    fn id(&self) -> cohort_transport::MemberId;
-    fn install(&self, view: View);
+/// The counters of `messenger`'s legacy carrier.
+fn legacy_stats(messenger: &Messenger) -> LegacyStats {
+    let carrier = messenger.carrier::<LegacyCarrier>();
+    carrier.expect("a legacy carrier").stats()
 }
 
-impl ViewHolder for LegacyMessenger {
-    fn id(&self) -> cohort_transport::MemberId {
-        self.local_member().clone()
-    }
-    fn install(&self, view: View) {
-        self.install_view(view);
-    }
-}
-
-impl ViewHolder for cohort_transport::QuicMessenger {
-    fn id(&self) -> cohort_transport::MemberId {
-        self.local_member().clone()
-    }
-    fn install(&self, view: View) {
-        self.install_view(view);
-    }
+fn install(messengers: &[&Messenger]) {
+    install_view(1, messengers);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -95,13 +85,13 @@ async fn with_a_fifth_of_all_packets_lost_ten_thousand_messages_arrive_once_in_o
             .is_err(),
         "nothing more: no duplicates"
     );
-    let stats = a.stats();
+    let stats = legacy_stats(&a);
     assert!(stats.resent > 0, "losses were repaired: {stats:?}");
     assert!(a.faults().dropped() > 1000, "the loss was real");
     println!(
         "legacy under 20% loss: {} fragments resent by the sender, {} duplicates at the receiver",
         stats.resent,
-        b.stats().duplicates
+        legacy_stats(&b).duplicates
     );
 }
 
@@ -109,15 +99,15 @@ async fn with_a_fifth_of_all_packets_lost_ten_thousand_messages_arrive_once_in_o
 async fn one_member_receives_quic_and_legacy_traffic_on_the_same_port() {
     init_tracing();
     let ca = TestCa::new();
-    let dual = spawn_member(&ca, "dual");
-    let dual_legacy = LegacyMessenger::beside(&dual, LegacyConfig::default()).expect("beside");
-    assert_eq!(dual_legacy.local_addr(), dual.local_addr(), "one port");
+    let dual = bridge(&ca, "dual");
+    let dual_legacy = dual.carrier::<LegacyCarrier>().expect("a legacy carrier");
     assert_eq!(
         dual_legacy.local_member(),
         dual.local_member(),
-        "one identity"
+        "one identity, one port"
     );
-    assert!(dual.legacy_port().is_none(), "the share is taken once");
+    let quic = dual.quic().expect("a QUIC carrier");
+    assert!(quic.legacy_port().is_none(), "the share is taken once");
 
     let quic_peer = spawn_member(&ca, "quic-peer");
     let old = legacy("old");
@@ -129,8 +119,8 @@ async fn one_member_receives_quic_and_legacy_traffic_on_the_same_port() {
             old.local_member().clone(),
         ],
     );
-    for m in [&dual as &dyn ViewHolder, &dual_legacy, &quic_peer, &old] {
-        m.install(view.clone());
+    for m in [&dual, &quic_peer, &old] {
+        m.install_view(view.clone());
     }
 
     // One subscription, fed by both protocols.
@@ -166,8 +156,7 @@ async fn one_member_receives_quic_and_legacy_traffic_on_the_same_port() {
 async fn garbage_on_the_shared_port_is_dropped_and_counted_while_quic_goes_on() {
     init_tracing();
     let ca = TestCa::new();
-    let dual = spawn_member(&ca, "dual");
-    let dual_legacy = LegacyMessenger::beside(&dual, LegacyConfig::default()).expect("beside");
+    let dual = bridge(&ca, "dual");
     let quic_peer = spawn_member(&ca, "quic-peer");
     install(&[&dual, &quic_peer]);
     let mut over_quic = dual.subscribe::<Numbered>().expect("subscribe");
@@ -197,7 +186,7 @@ async fn garbage_on_the_shared_port_is_dropped_and_counted_while_quic_goes_on() 
             .all(|(i, e)| e.message == Numbered::new("quic-peer", "normal", i as u64, 50))
     );
     wait_until("every garbage datagram is counted", PATIENCE, || {
-        dual_legacy.stats().malformed == 200
+        legacy_stats(&dual).malformed == 200
     })
     .await;
 }
@@ -214,7 +203,10 @@ async fn queries_are_answered_and_a_retired_side_refuses_with_its_reason() {
         .expect("answered despite loss");
     assert_eq!(answer, 42);
 
-    answerer.retire("the cluster finished its upgrade to QUIC");
+    let carrier = answerer
+        .carrier::<LegacyCarrier>()
+        .expect("a legacy carrier");
+    carrier.retire("the cluster finished its upgrade to QUIC");
     answerer.faults().heal();
     let refused = asker
         .query_within(answerer.local_addr(), &Ping(1), PATIENCE)
@@ -225,7 +217,7 @@ async fn queries_are_answered_and_a_retired_side_refuses_with_its_reason() {
         }
         other => panic!("expected a refusal, got {other:?}"),
     }
-    assert!(answerer.stats().refused >= 1);
+    assert!(legacy_stats(&answerer).refused >= 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -261,7 +253,7 @@ async fn a_full_queue_is_reported_once_per_streak() {
         max_queued_bytes_per_destination: std::num::NonZeroUsize::new(4096).expect("positive"),
         ..LegacyConfig::default()
     };
-    let sender = LegacyMessenger::bind(&cohort_transport::Identity::named("sender"), config)
+    let sender = cohort_legacy_udp::bind(&cohort_transport::Identity::named("sender"), config)
         .expect("bind a legacy messenger on loopback");
     // A member that never answers: a socket nobody reads.
     let silent = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");

@@ -16,7 +16,7 @@ use cohort_tests::{
     spawn_with, wait_until, within,
 };
 use cohort_transport::wire::{self, CloseCode};
-use cohort_transport::{Message, Messenger, Priority, QuicConfig, SendError, Tag};
+use cohort_transport::{Message, Priority, QuicConfig, SendError, Tag};
 
 fn message(index: u64, body: usize) -> Numbered {
     Numbered {

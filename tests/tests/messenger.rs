@@ -9,7 +9,7 @@ use cohort_tests::{
     Blob, Numbered, PATIENCE, TestCa, init_tracing, install_view, receive, spawn_member,
     wait_until, within,
 };
-use cohort_transport::{Delivery, Messenger, Priority, TransportEvent};
+use cohort_transport::{Delivery, Priority, TransportEvent};
 
 fn numbered(sender: &str, stream: &str, index: u64, size: usize) -> Numbered {
     Numbered {
@@ -226,7 +226,8 @@ async fn crossed_dial_round(ca: &TestCa, round: usize) -> bool {
     );
     assert_eq!(stats_a.sequence_gaps + stats_b.sequence_gaps, 0, "{both}");
     wait_until("the losing connection is gone", PATIENCE, || {
-        a.open_connections() == 1 && b.open_connections() == 1
+        a.quic().expect("a QUIC carrier").open_connections() == 1
+            && b.quic().expect("a QUIC carrier").open_connections() == 1
     })
     .await;
     let crossed = stats_a.dials_crossed + stats_b.dials_crossed > 0;
@@ -322,7 +323,7 @@ async fn send_outside_the_view_queues_nothing_and_a_departed_member_is_forgotten
         "b was told why: {reason}"
     );
     wait_until("a has no connection left", PATIENCE, || {
-        a.open_connections() == 0
+        a.quic().expect("a QUIC carrier").open_connections() == 0
     })
     .await;
     for m in [&a, &b, &c] {

@@ -12,9 +12,7 @@ use cohort_tests::{
     Numbered, PATIENCE, TestCa, init_tracing, install_view, receive, spawn_member, spawn_with,
     wait_until,
 };
-use cohort_transport::{
-    Delivery, Messenger, Priority, QuicConfig, QuicMessenger, Subscription, View, ViewId,
-};
+use cohort_transport::{Delivery, Messenger, Priority, QuicConfig, Subscription, View, ViewId};
 
 const DATA: [Priority; 3] = [Priority::High, Priority::Normal, Priority::Bulk];
 
@@ -71,7 +69,7 @@ async fn receive_in_order(
 
 /// Sends `count` messages of `size` bytes from `a` to `b`, round robin over the data
 /// priorities, and checks that `b` receives every one exactly once and in order per priority.
-async fn stream_across_priorities(a: &QuicMessenger, b: &QuicMessenger, count: u64, size: usize) {
+async fn stream_across_priorities(a: &Messenger, b: &Messenger, count: u64, size: usize) {
     let reader = tokio::spawn(receive_in_order(
         b.subscribe().expect("subscribe"),
         count,
@@ -137,9 +135,9 @@ async fn killing_the_connection_mid_stream_loses_and_repeats_nothing() {
         )
         .await;
         let killed = if kill % 2 == 0 {
-            b.reset_connection(&ida)
+            b.quic().expect("a QUIC carrier").reset_connection(&ida)
         } else {
-            a.reset_connection(&idb)
+            a.quic().expect("a QUIC carrier").reset_connection(&idb)
         };
         assert!(killed, "kill {kill}: there was a connection to kill");
         let received = progress.load(Ordering::Relaxed);
@@ -326,7 +324,7 @@ async fn a_member_restarted_on_the_same_address_starts_fresh() {
     };
     let mut rebound = None;
     wait_until("the old socket is released", PATIENCE, || {
-        rebound = QuicMessenger::bind(&identity, QuicConfig::default(), &tls).ok();
+        rebound = Messenger::bind(&identity, QuicConfig::default(), &tls).ok();
         rebound.is_some()
     })
     .await;

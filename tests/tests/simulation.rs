@@ -26,9 +26,7 @@ use cohort_tests::sim::{
     SimMember, SimSocketStats, bind_member, member_config, member_id, member_identity,
 };
 use cohort_tests::{Numbered, TestCa, init_tracing};
-use cohort_transport::{
-    ClusterTls, Delivery, MemberId, Messenger, Priority, TransportEvent, View, ViewId,
-};
+use cohort_transport::{ClusterTls, Delivery, MemberId, Priority, TransportEvent, View, ViewId};
 use tokio::sync::Barrier;
 use tokio::sync::broadcast::error::RecvError;
 

@@ -12,7 +12,7 @@ use cohort_tests::{
     Numbered, PATIENCE, TestCa, init_tracing, install_view, receive, spawn_member, spawn_with,
     wait_until,
 };
-use cohort_transport::{MemberId, Messenger, Priority, QuicConfig, QuicMessenger, Subscription};
+use cohort_transport::{MemberId, Messenger, Priority, QuicConfig, Subscription};
 
 fn numbered(sender: &str, priority: Priority, index: u64, size: usize) -> Numbered {
     Numbered::new(sender, &priority.to_string(), index, size)
@@ -22,8 +22,8 @@ fn numbered(sender: &str, priority: Priority, index: u64, size: usize) -> Number
 /// allows, while `sub` reads them, and returns messages per second from the first send
 /// until the last one is received.
 async fn rate(
-    from: &QuicMessenger,
-    to: &QuicMessenger,
+    from: &Messenger,
+    to: &Messenger,
     sub: &mut Subscription<Numbered>,
     count: u64,
 ) -> f64 {
@@ -51,7 +51,7 @@ async fn rate(
 
 /// Sends 1 KiB messages numbered from `next` to `to` until one is refused as backlogged
 /// (true) or `limit` were accepted (false); `next` ends at the first index not accepted.
-fn send_until_refused(from: &QuicMessenger, to: &MemberId, next: &mut u64, limit: u64) -> bool {
+fn send_until_refused(from: &Messenger, to: &MemberId, next: &mut u64, limit: u64) -> bool {
     for _ in 0..limit {
         let message = numbered("a", Priority::Normal, *next, 1024);
         let outcome = from

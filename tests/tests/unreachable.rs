@@ -9,8 +9,7 @@ use std::time::Duration;
 use cohort_tests::{PATIENCE, TestCa, init_tracing, raw_client, spawn_member, spawn_with};
 use cohort_transport::wire::KNOCK;
 use cohort_transport::{
-    MemberId, MemberKind, Message, Messenger, Query, QueryError, QuicConfig, QuicMessenger, Tag,
-    TransportEvent,
+    MemberId, MemberKind, Message, Messenger, Query, QueryError, QuicConfig, Tag, TransportEvent,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
@@ -54,14 +53,14 @@ async fn unreachable_report(
 }
 
 /// Sends to `address` (a query that nobody answers) and returns the report it causes.
-async fn ask_nobody(from: &QuicMessenger, address: SocketAddr) -> String {
+async fn ask_nobody(from: &Messenger, address: SocketAddr) -> String {
     ask_listening(from, from.events(), address).await
 }
 
 /// [`ask_nobody`], with `events` subscribed earlier: a report caused by other datagrams since
 /// then (which the rate limit folds the query's own into) counts too.
 async fn ask_listening(
-    from: &QuicMessenger,
+    from: &Messenger,
     mut events: broadcast::Receiver<TransportEvent>,
     address: SocketAddr,
 ) -> String {
@@ -97,8 +96,8 @@ async fn a_closed_port_is_reported_over_ipv6_too() {
         bind: "[::1]:0".parse().expect("literal"),
         ..cohort_transport::Identity::named("member")
     };
-    let member = QuicMessenger::bind(&identity, QuicConfig::default(), &ca.tls("member"))
-        .expect("bind on ::1");
+    let member =
+        Messenger::bind(&identity, QuicConfig::default(), &ca.tls("member")).expect("bind on ::1");
     let closed = closed_port("::1");
     assert_eq!(ask_nobody(&member, closed).await, "ICMP port unreachable");
 }
@@ -274,7 +273,7 @@ fn at(address: SocketAddr) -> MemberId {
 /// writability the runtime has not seen yet refuses it, as the network could lose it), so
 /// one is never enough to wait on.
 async fn knock_until(
-    from: &QuicMessenger,
+    from: &Messenger,
     at: &MemberId,
     what: &str,
     mut condition: impl FnMut() -> bool,

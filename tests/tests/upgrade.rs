@@ -6,7 +6,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use cohort_membership::{Member, Protocol, StartError, Transport};
+use cohort_legacy_udp::LegacyCarrier;
+use cohort_membership::{Member, Protocol, StartError};
 use cohort_tests::{Cluster, Numbered, PATIENCE, init_tracing, wait_until};
 use cohort_transport::{MemberKind, Messenger, Priority, ProtocolVersion};
 use tokio::task::JoinHandle;
@@ -52,7 +53,7 @@ fn priority_name(stream: &str) -> Option<&'static str> {
 impl Traffic {
     fn start(&mut self, member: &Member) {
         let me = member.id().clone();
-        let transport: Transport = member.messenger().clone();
+        let transport: Messenger = member.messenger().clone();
         let mut subscription = member.subscribe::<Numbered>().expect("subscribe");
         let books = self.books.clone();
         let receiver = tokio::spawn(async move {
@@ -200,11 +201,8 @@ impl Traffic {
                     .iter()
                     .map(|n| {
                         let m = cluster.member(n);
-                        let legacy = match m.messenger() {
-                            Transport::Legacy(l) => Some(l.stats()),
-                            Transport::Bridge(b) => Some(b.legacy().stats()),
-                            Transport::Quic(_) => None,
-                        };
+                        let messenger = m.messenger();
+                        let legacy = messenger.carrier::<LegacyCarrier>().map(|l| l.stats());
                         format!(
                             "{n} {} {:?} {:?}",
                             m.id().uuid(),
@@ -229,10 +227,7 @@ impl Traffic {
 }
 
 fn legacy_open(member: &Member) -> Option<bool> {
-    match member.messenger() {
-        Transport::Bridge(bridge) => Some(bridge.legacy_open()),
-        _ => None,
-    }
+    member.messenger().secondary_open()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -30,9 +30,9 @@ use tokio::sync::broadcast;
 use tokio::time::Instant;
 
 use crate::dispatch::Dispatcher;
+pub use crate::front::FrontSettings;
 #[cfg(doc)]
 use crate::front::Messenger;
-pub use crate::front::FrontSettings;
 use crate::member::{MemberId, ProtocolVersion};
 use crate::message::Tag;
 use crate::messenger::{SendError, TransportEvent};

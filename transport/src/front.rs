@@ -233,9 +233,10 @@ impl Messenger {
             return Err(SendError::ControlReserved(M::TAG));
         }
         let view = read(&self.front.view);
-        self.front.send(message, Some(priority), recipients, |recipient| {
-            view.member(recipient.uuid())
-        })
+        self.front
+            .send(message, Some(priority), recipients, |recipient| {
+                view.member(recipient.uuid())
+            })
     }
 
     /// Queues a message of cohort's own protocols on the Control priority for recipients
@@ -328,7 +329,10 @@ impl Messenger {
         limit: Duration,
     ) -> Result<Q::Answer, QueryError> {
         let encoded = self.front.encode_query(query)?;
-        let primary = self.front.primary.ask(address, Q::TAG, encoded.clone(), limit);
+        let primary = self
+            .front
+            .primary
+            .ask(address, Q::TAG, encoded.clone(), limit);
         let answer = match self.front.open_secondary() {
             None => primary.await,
             Some(secondary) => {
@@ -411,10 +415,12 @@ impl Messenger {
         self.carrier::<QuicCarrier>()
     }
 
-    /// True while a secondary carrier is there and open (a bridge's legacy side).
+    /// Whether the secondary carrier (a bridge's legacy side) is still open; `None`
+    /// without one.
     #[doc(hidden)]
-    pub fn secondary_open(&self) -> bool {
-        self.front.open_secondary().is_some()
+    pub fn secondary_open(&self) -> Option<bool> {
+        let secondary = self.front.secondary.as_ref()?;
+        Some(!secondary.is_retired())
     }
 
     /// Stops as a crash of the process would (for tests).
@@ -454,7 +460,9 @@ impl Messenger {
             }
             front.primary.shutdown().await;
         };
-        let local = front.local_delivery.shutdown(front.settings.shutdown_timeout);
+        let local = front
+            .local_delivery
+            .shutdown(front.settings.shutdown_timeout);
         tokio::join!(local, carriers);
         front.abort();
     }

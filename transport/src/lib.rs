@@ -49,9 +49,9 @@ mod view;
 pub mod wire;
 
 pub use dispatch::{DispatchStats, SubscribeError, Subscription};
+pub use front::Messenger;
 pub use member::{Identity, MemberAttributes, MemberId, MemberKind, ProtocolVersion};
 pub use message::{Delivery, Envelope, Message, Query, Tag};
-pub use front::Messenger;
 pub use messenger::{SendError, SendOutcome, TransportEvent};
 pub use priority::Priority;
 pub use quic::{BindError, LimitStats, PeerStats, QueryError, QuicConfig};

@@ -17,9 +17,9 @@ use cohort_transport::{MemberId, QueryError, View};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use cohort_transport::Messenger;
 use crate::discovery::{Decision, Discovery, Heard, NoFounding};
 use crate::messages::FindCoordinator;
+use cohort_transport::Messenger;
 
 /// Why discovery found nothing to join.
 pub(super) enum Failure {

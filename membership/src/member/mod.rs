@@ -775,7 +775,13 @@ impl std::fmt::Debug for Member {
 /// Binds the messenger `config` asks for, at `config.identity.bind`.
 fn bind(config: &MemberConfig, tls: &ClusterTls) -> Result<Messenger, StartError> {
     let identity = config.announced();
-    transport::bind(config.protocol, &identity, &config.transport, &config.legacy, tls)
+    transport::bind(
+        config.protocol,
+        &identity,
+        &config.transport,
+        &config.legacy,
+        tls,
+    )
 }
 
 /// True if binding failed only because the port is still taken (by the previous

@@ -41,8 +41,8 @@ use super::config::gms_config;
 use super::discover::{self, Failure, Found};
 use super::relay::Relays;
 use super::{
-    Command, Driver, Ending, Inputs, MemberConfig, Shared, Slot, StartError, attach, transport,
-    bind, port_in_use,
+    Command, Driver, Ending, Inputs, MemberConfig, Shared, Slot, StartError, attach, bind,
+    port_in_use, transport,
 };
 use crate::gms::Gms;
 

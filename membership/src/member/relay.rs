@@ -47,7 +47,6 @@ use cohort_transport::dispatch::{Dispatcher, Inbound};
 use cohort_transport::{Delivery, Envelope, Message, Messenger, SubscribeError, Subscription, Tag};
 use tokio::runtime::Handle;
 
-
 /// Subscribes one message type on a messenger and starts its relay on a runtime, for the
 /// messenger generation given.
 type Starter =

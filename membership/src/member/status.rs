@@ -15,8 +15,8 @@ use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 
 use cohort_transport::{
-    BindError, Identity, MemberId, MemberKind, Messenger, QueryError, QuicConfig,
-    TlsError, TlsSettings, View,
+    BindError, Identity, MemberId, MemberKind, Messenger, QueryError, QuicConfig, TlsError,
+    TlsSettings, View,
 };
 
 use crate::messages::FindCoordinator;

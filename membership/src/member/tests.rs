@@ -330,10 +330,10 @@ mod view_checks {
     /// query without a word: a `ViewCheck` to it would time out and count as a crash.
     #[tokio::test]
     async fn a_suspect_on_the_legacy_protocol_is_asked_the_check_older_builds_serve() {
-        use cohort_legacy_udp::{LegacyConfig, LegacyMessenger};
+        use cohort_legacy_udp::LegacyConfig;
         use cohort_transport::Identity;
         let bind = |name: &str| {
-            LegacyMessenger::bind(&Identity::named(name), LegacyConfig::default())
+            cohort_legacy_udp::bind(&Identity::named(name), LegacyConfig::default())
                 .expect("bind a legacy messenger on loopback")
         };
         let older = bind("older");
@@ -341,7 +341,7 @@ mod view_checks {
         assert_eq!(suspect.version(), ProtocolVersion::LEGACY);
         let uuid = suspect.uuid();
         older.serve::<FinalCheck>(move |_, _| uuid);
-        let checker = Messenger::Legacy(bind("checker"));
+        let checker = bind("checker");
         let query = ViewCheck {
             uuid,
             checker: checker.local_member().clone(),

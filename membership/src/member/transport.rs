@@ -79,7 +79,9 @@ pub(crate) async fn stand_in(
 
 /// Counters of the legacy protocol (`None` on QUIC alone).
 pub(crate) fn legacy_stats(messenger: &Messenger) -> Option<LegacyStats> {
-    messenger.carrier::<LegacyCarrier>().map(LegacyCarrier::stats)
+    messenger
+        .carrier::<LegacyCarrier>()
+        .map(LegacyCarrier::stats)
 }
 
 /// A socket that is not there: what is sent goes nowhere, nothing is ever received. For

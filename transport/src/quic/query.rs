@@ -183,7 +183,10 @@ pub(crate) async fn ask(
         let mut decoder = FrameDecoder::new(shared.config.max_frame_bytes);
         let malformed = |reason: String| QueryError::Malformed { address, reason };
         match read_frame(&mut recv, &mut decoder).await {
-            Ok(Some(Frame::Answer { tag: answered, payload })) if answered == tag => Ok(payload),
+            Ok(Some(Frame::Answer {
+                tag: answered,
+                payload,
+            })) if answered == tag => Ok(payload),
             Ok(Some(Frame::Answer { tag: answered, .. })) => {
                 Err(malformed(format!("answer to tag {answered}, asked {tag}")))
             }

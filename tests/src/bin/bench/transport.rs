@@ -5,7 +5,7 @@
 //!
 //! # What is compared
 //!
-//! - **cohort**: two [`QuicMessenger`]s with default settings in one view. A message is a typed
+//! - **cohort**: two [`Messenger`]s with default settings in one view. A message is a typed
 //!   value encoded with postcard, queued per destination, packed by a writer task onto its
 //!   priority's stream with cohort's frame header (sequence number and tag), acknowledged by
 //!   the receiver at application level, checked for order, decoded and handed to a
@@ -54,7 +54,7 @@
 //!   (measured as for `transport.bulk`, over the messages that arrived while pinging) over
 //!   the median unloaded `transport.bulk.*` of the same transport.
 //! - `transport.legacy.msg_rate` (msg/s), `transport.legacy.rtt_p50` (us): the legacy UDP
-//!   carrier (two [`LegacyMessenger`]s with default settings, no TLS, as that protocol
+//!   carrier (two [`Messenger`]s with default settings, no TLS, as that protocol
 //!   has none) measured as cohort's QUIC pair is, on a pair of its own after the others:
 //!   a tenth as many small messages, and the same round trips. No baseline and no target
 //!   yet; they start its record.
@@ -93,10 +93,10 @@ use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use cohort_certs::{CertificateAuthority, IssuedCertificate, MemberRequest};
-use cohort_legacy_udp::{LegacyConfig, LegacyMessenger};
+use cohort_legacy_udp::LegacyConfig;
 use cohort_transport::{
-    ClusterTls, Delivery, MemberId, Message, Messenger, Priority, QuicConfig, QuicMessenger,
-    Subscription, Tag, TlsSettings, View, ViewId,
+    ClusterTls, Delivery, MemberId, Message, Messenger, Priority, QuicConfig, Subscription, Tag,
+    TlsSettings, View, ViewId,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
@@ -240,7 +240,7 @@ async fn legacy(plan: &Plan, figures: &mut Vec<Figure>) -> Result<(), String> {
 }
 
 async fn legacy_into(
-    pair: &mut CohortPair<LegacyMessenger>,
+    pair: &mut CohortPair,
     plan: &Plan,
     figures: &mut Vec<Figure>,
 ) -> Result<(), String> {
@@ -929,13 +929,13 @@ impl Message for Greeting {
     const TAG: Tag = Tag(0x1_0104);
 }
 
-fn bind(certs: &Certs, name: &str) -> Result<QuicMessenger, String> {
+fn bind(certs: &Certs, name: &str) -> Result<Messenger, String> {
     let identity = cohort_transport::Identity::named(name);
-    QuicMessenger::bind(&identity, QuicConfig::default(), &certs.tls(name)?)
+    Messenger::bind(&identity, QuicConfig::default(), &certs.tls(name)?)
         .map_err(|error| format!("could not bind messenger {name}: {error}"))
 }
 
-fn subscribe<M: Message>(messenger: &impl Messenger) -> Result<Subscription<M>, String> {
+fn subscribe<M: Message>(messenger: &Messenger) -> Result<Subscription<M>, String> {
     messenger
         .subscribe::<M>()
         .map_err(|error| format!("could not subscribe: {error}"))
@@ -943,8 +943,8 @@ fn subscribe<M: Message>(messenger: &impl Messenger) -> Result<Subscription<M>, 
 
 /// Sends until the message is accepted: a backlogged destination (its queue at its byte
 /// bound) is retried after a millisecond, as an application pacing itself would.
-async fn send_accepted<T: Messenger, M: Message>(
-    messenger: &T,
+async fn send_accepted<M: Message>(
+    messenger: &Messenger,
     message: &M,
     priority: Priority,
     to: &MemberId,
@@ -965,9 +965,9 @@ async fn send_accepted<T: Messenger, M: Message>(
 
 /// Two cohort messengers in one view (QUIC, or the legacy UDP carrier): the client sends,
 /// the server receives and answers.
-struct CohortPair<T = QuicMessenger> {
-    client: T,
-    server: T,
+struct CohortPair {
+    client: Messenger,
+    server: Messenger,
     to_server: MemberId,
     filler: Bytes,
     next_small: u64,
@@ -986,20 +986,20 @@ impl CohortPair {
     }
 }
 
-impl CohortPair<LegacyMessenger> {
+impl CohortPair {
     /// Two messengers on the legacy UDP protocol, with its default settings.
     fn open_legacy() -> Result<Self, String> {
         let bind = |name: &str| {
             let identity = cohort_transport::Identity::named(name);
-            LegacyMessenger::bind(&identity, LegacyConfig::default())
+            cohort_legacy_udp::bind(&identity, LegacyConfig::default())
                 .map_err(|error| format!("could not bind legacy messenger {name}: {error}"))
         };
         CohortPair::of(bind("legacy-client")?, bind("legacy-server")?)
     }
 }
 
-impl<T: Messenger + Clone + 'static> CohortPair<T> {
-    fn of(client: T, server: T) -> Result<Self, String> {
+impl CohortPair {
+    fn of(client: Messenger, server: Messenger) -> Result<Self, String> {
         let view = View::new(
             ViewId(1),
             [client.local_member().clone(), server.local_member().clone()],
@@ -1067,7 +1067,7 @@ async fn receive_bulk(mut inbox: Subscription<Blob>, sink: Sink) {
 }
 
 /// The server's task: answers each request on High.
-async fn answer<T: Messenger>(server: T, mut inbox: Subscription<Request>, sink: Sink) {
+async fn answer(server: Messenger, mut inbox: Subscription<Request>, sink: Sink) {
     while let Some(envelope) = inbox.recv().await {
         let response = Response {
             seq: envelope.message.seq,
@@ -1081,8 +1081,8 @@ async fn answer<T: Messenger>(server: T, mut inbox: Subscription<Request>, sink:
 
 /// Sends `count` copies of `payload` on Bulk, keeping at most [`BULK_WINDOW`] outstanding
 /// (received messages are counted in `tally`), until `stop` is raised.
-async fn send_blobs<T: Messenger>(
-    client: &T,
+async fn send_blobs(
+    client: &Messenger,
     to: &MemberId,
     tally: &mut watch::Receiver<Tally>,
     payload: &Bytes,
@@ -1106,7 +1106,7 @@ async fn send_blobs<T: Messenger>(
     Ok(sent)
 }
 
-impl<T: Messenger + Clone + 'static> Pair for CohortPair<T> {
+impl Pair for CohortPair {
     fn tally(&self) -> watch::Receiver<Tally> {
         self.tally.clone()
     }
@@ -1201,7 +1201,7 @@ fn resident_kib() -> Result<f64, String> {
 /// What one memory repetition keeps alive until every repetition is done.
 #[derive(Default)]
 struct Kept {
-    messengers: Vec<QuicMessenger>,
+    messengers: Vec<Messenger>,
     inboxes: Vec<Subscription<Greeting>>,
 }
 
@@ -1279,10 +1279,10 @@ async fn connect_peers(certs: &Certs, peers: usize, kept: &mut Kept) -> Result<f
     }
     tokio::time::sleep(SETTLE).await;
     let after = resident_kib()?;
-    if hub.open_connections() != peers {
+    if hub.quic().expect("a QUIC carrier").open_connections() != peers {
         return Err(format!(
             "the hub has {} connections where {peers} were expected",
-            hub.open_connections()
+            hub.quic().expect("a QUIC carrier").open_connections()
         ));
     }
     kept.inboxes.push(hub_inbox);
