@@ -109,7 +109,7 @@ struct MemberIdData {
 }
 
 /// Who a member is, set once: its name, role, attributes, and addresses. Every messenger
-/// binds with one (`QuicMessenger::bind`, the legacy protocol's `LegacyMessenger::bind`),
+/// binds with one (`Messenger::bind`, the legacy protocol's `cohort_legacy_udp::bind`),
 /// and a member's `MemberConfig` holds the one it runs as; tuning settings carry none of
 /// it. The messenger announces it in the member id it makes when it binds.
 ///

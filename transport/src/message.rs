@@ -103,7 +103,7 @@ pub struct Envelope<M> {
     pub message: M,
 }
 
-/// A question asked with `QuicMessenger::query` of whoever listens at an address, and its
+/// A question asked with `Messenger::query` of whoever listens at an address, and its
 /// answer type. For discovery: the asker need not be a member, nor know who will answer.
 pub trait Query: Message {
     /// What the answerer sends back. Encoded with postcard, frozen like a message.

@@ -25,7 +25,7 @@
 //! pending socket error quinn may see once per ICMP error is absorbed by the socket wrapper
 //! ([`crate::socket`]). The queue must be drained, because its entries count against the
 //! socket's receive buffer. Where the platform has no error queue (not Linux), or for a
-//! socket handed to `QuicMessenger::bind_with_socket`, there are simply no reports.
+//! socket handed to `Messenger::bind_with_socket`, there are simply no reports.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

@@ -115,7 +115,7 @@ pub enum CloseCode {
     RemovedFromView,
     /// The peer's connection was replaced by a newer one.
     Replaced,
-    /// Closed on request (`QuicMessenger::reset_connection`); the next message reconnects.
+    /// Closed on request (`QuicCarrier::reset_connection`); the next message reconnects.
     Reset,
     /// A query named a tag this member does not answer (yet).
     QueryNotServed,

@@ -263,7 +263,7 @@ pub enum Output {
     },
     /// A view is being decided whose new members may send application messages to this
     /// member from now on, before it is installed (and so before they learn they are in):
-    /// let them speak (`QuicMessenger::expect_view`). Handed out once per prepared view.
+    /// let them speak (`Messenger::expect_view`). Handed out once per prepared view.
     Prepared(View),
     /// Tell the application.
     Event(MembershipEvent),

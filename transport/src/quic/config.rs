@@ -1,4 +1,4 @@
-//! Configuration of a [`QuicMessenger`](super::QuicMessenger), checked once when it binds.
+//! Configuration of a [`QuicCarrier`](super::QuicCarrier), checked once when it binds.
 
 use std::num::{NonZeroU32, NonZeroUsize};
 use std::time::Duration;

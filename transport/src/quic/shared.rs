@@ -11,7 +11,7 @@ use tokio::sync::{Semaphore, broadcast};
 use uuid::Uuid;
 
 #[cfg(doc)]
-use super::QuicMessenger;
+use crate::Messenger;
 use super::config::QuicConfig;
 use super::limits;
 use super::query::QueryHandlers;
@@ -44,7 +44,7 @@ pub(crate) struct Shared {
     pub(crate) queries: QueryHandlers,
     pub(crate) limits: Arc<limits::Limits>,
     /// Who may send application messages here: the installed view's members, and those of
-    /// a view being prepared (see [`QuicMessenger::expect_view`]).
+    /// a view being prepared (see [`Messenger::expect_view`]).
     pub(crate) admitted: RwLock<Admitted>,
 }
 
