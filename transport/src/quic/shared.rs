@@ -10,11 +10,11 @@ use quinn::Endpoint;
 use tokio::sync::{Semaphore, broadcast};
 use uuid::Uuid;
 
-#[cfg(doc)]
-use crate::Messenger;
 use super::config::QuicConfig;
 use super::limits;
 use super::query::QueryHandlers;
+#[cfg(doc)]
+use crate::Messenger;
 use crate::dispatch::Dispatcher;
 use crate::member::MemberId;
 use crate::message::Tag;
