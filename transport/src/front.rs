@@ -513,8 +513,7 @@ impl Front {
             source,
         })?;
         let mut outcome = SendOutcome::default();
-        let mut to_primary = Vec::with_capacity(recipients.len());
-        let mut to_secondary = Vec::new();
+        let (mut to_primary, mut to_secondary) = (Group::default(), Group::default());
         let mut to_local = false;
         for recipient in recipients {
             if recipient.uuid() == self.local.uuid() {
@@ -576,8 +575,8 @@ impl Front {
                 false => payload.clone().unwrap_or_default(),
             };
             match priority {
-                Some(priority) => carrier.push(&to, priority, M::TAG, bytes, &mut report),
-                None => carrier.push_datagram(&to, M::TAG, &bytes, &mut report),
+                Some(priority) => carrier.push(to.as_slice(), priority, M::TAG, bytes, &mut report),
+                None => carrier.push_datagram(to.as_slice(), M::TAG, &bytes, &mut report),
             }
         }
         for (member, queued_bytes) in backlogged {
@@ -675,6 +674,41 @@ impl Front {
         }
         self.local_delivery.abort();
         self.hub.dispatcher.close();
+    }
+}
+
+/// The recipients of one send that one carrier takes: most sends have one, which needs no
+/// allocation.
+enum Group<'v> {
+    One(Option<&'v MemberId>),
+    Many(Vec<&'v MemberId>),
+}
+
+impl Default for Group<'_> {
+    fn default() -> Self {
+        Group::One(None)
+    }
+}
+
+impl<'v> Group<'v> {
+    fn push(&mut self, member: &'v MemberId) {
+        match self {
+            Group::One(None) => *self = Group::One(Some(member)),
+            Group::One(Some(first)) => *self = Group::Many(vec![*first, member]),
+            Group::Many(members) => members.push(member),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        matches!(self, Group::One(None))
+    }
+
+    fn as_slice(&self) -> &[&'v MemberId] {
+        match self {
+            Group::One(None) => &[],
+            Group::One(Some(member)) => std::slice::from_ref(member),
+            Group::Many(members) => members,
+        }
     }
 }
 
