@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 use cohort_transport::carrier::{FrontSettings, Hub};
 use cohort_transport::quic::QuicCarrier;
+use cohort_transport::socket::AsyncUdpSocket;
 use cohort_transport::{
     BindError, ClusterTls, Identity, MemberId, Messenger, ProtocolVersion, QuicConfig,
 };
@@ -48,14 +49,33 @@ pub const RETIRED_REASON: &str = "this cluster has finished its upgrade to QUIC 
 /// runtime.
 pub fn bind(identity: &Identity, config: LegacyConfig) -> Result<Messenger, LegacyBindError> {
     let hub = Hub::new(config.subscription_capacity.get());
-    let settings = FrontSettings {
+    let settings = legacy_settings(&config);
+    let legacy = LegacyCarrier::bind(identity, config, &hub)?;
+    Ok(Messenger::assemble(hub, Arc::new(legacy), None, settings))
+}
+
+/// Like [`bind`] on a socket the caller provides: for simulated networks. The socket
+/// still passes through cohort's wrapper, so fault injection works the same;
+/// `identity.bind` is ignored.
+pub fn bind_with_socket(
+    identity: &Identity,
+    config: LegacyConfig,
+    udp: Arc<dyn AsyncUdpSocket>,
+) -> Result<Messenger, LegacyBindError> {
+    let hub = Hub::new(config.subscription_capacity.get());
+    let settings = legacy_settings(&config);
+    let legacy = LegacyCarrier::bind_with_socket(identity, config, udp, &hub)?;
+    Ok(Messenger::assemble(hub, Arc::new(legacy), None, settings))
+}
+
+/// What a messenger over the legacy carrier alone takes from its tuning.
+fn legacy_settings(config: &LegacyConfig) -> FrontSettings {
+    FrontSettings {
         local_queue_bytes: config.max_queued_bytes_per_destination.get(),
         shutdown_timeout: config.shutdown_timeout,
         // The legacy protocol has no handshake: QUIC's default bound for one.
         query_timeout: QuicConfig::default().handshake_timeout,
-    };
-    let legacy = LegacyCarrier::bind(identity, config, &hub)?;
-    Ok(Messenger::assemble(hub, Arc::new(legacy), None, settings))
+    }
 }
 
 /// A messenger during a rolling upgrade: binds the socket of the member `identity` names

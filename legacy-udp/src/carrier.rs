@@ -31,7 +31,9 @@ use cohort_transport::Messenger;
 use cohort_transport::carrier::{Carrier, CarrierFuture, Hub, Pushed, QueryHandler};
 use cohort_transport::dispatch::{Inbound, Routed};
 use cohort_transport::quic::QuicCarrier;
-use cohort_transport::socket::{LegacyPort, LegacySender, SocketFaults, SocketStats};
+use cohort_transport::socket::{
+    AsyncUdpSocket, LegacyPort, LegacySender, SocketFaults, SocketStats,
+};
 use cohort_transport::{
     Delivery, Identity, MemberId, Priority, ProtocolVersion, QueryError, SendError, Tag, View,
 };
@@ -178,6 +180,38 @@ impl LegacyCarrier {
         };
         let port = LegacyPort::bind(identity.bind, config.socket_buffer_bytes.get())
             .map_err(socket_error)?;
+        Self::on_port(identity, config, port, hub)
+    }
+
+    /// Like [`LegacyCarrier::bind`] on a socket the caller provides (simulated networks);
+    /// `identity.bind` is ignored.
+    pub fn bind_with_socket(
+        identity: &Identity,
+        config: LegacyConfig,
+        udp: Arc<dyn AsyncUdpSocket>,
+        hub: &Hub,
+    ) -> Result<Self, LegacyBindError> {
+        identity.validate()?;
+        config.validate()?;
+        tokio::runtime::Handle::try_current().map_err(|_| LegacyBindError::NoRuntime)?;
+        let port = LegacyPort::with_socket(udp).map_err(|source| LegacyBindError::Socket {
+            addr: identity.bind,
+            source,
+        })?;
+        Self::on_port(identity, config, port, hub)
+    }
+
+    /// Starts as the member `identity` names on `port`, bound alone.
+    fn on_port(
+        identity: &Identity,
+        config: LegacyConfig,
+        port: LegacyPort,
+        hub: &Hub,
+    ) -> Result<Self, LegacyBindError> {
+        let socket_error = |source| LegacyBindError::Socket {
+            addr: identity.bind,
+            source,
+        };
         let bound = port.sender().local_addr().map_err(socket_error)?;
         let local = identity
             .member_id(bound)
@@ -391,9 +425,7 @@ impl Carrier for LegacyCarrier {
     }
 
     fn install_view(&self, old: &View, new: &View) {
-        self.inner
-            .core()
-            .install_view(old, new, std::time::Instant::now());
+        self.inner.core().install_view(old, new, now());
         self.inner.wake.notify_one();
     }
 
@@ -412,7 +444,7 @@ impl Carrier for LegacyCarrier {
         report: &mut dyn FnMut(&MemberId, Pushed),
     ) {
         {
-            let now = std::time::Instant::now();
+            let now = now();
             let mut core = self.inner.core();
             for &to in recipients {
                 let pushed = match core.push(to, priority, tag.0, payload.clone(), now) {
@@ -525,6 +557,13 @@ impl Carrier for LegacyCarrier {
     }
 }
 
+/// The one clock of this shell: tokio's, in the `std` form the sans-IO core takes, so that
+/// the core's deadlines and the driver's timers agree also where tokio's time is simulated
+/// (paused, or turmoil's), which `std::time::Instant::now` would not follow.
+fn now() -> std::time::Instant {
+    Instant::now().into_std()
+}
+
 fn deliver_datagram(inner: &Inner, from: MemberId, tag: Tag, payload: Bytes) {
     let inbound = Inbound {
         from,
@@ -562,7 +601,7 @@ async fn drive(inner: Arc<Inner>, mut port: LegacyPort) {
             () = inner.wake.notified() => {}
             () = sleep => {}
         }
-        let now = std::time::Instant::now();
+        let now = now();
         let retired = inner
             .retired
             .read()
@@ -597,7 +636,7 @@ async fn drive(inner: Arc<Inner>, mut port: LegacyPort) {
 }
 
 fn receive(inner: &Inner, batch: Vec<(SocketAddr, Bytes)>, delivered: &mut Vec<Delivered>) {
-    let now = std::time::Instant::now();
+    let now = now();
     let max_pending = inner.config.max_pending_delivery_bytes.get();
     let accept = |priority: Priority| {
         inner.pending_delivery[priority.index()].load(Ordering::Acquire) < max_pending
@@ -655,7 +694,7 @@ fn receive(inner: &Inner, batch: Vec<(SocketAddr, Bytes)>, delivered: &mut Vec<D
 
 /// Tells `from` that this legacy side is closed, at most once per interval per address.
 fn refuse(inner: &Inner, from: SocketAddr, reason: &str) {
-    let now = std::time::Instant::now();
+    let now = now();
     {
         let mut refusals = inner
             .refusals

@@ -24,6 +24,6 @@ mod exchange;
 pub mod packet;
 mod stream;
 
-pub use bridge::{BridgeBindError, RETIRED_REASON, bind, bridge, speaks_legacy};
+pub use bridge::{BridgeBindError, RETIRED_REASON, bind, bind_with_socket, bridge, speaks_legacy};
 pub use carrier::{LegacyBindError, LegacyCarrier, LegacyStats};
 pub use config::LegacyConfig;

@@ -602,3 +602,51 @@ async fn acknowledgements_of_datagrams_count_as_signs_of_life() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+/// Acknowledgements are coalesced: a trickle of Normal messages that arrive within one
+/// `ACK_DELAY` (2 ms) of each other is acknowledged in one Ack frame, not one each. Ten
+/// messages 100 µs apart per round, twenty rounds: one acknowledgement per message would
+/// be 200 frames; coalesced, about one per round.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trickle_of_messages_is_acknowledged_in_few_frames() {
+    init_tracing();
+    let ca = TestCa::new();
+    let (a, b) = (spawn_member(&ca, "a"), spawn_member(&ca, "b"));
+    install_view(1, &[&a, &b]);
+    let mut inbox = b.subscribe::<Numbered>().expect("subscribe");
+    let (to_b, from_a) = (b.local_member().clone(), a.local_member().clone());
+    let acks_received = |a: &cohort_transport::Messenger| {
+        a.peer_stats(&to_b).map_or(0, |stats| stats.acks_received)
+    };
+    const ROUNDS: u64 = 20;
+    const PER_ROUND: u64 = 10;
+    for round in 0..ROUNDS {
+        let before = acks_received(&a);
+        for i in 0..PER_ROUND {
+            let message = Numbered::new("a", "normal", round * PER_ROUND + i, 16);
+            let outcome = a
+                .send(&message, Priority::Normal, std::slice::from_ref(&to_b))
+                .expect("sent");
+            assert!(outcome.is_complete(), "{outcome:?}");
+            // Blocking the worker for a moment is the point: the messages trickle.
+            std::thread::sleep(Duration::from_micros(100));
+        }
+        receive(&mut inbox, PER_ROUND as usize, PATIENCE).await;
+        wait_until("the round is acknowledged", PATIENCE, || {
+            acks_received(&a) > before
+        })
+        .await;
+    }
+    let sent = b.peer_stats(&from_a).expect("b knows a").acks_sent;
+    let received = acks_received(&a);
+    println!(
+        "{} messages acknowledged in {sent} frames",
+        ROUNDS * PER_ROUND
+    );
+    assert!(received <= sent, "{received} received, {sent} sent");
+    assert!(
+        sent <= ROUNDS * 3,
+        "{sent} Ack frames for {} messages in {ROUNDS} trickles",
+        ROUNDS * PER_ROUND
+    );
+}

@@ -42,8 +42,9 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+pub use quinn::AsyncUdpSocket;
 use quinn::udp::{RecvMeta, Transmit};
-use quinn::{AsyncUdpSocket, Runtime, TokioRuntime, UdpPoller};
+use quinn::{Runtime, TokioRuntime, UdpPoller};
 use tokio::sync::mpsc;
 
 use crate::sync::{lock, read, write};
@@ -695,7 +696,12 @@ impl LegacyPort {
     /// QUIC), with kernel buffers of `buffer_bytes`. Must be called within a Tokio runtime.
     pub fn bind(addr: SocketAddr, buffer_bytes: usize) -> io::Result<LegacyPort> {
         let udp = bind_udp(addr, buffer_bytes)?;
-        let wrapped = TokioRuntime.wrap_udp_socket(udp)?;
+        LegacyPort::with_socket(TokioRuntime.wrap_udp_socket(udp)?)
+    }
+
+    /// Like [`LegacyPort::bind`] on a socket the caller provides: for simulated networks.
+    /// It still passes through cohort's wrapper, so fault injection works the same.
+    pub fn with_socket(wrapped: Arc<dyn AsyncUdpSocket>) -> io::Result<LegacyPort> {
         let (events, _) = tokio::sync::broadcast::channel(1);
         let unreachable = Arc::new(UnreachableReports::new(events));
         let socket = Arc::new(CohortSocket::new(

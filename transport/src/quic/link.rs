@@ -414,6 +414,7 @@ async fn ack_loop(peer: Arc<Peer>, conn: Connection) {
         if send.write_all(&wire::encode_ack(delivered)).await.is_err() {
             return;
         }
+        peer.counters.acks_sent.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -423,6 +424,7 @@ async fn read_acks(shared: &Shared, peer: &Peer, conn: &Connection, mut recv: Re
     loop {
         match read_frame(&mut recv, &mut decoder).await {
             Ok(Some(Frame::Ack { delivered })) => {
+                peer.counters.acks_received.fetch_add(1, Ordering::Relaxed);
                 peer.heard();
                 peer.acked(delivered);
             }

@@ -105,6 +105,8 @@ pub(crate) struct PeerCounters {
     pub(crate) unknown_frames: AtomicU64,
     pub(crate) connections: AtomicU64,
     pub(crate) dials_crossed: AtomicU64,
+    pub(crate) acks_sent: AtomicU64,
+    pub(crate) acks_received: AtomicU64,
 }
 
 /// The current connection, as seen from outside the driver.

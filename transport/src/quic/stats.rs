@@ -51,6 +51,11 @@ pub struct PeerStats {
     pub sequence_gaps: u64,
     /// Frames or datagrams of unknown kind or malformed datagrams skipped.
     pub unknown_frames: u64,
+    /// Acknowledgement frames written to the peer (each covers every priority, and
+    /// everything delivered since the one before).
+    pub acks_sent: u64,
+    /// Acknowledgement frames received from the peer.
+    pub acks_received: u64,
     /// The current connection's round-trip estimate.
     pub rtt: Option<Duration>,
 }
@@ -82,6 +87,8 @@ impl PeerStats {
             duplicates_dropped: c.duplicates_dropped.load(Ordering::Relaxed),
             sequence_gaps: c.sequence_gaps.load(Ordering::Relaxed),
             unknown_frames: c.unknown_frames.load(Ordering::Relaxed),
+            acks_sent: c.acks_sent.load(Ordering::Relaxed),
+            acks_received: c.acks_received.load(Ordering::Relaxed),
             rtt: link.map(|l| l.conn.rtt()),
         }
     }
