@@ -603,10 +603,10 @@ async fn acknowledgements_of_datagrams_count_as_signs_of_life() {
     b.shutdown().await;
 }
 
-/// Acknowledgements are coalesced: a trickle of Normal messages that arrive within one
-/// `ACK_DELAY` (2 ms) of each other is acknowledged in one Ack frame, not one each. Ten
-/// messages 100 µs apart per round, twenty rounds: one acknowledgement per message would
-/// be 200 frames; coalesced, about one per round.
+/// Acknowledgements are coalesced: a trickle of Normal messages (ten, 200 µs apart) that
+/// arrive within one `ACK_DELAY` (2 ms) of each other is acknowledged in one Ack frame, not one per reader
+/// wake-up. The baseline is the same trickle on Bulk, which is acknowledged at once (its
+/// in-flight cap waits on acknowledgements), so machine load changes both alike.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_trickle_of_messages_is_acknowledged_in_few_frames() {
     init_tracing();
@@ -618,35 +618,41 @@ async fn a_trickle_of_messages_is_acknowledged_in_few_frames() {
     let acks_received = |a: &cohort_transport::Messenger| {
         a.peer_stats(&to_b).map_or(0, |stats| stats.acks_received)
     };
+    let acks_sent = || b.peer_stats(&from_a).map_or(0, |stats| stats.acks_sent);
     const ROUNDS: u64 = 20;
     const PER_ROUND: u64 = 10;
-    for round in 0..ROUNDS {
-        let before = acks_received(&a);
-        for i in 0..PER_ROUND {
-            let message = Numbered::new("a", "normal", round * PER_ROUND + i, 16);
-            let outcome = a
-                .send(&message, Priority::Normal, std::slice::from_ref(&to_b))
-                .expect("sent");
-            assert!(outcome.is_complete(), "{outcome:?}");
-            // Blocking the worker for a moment is the point: the messages trickle.
-            std::thread::sleep(Duration::from_micros(100));
+    let mut frames = Vec::new();
+    for (priority, name) in [(Priority::Bulk, "bulk"), (Priority::Normal, "normal")] {
+        let sent_before = acks_sent();
+        for round in 0..ROUNDS {
+            let before = acks_received(&a);
+            for i in 0..PER_ROUND {
+                let message = Numbered::new("a", name, round * PER_ROUND + i, 16);
+                let outcome = a
+                    .send(&message, priority, std::slice::from_ref(&to_b))
+                    .expect("sent");
+                assert!(outcome.is_complete(), "{outcome:?}");
+                // Blocking the worker for a moment is the point: the messages trickle.
+                std::thread::sleep(Duration::from_micros(200));
+            }
+            receive(&mut inbox, PER_ROUND as usize, PATIENCE).await;
+            wait_until("the round is acknowledged", PATIENCE, || {
+                acks_received(&a) > before
+            })
+            .await;
         }
-        receive(&mut inbox, PER_ROUND as usize, PATIENCE).await;
-        wait_until("the round is acknowledged", PATIENCE, || {
-            acks_received(&a) > before
-        })
-        .await;
+        frames.push(acks_sent() - sent_before);
     }
-    let sent = b.peer_stats(&from_a).expect("b knows a").acks_sent;
-    let received = acks_received(&a);
+    let (bulk, normal) = (frames[0], frames[1]);
     println!(
-        "{} messages acknowledged in {sent} frames",
+        "{} messages acknowledged in {bulk} frames on Bulk, {normal} on Normal",
         ROUNDS * PER_ROUND
     );
-    assert!(received <= sent, "{received} received, {sent} sent");
+    assert!(acks_received(&a) <= acks_sent(), "no frame counted twice");
     assert!(
-        sent <= ROUNDS * 3,
-        "{sent} Ack frames for {} messages in {ROUNDS} trickles",
-        ROUNDS * PER_ROUND
+        // Measured: 22-24 frames against 184-188 on Bulk; without the delay (ACK_DELAY
+        // 0), 70-71 against 184-189, which fails here.
+        normal * 3 <= bulk,
+        "Normal's acknowledgements are not coalesced: {normal} frames, {bulk} on Bulk"
     );
 }
