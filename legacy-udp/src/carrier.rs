@@ -102,7 +102,8 @@ pub struct LegacyStats {
     pub reassembly_over_budget: u64,
     /// Fragments sent again after their timer ran out.
     pub resent: u64,
-    /// Messages delivered to subscriptions.
+    /// Messages received and delivered to subscriptions (what a member sends itself goes
+    /// through the messenger's own lanes, not through this carrier).
     pub delivered: u64,
     /// Packets answered with a refusal after the legacy side was retired.
     pub refused: u64,

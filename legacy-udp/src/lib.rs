@@ -7,7 +7,7 @@
 //!   QUIC).
 //! - [`LegacyCarrier`]: the carrier below a `Messenger` over it (`carrier`, a tokio shell
 //!   around the sans-IO `core`, which holds every peer's streams).
-//! - [`bind`] and [`bridge`]: the messengers over it alone (an old member) and over QUIC
+//! - [`bind()`] and [`bridge()`]: the messengers over it alone (an old member) and over QUIC
 //!   with it beside on one port during a rolling upgrade (one carrier per recipient by the
 //!   version in its member id, the legacy one closed once no old member is left).
 //! - `stream`: one reliable stream per peer and priority, sans-IO: sequence numbers,

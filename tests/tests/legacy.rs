@@ -295,3 +295,41 @@ async fn a_full_queue_is_reported_once_per_streak() {
     }
     assert_eq!(reports, 1, "{refused} refused sends, one streak");
 }
+
+/// A bridge checks a message against the limits of the carriers it goes on only: one for
+/// members of protocol v1 alone is bounded by the legacy protocol's `max_message_bytes`,
+/// not by QUIC's smaller frame limit (found in review: the front checked QUIC's always).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bridge_bounds_a_message_for_old_members_by_the_legacy_limit_alone() {
+    init_tracing();
+    let ca = TestCa::new();
+    let quic = QuicConfig {
+        max_frame_bytes_by_priority: [1 << 20, 1 << 20, 64 << 10, 1 << 20],
+        ..QuicConfig::default()
+    };
+    let bridge = cohort_legacy_udp::bridge(
+        &Identity::named("bridge"),
+        quic,
+        &ca.tls("bridge"),
+        LegacyConfig::default(),
+    )
+    .expect("bind a bridge");
+    let (old, new) = (legacy("old"), spawn_member(&ca, "new"));
+    install(&[&bridge, &old, &new]);
+    let mut inbox = old.subscribe::<Blob>().expect("subscribe");
+    let blob = Blob {
+        data: Bytes::from(vec![7u8; 200 << 10]),
+    };
+    let outcome = bridge
+        .send(&blob, Priority::Normal, &[old.local_member().clone()])
+        .expect("within the legacy limit");
+    assert!(outcome.is_complete(), "{outcome:?}");
+    let received = receive(&mut inbox, 1, PATIENCE).await;
+    assert_eq!(received[0].message, blob);
+    // To a QUIC member (or to both), QUIC's limit holds for the whole send.
+    let refused = bridge.send(&blob, Priority::Normal, &[new.local_member().clone()]);
+    assert!(
+        matches!(refused, Err(cohort_transport::SendError::TooLarge { .. })),
+        "{refused:?}"
+    );
+}

@@ -434,8 +434,9 @@ impl Messenger {
         front.abort();
     }
 
-    /// Stops at once, as a crash does, and frees the port to bind again at once (see
-    /// [`QuicCarrier::release_port`]).
+    /// Stops at once, as a crash does, and frees the port to bind again at once as far as
+    /// QUIC goes (see [`QuicCarrier::release_port`]); a legacy carrier's socket closes with
+    /// the messenger's last handle.
     #[doc(hidden)]
     pub fn release_port(&self) {
         let front = &self.front;
@@ -535,10 +536,22 @@ impl Front {
             }
         }
         // Every carrier used must take it before any does: a send never reaches one side
-        // only. The primary's limit also holds for the member itself.
-        self.primary.check_size(M::TAG, payload.len(), priority)?;
+        // only. The primary's limit also holds for the member itself, and for a send that
+        // reaches nobody (so that a message too large is refused whoever it is for).
+        if to_local || !to_primary.is_empty() || to_secondary.is_empty() {
+            self.primary.check_size(M::TAG, payload.len(), priority)?;
+        }
         if let Some(secondary) = self.secondary.as_ref().filter(|_| !to_secondary.is_empty()) {
-            secondary.check_size(M::TAG, payload.len(), priority)?;
+            match secondary.check_size(M::TAG, payload.len(), priority) {
+                // Retired since the recipients were routed: nobody's to reach any more.
+                Err(SendError::Shutdown) if secondary.is_retired() => {
+                    let gone = std::mem::take(&mut to_secondary);
+                    outcome
+                        .not_in_view
+                        .extend(gone.as_slice().iter().map(|m| (*m).clone()));
+                }
+                checked => checked?,
+            }
         }
         if to_local {
             self.deliver_locally(priority, M::TAG, payload.clone(), &mut outcome);
@@ -648,14 +661,20 @@ impl Front {
             if !secondary.flush().await {
                 tracing::debug!("the secondary carrier closes with messages unacknowledged");
             }
-            // A member of its version may have been admitted meanwhile (it still
-            // answered): then it stays open, and the next view without one tries again.
-            let view = read(&front.view).clone();
+            // Under the view's write lock: no view is installed and no send routed between
+            // the check and the retirement. A member of its version may have been admitted
+            // meanwhile (it still answered): then it stays open, and the next view without
+            // one tries again. A messenger stopping meanwhile retires nothing.
+            let view = write(&front.view);
+            if front.closing.load(Ordering::Acquire) {
+                return;
+            }
             if view.members().iter().any(|m| secondary.speaks(m.version())) {
                 front.retiring.store(false, Ordering::Release);
                 return;
             }
             secondary.retire(&front.retired_reason);
+            drop(view);
             tracing::info!(member = ?front.local, "no member of protocol v1 is left: legacy protocol closed");
             front.hub.emit(TransportEvent::ProtocolClosed {
                 version: ProtocolVersion::LEGACY,
@@ -685,6 +704,7 @@ enum Group<'v> {
 }
 
 impl Default for Group<'_> {
+    /// No recipient.
     fn default() -> Self {
         Group::One(None)
     }
