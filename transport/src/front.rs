@@ -16,6 +16,7 @@
 //! Each pair of members always uses one carrier (a member's version never changes), so the
 //! per-priority order and exactly-once delivery of each carrier hold across an upgrade.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
@@ -329,18 +330,14 @@ impl Messenger {
         limit: Duration,
     ) -> Result<Q::Answer, QueryError> {
         let encoded = self.front.encode_query(query)?;
-        let primary = self
-            .front
-            .primary
-            .ask(address, Q::TAG, encoded.clone(), limit);
-        let answer = match self.front.open_secondary() {
+        let primary = ask::<Q>(&*self.front.primary, address, encoded.clone(), limit);
+        match self.front.open_secondary() {
             None => primary.await,
             Some(secondary) => {
-                let secondary = secondary.ask(address, Q::TAG, encoded, limit);
-                first_answer(primary, secondary).await
+                let secondary = ask::<Q>(&**secondary, address, encoded, limit);
+                first_answer(std::pin::pin!(primary), std::pin::pin!(secondary)).await
             }
-        };
-        decode_answer::<Q>(address, answer?)
+        }
     }
 
     /// [`Messenger::query_within`] to a member, over the carrier of its version only, so
@@ -356,8 +353,7 @@ impl Messenger {
         let Some(carrier) = self.front.carrier_for(member) else {
             return Err(QueryError::Shutdown);
         };
-        let answer = carrier.ask(address, Q::TAG, encoded, limit).await;
-        decode_answer::<Q>(address, answer?)
+        ask::<Q>(&**carrier, address, encoded, limit).await
     }
 
     /// When anything last arrived from `member` (a frame, a datagram, an acknowledgement),
@@ -733,11 +729,10 @@ impl<'v> Group<'v> {
 }
 
 /// The first answer of two queries: the other's result only if the first failed.
-async fn first_answer(
-    a: crate::carrier::CarrierFuture<'_, Result<Bytes, QueryError>>,
-    b: crate::carrier::CarrierFuture<'_, Result<Bytes, QueryError>>,
-) -> Result<Bytes, QueryError> {
-    let (mut a, mut b) = (a, b);
+async fn first_answer<T>(
+    mut a: impl Future<Output = Result<T, QueryError>> + Unpin,
+    mut b: impl Future<Output = Result<T, QueryError>> + Unpin,
+) -> Result<T, QueryError> {
     tokio::select! {
         answer = &mut a => match answer {
             Ok(answer) => Ok(answer),
@@ -748,6 +743,18 @@ async fn first_answer(
             Err(_) => a.await,
         },
     }
+}
+
+/// Asks `carrier` and decodes its answer: decoded inside a race of two carriers, an answer
+/// that does not decode loses to the other's.
+async fn ask<Q: Query>(
+    carrier: &dyn Carrier,
+    address: SocketAddr,
+    query: Bytes,
+    limit: Duration,
+) -> Result<Q::Answer, QueryError> {
+    let answer = carrier.ask(address, Q::TAG, query, limit).await?;
+    decode_answer::<Q>(address, answer)
 }
 
 fn decode_answer<Q: Query>(address: SocketAddr, payload: Bytes) -> Result<Q::Answer, QueryError> {
