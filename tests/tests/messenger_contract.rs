@@ -2,7 +2,8 @@
 //! alone, the legacy protocol alone, and a bridge (both on one port) talking to a member of
 //! either protocol. Each case is the same test body; only how the pair is bound differs.
 //!
-//! - exactly once and in order per priority, to a peer and to the member itself;
+//! - exactly once and in order per priority, to a peer and to the member itself, Control
+//!   included, and to a member outside the view (`send_outside_view`);
 //! - across lost connections and lost packets (QUIC: the connection reset mid-stream; every
 //!   carrier: a fifth of the packets dropped while the messages flow);
 //! - bounded memory: a destination that acknowledges nothing has its sends refused once its
@@ -19,6 +20,17 @@ use cohort_tests::{Numbered, PATIENCE, TestCa, init_tracing, receive, wait_until
 use cohort_transport::{
     Identity, MemberId, Messenger, Priority, QuicConfig, TransportEvent, View, ViewId,
 };
+
+/// A message of "cohort's own protocols" (a reserved tag no protocol uses), which may go on
+/// Control and to members outside the view.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct ControlNote {
+    index: u64,
+}
+
+impl cohort_transport::Message for ControlNote {
+    const TAG: cohort_transport::Tag = cohort_transport::Tag(0xff01);
+}
 
 /// Messages per priority in each run.
 const PER_PRIORITY: u64 = 300;
@@ -91,14 +103,19 @@ fn bind(ca: &TestCa, kind: Kind, name: &str, tuning: Tuning) -> Messenger {
     }
 }
 
-/// The sender and the receiver of a case, in one view.
-fn pair(ca: &TestCa, arrangement: Arrangement, tuning: Tuning) -> (Messenger, Messenger) {
-    let (a, b) = match arrangement {
+/// The kinds of the sender and the receiver of a case.
+fn kinds(arrangement: Arrangement) -> (Kind, Kind) {
+    match arrangement {
         Arrangement::Quic => (Kind::Quic, Kind::Quic),
         Arrangement::Legacy => (Kind::Legacy, Kind::Legacy),
         Arrangement::BridgeToLegacy => (Kind::Bridge, Kind::Legacy),
         Arrangement::BridgeToQuic => (Kind::Bridge, Kind::Quic),
-    };
+    }
+}
+
+/// The sender and the receiver of a case, in one view.
+fn pair(ca: &TestCa, arrangement: Arrangement, tuning: Tuning) -> (Messenger, Messenger) {
+    let (a, b) = kinds(arrangement);
     let sender = bind(ca, a, "sender", tuning);
     let receiver = bind(ca, b, "receiver", tuning);
     let view = View::new(
@@ -316,5 +333,48 @@ async fn every_carrier_refuses_a_departed_member_both_ways() {
         );
         sender.shutdown().await;
         receiver.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_carrier_carries_control_in_order_also_outside_the_view() {
+    init_tracing();
+    let ca = TestCa::new();
+    for arrangement in ALL {
+        let (sender, receiver) = pair(&ca, arrangement, Tuning::default());
+        // A member in no view yet (a joiner), of the receiver's kind.
+        let outsider = bind(&ca, kinds(arrangement).1, "outsider", Tuning::default());
+        let mut inbox = receiver.subscribe::<ControlNote>().expect("subscribe");
+        let mut own = sender.subscribe::<ControlNote>().expect("subscribe");
+        let mut joiner = outsider.subscribe::<ControlNote>().expect("subscribe");
+        let to = [
+            receiver.local_member().clone(),
+            sender.local_member().clone(),
+        ];
+        let out = [outsider.local_member().clone()];
+        for index in 0..PER_PRIORITY {
+            let note = ControlNote { index };
+            let outcome = sender.send(&note, Priority::Control, &to).expect("sent");
+            assert!(outcome.is_complete(), "{arrangement:?}: {outcome:?}");
+            let outcome = sender.send(&note, Priority::Control, &out).expect("sent");
+            assert_eq!(
+                outcome.not_in_view, out,
+                "{arrangement:?}: send keeps to the view"
+            );
+            let outcome = sender.send_outside_view(&note, &out).expect("sent");
+            assert!(outcome.is_complete(), "{arrangement:?}: {outcome:?}");
+        }
+        for inbox in [&mut inbox, &mut own, &mut joiner] {
+            let received = receive(inbox, PER_PRIORITY as usize, PATIENCE).await;
+            let indexes: Vec<u64> = received.iter().map(|e| e.message.index).collect();
+            assert_eq!(
+                indexes,
+                (0..PER_PRIORITY).collect::<Vec<_>>(),
+                "{arrangement:?}: once each, in order"
+            );
+        }
+        sender.shutdown().await;
+        receiver.shutdown().await;
+        outsider.shutdown().await;
     }
 }
