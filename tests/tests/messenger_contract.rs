@@ -221,13 +221,16 @@ async fn every_carrier_loses_nothing_to_lost_packets_or_connections() {
                 .quic()
                 .filter(|_| to.version() >= cohort_transport::ProtocolVersion::QUIC)
             {
-                for _ in 0..2 {
-                    wait_until("something is connected", PATIENCE, || {
-                        quic.open_connections() > 0
+                // Mid-stream: after 100 and 300 of the 900 frames were written, on a
+                // connection that is up (the reset is retried until there is one).
+                for written in [100, 300] {
+                    wait_until("a connection to reset mid-stream", PATIENCE, || {
+                        let sent = sender
+                            .peer_stats(&to)
+                            .map_or(0, |stats| stats.frames_sent.iter().sum::<u64>());
+                        sent >= written && quic.reset_connection(&to)
                     })
                     .await;
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                    quic.reset_connection(&to);
                 }
             }
         };
