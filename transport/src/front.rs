@@ -505,7 +505,7 @@ impl Front {
         if self.closing.load(Ordering::Acquire) {
             return Err(SendError::Shutdown);
         }
-        let payload = wire::encode_payload(message).map_err(|source| SendError::Encode {
+        let mut payload = wire::encode_payload(message).map_err(|source| SendError::Encode {
             tag: M::TAG,
             source,
         })?;
@@ -568,25 +568,21 @@ impl Front {
                 }
             }
         };
-        let groups = [
-            (self.secondary.as_ref(), to_secondary),
-            (Some(&self.primary), to_primary),
-        ];
-        let mut payload = Some(payload);
-        let last = groups.iter().rposition(|(_, to)| !to.is_empty());
-        for (i, (carrier, to)) in groups.into_iter().enumerate() {
-            let Some(carrier) = carrier.filter(|_| !to.is_empty()) else {
-                continue;
+        let mut hand_to = |carrier: &Arc<dyn Carrier>, to: &Group<'_>, bytes: Bytes| match priority
+        {
+            Some(priority) => carrier.push(to.as_slice(), priority, M::TAG, bytes, &mut report),
+            None => carrier.push_datagram(to.as_slice(), M::TAG, &bytes, &mut report),
+        };
+        if let Some(secondary) = self.secondary.as_ref().filter(|_| !to_secondary.is_empty()) {
+            // Cloned (a reference count) only if the primary takes it too.
+            let bytes = match to_primary.is_empty() {
+                true => std::mem::take(&mut payload),
+                false => payload.clone(),
             };
-            // Moved into the last group, cloned (a reference count) for the other.
-            let bytes = match Some(i) == last {
-                true => payload.take().unwrap_or_default(),
-                false => payload.clone().unwrap_or_default(),
-            };
-            match priority {
-                Some(priority) => carrier.push(to.as_slice(), priority, M::TAG, bytes, &mut report),
-                None => carrier.push_datagram(to.as_slice(), M::TAG, &bytes, &mut report),
-            }
+            hand_to(secondary, &to_secondary, bytes);
+        }
+        if !to_primary.is_empty() {
+            hand_to(&self.primary, &to_primary, payload);
         }
         for (member, queued_bytes) in backlogged {
             tracing::warn!(%member, queued_bytes, "destination backlogged");
